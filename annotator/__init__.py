@@ -1,0 +1,1 @@
+"""rankloop annotator package."""

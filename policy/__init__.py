@@ -1,0 +1,1 @@
+"""rankloop policy package."""

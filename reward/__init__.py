@@ -1,0 +1,1 @@
+"""rankloop reward package."""

@@ -1,0 +1,1 @@
+"""rankloop service package."""

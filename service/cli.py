@@ -1,0 +1,238 @@
+"""The `rankloop` command.
+
+    rankloop init
+    rankloop prompts add examples/prompts.jsonl
+    rankloop system-prompts add examples/system_prompts.yaml
+    rankloop sample --model DIR --k 4 [--system-prompt NAME ...]
+    rankloop models list
+    rankloop status
+    rankloop demo
+
+Every command takes `--data DIR` (default ./rankloop-data, env RANKLOOP_DATA) and
+`--config FILE` (YAML settings). Errors a user can fix print one message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.config import Settings, load_settings
+from service.configfile import ConfigError
+from service.store import Store, StoreError
+
+USER_ERRORS: tuple[type[Exception], ...] = (StoreError, ConfigError, ValueError, FileNotFoundError)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def open_store(settings: Settings) -> Store:
+    return Store.open(settings.db_path)
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
+    existed = settings.db_path.exists()
+    with open_store(settings) as store:
+        version = store.schema_version()
+    print(f"{'opened' if existed else 'created'} {settings.db_path} (schema version {version})")
+
+
+def cmd_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
+    from service.prompts import add_prompts, read_prompt_file
+
+    texts = read_prompt_file(args.file)  # validated whole before the database is touched
+    with open_store(settings) as store:
+        added, skipped = add_prompts(store, texts, source=args.source, source_ref=str(args.file))
+    print(f"added {added} prompts from {args.file}" + (f" ({skipped} already stored, skipped)" if skipped else ""))
+
+
+def cmd_system_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
+    from service.prompts import add_system_prompts, read_system_prompt_file
+
+    prompts = read_system_prompt_file(args.file)
+    with open_store(settings) as store:
+        report = add_system_prompts(store, prompts)
+    print_table(report, ["name", "version", "change"])
+
+
+def cmd_system_prompts_list(args: argparse.Namespace, settings: Settings) -> None:
+    with open_store(settings) as store:
+        rows = store.query("SELECT name, version, text, created_at FROM system_prompts ORDER BY name, version")
+    print_table(rows, ["name", "version", "text", "created_at"])
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> None:
+    from service.sample_run import run_sampling
+    from service.sampler import SamplingParams
+
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p)
+    with open_store(settings) as store:
+        report = run_sampling(
+            store, settings, [Path(m) for m in args.model], args.k, params, args.system_prompt,
+            task_size=args.task_size, mix=args.mix, required_rankings=args.rankings_per_task, seed=args.seed,
+        )
+    for name, r in report.per_model.items():
+        print(f"{name}: {r.generated} new samples ({r.already_stored} of {r.requested} were already stored), "
+              f"{r.completion_tokens} tokens in {r.seconds:.1f} s ({r.tokens_per_s:.0f} tok/s)")
+    print(f"built {len(report.task_ids)} ranking tasks")
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
+    from service.registry import list_models
+
+    with open_store(settings) as store:
+        rows = list_models(store, args.kind)
+    print_table(rows, ["id", "kind", "name", "status", "parent_id", "snapshot_id", "path", "created_at"])
+
+
+def cmd_models_lineage(args: argparse.Namespace, settings: Settings) -> None:
+    from service.registry import lineage
+
+    with open_store(settings) as store:
+        rows = lineage(store, args.id)
+    print_table(rows, ["depth", "id", "kind", "name", "status", "snapshot_id", "path"])
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
+    with open_store(settings) as store:
+        counts = store.counts()
+        version = store.schema_version()
+    if args.json:
+        print(json.dumps({"data_dir": str(settings.data_dir), "schema_version": version, **counts}))
+        return
+    print(f"data directory {settings.data_dir} (schema version {version})")
+    for name, n in counts.items():
+        print(f"  {name:15} {n}")
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from service.demo import run_demo
+
+    run_demo(settings, model=Path(args.model) if args.model else None, k=args.k, steps=args.pretrain_steps)
+
+
+# -- parser -----------------------------------------------------------------
+
+
+def _common() -> argparse.ArgumentParser:
+    """--data/--config, accepted before or after the subcommand."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--data", default=argparse.SUPPRESS, help="data directory (default ./rankloop-data, env RANKLOOP_DATA)")
+    p.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file (env RANKLOOP_CONFIG)")
+    return p
+
+
+def _vllm_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("vLLM server")
+    g.add_argument("--dtype", default=None, help="weight dtype (auto, float32, bfloat16, float16)")
+    g.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    g.add_argument("--eager", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip torch.compile (faster start; default on)")
+    g.add_argument("--kv-cache-gib", type=float, default=None, help="KV-cache size in GiB")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    ap = argparse.ArgumentParser(prog="rankloop", description=__doc__, parents=[common],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable, help: str, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    add("init", cmd_init, "create the data directory and database (or upgrade an existing one)")
+
+    prompts = sub.add_parser("prompts", help="manage prompts").add_subparsers(dest="action", required=True)
+    p = add("add", cmd_prompts_add, "add prompts from JSONL (`prompt` field), CSV (`prompt` column) "
+            "or a text file (one per line); a file with any bad row is rejected whole", prompts)
+    p.add_argument("file", type=Path, help="the prompt file")
+    p.add_argument("--source", default="seed", choices=["seed", "import"], help="recorded origin (default seed)")
+
+    sps = sub.add_parser("system-prompts", help="manage versioned system prompts").add_subparsers(
+        dest="action", required=True)
+    p = add("add", cmd_system_prompts_add, "add system prompts from a YAML mapping name: text; "
+            "new text under an existing name becomes a new version", sps)
+    p.add_argument("file", type=Path, help="the YAML file")
+    add("list", cmd_system_prompts_list, "list every system prompt version", sps)
+
+    p = add("sample", cmd_sample, "serve each model with vLLM, sample K responses per prompt and system "
+            "prompt, store them and build ranking tasks; rerunning fills in only what is missing")
+    p.add_argument("--model", action="append", required=True, metavar="DIR",
+                   help="Hugging Face model directory (repeat for several models)")
+    p.add_argument("--k", type=int, default=4, help="samples per prompt and system prompt, 1..16 (default 4)")
+    p.add_argument("--system-prompt", action="append", metavar="NAME",
+                   help="system prompt name (repeat; default all; 'none' for no system prompt)")
+    p.add_argument("--max-tokens", type=int, default=64, help="most tokens per response (default 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
+    p.add_argument("--task-size", type=int, default=None, help="candidates per ranking task, 2..8 (default K)")
+    p.add_argument("--mix", action="append", metavar="NAME=WEIGHT",
+                   help="weight of a system prompt among a task's candidates (default equal)")
+    p.add_argument("--rankings-per-task", type=int, default=1, help="rankings each task needs (overlap; default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed for task composition and order")
+    _vllm_flags(p)
+
+    models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
+    p = add("list", cmd_models_list, "list registered models", models)
+    p.add_argument("--kind", choices=["pretrained", "sft", "reward", "policy"], help="only this kind")
+    p = add("lineage", cmd_models_lineage, "a model and the checkpoints and data it came from", models)
+    p.add_argument("id", type=int, help="model id")
+
+    p = add("status", cmd_status, "counts of everything in the data directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("demo", cmd_demo, "the whole loop on a tiny model built here (no download)")
+    p.add_argument("--model", default=None, help="use this Hugging Face model directory instead of the tiny one")
+    p.add_argument("--k", type=int, default=4, help="samples per prompt and system prompt (default 4)")
+    p.add_argument("--pretrain-steps", type=int, default=150, help="pretraining steps of the tiny model")
+    _vllm_flags(p)
+    return ap
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"data_dir": getattr(args, "data", None)}
+    vllm = {"dtype": getattr(args, "dtype", None), "max_model_len": getattr(args, "max_model_len", None),
+            "enforce_eager": getattr(args, "eager", None), "kv_cache_gib": getattr(args, "kv_cache_gib", None)}
+    vllm = {k: v for k, v in vllm.items() if v is not None}
+    if vllm:
+        overrides["vllm"] = vllm
+    return load_settings(getattr(args, "config", None), overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        args.fn(args, settings)
+    except USER_ERRORS as e:
+        print(f"rankloop {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # engine start failures, sampling stopped part-way
+        print(f"rankloop {args.command}: failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"rankloop {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

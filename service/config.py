@@ -1,0 +1,120 @@
+"""rankloop's settings: data directory, vLLM server options, ports and keys.
+
+One pydantic model, filled from (lowest to highest precedence) its defaults, a YAML
+file (`--config FILE` or `$RANKLOOP_CONFIG`), environment variables and CLI flags.
+Environment variables are `RANKLOOP_<FIELD>`, nested with `__`
+(`RANKLOOP_VLLM__DTYPE=float32`); `RANKLOOP_DATA` is the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from service.configfile import ConfigError, format_errors, read_yaml
+
+ENV_PREFIX = "RANKLOOP_"
+DB_FILE = "rankloop.duckdb"
+
+
+def _split(value: Any, splitter) -> Any:
+    return splitter(value) if isinstance(value, str) else value
+
+
+class VLLMOptions(BaseModel):
+    """How rankloop starts vLLM OpenAI-compatible servers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: str = Field("auto", description="weight dtype: auto, float32, bfloat16, float16")
+    max_model_len: int | None = Field(None, ge=16, description="context length (default: the model's)")
+    enforce_eager: bool = Field(True, description="skip torch.compile: ~20 s start instead of ~50 s on CPU")
+    kv_cache_gib: float = Field(1.0, gt=0, description="KV-cache size in GiB (CPU: VLLM_CPU_KVCACHE_SPACE)")
+    # vLLM's CPU server defaults to half the offline engine's batch (128 sequences, 2048 tokens);
+    # sampling is batch work, and the offline sizes measured ~30% more tokens/s here.
+    max_num_seqs: int | None = Field(256, ge=1, description="most sequences per engine step (None: vLLM's default)")
+    max_num_batched_tokens: int | None = Field(4096, ge=16, description="most tokens per engine step (None: vLLM's)")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU only: memory fraction")
+    cpu_reserved_cores: int | None = Field(
+        None, ge=0, description="CPU only: cores vLLM keeps for its HTTP frontend "
+        "(default: 0 on machines with 4 cores or fewer, where giving the engine every core is faster; else vLLM's)")
+    seed: int = Field(0, description="engine-level seed (a per-request seed crashes the CPU engine)")
+    startup_timeout_s: float = Field(300.0, gt=0, description="how long to wait for /health")
+    extra_args: list[str] = Field(default_factory=list, description="more api_server flags, as a list or one string")
+
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _shell_words(cls, v: Any) -> Any:
+        return _split(v, shlex.split)
+
+
+class Settings(BaseModel):
+    """Everything `rankloop` needs to know about where it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(Path("rankloop-data"), description="data directory (--data, $RANKLOOP_DATA)")
+    host: str = Field("127.0.0.1", description="address `rankloop serve` listens on")
+    port: int = Field(8000, ge=0, le=65535, description="port of `rankloop serve`")
+    api_keys: list[str] = Field(default_factory=list, description="keys accepted on /v1/* (comma-separated in env)")
+    admin_key: str | None = Field(None, description="key for /admin/*")
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        return _split(v, lambda s: [k.strip() for k in s.split(",") if k.strip()])
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    @property
+    def runs_dir(self) -> Path:
+        """Logs of vLLM servers and jobs live here."""
+        return self.data_dir / "logs"
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`RANKLOOP_VLLM__DTYPE=x` -> {"vllm": {"dtype": "x"}}; `RANKLOOP_DATA` -> data_dir."""
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        if path == ["data"]:
+            path = ["data_dir"]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < YAML file < environment < `overrides` (CLI flags; None values are ignored)."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    data = read_yaml(config_file) if config_file else {}
+    data = _deep_merge(data, env_values(environ))
+    data = _deep_merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, f"settings from {config_file or 'defaults'}, env and flags")) from None

@@ -1,0 +1,62 @@
+"""`rankloop demo`: the loop on a machine with nothing on it.
+
+Creates the data directory, loads the example prompts and system prompts shipped in
+`examples/`, builds and pretrains the tiny built-in model (or uses `--model DIR`),
+serves it with vLLM, samples from it under every system prompt, and prints what was
+stored. Running it again reuses the model and fills in only what is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.config import Settings
+from service.prompts import add_prompts, add_system_prompts, read_prompt_file, read_system_prompt_file
+from service.sample_run import run_sampling
+from service.sampler import SamplingParams
+from service.store import Store
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def build_tiny_model(out: Path, steps: int) -> Path:
+    """The built-in model, pretrained once and reused (its directory is the cache)."""
+    if (out / "config.json").exists():
+        print(f"using the tiny model already built in {out}")
+        return out
+    from policy.pretrain import PretrainConfig
+    from policy.pretrain import main as pretrain
+
+    print(f"building the tiny model in {out} ({steps} pretraining steps on the generated corpus)")
+    return pretrain(PretrainConfig(output_dir=out, size="small", steps=steps))
+
+
+def run_demo(settings: Settings, model: Path | None = None, k: int = 4, steps: int = 150) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prompts = read_prompt_file(EXAMPLES / "prompts.jsonl")
+    system_prompts = read_system_prompt_file(EXAMPLES / "system_prompts.yaml")
+    model_dir = model or build_tiny_model(settings.data_dir / "models" / "tiny", steps)
+    with Store.open(settings.db_path) as store:
+        added, _ = add_prompts(store, prompts, source="seed", source_ref="examples/prompts.jsonl")
+        add_system_prompts(store, system_prompts)
+        print(f"data directory {settings.data_dir}: {added} new example prompts, "
+              f"system prompts {', '.join(system_prompts)}")
+        report = run_sampling(store, settings, [model_dir], k, SamplingParams(max_tokens=64, temperature=1.0))
+        for name, r in report.per_model.items():
+            print(f"{name}: {r.generated} new samples, {r.tokens_per_s:.0f} tok/s")
+        print(f"built {len(report.task_ids)} ranking tasks\n")
+        print_stored(store)
+
+
+def print_stored(store: Store) -> None:
+    """What the run left in the database: counts, and one sample per system prompt."""
+    for name, n in store.counts().items():
+        print(f"  {name:15} {n}")
+    rows = store.query(
+        """SELECT sp.name AS system_prompt, p.text AS prompt, s.text AS response, s.completion_tokens
+           FROM samples s JOIN prompts p ON p.id = s.prompt_id JOIN system_prompts sp ON sp.id = s.system_prompt_id
+           QUALIFY row_number() OVER (PARTITION BY sp.name ORDER BY s.id) = 1 ORDER BY sp.name"""
+    )
+    print()
+    for r in rows:
+        print(f"[{r['system_prompt']}] {r['prompt']}\n  -> {r['response']!r} ({r['completion_tokens']} tokens)")

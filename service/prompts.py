@@ -1,0 +1,175 @@
+"""Prompts and versioned system prompts: reading them from files and storing them.
+
+Prompt files are JSONL (a `prompt` field per line), CSV (a `prompt` column) or plain
+text (one prompt per line). System prompt files are YAML mappings name -> text;
+adding a name again with new text makes a new version and never overwrites.
+A file with any bad row is rejected whole, with every bad line named, before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from service.store import Store, StoreError
+
+MAX_PROMPT_CHARS = 32_000
+MAX_REPORTED = 20
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Sampling with `--system-prompt none` uses this reserved, empty system prompt (no system message).
+NO_SYSTEM_PROMPT = "none"
+
+
+class InputFileError(StoreError):
+    """A file rejected whole; the message lists what is wrong on which line."""
+
+
+def _reject(path: Path, problems: list[str]) -> InputFileError:
+    shown = problems[:MAX_REPORTED]
+    more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    return InputFileError(f"{path}: rejected, nothing was added:\n  " + "\n  ".join(shown) + more)
+
+
+def _check_text(value: object, where: str, problems: list[str]) -> str | None:
+    if not isinstance(value, str):
+        problems.append(f"{where}: prompt must be a string, got {type(value).__name__}")
+    elif not value.strip():
+        problems.append(f"{where}: prompt is empty")
+    elif len(value) > MAX_PROMPT_CHARS:
+        problems.append(f"{where}: prompt has {len(value)} characters, at most {MAX_PROMPT_CHARS} allowed")
+    else:
+        return value.strip()
+    return None
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """The prompts in a .jsonl, .csv or plain-text file; raises InputFileError naming bad lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputFileError(f"{path}: not UTF-8 text ({e})") from None
+    problems: list[str] = []
+    prompts: list[str] = []
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        for n, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"line {n}: not valid JSON ({e.msg})")
+                continue
+            if not isinstance(row, dict) or "prompt" not in row:
+                problems.append(f"line {n}: expected an object with a \"prompt\" field")
+                continue
+            text = _check_text(row["prompt"], f"line {n}", problems)
+            prompts.extend([text] if text else [])
+    elif suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(raw))
+        if not reader.fieldnames or "prompt" not in reader.fieldnames:
+            raise InputFileError(f"{path}: a CSV needs a header row with a \"prompt\" column; "
+                                 f"found columns {reader.fieldnames or []}")
+        for row in reader:
+            text = _check_text(row["prompt"] or "", f"line {reader.line_num}", problems)
+            prompts.extend([text] if text else [])
+    else:
+        for n, line in enumerate(raw.splitlines(), 1):
+            if line.strip():
+                text = _check_text(line, f"line {n}", problems)
+                prompts.extend([text] if text else [])
+    if problems:
+        raise _reject(path, problems)
+    if not prompts:
+        raise InputFileError(f"{path}: holds no prompts (expected JSONL with a \"prompt\" field, "
+                             "CSV with a \"prompt\" column, or one prompt per line)")
+    return prompts
+
+
+def add_prompts(store: Store, texts: list[str], source: str = "seed", source_ref: str | None = None) -> tuple[int, int]:
+    """Store new prompts (exact duplicates of stored ones are skipped); returns (added, skipped)."""
+    unique = list(dict.fromkeys(texts))
+    with store.write() as cur:
+        cur.register("_new_prompts", pa.table({"text": unique}))
+        try:
+            added = cur.execute(
+                """INSERT INTO prompts (text, source, source_ref)
+                   SELECT n.text, ?, ? FROM _new_prompts n
+                   WHERE n.text NOT IN (SELECT text FROM prompts) RETURNING id""",
+                [source, source_ref],
+            ).fetchall()
+        finally:
+            cur.unregister("_new_prompts")
+    return len(added), len(texts) - len(added)
+
+
+def read_system_prompt_file(path: str | Path) -> dict[str, str]:
+    """name -> text from a YAML mapping; raises InputFileError naming each bad entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputFileError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict) or not data:
+        raise InputFileError(f"{path}: expected a non-empty YAML mapping of name: text")
+    problems = []
+    for name, text in data.items():
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            problems.append(f"{name!r}: a name is 1-64 letters, digits, '_', '.', '-' (starting alnum)")
+        elif name == NO_SYSTEM_PROMPT:
+            problems.append(f"{name!r}: reserved for sampling without a system prompt")
+        elif not isinstance(text, str) or not text.strip():
+            problems.append(f"{name!r}: text must be a non-empty string")
+    if problems:
+        raise _reject(path, problems)
+    return {name: text.strip() for name, text in data.items()}
+
+
+def add_system_prompts(store: Store, prompts: dict[str, str]) -> list[dict]:
+    """Add each as a new version unless its latest version has the same text."""
+    report = []
+    with store.write() as cur:
+        for name, text in prompts.items():
+            row = cur.execute(
+                "SELECT version, text FROM system_prompts WHERE name = ? ORDER BY version DESC LIMIT 1", [name]
+            ).fetchone()
+            if row and row[1] == text:
+                report.append({"name": name, "version": row[0], "change": "unchanged"})
+                continue
+            version = row[0] + 1 if row else 1
+            cur.execute("INSERT INTO system_prompts (name, version, text) VALUES (?, ?, ?)", [name, version, text])
+            report.append({"name": name, "version": version, "change": "new version" if row else "added"})
+    return report
+
+
+def latest_system_prompts(store: Store, names: list[str] | None = None) -> list[dict]:
+    """The latest version of each named system prompt (all names when None), in the order given."""
+    rows = store.query(
+        """SELECT id, name, version, text FROM system_prompts s
+           WHERE version = (SELECT max(version) FROM system_prompts WHERE name = s.name) ORDER BY name"""
+    )
+    by_name = {r["name"]: r for r in rows}
+    if names is None:
+        return [r for r in rows if r["name"] != NO_SYSTEM_PROMPT]
+    unknown = [n for n in names if n not in by_name and n != NO_SYSTEM_PROMPT]
+    if unknown:
+        valid = ", ".join(n for n in by_name if n != NO_SYSTEM_PROMPT) or "(none stored yet)"
+        raise StoreError(f"unknown system prompt {', '.join(map(repr, unknown))}; stored: {valid}; "
+                         f"or '{NO_SYSTEM_PROMPT}' for no system prompt")
+    if NO_SYSTEM_PROMPT in names and NO_SYSTEM_PROMPT not in by_name:
+        with store.write() as cur:
+            cur.execute("INSERT INTO system_prompts (name, version, text) VALUES (?, 1, '')", [NO_SYSTEM_PROMPT])
+        return latest_system_prompts(store, names)
+    return [by_name[n] for n in dict.fromkeys(names)]

@@ -1,0 +1,92 @@
+"""The model registry: every checkpoint rankloop knows, what it came from, and its status.
+
+kind is pretrained | sft | reward | policy; parent_id points to the checkpoint a model
+was trained from, snapshot_id to the data it was trained on, so lineage is a query.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from service.store import Store, StoreError
+
+# external: responses that came from outside rankloop (imported preference data).
+KINDS = ("pretrained", "sft", "reward", "policy", "external")
+STATUSES = ("registered", "candidate", "active", "retired", "failed")
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    for key in ("config", "metrics"):
+        if isinstance(r.get(key), str):
+            r[key] = json.loads(r[key])
+    return r
+
+
+def register_model(
+    store: Store,
+    kind: str,
+    path: str | Path,
+    *,
+    name: str | None = None,
+    parent_id: int | None = None,
+    snapshot_id: str | None = None,
+    config: dict | None = None,
+    metrics: dict | None = None,
+    status: str = "registered",
+    status_reason: str | None = None,
+) -> int:
+    """Add a checkpoint to the registry and return its id."""
+    if kind not in KINDS:
+        raise StoreError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
+    if status not in STATUSES:
+        raise StoreError(f"unknown model status {status!r}; valid: {', '.join(STATUSES)}")
+    path = Path(path).resolve()
+    with store.write() as cur:
+        if parent_id is not None and not cur.execute("SELECT 1 FROM models WHERE id = ?", [parent_id]).fetchone():
+            raise StoreError(f"parent model {parent_id} is not in the registry")
+        return cur.execute(
+            """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+            [kind, name or path.name, str(path), parent_id, snapshot_id, json.dumps(config or {}),
+             json.dumps(metrics or {}), status, status_reason],
+        ).fetchone()[0]
+
+
+def get_model(store: Store, model_id: int) -> dict[str, Any]:
+    rows = store.query("SELECT * FROM models WHERE id = ?", [model_id])
+    if not rows:
+        raise StoreError(f"no model with id {model_id}; `rankloop models list` shows the registry")
+    return _row(rows[0])
+
+
+def find_or_register(store: Store, path: str | Path, kind: str = "pretrained") -> int:
+    """The id of the newest model registered at `path`, registering it when it is new."""
+    resolved = str(Path(path).resolve())
+    found = store.scalar("SELECT id FROM models WHERE path = ? ORDER BY id DESC LIMIT 1", [resolved])
+    return found if found is not None else register_model(store, kind, resolved)
+
+
+def list_models(store: Store, kind: str | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM models" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
+    return [_row(r) for r in store.query(sql, [kind] if kind else [])]
+
+
+def lineage(store: Store, model_id: int) -> list[dict[str, Any]]:
+    """The model and its ancestors (parent chain), newest first, each with its snapshot."""
+    get_model(store, model_id)  # clear error on an unknown id
+    return [
+        _row(r)
+        for r in store.query(
+            """WITH RECURSIVE chain(id, depth) AS (
+                   SELECT ?::BIGINT, 0
+                   UNION ALL
+                   SELECT m.parent_id, c.depth + 1 FROM chain c JOIN models m ON m.id = c.id
+                   WHERE m.parent_id IS NOT NULL)
+               SELECT m.*, c.depth, s.path AS snapshot_path, s.counts AS snapshot_counts
+               FROM chain c JOIN models m ON m.id = c.id LEFT JOIN snapshots s ON s.id = m.snapshot_id
+               ORDER BY c.depth""",
+            [model_id],
+        )
+    ]

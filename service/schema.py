@@ -1,0 +1,145 @@
+"""The DuckDB schema as numbered migrations; `schema_version` records which have run.
+
+Append a migration to change the schema; never edit one that has shipped, since
+existing databases already ran it. There are no FOREIGN KEY constraints on purpose:
+DuckDB implements an UPDATE of a referenced row as delete + insert and rejects it,
+and tasks, models and jobs are updated in place. References are kept by the code
+that writes them (the service is the only writer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def _table(name: str, columns: str) -> str:
+    """Every table: a sequence-backed id, its columns, and created_at."""
+    return (
+        f"CREATE SEQUENCE IF NOT EXISTS seq_{name} START 1;\n"
+        f"CREATE TABLE {name} (\n"
+        f"  id BIGINT PRIMARY KEY DEFAULT nextval('seq_{name}'),\n"
+        f"  {columns},\n"
+        f"  created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp\n);\n"
+    )
+
+
+CORE = "".join(
+    [
+        _table(
+            "system_prompts",
+            """name VARCHAR NOT NULL,
+  version INTEGER NOT NULL,
+  text VARCHAR NOT NULL,
+  UNIQUE (name, version)""",
+        ),
+        _table(
+            "prompts",
+            """text VARCHAR NOT NULL UNIQUE,
+  source VARCHAR NOT NULL CHECK (source IN ('seed', 'import', 'served')),
+  source_ref VARCHAR""",
+        ),
+        _table(
+            "models",
+            """kind VARCHAR NOT NULL CHECK (kind IN ('pretrained', 'sft', 'reward', 'policy', 'external')),
+  name VARCHAR NOT NULL,
+  path VARCHAR NOT NULL,
+  parent_id BIGINT,
+  snapshot_id VARCHAR,
+  config JSON,
+  metrics JSON,
+  status VARCHAR NOT NULL DEFAULT 'registered',
+  status_reason VARCHAR""",
+        ),
+        _table(
+            "samples",
+            """prompt_id BIGINT NOT NULL,
+  system_prompt_id BIGINT NOT NULL,
+  model_id BIGINT NOT NULL,
+  params JSON NOT NULL,
+  params_hash VARCHAR NOT NULL,
+  sample_index INTEGER NOT NULL,
+  text VARCHAR NOT NULL,
+  prompt_tokens INTEGER,
+  completion_tokens INTEGER,
+  finish_reason VARCHAR,
+  latency_ms DOUBLE""",
+        ),
+        _table(
+            "tasks",
+            """prompt_id BIGINT NOT NULL,
+  sample_ids BIGINT[] NOT NULL,
+  required_rankings INTEGER NOT NULL DEFAULT 1 CHECK (required_rankings >= 1),
+  priority DOUBLE NOT NULL DEFAULT 0""",
+        ),
+        _table(
+            "annotators",
+            """name VARCHAR NOT NULL UNIQUE,
+  role VARCHAR NOT NULL CHECK (role IN ('annotator', 'admin', 'simulated', 'import')),
+  password_hash VARCHAR,
+  disabled BOOLEAN NOT NULL DEFAULT false""",
+        ),
+        _table(
+            "rankings",
+            """task_id BIGINT NOT NULL,
+  annotator_id BIGINT NOT NULL,
+  ranks INTEGER[],
+  skipped BOOLEAN NOT NULL DEFAULT false,
+  skip_reason VARCHAR,
+  flags JSON,
+  rationale VARCHAR,
+  time_spent_s DOUBLE,
+  submission_id VARCHAR NOT NULL UNIQUE""",
+        ),
+        # A snapshot's id is its content hash, so this one table has a VARCHAR key.
+        """CREATE TABLE snapshots (
+  id VARCHAR PRIMARY KEY,
+  path VARCHAR NOT NULL,
+  filters JSON,
+  counts JSON,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+""",
+        _table(
+            "jobs",
+            """kind VARCHAR NOT NULL,
+  config JSON,
+  status VARCHAR NOT NULL DEFAULT 'queued',
+  progress DOUBLE NOT NULL DEFAULT 0,
+  log_path VARCHAR,
+  error VARCHAR,
+  result_model_id BIGINT,
+  started_at TIMESTAMPTZ,
+  finished_at TIMESTAMPTZ""",
+        ),
+    ]
+)
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "core tables", CORE),
+    Migration(
+        2,
+        "sample identity and lookup indexes",
+        # The sampler's idempotency key: a rerun fills in missing sample_index values only.
+        """CREATE UNIQUE INDEX samples_identity
+  ON samples (prompt_id, system_prompt_id, model_id, params_hash, sample_index);
+CREATE INDEX samples_prompt ON samples (prompt_id);
+CREATE INDEX rankings_task ON rankings (task_id);
+""",
+    ),
+]
+
+SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+  version INTEGER PRIMARY KEY,
+  name VARCHAR NOT NULL,
+  applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+"""
+
+LATEST = MIGRATIONS[-1].version

@@ -1,0 +1,158 @@
+"""The DuckDB store: the one process-wide connection to `rankloop.duckdb` and its schema.
+
+DuckDB lets one process open a database file for writing, and while it holds the
+file no other process can open it at all. The service (or a CLI command when no
+service runs) opens it through `Store`; everything else gets Parquet snapshots.
+Inside the process: one connection, a `cursor()` per thread, one explicit
+transaction per logical write, writes serialised by a lock (two DuckDB transactions
+updating the same row would otherwise fail with a conflict), bulk inserts via Arrow.
+
+    with Store.open(settings.db_path) as store:
+        with store.write() as cur:
+            cur.execute("INSERT INTO prompts (text, source) VALUES (?, 'seed')", ["hi"])
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from service.schema import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
+
+
+class StoreError(RuntimeError):
+    """A problem a user can act on (bad input, missing row); the message says what to do."""
+
+
+class DataDirBusy(StoreError):
+    """Another process holds the database file."""
+
+
+class Store:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path):
+        self.path = path
+        self._con = con
+        self._local = threading.local()  # one cursor per thread, as DuckDB asks
+        self._write_lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: str | Path, migrate: bool = True, target_version: int | None = None) -> Store:
+        """Open (creating if needed) the database and bring its schema up to date."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                pid = re.search(r"PID (\d+)", str(e))
+                raise DataDirBusy(
+                    f"the database {path} is held by another process"
+                    f"{f' (PID {pid.group(1)})' if pid else ''}: a `rankloop serve` may be running on "
+                    f"{path.parent}. Send the command to that service (rankloop finds it through "
+                    f"{path.parent / 'service.json'}), stop it, or use another --data directory."
+                ) from None
+            raise StoreError(f"cannot open the database {path}: {e}") from None
+        store = cls(con, path)
+        if migrate:
+            store.migrate(target_version)
+        return store
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connections -------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (created on first use)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._con.cursor()
+        return cur
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One logical write: BEGIN ... COMMIT, or ROLLBACK on any error; serialised."""
+        with self._write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts."""
+        cur = self.cursor().execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        row = self.cursor().execute(sql, params or []).fetchone()
+        return row[0] if row else None
+
+    def insert_arrow(self, cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> list[int]:
+        """Bulk insert through DuckDB's Arrow scan; returns the new ids in row order."""
+        if data.num_rows == 0:
+            return []
+        cols = ", ".join(data.column_names)
+        cur.register("_rankloop_rows", data)
+        try:
+            rows = cur.execute(
+                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rankloop_rows RETURNING id"
+            ).fetchall()
+        finally:
+            cur.unregister("_rankloop_rows")
+        return [r[0] for r in rows]
+
+    # -- schema ------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        cur = self.cursor()
+        cur.execute(SCHEMA_VERSION_TABLE)
+        return cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+    def migrate(self, target_version: int | None = None) -> list[int]:
+        """Run the migrations this database has not run yet (up to target), each in its own transaction."""
+        target = LATEST if target_version is None else target_version
+        current = self.schema_version()
+        if current > LATEST:
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this rankloop knows ({LATEST}); "
+                "upgrade rankloop"
+            )
+        applied = []
+        for m in MIGRATIONS:
+            if current < m.version <= target:
+                with self.write() as cur:
+                    cur.execute(m.sql)
+                    cur.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [m.version, m.name])
+                applied.append(m.version)
+        return applied
+
+    # -- overview ----------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of every table, plus open tasks (those still needing rankings)."""
+        tables = ["system_prompts", "prompts", "models", "samples", "tasks", "annotators",
+                  "rankings", "snapshots", "jobs"]
+        out = {t: self.scalar(f"SELECT count(*) FROM {t}") for t in tables}
+        out["open_tasks"] = self.scalar(
+            """SELECT count(*) FROM tasks t WHERE t.required_rankings >
+                 (SELECT count(*) FROM rankings r WHERE r.task_id = t.id AND NOT r.skipped)"""
+        )
+        return out

@@ -1,0 +1,39 @@
+"""Shared fixtures: offline environment, a tiny model built here, a fresh store.
+
+The tiny model is built by the same code users run (`policy.pretrain`): a tokenizer
+trained locally with `tokenizers`, a Llama with head_dim 64, a chat template that
+renders system prompts, all saved with `save_pretrained`. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["VLLM_NO_USAGE_STATS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+for _key in [k for k in os.environ if k.startswith("RANKLOOP_")]:
+    del os.environ[_key]  # tests set their own settings
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from service.store import Store  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~0.5M-parameter chat Llama, briefly pretrained on the generated corpus."""
+    from policy.pretrain import PretrainConfig, main
+
+    return main(PretrainConfig(output_dir=tmp_path_factory.mktemp("models") / "tiny", size="tiny", steps=40,
+                               n_transcripts=600))
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store.open(tmp_path / "data" / "rankloop.duckdb") as s:
+        yield s
