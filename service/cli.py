@@ -6,6 +6,11 @@
     rankloop sample --model DIR --k 4 [--system-prompt NAME ...]
     rankloop models list
     rankloop status
+    rankloop serve                                   # annotator app at /annotate, JSON API, /admin
+    rankloop annotators add NAME --role annotator|admin
+    rankloop annotate-sim --annotators 3 --noise 0.3 [--unreliable 1]
+    rankloop export --format trl|hh|jsonl --out FILE
+    rankloop import hh FILE
     rankloop demo
 
 Every command takes `--data DIR` (default ./rankloop-data, env RANKLOOP_DATA) and
@@ -21,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from service.cli_annotate import add_parsers as add_annotation_parsers
 from service.config import Settings, load_settings
 from service.configfile import ConfigError
-from service.store import Store, StoreError
+from service.store import DataDirBusy, Store, StoreError
 
 USER_ERRORS: tuple[type[Exception], ...] = (StoreError, ConfigError, ValueError, FileNotFoundError)
 
@@ -110,9 +116,17 @@ def cmd_models_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
-    with open_store(settings) as store:
-        counts = store.counts()
-        version = store.schema_version()
+    from service.cli_annotate import admin_client, call
+
+    client = admin_client(settings)
+    if client:  # the service holds the database: ask it
+        counts = call(client, "GET", "/admin/status")
+        version = counts.pop("schema_version")
+        counts.pop("data_dir")
+    else:
+        with open_store(settings) as store:
+            counts = store.counts()
+            version = store.schema_version()
     if args.json:
         print(json.dumps({"data_dir": str(settings.data_dir), "schema_version": version, **counts}))
         return
@@ -124,7 +138,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from service.demo import run_demo
 
-    run_demo(settings, model=Path(args.model) if args.model else None, k=args.k, steps=args.pretrain_steps)
+    run_demo(settings, model=Path(args.model) if args.model else None, k=args.k, steps=args.pretrain_steps,
+             serve=args.serve)
 
 
 # -- parser -----------------------------------------------------------------
@@ -199,10 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, "counts of everything in the data directory")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    add_annotation_parsers(sub, add)
+
     p = add("demo", cmd_demo, "the whole loop on a tiny model built here (no download)")
     p.add_argument("--model", default=None, help="use this Hugging Face model directory instead of the tiny one")
     p.add_argument("--k", type=int, default=4, help="samples per prompt and system prompt (default 4)")
     p.add_argument("--pretrain-steps", type=int, default=150, help="pretraining steps of the tiny model")
+    p.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True,
+                   help="serve the annotator app at the end (default on)")
     _vllm_flags(p)
     return ap
 
@@ -222,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         args.fn(args, settings)
+    except DataDirBusy as e:
+        from service.serve import running_service
+
+        url = running_service(settings)
+        hint = (f"\nrankloop serve is running at {url}: use its annotator app and admin API, or stop it to run "
+                f"`rankloop {args.command}`.") if url else ""
+        print(f"rankloop {args.command}: error: {e}{hint}", file=sys.stderr)
+        return 2
     except USER_ERRORS as e:
         print(f"rankloop {args.command}: error: {e}", file=sys.stderr)
         return 2

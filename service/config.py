@@ -53,6 +53,16 @@ class VLLMOptions(BaseModel):
         return _split(v, shlex.split)
 
 
+class AnnotationOptions(BaseModel):
+    """How the annotator queue hands out tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_s: float = Field(600.0, gt=0, description="how long a handed-out task stays reserved for its annotator")
+    gold_rate: float = Field(0.1, ge=0, le=1, description="share of tasks served from the gold set, when it has any")
+    show_sources: bool = Field(False, description="show annotators which system prompt and model wrote each candidate")
+
+
 class Settings(BaseModel):
     """Everything `rankloop` needs to know about where it runs."""
 
@@ -64,6 +74,7 @@ class Settings(BaseModel):
     api_keys: list[str] = Field(default_factory=list, description="keys accepted on /v1/* (comma-separated in env)")
     admin_key: str | None = Field(None, description="key for /admin/*")
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -2,8 +2,11 @@
 
 Creates the data directory, loads the example prompts and system prompts shipped in
 `examples/`, builds and pretrains the tiny built-in model (or uses `--model DIR`),
-serves it with vLLM, samples from it under every system prompt, and prints what was
-stored. Running it again reuses the model and fills in only what is missing.
+serves it with vLLM, samples from it under every system prompt, has simulated
+annotators (three reliable, one random) rank every task twice, prints the system
+prompt leaderboard and the annotators' agreement, and finally serves the annotator
+app for a person to try (`--no-serve` stops before that). Running it again reuses
+the model and fills in only what is missing.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def build_tiny_model(out: Path, steps: int) -> Path:
     return pretrain(PretrainConfig(output_dir=out, size="small", steps=steps))
 
 
-def run_demo(settings: Settings, model: Path | None = None, k: int = 4, steps: int = 150) -> None:
+def run_demo(settings: Settings, model: Path | None = None, k: int = 4, steps: int = 150, serve: bool = True) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     prompts = read_prompt_file(EXAMPLES / "prompts.jsonl")
     system_prompts = read_system_prompt_file(EXAMPLES / "system_prompts.yaml")
@@ -41,11 +44,48 @@ def run_demo(settings: Settings, model: Path | None = None, k: int = 4, steps: i
         add_system_prompts(store, system_prompts)
         print(f"data directory {settings.data_dir}: {added} new example prompts, "
               f"system prompts {', '.join(system_prompts)}")
-        report = run_sampling(store, settings, [model_dir], k, SamplingParams(max_tokens=64, temperature=1.0))
+        report = run_sampling(store, settings, [model_dir], k, SamplingParams(max_tokens=64, temperature=1.0),
+                              required_rankings=2)
         for name, r in report.per_model.items():
             print(f"{name}: {r.generated} new samples, {r.tokens_per_s:.0f} tok/s")
-        print(f"built {len(report.task_ids)} ranking tasks\n")
+        print(f"built {len(report.task_ids)} ranking tasks (2 rankings each)\n")
         print_stored(store)
+        simulate_annotators(store, settings)
+        password = ensure_demo_admin(store)
+    if serve:
+        from service.serve import serve as run_service
+
+        if password:
+            print(f"\nlog in to the annotator app as 'admin' with password {password!r}")
+        run_service(settings)
+
+
+def simulate_annotators(store: Store, settings: Settings) -> None:
+    from annotator import quality, simulate_run
+    from annotator.queue import QueueSettings
+    from service.cli import print_table
+
+    profiles = simulate_run.ensure_accounts(store, simulate_run.default_profiles(3, noise=0.3, unreliable=1))
+    ann = settings.annotation
+    sim = simulate_run.run(simulate_run.LocalQueue(store, QueueSettings(ann.lease_s, ann.gold_rate)), profiles)
+    print(f"\nsimulated annotators ranked {sim.total} tasks")
+    print("\nsystem prompt leaderboard (Bradley-Terry, 95% CI):")
+    print_table(quality.leaderboard_rows(store, "system_prompt"), ["arm", "score", "ci_low", "ci_high", "win_rate"])
+    print("\nannotator agreement (sim-u1 ranks at random):")
+    print_table(quality.annotator_report(store), ["annotator", "rankings", "agreement_with_consensus", "kendall_tau"])
+
+
+def ensure_demo_admin(store: Store) -> str | None:
+    """An `admin` account for the person trying the demo; its password is shown once."""
+    import secrets
+
+    from annotator.accounts import add_annotator
+
+    if store.scalar("SELECT count(*) FROM annotators WHERE name = 'admin'"):
+        return None
+    password = secrets.token_urlsafe(9)
+    add_annotator(store, "admin", "admin", password)
+    return password
 
 
 def print_stored(store: Store) -> None:

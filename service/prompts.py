@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,10 +32,31 @@ class InputFileError(StoreError):
     """A file rejected whole; the message lists what is wrong on which line."""
 
 
-def _reject(path: Path, problems: list[str]) -> InputFileError:
+def reject(path: Path, problems: list[str], nothing: str = "nothing was added") -> InputFileError:
+    """The error for a file rejected whole: every problem (up to MAX_REPORTED) on its own line."""
     shown = problems[:MAX_REPORTED]
     more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-    return InputFileError(f"{path}: rejected, nothing was added:\n  " + "\n  ".join(shown) + more)
+    return InputFileError(f"{path}: rejected, {nothing}:\n  " + "\n  ".join(shown) + more)
+
+
+def read_text(path: Path) -> str:
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputFileError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def jsonl_rows(raw: str, problems: list[str]) -> Iterator[tuple[int, object]]:
+    """(line number, value) of every non-blank JSONL line; lines that are not JSON go to `problems`."""
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"line {n}: not valid JSON ({e.msg})")
 
 
 def _check_text(value: object, where: str, problems: list[str]) -> str | None:
@@ -52,24 +74,12 @@ def _check_text(value: object, where: str, problems: list[str]) -> str | None:
 def read_prompt_file(path: str | Path) -> list[str]:
     """The prompts in a .jsonl, .csv or plain-text file; raises InputFileError naming bad lines."""
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputFileError(f"{path}: not UTF-8 text ({e})") from None
+    raw = read_text(path)
     problems: list[str] = []
     prompts: list[str] = []
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        for n, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"line {n}: not valid JSON ({e.msg})")
-                continue
+        for n, row in jsonl_rows(raw, problems):
             if not isinstance(row, dict) or "prompt" not in row:
                 problems.append(f"line {n}: expected an object with a \"prompt\" field")
                 continue
@@ -89,7 +99,7 @@ def read_prompt_file(path: str | Path) -> list[str]:
                 text = _check_text(line, f"line {n}", problems)
                 prompts.extend([text] if text else [])
     if problems:
-        raise _reject(path, problems)
+        raise reject(path, problems)
     if not prompts:
         raise InputFileError(f"{path}: holds no prompts (expected JSONL with a \"prompt\" field, "
                              "CSV with a \"prompt\" column, or one prompt per line)")
@@ -100,6 +110,7 @@ def add_prompts(store: Store, texts: list[str], source: str = "seed", source_ref
     """Store new prompts (exact duplicates of stored ones are skipped); returns (added, skipped)."""
     unique = list(dict.fromkeys(texts))
     with store.write() as cur:
+        cur.complete()  # DuckDB 2.0 refuses register() while an earlier result is unread
         cur.register("_new_prompts", pa.table({"text": unique}))
         try:
             added = cur.execute(
@@ -133,7 +144,7 @@ def read_system_prompt_file(path: str | Path) -> dict[str, str]:
         elif not isinstance(text, str) or not text.strip():
             problems.append(f"{name!r}: text must be a non-empty string")
     if problems:
-        raise _reject(path, problems)
+        raise reject(path, problems)
     return {name: text.strip() for name, text in data.items()}
 
 

@@ -7,6 +7,7 @@ only one checkpoint's weights and KV cache are in memory at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from service.config import Settings
@@ -87,7 +88,8 @@ def run_sampling(
         finally:
             server.stop()
     weights = {(s["id"], m): weights_by_name[s["name"]] for s in system_prompts for m in model_ids}
+    batch = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} k={k}"  # tasks of one run form a batch for agreement stats
     report.task_ids = build_tasks(
-        store, [p["id"] for p in prompts], weights, params.key(), size, required_rankings, seed
+        store, [p["id"] for p in prompts], weights, params.key(), size, required_rankings, seed, batch
     )
     return report

@@ -133,6 +133,22 @@ CREATE INDEX samples_prompt ON samples (prompt_id);
 CREATE INDEX rankings_task ON rankings (task_id);
 """,
     ),
+    Migration(
+        3,
+        "annotation: leases, gold tasks, task batches, simulated annotator profiles",
+        _table(
+            "leases",
+            """task_id BIGINT NOT NULL,
+  annotator_id BIGINT NOT NULL,
+  expires_at TIMESTAMPTZ NOT NULL""",
+        )
+        + """CREATE INDEX leases_task ON leases (task_id);
+ALTER TABLE tasks ADD COLUMN gold_ranks INTEGER[];
+ALTER TABLE tasks ADD COLUMN batch VARCHAR;
+ALTER TABLE rankings ADD COLUMN gold_agreement DOUBLE;
+ALTER TABLE annotators ADD COLUMN profile JSON;
+""",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

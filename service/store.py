@@ -110,6 +110,7 @@ class Store:
         if data.num_rows == 0:
             return []
         cols = ", ".join(data.column_names)
+        cur.complete()  # DuckDB 2.0 refuses register() while an earlier result is unread
         cur.register("_rankloop_rows", data)
         try:
             rows = cur.execute(

@@ -55,6 +55,7 @@ def build_tasks(
     size: int,
     required_rankings: int = 1,
     seed: int = 0,
+    batch: str | None = None,
 ) -> list[int]:
     """Group unassigned samples into ranking tasks of `size` candidates; returns the new task ids."""
     if not MIN_CANDIDATES <= size <= MAX_CANDIDATES:
@@ -83,6 +84,7 @@ def build_tasks(
         "prompt_id": pa.array([r["prompt_id"] for r in rows], pa.int64()),
         "sample_ids": pa.array([r["sample_ids"] for r in rows], pa.list_(pa.int64())),
         "required_rankings": pa.array([required_rankings] * len(rows), pa.int32()),
+        "batch": pa.array([batch] * len(rows), pa.string()),
     })
     with store.write() as cur:
         return store.insert_arrow(cur, "tasks", table)

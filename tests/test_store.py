@@ -152,3 +152,21 @@ def test_registry_rejects_bad_input(store: Store, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no model with id 5"):
         lineage(store, 5)
     assert store.counts()["models"] == 0
+
+
+def test_version_2_database_gains_the_annotation_schema(tmp_path: Path) -> None:
+    db = tmp_path / "v2.duckdb"
+    with Store.open(db, target_version=2) as old, old.write() as cur:
+        cur.execute("INSERT INTO tasks (prompt_id, sample_ids) VALUES (1, [1, 2])")
+        cur.execute("INSERT INTO annotators (name, role) VALUES ('a', 'annotator')")
+        cur.execute("INSERT INTO rankings (task_id, annotator_id, ranks, submission_id) VALUES (1, 1, [2, 1], 's')")
+    with Store.open(db) as new:
+        assert new.schema_version() == LATEST >= 3
+        task = new.query("SELECT * FROM tasks")[0]
+        assert task["sample_ids"] == [1, 2] and task["gold_ranks"] is None and task["batch"] is None
+        ranking = new.query("SELECT * FROM rankings")[0]
+        assert ranking["ranks"] == [2, 1] and ranking["gold_agreement"] is None
+        assert "leases" in tables(new)
+        with new.write() as cur:  # the new columns are writable in place
+            cur.execute("UPDATE tasks SET gold_ranks = [1, 2], batch = 'b' WHERE id = 1")
+        assert new.scalar("SELECT gold_ranks FROM tasks") == [1, 2]

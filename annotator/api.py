@@ -1,0 +1,99 @@
+"""The annotation JSON API (`/api/annotate/*`): the HTTP path to the same queue the app uses.
+
+People log in with name and password and get a bearer token. rankloop's simulated
+annotators authenticate with the admin key plus `X-Rankloop-Annotator: NAME` (only
+accounts with role `simulated` may be acted for this way).
+
+    POST /api/annotate/login     {"name", "password"} -> {"token"}
+    GET  /api/annotate/next      -> {"task": {...} | null, "progress": {...}}
+    POST /api/annotate/submit    Submission -> {"ranking_id", "task_id", "duplicate"}
+    GET  /api/annotate/progress  -> {"today", "total", "queue"}
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from annotator import queue
+from annotator.accounts import login
+from annotator.ranking import Submission
+
+router = APIRouter(prefix="/api/annotate", tags=["annotate"])
+
+
+class LoginBody(BaseModel):
+    name: str
+    password: str
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def admin_key_ok(request: Request, key: str | None) -> bool:
+    expected = request.app.state.settings.admin_key
+    return bool(expected and key and hmac.compare_digest(expected.encode(), key.encode()))
+
+
+def current_annotator(
+    request: Request,
+    authorization: str | None = Header(None),
+    x_rankloop_annotator: str | None = Header(None),
+) -> dict:
+    """The enabled account this request acts for, or 401/403."""
+    store = request.app.state.store
+    token = _bearer(authorization)
+    if token and x_rankloop_annotator:
+        if not admin_key_ok(request, token):
+            raise HTTPException(401, "acting for an annotator needs the admin key")
+        rows = store.query("SELECT * FROM annotators WHERE name = ?", [x_rankloop_annotator])
+        if not rows or rows[0]["role"] != "simulated":
+            raise HTTPException(403, f"{x_rankloop_annotator!r} is not a simulated annotator; people log in themselves")
+        acct = rows[0]
+    elif token:
+        annotator_id = request.app.state.signer.verify(token)
+        rows = store.query("SELECT * FROM annotators WHERE id = ?", [annotator_id]) if annotator_id else []
+        if not rows:
+            raise HTTPException(401, "invalid or expired token; log in again at POST /api/annotate/login")
+        acct = rows[0]
+    else:
+        raise HTTPException(401, "log in first: POST /api/annotate/login, then send 'Authorization: Bearer TOKEN'")
+    if acct["disabled"]:
+        raise HTTPException(403, f"the account {acct['name']!r} is disabled")
+    return acct
+
+
+@router.post("/login")
+async def login_route(body: LoginBody, request: Request) -> dict:
+    state = request.app.state
+    wait = state.throttle.wait_s(body.name)
+    if wait > 0:
+        raise HTTPException(429, f"too many failed logins for {body.name!r}; try again in {wait:.0f} s")
+    acct = await run_in_threadpool(login, state.store, state.throttle, body.name, body.password)
+    if acct is None:
+        raise HTTPException(401, "unknown user, wrong password, or disabled account")
+    return {"token": state.signer.issue(acct["id"]), "name": acct["name"], "role": acct["role"]}
+
+
+@router.get("/next")
+def next_route(request: Request, acct: dict = Depends(current_annotator)) -> dict:
+    state = request.app.state
+    task = queue.next_task(state.store, acct["id"], state.queue_settings)
+    return {"task": task, "progress": queue.progress(state.store, acct["id"])}
+
+
+@router.post("/submit")
+def submit_route(sub: Submission, request: Request, acct: dict = Depends(current_annotator)) -> dict:
+    result = queue.submit(request.app.state.store, acct["id"], sub)
+    return {"ranking_id": result.ranking_id, "task_id": result.task_id, "duplicate": result.duplicate}
+
+
+@router.get("/progress")
+def progress_route(request: Request, acct: dict = Depends(current_annotator)) -> dict:
+    return queue.progress(request.app.state.store, acct["id"])

@@ -1,0 +1,223 @@
+"""The Gradio annotator app, mounted at /annotate behind a login.
+
+Rank tab: the prompt and its K (2..8) candidates in the task's recorded display
+order, blind to their sources unless `annotation.show_sources` is set; a rank per
+candidate (equal ranks tie), an optional flag per candidate, a rationale, skip with a
+reason. Each shown task carries a submission id, so a double click or a retry stores
+one ranking. Admin tab (admins only, checked in every handler): agreement,
+throughput, flags, skips, the Bradley-Terry leaderboard, and gold marking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from pydantic import ValidationError
+
+from annotator import quality, queue
+from annotator.accounts import login
+from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
+from service.store import StoreError
+
+MAX_K = 8
+HIDDEN = "undocumented"  # callable by the page (every handler checks the account), listed nowhere
+NO_FLAG = "(no flag)"
+
+
+def gradio_auth(state: Any):
+    """Gradio's login check: the account store, behind the failed-login throttle."""
+    return lambda username, password: login(state.store, state.throttle, username, password) is not None
+
+
+def _account(state: Any, request: gr.Request) -> dict:
+    rows = state.store.query("SELECT * FROM annotators WHERE name = ?", [request.username or ""])
+    if not rows or rows[0]["disabled"]:
+        raise gr.Error("your account is unknown or disabled; log out and ask an admin")
+    return rows[0]
+
+
+def _progress_md(p: dict) -> str:
+    return f"**Done today:** {p['today']} · **done in total:** {p['total']} · **left in the queue:** {p['queue']}"
+
+
+def _task_outputs(state: Any, acct: dict, status: str) -> list:
+    """Everything the Rank tab shows for the annotator's next task (or an empty queue)."""
+    task = queue.next_task(state.store, acct["id"], state.queue_settings)
+    prog = _progress_md(queue.progress(state.store, acct["id"]))
+    if task is None:
+        slots = [gr.update(visible=False)] * MAX_K + [gr.update(value="")] * MAX_K
+        slots += [gr.update(choices=[], value=None)] * MAX_K + [gr.update(value=NO_FLAG)] * MAX_K + [""] * MAX_K
+        return ["### The queue is empty. Thank you!", *slots, None, "", prog, status]
+    k = len(task["candidates"])
+    cands = task["candidates"]
+    boxes = [gr.update(visible=i < k) for i in range(MAX_K)]
+    texts = []
+    for i in range(MAX_K):
+        if i >= k:
+            texts.append("")
+            continue
+        c = cands[i]
+        source = f"\n\n*system prompt: {c['system_prompt']} · model: {c['model']}*" if "model" in c else ""
+        texts.append(f"**Candidate {i + 1}**\n\n{c['text'] or '*(empty response)*'}{source}")
+    ranks = [gr.update(choices=list(range(1, k + 1)), value=None) for _ in range(MAX_K)]
+    flags = [gr.update(value=NO_FLAG)] * MAX_K
+    state_value = {"task_id": task["task_id"], "k": k, "submission_id": uuid.uuid4().hex}
+    return [f"### Prompt\n\n{task['prompt']}", *boxes, *texts, *ranks, *flags, *[""] * MAX_K, state_value, "",
+            prog, status]
+
+
+def _submit(state: Any, acct: dict, task: dict, **fields: Any) -> list:
+    try:
+        result = queue.submit(state.store, acct["id"], Submission(task_id=task["task_id"],
+                                                                  submission_id=task["submission_id"], **fields))
+    except queue.NotLeased as e:
+        return _task_outputs(state, acct, f"⚠️ {e}")
+    except (RankingError, ValueError) as e:
+        raise gr.Error(str(e)) from None
+    what = "skip" if fields.get("skip_reason") else "ranking"
+    return _task_outputs(state, acct, f"✅ Stored your {what} of task {result.task_id}.")
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """A table for the admin tab; an empty one keeps its column names."""
+    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame({c: [] for c in columns})
+
+
+LEADERBOARD_COLUMNS = ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"]
+
+
+def _admin_tables(state: Any, acct: dict) -> list:
+    if acct["role"] != "admin":
+        raise gr.Error("admins only")
+    store = state.store
+    report = quality.annotator_report(store)
+    report_cols = ["annotator", "role", "rankings", "skips", "flags", "per_hour", "median_seconds",
+                   "agreement_with_others", "kendall_tau", "agreement_with_consensus", "overlap_tasks",
+                   "gold_agreement", "gold_tasks"]
+    agree = [r for r in report if r["agreement_with_consensus"] is not None]
+    lb_sp = quality.leaderboard_rows(store, "system_prompt")
+    return [
+        _frame(report, report_cols),
+        _frame(quality.batch_alpha(store), ["batch", "tasks", "overlap_tasks", "alpha_ordinal"]),
+        _frame(agree, ["annotator", "agreement_with_consensus"]),
+        _frame(report, ["annotator", "per_hour"]),
+        _frame(lb_sp, LEADERBOARD_COLUMNS),
+        _frame(lb_sp, ["arm", "score"]),
+        _frame(quality.leaderboard_rows(store, "model"), LEADERBOARD_COLUMNS),
+        _frame(quality.flagged(store), ["task_id", "annotator", "position", "sample_id", "reason", "text", "response"]),
+        _frame(quality.skipped(store), ["task_id", "annotator", "skip_reason", "created_at"]),
+    ]
+
+
+def build_ui(state: Any) -> gr.Blocks:
+    with gr.Blocks(title="rankloop annotator") as ui:
+        task_state = gr.State(None)
+        with gr.Row():
+            progress_md = gr.Markdown(elem_id="progress")
+            gr.Button("Log out", link="/annotate/logout", size="sm", scale=0)
+        with gr.Tab("Rank", id="rank"):
+            prompt_md = gr.Markdown(elem_id="prompt")
+            boxes, texts, ranks, flags, flag_texts = [], [], [], [], []
+            for i in range(MAX_K):
+                with gr.Group(visible=False) as box:
+                    texts.append(gr.Markdown(elem_id=f"cand-{i}"))
+                    with gr.Row():
+                        ranks.append(gr.Dropdown(choices=[], label=f"Rank of candidate {i + 1} (1 = best)",
+                                                 elem_id=f"rank-{i}", interactive=True))
+                        flags.append(gr.Dropdown([NO_FLAG, *FLAG_REASONS], value=NO_FLAG, label="Flag",
+                                                 elem_id=f"flag-{i}", interactive=True))
+                        flag_texts.append(gr.Textbox(label="Flag details", elem_id=f"flagtext-{i}"))
+                boxes.append(box)
+            rationale = gr.Textbox(label="Rationale (optional)", elem_id="rationale", lines=2)
+            submit_btn = gr.Button("Submit ranking", variant="primary", elem_id="submit")
+            with gr.Row():
+                skip_reason = gr.Dropdown(list(SKIP_REASONS), value=None, label="Skip reason", elem_id="skip-reason")
+                skip_btn = gr.Button("Skip this task", elem_id="skip")
+            status_md = gr.Markdown(elem_id="status")
+        with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
+            refresh = gr.Button("Refresh", elem_id="admin-refresh")
+            gr.Markdown("### Annotators: agreement, gold, throughput")
+            report_df = gr.Dataframe(elem_id="annotator-report")
+            alpha_df = gr.Dataframe(label="Krippendorff's alpha (ordinal) per batch")
+            with gr.Row():
+                agree_plot = gr.BarPlot(x="annotator", y="agreement_with_consensus",
+                                        title="Agreement with consensus (leave-one-out)", y_lim=[0, 1])
+                speed_plot = gr.BarPlot(x="annotator", y="per_hour", title="Throughput (tasks per hour)")
+            gr.Markdown("### Leaderboard (Bradley-Terry, 95% bootstrap CI)")
+            lb_sp_df = gr.Dataframe(label="System prompts", elem_id="leaderboard")
+            lb_plot = gr.BarPlot(x="arm", y="score", title="System prompt score (Elo scale)")
+            lb_m_df = gr.Dataframe(label="Models")
+            gr.Markdown("### Flagged candidates and skipped tasks")
+            flagged_df = gr.Dataframe(label="Flagged candidates", elem_id="flagged")
+            skipped_df = gr.Dataframe(label="Skipped tasks")
+            gr.Markdown("### Gold tasks")
+            with gr.Row():
+                gold_task = gr.Number(label="Task id", precision=0)
+                gold_ranks = gr.Textbox(label="Correct ranks, in display order (e.g. 1,2,2,3)")
+                gold_btn = gr.Button("Mark as gold")
+            gold_status = gr.Markdown()
+
+        task_outputs = [prompt_md, *boxes, *texts, *ranks, *flags, *flag_texts, task_state, rationale,
+                        progress_md, status_md]
+        admin_outputs = [report_df, alpha_df, agree_plot, speed_plot, lb_sp_df, lb_plot, lb_m_df, flagged_df,
+                         skipped_df]
+
+        def on_load(request: gr.Request):
+            acct = _account(state, request)
+            return [gr.update(visible=acct["role"] == "admin"), *_task_outputs(state, acct, "")]
+
+        def on_submit(values: dict, request: gr.Request):
+            # `values` maps each input component to its value (Gradio's set-of-inputs form).
+            acct = _account(state, request)
+            task = values[task_state]
+            if not task:
+                raise gr.Error("there is no task on screen; reload the page")
+            k = task["k"]
+            given = [values[ranks[i]] for i in range(k)]
+            missing = [str(i + 1) for i, v in enumerate(given) if v is None]
+            if missing:
+                raise gr.Error(f"give every candidate a rank; missing: candidate {', '.join(missing)}")
+            flag_list = []
+            for i in range(k):
+                if values[flags[i]] != NO_FLAG:
+                    try:
+                        flag_list.append(Flag(position=i, reason=values[flags[i]], text=values[flag_texts[i]] or None))
+                    except ValidationError as e:
+                        raise gr.Error(f"candidate {i + 1}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+            return _submit(state, acct, task, ranks=[int(v) for v in given], flags=flag_list,
+                           rationale=values[rationale] or None)
+
+        def on_skip(task, reason, request: gr.Request):
+            acct = _account(state, request)
+            if not task:
+                raise gr.Error("there is no task on screen; reload the page")
+            if not reason:
+                raise gr.Error(f"choose a skip reason: {', '.join(SKIP_REASONS)}")
+            return _submit(state, acct, task, skip_reason=reason)
+
+        def on_refresh(request: gr.Request):
+            return _admin_tables(state, _account(state, request))
+
+        def on_gold(task_id, ranks_text, request: gr.Request):
+            acct = _account(state, request)
+            if acct["role"] != "admin":
+                raise gr.Error("admins only")
+            try:
+                ranks_list = [int(x) for x in str(ranks_text).replace(" ", "").split(",") if x]
+                queue.mark_gold(state.store, int(task_id or 0), ranks_list)
+            except (ValueError, StoreError) as e:
+                raise gr.Error(str(e)) from None
+            return f"Task {int(task_id)} is now a gold task with ranks {ranks_list}."
+
+        ui.load(on_load, outputs=[admin_tab, *task_outputs], api_name="load", api_visibility=HIDDEN)
+        submit_btn.click(on_submit, inputs={task_state, rationale, *ranks, *flags, *flag_texts},
+                         outputs=task_outputs, api_name="submit", api_visibility=HIDDEN, trigger_mode="once")
+        skip_btn.click(on_skip, inputs=[task_state, skip_reason], outputs=task_outputs, api_name="skip", api_visibility=HIDDEN,
+                       trigger_mode="once")
+        refresh.click(on_refresh, outputs=admin_outputs, api_name="admin_refresh", api_visibility=HIDDEN)
+        admin_tab.select(on_refresh, outputs=admin_outputs, api_name="admin_open", api_visibility=HIDDEN)
+        gold_btn.click(on_gold, inputs=[gold_task, gold_ranks], outputs=gold_status, api_name="admin_gold", api_visibility=HIDDEN)
+    return ui

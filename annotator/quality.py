@@ -1,0 +1,143 @@
+"""The admin's view of the data: agreement, throughput, flags, skips and the leaderboard.
+
+Reads the store and feeds the pure functions of `annotator.agreement` and
+`annotator.leaderboard`; returns plain rows (lists of dicts) that the admin tab shows
+as tables and charts and `/admin/*` returns as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from itertools import combinations
+from statistics import mean
+
+from annotator.agreement import (
+    agreement_with_consensus,
+    kendall_tau,
+    krippendorff_alpha,
+    pairwise_agreement,
+    ranking_units,
+)
+from annotator.leaderboard import RankedTask, leaderboard
+from service.store import Store
+
+
+def _ranked(store: Store) -> list[dict]:
+    return store.query(
+        """SELECT r.task_id, r.ranks, a.name AS annotator, t.batch FROM rankings r
+           JOIN annotators a ON a.id = r.annotator_id JOIN tasks t ON t.id = r.task_id
+           WHERE NOT r.skipped ORDER BY r.task_id, r.id"""
+    )
+
+
+def _mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return round(mean(xs), 4) if xs else None
+
+
+def annotator_report(store: Store) -> list[dict]:
+    """Per annotator: volume, throughput, agreement with others, with consensus and with gold."""
+    by_task: dict[int, list[dict]] = defaultdict(list)
+    for r in _ranked(store):
+        by_task[r["task_id"]].append(r)
+    pair_agree: dict[str, list[float]] = defaultdict(list)
+    taus: dict[str, list[float]] = defaultdict(list)
+    consensus: dict[str, list[float]] = defaultdict(list)
+    for rankings in by_task.values():
+        for a, b in combinations(rankings, 2):
+            pa, tau = pairwise_agreement(a["ranks"], b["ranks"]), kendall_tau(a["ranks"], b["ranks"])
+            for who in (a["annotator"], b["annotator"]):
+                pair_agree[who].append(pa)
+                taus[who].append(tau)
+        if len(rankings) >= 2:
+            for r in rankings:
+                others = [o["ranks"] for o in rankings if o is not r]
+                consensus[r["annotator"]].append(agreement_with_consensus(r["ranks"], others))
+    rows = store.query(
+        """SELECT a.name AS annotator, a.role, count(r.id) FILTER (WHERE NOT r.skipped) AS rankings,
+                  count(r.id) FILTER (WHERE r.skipped) AS skips,
+                  sum(json_array_length(r.flags)) AS flags,
+                  avg(r.gold_agreement) AS gold_agreement, count(r.gold_agreement) AS gold_tasks,
+                  median(r.time_spent_s) AS median_seconds,
+                  epoch(max(r.created_at) - min(r.created_at)) AS active_seconds
+           FROM annotators a JOIN rankings r ON r.annotator_id = a.id GROUP BY ALL ORDER BY a.name"""
+    )
+    for row in rows:
+        name = row["annotator"]
+        n = row["rankings"] + row["skips"]
+        hours = max(row.pop("active_seconds") or 0, row["median_seconds"] or 1, 1) / 3600
+        row["per_hour"] = round(n / hours, 1)
+        row["agreement_with_others"] = _mean(pair_agree[name])
+        row["kendall_tau"] = _mean(taus[name])
+        row["agreement_with_consensus"] = _mean(consensus[name])
+        row["overlap_tasks"] = len(consensus[name])
+        row["gold_agreement"] = None if row["gold_agreement"] is None else round(row["gold_agreement"], 4)
+        row["median_seconds"] = None if row["median_seconds"] is None else round(row["median_seconds"], 1)
+    return rows
+
+
+def batch_alpha(store: Store) -> list[dict]:
+    """Krippendorff's alpha (ordinal) per batch of tasks, over tasks ranked by 2+ annotators."""
+    by_batch: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for r in _ranked(store):
+        by_batch[r["batch"] or "(none)"][r["task_id"]].append(r["ranks"])
+    out = []
+    for batch, tasks in sorted(by_batch.items()):
+        overlapped = [rs for rs in tasks.values() if len(rs) >= 2]
+        alpha = krippendorff_alpha(ranking_units(overlapped), "ordinal") if overlapped else math.nan
+        out.append({"batch": batch, "tasks": len(tasks), "overlap_tasks": len(overlapped),
+                    "alpha_ordinal": None if math.isnan(alpha) else round(alpha, 4)})
+    return out
+
+
+def flagged(store: Store, limit: int = 200) -> list[dict]:
+    rows = store.query(
+        """SELECT r.task_id, a.name AS annotator, r.flags, t.sample_ids, r.created_at FROM rankings r
+           JOIN annotators a ON a.id = r.annotator_id JOIN tasks t ON t.id = r.task_id
+           WHERE json_array_length(r.flags) > 0 ORDER BY r.id DESC LIMIT ?""", [limit])
+    texts = {}
+    ids = [sid for r in rows for sid in r["sample_ids"]]
+    if ids:
+        texts = {s["id"]: s["text"] for s in store.query("SELECT id, text FROM samples WHERE list_contains(?, id)", [ids])}
+    out = []
+    for r in rows:
+        for f in json.loads(r["flags"]):
+            sid = r["sample_ids"][f["position"]]
+            out.append({"task_id": r["task_id"], "annotator": r["annotator"], "position": f["position"],
+                        "sample_id": sid, "reason": f["reason"], "text": f.get("text"),
+                        "response": (texts.get(sid) or "")[:200]})
+    return out
+
+
+def skipped(store: Store, limit: int = 200) -> list[dict]:
+    return store.query(
+        """SELECT r.task_id, a.name AS annotator, r.skip_reason, r.created_at FROM rankings r
+           JOIN annotators a ON a.id = r.annotator_id WHERE r.skipped ORDER BY r.id DESC LIMIT ?""", [limit])
+
+
+def ranked_tasks(store: Store, by: str) -> list[RankedTask]:
+    """Every ranking with each candidate's arm: its system prompt (name vN) or its model."""
+    if by not in ("system_prompt", "model"):
+        raise ValueError(f"leaderboard by {by!r}: valid are system_prompt, model")
+    arm_sql = "sp.name || ' v' || sp.version" if by == "system_prompt" else "m.name || ' #' || m.id"
+    arms = {
+        r["id"]: r["arm"]
+        for r in store.query(
+            f"""SELECT s.id, {arm_sql} AS arm FROM samples s JOIN system_prompts sp ON sp.id = s.system_prompt_id
+                JOIN models m ON m.id = s.model_id"""
+        )
+    }
+    rows = store.query(
+        "SELECT t.sample_ids, r.ranks FROM rankings r JOIN tasks t ON t.id = r.task_id WHERE NOT r.skipped")
+    return [RankedTask([arms[s] for s in r["sample_ids"]], r["ranks"]) for r in rows]
+
+
+def leaderboard_rows(store: Store, by: str = "system_prompt", n_boot: int = 200) -> list[dict]:
+    return [
+        {"arm": s.arm, "score": round(s.score, 1), "ci_low": round(s.ci_low, 1), "ci_high": round(s.ci_high, 1),
+         "comparisons": s.comparisons, "win_rate": round(s.win_rate, 3)}
+        for s in leaderboard(ranked_tasks(store, by), n_boot=n_boot)
+    ]
+

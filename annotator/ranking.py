@@ -1,0 +1,83 @@
+"""What a valid ranking submission is: pure validation, shared by the app, the API and the simulators.
+
+A ranking gives each of a task's K candidates a rank 1..K; equal ranks are a tie.
+Both tie conventions are accepted, dense (1,1,2,3) and competition (1,1,3,4), and
+stored dense. A skip carries a reason instead of ranks. Flags mark single candidates.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FLAG_REASONS = ("unsafe", "broken", "off_topic", "other")
+SKIP_REASONS = ("cannot_judge", "all_bad", "duplicate", "unsafe_prompt", "other")
+
+
+class RankingError(ValueError):
+    """A submission that cannot be stored as given; the message says what would be valid."""
+
+
+class Flag(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    position: int = Field(description="0-based position of the flagged candidate in display order")
+    reason: Literal["unsafe", "broken", "off_topic", "other"]
+    text: str | None = Field(None, max_length=2000, description="details; required for 'other'")
+
+    @model_validator(mode="after")
+    def _other_needs_text(self) -> Flag:
+        if self.reason == "other" and not (self.text or "").strip():
+            raise ValueError("a flag with reason 'other' needs a text saying what is wrong")
+        return self
+
+
+class Submission(BaseModel):
+    """One annotator's answer to one task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: int
+    submission_id: str = Field(min_length=1, max_length=128, description="client-made id; a resubmit is a no-op")
+    ranks: list[int] | None = Field(None, description="rank per candidate in display order (1 = best)")
+    skip_reason: str | None = Field(None, description=f"skip instead of ranking: one of {', '.join(SKIP_REASONS)}")
+    skip_text: str | None = Field(None, max_length=2000)
+    flags: list[Flag] = Field(default_factory=list)
+    rationale: str | None = Field(None, max_length=5000)
+
+    @model_validator(mode="after")
+    def _ranks_xor_skip(self) -> Submission:
+        if (self.ranks is None) == (self.skip_reason is None):
+            raise ValueError("give either ranks or a skip_reason, not both and not neither")
+        if self.skip_reason is not None and self.skip_reason not in SKIP_REASONS:
+            raise ValueError(f"skip_reason {self.skip_reason!r} is not one of {', '.join(SKIP_REASONS)}")
+        return self
+
+
+def normalize_ranks(ranks: list[int], k: int) -> list[int]:
+    """Check a ranking of k candidates and return it in dense form; RankingError says what is wrong."""
+    if len(ranks) != k:
+        raise RankingError(f"the task has {k} candidates but {len(ranks)} ranks were given; rank every candidate")
+    bad = [r for r in ranks if not isinstance(r, int) or not 1 <= r <= k]
+    if bad:
+        raise RankingError(f"rank {bad[0]!r} is outside 1..{k}; each candidate gets a rank from 1 (best) to {k}")
+    distinct = sorted(set(ranks))
+    dense = distinct == list(range(1, len(distinct) + 1))
+    competition = all(v == 1 + sum(r < v for r in ranks) for v in distinct)
+    if not (dense or competition):
+        raise RankingError(
+            f"ranks {ranks} do not form an order: start at 1 and leave no gaps, except after a tie "
+            "(1,1,2,3 and 1,1,3,4 both mean the first two tie for best)"
+        )
+    return [distinct.index(r) + 1 for r in ranks]
+
+
+def check_flags(flags: list[Flag], k: int) -> None:
+    for f in flags:
+        if not 0 <= f.position < k:
+            raise RankingError(f"flag position {f.position} is outside 0..{k - 1} (the task has {k} candidates)")
+    positions = [f.position for f in flags]
+    if len(positions) != len(set(positions)):
+        raise RankingError("a candidate is flagged twice; give each flagged candidate one reason")
+

@@ -1,0 +1,131 @@
+"""`rankloop annotate-sim`: simulated annotators rank the open queue through the real submit path.
+
+With a running `rankloop serve`, they go over HTTP (`/api/annotate/*`, admin key plus
+`X-Rankloop-Annotator`); otherwise straight through `annotator.queue`, the same
+functions the API calls. Each annotator works in its own thread until the queue has
+nothing left for it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from annotator import queue
+from annotator.accounts import add_annotator
+from annotator.ranking import Submission
+from annotator.simulated import Profile, rank
+from service.store import Store
+
+
+class QueueClient(Protocol):
+    def next(self, name: str) -> dict | None: ...
+    def submit(self, name: str, sub: Submission) -> None: ...
+
+
+class LocalQueue:
+    """The queue in this process (the command holds the database)."""
+
+    def __init__(self, store: Store, settings: queue.QueueSettings):
+        self.store, self.settings = store, settings
+
+    def _id(self, name: str) -> int:
+        return self.store.scalar("SELECT id FROM annotators WHERE name = ?", [name])
+
+    def next(self, name: str) -> dict | None:
+        return queue.next_task(self.store, self._id(name), self.settings)
+
+    def submit(self, name: str, sub: Submission) -> None:
+        queue.submit(self.store, self._id(name), sub)
+
+
+class HttpQueue:
+    """A running service's annotation API, acting for simulated accounts with the admin key."""
+
+    def __init__(self, base_url: str, admin_key: str, timeout_s: float = 60.0):
+        import httpx
+
+        self._local = threading.local()
+        self._make = lambda: httpx.Client(base_url=base_url, timeout=timeout_s,
+                                          headers={"Authorization": f"Bearer {admin_key}"})
+
+    def _client(self):
+        if not hasattr(self._local, "client"):
+            self._local.client = self._make()
+        return self._local.client
+
+    def _check(self, resp):
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {resp.text}")
+        return resp.json()
+
+    def next(self, name: str) -> dict | None:
+        return self._check(self._client().get("/api/annotate/next", headers={"X-Rankloop-Annotator": name}))["task"]
+
+    def submit(self, name: str, sub: Submission) -> None:
+        self._check(self._client().post("/api/annotate/submit", json=sub.model_dump(mode="json"),
+                                        headers={"X-Rankloop-Annotator": name}))
+
+
+def default_profiles(n: int, noise: float, unreliable: int, position_bias: float = 0.0) -> dict[str, Profile]:
+    """`sim-1..sim-n` share one hidden preference (the ground truth) at the given noise;
+    `sim-u1..` rank at random."""
+    out = {f"sim-{i + 1}": Profile(noise=noise, position_bias=position_bias) for i in range(n)}
+    out |= {f"sim-u{i + 1}": Profile(noise=noise, unreliable=True) for i in range(unreliable)}
+    return out
+
+
+def ensure_accounts(store: Store, profiles: dict[str, Profile]) -> dict[str, Profile]:
+    """Create missing simulated accounts; an existing one keeps the profile it was created with,
+    so its hidden preference never changes under data it already produced."""
+    out = {}
+    for name, profile in profiles.items():
+        row = store.query("SELECT role, profile FROM annotators WHERE name = ?", [name])
+        if not row:
+            add_annotator(store, name, "simulated", profile=profile.model_dump_json())
+            out[name] = profile
+        elif row[0]["role"] != "simulated":
+            raise ValueError(f"{name!r} exists and is not a simulated annotator; pick other names")
+        else:
+            out[name] = Profile.model_validate_json(row[0]["profile"])
+    return out
+
+
+@dataclass
+class SimReport:
+    rankings: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.rankings.values())
+
+
+def run(client: QueueClient, profiles: dict[str, Profile], seed: int = 0, max_per_annotator: int | None = None) -> SimReport:
+    """Every annotator ranks tasks (in its own thread) until the queue has none left for it."""
+    counts = dict.fromkeys(profiles, 0)
+    errors: list[BaseException] = []
+
+    def work(name: str, profile: Profile, rng: random.Random) -> None:
+        try:
+            while max_per_annotator is None or counts[name] < max_per_annotator:
+                task = client.next(name)
+                if task is None:
+                    return
+                ranks = rank(profile, task["candidates"], rng)
+                client.submit(name, Submission(task_id=task["task_id"], submission_id=uuid.uuid4().hex, ranks=ranks))
+                counts[name] += 1
+        except BaseException as e:  # surfaced after join
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(name, p, random.Random(f"{seed}:{name}")), daemon=True)
+               for name, p in profiles.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return SimReport(counts)

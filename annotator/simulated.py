@@ -1,0 +1,107 @@
+"""Simulated annotators with a known hidden preference, in the spirit of AlpacaFarm's.
+
+Each simulated account scores a response with a hidden utility built from features:
+its length against a target, words it likes or dislikes, and whether it follows the
+instruction of the system prompt it was sampled under (brief = one sentence,
+detailed = three or more, friendly = a greeting first). It ranks a task by sorting
+utility / noise + Gumbel noise, which is Plackett-Luce sampling: the chance it puts
+a before b is sigmoid((u_a - u_b) / noise), the Bradley-Terry model at temperature
+`noise`. An optional position bias favours candidates shown first; an unreliable
+annotator ranks at random. Candidates whose utilities are within `tie_margin` tie
+(they are ordered as one group, at their mean utility).
+
+The profile is stored with the account, so later stages can score any response with
+the ground truth (`utility`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+
+from pydantic import BaseModel, Field
+
+from policy.corpus import GREETING
+
+
+class Preference(BaseModel):
+    target_words: int = Field(12, ge=1, description="preferred response length in words")
+    length_weight: float = Field(1.0, description="utility lost per target-length of distance from it")
+    liked: dict[str, float] = Field(default_factory=lambda: {"love": 0.3, "calm": 0.3},
+                                    description="word -> utility per occurrence (at most 3 counted)")
+    disliked: dict[str, float] = Field(default_factory=lambda: {"ice": 0.5},
+                                       description="word -> utility lost per occurrence (at most 3 counted)")
+    instruction_weight: float = Field(2.0, description="utility for following the system prompt's instruction")
+
+
+class Profile(BaseModel):
+    """A simulated annotator: hidden preference, noise and bias."""
+
+    preference: Preference = Field(default_factory=Preference)
+    noise: float = Field(0.3, gt=0, description="Bradley-Terry temperature (higher = noisier)")
+    position_bias: float = Field(0.0, description="utility added to the first shown candidate, less to later ones")
+    tie_margin: float = Field(0.02, ge=0, description="utilities closer than this tie")
+    unreliable: bool = Field(False, description="ranks uniformly at random")
+
+
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_WORD = re.compile(r"[a-z']+")
+
+
+def sentences(text: str) -> int:
+    return len([s for s in _SENTENCE_END.split(text.strip()) if s.strip()])
+
+
+def follows_instruction(system_prompt: str, response: str) -> bool | None:
+    """Whether `response` does what `system_prompt` asks; None when it asks nothing we can check."""
+    sp = system_prompt.lower()
+    if "one short sentence" in sp:
+        return sentences(response) == 1
+    if "several sentences" in sp or "in detail" in sp:
+        return sentences(response) >= 3
+    if "friendly" in sp or "warm" in sp:
+        return response.strip().startswith(GREETING)
+    return None
+
+
+def utility(pref: Preference, response: str, system_prompt: str | None) -> float:
+    """The hidden, noise-free score of a response (higher is better)."""
+    words = _WORD.findall(response.lower())
+    u = -pref.length_weight * abs(len(words) - pref.target_words) / pref.target_words
+    for w, weight in pref.liked.items():
+        u += weight * min(words.count(w), 3)
+    for w, weight in pref.disliked.items():
+        u -= weight * min(words.count(w), 3)
+    if system_prompt and follows_instruction(system_prompt, response):
+        u += pref.instruction_weight
+    return u
+
+
+def rank(profile: Profile, candidates: list[dict], rng: random.Random) -> list[int]:
+    """Ranks (1 = best, ties shared) for candidates shown in this order; each has `text` and
+    optionally `system_prompt_text`."""
+    k = len(candidates)
+    if profile.unreliable:
+        order = list(range(1, k + 1))
+        rng.shuffle(order)
+        return order
+    true_u = [utility(profile.preference, c["text"], c.get("system_prompt_text")) for c in candidates]
+    bias = [profile.position_bias * (k - 1 - i) / max(k - 1, 1) for i in range(k)]
+    # Candidates whose true utilities lie within tie_margin of each other form a tie group.
+    groups: list[list[int]] = []
+    for i in sorted(range(k), key=lambda i: true_u[i]):
+        if groups and true_u[i] - true_u[groups[-1][-1]] < profile.tie_margin:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+
+    def noisy(group: list[int]) -> float:
+        u = sum(true_u[i] + bias[i] for i in group) / len(group)
+        return u / profile.noise - math.log(-math.log(rng.random() or 1e-12))  # + Gumbel noise
+
+    ranks = [0] * k
+    for r, group in enumerate(sorted(groups, key=lambda g: -noisy(g)), 1):
+        for i in group:
+            ranks[i] = r
+    return ranks

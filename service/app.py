@@ -1,0 +1,90 @@
+"""The service's FastAPI app: the annotator (Gradio, at /annotate), its JSON API, /admin, /healthz.
+
+One process owns the database: the app holds the only `Store` on `app.state`, and
+every route and Gradio handler uses it. Errors a client can fix come back as 4xx
+with a JSON body `{"error": "..."}`, never a stack trace.
+
+    app = create_app(settings, store)      # then: uvicorn.run(app, ...)
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from annotator.accounts import LoginThrottle, SessionSigner
+from annotator.queue import NotLeased, QueueSettings
+from annotator.ranking import RankingError
+from service.config import Settings
+from service.store import Store, StoreError
+
+
+def data_secret(data_dir: Path) -> bytes:
+    """The data directory's signing secret (created once, readable only by its owner)."""
+    path = data_dir / "secret.key"
+    if not path.exists():
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> FastAPI:
+    from annotator import api as annotate_api
+    from service import admin
+
+    app = FastAPI(title="rankloop", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.throttle = LoginThrottle()
+    app.state.signer = SessionSigner(data_secret(settings.data_dir))
+    ann = settings.annotation
+    app.state.queue_settings = QueueSettings(lease_s=ann.lease_s, gold_rate=ann.gold_rate,
+                                             show_sources=ann.show_sources)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
+        return _error(422, "; ".join(parts))
+
+    @app.exception_handler(RankingError)
+    async def bad_ranking(request: Request, exc: RankingError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(NotLeased)
+    async def not_leased(request: Request, exc: NotLeased) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"ok": True}
+
+    app.include_router(annotate_api.router)
+    app.include_router(admin.router)
+    if mount_ui:
+        import gradio as gr
+
+        from annotator.app import build_ui, gradio_auth
+
+        app = gr.mount_gradio_app(
+            app, build_ui(app.state), path="/annotate", auth=gradio_auth(app.state),
+            auth_message="rankloop: log in with your annotator account",
+            allowed_paths=[], blocked_paths=[str(settings.data_dir.resolve())], show_error=True,
+            footer_links=[], ssr_mode=False, mcp_server=False,
+        )
+    return app

@@ -1,0 +1,211 @@
+"""`rankloop` commands of the annotation stage: serve, annotators, annotate-sim, gold, export, import.
+
+Commands that an admin runs while `rankloop serve` holds the data directory
+(annotators, annotate-sim, tasks gold, status) go through the service's admin API;
+the others need the database itself and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from service.config import Settings
+from service.serve import admin_key, running_service
+from service.store import Store, StoreError
+
+
+def admin_client(settings: Settings) -> httpx.Client | None:
+    """An HTTP client for the running service's admin API, or None when no service runs."""
+    url = running_service(settings)
+    if url is None:
+        return None
+    return httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {admin_key(settings)}"})
+
+
+def call(client: httpx.Client, method: str, path: str, **kw) -> dict | list:
+    resp = client.request(method, path, **kw)
+    if resp.status_code >= 400:
+        try:
+            msg = resp.json().get("error", resp.text)
+        except ValueError:
+            msg = resp.text
+        raise StoreError(f"the service answered {resp.status_code}: {msg}")
+    return resp.json()
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    from service.cli import print_table
+
+    print_table(rows, columns)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from service.serve import serve
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    serve(settings.model_copy(update=overrides))
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.role not in ("annotator", "admin"):
+        return None
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass(f"password for {args.name}: ")
+    if first != getpass.getpass("again: "):
+        raise StoreError("the two passwords differ; nothing was changed")
+    return first
+
+
+def cmd_annotators_add(args: argparse.Namespace, settings: Settings) -> None:
+    from annotator.accounts import add_annotator
+
+    password = _password(args)
+    client = admin_client(settings)
+    if client:
+        call(client, "POST", "/admin/annotators", json={"name": args.name, "role": args.role, "password": password})
+    else:
+        with Store.open(settings.db_path) as store:
+            add_annotator(store, args.name, args.role, password)
+    print(f"added {args.role} {args.name!r}")
+
+
+def cmd_annotators_list(args: argparse.Namespace, settings: Settings) -> None:
+    from annotator.accounts import list_annotators
+
+    client = admin_client(settings)
+    if client:
+        rows = call(client, "GET", "/admin/annotators")
+    else:
+        with Store.open(settings.db_path) as store:
+            rows = list_annotators(store)
+    _print_table(rows, ["id", "name", "role", "disabled", "rankings", "created_at"])
+
+
+def cmd_annotators_disable(args: argparse.Namespace, settings: Settings) -> None:
+    from annotator.accounts import set_disabled
+
+    client = admin_client(settings)
+    if client:
+        call(client, "POST", f"/admin/annotators/{args.name}/disable")
+    else:
+        with Store.open(settings.db_path) as store:
+            set_disabled(store, args.name, True)
+    print(f"disabled {args.name!r}: it can no longer log in or submit")
+
+
+def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
+    from annotator import simulate_run
+    from annotator.queue import QueueSettings
+    from annotator.simulated import Profile
+
+    if args.annotators < 0 or args.unreliable < 0 or args.annotators + args.unreliable == 0:
+        raise StoreError("--annotators and --unreliable must be >= 0, and at least one annotator is needed")
+    wanted = simulate_run.default_profiles(args.annotators, args.noise, args.unreliable, args.position_bias)
+    client = admin_client(settings)
+    if client:
+        profiles = call(client, "POST", "/admin/simulated",
+                        json={name: p.model_dump(mode="json") for name, p in wanted.items()})
+        profiles = {name: Profile.model_validate(p) for name, p in profiles.items()}
+        queue = simulate_run.HttpQueue(str(client.base_url), admin_key(settings))
+        report = simulate_run.run(queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator)
+    else:
+        with Store.open(settings.db_path) as store:
+            profiles = simulate_run.ensure_accounts(store, wanted)
+            ann = settings.annotation
+            queue = simulate_run.LocalQueue(store, QueueSettings(ann.lease_s, ann.gold_rate, ann.show_sources))
+            report = simulate_run.run(queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator)
+    for name, n in report.rankings.items():
+        print(f"  {name}: {n} rankings")
+    print(f"simulated annotators stored {report.total} rankings")
+
+
+def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
+    from annotator.queue import mark_gold
+
+    try:
+        ranks = [int(x) for x in args.ranks.split(",")]
+    except ValueError:
+        raise StoreError(f"--ranks {args.ranks!r}: expected comma-separated integers such as 1,2,2,3") from None
+    client = admin_client(settings)
+    if client:
+        call(client, "POST", f"/admin/tasks/{args.task_id}/gold", json={"ranks": ranks})
+    else:
+        with Store.open(settings.db_path) as store:
+            mark_gold(store, args.task_id, ranks)
+    print(f"task {args.task_id} is a gold task with ranks {ranks}")
+
+
+def cmd_leaderboard(args: argparse.Namespace, settings: Settings) -> None:
+    from annotator.quality import leaderboard_rows
+
+    client = admin_client(settings)
+    if client:
+        rows = call(client, "GET", "/admin/leaderboard", params={"by": args.by})
+    else:
+        with Store.open(settings.db_path) as store:
+            rows = leaderboard_rows(store, args.by)
+    _print_table(rows, ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"])
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
+    from annotator.exchange import export
+
+    with Store.open(settings.db_path) as store:
+        n = export(store, args.format, args.out)
+    print(f"wrote {n} rows to {args.out} ({args.format})")
+
+
+def cmd_import_hh(args: argparse.Namespace, settings: Settings) -> None:
+    from annotator.exchange import import_hh, read_hh
+
+    read_hh(args.file)  # validated whole before the database is opened
+    with Store.open(settings.db_path) as store:
+        added, skipped = import_hh(store, args.file)
+    print(f"imported {added} preference pairs from {args.file}" + (f" ({skipped} already imported)" if skipped else ""))
+
+
+def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("serve", cmd_serve, "run the service: annotator app at /annotate, JSON API, /admin (holds the data)")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000; 0 = any free port)")
+
+    ann = sub.add_parser("annotators", help="annotator accounts").add_subparsers(dest="action", required=True)
+    p = add("add", cmd_annotators_add, "add an account (password prompted, or one line on stdin)", ann)
+    p.add_argument("name", help="login name")
+    p.add_argument("--role", default="annotator", choices=["annotator", "admin"], help="default annotator")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add("list", cmd_annotators_list, "list accounts", ann)
+    p = add("disable", cmd_annotators_disable, "disable an account (it keeps its rankings)", ann)
+    p.add_argument("name")
+
+    p = add("annotate-sim", cmd_annotate_sim, "simulated annotators with a known preference rank the open queue")
+    p.add_argument("--annotators", type=int, default=3, help="reliable simulated annotators (default 3)")
+    p.add_argument("--noise", type=float, default=0.3, help="Bradley-Terry temperature (default 0.3)")
+    p.add_argument("--unreliable", type=int, default=0, help="extra annotators that rank at random")
+    p.add_argument("--position-bias", type=float, default=0.0, help="preference for candidates shown first")
+    p.add_argument("--max-per-annotator", type=int, default=None, help="stop each annotator after N tasks")
+    p.add_argument("--seed", type=int, default=0)
+
+    tasks = sub.add_parser("tasks", help="ranking tasks").add_subparsers(dest="action", required=True)
+    p = add("gold", cmd_tasks_gold, "mark a task as gold with its correct ranking", tasks)
+    p.add_argument("task_id", type=int)
+    p.add_argument("--ranks", required=True, help="ranks in display order, e.g. 1,2,2,3")
+
+    p = add("leaderboard", cmd_leaderboard, "Bradley-Terry leaderboard of system prompts or models")
+    p.add_argument("--by", default="system_prompt", choices=["system_prompt", "model"])
+
+    p = add("export", cmd_export, "write preference data: trl (prompt/chosen/rejected pairs), hh, or jsonl rankings")
+    p.add_argument("--format", required=True, choices=["trl", "hh", "jsonl"])
+    p.add_argument("--out", required=True, type=Path)
+
+    imp = sub.add_parser("import", help="import preference data").add_subparsers(dest="kind", required=True)
+    p = add("hh", cmd_import_hh, "import HH-RLHF-format JSONL (chosen/rejected transcripts)", imp)
+    p.add_argument("file", type=Path)
+

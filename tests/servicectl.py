@@ -1,0 +1,51 @@
+"""Start the real `rankloop serve` (uvicorn, FastAPI, Gradio) in a subprocess for a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def running_service(data_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 90) -> Iterator[str]:
+    """Yields the service's base URL; stops it (and checks it exited) afterwards."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "--data", str(data_dir), "serve", "--port", "0"],
+        cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    info = data_dir / "service.json"
+    deadline = time.monotonic() + timeout_s
+    url = None
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"rankloop serve exited ({proc.returncode}):\n{proc.stdout.read()}")
+            if info.exists():
+                url = json.loads(info.read_text())["url"]
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("rankloop serve did not become healthy")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not info.exists(), "serve should remove service.json when it stops"
+
+
+def admin_headers(data_dir: Path) -> dict[str, str]:
+    return {"Authorization": f"Bearer {(data_dir / 'admin.key').read_text().strip()}"}
