@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-# The annotator's browser tests drive Debian's Chromium (never a browser download).
+# Debian packages: Chromium for the annotator's browser tests (never a browser download), and
+# tcmalloc, which vLLM's CPU backend wants preloaded (rankloop does it when it is there).
 browser:
-	@command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	@{ command -v chromium >/dev/null && ldconfig -p | grep -q libtcmalloc_minimal; } || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium libtcmalloc-minimal4; }
 
 test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

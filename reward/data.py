@@ -1,10 +1,23 @@
 """From rankings to training signal: a ranking of K responses with ties becomes pairs or lists.
 
-Pure functions over plain lists; no database. `strict_pairs` is also what
-`rankloop export --format trl` writes: every pair the ranking orders strictly.
+Pure functions over plain rows of a snapshot (see `service/snapshots.py`); no database.
+
+* `strict_pairs(ranks)`: every pair a ranking orders strictly (ties give none).
+* `pairwise_rows(...)`: those pairs in the conversational format TRL's `RewardTrainer`
+  reads (`prompt` / `chosen` / `rejected`), optionally with a `margin` from the rank gap.
+* `listwise_groups(...)`: one group per ranking (all K responses and their ranks), for
+  the Plackett-Luce loss, which scores each response once.
+* `consensus="aggregate"` first merges the rankings of one task (by several
+  annotators) into one order by mean rank; `"all"` keeps each ranking as its own data.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+Consensus = Literal["all", "aggregate"]
 
 
 def strict_pairs(ranks: list[int]) -> list[tuple[int, int, int]]:
@@ -15,3 +28,65 @@ def strict_pairs(ranks: list[int]) -> list[tuple[int, int, int]]:
         for j in range(len(ranks))
         if ranks[i] < ranks[j]
     ]
+
+
+def dense_ranks(values: list[float]) -> list[int]:
+    """1 for the smallest value, equal values share a rank, no gaps."""
+    distinct = sorted(set(values))
+    return [distinct.index(v) + 1 for v in values]
+
+
+def read_snapshot(path: str | Path, split: str | None = None) -> list[dict]:
+    """Rows of a snapshot (a Parquet file, or the directory holding it), optionally one split."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "rankings.parquet"
+    if not p.is_file():
+        raise FileNotFoundError(f"no snapshot at {path}: expected rankings.parquet (`rankloop snapshot` writes one)")
+    rows = pq.read_table(p).to_pylist()
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
+    """`all`: rows as they are. `aggregate`: one row per task, ranks = dense order of mean rank."""
+    if consensus == "all":
+        return rows
+    if consensus != "aggregate":
+        raise ValueError(f"consensus must be 'all' or 'aggregate', got {consensus!r}")
+    by_task: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_task[r["task_id"]].append(r)
+    merged = []
+    for task_rows in by_task.values():
+        k = len(task_rows[0]["ranks"])
+        mean_rank = [sum(r["ranks"][c] for r in task_rows) / len(task_rows) for c in range(k)]
+        merged.append({**task_rows[0], "ranks": dense_ranks(mean_rank), "annotator": "(consensus)",
+                       "n_rankings": len(task_rows)})
+    return merged
+
+
+def user_turn(prompt: str) -> list[dict[str, str]]:
+    """What annotators judged a response against: the user prompt (system prompts stay hidden)."""
+    return [{"role": "user", "content": prompt}]
+
+
+def pairwise_rows(rows: list[dict], margin: bool = False, consensus: Consensus = "all") -> list[dict]:
+    """Every strict pair, as TRL's conversational preference rows (plus `margin` = rank gap if asked)."""
+    out = []
+    for r in apply_consensus(rows, consensus):
+        for better, worse, gap in strict_pairs(r["ranks"]):
+            row = {"prompt": user_turn(r["prompt"]),
+                   "chosen": [{"role": "assistant", "content": r["texts"][better]}],
+                   "rejected": [{"role": "assistant", "content": r["texts"][worse]}]}
+            if margin:
+                row["margin"] = float(gap)
+            out.append(row)
+    return out
+
+
+def listwise_groups(rows: list[dict], consensus: Consensus = "all") -> list[dict]:
+    """One group per ranking: the prompt, its K responses in display order and their ranks."""
+    return [{"prompt": r["prompt"], "responses": list(r["texts"]), "ranks": list(r["ranks"])}
+            for r in apply_consensus(rows, consensus)]

@@ -97,3 +97,100 @@ def leaderboard(request: Request, by: str = "system_prompt", _: str = Depends(re
     if by not in ("system_prompt", "model"):
         raise HTTPException(422, f"by={by!r}: valid are system_prompt, model")
     return quality.leaderboard_rows(request.app.state.store, by)
+
+
+# -- reward stage -------------------------------------------------------------
+
+
+class SnapshotBody(BaseModel):
+    exclude_flagged: bool = False
+    min_gold_agreement: float | None = None
+    exclude_annotators: list[str] = Field(default_factory=list)
+    eval_fraction: float = 0.2
+
+
+class RewardJobBody(BaseModel):
+    config: dict = Field(default_factory=dict, description="fields of reward.train.RewardTrainConfig")
+
+
+class RewardsBody(BaseModel):
+    prompt: str
+    responses: list[str] = Field(min_length=1, max_length=64)
+
+
+class PromoteBody(BaseModel):
+    reason: str = Field(min_length=1)
+
+
+@router.post("/snapshots")
+def snapshot(body: SnapshotBody, request: Request, _: str = Depends(require_admin)) -> dict:
+    from service.snapshots import SnapshotFilters, create_snapshot
+
+    state = request.app.state
+    snap = create_snapshot(state.store, state.settings.data_dir, SnapshotFilters(**body.model_dump()))
+    return {"id": snap.id, "path": str(snap.path), "created": snap.created, **snap.manifest}
+
+
+@router.post("/jobs/reward")
+def start_reward_job(body: RewardJobBody, request: Request, _: str = Depends(require_admin)) -> dict:
+    """Validate the config, then run the job on a background thread; poll GET /admin/jobs/{id}."""
+    import threading
+
+    from service.jobs import create_job, reward_config, run_job
+
+    state = request.app.state
+    cfg = reward_config(state.store, state.settings, None, body.config)
+    job_id = create_job(state.store, state.settings, "reward", cfg)
+    threading.Thread(target=run_job, args=(state.store, state.settings, job_id), daemon=True,
+                     name=f"job-{job_id}").start()
+    return {"job_id": job_id}
+
+
+@router.get("/jobs")
+def jobs(request: Request, _: str = Depends(require_admin)) -> list[dict]:
+    from service.jobs import reap_stale
+
+    reap_stale(request.app.state.store)
+    rows = request.app.state.store.query(
+        "SELECT id, kind, status, progress, error, result_model_id, created_at FROM jobs ORDER BY id")
+    return [{**r, "created_at": r["created_at"].isoformat()} for r in rows]
+
+
+@router.get("/jobs/{job_id}")
+def job(job_id: int, request: Request, _: str = Depends(require_admin)) -> dict:
+    rows = request.app.state.store.query("SELECT * FROM jobs WHERE id = ?", [job_id])
+    if not rows:
+        raise HTTPException(404, f"there is no job {job_id}")
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in rows[0].items()}
+
+
+@router.get("/models/{model_id}")
+def model(model_id: int, request: Request, _: str = Depends(require_admin)) -> dict:
+    from service.registry import get_model
+
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+            for k, v in get_model(request.app.state.store, model_id).items()}
+
+
+@router.post("/models/{model_id}/promote")
+def promote_model(model_id: int, body: PromoteBody, request: Request, who: str = Depends(require_admin)) -> dict:
+    from service.registry import promote
+
+    promote(request.app.state.store, model_id, f"promoted by {who}: {body.reason}")
+    return {"model_id": model_id, "status": "active"}
+
+
+@router.post("/rewards")
+def rewards(body: RewardsBody, request: Request, _: str = Depends(require_admin)) -> dict:
+    """Scores of the responses to the prompt under the active reward model."""
+    model_id, scorer = request.app.state.scorers.get(request.app.state.store)
+    return {"model_id": model_id, "scores": scorer.score(body.prompt, body.responses)}
+
+
+@router.post("/prioritize")
+def prioritize_route(request: Request, _: str = Depends(require_admin)) -> dict:
+    from service.scoring import prioritize
+
+    state = request.app.state
+    model_id, scorer = state.scorers.get(state.store)
+    return {"model_id": model_id, "tasks": prioritize(state.store, scorer)}

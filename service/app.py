@@ -20,6 +20,8 @@ from annotator.accounts import LoginThrottle, SessionSigner
 from annotator.queue import NotLeased, QueueSettings
 from annotator.ranking import RankingError
 from service.config import Settings
+from service.configfile import ConfigError
+from service.scoring import ScorerCache
 from service.store import Store, StoreError
 
 
@@ -45,6 +47,7 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     app.state.store = store
     app.state.throttle = LoginThrottle()
     app.state.signer = SessionSigner(data_secret(settings.data_dir))
+    app.state.scorers = ScorerCache()
     ann = settings.annotation
     app.state.queue_settings = QueueSettings(lease_s=ann.lease_s, gold_rate=ann.gold_rate,
                                              show_sources=ann.show_sources)
@@ -65,6 +68,10 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     @app.exception_handler(NotLeased)
     async def not_leased(request: Request, exc: NotLeased) -> JSONResponse:
         return _error(409, str(exc))
+
+    @app.exception_handler(ConfigError)
+    async def bad_config(request: Request, exc: ConfigError) -> JSONResponse:
+        return _error(422, str(exc))
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:

@@ -11,6 +11,10 @@
     rankloop annotate-sim --annotators 3 --noise 0.3 [--unreliable 1]
     rankloop export --format trl|hh|jsonl --out FILE
     rankloop import hh FILE
+    rankloop snapshot [--exclude-flagged] [--min-gold-agreement X] [--exclude-annotator NAME ...]
+    rankloop train reward [--config FILE] [--mode listwise|pairwise]
+    rankloop models promote ID --reason TEXT
+    rankloop prioritize
     rankloop demo
 
 Every command takes `--data DIR` (default ./rankloop-data, env RANKLOOP_DATA) and
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli_annotate import add_parsers as add_annotation_parsers
+from service.cli_reward import add_parsers as add_reward_parsers
 from service.config import Settings, load_settings
 from service.configfile import ConfigError
 from service.store import DataDirBusy, Store, StoreError
@@ -116,17 +121,12 @@ def cmd_models_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
-    from service.cli_annotate import admin_client, call
+    from service.cli_annotate import call, service_or_store
 
-    client = admin_client(settings)
-    if client:  # the service holds the database: ask it
-        counts = call(client, "GET", "/admin/status")
-        version = counts.pop("schema_version")
-        counts.pop("data_dir")
-    else:
-        with open_store(settings) as store:
-            counts = store.counts()
-            version = store.schema_version()
+    counts = service_or_store(settings, lambda c: call(c, "GET", "/admin/status"),
+                              lambda store: {**store.counts(), "schema_version": store.schema_version()})
+    version = counts.pop("schema_version")
+    counts.pop("data_dir", None)
     if args.json:
         print(json.dumps({"data_dir": str(settings.data_dir), "schema_version": version, **counts}))
         return
@@ -145,11 +145,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 # -- parser -----------------------------------------------------------------
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(with_config: bool = True) -> argparse.ArgumentParser:
     """--data/--config, accepted before or after the subcommand."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--data", default=argparse.SUPPRESS, help="data directory (default ./rankloop-data, env RANKLOOP_DATA)")
-    p.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file (env RANKLOOP_CONFIG)")
+    if with_config:
+        p.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file (env RANKLOOP_CONFIG)")
     return p
 
 
@@ -164,12 +165,15 @@ def _vllm_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
+    data_only = _common(with_config=False)
     ap = argparse.ArgumentParser(prog="rankloop", description=__doc__, parents=[common],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable, help: str, parent=sub) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, parents=[common], help=help, description=help)
+    def add(name: str, fn: Callable, help: str, parent=sub, settings_flag: bool = True) -> argparse.ArgumentParser:
+        # settings_flag=False: the command's own --config means something else (a job's config);
+        # settings then come from `rankloop --config FILE COMMAND` or RANKLOOP_CONFIG.
+        p = parent.add_parser(name, parents=[common if settings_flag else data_only], help=help, description=help)
         p.set_defaults(fn=fn)
         return p
 
@@ -206,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     _vllm_flags(p)
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
+    add_reward_parsers(sub, add, models)
     p = add("list", cmd_models_list, "list registered models", models)
     p.add_argument("--kind", choices=["pretrained", "sft", "reward", "policy"], help="only this kind")
     p = add("lineage", cmd_models_lineage, "a model and the checkpoints and data it came from", models)

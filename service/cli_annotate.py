@@ -12,12 +12,15 @@ import getpass
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from service.config import Settings
 from service.serve import admin_key, running_service
 from service.store import Store, StoreError
+
+T = TypeVar("T")
 
 
 def admin_client(settings: Settings) -> httpx.Client | None:
@@ -37,6 +40,16 @@ def call(client: httpx.Client, method: str, path: str, **kw) -> dict | list:
             msg = resp.text
         raise StoreError(f"the service answered {resp.status_code}: {msg}")
     return resp.json()
+
+
+def service_or_store(settings: Settings, remote: Callable[[httpx.Client], T], local: Callable[[Store], T]) -> T:
+    """Ask the running service when one holds the data directory; else use the database directly."""
+    client = admin_client(settings)
+    if client is not None:
+        with client:
+            return remote(client)
+    with Store.open(settings.db_path) as store:
+        return local(store)
 
 
 def _print_table(rows: list[dict], columns: list[str]) -> None:
@@ -67,36 +80,25 @@ def cmd_annotators_add(args: argparse.Namespace, settings: Settings) -> None:
     from annotator.accounts import add_annotator
 
     password = _password(args)
-    client = admin_client(settings)
-    if client:
-        call(client, "POST", "/admin/annotators", json={"name": args.name, "role": args.role, "password": password})
-    else:
-        with Store.open(settings.db_path) as store:
-            add_annotator(store, args.name, args.role, password)
+    service_or_store(
+        settings,
+        lambda c: call(c, "POST", "/admin/annotators", json={"name": args.name, "role": args.role, "password": password}),
+        lambda store: add_annotator(store, args.name, args.role, password))
     print(f"added {args.role} {args.name!r}")
 
 
 def cmd_annotators_list(args: argparse.Namespace, settings: Settings) -> None:
     from annotator.accounts import list_annotators
 
-    client = admin_client(settings)
-    if client:
-        rows = call(client, "GET", "/admin/annotators")
-    else:
-        with Store.open(settings.db_path) as store:
-            rows = list_annotators(store)
+    rows = service_or_store(settings, lambda c: call(c, "GET", "/admin/annotators"), list_annotators)
     _print_table(rows, ["id", "name", "role", "disabled", "rankings", "created_at"])
 
 
 def cmd_annotators_disable(args: argparse.Namespace, settings: Settings) -> None:
     from annotator.accounts import set_disabled
 
-    client = admin_client(settings)
-    if client:
-        call(client, "POST", f"/admin/annotators/{args.name}/disable")
-    else:
-        with Store.open(settings.db_path) as store:
-            set_disabled(store, args.name, True)
+    service_or_store(settings, lambda c: call(c, "POST", f"/admin/annotators/{args.name}/disable"),
+                     lambda store: set_disabled(store, args.name, True))
     print(f"disabled {args.name!r}: it can no longer log in or submit")
 
 
@@ -133,24 +135,16 @@ def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
         ranks = [int(x) for x in args.ranks.split(",")]
     except ValueError:
         raise StoreError(f"--ranks {args.ranks!r}: expected comma-separated integers such as 1,2,2,3") from None
-    client = admin_client(settings)
-    if client:
-        call(client, "POST", f"/admin/tasks/{args.task_id}/gold", json={"ranks": ranks})
-    else:
-        with Store.open(settings.db_path) as store:
-            mark_gold(store, args.task_id, ranks)
+    service_or_store(settings, lambda c: call(c, "POST", f"/admin/tasks/{args.task_id}/gold", json={"ranks": ranks}),
+                     lambda store: mark_gold(store, args.task_id, ranks))
     print(f"task {args.task_id} is a gold task with ranks {ranks}")
 
 
 def cmd_leaderboard(args: argparse.Namespace, settings: Settings) -> None:
     from annotator.quality import leaderboard_rows
 
-    client = admin_client(settings)
-    if client:
-        rows = call(client, "GET", "/admin/leaderboard", params={"by": args.by})
-    else:
-        with Store.open(settings.db_path) as store:
-            rows = leaderboard_rows(store, args.by)
+    rows = service_or_store(settings, lambda c: call(c, "GET", "/admin/leaderboard", params={"by": args.by}),
+                            lambda store: leaderboard_rows(store, args.by))
     _print_table(rows, ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"])
 
 

@@ -70,14 +70,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def validate(model: type[M], data: dict[str, Any], source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, source)) from None
+
+
 def build(model: type[M], file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> M:
     """Validate file values updated by non-None overrides; raise ConfigError naming each bad field."""
     data = read_yaml(file) if file else {}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_errors(e, str(file) if file else "flags")) from None
+    return validate(model, data, str(file) if file else "flags")
 
 
 def parse_cli(model: type[M], argv: list[str] | None, description: str | None = None) -> M:

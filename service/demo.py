@@ -4,7 +4,8 @@ Creates the data directory, loads the example prompts and system prompts shipped
 `examples/`, builds and pretrains the tiny built-in model (or uses `--model DIR`),
 serves it with vLLM, samples from it under every system prompt, has simulated
 annotators (three reliable, one random) rank every task twice, prints the system
-prompt leaderboard and the annotators' agreement, and finally serves the annotator
+prompt leaderboard and the annotators' agreement, snapshots the rankings and trains a
+reward model on them (a job, through the promotion gate), and finally serves the annotator
 app for a person to try (`--no-serve` stops before that). Running it again reuses
 the model and fills in only what is missing.
 """
@@ -51,6 +52,7 @@ def run_demo(settings: Settings, model: Path | None = None, k: int = 4, steps: i
         print(f"built {len(report.task_ids)} ranking tasks (2 rankings each)\n")
         print_stored(store)
         simulate_annotators(store, settings)
+        train_reward(store, settings)
         password = ensure_demo_admin(store)
     if serve:
         from service.serve import serve as run_service
@@ -73,6 +75,26 @@ def simulate_annotators(store: Store, settings: Settings) -> None:
     print_table(quality.leaderboard_rows(store, "system_prompt"), ["arm", "score", "ci_low", "ci_high", "win_rate"])
     print("\nannotator agreement (sim-u1 ranks at random):")
     print_table(quality.annotator_report(store), ["annotator", "rankings", "agreement_with_consensus", "kendall_tau"])
+
+
+def train_reward(store: Store, settings: Settings) -> None:
+    """Snapshot the rankings and train a listwise reward model on them, as a job."""
+    from service import jobs
+    from service.registry import get_model
+    from service.snapshots import SnapshotFilters, create_snapshot
+
+    snap = create_snapshot(store, settings.data_dir, SnapshotFilters())
+    print(f"\nsnapshot {snap.id}: {snap.manifest['counts']['train_rankings']} train / "
+          f"{snap.manifest['counts']['eval_rankings']} held-out rankings")
+    cfg = jobs.reward_config(store, settings, None, {"snapshot": str(snap.path.parent), "epochs": 4})
+    job = jobs.run_job(store, settings, jobs.create_job(store, settings, "reward", cfg))
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"reward training failed: {job['error']}")
+    model = get_model(store, job["result_model_id"])
+    ev = model["metrics"]["eval"]
+    print(f"reward model #{model['id']} ({model['status']}): held-out pairwise accuracy {ev['pairwise_accuracy']}, "
+          f"agreement with the simulated annotators' hidden preference {ev.get('hidden', {}).get('model_vs_hidden')} "
+          f"(their own labels: {ev.get('hidden', {}).get('labels_vs_hidden')})")
 
 
 def ensure_demo_admin(store: Store) -> str | None:

@@ -90,3 +90,32 @@ def lineage(store: Store, model_id: int) -> list[dict[str, Any]]:
             [model_id],
         )
     ]
+
+
+def active_model(store: Store, kind: str) -> dict[str, Any] | None:
+    rows = store.query("SELECT * FROM models WHERE kind = ? AND status = 'active' ORDER BY id DESC LIMIT 1", [kind])
+    return _row(rows[0]) if rows else None
+
+
+def set_status(store: Store, model_id: int, status: str, reason: str) -> None:
+    if status not in STATUSES:
+        raise StoreError(f"unknown model status {status!r}; valid: {', '.join(STATUSES)}")
+    with store.write() as cur:
+        cur.execute("UPDATE models SET status = ?, status_reason = ? WHERE id = ?", [status, reason, model_id])
+
+
+def promote(store: Store, model_id: int, reason: str) -> None:
+    """Make a model the active one of its kind; the previous active one is retired. Both say why."""
+    model = get_model(store, model_id)
+    if model["kind"] == "external":
+        raise StoreError(f"model {model_id} is external (imported responses); it cannot be made active")
+    with store.write() as cur:
+        cur.execute(
+            "UPDATE models SET status = 'retired', status_reason = ? WHERE kind = ? AND status = 'active' AND id <> ?",
+            [f"replaced by #{model_id}", model["kind"], model_id])
+        cur.execute("UPDATE models SET status = 'active', status_reason = ? WHERE id = ?", [reason, model_id])
+
+
+def update_metrics(store: Store, model_id: int, metrics: dict) -> None:
+    with store.write() as cur:
+        cur.execute("UPDATE models SET metrics = ? WHERE id = ?", [json.dumps(metrics), model_id])

@@ -149,6 +149,13 @@ ALTER TABLE rankings ADD COLUMN gold_agreement DOUBLE;
 ALTER TABLE annotators ADD COLUMN profile JSON;
 """,
     ),
+    Migration(
+        4,
+        "training jobs: the process running a job and where it writes",
+        """ALTER TABLE jobs ADD COLUMN pid INTEGER;
+ALTER TABLE jobs ADD COLUMN output_dir VARCHAR;
+""",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -41,3 +41,19 @@ def seed_tasks(store: Store, n_prompts: int = 6, k: int = 4, styles: tuple[str, 
     prompt_ids = [r["id"] for r in store.query("SELECT id FROM prompts WHERE list_contains(?, text)", [prompts])]
     return build_tasks(store, prompt_ids, {(sp["id"], model_id): 1.0 for sp in sps}, f"seed{seed}", size=k,
                        required_rankings=required, seed=seed, batch=f"batch-{seed}")
+
+
+def seed_rankings(store: Store, n_prompts: int = 100, annotators: int = 3, noise: float = 0.3, required: int = 1,
+                  seed: int = 0) -> int:
+    """Tasks ranked by simulated annotators whose hidden preference a reward model can see:
+    length near 12 words and liked/disliked words (no instruction-following, which depends on
+    the system prompt the reward model is not shown). Returns the number of rankings."""
+    from annotator import simulate_run
+    from annotator.queue import QueueSettings
+    from annotator.simulated import Preference, Profile
+
+    seed_tasks(store, n_prompts=n_prompts, k=4, styles=("brief", "detailed", "friendly"), required=required,
+               seed=seed)
+    wanted = {f"sim-{i}": Profile(preference=Preference(instruction_weight=0.0), noise=noise) for i in range(annotators)}
+    profiles = simulate_run.ensure_accounts(store, wanted)
+    return simulate_run.run(simulate_run.LocalQueue(store, QueueSettings(gold_rate=0)), profiles, seed=seed).total

@@ -1,0 +1,76 @@
+"""Score responses with a reward model: one forward pass per response, batched.
+
+A response is scored as the chat the annotators judged: the user prompt and the
+assistant's answer, rendered with the model's chat template (the same encoding the
+trainers use). The score is the sequence-classification head's output.
+
+    scorer = RewardScorer("models/reward-3")
+    scorer.score("Tell me about cats.", ["Cats purr.", "Bread."])   # [1.3, -0.4]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from reward.data import user_turn
+
+
+def encode(tokenizer, prompt: str, response: str, max_length: int) -> list[int]:
+    """Token ids of (user prompt, assistant response); the end is kept when it is too long,
+    since the score is read at the last token."""
+    chat = user_turn(prompt) + [{"role": "assistant", "content": response}]
+    ids = tokenizer.apply_chat_template(chat, tokenize=True)["input_ids"]
+    return ids[-max_length:]
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input ids and attention mask."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def load_reward_model(model_dir: str | Path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+class RewardScorer:
+    def __init__(self, model_dir: str | Path, batch_size: int = 32, max_length: int = 1024):
+        self.model_dir = Path(model_dir)
+        self.model, self.tokenizer = load_reward_model(model_dir)
+        self.batch_size, self.max_length = batch_size, max_length
+
+    @torch.inference_mode()
+    def score_pairs(self, items: list[tuple[str, str]]) -> list[float]:
+        """Scores of (prompt, response) items, in order."""
+        encoded = [encode(self.tokenizer, p, r, self.max_length) for p, r in items]
+        out: list[float] = []
+        for i in range(0, len(encoded), self.batch_size):
+            ids, mask = pad_batch(encoded[i : i + self.batch_size], self.tokenizer.pad_token_id)
+            out.extend(self.model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).tolist())
+        return out
+
+    def score(self, prompt: str, responses: list[str]) -> list[float]:
+        return self.score_pairs([(prompt, r) for r in responses])
+
+    def score_rankings(self, rows: list[dict]) -> list[list[float]]:
+        """Every candidate of every snapshot row, each scored once."""
+        flat = [(r["prompt"], t) for r in rows for t in r["texts"]]
+        scores = self.score_pairs(flat)
+        out, at = [], 0
+        for r in rows:
+            out.append(scores[at : at + len(r["texts"])])
+            at += len(r["texts"])
+        return out

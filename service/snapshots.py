@@ -1,0 +1,165 @@
+"""Snapshots: the immutable training data a reward or policy job reads instead of the database.
+
+`rankloop snapshot [--exclude-flagged] [--min-gold-agreement X] [--exclude-annotator NAME ...]`
+freezes the rankings that pass the filters, joined with their prompts, system prompts,
+samples and annotators, into `<data>/snapshots/<id>/rankings.parquet` plus
+`manifest.json` (filters, row counts, hash). One row per ranking, candidates as lists
+in display order. The id is a hash of the content, so the same data gives the same
+id. Each prompt goes to `train` or `eval` by a hash of its text, so no prompt is on
+both sides, and the split is stable as data grows. For simulated annotators the
+snapshot also carries each candidate's hidden utility: the ground truth evaluation
+compares against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from service.store import Store, StoreError
+
+SNAPSHOT_FILE = "rankings.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+class SnapshotFilters(BaseModel):
+    exclude_flagged: bool = Field(False, description="drop every ranking that flags a candidate")
+    min_gold_agreement: float | None = Field(
+        None, ge=0, le=1, description="drop rankings by annotators whose mean agreement with gold is below this "
+        "(annotators with no gold answers are kept, and counted in the manifest)")
+    exclude_annotators: list[str] = Field(default_factory=list, description="drop these annotators' rankings")
+    eval_fraction: float = Field(0.2, ge=0, lt=1, description="share of prompts held out for evaluation")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    path: Path  # the Parquet file
+    manifest: dict
+    created: bool  # False when identical data had been snapshotted before
+
+
+def split_of(prompt: str, eval_fraction: float) -> str:
+    """train or eval, from the prompt's text alone: stable, and the same prompt always lands together."""
+    bucket = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "eval" if bucket < eval_fraction else "train"
+
+
+_ROWS = """
+WITH gold AS (SELECT annotator_id, avg(gold_agreement) AS gold_agreement FROM rankings
+              WHERE gold_agreement IS NOT NULL GROUP BY annotator_id),
+     cand AS (SELECT t.id AS task_id, u.sample_id, u.position
+              FROM tasks t, unnest(t.sample_ids) WITH ORDINALITY AS u(sample_id, position))
+SELECT r.id AS ranking_id, r.task_id, t.prompt_id, p.text AS prompt, a.name AS annotator, a.role AS annotator_role,
+       a.profile AS annotator_profile, g.gold_agreement AS annotator_gold_agreement, r.ranks,
+       coalesce(r.flags, '[]') AS flags, t.batch,
+       list(c.sample_id ORDER BY c.position) AS sample_ids,
+       list(s.text ORDER BY c.position) AS texts,
+       list(sp.name || ' v' || sp.version ORDER BY c.position) AS system_prompts,
+       list(sp.text ORDER BY c.position) AS system_prompt_texts,
+       list(m.name || ' #' || m.id ORDER BY c.position) AS models
+FROM rankings r JOIN tasks t ON t.id = r.task_id JOIN prompts p ON p.id = t.prompt_id
+JOIN annotators a ON a.id = r.annotator_id LEFT JOIN gold g ON g.annotator_id = a.id
+JOIN cand c ON c.task_id = t.id JOIN samples s ON s.id = c.sample_id
+JOIN system_prompts sp ON sp.id = s.system_prompt_id JOIN models m ON m.id = s.model_id
+WHERE NOT r.skipped
+GROUP BY ALL ORDER BY r.id
+"""
+
+
+def _hidden_utilities(row: dict) -> list[float] | None:
+    """Ground truth for rankings by simulated annotators: their hidden utility of each candidate."""
+    if row["annotator_role"] != "simulated" or not row["annotator_profile"]:
+        return None
+    from annotator.simulated import Profile, utility
+
+    pref = Profile.model_validate_json(row["annotator_profile"]).preference
+    return [utility(pref, text, sp) for text, sp in zip(row["texts"], row["system_prompt_texts"], strict=True)]
+
+
+def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
+    """The rankings that pass the filters, and counts of what each filter dropped."""
+    unknown = [n for n in filters.exclude_annotators
+               if not store.scalar("SELECT count(*) FROM annotators WHERE name = ?", [n])]
+    if unknown:
+        raise StoreError(f"--exclude-annotator: no annotator named {', '.join(map(repr, unknown))}; "
+                         "`rankloop annotators list` shows them")
+    rows = store.query(_ROWS)
+    dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0}
+    kept = []
+    for r in rows:
+        if r["annotator"] in filters.exclude_annotators:
+            dropped["excluded_annotators"] += 1
+        elif filters.exclude_flagged and json.loads(r["flags"]):
+            dropped["flagged"] += 1
+        elif (filters.min_gold_agreement is not None and r["annotator_gold_agreement"] is not None
+              and r["annotator_gold_agreement"] < filters.min_gold_agreement):
+            dropped["gold_agreement"] += 1
+        else:
+            r["split"] = split_of(r["prompt"], filters.eval_fraction)
+            r["hidden_utility"] = _hidden_utilities(r)
+            kept.append(r)
+    return kept, dropped
+
+
+SCHEMA = pa.schema([
+    ("ranking_id", pa.int64()), ("task_id", pa.int64()), ("prompt_id", pa.int64()), ("prompt", pa.string()),
+    ("split", pa.string()), ("annotator", pa.string()), ("annotator_role", pa.string()),
+    ("annotator_profile", pa.string()), ("annotator_gold_agreement", pa.float64()), ("batch", pa.string()),
+    ("ranks", pa.list_(pa.int32())), ("flags", pa.string()), ("sample_ids", pa.list_(pa.int64())),
+    ("texts", pa.list_(pa.string())), ("system_prompts", pa.list_(pa.string())),
+    ("system_prompt_texts", pa.list_(pa.string())), ("models", pa.list_(pa.string())),
+    ("hidden_utility", pa.list_(pa.float64())),
+])
+
+
+def content_hash(rows: list[dict]) -> str:
+    canonical = json.dumps([[r[f.name] for f in SCHEMA] for r in rows], sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def create_snapshot(store: Store, data_dir: Path, filters: SnapshotFilters) -> Snapshot:
+    """Freeze the filtered rankings; returns the existing snapshot when the data is unchanged."""
+    rows, dropped = collect(store, filters)
+    if not rows:
+        raise StoreError("no rankings pass the filters, so there is nothing to snapshot; "
+                         "rank some tasks first (`rankloop annotate-sim` or the app) or loosen the filters")
+    snap_id = content_hash(rows)
+    folder = data_dir / "snapshots" / snap_id
+    existing = store.scalar("SELECT path FROM snapshots WHERE id = ?", [snap_id])
+    if existing and Path(existing).exists():
+        return Snapshot(snap_id, Path(existing), json.loads((folder / MANIFEST_FILE).read_text()), created=False)
+    splits = {s: [r for r in rows if r["split"] == s] for s in ("train", "eval")}
+    manifest = {
+        "id": snap_id,
+        "filters": filters.model_dump(),
+        "counts": {
+            "rankings": len(rows), "train_rankings": len(splits["train"]), "eval_rankings": len(splits["eval"]),
+            "prompts": len({r["prompt_id"] for r in rows}),
+            "train_prompts": len({r["prompt_id"] for r in splits["train"]}),
+            "eval_prompts": len({r["prompt_id"] for r in splits["eval"]}),
+            "tasks": len({r["task_id"] for r in rows}), "annotators": len({r["annotator"] for r in rows}),
+            "without_gold_data": sum(r["annotator_gold_agreement"] is None for r in rows),
+            "dropped": dropped,
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (SNAPSHOT_FILE + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+    tmp.rename(folder / SNAPSHOT_FILE)  # the file appears whole or not at all
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    with store.write() as cur:
+        cur.execute("INSERT OR REPLACE INTO snapshots (id, path, filters, counts) VALUES (?, ?, ?, ?)",
+                    [snap_id, str(folder / SNAPSHOT_FILE), json.dumps(manifest["filters"]),
+                     json.dumps(manifest["counts"])])
+    return Snapshot(snap_id, folder / SNAPSHOT_FILE, manifest, created=True)
+
+
+def latest_snapshot(store: Store) -> str | None:
+    return store.scalar("SELECT path FROM snapshots ORDER BY created_at DESC LIMIT 1")

@@ -1,0 +1,137 @@
+"""Reward training as jobs: registration and the promotion gate, killed jobs, bad configs,
+manual promotion, scoring and active learning (locally and through the service)."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from seeding import seed_rankings, seed_tasks
+from servicectl import admin_headers, running_service
+
+from annotator import queue
+from annotator.accounts import add_annotator
+from service.cli import main
+from service.config import load_settings
+from service.jobs import create_job, reward_config, run_job
+from service.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("jobs") / "data"
+    with Store.open(d / "rankloop.duckdb") as store:
+        seed_rankings(store, n_prompts=40, annotators=2)
+    assert main(["--data", str(d), "snapshot"]) == 0
+    return d
+
+
+def job_config(tmp: Path, tiny_model: Path, **fields) -> Path:
+    path = tmp / "job.yaml"
+    path.write_text(yaml.safe_dump({"base_model": str(tiny_model), "logging_steps": 5, **fields}))
+    return path
+
+
+def models(data: Path) -> list[dict]:
+    with Store.open(data / "rankloop.duckdb") as store:
+        return store.query("SELECT * FROM models WHERE kind = 'reward' ORDER BY id")
+
+
+def test_train_register_gate_and_promote(data: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
+    good = job_config(tmp_path, tiny_model, epochs=4)
+    assert main(["--data", str(data), "train", "reward", "--config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "succeeded" in out and "gate passed: first reward model" in out
+    (first,) = models(data)
+    assert first["status"] == "active" and first["snapshot_id"] and first["parent_id"]
+    # A worse model (one step at a tiny learning rate) stays a candidate, and the registry says why.
+    bad = job_config(tmp_path, tiny_model, max_steps=1, learning_rate=1e-7)
+    assert main(["--data", str(data), "train", "reward", "--mode", "pairwise", "--config", str(bad)]) == 0
+    assert "gate refused" in capsys.readouterr().out
+    first, second = models(data)
+    assert (first["status"], second["status"]) == ("active", "candidate")
+    assert f"< active #{first['id']}" in second["status_reason"]
+    # Overriding the gate by hand is recorded too.
+    assert main(["--data", str(data), "models", "promote", str(second["id"]), "--reason", "testing the override"]) == 0
+    first, second = models(data)
+    assert (first["status"], second["status"]) == ("retired", "active")
+    assert second["status_reason"] == "promoted by hand: testing the override"
+    assert first["status_reason"] == f"replaced by #{second['id']}"
+    assert main(["--data", str(data), "models", "promote", str(first["id"]), "--reason", "back"]) == 0
+
+
+def test_bad_config_is_refused_field_by_field(data: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
+    bad = job_config(tmp_path, tiny_model, epochs=-1, mode="triangular")
+    assert main(["--data", str(data), "train", "reward", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "epochs:" in err and "mode:" in err and "'listwise' or 'pairwise'" in err
+    missing = job_config(tmp_path, tmp_path / "no-model")
+    assert main(["--data", str(data), "train", "reward", "--config", str(missing)]) == 2
+    assert "is not a Hugging Face model directory" in capsys.readouterr().err
+    with Store.open(data / "rankloop.duckdb") as store:
+        assert store.scalar("SELECT count(*) FROM jobs WHERE config LIKE '%triangular%'") == 0
+
+
+def test_killed_job_registers_nothing(data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    settings = load_settings(overrides={"data_dir": str(data)}, environ={})
+    with Store.open(data / "rankloop.duckdb") as store:
+        before = store.scalar("SELECT count(*) FROM models")
+        cfg = reward_config(store, settings, job_config(tmp_path, tiny_model, epochs=200), {})
+        job_id = create_job(store, settings, "reward", cfg)
+
+        def kill_once_training() -> None:
+            progress = data / "jobs" / str(job_id) / "progress.json"
+            deadline = time.monotonic() + 120
+            while not progress.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            pid = store.scalar("SELECT pid FROM jobs WHERE id = ?", [job_id])
+            os.killpg(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_once_training)
+        killer.start()
+        job = run_job(store, settings, job_id)
+        killer.join()
+        assert job["status"] == "failed" and "killed by signal 9" in job["error"] and "nothing was registered" in job["error"]
+        assert job["result_model_id"] is None
+        assert store.scalar("SELECT count(*) FROM models") == before
+
+
+def test_scoring_and_active_learning(data: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
+    with Store.open(data / "rankloop.duckdb") as store:
+        if not store.scalar("SELECT count(*) FROM models WHERE kind = 'reward' AND status = 'active'"):
+            pytest.skip("needs the active model of test_train_register_gate_and_promote")
+        seed_tasks(store, n_prompts=6, k=4, styles=("brief", "detailed"), seed=9)  # 12 open tasks
+    assert main(["--data", str(data), "prioritize"]) == 0
+    assert "set the priority of 12 open tasks" in capsys.readouterr().out
+    with Store.open(data / "rankloop.duckdb") as store:
+        prios = store.query("SELECT id, priority FROM tasks WHERE priority > 0 ORDER BY priority DESC, id")
+        assert len(prios) == 12 and all(0 < p["priority"] <= 1 for p in prios)
+        who = add_annotator(store, "fresh", "simulated")
+        assert queue.next_task(store, who, queue.QueueSettings(gold_rate=0))["task_id"] == prios[0]["id"]
+    with running_service(data) as url:
+        r = httpx.post(f"{url}/admin/rewards", headers=admin_headers(data), timeout=60,
+                       json={"prompt": "Tell me about cats.", "responses": ["Cats have paws.", "Cats purr. " * 8]})
+        assert r.status_code == 200 and len(r.json()["scores"]) == 2
+        assert httpx.post(f"{url}/admin/rewards", headers=admin_headers(data), json={"prompt": "x", "responses": []}
+                          ).status_code == 422
+        assert main(["--data", str(data), "prioritize"]) == 0  # through the running service
+        assert "set the priority of 12 open tasks" in capsys.readouterr().out  # a lease does not close a task
+
+
+def test_training_job_runs_inside_a_running_service(data: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
+    with running_service(data) as url:
+        cfg = job_config(tmp_path, tiny_model, epochs=1)
+        assert main(["--data", str(data), "train", "reward", "--config", str(cfg)]) == 0
+        out = capsys.readouterr().out
+        assert "runs in the service" in out and "succeeded" in out
+        jobs = httpx.get(f"{url}/admin/jobs", headers=admin_headers(data)).json()
+        assert jobs[-1]["status"] == "succeeded" and jobs[-1]["result_model_id"]
+        bad = httpx.post(f"{url}/admin/jobs/reward", headers=admin_headers(data),
+                         json={"config": {"base_model": str(tiny_model), "epochs": 0}})
+        assert bad.status_code == 422 and "epochs" in bad.json()["error"]
