@@ -10,6 +10,7 @@ through the admin key), `import` owns rankings imported from public preference d
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -82,50 +83,70 @@ def set_disabled(store: Store, name: str, disabled: bool = True) -> None:
         cur.execute("UPDATE annotators SET disabled = ? WHERE name = ?", [disabled, name])
 
 
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(12))
+
+
 def authenticate(store: Store, name: str, password: str) -> dict | None:
-    """The account if the name and password match an enabled person's account, else None."""
+    """The account if the name and password match an enabled person's account, else None.
+    One scrypt check happens whatever the outcome, so timing does not tell which names exist."""
     acct = get_annotator(store, name)
-    if acct is None:
-        verify_password(password, hash_password("x" * MIN_PASSWORD))  # same cost: no user enumeration by timing
-        return None
-    if acct["disabled"] or acct["role"] not in HUMAN_ROLES or not verify_password(password, acct["password_hash"]):
+    ok = verify_password(password, acct["password_hash"] if acct and acct["password_hash"] else _dummy_hash())
+    if acct is None or not ok or acct["disabled"] or acct["role"] not in HUMAN_ROLES:
         return None
     return acct
 
 
 @dataclass
 class LoginThrottle:
-    """Slows down guessing: after `free` failures for a name, each attempt must wait 2^(k) s
-    (k = failures beyond `free`, capped at `max_wait_s`); success resets the count."""
+    """Slows down guessing: after `free` failed attempts for a name, each further attempt must
+    wait 1, 2, 4, ... s (capped at `max_wait_s`) after the last; success resets the count.
+    An attempt is counted as failed when it starts, so parallel guesses cannot slip through."""
 
     free: int = 3
     max_wait_s: float = 60.0
+    max_names: int = 10_000
     _fails: dict[str, tuple[int, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def wait_s(self, name: str) -> float:
-        """Seconds before the next attempt for `name` is considered (0 = now)."""
-        with self._lock:
-            count, last = self._fails.get(name, (0, 0.0))
+    def _wait(self, name: str) -> float:
+        count, last = self._fails.get(name, (0, 0.0))
         if count < self.free:
             return 0.0
         return max(0.0, last + min(2.0 ** (count - self.free), self.max_wait_s) - time.monotonic())
 
-    def record(self, name: str, ok: bool) -> None:
+    def wait_s(self, name: str) -> float:
+        """Seconds before the next attempt for `name` is considered (0 = now)."""
         with self._lock:
-            if ok:
-                self._fails.pop(name, None)
-            else:
-                count, _ = self._fails.get(name, (0, 0.0))
-                self._fails[name] = (count + 1, time.monotonic())
+            return self._wait(name)
+
+    def begin(self, name: str) -> bool:
+        """Reserve an attempt: False while `name` must wait; else the attempt counts as a failure
+        until `succeeded` clears it."""
+        with self._lock:
+            if self._wait(name) > 0:
+                return False
+            if len(self._fails) >= self.max_names and name not in self._fails:
+                oldest = sorted(self._fails, key=lambda n: self._fails[n][1])[: self.max_names // 10]
+                for n in oldest:
+                    del self._fails[n]
+            count, _ = self._fails.get(name, (0, 0.0))
+            self._fails[name] = (count + 1, time.monotonic())
+            return True
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self._fails.pop(name, None)
 
 
 def login(store: Store, throttle: LoginThrottle, name: str, password: str) -> dict | None:
     """authenticate() behind the throttle: attempts during a wait fail without checking the password."""
-    if throttle.wait_s(name) > 0:
+    if not throttle.begin(name):
         return None
     acct = authenticate(store, name, password)
-    throttle.record(name, acct is not None)
+    if acct is not None:
+        throttle.succeeded(name)
     return acct
 
 

@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import combinations, permutations
 
+from reward.data import mean_ranks
+
 Ranking = Sequence[float]
 
 
@@ -101,10 +103,9 @@ def ranking_units(task_rankings: Sequence[Sequence[Ranking | None]]) -> list[lis
 
 
 def consensus(rankings: Sequence[Ranking]) -> list[float]:
-    """The mean rank of each candidate over several rankings of one task."""
-    if not rankings:
-        raise ValueError("consensus of no rankings")
-    return [sum(r[c] for r in rankings) / len(rankings) for c in range(len(rankings[0]))]
+    """The mean rank of each candidate over several rankings of one task (the same merge the
+    reward stage's `consensus: aggregate` uses)."""
+    return mean_ranks([list(r) for r in rankings])
 
 
 def agreement_with_consensus(own: Ranking, others: Sequence[Ranking]) -> float:

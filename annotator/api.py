@@ -30,7 +30,7 @@ class LoginBody(BaseModel):
     password: str
 
 
-def _bearer(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
     return None
@@ -48,7 +48,7 @@ def current_annotator(
 ) -> dict:
     """The enabled account this request acts for, or 401/403."""
     store = request.app.state.store
-    token = _bearer(authorization)
+    token = bearer_token(authorization)
     if token and x_rankloop_annotator:
         if not admin_key_ok(request, token):
             raise HTTPException(401, "acting for an annotator needs the admin key")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from reward.data import strict_pairs
+from reward.data import pairwise_rows
 from service.prompts import InputFileError, jsonl_rows, latest_system_prompts, read_text, reject
 from service.registry import register_model
 from service.store import Store, StoreError
@@ -57,29 +57,23 @@ def export(store: Store, fmt: str, out: Path) -> int:
     """Write preference data; returns the number of rows written."""
     if fmt not in FORMATS:
         raise StoreError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    n = 0
+    rankings = _rankings(store)
+    if fmt == "jsonl":
+        rows = [{"ranking_id": r["id"], "task_id": r["task_id"], "annotator": r["annotator"], "prompt": r["prompt"],
+                 "flags": json.loads(r["flags"] or "[]"), "rationale": r["rationale"],
+                 "time_spent_s": r["time_spent_s"], "created_at": r["created_at"].isoformat(),
+                 "candidates": [{**c, "rank": rank} for c, rank in zip(r["candidates"], r["ranks"], strict=True)]}
+                for r in rankings]
+    else:
+        # The same strict pairs the reward trainer uses, in TRL's conversational preference format.
+        rows = pairwise_rows([{"prompt": r["prompt"], "texts": [c["text"] for c in r["candidates"]],
+                               "ranks": r["ranks"]} for r in rankings])
+        if fmt == "hh":
+            rows = [{"chosen": hh_transcript(p["prompt"][0]["content"], p["chosen"][0]["content"]),
+                     "rejected": hh_transcript(p["prompt"][0]["content"], p["rejected"][0]["content"])} for p in rows]
     with open(out, "w", encoding="utf-8") as f:
-        for r in _rankings(store):
-            texts = [c["text"] for c in r["candidates"]]
-            if fmt == "jsonl":
-                row = {"ranking_id": r["id"], "task_id": r["task_id"], "annotator": r["annotator"],
-                       "prompt": r["prompt"], "flags": json.loads(r["flags"] or "[]"), "rationale": r["rationale"],
-                       "time_spent_s": r["time_spent_s"], "created_at": r["created_at"].isoformat(),
-                       "candidates": [{**c, "rank": rank} for c, rank in zip(r["candidates"], r["ranks"], strict=True)]}
-                f.write(json.dumps(row) + "\n")
-                n += 1
-                continue
-            for better, worse, _ in strict_pairs(r["ranks"]):
-                if fmt == "trl":
-                    row = {"prompt": [{"role": "user", "content": r["prompt"]}],
-                           "chosen": [{"role": "assistant", "content": texts[better]}],
-                           "rejected": [{"role": "assistant", "content": texts[worse]}]}
-                else:
-                    row = {"chosen": hh_transcript(r["prompt"], texts[better]),
-                           "rejected": hh_transcript(r["prompt"], texts[worse])}
-                f.write(json.dumps(row) + "\n")
-                n += 1
-    return n
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return len(rows)
 
 
 def _split(transcript: str) -> tuple[str, str] | None:
@@ -138,32 +132,35 @@ def import_hh(store: Store, path: Path, seed: int = 0) -> tuple[int, int]:
         model_id = register_model(store, "external", Path(IMPORT_MODEL), name=IMPORT_MODEL,
                                   config={"source": "HH-RLHF-format import"})
     rng = random.Random(seed)
-    added = 0
-    with store.write() as cur:
+    with store.write() as cur:  # one transaction, bulk inserts through Arrow
         annotator = cur.execute("SELECT id FROM annotators WHERE name = ?", [IMPORT_ANNOTATOR]).fetchone()
         annotator_id = annotator[0] if annotator else cur.execute(
             "INSERT INTO annotators (name, role) VALUES (?, 'import') RETURNING id", [IMPORT_ANNOTATOR]).fetchone()[0]
         seen = {r[0] for r in cur.execute("SELECT submission_id FROM rankings WHERE annotator_id = ?",
                                           [annotator_id]).fetchall()}
-        for row in rows:
-            sub_id = f"hh:{row['id']}"
-            if sub_id in seen:
-                continue
-            seen.add(sub_id)
-            cur.execute("INSERT INTO prompts (text, source, source_ref) VALUES (?, 'import', ?) ON CONFLICT DO NOTHING",
-                        [row["prompt"], str(path)])
-            prompt_id = cur.execute("SELECT id FROM prompts WHERE text = ?", [row["prompt"]]).fetchone()[0]
-            sample_ids = store.insert_arrow(cur, "samples", pa.table({
-                "prompt_id": [prompt_id] * 2, "system_prompt_id": [none_sp] * 2, "model_id": [model_id] * 2,
-                "params": ["{}"] * 2, "params_hash": [f"import:{row['id'][:16]}"] * 2, "sample_index": [0, 1],
-                "text": [row["chosen"], row["rejected"]]}))
-            order = [0, 1]
-            rng.shuffle(order)  # display order, as for sampled tasks
-            task_id = cur.execute(
-                "INSERT INTO tasks (prompt_id, sample_ids, batch) VALUES (?, ?, 'import') RETURNING id",
-                [prompt_id, [sample_ids[i] for i in order]]).fetchone()[0]
-            cur.execute(
-                """INSERT INTO rankings (task_id, annotator_id, ranks, flags, submission_id)
-                   VALUES (?, ?, ?, '[]', ?)""", [task_id, annotator_id, [1 if i == 0 else 2 for i in order], sub_id])
-            added += 1
-    return added, len(rows) - added
+        new = list({r["id"]: r for r in rows if f"hh:{r['id']}" not in seen}.values())
+        if not new:
+            return 0, len(rows)
+        texts = list(dict.fromkeys(r["prompt"] for r in new))
+        known = {t for (t,) in cur.execute("SELECT text FROM prompts WHERE list_contains(?, text)", [texts]).fetchall()}
+        store.insert_arrow(cur, "prompts", pa.table({
+            "text": [t for t in texts if t not in known], "source": ["import"] * (len(texts) - len(known)),
+            "source_ref": [str(path)] * (len(texts) - len(known))}))
+        prompt_id = dict(cur.execute("SELECT text, id FROM prompts WHERE list_contains(?, text)", [texts]).fetchall())
+        sample_ids = store.insert_arrow(cur, "samples", pa.table({
+            "prompt_id": [prompt_id[r["prompt"]] for r in new for _ in (0, 1)],
+            "system_prompt_id": [none_sp] * (2 * len(new)), "model_id": [model_id] * (2 * len(new)),
+            "params": ["{}"] * (2 * len(new)), "params_hash": [f"import:{r['id'][:16]}" for r in new for _ in (0, 1)],
+            "sample_index": [i for _ in new for i in (0, 1)],
+            "text": [t for r in new for t in (r["chosen"], r["rejected"])]}))
+        orders = [rng.sample([0, 1], 2) for _ in new]  # display order, shuffled as for sampled tasks
+        task_ids = store.insert_arrow(cur, "tasks", pa.table({
+            "prompt_id": [prompt_id[r["prompt"]] for r in new],
+            "sample_ids": pa.array([[sample_ids[2 * n + i] for i in order] for n, order in enumerate(orders)],
+                                   pa.list_(pa.int64())),
+            "batch": ["import"] * len(new)}))
+        store.insert_arrow(cur, "rankings", pa.table({
+            "task_id": task_ids, "annotator_id": [annotator_id] * len(new),
+            "ranks": pa.array([[1 if i == 0 else 2 for i in order] for order in orders], pa.list_(pa.int32())),
+            "flags": ["[]"] * len(new), "submission_id": [f"hh:{r['id']}" for r in new]}))
+    return len(new), len(rows) - len(new)

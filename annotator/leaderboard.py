@@ -78,7 +78,7 @@ class Standing:
     ci_low: float
     ci_high: float
     comparisons: float
-    win_rate: float
+    win_rate: float | None  # None for an arm that was never compared with another
 
 
 def leaderboard(tasks: Sequence[RankedTask], n_boot: int = 200, seed: int = 0,
@@ -102,5 +102,5 @@ def leaderboard(tasks: Sequence[RankedTask], n_boot: int = 200, seed: int = 0,
         won = sum(v for (x, _), v in wins.items() if x == a)
         b = sorted(boots[a]) or [scores[a]]
         out.append(Standing(a, scores[a], b[int(lo_q * (len(b) - 1))], b[int(math.ceil(hi_q * (len(b) - 1)))],
-                            played, won / played if played else math.nan))
+                            played, won / played if played else None))
     return sorted(out, key=lambda s: -s.score)

@@ -137,7 +137,7 @@ def ranked_tasks(store: Store, by: str) -> list[RankedTask]:
 def leaderboard_rows(store: Store, by: str = "system_prompt", n_boot: int = 200) -> list[dict]:
     return [
         {"arm": s.arm, "score": round(s.score, 1), "ci_low": round(s.ci_low, 1), "ci_high": round(s.ci_high, 1),
-         "comparisons": s.comparisons, "win_rate": round(s.win_rate, 3)}
+         "comparisons": s.comparisons, "win_rate": None if s.win_rate is None else round(s.win_rate, 3)}
         for s in leaderboard(ranked_tasks(store, by), n_boot=n_boot)
     ]
 

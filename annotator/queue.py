@@ -155,8 +155,8 @@ def submit(store: Store, annotator_id: int, sub: Submission) -> SubmitResult:
                           (SELECT count(*) FROM leases WHERE task_id = ? AND expires_at > ? AND annotator_id <> ?)""",
                 [sub.task_id, sub.task_id, now, annotator_id]).fetchone()
             if done + others >= required:
-                raise NotLeased(f"your lease on task {sub.task_id} expired and others have completed it since; "
-                                "your ranking was not stored. Ask for the next task.")
+                raise NotLeased(f"your lease on task {sub.task_id} expired and others have completed or taken it "
+                                "since; your ranking was not stored. Ask for the next task.")
         gold_agreement = pairwise_agreement(ranks, gold) if gold is not None and ranks is not None else None
         skip = f"{sub.skip_reason}: {sub.skip_text}" if sub.skip_reason and sub.skip_text else sub.skip_reason
         ranking_id = cur.execute(

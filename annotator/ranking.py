@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 FLAG_REASONS = ("unsafe", "broken", "off_topic", "other")
 SKIP_REASONS = ("cannot_judge", "all_bad", "duplicate", "unsafe_prompt", "other")
@@ -40,7 +40,7 @@ class Submission(BaseModel):
 
     task_id: int
     submission_id: str = Field(min_length=1, max_length=128, description="client-made id; a resubmit is a no-op")
-    ranks: list[int] | None = Field(None, description="rank per candidate in display order (1 = best)")
+    ranks: list[StrictInt] | None = Field(None, description="rank per candidate in display order (1 = best)")
     skip_reason: str | None = Field(None, description=f"skip instead of ranking: one of {', '.join(SKIP_REASONS)}")
     skip_text: str | None = Field(None, max_length=2000)
     flags: list[Flag] = Field(default_factory=list)

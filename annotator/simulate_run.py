@@ -18,7 +18,7 @@ from annotator import queue
 from annotator.accounts import add_annotator
 from annotator.ranking import Submission
 from annotator.simulated import Profile, rank
-from service.store import Store
+from service.store import Store, StoreError
 
 
 class QueueClient(Protocol):
@@ -88,9 +88,9 @@ def ensure_accounts(store: Store, profiles: dict[str, Profile]) -> dict[str, Pro
             add_annotator(store, name, "simulated", profile=profile.model_dump_json())
             out[name] = profile
         elif row[0]["role"] != "simulated":
-            raise ValueError(f"{name!r} exists and is not a simulated annotator; pick other names")
-        else:
-            out[name] = Profile.model_validate_json(row[0]["profile"])
+            raise StoreError(f"{name!r} exists and is not a simulated annotator; pick other names")
+        else:  # an account made by hand without a profile gets the default one
+            out[name] = Profile.model_validate_json(row[0]["profile"]) if row[0]["profile"] else Profile()
     return out
 
 

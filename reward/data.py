@@ -13,6 +13,7 @@ Pure functions over plain rows of a snapshot (see `service/snapshots.py`); no da
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
@@ -30,14 +31,29 @@ def strict_pairs(ranks: list[int]) -> list[tuple[int, int, int]]:
     ]
 
 
+def split_of(prompt: str, eval_fraction: float) -> str:
+    """train or eval, from the prompt's text alone: stable as data grows, and the same prompt
+    always lands on one side. A prompt held out at fraction f is held out at every f' >= f."""
+    bucket = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "eval" if bucket < eval_fraction else "train"
+
+
+def mean_ranks(rankings: list[list[float]]) -> list[float]:
+    """Each candidate's mean rank over several rankings of one task."""
+    if not rankings:
+        raise ValueError("mean rank of no rankings")
+    return [sum(r[c] for r in rankings) / len(rankings) for c in range(len(rankings[0]))]
+
+
 def dense_ranks(values: list[float]) -> list[int]:
     """1 for the smallest value, equal values share a rank, no gaps."""
     distinct = sorted(set(values))
     return [distinct.index(v) + 1 for v in values]
 
 
-def read_snapshot(path: str | Path, split: str | None = None) -> list[dict]:
-    """Rows of a snapshot (a Parquet file, or the directory holding it), optionally one split."""
+def read_snapshot(path: str | Path, split: str | None = None, held_out_at: float | None = None) -> list[dict]:
+    """Rows of a snapshot (a Parquet file, or the directory holding it), optionally one split;
+    `held_out_at=f` keeps only prompts that a snapshot with eval fraction f would also hold out."""
     import pyarrow.parquet as pq
 
     p = Path(path)
@@ -46,7 +62,8 @@ def read_snapshot(path: str | Path, split: str | None = None) -> list[dict]:
     if not p.is_file():
         raise FileNotFoundError(f"no snapshot at {path}: expected rankings.parquet (`rankloop snapshot` writes one)")
     rows = pq.read_table(p).to_pylist()
-    return [r for r in rows if split is None or r["split"] == split]
+    return [r for r in rows if (split is None or r["split"] == split)
+            and (held_out_at is None or split_of(r["prompt"], held_out_at) == "eval")]
 
 
 def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
@@ -60,9 +77,8 @@ def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
         by_task[r["task_id"]].append(r)
     merged = []
     for task_rows in by_task.values():
-        k = len(task_rows[0]["ranks"])
-        mean_rank = [sum(r["ranks"][c] for r in task_rows) / len(task_rows) for c in range(k)]
-        merged.append({**task_rows[0], "ranks": dense_ranks(mean_rank), "annotator": "(consensus)",
+        merged.append({**task_rows[0], "ranks": dense_ranks(mean_ranks([r["ranks"] for r in task_rows])),
+                       "annotator": "(consensus)",
                        "n_rankings": len(task_rows)})
     return merged
 

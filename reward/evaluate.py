@@ -40,24 +40,11 @@ def _hit(better: float, worse: float) -> float:
     return 1.0 if better > worse else 0.5 if better == worse else 0.0
 
 
-def _agreement_level(rows: list[dict]) -> dict[int, str]:
-    """The agreement bucket of each task, from the pairwise agreement of its rankings."""
-    by_task: dict[int, list[list[int]]] = defaultdict(list)
-    for r in rows:
-        by_task[r["task_id"]].append(r["ranks"])
-    levels = {}
-    for task, rankings in by_task.items():
-        if len(rankings) < 2:
-            levels[task] = "single"
-            continue
-        agree = []
-        for a, b in combinations(rankings, 2):
-            pairs = list(combinations(range(len(a)), 2))
-            agree.append(sum((a[i] > a[j]) - (a[i] < a[j]) == (b[i] > b[j]) - (b[i] < b[j]) for i, j in pairs)
-                         / len(pairs))
-        mean = sum(agree) / len(agree)
-        levels[task] = "high" if mean >= 0.8 else "medium" if mean >= 0.5 else "low"
-    return levels
+def agreement_level(task_agreement: float | None) -> str:
+    """The bucket of a task by how much its annotators agreed (the snapshot computes the agreement)."""
+    if task_agreement is None:
+        return "single"
+    return "high" if task_agreement >= 0.8 else "medium" if task_agreement >= 0.5 else "low"
 
 
 def ece(probs: list[float], labels: list[int]) -> float | None:
@@ -73,7 +60,6 @@ def ece(probs: list[float], labels: list[int]) -> float | None:
 
 def metrics(rows: list[dict], scores: list[list[float]]) -> dict:
     """Every metric above, from snapshot rows and the model's score of each candidate."""
-    levels = _agreement_level(rows)
     hits, by_level, by_sp = [], defaultdict(list), defaultdict(list)
     probs, labels = [], []
     model_hidden, label_hidden, expected = [], [], []
@@ -81,7 +67,7 @@ def metrics(rows: list[dict], scores: list[list[float]]) -> dict:
         for better, worse, _ in strict_pairs(r["ranks"]):
             h = _hit(s[better], s[worse])
             hits.append(h)
-            by_level[levels[r["task_id"]]].append(h)
+            by_level[agreement_level(r.get("task_agreement"))].append(h)
             for sp in {r["system_prompts"][better], r["system_prompts"][worse]}:
                 by_sp[sp].append(h)
         for i, j in combinations(range(len(s)), 2):
@@ -111,10 +97,11 @@ def metrics(rows: list[dict], scores: list[list[float]]) -> dict:
     return out
 
 
-def evaluate(model_dir: str | Path, snapshot: str | Path, split: str = "eval") -> dict:
+def evaluate(model_dir: str | Path, snapshot: str | Path, split: str = "eval", held_out_at: float | None = None) -> dict:
+    """Metrics of a model on a snapshot split (`held_out_at`: only prompts held out at that fraction too)."""
     from reward.score import RewardScorer
 
-    rows = read_snapshot(snapshot, split)
+    rows = read_snapshot(snapshot, split, held_out_at)
     if not rows:
         raise ValueError(f"the snapshot's {split!r} split is empty; take a snapshot with more prompts "
                          "or a larger eval_fraction")

@@ -19,10 +19,23 @@ from reward.data import user_turn
 
 def encode(tokenizer, prompt: str, response: str, max_length: int) -> list[int]:
     """Token ids of (user prompt, assistant response); the end is kept when it is too long,
-    since the score is read at the last token."""
-    chat = user_turn(prompt) + [{"role": "assistant", "content": response}]
-    ids = tokenizer.apply_chat_template(chat, tokenize=True)["input_ids"]
+    since the score is read at the last token. A base checkpoint without a chat template gets
+    "prompt, blank line, response, end-of-text"."""
+    if tokenizer.chat_template:
+        chat = user_turn(prompt) + [{"role": "assistant", "content": response}]
+        ids = tokenizer.apply_chat_template(chat, tokenize=True)["input_ids"]
+    else:
+        ids = tokenizer(f"{prompt}\n\n{response}{tokenizer.eos_token or ''}")["input_ids"]
     return ids[-max_length:]
+
+
+def ensure_pad_token(tokenizer) -> int:
+    """Many base checkpoints have no pad token; like TRL, pad with end-of-text then."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has neither a pad nor an end-of-text token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer.pad_token_id
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,9 +54,9 @@ def load_reward_model(model_dir: str | Path):
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model.eval(), tokenizer
+    model.config.pad_token_id = ensure_pad_token(tokenizer)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), tokenizer
 
 
 class RewardScorer:
@@ -59,7 +72,8 @@ class RewardScorer:
         out: list[float] = []
         for i in range(0, len(encoded), self.batch_size):
             ids, mask = pad_batch(encoded[i : i + self.batch_size], self.tokenizer.pad_token_id)
-            out.extend(self.model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).tolist())
+            logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
+            out.extend(logits.float().squeeze(-1).tolist())
         return out
 
     def score(self, prompt: str, responses: list[str]) -> list[float]:

@@ -11,14 +11,14 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from annotator import accounts, quality
-from annotator.api import _bearer, admin_key_ok
+from annotator.api import admin_key_ok, bearer_token
 from annotator.queue import mark_gold
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 def require_admin(request: Request, authorization: str | None = Header(None)) -> str:
-    token = _bearer(authorization)
+    token = bearer_token(authorization)
     if token and admin_key_ok(request, token):
         return "admin-key"
     annotator_id = request.app.state.signer.verify(token) if token else None
@@ -50,7 +50,7 @@ def status(request: Request, _: str = Depends(require_admin)) -> dict:
 
 @router.get("/annotators")
 def annotators(request: Request, _: str = Depends(require_admin)) -> list[dict]:
-    return [{**r, "created_at": r["created_at"].isoformat()} for r in accounts.list_annotators(request.app.state.store)]
+    return accounts.list_annotators(request.app.state.store)
 
 
 @router.post("/annotators")
@@ -88,8 +88,7 @@ def gold(task_id: int, body: GoldBody, request: Request, _: str = Depends(requir
 def quality_report(request: Request, _: str = Depends(require_admin)) -> dict:
     store = request.app.state.store
     return {"annotators": quality.annotator_report(store), "batches": quality.batch_alpha(store),
-            "flagged": quality.flagged(store), "skipped": [
-                {**r, "created_at": r["created_at"].isoformat()} for r in quality.skipped(store)]}
+            "flagged": quality.flagged(store), "skipped": quality.skipped(store)}
 
 
 @router.get("/leaderboard")
@@ -111,6 +110,7 @@ class SnapshotBody(BaseModel):
 
 class RewardJobBody(BaseModel):
     config: dict = Field(default_factory=dict, description="fields of reward.train.RewardTrainConfig")
+    min_accuracy: float = Field(0.55, ge=0, le=1, description="what the first reward model needs to become active")
 
 
 class RewardsBody(BaseModel):
@@ -141,8 +141,8 @@ def start_reward_job(body: RewardJobBody, request: Request, _: str = Depends(req
     state = request.app.state
     cfg = reward_config(state.store, state.settings, None, body.config)
     job_id = create_job(state.store, state.settings, "reward", cfg)
-    threading.Thread(target=run_job, args=(state.store, state.settings, job_id), daemon=True,
-                     name=f"job-{job_id}").start()
+    threading.Thread(target=run_job, args=(state.store, state.settings, job_id),
+                     kwargs={"min_accuracy": body.min_accuracy}, daemon=True, name=f"job-{job_id}").start()
     return {"job_id": job_id}
 
 
@@ -151,9 +151,8 @@ def jobs(request: Request, _: str = Depends(require_admin)) -> list[dict]:
     from service.jobs import reap_stale
 
     reap_stale(request.app.state.store)
-    rows = request.app.state.store.query(
+    return request.app.state.store.query(
         "SELECT id, kind, status, progress, error, result_model_id, created_at FROM jobs ORDER BY id")
-    return [{**r, "created_at": r["created_at"].isoformat()} for r in rows]
 
 
 @router.get("/jobs/{job_id}")
@@ -161,15 +160,14 @@ def job(job_id: int, request: Request, _: str = Depends(require_admin)) -> dict:
     rows = request.app.state.store.query("SELECT * FROM jobs WHERE id = ?", [job_id])
     if not rows:
         raise HTTPException(404, f"there is no job {job_id}")
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in rows[0].items()}
+    return rows[0]
 
 
 @router.get("/models/{model_id}")
 def model(model_id: int, request: Request, _: str = Depends(require_admin)) -> dict:
     from service.registry import get_model
 
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v)
-            for k, v in get_model(request.app.state.store, model_id).items()}
+    return get_model(request.app.state.store, model_id)
 
 
 @router.post("/models/{model_id}/promote")

@@ -27,10 +27,11 @@ from service.store import Store, StoreError
 
 def data_secret(data_dir: Path) -> bytes:
     """The data directory's signing secret (created once, readable only by its owner)."""
+    from service.serve import write_private
+
     path = data_dir / "secret.key"
     if not path.exists():
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
+        write_private(path, secrets.token_bytes(32))
     return path.read_bytes()
 
 

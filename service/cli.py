@@ -121,7 +121,7 @@ def cmd_models_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
-    from service.cli_annotate import call, service_or_store
+    from service.remote import call, service_or_store
 
     counts = service_or_store(settings, lambda c: call(c, "GET", "/admin/status"),
                               lambda store: {**store.counts(), "schema_version": store.schema_version()})

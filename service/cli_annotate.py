@@ -1,8 +1,8 @@
 """`rankloop` commands of the annotation stage: serve, annotators, annotate-sim, gold, export, import.
 
 Commands that an admin runs while `rankloop serve` holds the data directory
-(annotators, annotate-sim, tasks gold, status) go through the service's admin API;
-the others need the database itself and say so.
+(annotators, annotate-sim, tasks gold, leaderboard) go through the service's admin API
+(`service.remote`); export and import need the database itself and say so.
 """
 
 from __future__ import annotations
@@ -12,44 +12,11 @@ import getpass
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-import httpx
 
 from service.config import Settings
-from service.serve import admin_key, running_service
+from service.remote import admin_client, call, service_or_store
+from service.serve import admin_key
 from service.store import Store, StoreError
-
-T = TypeVar("T")
-
-
-def admin_client(settings: Settings) -> httpx.Client | None:
-    """An HTTP client for the running service's admin API, or None when no service runs."""
-    url = running_service(settings)
-    if url is None:
-        return None
-    return httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {admin_key(settings)}"})
-
-
-def call(client: httpx.Client, method: str, path: str, **kw) -> dict | list:
-    resp = client.request(method, path, **kw)
-    if resp.status_code >= 400:
-        try:
-            msg = resp.json().get("error", resp.text)
-        except ValueError:
-            msg = resp.text
-        raise StoreError(f"the service answered {resp.status_code}: {msg}")
-    return resp.json()
-
-
-def service_or_store(settings: Settings, remote: Callable[[httpx.Client], T], local: Callable[[Store], T]) -> T:
-    """Ask the running service when one holds the data directory; else use the database directly."""
-    client = admin_client(settings)
-    if client is not None:
-        with client:
-            return remote(client)
-    with Store.open(settings.db_path) as store:
-        return local(store)
 
 
 def _print_table(rows: list[dict], columns: list[str]) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from service.cli_annotate import admin_client, call, service_or_store
 from service.config import Settings
 from service.configfile import read_yaml
+from service.remote import admin_client, call, service_or_store
 from service.store import Store
 
 
@@ -63,10 +63,11 @@ def _report(job: dict, model: dict | None) -> None:
         h = ev["hidden"]
         print(f"  agreement with the simulated annotators' hidden preference {h['model_vs_hidden']} "
               f"(the labels themselves: {h['labels_vs_hidden']})")
-    active = model["metrics"].get("compared_to_active")
-    if active:
-        print(f"  side by side, the active reward model #{active['model_id']} on the same split: "
-              f"accuracy {active['eval']['pairwise_accuracy']}, ECE {active['eval']['ece']}")
+    side = model["metrics"].get("compared_to_active")
+    if side:
+        print(f"  side by side with the active reward model #{side['model_id']} on the {side['active']['pairs']} "
+              f"pairs both snapshots hold out: accuracy {side['candidate']['pairwise_accuracy']} vs "
+              f"{side['active']['pairwise_accuracy']}, ECE {side['candidate']['ece']} vs {side['active']['ece']}")
     print(f"  status {model['status']}: {model['status_reason']}")
 
 
@@ -78,7 +79,8 @@ def cmd_train_reward(args: argparse.Namespace, settings: Settings) -> None:
     client = admin_client(settings)
     if client:
         body = {"config": {**(read_yaml(args.job_config) if args.job_config else {}),
-                           **{k: v for k, v in overrides.items() if v is not None}}}
+                           **{k: v for k, v in overrides.items() if v is not None}},
+                "min_accuracy": args.min_accuracy}
         job_id = call(client, "POST", "/admin/jobs/reward", json=body)["job_id"]
         print(f"job {job_id} runs in the service; following it (Ctrl-C stops following, not the job)")
         job = _follow(lambda: call(client, "GET", f"/admin/jobs/{job_id}"))

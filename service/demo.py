@@ -20,7 +20,8 @@ from service.sample_run import run_sampling
 from service.sampler import SamplingParams
 from service.store import Store
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# service/examples links to the repository's examples/, so the files ship in the package too.
+EXAMPLES = Path(__file__).resolve().parent / "examples"
 
 
 def build_tiny_model(out: Path, steps: int) -> Path:

@@ -27,7 +27,6 @@ import yaml
 from service.config import Settings
 from service.configfile import read_yaml, validate
 from service.engine import log_tail
-from service.registry import find_or_register, register_model
 from service.snapshots import latest_snapshot
 from service.store import Store, StoreError
 
@@ -47,12 +46,30 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 def reap_stale(store: Store) -> None:
-    """Mark jobs whose process is gone as failed."""
-    for job in store.query("SELECT id, pid FROM jobs WHERE status = 'running'"):
+    """Mark jobs whose process is gone as failed (the trainer while running, the process that
+    registers the result while registering)."""
+    for job in store.query("SELECT id, pid FROM jobs WHERE status IN ('running', 'registering')"):
         if not _pid_alive(job["pid"]):
-            with store.write() as cur:
-                cur.execute("UPDATE jobs SET status = 'failed', finished_at = now(), error = ? WHERE id = ?",
-                            ["interrupted: the process running this job is gone; nothing was registered", job["id"]])
+            _fail(store, job["id"], "interrupted: the process running this job is gone; nothing was registered")
+
+
+def stop_running(store: Store, why: str) -> None:
+    """Kill the trainers of running jobs (their process groups) and mark the jobs failed."""
+    for job in store.query("SELECT id, pid FROM jobs WHERE status = 'running'"):
+        if _pid_alive(job["pid"]):
+            try:
+                os.killpg(job["pid"], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _fail(store, job["id"], f"interrupted: {why}; nothing was registered")
+
+
+def _check_output_dir(store: Store, out: Path) -> None:
+    """A job writes into a fresh directory: never over a registered model or other files."""
+    if store.scalar("SELECT count(*) FROM models WHERE path = ?", [str(out.resolve())]):
+        raise StoreError(f"output_dir {out} holds a registered model; a job never overwrites one. Pick another")
+    if out.exists() and any(out.iterdir()):
+        raise StoreError(f"output_dir {out} exists and is not empty; pick a new directory (or leave it unset)")
 
 
 def reward_config(store: Store, settings: Settings, file: Path | None, overrides: dict[str, Any]):
@@ -73,6 +90,8 @@ def reward_config(store: Store, settings: Settings, file: Path | None, overrides
             raise StoreError("no base checkpoint: set base_model: in the config, or sample from a model first")
     values.setdefault("output_dir", str(settings.data_dir / "models" / "reward-next"))
     cfg = validate(RewardTrainConfig, values, str(file) if file else "flags")
+    if cfg.output_dir.name != "reward-next":
+        _check_output_dir(store, cfg.output_dir)
     if not (Path(cfg.base_model) / "config.json").is_file():
         raise StoreError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
     snap = Path(cfg.snapshot)
@@ -92,6 +111,7 @@ def create_job(store: Store, settings: Settings, kind: str, cfg) -> int:
     job_dir.mkdir(parents=True, exist_ok=True)
     if cfg.output_dir.name == "reward-next":  # the default: one directory per job
         cfg = cfg.model_copy(update={"output_dir": settings.data_dir / "models" / f"reward-{job_id}"})
+        _check_output_dir(store, cfg.output_dir)
     cfg = cfg.model_copy(update={"progress_file": job_dir / "progress.json"})
     (job_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     with store.write() as cur:
@@ -131,7 +151,12 @@ def run_job(store: Store, settings: Settings, job_id: int,
         _fail(store, job_id, f"{why}; nothing was registered. Last lines of {job['log_path']}:\n"
                              f"{log_tail(Path(job['log_path']), 15)}")
     else:
-        _register(store, job_id, cfg, json.loads(metrics_file.read_text()), min_accuracy)
+        with store.write() as cur:  # this process now owns the job until it is registered
+            cur.execute("UPDATE jobs SET status = 'registering', pid = ? WHERE id = ?", [os.getpid(), job_id])
+        try:
+            _register(store, job_id, cfg, json.loads(metrics_file.read_text()), min_accuracy)
+        except Exception as e:  # the transaction rolled back: no model, and the job says why
+            _fail(store, job_id, f"trained, but registering the model failed: {type(e).__name__}: {e}")
     return store.query("SELECT * FROM jobs WHERE id = ?", [job_id])[0]
 
 
@@ -154,13 +179,26 @@ def _fail(store: Store, job_id: int, error: str) -> None:
 
 
 def _register(store: Store, job_id: int, cfg, metrics: dict, min_accuracy: float) -> None:
-    from service.promotion import gate_reward
+    """Judge the trained model at the gate, then register it and finish the job in one transaction."""
+    from service.promotion import reward_verdict
 
-    parent = find_or_register(store, cfg.base_model)
-    model_id = register_model(store, "reward", cfg.output_dir, name=f"reward-{job_id}", parent_id=parent,
-                              snapshot_id=metrics.get("snapshot"), config=cfg.model_dump(mode="json"),
-                              metrics=metrics, status="candidate", status_reason="trained; awaiting the gate")
-    gate_reward(store, model_id, Path(cfg.snapshot), min_accuracy)  # its verdict is in the model's status_reason
+    verdict = reward_verdict(store, Path(cfg.output_dir), metrics, Path(cfg.snapshot), min_accuracy)
+    if verdict.compared_to_active:
+        metrics = {**metrics, "compared_to_active": verdict.compared_to_active}
+    base = str(Path(cfg.base_model).resolve())
     with store.write() as cur:
+        parent = cur.execute("SELECT id FROM models WHERE path = ? ORDER BY id DESC LIMIT 1", [base]).fetchone()
+        parent_id = parent[0] if parent else cur.execute(
+            "INSERT INTO models (kind, name, path) VALUES ('pretrained', ?, ?) RETURNING id",
+            [Path(base).name, base]).fetchone()[0]
+        status, reason = ("active", "gate passed: ") if verdict.promote else ("candidate", "gate refused: ")
+        model_id = cur.execute(
+            """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
+               VALUES ('reward', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+            [f"reward-{job_id}", str(Path(cfg.output_dir).resolve()), parent_id, metrics.get("snapshot"),
+             cfg.model_dump_json(), json.dumps(metrics), status, reason + verdict.reason]).fetchone()[0]
+        if verdict.promote:
+            cur.execute("UPDATE models SET status = 'retired', status_reason = ? "
+                        "WHERE kind = 'reward' AND status = 'active' AND id <> ?", [f"replaced by #{model_id}", model_id])
         cur.execute("UPDATE jobs SET status = 'succeeded', finished_at = now(), progress = 1, result_model_id = ?, "
                     "error = NULL WHERE id = ?", [model_id, job_id])

@@ -1,44 +1,60 @@
 """The promotion gate: a newly trained reward model becomes active only if it is at least as good.
 
-A trained model is registered as `candidate`. It becomes `active` when its held-out
-pairwise accuracy is at least the active model's on the *same* split (the active one
-is re-evaluated on the candidate's snapshot, so both face the same data), or, when no
-reward model is active yet, at least `min_accuracy`. Either way the registry records
-why, and the side-by-side numbers go into the candidate's metrics.
+The verdict is reached before the model is registered (see `service.jobs`). With an
+active reward model, both are evaluated on the same prompts: those held out by the
+candidate's snapshot *and* by the active model's (split_of is a threshold on a hash of
+the prompt, so that is the smaller eval fraction), so neither is scored on prompts it
+trained on. The candidate passes when its held-out pairwise accuracy there is at least
+the active model's; with no active model, when its own held-out accuracy is at least
+`min_accuracy`. The reason, and the side-by-side numbers, are kept.
 `rankloop models promote ID --reason ...` overrides the gate, with the reason recorded.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from service.registry import active_model, get_model, promote, set_status, update_metrics
+from service.registry import active_model
 from service.store import Store
 
 
-def gate_reward(store: Store, candidate_id: int, snapshot: Path, min_accuracy: float = 0.55) -> tuple[bool, str]:
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    reason: str
+    compared_to_active: dict | None = None
+
+
+def _eval_fraction(snapshot_path: Path) -> float:
+    manifest = (snapshot_path if snapshot_path.is_dir() else snapshot_path.parent) / "manifest.json"
+    return json.loads(manifest.read_text())["filters"]["eval_fraction"]
+
+
+def reward_verdict(store: Store, model_dir: Path, metrics: dict, snapshot: Path, min_accuracy: float) -> Verdict:
     from reward.evaluate import evaluate
 
-    cand = get_model(store, candidate_id)
-    acc = (cand["metrics"].get("eval") or {}).get("pairwise_accuracy")
+    acc = (metrics.get("eval") or {}).get("pairwise_accuracy")
     if acc is None:
-        reason = "no held-out accuracy in its metrics, so it cannot pass the gate"
-        set_status(store, candidate_id, "candidate", reason)
-        return False, reason
+        return Verdict(False, "it has no held-out accuracy (its eval split has no strict pairs)")
     active = active_model(store, "reward")
     if active is None:
         ok = acc >= min_accuracy
-        reason = (f"first reward model: held-out accuracy {acc:.4f} {'>=' if ok else '<'} "
-                  f"the minimum {min_accuracy:.4f}")
-    else:
-        theirs = evaluate(active["path"], snapshot, "eval")
-        update_metrics(store, candidate_id, {**cand["metrics"], "compared_to_active": {
-            "model_id": active["id"], "eval": theirs}})
-        ok = acc >= theirs["pairwise_accuracy"]
-        reason = (f"held-out accuracy {acc:.4f} {'>=' if ok else '<'} active #{active['id']}'s "
-                  f"{theirs['pairwise_accuracy']:.4f} on snapshot {cand['snapshot_id']}")
-    if ok:
-        promote(store, candidate_id, "gate passed: " + reason)
-    else:
-        set_status(store, candidate_id, "candidate", "gate refused: " + reason)
-    return ok, reason
+        return Verdict(ok, f"first reward model: held-out accuracy {acc:.4f} {'>=' if ok else '<'} "
+                           f"the minimum {min_accuracy:.4f}")
+    theirs_snapshot = store.scalar("SELECT filters FROM snapshots WHERE id = ?", [active["snapshot_id"]])
+    common = min(_eval_fraction(snapshot), json.loads(theirs_snapshot)["eval_fraction"] if theirs_snapshot else 1.0)
+    try:
+        mine = evaluate(model_dir, snapshot, "eval", held_out_at=common)
+        theirs = evaluate(active["path"], snapshot, "eval", held_out_at=common)
+    except ValueError:  # no prompt is held out by both snapshots
+        return Verdict(False, f"no prompt is held out by both its snapshot and active #{active['id']}'s, "
+                              "so they cannot be compared; promote by hand if it is better")
+    compared = {"model_id": active["id"], "held_out_at": common, "candidate": mine, "active": theirs}
+    a, b = mine["pairwise_accuracy"], theirs["pairwise_accuracy"]
+    if a is None or b is None:
+        return Verdict(False, "the prompts both snapshots hold out have no strict pairs to compare on", compared)
+    ok = a >= b
+    return Verdict(ok, f"held-out accuracy {a:.4f} {'>=' if ok else '<'} active #{active['id']}'s {b:.4f} "
+                       f"on the {mine['pairs']} pairs both snapshots hold out", compared)

@@ -60,6 +60,8 @@ def run_sampling(
     """Sample every stored prompt under the chosen system prompts from each model, then build tasks."""
     if not 1 <= k <= 16:
         raise StoreError(f"--k must be between 1 and 16, got {k}")
+    if required_rankings < 1:
+        raise StoreError(f"--rankings-per-task must be at least 1, got {required_rankings}")
     system_prompts = latest_system_prompts(store, system_prompt_names)
     if not system_prompts:
         raise StoreError("no system prompts stored; add some with `rankloop system-prompts add FILE` "

@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -29,10 +30,16 @@ def admin_key(settings: Settings) -> str:
         return settings.admin_key
     path = settings.data_dir / "admin.key"
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(24).encode())
     return path.read_text().strip()
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Create a file readable by its owner only, from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
 
 
 def running_service(settings: Settings) -> str | None:
@@ -78,6 +85,9 @@ def serve(settings: Settings) -> None:
         # Open browser tabs keep event streams open: give them 5 s, then close them.
         uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)).run(sockets=[sock])
     finally:
+        from service.jobs import stop_running
+
+        stop_running(store, "the service stopped")  # a trainer must not outlive the service that runs its job
         info.unlink(missing_ok=True)
         sock.close()
         store.close()

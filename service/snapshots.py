@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from reward.data import split_of
 from service.store import Store, StoreError
 
 SNAPSHOT_FILE = "rankings.parquet"
@@ -43,12 +44,6 @@ class Snapshot:
     path: Path  # the Parquet file
     manifest: dict
     created: bool  # False when identical data had been snapshotted before
-
-
-def split_of(prompt: str, eval_fraction: float) -> str:
-    """train or eval, from the prompt's text alone: stable, and the same prompt always lands together."""
-    bucket = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "eval" if bucket < eval_fraction else "train"
 
 
 _ROWS = """
@@ -116,7 +111,23 @@ SCHEMA = pa.schema([
     ("texts", pa.list_(pa.string())), ("system_prompts", pa.list_(pa.string())),
     ("system_prompt_texts", pa.list_(pa.string())), ("models", pa.list_(pa.string())),
     ("hidden_utility", pa.list_(pa.float64())),
+    ("task_agreement", pa.float64()),
 ])
+
+
+def _add_task_agreement(rows: list[dict]) -> None:
+    """Each ranking's task: mean pairwise agreement of its rankings here (None when ranked once)."""
+    from itertools import combinations
+
+    from annotator.agreement import pairwise_agreement
+
+    by_task: dict[int, list[dict]] = {}
+    for r in rows:
+        by_task.setdefault(r["task_id"], []).append(r)
+    for task_rows in by_task.values():
+        pairs = [pairwise_agreement(a["ranks"], b["ranks"]) for a, b in combinations(task_rows, 2)]
+        for r in task_rows:
+            r["task_agreement"] = sum(pairs) / len(pairs) if pairs else None
 
 
 def content_hash(rows: list[dict]) -> str:
@@ -127,6 +138,7 @@ def content_hash(rows: list[dict]) -> str:
 def create_snapshot(store: Store, data_dir: Path, filters: SnapshotFilters) -> Snapshot:
     """Freeze the filtered rankings; returns the existing snapshot when the data is unchanged."""
     rows, dropped = collect(store, filters)
+    _add_task_agreement(rows)
     if not rows:
         raise StoreError("no rankings pass the filters, so there is nothing to snapshot; "
                          "rank some tasks first (`rankloop annotate-sim` or the app) or loosen the filters")

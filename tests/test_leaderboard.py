@@ -48,3 +48,10 @@ def test_recovers_known_strengths_on_simulated_rankings() -> None:
 
 def test_one_arm_has_no_leaderboard() -> None:
     assert leaderboard([RankedTask(["a", "a"], [1, 2])]) == []
+
+
+def test_an_arm_never_compared_has_no_win_rate() -> None:
+    """Arms that only ever met themselves (e.g. imported pairs) get None, not NaN (JSON has no NaN)."""
+    board = leaderboard([RankedTask(["a", "a"], [1, 2]), RankedTask(["b", "b"], [2, 1])], n_boot=5)
+    assert {s.arm: s.win_rate for s in board} == {"a": None, "b": None}
+    assert all(s.comparisons == 0 and math.isfinite(s.score) for s in board)

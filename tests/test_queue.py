@@ -87,7 +87,7 @@ def test_expired_lease_returns_task_and_late_submit_rules(store: Store) -> None:
     assert tb["task_id"] == ta["task_id"]
     queue.submit(store, b, sub(tb))
     before = counts(store)
-    with pytest.raises(queue.NotLeased, match="expired and others have completed it"):
+    with pytest.raises(queue.NotLeased, match="expired and others have completed or taken it"):
         queue.submit(store, a, sub(ta))
     assert counts(store) == before
     with pytest.raises(queue.NotLeased, match="not leased to you"):
@@ -207,3 +207,29 @@ def test_failed_logins_are_slowed_down(store: Store) -> None:
     time.sleep(throttle.wait_s("alice") + 0.05)
     assert login(store, throttle, "alice", "correct horse")["name"] == "alice"
     assert throttle.wait_s("alice") == 0  # success resets
+
+
+def test_parallel_guesses_cannot_slip_past_the_throttle() -> None:
+    import threading
+
+    throttle = LoginThrottle(free=3)
+    granted = []
+    threads = [threading.Thread(target=lambda: granted.append(throttle.begin("alice"))) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert granted.count(True) == 3 and throttle.wait_s("alice") > 0
+    throttle.succeeded("alice")
+    assert throttle.begin("alice")
+
+
+def test_simulated_accounts_never_take_over_a_person(store: Store) -> None:
+    from annotator.simulate_run import ensure_accounts
+    from annotator.simulated import Profile
+
+    add_annotator(store, "alice", "annotator", "correct horse")
+    with pytest.raises(StoreError, match="'alice' exists and is not a simulated annotator"):
+        ensure_accounts(store, {"alice": Profile()})
+    add_annotator(store, "bare", "simulated")  # made by hand, without a profile
+    assert ensure_accounts(store, {"bare": Profile(noise=2.0)})["bare"] == Profile()

@@ -43,27 +43,54 @@ def models(data: Path) -> list[dict]:
         return store.query("SELECT * FROM models WHERE kind = 'reward' ORDER BY id")
 
 
-def test_train_register_gate_and_promote(data: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
-    good = job_config(tmp_path, tiny_model, epochs=4)
+@pytest.fixture(scope="module")
+def active_id(data: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """A reward model trained by `rankloop train reward` that passed the gate."""
+    good = job_config(tmp_path_factory.mktemp("good"), tiny_model, epochs=4)
     assert main(["--data", str(data), "train", "reward", "--config", str(good)]) == 0
-    out = capsys.readouterr().out
-    assert "succeeded" in out and "gate passed: first reward model" in out
     (first,) = models(data)
-    assert first["status"] == "active" and first["snapshot_id"] and first["parent_id"]
+    assert first["status"] == "active" and first["status_reason"].startswith("gate passed: first reward model")
+    assert first["snapshot_id"] and first["parent_id"]
+    return first["id"]
+
+
+def test_gate_refuses_a_worse_model_and_promotion_overrides(active_id: int, data: Path, tiny_model: Path,
+                                                            tmp_path: Path, capsys) -> None:
     # A worse model (one step at a tiny learning rate) stays a candidate, and the registry says why.
     bad = job_config(tmp_path, tiny_model, max_steps=1, learning_rate=1e-7)
     assert main(["--data", str(data), "train", "reward", "--mode", "pairwise", "--config", str(bad)]) == 0
-    assert "gate refused" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "gate refused" in out and f"side by side with the active reward model #{active_id}" in out
     first, second = models(data)
     assert (first["status"], second["status"]) == ("active", "candidate")
-    assert f"< active #{first['id']}" in second["status_reason"]
+    assert f"< active #{active_id}'s" in second["status_reason"]
     # Overriding the gate by hand is recorded too.
     assert main(["--data", str(data), "models", "promote", str(second["id"]), "--reason", "testing the override"]) == 0
     first, second = models(data)
     assert (first["status"], second["status"]) == ("retired", "active")
     assert second["status_reason"] == "promoted by hand: testing the override"
     assert first["status_reason"] == f"replaced by #{second['id']}"
-    assert main(["--data", str(data), "models", "promote", str(first["id"]), "--reason", "back"]) == 0
+    assert main(["--data", str(data), "models", "promote", str(active_id), "--reason", "back"]) == 0
+    # A job may not write over a registered model.
+    over = job_config(tmp_path, tiny_model, output_dir=first["path"])
+    assert main(["--data", str(data), "train", "reward", "--config", str(over)]) == 2
+    assert "holds a registered model" in capsys.readouterr().err
+
+
+def test_failed_registration_registers_nothing(active_id: int, data: Path, tiny_model: Path, tmp_path: Path,
+                                               capsys) -> None:
+    """The gate needs the active model; if its directory is gone, the job fails and leaves no model."""
+    active_path = Path(next(m for m in models(data) if m["id"] == active_id)["path"])
+    hidden = active_path.with_name(active_path.name + "-moved")
+    active_path.rename(hidden)
+    try:
+        before = len(models(data))
+        assert main(["--data", str(data), "train", "reward", "--config",
+                     str(job_config(tmp_path, tiny_model, max_steps=2))]) == 1
+        assert "registering the model failed" in capsys.readouterr().err
+        assert len(models(data)) == before
+    finally:
+        hidden.rename(active_path)
 
 
 def test_bad_config_is_refused_field_by_field(data: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
@@ -102,13 +129,11 @@ def test_killed_job_registers_nothing(data: Path, tiny_model: Path, tmp_path: Pa
         assert store.scalar("SELECT count(*) FROM models") == before
 
 
-def test_scoring_and_active_learning(data: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
+def test_scoring_and_active_learning(active_id: int, data: Path, capsys) -> None:
     with Store.open(data / "rankloop.duckdb") as store:
-        if not store.scalar("SELECT count(*) FROM models WHERE kind = 'reward' AND status = 'active'"):
-            pytest.skip("needs the active model of test_train_register_gate_and_promote")
         seed_tasks(store, n_prompts=6, k=4, styles=("brief", "detailed"), seed=9)  # 12 open tasks
     assert main(["--data", str(data), "prioritize"]) == 0
-    assert "set the priority of 12 open tasks" in capsys.readouterr().out
+    assert f"set the priority of 12 open tasks from reward model #{active_id}" in capsys.readouterr().out
     with Store.open(data / "rankloop.duckdb") as store:
         prios = store.query("SELECT id, priority FROM tasks WHERE priority > 0 ORDER BY priority DESC, id")
         assert len(prios) == 12 and all(0 < p["priority"] <= 1 for p in prios)

@@ -86,3 +86,28 @@ def test_two_processes_under_accelerate_launch(snapshot: Path, tiny_model: Path,
     assert metrics["train"]["processes"] == 2
     assert metrics["train"]["steps"] == -(-single_steps // 2)  # each process takes half of every epoch
     assert metrics["eval"]["pairwise_accuracy"] is not None
+
+
+def test_a_base_checkpoint_without_pad_token_or_chat_template(snapshot: Path, tiny_model: Path,
+                                                              tmp_path: Path) -> None:
+    """Like most base Llama/Mistral checkpoints: padding falls back to end-of-text, and responses
+    are encoded as plain text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tmp_path / "base"
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.pad_token = None
+    tok.chat_template = None
+    tok.save_pretrained(base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.config.pad_token_id = None
+    model.save_pretrained(base)
+    reloaded = AutoTokenizer.from_pretrained(base)
+    assert reloaded.pad_token is None and not reloaded.chat_template
+    for mode in ("listwise", "pairwise"):
+        out = main(RewardTrainConfig(snapshot=snapshot, base_model=base, output_dir=tmp_path / mode, mode=mode,
+                                     max_steps=3, logging_steps=1))
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["train"]["steps"] == 3 and metrics["eval"]["pairwise_accuracy"] is not None
+        assert len(RewardScorer(out).score("Q?", ["a", "b b b"])) == 2

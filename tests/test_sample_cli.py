@@ -37,6 +37,7 @@ def snapshot(data: Path) -> dict:
         (["--task-size", "9"], "--task-size must be between 2 and 8"),
         (["--mix", "pirate=2"], "NAME=WEIGHT with NAME one of brief, detailed, friendly"),
         (["--max-tokens", "0"], "max_tokens"),
+        (["--rankings-per-task", "0"], "--rankings-per-task must be at least 1"),
     ],
 )
 def test_bad_sample_arguments_change_nothing(data: Path, tiny_model: Path, capsys, args, expected) -> None:

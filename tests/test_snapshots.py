@@ -41,6 +41,7 @@ def test_same_data_same_id_and_prompt_disjoint_split(ranked) -> None:
     assert row["sample_ids"] == task["sample_ids"] and len(row["texts"]) == len(row["ranks"]) == 4
     assert row["system_prompts"][0].endswith(" v1") and row["annotator_role"] == "simulated"
     assert len(row["hidden_utility"]) == 4  # ground truth from the simulated annotator's profile
+    assert all(0 <= r["task_agreement"] <= 1 for r in rows)  # every task here was ranked twice
     manifest = json.loads((first.path.parent / "manifest.json").read_text())
     assert manifest["id"] == first.id and manifest["filters"]["eval_fraction"] == 0.2
     # New data, new id; the old snapshot is untouched.
