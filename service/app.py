@@ -62,21 +62,9 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
         parts = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
         return _error(422, "; ".join(parts))
 
-    @app.exception_handler(RankingError)
-    async def bad_ranking(request: Request, exc: RankingError) -> JSONResponse:
-        return _error(422, str(exc))
-
-    @app.exception_handler(NotLeased)
-    async def not_leased(request: Request, exc: NotLeased) -> JSONResponse:
-        return _error(409, str(exc))
-
-    @app.exception_handler(ConfigError)
-    async def bad_config(request: Request, exc: ConfigError) -> JSONResponse:
-        return _error(422, str(exc))
-
-    @app.exception_handler(StoreError)
-    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
-        return _error(400, str(exc))
+    # Errors a client can fix; the most specific class wins (NotLeased is a StoreError).
+    for error, status in [(RankingError, 422), (ConfigError, 422), (NotLeased, 409), (StoreError, 400)]:
+        app.add_exception_handler(error, lambda request, exc, status=status: _error(status, str(exc)))
 
     @app.get("/healthz")
     def healthz() -> dict:
