@@ -98,8 +98,10 @@ def test_server_dying_mid_run(server, filled, tiny_model: Path, tmp_path: Path) 
     killer = threading.Thread(target=kill_when_some_are_stored)
     killer.start()
     with pytest.raises(SamplingError) as e:
+        # Two requests (of n = 16) at a time, so samples are stored batch by batch and the server
+        # dies with most of the 144 still to come, however fast or loaded the machine is.
         sample(store, Endpoint(model_id, doomed.served_name, doomed.base_url), prompts, sps, 16, params,
-               progress=False)
+               progress=False, concurrency=2)
     killer.join()
     assert "run the same command again" in str(e.value)
     stored = store.query("SELECT * FROM samples")
