@@ -17,6 +17,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.store import Store, StoreError
@@ -107,6 +108,7 @@ class LoginThrottle:
     free: int = 3
     max_wait_s: float = 60.0
     max_names: int = 10_000
+    clock: Callable[[], float] = time.monotonic  # injectable, so tests need no sleeps
     _fails: dict[str, tuple[int, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -114,7 +116,7 @@ class LoginThrottle:
         count, last = self._fails.get(name, (0, 0.0))
         if count < self.free:
             return 0.0
-        return max(0.0, last + min(2.0 ** (count - self.free), self.max_wait_s) - time.monotonic())
+        return max(0.0, last + min(2.0 ** (count - self.free), self.max_wait_s) - self.clock())
 
     def wait_s(self, name: str) -> float:
         """Seconds before the next attempt for `name` is considered (0 = now)."""
@@ -132,7 +134,7 @@ class LoginThrottle:
                 for n in oldest:
                     del self._fails[n]
             count, _ = self._fails.get(name, (0, 0.0))
-            self._fails[name] = (count + 1, time.monotonic())
+            self._fails[name] = (count + 1, self.clock())
             return True
 
     def succeeded(self, name: str) -> None:

@@ -130,7 +130,8 @@ def ranked_tasks(store: Store, by: str) -> list[RankedTask]:
         )
     }
     rows = store.query(
-        "SELECT t.sample_ids, r.ranks FROM rankings r JOIN tasks t ON t.id = r.task_id WHERE NOT r.skipped")
+        "SELECT t.sample_ids, r.ranks FROM rankings r JOIN tasks t ON t.id = r.task_id WHERE NOT r.skipped "
+        "ORDER BY r.id")  # a fixed order: the bootstrap resamples by index
     return [RankedTask([arms[s] for s in r["sample_ids"]], r["ranks"]) for r in rows]
 
 

@@ -4,6 +4,11 @@ With a running `rankloop serve`, they go over HTTP (`/api/annotate/*`, admin key
 `X-Rankloop-Annotator`); otherwise straight through `annotator.queue`, the same
 functions the API calls. Each annotator works in its own thread until the queue has
 nothing left for it.
+
+Each ranking's randomness comes from a generator seeded by (seed, annotator, task), never
+from a stream shared across tasks: which task a thread is handed next depends on how the
+threads interleave, so the same seed and the same tasks give the same rankings whatever the
+thread order (and locally or through a service alike).
 """
 
 from __future__ import annotations
@@ -103,25 +108,46 @@ class SimReport:
         return sum(self.rankings.values())
 
 
-def run(client: QueueClient, profiles: dict[str, Profile], seed: int = 0, max_per_annotator: int | None = None) -> SimReport:
-    """Every annotator ranks tasks (in its own thread) until the queue has none left for it."""
+def ranking_rng(seed: int, annotator: str, task_id: int) -> random.Random:
+    """The generator for one annotator's ranking of one task (a string seed hashes with SHA-512,
+    so it is the same in every process, unlike `hash()`)."""
+    return random.Random(f"{seed}:{annotator}:{task_id}")
+
+
+def run(client: QueueClient, profiles: dict[str, Profile], seed: int = 0, max_per_annotator: int | None = None,
+        parallel: bool = True) -> SimReport:
+    """Every annotator ranks tasks until the queue has none left for it: each in its own thread,
+    or (`parallel=False`) taking turns in one thread, so that who ranks which task is fixed too
+    (needed when a task wants fewer rankings than there are annotators)."""
     counts = dict.fromkeys(profiles, 0)
     errors: list[BaseException] = []
 
-    def work(name: str, profile: Profile, rng: random.Random) -> None:
+    def one(name: str, profile: Profile) -> bool:
+        """Rank one task; False when this annotator is done."""
+        if max_per_annotator is not None and counts[name] >= max_per_annotator:
+            return False
+        task = client.next(name)
+        if task is None:
+            return False
+        ranks = rank(profile, task["candidates"], ranking_rng(seed, name, task["task_id"]))
+        client.submit(name, Submission(task_id=task["task_id"], submission_id=uuid.uuid4().hex, ranks=ranks))
+        counts[name] += 1
+        return True
+
+    if not parallel:
+        active = dict(profiles)
+        while active:
+            active = {name: p for name, p in active.items() if one(name, p)}
+        return SimReport(counts)
+
+    def work(name: str, profile: Profile) -> None:
         try:
-            while max_per_annotator is None or counts[name] < max_per_annotator:
-                task = client.next(name)
-                if task is None:
-                    return
-                ranks = rank(profile, task["candidates"], rng)
-                client.submit(name, Submission(task_id=task["task_id"], submission_id=uuid.uuid4().hex, ranks=ranks))
-                counts[name] += 1
+            while one(name, profile):
+                pass
         except BaseException as e:  # surfaced after join
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(name, p, random.Random(f"{seed}:{name}")), daemon=True)
-               for name, p in profiles.items()]
+    threads = [threading.Thread(target=work, args=(name, p), daemon=True) for name, p in profiles.items()]
     for t in threads:
         t.start()
     for t in threads:

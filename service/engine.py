@@ -219,11 +219,19 @@ def start_server(
     """Start a vLLM server for `model_dir` and return once /health answers."""
     model_dir = Path(model_dir).resolve()
     check_model_dir(model_dir)
-    if port is None:
-        port = free_port(host)
-    elif not port_is_free(port, host):
+    if port is not None and not port_is_free(port, host):
         raise EngineStartError(f"port {port} on {host} is already in use; pick another or leave it unset for a free one")
-    served_name = served_name or model_dir.name
+    # A free port we picked can be taken by another process before vLLM binds it: pick again.
+    for attempt in range(3 if port is None else 1):
+        try:
+            return _start(model_dir, opts, log_dir, port or free_port(host), host, served_name or model_dir.name)
+        except EngineStartError as e:
+            if port is not None or attempt == 2 or "already in use" not in str(e):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start(model_dir: Path, opts: VLLMOptions, log_dir: Path, port: int, host: str, served_name: str) -> VLLMServer:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"vllm-{served_name}-{port}.log"
     env = engine_env(opts)

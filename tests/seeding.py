@@ -27,7 +27,7 @@ def seed_tasks(store: Store, n_prompts: int = 6, k: int = 4, styles: tuple[str, 
     sps = latest_system_prompts(store, list(styles))
     model_id = register_model(store, "pretrained", Path(f"/models/{model_name}-{seed}"), name=model_name)
     rows = []
-    for p in store.query("SELECT id, text FROM prompts WHERE list_contains(?, text)", [prompts]):
+    for p in store.query("SELECT id, text FROM prompts WHERE list_contains(?, text) ORDER BY id", [prompts]):
         topic = next(t for t in topics if t in p["text"])
         for sp in sps:
             for i in range(k):
@@ -38,7 +38,7 @@ def seed_tasks(store: Store, n_prompts: int = 6, k: int = 4, styles: tuple[str, 
                              "text": answer(topic, style, rng)})
     with store.write() as cur:
         store.insert_arrow(cur, "samples", pa.Table.from_pylist(rows))
-    prompt_ids = [r["id"] for r in store.query("SELECT id FROM prompts WHERE list_contains(?, text)", [prompts])]
+    prompt_ids = [r["id"] for r in store.query("SELECT id FROM prompts WHERE list_contains(?, text) ORDER BY id", [prompts])]
     return build_tasks(store, prompt_ids, {(sp["id"], model_id): 1.0 for sp in sps}, f"seed{seed}", size=k,
                        required_rankings=required, seed=seed, batch=f"batch-{seed}")
 
@@ -47,7 +47,8 @@ def seed_rankings(store: Store, n_prompts: int = 100, annotators: int = 3, noise
                   seed: int = 0) -> int:
     """Tasks ranked by simulated annotators whose hidden preference a reward model can see:
     length near 12 words and liked/disliked words (no instruction-following, which depends on
-    the system prompt the reward model is not shown). Returns the number of rankings."""
+    the system prompt the reward model is not shown). Annotators take turns, so the same seed gives
+    the same rankings however the machine is loaded. Returns the number of rankings."""
     from annotator import simulate_run
     from annotator.queue import QueueSettings
     from annotator.simulated import Preference, Profile
@@ -56,4 +57,5 @@ def seed_rankings(store: Store, n_prompts: int = 100, annotators: int = 3, noise
                seed=seed)
     wanted = {f"sim-{i}": Profile(preference=Preference(instruction_weight=0.0), noise=noise) for i in range(annotators)}
     profiles = simulate_run.ensure_accounts(store, wanted)
-    return simulate_run.run(simulate_run.LocalQueue(store, QueueSettings(gold_rate=0)), profiles, seed=seed).total
+    return simulate_run.run(simulate_run.LocalQueue(store, QueueSettings(gold_rate=0)), profiles, seed=seed,
+                            parallel=False).total  # the same rankings on every run

@@ -19,17 +19,21 @@ REPO = Path(__file__).resolve().parent.parent
 @contextmanager
 def running_service(data_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 90) -> Iterator[str]:
     """Yields the service's base URL; stops it (and checks it exited) afterwards."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--data", str(data_dir), "serve", "--port", "0"],
-        cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    # Output goes to a file, never an unread pipe that could fill up and block the service.
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"serve-{data_dir.name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "--data", str(data_dir), "serve", "--port", "0"],
+            cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
     info = data_dir / "service.json"
     deadline = time.monotonic() + timeout_s
     url = None
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"rankloop serve exited ({proc.returncode}):\n{proc.stdout.read()}")
+                raise RuntimeError(f"rankloop serve exited ({proc.returncode}):\n{log_path.read_text()}")
             if info.exists():
                 url = json.loads(info.read_text())["url"]
                 try:

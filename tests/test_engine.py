@@ -63,7 +63,12 @@ def test_unloadable_weights_fail_with_reason(tiny_model: Path, tmp_path: Path) -
     model = tmp_path / "broken"
     shutil.copytree(tiny_model, model)
     (model / "model.safetensors").write_bytes(b"this is not a safetensors file")
+    before = vllm_pids()  # other servers (of other tests or suites) may run meanwhile
     with pytest.raises(EngineStartError) as e:
         start_server(model, VLLMOptions(), tmp_path / "logs")
     assert "failed to start" in str(e.value) and "Last lines of" in str(e.value)
-    assert not [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::")]
+    assert vllm_pids() <= before, "the failed server left an engine or worker behind"
+
+
+def vllm_pids() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::")}

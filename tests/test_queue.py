@@ -2,6 +2,7 @@
 
 import random
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from seeding import seed_tasks
@@ -76,13 +77,15 @@ def test_priority_then_fewest_rankings_then_oldest(store: Store) -> None:
     assert queue.next_task(store, b, NO_GOLD)["task_id"] == ids[0]
 
 
-def test_expired_lease_returns_task_and_late_submit_rules(store: Store) -> None:
+def test_expired_lease_returns_task_and_late_submit_rules(store: Store, monkeypatch) -> None:
     seed_tasks(store, n_prompts=1, k=2, styles=("brief",), required=1)  # 1 task
     a, b, c = people(store, 3)
     short = queue.QueueSettings(lease_s=0.2, gold_rate=0.0)
+    start = datetime.now(UTC)
+    monkeypatch.setattr(queue, "_now", lambda: start)  # a fake clock: no race with a loaded machine
     ta = queue.next_task(store, a, short)
     assert queue.next_task(store, b, short) is None  # leased to a
-    time.sleep(0.3)
+    monkeypatch.setattr(queue, "_now", lambda: start + timedelta(seconds=0.3))
     tb = queue.next_task(store, b, short)  # a's lease expired: back in the queue
     assert tb["task_id"] == ta["task_id"]
     queue.submit(store, b, sub(tb))
@@ -195,16 +198,19 @@ def test_accounts_hashes_and_disable(store: Store) -> None:
 
 def test_failed_logins_are_slowed_down(store: Store) -> None:
     add_annotator(store, "alice", "annotator", "correct horse")
-    throttle = LoginThrottle(free=2, max_wait_s=60)
+    now = [1000.0]  # a fake clock: the waits are exact whatever the machine's load
+    throttle = LoginThrottle(free=2, max_wait_s=60, clock=lambda: now[0])
     for _ in range(2):
         assert login(store, throttle, "alice", "guess") is None
-    assert 0.5 < throttle.wait_s("alice") <= 1.0  # past the free tries: 2^0 s before the next attempt
+    assert throttle.wait_s("alice") == 1.0  # past the free tries: 2^0 s before the next attempt
     assert login(store, throttle, "alice", "correct horse") is None  # refused during the wait, unchecked
     assert throttle.wait_s("bob") == 0  # per account
-    time.sleep(throttle.wait_s("alice") + 0.05)
+    now[0] += 0.5
+    assert throttle.wait_s("alice") == 0.5
+    now[0] += 0.5
     assert login(store, throttle, "alice", "guess") is None
-    assert 1.5 < throttle.wait_s("alice") <= 2.0  # each further failure doubles the wait
-    time.sleep(throttle.wait_s("alice") + 0.05)
+    assert throttle.wait_s("alice") == 2.0  # each further failure doubles the wait
+    now[0] += 2.0
     assert login(store, throttle, "alice", "correct horse")["name"] == "alice"
     assert throttle.wait_s("alice") == 0  # success resets
 

@@ -37,7 +37,9 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def check_trained(out: Path, metrics: dict) -> None:
     assert (out / "config.json").exists() and (out / "README.md").exists()
     losses = [p["loss"] for p in metrics["loss_curve"]]
-    assert len(losses) >= 2 and losses[-1] < losses[0]
+    third = max(len(losses) // 3, 1)  # means of the first and last thirds: single minibatch losses are noisy
+    first, last = sum(losses[:third]) / third, sum(losses[-third:]) / third
+    assert len(losses) >= 2 and last < first, f"loss did not fall: first third {first:.4f}, last {last:.4f}"
     assert metrics["train"]["parameters_changed"] == metrics["train"]["parameters_trained"] > 0
     scores = RewardScorer(out).score("Tell me about cats.", ["Cats have paws and naps.", "Cats."])
     assert len(scores) == 2 and scores[0] != scores[1]  # loads back through the scoring path
@@ -57,9 +59,12 @@ def test_mode_learns_the_hidden_preference(mode: str, floor: float, snapshot: Pa
     hidden = ev["hidden"]
     print(f"{mode}: held-out accuracy {ev['pairwise_accuracy']} vs labels; {hidden['model_vs_hidden']} vs the hidden "
           f"preference; noise ceiling (labels vs hidden) {hidden['labels_vs_hidden']}")
-    assert hidden["model_vs_hidden"] >= floor  # chance is 0.5
-    assert ev["pairwise_accuracy"] >= hidden["labels_vs_hidden"] - 0.1  # close to the ceiling
-    assert 0 <= ev["ece"] < 0.2
+    assert hidden["model_vs_hidden"] >= floor, (  # chance is 0.5
+        f"{mode}: agreement with the hidden preference {hidden['model_vs_hidden']}, needed {floor}")
+    assert ev["pairwise_accuracy"] >= hidden["labels_vs_hidden"] - 0.1, (  # close to the ceiling
+        f"{mode}: held-out accuracy {ev['pairwise_accuracy']}, needed the ceiling "
+        f"{hidden['labels_vs_hidden']} - 0.1")
+    assert 0 <= ev["ece"] < 0.2, f"{mode}: calibration error {ev['ece']}, needed < 0.2"
 
 
 def test_lora_is_merged_into_a_plain_checkpoint(snapshot: Path, tiny_model: Path, tmp_path: Path) -> None:

@@ -4,13 +4,12 @@ tasks, reruns that duplicate nothing, a server that dies mid-run, and a clean st
 import json
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from service import sampler
 from service.config import VLLMOptions
 from service.engine import start_server
 from service.prompts import add_prompts, add_system_prompts, latest_system_prompts
@@ -81,31 +80,30 @@ def test_samples_prompts_x_system_prompts_x_k(server, filled, tiny_model: Path) 
         assert sorted(arm[s] for s in t["sample_ids"]) == sorted(s["id"] for s in sps)  # one per arm
 
 
-def test_server_dying_mid_run(server, filled, tiny_model: Path, tmp_path: Path) -> None:
+def test_server_dying_mid_run(server, filled, tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
     store, prompts, sps, model_id = filled
     params = SamplingParams(max_tokens=96, temperature=1.0)
     doomed = start_server(tiny_model, VLLMOptions(dtype="float32"), tmp_path)
     group = [p for p in psutil.process_iter() if _pgid(p) == doomed.process.pid]
+    store_batch = sampler._store_batch
 
-    def kill_when_some_are_stored() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if store.scalar("SELECT count(*) FROM samples") >= 32:
-                os.kill(doomed.process.pid, signal.SIGKILL)  # the API server dies; its engine is orphaned
-                return
-            time.sleep(0.05)
+    def kill_after_the_first_batch(*args, **kw) -> list[int]:
+        # The API server dies (its engine is orphaned) right after the first batch is stored,
+        # however fast or loaded the machine is: the rest of the 144 are still to come.
+        ids = store_batch(*args, **kw)
+        if doomed.process.poll() is None:
+            os.kill(doomed.process.pid, signal.SIGKILL)
+        return ids
 
-    killer = threading.Thread(target=kill_when_some_are_stored)
-    killer.start()
+    monkeypatch.setattr(sampler, "_store_batch", kill_after_the_first_batch)
     with pytest.raises(SamplingError) as e:
-        # Two requests (of n = 16) at a time, so samples are stored batch by batch and the server
-        # dies with most of the 144 still to come, however fast or loaded the machine is.
+        # Two requests (of n = 16) at a time, so samples are stored batch by batch.
         sample(store, Endpoint(model_id, doomed.served_name, doomed.base_url), prompts, sps, 16, params,
                progress=False, concurrency=2)
-    killer.join()
+    monkeypatch.setattr(sampler, "_store_batch", store_batch)
     assert "run the same command again" in str(e.value)
     stored = store.query("SELECT * FROM samples")
-    assert 32 <= len(stored) < 144
+    assert sampler.FLUSH_EVERY <= len(stored) < 144, f"{len(stored)} samples stored"
     assert all(r["completion_tokens"] >= 1 and r["finish_reason"] in ("stop", "length") for r in stored)
     doomed.stop()
     assert [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
