@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from service.store import Store, StoreError
+from service.core.errors import StoreError
+from service.core.store import Store
 
 ROLES = ("annotator", "admin", "simulated", "import")
 HUMAN_ROLES = ("annotator", "admin")

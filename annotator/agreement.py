@@ -21,8 +21,6 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import combinations, permutations
 
-from reward.data import mean_ranks
-
 Ranking = Sequence[float]
 
 
@@ -105,7 +103,7 @@ def ranking_units(task_rankings: Sequence[Sequence[Ranking | None]]) -> list[lis
 def consensus(rankings: Sequence[Ranking]) -> list[float]:
     """The mean rank of each candidate over several rankings of one task (the same merge the
     reward stage's `consensus: aggregate` uses)."""
-    return mean_ranks([list(r) for r in rankings])
+    return [sum(r[c] for r in rankings) / len(rankings) for c in range(len(rankings[0]))]
 
 
 def agreement_with_consensus(own: Ranking, others: Sequence[Ranking]) -> float:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from annotator import quality, queue
 from annotator.accounts import login
 from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
-from service.store import StoreError
+from service.core.errors import StoreError
 
 MAX_K = 8
 HIDDEN = "undocumented"  # callable by the page (every handler checks the account), listed nowhere

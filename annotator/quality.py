@@ -21,7 +21,7 @@ from annotator.agreement import (
     ranking_units,
 )
 from annotator.leaderboard import RankedTask, leaderboard
-from service.store import Store
+from service.core.store import Store
 
 
 def _ranked(store: Store) -> list[dict]:
@@ -131,7 +131,7 @@ def ranked_tasks(store: Store, by: str) -> list[RankedTask]:
     }
     rows = store.query(
         "SELECT t.sample_ids, r.ranks FROM rankings r JOIN tasks t ON t.id = r.task_id WHERE NOT r.skipped "
-        "ORDER BY r.id")  # a fixed order: the bootstrap resamples by index
+        "ORDER BY r.task_id, r.annotator_id")  # by content, not arrival: the bootstrap resamples by index
     return [RankedTask([arms[s] for s in r["sample_ids"]], r["ranks"]) for r in rows]
 
 

@@ -23,14 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 from annotator.agreement import pairwise_agreement
 from annotator.ranking import RankingError, Submission, check_flags, normalize_ranks
-from service.store import Store, StoreError
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    lease_s: float = 600.0
-    gold_rate: float = 0.1
-    show_sources: bool = False  # show annotators which system prompt and model wrote each candidate
+from service.core.errors import StoreError
+from service.core.settings import AnnotationOptions
+from service.core.store import Store
 
 
 class NotLeased(StoreError):
@@ -75,7 +70,7 @@ def _pick(cur, annotator_id: int, now: datetime, gold: bool) -> int | None:
     return row[0] if row else None
 
 
-def next_task(store: Store, annotator_id: int, settings: QueueSettings, rng: random.Random | None = None) -> dict | None:
+def next_task(store: Store, annotator_id: int, settings: AnnotationOptions, rng: random.Random | None = None) -> dict | None:
     """Lease the annotator's next task (or return the one they already hold); None when none is left."""
     now = _now()
     rng = rng or random.Random()

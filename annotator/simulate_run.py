@@ -23,7 +23,9 @@ from annotator import queue
 from annotator.accounts import add_annotator
 from annotator.ranking import Submission
 from annotator.simulated import Profile, rank
-from service.store import Store, StoreError
+from service.core.errors import StoreError
+from service.core.settings import AnnotationOptions
+from service.core.store import Store
 
 
 class QueueClient(Protocol):
@@ -34,7 +36,7 @@ class QueueClient(Protocol):
 class LocalQueue:
     """The queue in this process (the command holds the database)."""
 
-    def __init__(self, store: Store, settings: queue.QueueSettings):
+    def __init__(self, store: Store, settings: AnnotationOptions):
         self.store, self.settings = store, settings
 
     def _id(self, name: str) -> int:

@@ -22,8 +22,6 @@ import re
 
 from pydantic import BaseModel, Field
 
-from policy.corpus import GREETING
-
 
 class Preference(BaseModel):
     target_words: int = Field(12, ge=1, description="preferred response length in words")
@@ -45,6 +43,8 @@ class Profile(BaseModel):
     unreliable: bool = Field(False, description="ranks uniformly at random")
 
 
+# How a warm answer opens (the built-in corpus's friendly answers start "Happy to help!").
+GREETINGS = ("happy to help", "glad to help", "hello", "hi!", "hi,", "hi there", "hey")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _WORD = re.compile(r"[a-z']+")
 
@@ -61,7 +61,7 @@ def follows_instruction(system_prompt: str, response: str) -> bool | None:
     if "several sentences" in sp or "in detail" in sp:
         return sentences(response) >= 3
     if "friendly" in sp or "warm" in sp:
-        return response.strip().startswith(GREETING)
+        return response.strip().lower().startswith(GREETINGS)
     return None
 
 

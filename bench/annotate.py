@@ -29,7 +29,7 @@ from seeding import seed_tasks  # noqa: E402
 from servicectl import admin_headers, running_service  # noqa: E402
 
 from annotator.accounts import add_annotator  # noqa: E402
-from service.store import Store  # noqa: E402
+from service.core.store import Store  # noqa: E402
 
 LEVELS = (1, 8, 32)
 

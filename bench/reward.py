@@ -30,8 +30,8 @@ from policy.pretrain import PretrainConfig  # noqa: E402
 from policy.pretrain import main as pretrain  # noqa: E402
 from reward.train import RewardTrainConfig  # noqa: E402
 from reward.train import main as train  # noqa: E402
-from service.snapshots import SnapshotFilters, create_snapshot  # noqa: E402
-from service.store import Store  # noqa: E402
+from service.core.store import Store  # noqa: E402
+from service.loop.snapshots import SnapshotFilters, create_snapshot  # noqa: E402
 
 
 def main() -> None:

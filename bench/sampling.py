@@ -34,7 +34,7 @@ def workload(n_prompts: int) -> list[str]:
 
 
 def chats(prompts: list[str], k: int) -> list[list[dict]]:
-    from service.sampler import messages
+    from service.loop.sampler import messages
 
     return [messages(sp, p) for p in prompts for sp in SYSTEM_PROMPTS.values() for _ in range(k)]
 
@@ -63,12 +63,12 @@ def bench_transformers(model_dir: Path, convs: list[list[dict]], tokens: int, ba
 
 def bench_sampler(model_dir: Path, prompts: list[str], k: int, tokens: int, dtype: str, workdir: Path,
                   repeat: int) -> list[tuple[int, float]]:
-    from service.config import VLLMOptions
-    from service.engine import start_server
-    from service.prompts import add_prompts, add_system_prompts, latest_system_prompts
-    from service.registry import find_or_register
-    from service.sampler import Endpoint, SamplingParams, sample
-    from service.store import Store
+    from service.core.registry import find_or_register
+    from service.core.settings import VLLMOptions
+    from service.core.store import Store
+    from service.loop.engine import start_server
+    from service.loop.prompts import add_prompts, add_system_prompts, latest_system_prompts
+    from service.loop.sampler import Endpoint, SamplingParams, sample
 
     server = start_server(model_dir, VLLMOptions(dtype=dtype), workdir)
     runs = []
@@ -91,8 +91,8 @@ def bench_sampler(model_dir: Path, prompts: list[str], k: int, tokens: int, dtyp
 
 def bench_offline(model_dir: Path, convs: list[list[dict]], tokens: int, dtype: str,
                   repeat: int) -> list[tuple[int, float]]:
-    from service.config import VLLMOptions
-    from service.engine import engine_env
+    from service.core.settings import VLLMOptions
+    from service.loop.engine import engine_env
 
     os.environ.update(engine_env(VLLMOptions(dtype=dtype)))  # the same engine settings as rankloop's servers
     from vllm import LLM, SamplingParams

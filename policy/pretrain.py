@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from policy import corpus
-from service.configfile import parse_cli
+from reward.configfile import parse_cli
 
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 EOS = "<|end|>"

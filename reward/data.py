@@ -1,6 +1,6 @@
 """From rankings to training signal: a ranking of K responses with ties becomes pairs or lists.
 
-Pure functions over plain rows of a snapshot (see `service/snapshots.py`); no database.
+Pure functions over plain rows of a snapshot (`reward.snapshot_format`); no database.
 
 * `strict_pairs(ranks)`: every pair a ranking orders strictly (ties give none).
 * `pairwise_rows(...)`: those pairs in the conversational format TRL's `RewardTrainer`
@@ -17,6 +17,8 @@ import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
+
+from reward.snapshot_format import snapshot_file
 
 Consensus = Literal["all", "aggregate"]
 
@@ -56,12 +58,7 @@ def read_snapshot(path: str | Path, split: str | None = None, held_out_at: float
     `held_out_at=f` keeps only prompts that a snapshot with eval fraction f would also hold out."""
     import pyarrow.parquet as pq
 
-    p = Path(path)
-    if p.is_dir():
-        p = p / "rankings.parquet"
-    if not p.is_file():
-        raise FileNotFoundError(f"no snapshot at {path}: expected rankings.parquet (`rankloop snapshot` writes one)")
-    rows = pq.read_table(p).to_pylist()
+    rows = pq.read_table(snapshot_file(path)).to_pylist()
     return [r for r in rows if (split is None or r["split"] == split)
             and (held_out_at is None or split_of(r["prompt"], held_out_at) == "eval")]
 

@@ -28,7 +28,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from service.configfile import parse_cli
+from reward.configfile import parse_cli
+from reward.snapshot_format import read_manifest
 
 
 class RewardTrainConfig(BaseModel):
@@ -197,9 +198,8 @@ def _fingerprints(model) -> dict[str, tuple[float, float]]:
 
 
 def _snapshot_id(snapshot: Path) -> str | None:
-    folder = snapshot if snapshot.is_dir() else snapshot.parent
-    manifest = folder / "manifest.json"
-    return json.loads(manifest.read_text())["id"] if manifest.exists() else None
+    manifest = read_manifest(snapshot)
+    return manifest["id"] if manifest else None
 
 
 def model_card(cfg: RewardTrainConfig, metrics: dict) -> str:

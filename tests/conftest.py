@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from service.store import Store  # noqa: E402
+from service.core.store import Store  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from policy.corpus import SYSTEM_STYLES, TOPICS, answer, question
-from service.prompts import add_prompts, add_system_prompts, latest_system_prompts
-from service.registry import register_model
-from service.store import Store
-from service.tasks import build_tasks
+from service.core.registry import register_model
+from service.core.store import Store
+from service.loop.prompts import add_prompts, add_system_prompts, latest_system_prompts
+from service.loop.tasks import build_tasks
 
 
 def seed_tasks(store: Store, n_prompts: int = 6, k: int = 4, styles: tuple[str, ...] = ("brief", "detailed"),
@@ -50,12 +50,12 @@ def seed_rankings(store: Store, n_prompts: int = 100, annotators: int = 3, noise
     the system prompt the reward model is not shown). Annotators take turns, so the same seed gives
     the same rankings however the machine is loaded. Returns the number of rankings."""
     from annotator import simulate_run
-    from annotator.queue import QueueSettings
     from annotator.simulated import Preference, Profile
+    from service.core.settings import AnnotationOptions
 
     seed_tasks(store, n_prompts=n_prompts, k=4, styles=("brief", "detailed", "friendly"), required=required,
                seed=seed)
     wanted = {f"sim-{i}": Profile(preference=Preference(instruction_weight=0.0), noise=noise) for i in range(annotators)}
     profiles = simulate_run.ensure_accounts(store, wanted)
-    return simulate_run.run(simulate_run.LocalQueue(store, QueueSettings(gold_rate=0)), profiles, seed=seed,
+    return simulate_run.run(simulate_run.LocalQueue(store, AnnotationOptions(gold_rate=0)), profiles, seed=seed,
                             parallel=False).total  # the same rankings on every run

@@ -9,7 +9,8 @@ from seeding import seed_tasks
 from servicectl import running_service
 
 from annotator.accounts import add_annotator
-from service.store import Store
+from service.core.settings import AnnotationOptions
+from service.core.store import Store
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -109,7 +110,7 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
         from annotator.ranking import Submission
 
         who = store.scalar("SELECT id FROM annotators WHERE name = 'alice'")
-        while (t := queue.next_task(store, who, queue.QueueSettings(gold_rate=0))) is not None:
+        while (t := queue.next_task(store, who, AnnotationOptions(gold_rate=0))) is not None:
             queue.submit(store, who, Submission(task_id=t["task_id"], submission_id=str(t["task_id"]),
                                                 ranks=[1, 2, 3, 4]))
     with running_service(data) as url:

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from service.config import load_settings
-from service.configfile import ConfigError
+from reward.configfile import ConfigError
+from service.core.settings import load_settings
 
 
 def test_defaults() -> None:
     s = load_settings(environ={})
     assert s.data_dir == Path("rankloop-data")
-    assert s.db_path == Path("rankloop-data/rankloop.duckdb")
+    assert s.paths.db == Path("rankloop-data/rankloop.duckdb")
     assert s.vllm.enforce_eager is True and s.port == 8000
 
 

@@ -25,4 +25,4 @@ def test_demo_runs_the_loop(tmp_path: Path) -> None:
                             cwd=REPO, capture_output=True, text=True, check=True)
     counts = json.loads(status.stdout)
     assert counts["samples"] == 144 and counts["rankings"] == 2 * counts["tasks"] > 0
-    assert counts["snapshots"] == 1 and counts["jobs"] == 1 and counts["models"] == 2
+    assert counts["snapshots"] == 1 and counts["jobs"] == 2 and counts["models"] == 2  # jobs: sampling, reward

@@ -8,8 +8,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from service.config import VLLMOptions
-from service.engine import EngineStartError, diagnose, start_server
+from service.core.settings import VLLMOptions
+from service.loop.engine import EngineStartError, diagnose, start_server
 
 
 def test_missing_directory(tmp_path: Path) -> None:

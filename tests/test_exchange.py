@@ -8,10 +8,11 @@ from seeding import seed_tasks
 
 from annotator import queue
 from annotator.accounts import add_annotator
-from annotator.exchange import export
 from annotator.ranking import Submission
-from service.cli import main
-from service.store import Store
+from service.cli.main import main
+from service.core.settings import AnnotationOptions
+from service.core.store import Store
+from service.loop.exchange import export
 
 
 def ranked_store(path: Path) -> Path:
@@ -19,9 +20,9 @@ def ranked_store(path: Path) -> Path:
     with Store.open(db) as store:
         seed_tasks(store, n_prompts=2, k=3, styles=("brief",))  # 2 tasks of 3 candidates
         who = add_annotator(store, "sim", "simulated")
-        first = queue.next_task(store, who, queue.QueueSettings(gold_rate=0))
+        first = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
         queue.submit(store, who, Submission(task_id=first["task_id"], submission_id="a", ranks=[1, 1, 2]))
-        second = queue.next_task(store, who, queue.QueueSettings(gold_rate=0))
+        second = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
         queue.submit(store, who, Submission(task_id=second["task_id"], submission_id="b", ranks=[3, 1, 2]))
     return db
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
-from service.store import Store
+from service.cli.main import main
+from service.core.store import Store
 
 
 @pytest.fixture

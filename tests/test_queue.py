@@ -18,9 +18,11 @@ from annotator.accounts import (
     verify_password,
 )
 from annotator.ranking import Flag, RankingError, Submission
-from service.store import Store, StoreError
+from service.core.errors import StoreError
+from service.core.settings import AnnotationOptions
+from service.core.store import Store
 
-NO_GOLD = queue.QueueSettings(lease_s=600, gold_rate=0.0)
+NO_GOLD = AnnotationOptions(lease_s=600, gold_rate=0.0)
 
 
 def people(store: Store, n: int) -> list[int]:
@@ -80,7 +82,7 @@ def test_priority_then_fewest_rankings_then_oldest(store: Store) -> None:
 def test_expired_lease_returns_task_and_late_submit_rules(store: Store, monkeypatch) -> None:
     seed_tasks(store, n_prompts=1, k=2, styles=("brief",), required=1)  # 1 task
     a, b, c = people(store, 3)
-    short = queue.QueueSettings(lease_s=0.2, gold_rate=0.0)
+    short = AnnotationOptions(lease_s=0.2, gold_rate=0.0)
     start = datetime.now(UTC)
     monkeypatch.setattr(queue, "_now", lambda: start)  # a fake clock: no race with a loaded machine
     ta = queue.next_task(store, a, short)
@@ -101,7 +103,7 @@ def test_expired_lease_returns_task_and_late_submit_rules(store: Store, monkeypa
 def test_expired_lease_still_accepted_when_nobody_else_took_it(store: Store) -> None:
     seed_tasks(store, n_prompts=1, k=2, styles=("brief",))
     (a,) = people(store, 1)
-    t = queue.next_task(store, a, queue.QueueSettings(lease_s=0.1, gold_rate=0))
+    t = queue.next_task(store, a, AnnotationOptions(lease_s=0.1, gold_rate=0))
     time.sleep(0.2)
     assert queue.submit(store, a, sub(t)).duplicate is False
 
@@ -157,7 +159,7 @@ def test_gold_tasks_are_mixed_in_and_scored(store: Store) -> None:
     with pytest.raises(RankingError, match="outside 1..3"):
         queue.mark_gold(store, ids[1], [1, 2, 9])
     (a,) = people(store, 1)
-    always_gold = queue.QueueSettings(gold_rate=1.0)
+    always_gold = AnnotationOptions(gold_rate=1.0)
     t = queue.next_task(store, a, always_gold, random.Random(0))
     assert t["task_id"] == ids[0]
     queue.submit(store, a, sub(t, [1, 3, 2]))  # agrees on (0,1), (0,2); not (1,2)

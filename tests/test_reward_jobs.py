@@ -15,10 +15,11 @@ from servicectl import admin_headers, running_service
 
 from annotator import queue
 from annotator.accounts import add_annotator
-from service.cli import main
-from service.config import load_settings
-from service.jobs import create_job, reward_config, run_job
-from service.store import Store
+from service.cli.main import main
+from service.core.settings import AnnotationOptions, load_settings
+from service.core.store import Store
+from service.loop.engines import EngineSupervisor
+from service.loop.jobs import JobRunner
 
 pytestmark = pytest.mark.slow
 
@@ -109,20 +110,20 @@ def test_killed_job_registers_nothing(data: Path, tiny_model: Path, tmp_path: Pa
     settings = load_settings(overrides={"data_dir": str(data)}, environ={})
     with Store.open(data / "rankloop.duckdb") as store:
         before = store.scalar("SELECT count(*) FROM models")
-        cfg = reward_config(store, settings, job_config(tmp_path, tiny_model, epochs=200), {})
-        job_id = create_job(store, settings, "reward", cfg)
+        runner = JobRunner(store, settings, EngineSupervisor(settings))
+        job_id = runner.submit("reward", yaml.safe_load(job_config(tmp_path, tiny_model, epochs=200).read_text()))
 
         def kill_once_training() -> None:
             progress = data / "jobs" / str(job_id) / "progress.json"
             deadline = time.monotonic() + 120
             while not progress.exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
-            pid = store.scalar("SELECT pid FROM jobs WHERE id = ?", [job_id])
+            pid = store.scalar("SELECT worker_pid FROM jobs WHERE id = ?", [job_id])
             os.killpg(pid, signal.SIGKILL)
 
         killer = threading.Thread(target=kill_once_training)
         killer.start()
-        job = run_job(store, settings, job_id)
+        job = runner.wait(job_id)
         killer.join()
         assert job["status"] == "failed" and "killed by signal 9" in job["error"] and "nothing was registered" in job["error"]
         assert job["result_model_id"] is None
@@ -138,7 +139,7 @@ def test_scoring_and_active_learning(active_id: int, data: Path, capsys) -> None
         prios = store.query("SELECT id, priority FROM tasks WHERE priority > 0 ORDER BY priority DESC, id")
         assert len(prios) == 12 and all(0 < p["priority"] <= 1 for p in prios)
         who = add_annotator(store, "fresh", "simulated")
-        assert queue.next_task(store, who, queue.QueueSettings(gold_rate=0))["task_id"] == prios[0]["id"]
+        assert queue.next_task(store, who, AnnotationOptions(gold_rate=0))["task_id"] == prios[0]["id"]
     with running_service(data) as url:
         r = httpx.post(f"{url}/admin/rewards", headers=admin_headers(data), timeout=60,
                        json={"prompt": "Tell me about cats.", "responses": ["Cats have paws.", "Cats purr. " * 8]})
@@ -154,9 +155,9 @@ def test_training_job_runs_inside_a_running_service(data: Path, tiny_model: Path
         cfg = job_config(tmp_path, tiny_model, epochs=1)
         assert main(["--data", str(data), "train", "reward", "--config", str(cfg)]) == 0
         out = capsys.readouterr().out
-        assert "runs in the service" in out and "succeeded" in out
+        assert "(in the service)" in out and "succeeded" in out
         jobs = httpx.get(f"{url}/admin/jobs", headers=admin_headers(data)).json()
         assert jobs[-1]["status"] == "succeeded" and jobs[-1]["result_model_id"]
-        bad = httpx.post(f"{url}/admin/jobs/reward", headers=admin_headers(data),
-                         json={"config": {"base_model": str(tiny_model), "epochs": 0}})
+        bad = httpx.post(f"{url}/admin/jobs", headers=admin_headers(data),
+                         json={"kind": "reward", "config": {"base_model": str(tiny_model), "epochs": 0}})
         assert bad.status_code == 422 and "epochs" in bad.json()["error"]

@@ -19,8 +19,8 @@ from seeding import seed_rankings
 
 from reward.score import RewardScorer
 from reward.train import RewardTrainConfig, main
-from service.snapshots import SnapshotFilters, create_snapshot
-from service.store import Store
+from service.core.store import Store
+from service.loop.snapshots import SnapshotFilters, create_snapshot
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

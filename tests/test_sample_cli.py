@@ -8,8 +8,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from service.cli import main
-from service.store import Store
+from service.cli.main import main
+from service.core.store import Store
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from service import sampler
-from service.config import VLLMOptions
-from service.engine import start_server
-from service.prompts import add_prompts, add_system_prompts, latest_system_prompts
-from service.registry import find_or_register
-from service.sampler import Endpoint, SamplingError, SamplingParams, messages, sample
-from service.store import Store
-from service.tasks import build_tasks
+from service.core.registry import find_or_register
+from service.core.settings import VLLMOptions
+from service.core.store import Store
+from service.loop import sampler
+from service.loop.engine import start_server
+from service.loop.prompts import add_prompts, add_system_prompts, latest_system_prompts
+from service.loop.sampler import Endpoint, SamplingError, SamplingParams, messages, sample
+from service.loop.tasks import build_tasks
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["Tell me about cats.", "Describe bread.", "Why do people like trains?"]

@@ -11,7 +11,7 @@ from seeding import seed_tasks
 from servicectl import admin_headers, running_service
 
 from annotator.accounts import add_annotator
-from service.store import Store
+from service.core.store import Store
 
 pytestmark = pytest.mark.slow
 

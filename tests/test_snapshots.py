@@ -11,9 +11,11 @@ from annotator import queue
 from annotator.accounts import add_annotator
 from annotator.ranking import Flag, Submission
 from reward.data import read_snapshot
-from service.cli import main
-from service.snapshots import SnapshotFilters, create_snapshot, split_of
-from service.store import Store, StoreError
+from service.cli.main import main
+from service.core.errors import StoreError
+from service.core.settings import AnnotationOptions
+from service.core.store import Store
+from service.loop.snapshots import SnapshotFilters, create_snapshot, split_of
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ def test_filters(ranked) -> None:
     store, data = ranked
     who = add_annotator(store, "flagger", "simulated")
     seed_tasks(store, n_prompts=1, k=2, styles=("brief",), seed=7)
-    t = queue.next_task(store, who, queue.QueueSettings(gold_rate=0))
+    t = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
     queue.submit(store, who, Submission(task_id=t["task_id"], submission_id="f", ranks=[1, 2],
                                         flags=[Flag(position=1, reason="unsafe")]))
     everything = create_snapshot(store, data, SnapshotFilters()).manifest["counts"]

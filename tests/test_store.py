@@ -10,9 +10,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from service.registry import find_or_register, get_model, lineage, list_models, register_model
-from service.schema import LATEST
-from service.store import DataDirBusy, Store, StoreError
+from service.core.errors import DataDirBusy, StoreError
+from service.core.registry import find_or_register, get_model, lineage, list_models, register_model
+from service.core.schema import LATEST
+from service.core.store import Store
 
 TABLES = {"system_prompts", "prompts", "models", "samples", "tasks", "annotators", "rankings", "snapshots", "jobs"}
 
@@ -102,7 +103,7 @@ def test_database_held_by_another_process(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from service.store import Store
+from service.core.store import Store
 store = Store.open(sys.argv[1])
 for i in range(50):
     with store.write() as cur:

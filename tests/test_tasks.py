@@ -5,8 +5,8 @@ import random
 import pyarrow as pa
 import pytest
 
-from service.store import Store
-from service.tasks import build_tasks, quotas
+from service.core.store import Store
+from service.loop.tasks import build_tasks, quotas
 
 
 def test_quotas_equal_weights_are_balanced() -> None:

@@ -1,8 +1,8 @@
-"""`rankloop` commands of the annotation stage: serve, annotators, annotate-sim, gold, export, import.
+"""`rankloop` commands of the annotation stage: serve, annotators, annotate-sim, gold, leaderboard,
+export, import.
 
-Commands that an admin runs while `rankloop serve` holds the data directory
-(annotators, annotate-sim, tasks gold, leaderboard) go through the service's admin API
-(`service.remote`); export and import need the database itself and say so.
+Each goes through `service.cli.client`: the running service's admin API when `rankloop
+serve` holds the data directory, else the database in this process.
 """
 
 from __future__ import annotations
@@ -13,20 +13,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from service.config import Settings
-from service.remote import admin_client, call, service_or_store
-from service.serve import admin_key
-from service.store import Store, StoreError
-
-
-def _print_table(rows: list[dict], columns: list[str]) -> None:
-    from service.cli import print_table
-
-    print_table(rows, columns)
+from annotator import simulate_run
+from annotator.simulated import Profile
+from service.cli.client import connect
+from service.cli.output import print_table
+from service.core.discovery import admin_key
+from service.core.errors import StoreError
+from service.core.settings import Settings
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    from service.serve import serve
+    from service.web.serve import serve  # the web layer only loads to serve
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     serve(settings.model_copy(update=overrides))
@@ -44,92 +41,65 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_annotators_add(args: argparse.Namespace, settings: Settings) -> None:
-    from annotator.accounts import add_annotator
-
     password = _password(args)
-    service_or_store(
-        settings,
-        lambda c: call(c, "POST", "/admin/annotators", json={"name": args.name, "role": args.role, "password": password}),
-        lambda store: add_annotator(store, args.name, args.role, password))
+    with connect(settings) as c:
+        c.call("annotators.add", name=args.name, role=args.role, password=password)
     print(f"added {args.role} {args.name!r}")
 
 
 def cmd_annotators_list(args: argparse.Namespace, settings: Settings) -> None:
-    from annotator.accounts import list_annotators
-
-    rows = service_or_store(settings, lambda c: call(c, "GET", "/admin/annotators"), list_annotators)
-    _print_table(rows, ["id", "name", "role", "disabled", "rankings", "created_at"])
+    with connect(settings) as c:
+        print_table(c.call("annotators.list"), ["id", "name", "role", "disabled", "rankings", "created_at"])
 
 
 def cmd_annotators_disable(args: argparse.Namespace, settings: Settings) -> None:
-    from annotator.accounts import set_disabled
-
-    service_or_store(settings, lambda c: call(c, "POST", f"/admin/annotators/{args.name}/disable"),
-                     lambda store: set_disabled(store, args.name, True))
+    with connect(settings) as c:
+        c.call("annotators.disable", name=args.name)
     print(f"disabled {args.name!r}: it can no longer log in or submit")
 
 
 def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
-    from annotator import simulate_run
-    from annotator.queue import QueueSettings
-    from annotator.simulated import Profile
-
     if args.annotators < 0 or args.unreliable < 0 or args.annotators + args.unreliable == 0:
         raise StoreError("--annotators and --unreliable must be >= 0, and at least one annotator is needed")
     wanted = simulate_run.default_profiles(args.annotators, args.noise, args.unreliable, args.position_bias)
-    client = admin_client(settings)
-    if client:
-        profiles = call(client, "POST", "/admin/simulated",
-                        json={name: p.model_dump(mode="json") for name, p in wanted.items()})
+    with connect(settings) as c:
+        profiles = c.call("simulated.ensure", profiles=wanted)
         profiles = {name: Profile.model_validate(p) for name, p in profiles.items()}
-        queue = simulate_run.HttpQueue(str(client.base_url), admin_key(settings))
+        # They rank through the annotation path itself: the service's JSON API, or the queue here.
+        queue = (simulate_run.HttpQueue(c.url, admin_key(settings)) if c.remote
+                 else simulate_run.LocalQueue(c.ctx.store, settings.annotation))
         report = simulate_run.run(queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator)
-    else:
-        with Store.open(settings.db_path) as store:
-            profiles = simulate_run.ensure_accounts(store, wanted)
-            ann = settings.annotation
-            queue = simulate_run.LocalQueue(store, QueueSettings(ann.lease_s, ann.gold_rate, ann.show_sources))
-            report = simulate_run.run(queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator)
     for name, n in report.rankings.items():
         print(f"  {name}: {n} rankings")
     print(f"simulated annotators stored {report.total} rankings")
 
 
 def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
-    from annotator.queue import mark_gold
-
     try:
         ranks = [int(x) for x in args.ranks.split(",")]
     except ValueError:
         raise StoreError(f"--ranks {args.ranks!r}: expected comma-separated integers such as 1,2,2,3") from None
-    service_or_store(settings, lambda c: call(c, "POST", f"/admin/tasks/{args.task_id}/gold", json={"ranks": ranks}),
-                     lambda store: mark_gold(store, args.task_id, ranks))
+    with connect(settings) as c:
+        c.call("tasks.gold", task_id=args.task_id, ranks=ranks)
     print(f"task {args.task_id} is a gold task with ranks {ranks}")
 
 
 def cmd_leaderboard(args: argparse.Namespace, settings: Settings) -> None:
-    from annotator.quality import leaderboard_rows
-
-    rows = service_or_store(settings, lambda c: call(c, "GET", "/admin/leaderboard", params={"by": args.by}),
-                            lambda store: leaderboard_rows(store, args.by))
-    _print_table(rows, ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"])
+    with connect(settings) as c:
+        print_table(c.call("leaderboard", by=args.by), ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"])
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
-    from annotator.exchange import export
-
-    with Store.open(settings.db_path) as store:
-        n = export(store, args.format, args.out)
+    with connect(settings) as c:
+        n = c.call("export", format=args.format, out=args.out)["rows"]
     print(f"wrote {n} rows to {args.out} ({args.format})")
 
 
 def cmd_import_hh(args: argparse.Namespace, settings: Settings) -> None:
-    from annotator.exchange import import_hh, read_hh
-
-    read_hh(args.file)  # validated whole before the database is opened
-    with Store.open(settings.db_path) as store:
-        added, skipped = import_hh(store, args.file)
-    print(f"imported {added} preference pairs from {args.file}" + (f" ({skipped} already imported)" if skipped else ""))
+    with connect(settings) as c:
+        r = c.call("import.hh", file=args.file, source_ref=str(args.file))
+    print(f"imported {r['added']} preference pairs from {args.file}"
+          + (f" ({r['skipped']} already imported)" if r["skipped"] else ""))
 
 
 def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from service.configfile import ConfigError, format_errors, read_yaml
+from reward.configfile import ConfigError, format_errors, read_yaml
+from service.core.paths import DataPaths
 
 ENV_PREFIX = "RANKLOOP_"
-DB_FILE = "rankloop.duckdb"
 
 
 def _split(value: Any, splitter) -> Any:
@@ -73,6 +73,7 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="port of `rankloop serve`")
     api_keys: list[str] = Field(default_factory=list, description="keys accepted on /v1/* (comma-separated in env)")
     admin_key: str | None = Field(None, description="key for /admin/*")
+    max_upload_mib: int = Field(256, ge=1, description="largest file the admin API accepts (prompts, imports)")
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
 
@@ -82,13 +83,9 @@ class Settings(BaseModel):
         return _split(v, lambda s: [k.strip() for k in s.split(",") if k.strip()])
 
     @property
-    def db_path(self) -> Path:
-        return self.data_dir / DB_FILE
-
-    @property
-    def runs_dir(self) -> Path:
-        """Logs of vLLM servers and jobs live here."""
-        return self.data_dir / "logs"
+    def paths(self) -> DataPaths:
+        """Every path under the data directory."""
+        return DataPaths(self.data_dir)
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

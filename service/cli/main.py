@@ -3,8 +3,9 @@
     rankloop init
     rankloop prompts add examples/prompts.jsonl
     rankloop system-prompts add examples/system_prompts.yaml
-    rankloop sample --model DIR --k 4 [--system-prompt NAME ...]
-    rankloop models list
+    rankloop sample --model DIR --k 4 [--system-prompt NAME ...]   # a job; Ctrl-C leaves it running
+    rankloop jobs list | follow ID | cancel ID
+    rankloop models list | show ID
     rankloop status
     rankloop serve                                   # annotator app at /annotate, JSON API, /admin
     rankloop annotators add NAME --role annotator|admin
@@ -18,7 +19,10 @@
     rankloop demo
 
 Every command takes `--data DIR` (default ./rankloop-data, env RANKLOOP_DATA) and
-`--config FILE` (YAML settings). Errors a user can fix print one message and exit 2.
+`--config FILE` (YAML settings). While `rankloop serve` holds the data directory, every
+command goes through its admin API (same output, errors and exit codes); otherwise it
+opens the database itself. Errors a user can fix print one message and exit 2; a failed
+operation exits 1.
 """
 
 from __future__ import annotations
@@ -30,101 +34,76 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.cli_annotate import add_parsers as add_annotation_parsers
-from service.cli_reward import add_parsers as add_reward_parsers
-from service.config import Settings, load_settings
-from service.configfile import ConfigError
-from service.store import DataDirBusy, Store, StoreError
-
-USER_ERRORS: tuple[type[Exception], ...] = (StoreError, ConfigError, ValueError, FileNotFoundError)
-
-
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    if not rows:
-        print("(none)")
-        return
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-
-
-def open_store(settings: Settings) -> Store:
-    return Store.open(settings.db_path)
-
+from service.cli.annotate import add_parsers as add_annotation_parsers
+from service.cli.client import connect, follow
+from service.cli.output import print_table, report_job
+from service.cli.reward import add_parsers as add_reward_parsers
+from service.core.errors import CommandFailed, exit_code
+from service.core.settings import Settings, load_settings
+from service.core.store import Store
 
 # -- commands ---------------------------------------------------------------
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
-    existed = settings.db_path.exists()
-    with open_store(settings) as store:
+    existed = settings.paths.db.exists()
+    with Store.open(settings.paths.db) as store:
         version = store.schema_version()
-    print(f"{'opened' if existed else 'created'} {settings.db_path} (schema version {version})")
+    print(f"{'opened' if existed else 'created'} {settings.paths.db} (schema version {version})")
 
 
 def cmd_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
-    from service.prompts import add_prompts, read_prompt_file
-
-    texts = read_prompt_file(args.file)  # validated whole before the database is touched
-    with open_store(settings) as store:
-        added, skipped = add_prompts(store, texts, source=args.source, source_ref=str(args.file))
-    print(f"added {added} prompts from {args.file}" + (f" ({skipped} already stored, skipped)" if skipped else ""))
+    with connect(settings) as c:
+        r = c.call("prompts.add", file=args.file, source=args.source, source_ref=str(args.file))
+    print(f"added {r['added']} prompts from {args.file}" + (f" ({r['skipped']} already stored, skipped)"
+                                                          if r["skipped"] else ""))
 
 
 def cmd_system_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
-    from service.prompts import add_system_prompts, read_system_prompt_file
-
-    prompts = read_system_prompt_file(args.file)
-    with open_store(settings) as store:
-        report = add_system_prompts(store, prompts)
-    print_table(report, ["name", "version", "change"])
+    with connect(settings) as c:
+        print_table(c.call("system_prompts.add", file=args.file), ["name", "version", "change"])
 
 
 def cmd_system_prompts_list(args: argparse.Namespace, settings: Settings) -> None:
-    with open_store(settings) as store:
-        rows = store.query("SELECT name, version, text, created_at FROM system_prompts ORDER BY name, version")
-    print_table(rows, ["name", "version", "text", "created_at"])
+    with connect(settings) as c:
+        print_table(c.call("system_prompts.list"), ["name", "version", "text", "created_at"])
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> None:
-    from service.sample_run import run_sampling
-    from service.sampler import SamplingParams
+    config = {"models": args.model, "k": args.k, "system_prompts": args.system_prompt,
+              "params": {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p},
+              "task_size": args.task_size, "mix": args.mix, "rankings_per_task": args.rankings_per_task,
+              "seed": args.seed, "concurrency": args.concurrency}
+    if any(getattr(args, f) is not None for f in ("dtype", "max_model_len", "eager", "kv_cache_gib")):
+        config["vllm"] = settings.vllm.model_dump()
+    with connect(settings) as c:
+        job_id = c.call("sample", **config)["job_id"]
+        where = "in the service" if c.remote else "here"
+        print(f"job {job_id}: sampling {', '.join(map(str, args.model))} ({where})")
+        report_job(follow(c, job_id, "sampling"))
 
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p)
-    with open_store(settings) as store:
-        report = run_sampling(
-            store, settings, [Path(m) for m in args.model], args.k, params, args.system_prompt,
-            task_size=args.task_size, mix=args.mix, required_rankings=args.rankings_per_task, seed=args.seed,
-        )
-    for name, r in report.per_model.items():
-        print(f"{name}: {r.generated} new samples ({r.already_stored} of {r.requested} were already stored), "
-              f"{r.completion_tokens} tokens in {r.seconds:.1f} s ({r.tokens_per_s:.0f} tok/s)")
-    print(f"built {len(report.task_ids)} ranking tasks")
+
+MODEL_COLUMNS = ["id", "kind", "name", "status", "parent_id", "snapshot_id", "path", "created_at"]
 
 
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
-    from service.registry import list_models
-
-    with open_store(settings) as store:
-        rows = list_models(store, args.kind)
-    print_table(rows, ["id", "kind", "name", "status", "parent_id", "snapshot_id", "path", "created_at"])
+    with connect(settings) as c:
+        print_table(c.call("models.list", kind=args.kind), MODEL_COLUMNS)
 
 
-def cmd_models_lineage(args: argparse.Namespace, settings: Settings) -> None:
-    from service.registry import lineage
-
-    with open_store(settings) as store:
-        rows = lineage(store, args.id)
-    print_table(rows, ["depth", "id", "kind", "name", "status", "snapshot_id", "path"])
+def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
+    with connect(settings) as c:
+        model = c.call("models.show", model_id=args.id)
+    print(f"model #{model['id']} {model['name']} ({model['kind']}, {model['status']}): {model['path']}")
+    if model.get("status_reason"):
+        print(f"  {model['status_reason']}")
+    print("lineage (the model, then what it was trained from):")
+    print_table(model["lineage"], ["depth", "id", "kind", "name", "status", "snapshot_id", "path"])
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
-    from service.remote import call, service_or_store
-
-    counts = service_or_store(settings, lambda c: call(c, "GET", "/admin/status"),
-                              lambda store: {**store.counts(), "schema_version": store.schema_version()})
+    with connect(settings) as c:
+        counts = c.call("status")
     version = counts.pop("schema_version")
     counts.pop("data_dir", None)
     if args.json:
@@ -135,8 +114,28 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
         print(f"  {name:15} {n}")
 
 
+def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
+    with connect(settings) as c:
+        rows = c.call("jobs.list")
+    for r in rows:
+        r["error"] = (r["error"] or "").split("\n")[0][:80]
+    print_table(rows, ["id", "kind", "status", "progress", "result_model_id", "error", "created_at"])
+
+
+def cmd_jobs_follow(args: argparse.Namespace, settings: Settings) -> None:
+    with connect(settings) as c:
+        job = c.call("jobs.show", job_id=args.id)
+        report_job(follow(c, args.id, job["kind"]))
+
+
+def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> None:
+    with connect(settings) as c:
+        job = c.call("jobs.cancel", job_id=args.id)
+    print(f"job {args.id} {job['status']}: {job['error']}")
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from service.demo import run_demo
+    from service.cli.demo import run_demo
 
     run_demo(settings, model=Path(args.model) if args.model else None, k=args.k, steps=args.pretrain_steps,
              serve=args.serve)
@@ -207,14 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of a system prompt among a task's candidates (default equal)")
     p.add_argument("--rankings-per-task", type=int, default=1, help="rankings each task needs (overlap; default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed for task composition and order")
+    p.add_argument("--concurrency", type=int, default=256, help="requests in flight at once (default 256)")
     _vllm_flags(p)
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
     add_reward_parsers(sub, add, models)
     p = add("list", cmd_models_list, "list registered models", models)
-    p.add_argument("--kind", choices=["pretrained", "sft", "reward", "policy"], help="only this kind")
-    p = add("lineage", cmd_models_lineage, "a model and the checkpoints and data it came from", models)
+    p.add_argument("--kind", choices=["pretrained", "sft", "reward", "policy", "external"], help="only this kind")
+    p = add("show", cmd_models_show, "a model, its status and the checkpoints and data it came from", models)
     p.add_argument("id", type=int, help="model id")
+
+    jobs = sub.add_parser("jobs", help="long work: sampling and training").add_subparsers(dest="action", required=True)
+    add("list", cmd_jobs_list, "list jobs with their status", jobs)
+    p = add("follow", cmd_jobs_follow, "show a job's progress until it ends", jobs)
+    p.add_argument("id", type=int, help="job id")
+    p = add("cancel", cmd_jobs_cancel, "stop a job; what it stored stays", jobs)
+    p.add_argument("id", type=int, help="job id")
 
     p = add("status", cmd_status, "counts of everything in the data directory")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -246,23 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         args.fn(args, settings)
-    except DataDirBusy as e:
-        from service.serve import running_service
-
-        url = running_service(settings)
-        hint = (f"\nrankloop serve is running at {url}: use its annotator app and admin API, or stop it to run "
-                f"`rankloop {args.command}`.") if url else ""
-        print(f"rankloop {args.command}: error: {e}{hint}", file=sys.stderr)
-        return 2
-    except USER_ERRORS as e:
-        print(f"rankloop {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # engine start failures, sampling stopped part-way
-        print(f"rankloop {args.command}: failed: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"rankloop {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        code = e.code if isinstance(e, CommandFailed) else exit_code(e)
+        if code is None:
+            raise  # a bug: the traceback helps
+        print(f"rankloop {args.command}: {'error' if code == 2 else 'failed'}: {e}", file=sys.stderr)
+        return code
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,9 +26,8 @@ from pathlib import Path
 
 import httpx
 
-from service.config import VLLMOptions
-
-LOG_TAIL_LINES = 30
+from service.core.procs import log_tail, start_group, stop_group
+from service.core.settings import VLLMOptions
 
 # Substrings of the server log -> what to tell the user. The first match wins.
 DIAGNOSES = [
@@ -83,15 +81,6 @@ def check_model_dir(model_dir: Path) -> dict:
     return cfg
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES, width: int = 400) -> str:
-    """The last lines of a log, each cut to `width` characters (vLLM prints very long ones)."""
-    try:
-        tail = path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(line if len(line) <= width else line[:width] + " ..." for line in tail)
-    except FileNotFoundError:
-        return "(no log)"
-
-
 def diagnose(log_text: str) -> str:
     """A one-line reason from the log's error lines (or the whole tail when it has none)."""
     errors = [line for line in log_text.splitlines()
@@ -125,36 +114,7 @@ class VLLMServer:
 
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM the server's process group, SIGKILL what is left after `grace_s`; wait until none remain."""
-        pgid = self.process.pid  # start_new_session made the server its group's leader
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + grace_s
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-        self.process.wait()
-        deadline = time.monotonic() + 10
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        stop_group(self.process, grace_s)
 
 
 def engine_env(opts: VLLMOptions) -> dict[str, str]:
@@ -234,12 +194,7 @@ def start_server(
 def _start(model_dir: Path, opts: VLLMOptions, log_dir: Path, port: int, host: str, served_name: str) -> VLLMServer:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"vllm-{served_name}-{port}.log"
-    env = engine_env(opts)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            server_command(model_dir, served_name, host, port, opts),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
+    proc = start_group(server_command(model_dir, served_name, host, port, opts), log_path, engine_env(opts))
     server = VLLMServer(model_dir, served_name, host, port, log_path, proc)
     try:
         _wait_healthy(server, opts.startup_timeout_s)

@@ -2,6 +2,8 @@
 
 kind is pretrained | sft | reward | policy; parent_id points to the checkpoint a model
 was trained from, snapshot_id to the data it was trained on, so lineage is a query.
+This is the one module that changes a model's status (register, promote, retire): jobs,
+gates and `rankloop models promote` all come here.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.store import Store, StoreError
+from service.core.errors import StoreError
+from service.core.store import Store
 
 # external: responses that came from outside rankloop (imported preference data).
 KINDS = ("pretrained", "sft", "reward", "policy", "external")
@@ -97,13 +100,6 @@ def active_model(store: Store, kind: str) -> dict[str, Any] | None:
     return _row(rows[0]) if rows else None
 
 
-def set_status(store: Store, model_id: int, status: str, reason: str) -> None:
-    if status not in STATUSES:
-        raise StoreError(f"unknown model status {status!r}; valid: {', '.join(STATUSES)}")
-    with store.write() as cur:
-        cur.execute("UPDATE models SET status = ?, status_reason = ? WHERE id = ?", [status, reason, model_id])
-
-
 def promote(store: Store, model_id: int, reason: str) -> None:
     """Make a model the active one of its kind; the previous active one is retired. Both say why."""
     model = get_model(store, model_id)
@@ -116,6 +112,34 @@ def promote(store: Store, model_id: int, reason: str) -> None:
         cur.execute("UPDATE models SET status = 'active', status_reason = ? WHERE id = ?", [reason, model_id])
 
 
-def update_metrics(store: Store, model_id: int, metrics: dict) -> None:
-    with store.write() as cur:
-        cur.execute("UPDATE models SET metrics = ? WHERE id = ?", [json.dumps(metrics), model_id])
+def register_trained(
+    cur,
+    kind: str,
+    path: str | Path,
+    base_model: str | Path,
+    *,
+    name: str,
+    snapshot_id: str | None,
+    config: dict,
+    metrics: dict,
+    approved: bool,
+    reason: str,
+) -> int:
+    """Register a checkpoint a job trained, inside the caller's transaction `cur` (the job is
+    finished in the same one): its parent is the base checkpoint (registered as pretrained when
+    new); `approved` makes it the active model of its kind and retires the previous one."""
+    base = str(Path(base_model).resolve())
+    parent = cur.execute("SELECT id FROM models WHERE path = ? ORDER BY id DESC LIMIT 1", [base]).fetchone()
+    parent_id = parent[0] if parent else cur.execute(
+        "INSERT INTO models (kind, name, path) VALUES ('pretrained', ?, ?) RETURNING id", [Path(base).name, base]
+    ).fetchone()[0]
+    status, prefix = ("active", "gate passed: ") if approved else ("candidate", "gate refused: ")
+    model_id = cur.execute(
+        """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+        [kind, name, str(Path(path).resolve()), parent_id, snapshot_id, json.dumps(config), json.dumps(metrics),
+         status, prefix + reason]).fetchone()[0]
+    if approved:
+        cur.execute("UPDATE models SET status = 'retired', status_reason = ? WHERE kind = ? AND status = 'active' "
+                    "AND id <> ?", [f"replaced by #{model_id}", kind, model_id])
+    return model_id

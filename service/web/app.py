@@ -10,26 +10,30 @@ with a JSON body `{"error": "..."}`, never a stack trace.
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from annotator import api as annotate_api
 from annotator.accounts import LoginThrottle, SessionSigner
-from annotator.queue import NotLeased, QueueSettings
+from annotator.queue import NotLeased
 from annotator.ranking import RankingError
-from service.config import Settings
-from service.configfile import ConfigError
-from service.scoring import ScorerCache
-from service.store import Store, StoreError
+from reward.configfile import ConfigError
+from service.core.errors import StoreError
+from service.core.paths import DataPaths, write_private
+from service.core.settings import Settings
+from service.core.store import Store
+from service.loop.commands import Context
+from service.loop.engines import EngineSupervisor
+from service.loop.jobs import JobRunner
+from service.loop.scoring import ScorerCache
+from service.web import admin
 
 
-def data_secret(data_dir: Path) -> bytes:
+def data_secret(paths: DataPaths) -> bytes:
     """The data directory's signing secret (created once, readable only by its owner)."""
-    from service.serve import write_private
-
-    path = data_dir / "secret.key"
+    path = paths.secret_key
     if not path.exists():
         write_private(path, secrets.token_bytes(32))
     return path.read_bytes()
@@ -40,18 +44,15 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> FastAPI:
-    from annotator import api as annotate_api
-    from service import admin
-
     app = FastAPI(title="rankloop", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.store = store
     app.state.throttle = LoginThrottle()
-    app.state.signer = SessionSigner(data_secret(settings.data_dir))
-    app.state.scorers = ScorerCache()
-    ann = settings.annotation
-    app.state.queue_settings = QueueSettings(lease_s=ann.lease_s, gold_rate=ann.gold_rate,
-                                             show_sources=ann.show_sources)
+    app.state.signer = SessionSigner(data_secret(settings.paths))
+    # The control plane: every admin operation runs with this context, jobs on its runner.
+    app.state.ctx = Context(store, settings, JobRunner(store, settings, EngineSupervisor(settings)), ScorerCache())
+    app.state.scorers = app.state.ctx.scorers
+    app.state.queue_settings = settings.annotation
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -1,6 +1,6 @@
 """The promotion gate: a newly trained reward model becomes active only if it is at least as good.
 
-The verdict is reached before the model is registered (see `service.jobs`). With an
+The verdict is reached before the model is registered (see `service.loop.jobs`). With an
 active reward model, both are evaluated on the same prompts: those held out by the
 candidate's snapshot *and* by the active model's (split_of is a threshold on a hash of
 the prompt, so that is the smaller eval fraction), so neither is scored on prompts it
@@ -16,8 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.registry import active_model
-from service.store import Store
+from reward.snapshot_format import read_manifest
+from service.core.registry import active_model
+from service.core.store import Store
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,7 @@ class Verdict:
 
 
 def _eval_fraction(snapshot_path: Path) -> float:
-    manifest = (snapshot_path if snapshot_path.is_dir() else snapshot_path.parent) / "manifest.json"
-    return json.loads(manifest.read_text())["filters"]["eval_fraction"]
+    return read_manifest(snapshot_path)["filters"]["eval_fraction"]
 
 
 def reward_verdict(store: Store, model_dir: Path, metrics: dict, snapshot: Path, min_accuracy: float) -> Verdict:

@@ -7,7 +7,7 @@ Inside the process: one connection, a `cursor()` per thread, one explicit
 transaction per logical write, writes serialised by a lock (two DuckDB transactions
 updating the same row would otherwise fail with a conflict), bulk inserts via Arrow.
 
-    with Store.open(settings.db_path) as store:
+    with Store.open(settings.paths.db) as store:
         with store.write() as cur:
             cur.execute("INSERT INTO prompts (text, source) VALUES (?, 'seed')", ["hi"])
 """
@@ -24,15 +24,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from service.schema import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
-
-
-class StoreError(RuntimeError):
-    """A problem a user can act on (bad input, missing row); the message says what to do."""
-
-
-class DataDirBusy(StoreError):
-    """Another process holds the database file."""
+from service.core.errors import DataDirBusy, StoreError
+from service.core.schema import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
 
 
 class Store:

@@ -19,9 +19,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from reward.data import pairwise_rows
-from service.prompts import InputFileError, jsonl_rows, latest_system_prompts, read_text, reject
-from service.registry import register_model
-from service.store import Store, StoreError
+from service.core.errors import StoreError
+from service.core.paths import write_atomic
+from service.core.registry import register_model
+from service.core.store import Store
+from service.loop.prompts import InputFileError, jsonl_rows, latest_system_prompts, read_text, reject
 
 FORMATS = ("trl", "hh", "jsonl")
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
@@ -34,7 +36,7 @@ def _rankings(store: Store) -> list[dict]:
         """SELECT r.id, r.task_id, r.ranks, r.flags, r.rationale, r.time_spent_s, r.created_at, a.name AS annotator,
                   p.text AS prompt, t.sample_ids
            FROM rankings r JOIN annotators a ON a.id = r.annotator_id JOIN tasks t ON t.id = r.task_id
-           JOIN prompts p ON p.id = t.prompt_id WHERE NOT r.skipped ORDER BY r.id"""
+           JOIN prompts p ON p.id = t.prompt_id WHERE NOT r.skipped ORDER BY r.task_id, a.name"""
     )
     ids = [s for r in rows for s in r["sample_ids"]]
     samples = {
@@ -71,8 +73,7 @@ def export(store: Store, fmt: str, out: Path) -> int:
         if fmt == "hh":
             rows = [{"chosen": hh_transcript(p["prompt"][0]["content"], p["chosen"][0]["content"]),
                      "rejected": hh_transcript(p["prompt"][0]["content"], p["rejected"][0]["content"])} for p in rows]
-    with open(out, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
+    write_atomic(Path(out), "".join(json.dumps(row) + "\n" for row in rows).encode())
     return len(rows)
 
 
@@ -123,7 +124,7 @@ def read_hh(path: Path) -> list[dict]:
     return rows
 
 
-def import_hh(store: Store, path: Path, seed: int = 0) -> tuple[int, int]:
+def import_hh(store: Store, path: Path, seed: int = 0, source_ref: str | None = None) -> tuple[int, int]:
     """Import validated HH rows as prompts, two samples, a two-candidate task and its ranking."""
     rows = read_hh(path)
     none_sp = latest_system_prompts(store, ["none"])[0]["id"]
@@ -145,7 +146,7 @@ def import_hh(store: Store, path: Path, seed: int = 0) -> tuple[int, int]:
         known = {t for (t,) in cur.execute("SELECT text FROM prompts WHERE list_contains(?, text)", [texts]).fetchall()}
         store.insert_arrow(cur, "prompts", pa.table({
             "text": [t for t in texts if t not in known], "source": ["import"] * (len(texts) - len(known)),
-            "source_ref": [str(path)] * (len(texts) - len(known))}))
+            "source_ref": [source_ref or str(path)] * (len(texts) - len(known))}))
         prompt_id = dict(cur.execute("SELECT text, id FROM prompts WHERE list_contains(?, text)", [texts]).fetchall())
         sample_ids = store.insert_arrow(cur, "samples", pa.table({
             "prompt_id": [prompt_id[r["prompt"]] for r in new for _ in (0, 1)],

@@ -6,7 +6,7 @@ sampling parameters, text, token counts, finish reason and latency. Results are
 committed in small batches as they arrive, so a server that dies mid-run loses only
 what was in flight, and a rerun fills in only the missing samples (the identity of a
 sample is prompt, system prompt, model, parameters and its index 0..K-1).
-Ranking tasks are then built from the new samples: see `service.tasks`.
+Ranking tasks are then built from the new samples: see `service.loop.tasks`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from service.store import Store
+from service.core.store import Store
 
 FLUSH_EVERY = 32
 
@@ -51,6 +52,10 @@ class Endpoint:
 
 class SamplingError(RuntimeError):
     """Sampling stopped part-way; what was stored stays valid and a rerun completes it."""
+
+
+class SamplingCancelled(SamplingError):
+    """Sampling was asked to stop; what was stored stays valid and a rerun completes it."""
 
 
 @dataclass
@@ -118,13 +123,15 @@ def _store_batch(store: Store, rows: list[dict], model_id: int, params: Sampling
 
 
 async def _run(jobs: list[_Job], endpoint: Endpoint, params: SamplingParams, concurrency: int,
-               store: Store, report: SampleReport, progress: bool, request_timeout_s: float) -> None:
+               store: Store, report: SampleReport, progress: bool, request_timeout_s: float,
+               on_progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None) -> None:
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=endpoint.base_url, api_key="rankloop", max_retries=0, timeout=request_timeout_s)
     sem = asyncio.Semaphore(concurrency)
     buffer: list[dict] = []
-    bar = tqdm(total=sum(len(j.indices) for j in jobs), desc=f"sampling {endpoint.served_name}", unit="sample", disable=not progress)
+    total = sum(len(j.indices) for j in jobs)
+    bar = tqdm(total=total, desc=f"sampling {endpoint.served_name}", unit="sample", disable=not progress)
 
     def flush() -> None:
         report.sample_ids += _store_batch(store, buffer, endpoint.model_id, params)
@@ -155,24 +162,41 @@ async def _run(jobs: list[_Job], endpoint: Endpoint, params: SamplingParams, con
             report.generated += 1
             report.completion_tokens += n_tokens
         bar.update(len(job.indices))
+        if on_progress:
+            on_progress(report.generated, total)
         if len(buffer) >= FLUSH_EVERY:
             flush()
 
+    async def watch() -> None:
+        # Cancellation is polled, so a stop request ends even a run whose requests are all in flight.
+        while not should_stop():
+            await asyncio.sleep(0.2)
+        raise SamplingCancelled("cancelled")
+
     tasks = [asyncio.create_task(one(j)) for j in jobs]
+    watcher = asyncio.create_task(watch()) if should_stop and tasks else None
     try:
-        for fut in asyncio.as_completed(tasks):
-            await fut  # the first failure stops the run
+        for fut in asyncio.as_completed(tasks + ([watcher] if watcher else [])):
+            await fut  # the first failure (or a stop request) stops the run
+            if all(t.done() for t in tasks):
+                break
     except Exception as e:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         flush()
+        if isinstance(e, SamplingCancelled):
+            raise SamplingCancelled(
+                f"sampling from {endpoint.served_name} was cancelled after {report.generated} of {total} samples; "
+                "they are stored, and running the same sampling again generates only the missing ones.") from None
         raise SamplingError(
             f"sampling from {endpoint.served_name} at {endpoint.base_url} failed after {report.generated} of "
             f"{sum(len(j.indices) for j in jobs)} samples ({type(e).__name__}: {e}). The {report.generated} finished samples are stored; "
             "run the same command again to generate only the missing ones."
         ) from e
     finally:
+        if watcher:
+            watcher.cancel()
         bar.close()
         await client.close()
     flush()
@@ -189,6 +213,8 @@ def sample(
     concurrency: int = 256,
     progress: bool = True,
     request_timeout_s: float = 600.0,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SampleReport:
     """Fill in the k samples of every prompt x system prompt for one served model."""
     if not 1 <= k <= 16:
@@ -196,6 +222,7 @@ def sample(
     jobs, existing = _missing_jobs(store, prompts, system_prompts, endpoint.model_id, k, params.key())
     report = SampleReport(requested=sum(len(j.indices) for j in jobs) + existing, already_stored=existing)
     t0 = time.perf_counter()
-    asyncio.run(_run(jobs, endpoint, params, concurrency, store, report, progress, request_timeout_s))
+    asyncio.run(_run(jobs, endpoint, params, concurrency, store, report, progress, request_timeout_s,
+                     on_progress, should_stop))
     report.seconds = time.perf_counter() - t0
     return report

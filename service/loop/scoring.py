@@ -13,8 +13,9 @@ import threading
 
 import pyarrow as pa
 
-from service.registry import active_model
-from service.store import Store, StoreError
+from service.core.errors import StoreError
+from service.core.registry import active_model
+from service.core.store import Store
 
 
 class ScorerCache:

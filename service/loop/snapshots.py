@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from reward.data import split_of
-from service.store import Store, StoreError
-
-SNAPSHOT_FILE = "rankings.parquet"
-MANIFEST_FILE = "manifest.json"
+from reward.snapshot_format import MANIFEST_FILE, SCHEMA, SNAPSHOT_FILE
+from service.core.errors import StoreError
+from service.core.paths import DataPaths
+from service.core.store import Store
 
 
 class SnapshotFilters(BaseModel):
@@ -64,7 +64,7 @@ JOIN annotators a ON a.id = r.annotator_id LEFT JOIN gold g ON g.annotator_id = 
 JOIN cand c ON c.task_id = t.id JOIN samples s ON s.id = c.sample_id
 JOIN system_prompts sp ON sp.id = s.system_prompt_id JOIN models m ON m.id = s.model_id
 WHERE NOT r.skipped
-GROUP BY ALL ORDER BY r.id
+GROUP BY ALL ORDER BY r.task_id, a.name
 """
 
 
@@ -103,18 +103,6 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
     return kept, dropped
 
 
-SCHEMA = pa.schema([
-    ("ranking_id", pa.int64()), ("task_id", pa.int64()), ("prompt_id", pa.int64()), ("prompt", pa.string()),
-    ("split", pa.string()), ("annotator", pa.string()), ("annotator_role", pa.string()),
-    ("annotator_profile", pa.string()), ("annotator_gold_agreement", pa.float64()), ("batch", pa.string()),
-    ("ranks", pa.list_(pa.int32())), ("flags", pa.string()), ("sample_ids", pa.list_(pa.int64())),
-    ("texts", pa.list_(pa.string())), ("system_prompts", pa.list_(pa.string())),
-    ("system_prompt_texts", pa.list_(pa.string())), ("models", pa.list_(pa.string())),
-    ("hidden_utility", pa.list_(pa.float64())),
-    ("task_agreement", pa.float64()),
-])
-
-
 def _add_task_agreement(rows: list[dict]) -> None:
     """Each ranking's task: mean pairwise agreement of its rankings here (None when ranked once)."""
     from itertools import combinations
@@ -131,7 +119,9 @@ def _add_task_agreement(rows: list[dict]) -> None:
 
 
 def content_hash(rows: list[dict]) -> str:
-    canonical = json.dumps([[r[f.name] for f in SCHEMA] for r in rows], sort_keys=True, default=str)
+    """The snapshot's id: its content, not the order rankings arrived in (row ids are left out)."""
+    canonical = json.dumps([[r[f.name] for f in SCHEMA if f.name != "ranking_id"] for r in rows], sort_keys=True,
+                           default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -143,7 +133,7 @@ def create_snapshot(store: Store, data_dir: Path, filters: SnapshotFilters) -> S
         raise StoreError("no rankings pass the filters, so there is nothing to snapshot; "
                          "rank some tasks first (`rankloop annotate-sim` or the app) or loosen the filters")
     snap_id = content_hash(rows)
-    folder = data_dir / "snapshots" / snap_id
+    folder = DataPaths(data_dir).snapshot_dir(snap_id)
     existing = store.scalar("SELECT path FROM snapshots WHERE id = ?", [snap_id])
     if existing and Path(existing).exists():
         return Snapshot(snap_id, Path(existing), json.loads((folder / MANIFEST_FILE).read_text()), created=False)

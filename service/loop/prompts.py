@@ -19,7 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from service.store import Store, StoreError
+from service.core.errors import StoreError
+from service.core.store import Store
 
 MAX_PROMPT_CHARS = 32_000
 MAX_REPORTED = 20

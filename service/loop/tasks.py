@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import pyarrow as pa
 
-from service.store import Store
+from service.core.store import Store
 
 MIN_CANDIDATES, MAX_CANDIDATES = 2, 8
 Arm = tuple[int, int]  # (system_prompt_id, model_id)

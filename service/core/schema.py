@@ -156,6 +156,14 @@ ALTER TABLE annotators ADD COLUMN profile JSON;
 ALTER TABLE jobs ADD COLUMN output_dir VARCHAR;
 """,
     ),
+    Migration(
+        5,
+        "jobs of every kind: options beside the config, a result to report, the worker process (pid is the owner)",
+        """ALTER TABLE jobs ADD COLUMN options JSON;
+ALTER TABLE jobs ADD COLUMN result JSON;
+ALTER TABLE jobs ADD COLUMN worker_pid INTEGER;
+""",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

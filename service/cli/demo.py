@@ -12,16 +12,19 @@ the model and fills in only what is missing.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
-from service.config import Settings
-from service.prompts import add_prompts, add_system_prompts, read_prompt_file, read_system_prompt_file
-from service.sample_run import run_sampling
-from service.sampler import SamplingParams
-from service.store import Store
+from annotator import simulate_run
+from annotator.accounts import add_annotator
+from service.cli.client import LocalClient, connect, follow
+from service.cli.output import print_table, report_job
+from service.core.errors import StoreError
+from service.core.settings import Settings
+from service.core.store import Store
 
 # service/examples links to the repository's examples/, so the files ship in the package too.
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def build_tiny_model(out: Path, steps: int) -> Path:
@@ -38,60 +41,52 @@ def build_tiny_model(out: Path, steps: int) -> Path:
 
 def run_demo(settings: Settings, model: Path | None = None, k: int = 4, steps: int = 150, serve: bool = True) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    prompts = read_prompt_file(EXAMPLES / "prompts.jsonl")
-    system_prompts = read_system_prompt_file(EXAMPLES / "system_prompts.yaml")
-    model_dir = model or build_tiny_model(settings.data_dir / "models" / "tiny", steps)
-    with Store.open(settings.db_path) as store:
-        added, _ = add_prompts(store, prompts, source="seed", source_ref="examples/prompts.jsonl")
-        add_system_prompts(store, system_prompts)
-        print(f"data directory {settings.data_dir}: {added} new example prompts, "
-              f"system prompts {', '.join(system_prompts)}")
-        report = run_sampling(store, settings, [model_dir], k, SamplingParams(max_tokens=64, temperature=1.0),
-                              required_rankings=2)
-        for name, r in report.per_model.items():
-            print(f"{name}: {r.generated} new samples, {r.tokens_per_s:.0f} tok/s")
-        print(f"built {len(report.task_ids)} ranking tasks (2 rankings each)\n")
-        print_stored(store)
-        simulate_annotators(store, settings)
-        train_reward(store, settings)
-        password = ensure_demo_admin(store)
+    model_dir = model or build_tiny_model(settings.paths.model_dir("tiny"), steps)
+    with connect(settings) as c:
+        if c.remote:
+            raise StoreError(f"a rankloop serve runs on {settings.data_dir}: the demo builds its own; stop the "
+                             "service or pass another --data")
+        added = c.call("prompts.add", file=EXAMPLES / "prompts.jsonl")["added"]
+        c.call("system_prompts.add", file=EXAMPLES / "system_prompts.yaml")
+        names = [r["name"] for r in c.call("system_prompts.list")]
+        print(f"data directory {settings.data_dir}: {added} new example prompts, system prompts {', '.join(names)}")
+        job_id = c.call("sample", models=[model_dir], k=k, params={"max_tokens": 64, "temperature": 1.0},
+                        rankings_per_task=2)["job_id"]
+        report_job(follow(c, job_id, "sampling"))
+        print()
+        print_stored(c.ctx.store)
+        simulate_annotators(c, settings)
+        train_reward(c)
+        password = ensure_demo_admin(c.ctx.store)
     if serve:
-        from service.serve import serve as run_service
+        from service.web.serve import serve as run_service
 
         if password:
             print(f"\nlog in to the annotator app as 'admin' with password {password!r}")
         run_service(settings)
 
 
-def simulate_annotators(store: Store, settings: Settings) -> None:
-    from annotator import quality, simulate_run
-    from annotator.queue import QueueSettings
-    from service.cli import print_table
-
-    profiles = simulate_run.ensure_accounts(store, simulate_run.default_profiles(3, noise=0.3, unreliable=1))
-    ann = settings.annotation
-    sim = simulate_run.run(simulate_run.LocalQueue(store, QueueSettings(ann.lease_s, ann.gold_rate)), profiles)
+def simulate_annotators(c: LocalClient, settings: Settings) -> None:
+    profiles = simulate_run.ensure_accounts(c.ctx.store, simulate_run.default_profiles(3, noise=0.3, unreliable=1))
+    sim = simulate_run.run(simulate_run.LocalQueue(c.ctx.store, settings.annotation), profiles)
     print(f"\nsimulated annotators ranked {sim.total} tasks")
     print("\nsystem prompt leaderboard (Bradley-Terry, 95% CI):")
-    print_table(quality.leaderboard_rows(store, "system_prompt"), ["arm", "score", "ci_low", "ci_high", "win_rate"])
+    print_table(c.call("leaderboard"), ["arm", "score", "ci_low", "ci_high", "win_rate"])
     print("\nannotator agreement (sim-u1 ranks at random):")
-    print_table(quality.annotator_report(store), ["annotator", "rankings", "agreement_with_consensus", "kendall_tau"])
+    print_table(c.call("quality")["annotators"], ["annotator", "rankings", "agreement_with_consensus", "kendall_tau"])
 
 
-def train_reward(store: Store, settings: Settings) -> None:
+def train_reward(c: LocalClient) -> None:
     """Snapshot the rankings and train a listwise reward model on them, as a job."""
-    from service import jobs
-    from service.registry import get_model
-    from service.snapshots import SnapshotFilters, create_snapshot
-
-    snap = create_snapshot(store, settings.data_dir, SnapshotFilters())
-    print(f"\nsnapshot {snap.id}: {snap.manifest['counts']['train_rankings']} train / "
-          f"{snap.manifest['counts']['eval_rankings']} held-out rankings")
-    cfg = jobs.reward_config(store, settings, None, {"snapshot": str(snap.path.parent), "epochs": 4})
-    job = jobs.run_job(store, settings, jobs.create_job(store, settings, "reward", cfg))
+    snap = c.call("snapshot")
+    print(f"\nsnapshot {snap['id']}: {snap['counts']['train_rankings']} train / "
+          f"{snap['counts']['eval_rankings']} held-out rankings")
+    job_id = c.call("jobs.start", kind="reward", config={"snapshot": str(Path(snap["path"]).parent), "epochs": 4}
+                    )["job_id"]
+    job = follow(c, job_id, "training the reward model")
     if job["status"] != "succeeded":
         raise RuntimeError(f"reward training failed: {job['error']}")
-    model = get_model(store, job["result_model_id"])
+    model = c.call("models.show", model_id=job["result_model_id"])
     ev = model["metrics"]["eval"]
     print(f"reward model #{model['id']} ({model['status']}): held-out pairwise accuracy {ev['pairwise_accuracy']}, "
           f"agreement with the simulated annotators' hidden preference {ev.get('hidden', {}).get('model_vs_hidden')} "
@@ -100,10 +95,6 @@ def train_reward(store: Store, settings: Settings) -> None:
 
 def ensure_demo_admin(store: Store) -> str | None:
     """An `admin` account for the person trying the demo; its password is shown once."""
-    import secrets
-
-    from annotator.accounts import add_annotator
-
     if store.scalar("SELECT count(*) FROM annotators WHERE name = 'admin'"):
         return None
     password = secrets.token_urlsafe(9)

@@ -1,0 +1,170 @@
+"""The one client every `rankloop` command talks through.
+
+`connect(settings)` yields a client for the data directory: the running service's admin
+API when `rankloop serve` holds it, else the database itself in this process. Either way
+`client.call(NAME, **params)` runs the operation NAME of `service.loop.commands` and
+returns its JSON result, with the same errors: a user error raises with its message (exit
+code 2), a failed operation with exit code 1. Files travel over HTTP: an upload parameter's
+file is streamed as the request body, a download parameter's file is streamed back and
+written whole (temporary file, then rename) to the caller's path.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+from tqdm.auto import tqdm
+
+from reward.configfile import ConfigError, format_errors
+from service.core.discovery import admin_key, find_service
+from service.core.errors import CommandFailed, DataDirBusy, StoreError
+from service.core.paths import atomic_file
+from service.core.settings import Settings
+from service.core.store import Store
+from service.loop.commands import COMMANDS, Command, Context
+from service.loop.engines import EngineSupervisor
+from service.loop.jobs import FINISHED, JobRunner
+from service.loop.scoring import ScorerCache
+
+CHUNK = 1 << 20
+
+
+def _validate(name: str, params: dict[str, Any]) -> tuple[Command, Any]:
+    cmd = COMMANDS[name]
+    try:
+        return cmd, cmd.params.model_validate(params)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, f"the {name} parameters")) from None
+
+
+class LocalClient:
+    """Runs operations in this process, on the database it holds."""
+
+    remote = False
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def call(self, name: str, /, **params: Any) -> Any:
+        cmd, p = _validate(name, params)
+        return to_jsonable_python(cmd.run(self.ctx, p))  # the same JSON the service would send
+
+
+class RemoteClient:
+    """Sends operations to a running service's admin API."""
+
+    remote = True
+
+    def __init__(self, url: str, key: str, timeout_s: float = 600.0):
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=timeout_s, headers={"Authorization": f"Bearer {key}"})
+
+    def call(self, name: str, /, **params: Any) -> Any:
+        cmd, p = _validate(name, params)  # refused here as in-process, before anything is sent
+        values = p.model_dump(mode="json", exclude_unset=True)
+        fields = {f for f in p.model_fields if "{" + f + "}" in cmd.path}
+        url = "/admin" + cmd.path.format(**{f: values[f] for f in fields})
+        body = {k: v for k, v in values.items() if k not in fields}
+        try:
+            if cmd.upload:
+                file = Path(body[cmd.upload])
+                if not file.is_file():
+                    raise StoreError(f"{file}: no such file")
+                with open(file, "rb") as f:
+                    resp = self.http.post(url, params={"params": json.dumps(body)},
+                                          content=iter(lambda: f.read(CHUNK), b""))
+                return self._result(resp)
+            if cmd.download:
+                return self._download(url, body, Path(body[cmd.download]))
+            if cmd.method == "GET":
+                return self._result(self.http.get(url, params={k: v for k, v in body.items() if v is not None}))
+            return self._result(self.http.post(url, json=body))
+        except httpx.HTTPError as e:
+            raise CommandFailed(f"the service at {self.url} stopped answering ({type(e).__name__}: {e}); "
+                                "`rankloop status` shows whether it still runs", 1) from None
+
+    def _download(self, url: str, body: dict, out: Path) -> Any:
+        if out.is_dir():  # checked before the service does the work, as in-process
+            raise FileExistsError(f"{out} is a directory; give a file path")
+        with self.http.stream("POST", url, json=body) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                return self._result(resp)
+            with atomic_file(out) as f:
+                for chunk in resp.iter_bytes(CHUNK):
+                    f.write(chunk)
+            return json.loads(resp.headers["X-Rankloop-Result"])
+
+    @staticmethod
+    def _result(resp: httpx.Response) -> Any:
+        if resp.status_code < 400:
+            return resp.json()
+        try:
+            body = resp.json()
+            message, code = body["error"], body.get("exit_code", 2 if resp.status_code < 500 else 1)
+        except (ValueError, KeyError, TypeError):
+            message, code = f"the service answered {resp.status_code}: {resp.text[:500]}", 1
+        raise CommandFailed(message, code)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@contextmanager
+def connect(settings: Settings) -> Iterator[LocalClient | RemoteClient]:
+    """A client for the data directory: through the running service, or in this process."""
+    info = find_service(settings)
+    if info.url:
+        client = RemoteClient(info.url, admin_key(settings))
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    try:
+        store = Store.open(settings.paths.db)
+    except DataDirBusy as e:
+        raise DataDirBusy(f"{e}" + (f"\nAlso, {info.stale}: it may have been killed; when no rankloop process "
+                                    "runs, remove that file and try again." if info.stale else "")) from None
+    engines = EngineSupervisor(settings)
+    ctx = Context(store, settings, JobRunner(store, settings, engines), ScorerCache())
+    try:
+        yield LocalClient(ctx)
+    finally:
+        ctx.jobs.stop_all()
+        engines.stop_all()
+        store.close()
+
+
+def follow(client: LocalClient | RemoteClient, job_id: int, desc: str) -> dict:
+    """Show a job's progress until it ends. Ctrl-C: a job in the service keeps running (and this
+    says how to follow it again); a job in this process is cancelled, keeping what it stored."""
+    bar = tqdm(total=100, desc=desc, unit="%")
+    try:
+        while True:
+            job = client.call("jobs.show", job_id=job_id)
+            bar.update(round(job["progress"] * 100) - bar.n)
+            if job["status"] in FINISHED:
+                return job
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        bar.close()
+        if client.remote:
+            print(f"\njob {job_id} keeps running in the service: follow it again with `rankloop jobs follow "
+                  f"{job_id}`, stop it with `rankloop jobs cancel {job_id}`", file=sys.stderr)
+        else:
+            client.call("jobs.cancel", job_id=job_id)
+            print(f"\ncancelled job {job_id}; what it stored stays, and running the same command again "
+                  "completes it", file=sys.stderr)
+        raise
+    finally:
+        bar.close()

@@ -1,0 +1,81 @@
+"""Child processes in their own process group: start, check, stop (the vLLM engine and the
+job runner both use this), and the tail of their logs.
+
+A child started with `start_group` leads a new session, so stopping its group also ends
+the processes it spawned (vLLM's EngineCore and workers, a trainer's data loaders).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+LOG_TAIL_LINES = 30
+
+
+def start_group(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `cmd` as the leader of a new process group, appending its output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM the group `proc` leads, SIGKILL what is left after `grace_s`; wait until none remain."""
+    pgid = proc.pid
+    signal_group(pgid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + grace_s
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if group_alive(pgid):
+        signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES, width: int = 400) -> str:
+    """The last lines of a log, each cut to `width` characters (vLLM prints very long ones)."""
+    try:
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(line if len(line) <= width else line[:width] + " ..." for line in tail)
+    except FileNotFoundError:
+        return "(no log)"
