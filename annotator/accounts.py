@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from service.core.errors import StoreError
 from service.core.store import Store
 
-ROLES = ("annotator", "admin", "simulated", "import")
+ROLES = ("annotator", "admin", "simulated", "import", "judge")
 HUMAN_ROLES = ("annotator", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8

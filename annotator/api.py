@@ -1,8 +1,8 @@
 """The annotation JSON API (`/api/annotate/*`): the HTTP path to the same queue the app uses.
 
 People log in with name and password and get a bearer token. rankloop's simulated
-annotators authenticate with the admin key plus `X-Rankloop-Annotator: NAME` (only
-accounts with role `simulated` may be acted for this way).
+annotators and model judges authenticate with the admin key plus `X-Rankloop-Annotator:
+NAME` (only accounts with role `simulated` or `judge` may be acted for this way).
 
     POST /api/annotate/login     {"name", "password"} -> {"token"}
     GET  /api/annotate/next      -> {"task": {...} | null, "progress": {...}}
@@ -53,8 +53,9 @@ def current_annotator(
         if not admin_key_ok(request, token):
             raise HTTPException(401, "acting for an annotator needs the admin key")
         rows = store.query("SELECT * FROM annotators WHERE name = ?", [x_rankloop_annotator])
-        if not rows or rows[0]["role"] != "simulated":
-            raise HTTPException(403, f"{x_rankloop_annotator!r} is not a simulated annotator; people log in themselves")
+        if not rows or rows[0]["role"] not in ("simulated", "judge"):
+            raise HTTPException(403, f"{x_rankloop_annotator!r} is not a simulated annotator or a judge; "
+                                     "people log in themselves")
         acct = rows[0]
     elif token:
         annotator_id = request.app.state.signer.verify(token)
@@ -85,7 +86,7 @@ async def login_route(body: LoginBody, request: Request) -> dict:
 def next_route(request: Request, acct: dict = Depends(current_annotator)) -> dict:
     state = request.app.state
     task = queue.next_task(state.store, acct["id"], state.queue_settings)
-    return {"task": task, "progress": queue.progress(state.store, acct["id"])}
+    return {"task": task, "progress": queue.progress(state.store, acct["id"], state.queue_settings)}
 
 
 @router.post("/submit")
@@ -96,4 +97,4 @@ def submit_route(sub: Submission, request: Request, acct: dict = Depends(current
 
 @router.get("/progress")
 def progress_route(request: Request, acct: dict = Depends(current_annotator)) -> dict:
-    return queue.progress(request.app.state.store, acct["id"])
+    return queue.progress(request.app.state.store, acct["id"], request.app.state.queue_settings)

@@ -1,9 +1,10 @@
 """The Gradio annotator app, mounted at /annotate behind a login.
 
-Rank tab: the prompt and its K (2..8) candidates in the task's recorded display
-order, blind to their sources unless `annotation.show_sources` is set; a rank per
-candidate (equal ranks tie), an optional flag per candidate, a rationale, skip with a
-reason. Each shown task carries a submission id, so a double click or a retry stores
+Rank tab: the conversation so far as chat turns, then its K (2..8) candidates in the
+task's recorded display order, blind to their sources unless `annotation.show_sources`
+is set, as Markdown with any HTML shown as text (`annotator.render`); a rank per
+candidate (equal ranks tie; keyboard: click a candidate or press j/k, a digit sets its
+rank, Enter submits), an optional flag per candidate, a rationale, skip with a reason. Each shown task carries a submission id, so a double click or a retry stores
 one ranking. Admin tab (admins only, checked in every handler): agreement,
 throughput, flags, skips, the Bradley-Terry leaderboard, and gold marking.
 """
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from annotator import quality, queue
 from annotator.accounts import login
 from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
+from annotator.render import chat_turns, escape_html
 from service.core.errors import StoreError
 
 MAX_K = 8
@@ -46,11 +48,12 @@ def _progress_md(p: dict) -> str:
 def _task_outputs(state: Any, acct: dict, status: str) -> list:
     """Everything the Rank tab shows for the annotator's next task (or an empty queue)."""
     task = queue.next_task(state.store, acct["id"], state.queue_settings)
-    prog = _progress_md(queue.progress(state.store, acct["id"]))
+    prog = _progress_md(queue.progress(state.store, acct["id"], state.queue_settings))
     if task is None:
         slots = [gr.update(visible=False)] * MAX_K + [gr.update(value="")] * MAX_K
         slots += [gr.update(choices=[], value=None)] * MAX_K + [gr.update(value=NO_FLAG)] * MAX_K + [""] * MAX_K
-        return ["### The queue is empty. Thank you!", *slots, None, "", prog, status]
+        return ["### The queue is empty. Thank you!", gr.update(value=[], visible=False), *slots, None, "", prog,
+                status]
     k = len(task["candidates"])
     cands = task["candidates"]
     boxes = [gr.update(visible=i < k) for i in range(MAX_K)]
@@ -61,12 +64,14 @@ def _task_outputs(state: Any, acct: dict, status: str) -> list:
             continue
         c = cands[i]
         source = f"\n\n*system prompt: {c['system_prompt']} · model: {c['model']}*" if "model" in c else ""
-        texts.append(f"**Candidate {i + 1}**\n\n{c['text'] or '*(empty response)*'}{source}")
+        texts.append(f"**Candidate {i + 1}**\n\n{escape_html(c['text']) if c['text'] else '*(empty response)*'}{source}")
     ranks = [gr.update(choices=list(range(1, k + 1)), value=None) for _ in range(MAX_K)]
     flags = [gr.update(value=NO_FLAG)] * MAX_K
     state_value = {"task_id": task["task_id"], "k": k, "submission_id": uuid.uuid4().hex}
-    return [f"### Prompt\n\n{task['prompt']}", *boxes, *texts, *ranks, *flags, *[""] * MAX_K, state_value, "",
-            prog, status]
+    turns = len(task["messages"])
+    header = "### Prompt" if turns == 1 else f"### Conversation so far ({turns} turns)"
+    return [header, gr.update(value=chat_turns(task["messages"]), visible=True), *boxes, *texts, *ranks, *flags,
+            *[""] * MAX_K, state_value, "", prog, status]
 
 
 def _submit(state: Any, acct: dict, task: dict, **fields: Any) -> list:
@@ -87,6 +92,7 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 LEADERBOARD_COLUMNS = ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"]
+JUDGE_COLUMNS = ["annotator", "role", "rankings", "skips", "agreement_with_people", "pairs", "gold_agreement"]
 
 
 def _admin_tables(state: Any, acct: dict) -> list:
@@ -109,6 +115,7 @@ def _admin_tables(state: Any, acct: dict) -> list:
         _frame(quality.leaderboard_rows(store, "model"), LEADERBOARD_COLUMNS),
         _frame(quality.flagged(store), ["task_id", "annotator", "position", "sample_id", "reason", "text", "response"]),
         _frame(quality.skipped(store), ["task_id", "annotator", "skip_reason", "created_at"]),
+        _frame(quality.judge_report(store), JUDGE_COLUMNS),
     ]
 
 
@@ -120,13 +127,15 @@ def build_ui(state: Any) -> gr.Blocks:
             gr.Button("Log out", link="/annotate/logout", size="sm", scale=0)
         with gr.Tab("Rank", id="rank"):
             prompt_md = gr.Markdown(elem_id="prompt")
+            chat = gr.Chatbot(elem_id="conversation", label="Conversation", sanitize_html=True, render_markdown=True,
+                              buttons=[], height=None, max_height=420)
             boxes, texts, ranks, flags, flag_texts = [], [], [], [], []
             for i in range(MAX_K):
-                with gr.Group(visible=False) as box:
+                with gr.Group(visible=False, elem_id=f"card-{i}", elem_classes="rl-card") as box:
                     texts.append(gr.Markdown(elem_id=f"cand-{i}"))
                     with gr.Row():
-                        ranks.append(gr.Dropdown(choices=[], label=f"Rank of candidate {i + 1} (1 = best)",
-                                                 elem_id=f"rank-{i}", interactive=True))
+                        ranks.append(gr.Radio(choices=[], label=f"Rank of candidate {i + 1} (1 = best)",
+                                              elem_id=f"rank-{i}", elem_classes="rl-rank", interactive=True))
                         flags.append(gr.Dropdown([NO_FLAG, *FLAG_REASONS], value=NO_FLAG, label="Flag",
                                                  elem_id=f"flag-{i}", interactive=True))
                         flag_texts.append(gr.Textbox(label="Flag details", elem_id=f"flagtext-{i}"))
@@ -150,6 +159,8 @@ def build_ui(state: Any) -> gr.Blocks:
             lb_sp_df = gr.Dataframe(label="System prompts", elem_id="leaderboard")
             lb_plot = gr.BarPlot(x="arm", y="score", title="System prompt score (Elo scale)")
             lb_m_df = gr.Dataframe(label="Models")
+            gr.Markdown("### Model judges against people (the first row: people with each other)")
+            judges_df = gr.Dataframe(elem_id="judges")
             gr.Markdown("### Flagged candidates and skipped tasks")
             flagged_df = gr.Dataframe(label="Flagged candidates", elem_id="flagged")
             skipped_df = gr.Dataframe(label="Skipped tasks")
@@ -160,10 +171,10 @@ def build_ui(state: Any) -> gr.Blocks:
                 gold_btn = gr.Button("Mark as gold")
             gold_status = gr.Markdown()
 
-        task_outputs = [prompt_md, *boxes, *texts, *ranks, *flags, *flag_texts, task_state, rationale,
+        task_outputs = [prompt_md, chat, *boxes, *texts, *ranks, *flags, *flag_texts, task_state, rationale,
                         progress_md, status_md]
         admin_outputs = [report_df, alpha_df, agree_plot, speed_plot, lb_sp_df, lb_plot, lb_m_df, flagged_df,
-                         skipped_df]
+                         skipped_df, judges_df]
 
         def on_load(request: gr.Request):
             acct = _account(state, request)

@@ -117,6 +117,32 @@ def skipped(store: Store, limit: int = 200) -> list[dict]:
            JOIN annotators a ON a.id = r.annotator_id WHERE r.skipped ORDER BY r.id DESC LIMIT ?""", [limit])
 
 
+def judge_report(store: Store) -> list[dict]:
+    """Each model judge's agreement with people on the tasks both ranked (and with gold), after a
+    first row with the people's agreement with each other: the bar a judge is measured against."""
+    rows = store.query(
+        """SELECT r.task_id, r.ranks, r.skipped, r.gold_agreement, a.name, a.role FROM rankings r
+           JOIN annotators a ON a.id = r.annotator_id ORDER BY r.task_id, a.name""")
+    people: dict[int, list[list[int]]] = defaultdict(list)
+    for r in rows:
+        if r["role"] in ("annotator", "admin", "simulated") and not r["skipped"]:
+            people[r["task_id"]].append(r["ranks"])
+    among = [pairwise_agreement(a, b) for ranks in people.values() for a, b in combinations(ranks, 2)]
+    gold = [r["gold_agreement"] for r in rows if r["role"] != "judge" and r["gold_agreement"] is not None]
+    out = [{"annotator": "people, with each other", "role": "people", "rankings": sum(map(len, people.values())),
+            "skips": None, "agreement_with_people": _mean(among), "pairs": len(among), "gold_agreement": _mean(gold)}]
+    judges: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["role"] == "judge":
+            judges[r["name"]].append(r)
+    for name, mine in sorted(judges.items()):
+        agree = [pairwise_agreement(r["ranks"], p) for r in mine if not r["skipped"] for p in people[r["task_id"]]]
+        out.append({"annotator": name, "role": "judge", "rankings": sum(not r["skipped"] for r in mine),
+                    "skips": sum(r["skipped"] for r in mine), "agreement_with_people": _mean(agree), "pairs": len(agree),
+                    "gold_agreement": _mean([r["gold_agreement"] for r in mine if r["gold_agreement"] is not None])})
+    return out
+
+
 def ranked_tasks(store: Store, by: str) -> list[RankedTask]:
     """Every ranking with each candidate's arm: its system prompt (name vN) or its model."""
     if by not in ("system_prompt", "model"):

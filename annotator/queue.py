@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from annotator.agreement import pairwise_agreement
 from annotator.ranking import RankingError, Submission, check_flags, normalize_ranks
+from reward.conversation import from_row
 from service.core.errors import StoreError
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
@@ -43,18 +44,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# Open regular tasks for one annotator: not answered by them, with fewer completed rankings plus
-# live leases held by others than they need. Parameters: now, annotator_id, annotator_id.
-_OPEN = """WITH done AS (SELECT task_id, count(*) AS n FROM rankings WHERE NOT skipped GROUP BY task_id),
-  leased AS (SELECT task_id, count(*) AS n FROM leases WHERE expires_at > ? AND annotator_id <> ? GROUP BY task_id),
+_JUDGES = "annotator_id NOT IN (SELECT id FROM annotators WHERE role = 'judge')"
+
+
+def _open_sql(judges_count: bool, for_judge: bool) -> str:
+    """Open regular tasks for one annotator: not answered by them, with fewer completed rankings plus
+    live leases held by others than they need. Unless judges count toward that, their rankings and
+    leases are left out, and a judge gets every task it has not answered. Parameters: now,
+    annotator_id, annotator_id."""
+    people_only = "" if judges_count else f" AND {_JUDGES}"
+    capacity = "" if for_judge and not judges_count else "AND coalesce(d.n, 0) + coalesce(l.n, 0) < t.required_rankings"
+    return f"""WITH done AS (SELECT task_id, count(*) AS n FROM rankings WHERE NOT skipped{people_only} GROUP BY task_id),
+  leased AS (SELECT task_id, count(*) AS n FROM leases WHERE expires_at > ? AND annotator_id <> ?{people_only}
+             GROUP BY task_id),
   open AS (SELECT t.id, t.priority, t.created_at, coalesce(d.n, 0) AS done FROM tasks t
            LEFT JOIN done d ON d.task_id = t.id LEFT JOIN leased l ON l.task_id = t.id
            WHERE t.gold_ranks IS NULL AND t.id NOT IN (SELECT task_id FROM rankings WHERE annotator_id = ?)
-             AND coalesce(d.n, 0) + coalesce(l.n, 0) < t.required_rankings)
+             {capacity})
 """
 
 
-def _pick(cur, annotator_id: int, now: datetime, gold: bool) -> int | None:
+def _pick(cur, annotator_id: int, now: datetime, gold: bool, open_sql: str) -> int | None:
     if gold:
         row = cur.execute(
             """SELECT t.id FROM tasks t WHERE t.gold_ranks IS NOT NULL
@@ -64,7 +74,7 @@ def _pick(cur, annotator_id: int, now: datetime, gold: bool) -> int | None:
         ).fetchone()
     else:
         row = cur.execute(
-            _OPEN + "SELECT id FROM open ORDER BY priority DESC, done ASC, created_at ASC, id ASC LIMIT 1",
+            open_sql + "SELECT id FROM open ORDER BY priority DESC, done ASC, created_at ASC, id ASC LIMIT 1",
             [now, annotator_id, annotator_id],
         ).fetchone()
     return row[0] if row else None
@@ -74,6 +84,8 @@ def next_task(store: Store, annotator_id: int, settings: AnnotationOptions, rng:
     """Lease the annotator's next task (or return the one they already hold); None when none is left."""
     now = _now()
     rng = rng or random.Random()
+    role = store.scalar("SELECT role FROM annotators WHERE id = ?", [annotator_id])
+    open_sql = _open_sql(settings.judges_count, role == "judge")
     with store.write() as cur:
         held = cur.execute(
             """SELECT task_id, expires_at FROM leases WHERE annotator_id = ? AND expires_at > ?
@@ -86,26 +98,26 @@ def next_task(store: Store, annotator_id: int, settings: AnnotationOptions, rng:
         else:
             task_id = None
             if settings.gold_rate > 0 and rng.random() < settings.gold_rate:
-                task_id = _pick(cur, annotator_id, now, gold=True)
-            task_id = task_id or _pick(cur, annotator_id, now, gold=False)
+                task_id = _pick(cur, annotator_id, now, True, open_sql)
+            task_id = task_id or _pick(cur, annotator_id, now, False, open_sql)
             if task_id is None:
                 return None
             expires = now + timedelta(seconds=settings.lease_s)
             # An older, expired lease of this annotator on the task may remain: submit reads the newest.
             cur.execute("INSERT INTO leases (task_id, annotator_id, expires_at) VALUES (?, ?, ?)",
                         [task_id, annotator_id, expires])
-    role = store.scalar("SELECT role FROM annotators WHERE id = ?", [annotator_id])
     # Simulated annotators judge instruction-following, so they see which system prompt wrote what.
     view = task_view(store, task_id, settings.show_sources or role == "simulated")
     return view | {"lease_expires_at": expires.isoformat()}
 
 
 def task_view(store: Store, task_id: int, show_sources: bool = False) -> dict:
-    """What the annotator sees: the prompt and candidates in display order (sources only if shown)."""
+    """What the annotator sees: the conversation (`prompt` is its last user turn) and the candidates
+    in display order (sources only if shown)."""
     rows = store.query(
         """WITH c AS (SELECT t.id, t.prompt_id, unnest(t.sample_ids) AS sample_id,
                              generate_subscripts(t.sample_ids, 1) - 1 AS position FROM tasks t WHERE t.id = ?)
-           SELECT c.position, p.text AS prompt, s.text, sp.name AS system_prompt, sp.text AS system_prompt_text,
+           SELECT c.position, p.text AS prompt, p.messages, s.text, sp.name AS system_prompt, sp.text AS system_prompt_text,
                   m.name AS model
            FROM c JOIN prompts p ON p.id = c.prompt_id JOIN samples s ON s.id = c.sample_id
            JOIN system_prompts sp ON sp.id = s.system_prompt_id LEFT JOIN models m ON m.id = s.model_id
@@ -115,7 +127,10 @@ def task_view(store: Store, task_id: int, show_sources: bool = False) -> dict:
     if not rows:
         raise RankingError(f"there is no task {task_id}")
     keep = ("position", "text", "system_prompt", "system_prompt_text", "model") if show_sources else ("position", "text")
-    return {"task_id": task_id, "prompt": rows[0]["prompt"], "candidates": [{k: r[k] for k in keep} for r in rows]}
+    # The conversation so far (a one-message one for a plain prompt), then the candidate answers.
+    messages = from_row(rows[0]["prompt"], rows[0]["messages"])
+    return {"task_id": task_id, "prompt": messages[-1]["content"], "messages": messages,
+            "candidates": [{k: r[k] for k in keep} for r in rows]}
 
 
 def submit(store: Store, annotator_id: int, sub: Submission) -> SubmitResult:
@@ -166,11 +181,13 @@ def submit(store: Store, annotator_id: int, sub: Submission) -> SubmitResult:
     return SubmitResult(ranking_id, sub.task_id, duplicate=False)
 
 
-def progress(store: Store, annotator_id: int) -> dict[str, int]:
+def progress(store: Store, annotator_id: int, settings: AnnotationOptions | None = None) -> dict[str, int]:
     """Done today, done in total, and tasks still in the queue for this annotator."""
     now = _now()
+    judges_count = settings.judges_count if settings else False
+    role = store.scalar("SELECT role FROM annotators WHERE id = ?", [annotator_id])
     row = store.query(
-        _OPEN + """SELECT (SELECT count(*) FROM open) AS queue,
+        _open_sql(judges_count, role == "judge") + """SELECT (SELECT count(*) FROM open) AS queue,
                   count(*) FILTER (WHERE r.created_at >= date_trunc('day', ?::TIMESTAMPTZ)) AS today,
                   count(*) AS total
            FROM rankings r WHERE r.annotator_id = ?""",

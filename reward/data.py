@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
+from reward.conversation import Messages, from_row
 from reward.snapshot_format import snapshot_file
 
 Consensus = Literal["all", "aggregate"]
@@ -80,9 +81,10 @@ def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
     return merged
 
 
-def user_turn(prompt: str) -> list[dict[str, str]]:
-    """What annotators judged a response against: the user prompt (system prompts stay hidden)."""
-    return [{"role": "user", "content": prompt}]
+def conversation(row: dict) -> Messages:
+    """What annotators judged a response against: the conversation so far (system prompts stay
+    hidden). Snapshots carry it as `messages`; rows without it have the one-message `prompt`."""
+    return from_row(row["prompt"], row.get("messages"))
 
 
 def pairwise_rows(rows: list[dict], margin: bool = False, consensus: Consensus = "all") -> list[dict]:
@@ -90,7 +92,7 @@ def pairwise_rows(rows: list[dict], margin: bool = False, consensus: Consensus =
     out = []
     for r in apply_consensus(rows, consensus):
         for better, worse, gap in strict_pairs(r["ranks"]):
-            row = {"prompt": user_turn(r["prompt"]),
+            row = {"prompt": conversation(r),
                    "chosen": [{"role": "assistant", "content": r["texts"][better]}],
                    "rejected": [{"role": "assistant", "content": r["texts"][worse]}]}
             if margin:
@@ -101,5 +103,5 @@ def pairwise_rows(rows: list[dict], margin: bool = False, consensus: Consensus =
 
 def listwise_groups(rows: list[dict], consensus: Consensus = "all") -> list[dict]:
     """One group per ranking: the prompt, its K responses in display order and their ranks."""
-    return [{"prompt": r["prompt"], "responses": list(r["texts"]), "ranks": list(r["ranks"])}
+    return [{"prompt": conversation(r), "responses": list(r["texts"]), "ranks": list(r["ranks"])}
             for r in apply_consensus(rows, consensus)]

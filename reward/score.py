@@ -1,8 +1,9 @@
 """Score responses with a reward model: one forward pass per response, batched.
 
-A response is scored as the chat the annotators judged: the user prompt and the
+A response is scored as the chat the annotators judged: the conversation so far and the
 assistant's answer, rendered with the model's chat template (the same encoding the
-trainers use). The score is the sequence-classification head's output.
+trainers use). The score is the sequence-classification head's output. The reward model
+scores text: a policy with another tokenizer is fine, the text is re-tokenized here.
 
     scorer = RewardScorer("models/reward-3")
     scorer.score("Tell me about cats.", ["Cats purr.", "Bread."])   # [1.3, -0.4]
@@ -14,18 +15,21 @@ from pathlib import Path
 
 import torch
 
-from reward.data import user_turn
+from reward.conversation import Messages, render_plain
+from reward.data import conversation
 
 
-def encode(tokenizer, prompt: str, response: str, max_length: int) -> list[int]:
-    """Token ids of (user prompt, assistant response); the end is kept when it is too long,
-    since the score is read at the last token. A base checkpoint without a chat template gets
-    "prompt, blank line, response, end-of-text"."""
+def encode(tokenizer, prompt: str | Messages, response: str, max_length: int) -> list[int]:
+    """Token ids of (conversation, assistant response); a string prompt is a one-message
+    conversation. The end is kept when it is too long, since the score is read at the last token.
+    A base checkpoint without a chat template gets the plain rendering ("prompt, blank line,
+    response" for one turn; "User: ... / Assistant: ..." paragraphs for several) and end-of-text."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if tokenizer.chat_template:
-        chat = user_turn(prompt) + [{"role": "assistant", "content": response}]
+        chat = messages + [{"role": "assistant", "content": response}]
         ids = tokenizer.apply_chat_template(chat, tokenize=True)["input_ids"]
     else:
-        ids = tokenizer(f"{prompt}\n\n{response}{tokenizer.eos_token or ''}")["input_ids"]
+        ids = tokenizer(render_plain(messages, response) + (tokenizer.eos_token or ""))["input_ids"]
     return ids[-max_length:]
 
 
@@ -66,8 +70,8 @@ class RewardScorer:
         self.batch_size, self.max_length = batch_size, max_length
 
     @torch.inference_mode()
-    def score_pairs(self, items: list[tuple[str, str]]) -> list[float]:
-        """Scores of (prompt, response) items, in order."""
+    def score_pairs(self, items: list[tuple[str | Messages, str]]) -> list[float]:
+        """Scores of (prompt or conversation, response) items, in order."""
         encoded = [encode(self.tokenizer, p, r, self.max_length) for p, r in items]
         out: list[float] = []
         for i in range(0, len(encoded), self.batch_size):
@@ -76,12 +80,12 @@ class RewardScorer:
             out.extend(logits.float().squeeze(-1).tolist())
         return out
 
-    def score(self, prompt: str, responses: list[str]) -> list[float]:
+    def score(self, prompt: str | Messages, responses: list[str]) -> list[float]:
         return self.score_pairs([(prompt, r) for r in responses])
 
     def score_rankings(self, rows: list[dict]) -> list[list[float]]:
         """Every candidate of every snapshot row, each scored once."""
-        flat = [(r["prompt"], t) for r in rows for t in r["texts"]]
+        flat = [(conversation(r), t) for r in rows for t in r["texts"]]
         scores = self.score_pairs(flat)
         out, at = [], 0
         for r in rows:

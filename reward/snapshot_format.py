@@ -24,6 +24,7 @@ SCHEMA = pa.schema([
     ("system_prompt_texts", pa.list_(pa.string())), ("models", pa.list_(pa.string())),
     ("hidden_utility", pa.list_(pa.float64())),
     ("task_agreement", pa.float64()),
+    ("messages", pa.string()),  # the conversation as JSON (`reward.conversation`); `prompt` is its key
 ])
 
 

@@ -105,7 +105,7 @@ def _build_pairwise(cfg: RewardTrainConfig, train_rows: list[dict], tokenizer, a
 
     rows = []
     for p in pairwise_rows(train_rows, margin=cfg.margin, consensus=cfg.consensus):
-        prompt = p["prompt"][0]["content"]
+        prompt = p["prompt"]  # the whole conversation
         row = {"chosen_ids": encode(tokenizer, prompt, p["chosen"][0]["content"], cfg.max_length),
                "rejected_ids": encode(tokenizer, prompt, p["rejected"][0]["content"], cfg.max_length)}
         if cfg.margin:

@@ -1,16 +1,21 @@
 """The annotator app in a real browser: Debian's Chromium driven by Playwright's Python package."""
 
 import json
+import re
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
 import pytest
 from seeding import seed_tasks
 from servicectl import running_service
 
 from annotator.accounts import add_annotator
+from service.core.registry import register_model
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
+from service.loop.prompts import add_prompts, add_system_prompts, latest_system_prompts
+from service.loop.tasks import build_tasks
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -55,6 +60,11 @@ def choose(page, elem_id: str, option: str) -> None:
     page.locator(f"#{box.get_attribute('aria-controls')} [role=option][aria-label='{option}']").click()
 
 
+def rank(page, i: int, value: str) -> None:
+    """Pick candidate i's rank (a radio button labelled with the rank)."""
+    page.locator(f"#rank-{i} label").filter(has_text=re.compile(f"^\\s*{value}\\s*$")).click()
+
+
 def call_handler_as(url: str, name: str, password: str, api_name: str) -> dict:
     """Trigger one of the app's event handlers through Gradio's queue, as a logged-in user would."""
     with httpx.Client(base_url=url, timeout=30) as c:
@@ -79,8 +89,8 @@ def test_annotator_ranks_with_a_tie_and_a_flag(data: Path, browser) -> None:
         page.wait_for_function("document.querySelector('#progress').innerText.includes('left in the queue')")
         shown = [page.locator(f"#cand-{i}").inner_text() for i in range(4)]
         assert page.get_by_role("tab").all_inner_texts() == ["Rank"]  # no Admin tab for an annotator
-        for i, rank in enumerate(["2", "1", "1", "3"]):  # candidates 2 and 3 tie for best
-            choose(page, f"rank-{i}", rank)
+        for i, value in enumerate(["2", "1", "1", "3"]):  # candidates 2 and 3 tie for best
+            rank(page, i, value)
         choose(page, "flag-3", "off_topic")
         page.locator("#flagtext-3 textarea, #flagtext-3 input").first.fill("talks about trains")
         page.locator("#rationale textarea").fill("2 and 3 are equally good")
@@ -124,3 +134,53 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
         assert "alice" in page.locator("#annotator-report").inner_text()
         ok = call_handler_as(url, "boss", "boss-password", "admin_refresh")
         assert ok["success"] is True
+
+
+THREE_TURNS = [{"role": "user", "content": "I am baking today."}, {"role": "assistant", "content": "What will you bake?"},
+               {"role": "user", "content": "Bread. How long should it rise?"}]
+CANDIDATES = ["About an hour, until it doubles. <b>Not</b> longer.",
+              "Rise times:\n\n```python\nminutes = 60  # <until doubled>\n```",
+              "Two days.", "I don't know."]
+
+
+def test_a_three_turn_conversation_ranked_with_the_keyboard(tmp_path: Path, browser) -> None:
+    data = tmp_path / "data"
+    with Store.open(data / "rankloop.duckdb") as store:
+        add_prompts(store, [THREE_TURNS])
+        add_system_prompts(store, {"plain": "Answer helpfully."})
+        (sp,) = latest_system_prompts(store, ["plain"])
+        model_id = register_model(store, "pretrained", tmp_path / "m", name="m")
+        prompt_id = store.scalar("SELECT id FROM prompts")
+        with store.write() as cur:
+            store.insert_arrow(cur, "samples", pa.Table.from_pylist([
+                {"prompt_id": prompt_id, "system_prompt_id": sp["id"], "model_id": model_id, "params": "{}",
+                 "params_hash": "p", "sample_index": i, "text": t} for i, t in enumerate(CANDIDATES)]))
+        build_tasks(store, [prompt_id], {(sp["id"], model_id): 1.0}, "p", size=4)
+        add_annotator(store, "alice", "annotator", "alice-password")
+    with running_service(data, env={"RANKLOOP_ANNOTATION__GOLD_RATE": "0"}) as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 2400})
+        log_in(page, url, "alice", "alice-password")
+        page.wait_for_selector("#cand-0")
+        page.wait_for_function("document.querySelector('#conversation').innerText.includes('How long should it rise')")
+        chat = page.locator("#conversation").inner_text()
+        positions = [chat.index(m["content"]) for m in THREE_TURNS]
+        assert positions == sorted(positions), chat  # every turn, in order, above the candidates
+        assert "Conversation so far (3 turns)" in page.locator("#prompt").inner_text()
+        shown = [page.locator(f"#cand-{i}").inner_text() for i in range(4)]
+        html_one = next(i for i, t in enumerate(shown) if "doubles" in t)
+        assert "<b>Not</b>" in shown[html_one]  # HTML is shown as text...
+        assert page.locator(f"#cand-{html_one} b").count() == 0  # ... and never becomes markup
+        code_one = next(i for i, t in enumerate(shown) if "minutes = 60" in t)
+        assert page.locator(f"#cand-{code_one} pre code").count() == 1  # code blocks are kept
+        assert "<until doubled>" in page.locator(f"#cand-{code_one} pre code").inner_text()
+        # Keyboard: click the first candidate, then digits rank it and move on; Enter submits.
+        page.locator("#cand-0").click()
+        wanted = {i: {True: 1, False: 3}[i == html_one] for i in range(4)}
+        wanted[code_one] = 2
+        for i in range(4):
+            page.keyboard.press(str(wanted[i]))
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelector('#status').innerText.includes('Stored your ranking')")
+    with Store.open(data / "rankloop.duckdb") as store:
+        (row,) = store.query("SELECT ranks FROM rankings")
+        assert row["ranks"] == [wanted[i] for i in range(4)]

@@ -12,7 +12,7 @@ from annotator.ranking import Submission
 from service.cli.main import main
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
-from service.loop.exchange import export
+from service.loop.exchange import export, parse_hh
 
 
 def ranked_store(path: Path) -> Path:
@@ -86,6 +86,12 @@ def test_export_import_round_trip_through_the_cli(tmp_path: Path, capsys) -> Non
          "must share the conversation"),
         ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: x"}\n',
          "the same answer"),
+        ('{"chosen": "\\n\\nHuman: a\\n\\nHuman: b\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: y"}\n',
+         "line 2: the chosen transcript is not valid: turn 2 is Human again: the turns must alternate"),
+        ('{"chosen": "preamble\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: y"}\n',
+         'must start with a "Human:" turn'),
+        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant:  \\n\\nHuman: b\\n\\nAssistant: x", "rejected": "y"}\n',
+         "turn 2 is empty"),
     ],
 )
 def test_malformed_hh_is_rejected_whole(tmp_path: Path, capsys, content: str, message: str) -> None:
@@ -107,3 +113,37 @@ def test_empty_hh_file(tmp_path: Path, capsys) -> None:
     f.write_text("\n\n")
     assert main(["--data", str(tmp_path / "data"), "import", "hh", str(f)]) == 2
     assert "holds no rows" in capsys.readouterr().err
+
+
+def hh(*turns: str) -> str:
+    return "".join(f"\n\n{'Human' if i % 2 == 0 else 'Assistant'}: {t}" for i, t in enumerate(turns))
+
+
+def test_multi_turn_hh_round_trip_is_lossless(tmp_path: Path, capsys) -> None:
+    """Every Human/Assistant turn is kept as the conversation; export writes every turn back."""
+    rows = [{"chosen": hh("I want a pet.", "Cat or dog?", "A cat. What do they eat?", "Fish and meat."),
+             "rejected": hh("I want a pet.", "Cat or dog?", "A cat. What do they eat?", "Rocks.")},
+            {"chosen": hh("Hi", "Hello!", "Tell me a joke.", "Why did the cat sit on the laptop?"),
+             "rejected": hh("Hi", "Hello!", "Tell me a joke.", "No.")},
+            {"chosen": hh("Describe bread.", "Bread is baked dough."), "rejected": hh("Describe bread.", "Bread.")}]
+    first = tmp_path / "in.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["--data", str(a), "import", "hh", str(first)]) == 0
+    with Store.open(a / "rankloop.duckdb") as store:
+        convs = [json.loads(r["messages"]) for r in store.query("SELECT messages FROM prompts ORDER BY id")]
+    assert convs[0] == [{"role": "user", "content": "I want a pet."}, {"role": "assistant", "content": "Cat or dog?"},
+                        {"role": "user", "content": "A cat. What do they eat?"}]
+    assert [len(c) for c in convs] == [3, 3, 1]
+    assert main(["--data", str(a), "export", "--format", "hh", "--out", str(tmp_path / "out.jsonl")]) == 0
+    assert main(["--data", str(a), "export", "--format", "trl", "--out", str(tmp_path / "trl.jsonl")]) == 0
+    key = lambda r: (r["chosen"], r["rejected"])  # noqa: E731
+    assert sorted(map(key, lines(tmp_path / "out.jsonl"))) == sorted(map(key, rows))  # every turn, as given
+    trl = {r["chosen"][0]["content"]: r for r in lines(tmp_path / "trl.jsonl")}
+    assert trl["Fish and meat."]["prompt"] == convs[0]  # TRL's conversational format: the whole conversation
+    assert main(["--data", str(b), "import", "hh", str(tmp_path / "out.jsonl")]) == 0
+    with Store.open(b / "rankloop.duckdb") as store:
+        again = [json.loads(r["messages"]) for r in store.query("SELECT messages FROM prompts ORDER BY id")]
+        texts = sorted(r["text"] for r in store.query("SELECT text FROM samples"))
+    assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, convs))
+    assert texts == sorted(t for r in rows for t in (parse_hh(r["chosen"])[1], parse_hh(r["rejected"])[1]))

@@ -5,7 +5,7 @@ Layers, and what each may import of ours (arrows point one way):
     service.cli   -> service.web (to start `serve`), service.loop, service.core, annotator, reward, policy
     service.web   -> service.loop, service.core, annotator, reward
     service.loop  -> service.core, annotator, reward, policy
-    annotator     -> service.core
+    annotator     -> service.core, reward.conversation (the conversation format)
     service.core  -> reward.configfile (the YAML/flags helper the trainers share)
     policy        -> reward
     reward        -> nothing of ours
@@ -26,7 +26,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "service.web": ("service.web", "service.loop", "service.core", "annotator", "reward"),
     "service.loop": ("service.loop", "service.core", "annotator", "reward", "policy"),
     "service.core": ("service.core", "reward.configfile"),
-    "annotator": ("annotator", "service.core"),
+    "annotator": ("annotator", "service.core", "reward.conversation"),
     "policy": ("policy", "reward"),
     "reward": ("reward",),
     "service": (),  # the package's own __init__

@@ -241,3 +241,17 @@ def test_simulated_accounts_never_take_over_a_person(store: Store) -> None:
         ensure_accounts(store, {"alice": Profile()})
     add_annotator(store, "bare", "simulated")  # made by hand, without a profile
     assert ensure_accounts(store, {"bare": Profile(noise=2.0)})["bare"] == Profile()
+
+
+def test_judges_count_toward_overlap_only_when_configured(store: Store) -> None:
+    seed_tasks(store, n_prompts=1, k=2, styles=("brief",), required=1)  # 1 task needing 1 ranking
+    judge = add_annotator(store, "judge-x", "judge")
+    (person,) = people(store, 1)
+    t = queue.next_task(store, judge, NO_GOLD)
+    queue.submit(store, judge, sub(t))
+    # By default the judge ranked beside people: the task is still open for them.
+    assert queue.next_task(store, person, NO_GOLD)["task_id"] == t["task_id"]
+    counting = AnnotationOptions(lease_s=600, gold_rate=0.0, judges_count=True)
+    other = add_annotator(store, "ann-late", "simulated")
+    assert queue.next_task(store, other, counting) is None  # the judge's ranking (and the person's lease) fill it
+    assert queue.progress(store, judge, NO_GOLD)["queue"] == 0  # a judge never gets a task twice

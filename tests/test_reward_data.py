@@ -35,4 +35,5 @@ def test_consensus_all_or_aggregate() -> None:
 
 def test_listwise_groups_keep_display_order_and_ties() -> None:
     groups = listwise_groups([row(1, [2, 1, 1, 3])])
-    assert groups == [{"prompt": "Q?", "responses": ["w", "x", "y", "z"], "ranks": [2, 1, 1, 3]}]
+    assert groups == [{"prompt": [{"role": "user", "content": "Q?"}], "responses": ["w", "x", "y", "z"],
+                       "ranks": [2, 1, 1, 3]}]

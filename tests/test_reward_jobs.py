@@ -161,3 +161,27 @@ def test_training_job_runs_inside_a_running_service(data: Path, tiny_model: Path
         bad = httpx.post(f"{url}/admin/jobs", headers=admin_headers(data),
                          json={"kind": "reward", "config": {"base_model": str(tiny_model), "epochs": 0}})
         assert bad.status_code == 422 and "epochs" in bad.json()["error"]
+
+
+def test_reward_model_judge_agrees_with_people_and_snapshots_leave_it_out(active_id: int, data: Path,
+                                                                          capsys) -> None:
+    """Runs last in this module: the judge ranks every task beside the simulated people."""
+    with Store.open(data / "rankloop.duckdb") as store:
+        tasks = store.scalar("SELECT count(*) FROM tasks")
+        people_before = store.scalar("SELECT count(*) FROM rankings")
+    assert main(["--data", str(data), "judge", "--reward-model", str(active_id)]) == 0
+    assert f"judge 'judge-reward-{active_id}': ranked {tasks} tasks, skipped 0" in capsys.readouterr().out
+    with Store.open(data / "rankloop.duckdb") as store:
+        from annotator.quality import judge_report
+
+        people, judge = judge_report(store)
+        assert people["role"] == "people" and judge["annotator"] == f"judge-reward-{active_id}"
+        # Chance is 0.5; the reward model learned the people's hidden preference.
+        assert judge["agreement_with_people"] > 0.6 and judge["pairs"] >= people_before - 12, judge
+        assert store.scalar("SELECT role FROM annotators WHERE name = ?", [judge["annotator"]]) == "judge"
+    # Snapshots leave judges out unless asked: without them the data is what it was before the judge ran.
+    assert main(["--data", str(data), "snapshot"]) == 0
+    assert "unchanged (same data as before)" in capsys.readouterr().out
+    assert main(["--data", str(data), "snapshot", "--include-judges"]) == 0
+    out = capsys.readouterr().out
+    assert "written" in out and f"  {people_before + tasks} rankings" in out, out

@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from reward.conversation import from_row
 from service.core.registry import find_or_register
 from service.core.settings import VLLMOptions
 from service.core.store import Store
@@ -19,7 +20,10 @@ from service.loop.sampler import Endpoint, SamplingError, SamplingParams, messag
 from service.loop.tasks import build_tasks
 
 pytestmark = pytest.mark.slow
-PROMPTS = ["Tell me about cats.", "Describe bread.", "Why do people like trains?"]
+# The third prompt is a three-turn conversation: the whole of it goes to the server, after the system prompt.
+PROMPTS = ["Tell me about cats.", "Describe bread.",
+           [{"role": "user", "content": "I am planning a trip."}, {"role": "assistant", "content": "Where to?"},
+            {"role": "user", "content": "Why do people like trains?"}]]
 SYSTEM = {"brief": "Answer in one short sentence.", "friendly": "Answer in a warm and friendly way."}
 
 
@@ -34,7 +38,7 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
 def filled(store: Store, tiny_model: Path):
     add_prompts(store, PROMPTS)
     add_system_prompts(store, SYSTEM)
-    prompts = store.query("SELECT id, text FROM prompts ORDER BY id")
+    prompts = store.query("SELECT id, text, messages FROM prompts ORDER BY id")
     sps = latest_system_prompts(store, ["brief", "friendly", "none"])
     return store, prompts, sps, find_or_register(store, tiny_model)
 
@@ -52,12 +56,14 @@ def test_samples_prompts_x_system_prompts_x_k(server, filled, tiny_model: Path) 
     assert {(r["prompt_id"], r["system_prompt_id"], r["sample_index"]) for r in rows} == {
         (p["id"], s["id"], i) for p in prompts for s in sps for i in range(3)}
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    text_of = {p["id"]: p["text"] for p in prompts}
+    text_of = {p["id"]: from_row(p["text"], p["messages"]) for p in prompts}
+    assert [len(c) for c in text_of.values()] == [1, 1, 3]
     sp_of = {s["id"]: s["text"] for s in sps}
     for r in rows:
         assert r["model_id"] == model_id
         assert json.loads(r["params"]) == params.model_dump() and r["params_hash"] == params.key()
         chat = messages(sp_of[r["system_prompt_id"]], text_of[r["prompt_id"]])
+        # The token count vLLM reports is that of the whole chat through the checkpoint's template.
         assert r["prompt_tokens"] == len(tok.apply_chat_template(chat, add_generation_prompt=True)["input_ids"])
         assert 1 <= r["completion_tokens"] <= 12
         assert r["finish_reason"] in ("stop", "length")

@@ -25,6 +25,7 @@ from pydantic_core import to_jsonable_python
 from tqdm.auto import tqdm
 
 from reward.configfile import ConfigError, format_errors
+from service.cli.output import print_table
 from service.core.discovery import admin_key, find_service
 from service.core.errors import CommandFailed, DataDirBusy, StoreError
 from service.core.paths import atomic_file
@@ -168,3 +169,9 @@ def follow(client: LocalClient | RemoteClient, job_id: int, desc: str) -> dict:
         raise
     finally:
         bar.close()
+
+
+def show_table(settings: Settings, op: str, columns: list[str], **params: Any) -> None:
+    """Run an operation and print its rows as a table: what most listing commands do."""
+    with connect(settings) as c:
+        print_table(c.call(op, **params), columns)

@@ -10,6 +10,7 @@
     rankloop serve                                   # annotator app at /annotate, JSON API, /admin
     rankloop annotators add NAME --role annotator|admin
     rankloop annotate-sim --annotators 3 --noise 0.3 [--unreliable 1]
+    rankloop judge --reward-model ID | --model DIR | --endpoint URL [--template NAME]
     rankloop export --format trl|hh|jsonl --out FILE
     rankloop import hh FILE
     rankloop snapshot [--exclude-flagged] [--min-gold-agreement X] [--exclude-annotator NAME ...]
@@ -35,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.annotate import add_parsers as add_annotation_parsers
-from service.cli.client import connect, follow
+from service.cli.client import connect, follow, show_table
+from service.cli.judge import add_parsers as add_judge_parsers
 from service.cli.output import print_table, report_job
 from service.cli.reward import add_parsers as add_reward_parsers
 from service.core.errors import CommandFailed, exit_code
@@ -60,13 +62,11 @@ def cmd_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_system_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
-    with connect(settings) as c:
-        print_table(c.call("system_prompts.add", file=args.file), ["name", "version", "change"])
+    show_table(settings, "system_prompts.add", ["name", "version", "change"], file=args.file)
 
 
 def cmd_system_prompts_list(args: argparse.Namespace, settings: Settings) -> None:
-    with connect(settings) as c:
-        print_table(c.call("system_prompts.list"), ["name", "version", "text", "created_at"])
+    show_table(settings, "system_prompts.list", ["name", "version", "text", "created_at"])
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> None:
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     add_annotation_parsers(sub, add)
+    add_judge_parsers(sub, add)
 
     p = add("demo", cmd_demo, "the whole loop on a tiny model built here (no download)")
     p.add_argument("--model", default=None, help="use this Hugging Face model directory instead of the tiny one")

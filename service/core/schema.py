@@ -164,6 +164,38 @@ ALTER TABLE jobs ADD COLUMN result JSON;
 ALTER TABLE jobs ADD COLUMN worker_pid INTEGER;
 """,
     ),
+    Migration(
+        6,
+        "a prompt is a conversation: its messages; text stays its deduplicated key (ids unchanged)",
+        """ALTER TABLE prompts ADD COLUMN messages JSON;
+UPDATE prompts SET messages = json_array(json_object('role', 'user', 'content', text));
+""",
+    ),
+    Migration(
+        7,
+        "model judges: role 'judge' (the role check is rebuilt, ids kept) and versioned judge templates",
+        """CREATE TABLE annotators_v7 (
+  id BIGINT PRIMARY KEY DEFAULT nextval('seq_annotators'),
+  name VARCHAR NOT NULL UNIQUE,
+  role VARCHAR NOT NULL CHECK (role IN ('annotator', 'admin', 'simulated', 'import', 'judge')),
+  password_hash VARCHAR,
+  disabled BOOLEAN NOT NULL DEFAULT false,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+  profile JSON
+);
+INSERT INTO annotators_v7 (id, name, role, password_hash, disabled, created_at, profile)
+  SELECT id, name, role, password_hash, disabled, created_at, profile FROM annotators;
+DROP TABLE annotators;
+ALTER TABLE annotators_v7 RENAME TO annotators;
+"""
+        + _table(
+            "judge_templates",
+            """name VARCHAR NOT NULL,
+  version INTEGER NOT NULL,
+  text VARCHAR NOT NULL,
+  UNIQUE (name, version)""",
+        ),
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -61,6 +61,8 @@ class AnnotationOptions(BaseModel):
     lease_s: float = Field(600.0, gt=0, description="how long a handed-out task stays reserved for its annotator")
     gold_rate: float = Field(0.1, ge=0, le=1, description="share of tasks served from the gold set, when it has any")
     show_sources: bool = Field(False, description="show annotators which system prompt and model wrote each candidate")
+    judges_count: bool = Field(False, description="model judges' rankings count toward a task's required rankings "
+                               "(else judges rank every task beside people, and people's overlap is unchanged)")
 
 
 class Settings(BaseModel):

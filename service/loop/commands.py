@@ -23,11 +23,12 @@ from annotator import accounts, quality
 from annotator.queue import mark_gold
 from annotator.simulate_run import ensure_accounts
 from annotator.simulated import Profile
+from reward.conversation import check_messages
 from service.core import registry
 from service.core.errors import StoreError
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop import exchange, jobs, prompts
+from service.loop import exchange, jobs, judges, prompts
 from service.loop.sample_run import SampleJobConfig
 from service.loop.scoring import ScorerCache, prioritize
 from service.loop.snapshots import SnapshotFilters, create_snapshot
@@ -120,12 +121,22 @@ class Gold(Params):
     ranks: list[int]
 
 
+class JudgeAccount(Params):
+    name: str
+    profile: dict[str, Any]
+
+
+class TemplateName(Params):
+    name: str
+
+
 class Board(Params):
     by: Literal["system_prompt", "model"] = "system_prompt"
 
 
 class Rewards(Params):
-    prompt: str
+    prompt: str = Field(description="the user prompt (a one-message conversation), unless messages is given")
+    messages: list[dict[str, str]] | None = Field(None, description="the whole conversation the responses answer")
     responses: list[str] = Field(min_length=1, max_length=64)
 
 
@@ -172,7 +183,10 @@ def _prioritize(ctx: Context, _: NoParams) -> dict:
 
 def _rewards(ctx: Context, p: Rewards) -> dict:
     model_id, scorer = ctx.scorers.get(ctx.store)
-    return {"model_id": model_id, "scores": scorer.score(p.prompt, p.responses)}
+    problems = check_messages(p.messages) if p.messages is not None else []
+    if problems:
+        raise StoreError("; ".join(problems))
+    return {"model_id": model_id, "scores": scorer.score(p.messages or p.prompt, p.responses)}
 
 
 def _annotator_add(ctx: Context, p: NewAnnotator) -> dict:
@@ -188,6 +202,10 @@ def _disable(ctx: Context, p: AnnotatorName) -> dict:
 def _gold(ctx: Context, p: Gold) -> dict:
     mark_gold(ctx.store, p.task_id, p.ranks)
     return {"task_id": p.task_id, "ranks": p.ranks}
+
+
+def _templates_add(ctx: Context, p: FileParams) -> list[dict]:
+    return judges.add_templates(ctx.store, prompts.read_system_prompt_file(p.file))
 
 
 def _start_job(ctx: Context, p: StartJob) -> dict:
@@ -222,9 +240,17 @@ COMMANDS: dict[str, Command] = {
     "annotators.list": Command("GET", "/annotators", NoParams, lambda ctx, p: accounts.list_annotators(ctx.store)),
     "annotators.disable": Command("POST", "/annotators/{name}/disable", AnnotatorName, _disable),
     "simulated.ensure": Command("POST", "/simulated", Simulated, lambda ctx, p: ensure_accounts(ctx.store, p.profiles)),
+    "judges.ensure": Command("POST", "/judges", JudgeAccount,
+                             lambda ctx, p: judges.ensure_judge(ctx.store, p.name, p.profile)),
+    "judge_templates.add": Command("POST", "/judge-templates", FileParams, _templates_add, upload="file"),
+    "judge_templates.get": Command("GET", "/judge-templates/{name}", TemplateName,
+                                   lambda ctx, p: judges.template(ctx.store, p.name)),
+    "judge_templates.list": Command("GET", "/judge-templates", NoParams, lambda ctx, p: ctx.store.query(
+        "SELECT name, version, text, created_at FROM judge_templates ORDER BY name, version")),
     "tasks.gold": Command("POST", "/tasks/{task_id}/gold", Gold, _gold),
     "leaderboard": Command("GET", "/leaderboard", Board, lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by)),
     "quality": Command("GET", "/quality", NoParams, lambda ctx, p: {
         "annotators": quality.annotator_report(ctx.store), "batches": quality.batch_alpha(ctx.store),
+        "judges": quality.judge_report(ctx.store),
         "flagged": quality.flagged(ctx.store), "skipped": quality.skipped(ctx.store)}),
 }

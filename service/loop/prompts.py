@@ -1,7 +1,8 @@
 """Prompts and versioned system prompts: reading them from files and storing them.
 
-Prompt files are JSONL (a `prompt` field per line), CSV (a `prompt` column) or plain
-text (one prompt per line). System prompt files are YAML mappings name -> text;
+Prompt files are JSONL (a `prompt` field, or `messages`: a conversation in OpenAI chat
+format, per line), CSV (a `prompt` column) or plain text (one prompt per line). A prompt
+is stored as its conversation; see `reward.conversation`. System prompt files are YAML mappings name -> text;
 adding a name again with new text makes a new version and never overwrites.
 A file with any bad row is rejected whole, with every bad line named, before
 anything is written.
@@ -19,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
+from reward.conversation import Messages, check_messages, conversation_key, normalized
 from service.core.errors import StoreError
 from service.core.store import Store
 
@@ -72,57 +74,67 @@ def _check_text(value: object, where: str, problems: list[str]) -> str | None:
     return None
 
 
-def read_prompt_file(path: str | Path) -> list[str]:
-    """The prompts in a .jsonl, .csv or plain-text file; raises InputFileError naming bad lines."""
+def read_prompt_file(path: str | Path) -> list[Messages]:
+    """The conversations in a .jsonl, .csv or plain-text file; raises InputFileError naming bad lines."""
     path = Path(path)
     raw = read_text(path)
     problems: list[str] = []
-    prompts: list[str] = []
+    prompts: list[Messages] = []
+
+    def one_message(value: object, where: str) -> None:
+        text = _check_text(value, where, problems)
+        prompts.extend([[{"role": "user", "content": text}]] if text else [])
+
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         for n, row in jsonl_rows(raw, problems):
-            if not isinstance(row, dict) or "prompt" not in row:
-                problems.append(f"line {n}: expected an object with a \"prompt\" field")
-                continue
-            text = _check_text(row["prompt"], f"line {n}", problems)
-            prompts.extend([text] if text else [])
+            if isinstance(row, dict) and "messages" in row:
+                found = check_messages(row["messages"], f"line {n}: messages")
+                problems.extend(found)
+                prompts.extend([] if found else [normalized(row["messages"])])
+            elif isinstance(row, dict) and "prompt" in row:
+                one_message(row["prompt"], f"line {n}")
+            else:
+                problems.append(f"line {n}: expected an object with a \"prompt\" or a \"messages\" field")
     elif suffix == ".csv":
         reader = csv.DictReader(io.StringIO(raw))
         if not reader.fieldnames or "prompt" not in reader.fieldnames:
             raise InputFileError(f"{path}: a CSV needs a header row with a \"prompt\" column; "
                                  f"found columns {reader.fieldnames or []}")
         for row in reader:
-            text = _check_text(row["prompt"] or "", f"line {reader.line_num}", problems)
-            prompts.extend([text] if text else [])
+            one_message(row["prompt"] or "", f"line {reader.line_num}")
     else:
         for n, line in enumerate(raw.splitlines(), 1):
             if line.strip():
-                text = _check_text(line, f"line {n}", problems)
-                prompts.extend([text] if text else [])
+                one_message(line, f"line {n}")
     if problems:
         raise reject(path, problems)
     if not prompts:
-        raise InputFileError(f"{path}: holds no prompts (expected JSONL with a \"prompt\" field, "
+        raise InputFileError(f"{path}: holds no prompts (expected JSONL with a \"prompt\" or \"messages\" field, "
                              "CSV with a \"prompt\" column, or one prompt per line)")
     return prompts
 
 
-def add_prompts(store: Store, texts: list[str], source: str = "seed", source_ref: str | None = None) -> tuple[int, int]:
-    """Store new prompts (exact duplicates of stored ones are skipped); returns (added, skipped)."""
-    unique = list(dict.fromkeys(texts))
+def add_prompts(store: Store, prompts: list[Messages | str], source: str = "seed",
+                source_ref: str | None = None) -> tuple[int, int]:
+    """Store new conversations (a string is a one-message one); a conversation already stored is
+    skipped. Returns (added, skipped)."""
+    convs = [[{"role": "user", "content": p}] if isinstance(p, str) else normalized(p) for p in prompts]
+    unique = {conversation_key(c): c for c in convs}
     with store.write() as cur:
         cur.complete()  # DuckDB 2.0 refuses register() while an earlier result is unread
-        cur.register("_new_prompts", pa.table({"text": unique}))
+        cur.register("_new_prompts", pa.table({"text": list(unique),
+                                               "messages": [json.dumps(c) for c in unique.values()]}))
         try:
             added = cur.execute(
-                """INSERT INTO prompts (text, source, source_ref)
-                   SELECT n.text, ?, ? FROM _new_prompts n
+                """INSERT INTO prompts (text, messages, source, source_ref)
+                   SELECT n.text, n.messages::JSON, ?, ? FROM _new_prompts n
                    WHERE n.text NOT IN (SELECT text FROM prompts) RETURNING id""",
                 [source, source_ref],
             ).fetchall()
         finally:
             cur.unregister("_new_prompts")
-    return len(added), len(texts) - len(added)
+    return len(added), len(prompts) - len(added)
 
 
 def read_system_prompt_file(path: str | Path) -> dict[str, str]:

@@ -87,7 +87,7 @@ def run(job: JobRun) -> dict:
     cfg: SampleJobConfig = job.config
     store = job.store
     system_prompts = latest_system_prompts(store, cfg.system_prompts)
-    prompts = store.query("SELECT id, text FROM prompts ORDER BY id")
+    prompts = store.query("SELECT id, text, messages FROM prompts ORDER BY id")
     weights_by_name = parse_mix(cfg.mix, [s["name"] for s in system_prompts])
     per_model, model_ids = {}, []
     n_models = len(cfg.models)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from reward.conversation import from_row
 from service.core.store import Store
 
 FLUSH_EVERY = 32
@@ -77,7 +79,7 @@ class _Job:
     """One request: the missing sample indices of one prompt under one system prompt."""
 
     prompt_id: int
-    prompt: str
+    prompt: tuple[str, ...]  # the conversation's messages, as JSON (hashable)
     system_prompt_id: int
     system_text: str
     indices: tuple[int, ...]
@@ -99,15 +101,16 @@ def _missing_jobs(store: Store, prompts: list[dict], system_prompts: list[dict],
             missing = tuple(i for i in range(k) if (p["id"], sp["id"], i) not in have)
             existing += k - len(missing)
             if missing:
-                jobs.append(_Job(p["id"], p["text"], sp["id"], sp["text"], missing))
+                jobs.append(_Job(p["id"], tuple(json.dumps(m) for m in from_row(p["text"], p.get("messages"))),
+                                 sp["id"], sp["text"], missing))
     return jobs, existing
 
 
-def messages(system_text: str, prompt: str) -> list[dict[str, str]]:
-    """The chat a sample answers: no system message for the empty ('none') system prompt."""
-    return ([{"role": "system", "content": system_text}] if system_text else []) + [
-        {"role": "user", "content": prompt}
-    ]
+def messages(system_text: str, prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
+    """The chat a sample answers: the system prompt first (none for the empty 'none' arm), then the
+    whole conversation (a string is a one-message one)."""
+    conversation = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return ([{"role": "system", "content": system_text}] if system_text else []) + conversation
 
 
 def _store_batch(store: Store, rows: list[dict], model_id: int, params: SamplingParams) -> list[int]:
@@ -143,7 +146,7 @@ async def _run(jobs: list[_Job], endpoint: Endpoint, params: SamplingParams, con
             t0 = time.perf_counter()
             resp = await client.chat.completions.create(
                 model=endpoint.served_name,
-                messages=messages(job.system_text, job.prompt),
+                messages=messages(job.system_text, [json.loads(m) for m in job.prompt]),
                 n=len(job.indices),
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,

@@ -49,17 +49,18 @@ def prioritize(store: Store, scorer) -> int:
     """Set the priority of every task that still needs rankings; returns how many were scored."""
     tasks = store.query(
         """WITH open AS (SELECT t.* FROM tasks t WHERE t.gold_ranks IS NULL AND t.required_rankings >
-                         (SELECT count(*) FROM rankings r WHERE r.task_id = t.id AND NOT r.skipped)),
+                         (SELECT count(*) FROM rankings r WHERE r.task_id = t.id AND NOT r.skipped
+                          AND r.annotator_id NOT IN (SELECT id FROM annotators WHERE role = 'judge'))),
                 cand AS (SELECT o.id, u.sample_id, u.position
                          FROM open o, unnest(o.sample_ids) WITH ORDINALITY AS u(sample_id, position))
-           SELECT o.id, p.text AS prompt, list(s.text ORDER BY c.position) AS texts
+           SELECT o.id, p.text AS prompt, p.messages::VARCHAR AS messages, list(s.text ORDER BY c.position) AS texts
            FROM open o JOIN prompts p ON p.id = o.prompt_id JOIN cand c ON c.id = o.id
            JOIN samples s ON s.id = c.sample_id
-           GROUP BY o.id, p.text ORDER BY o.id"""
+           GROUP BY o.id, p.text, p.messages::VARCHAR ORDER BY o.id"""
     )
     if not tasks:
         return 0
-    scores = scorer.score_rankings([{"prompt": t["prompt"], "texts": t["texts"]} for t in tasks])
+    scores = scorer.score_rankings(tasks)
     table = pa.table({"id": [t["id"] for t in tasks], "priority": [uncertainty(s) for s in scores]})
     with store.write() as cur:
         cur.complete()

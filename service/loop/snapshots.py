@@ -36,6 +36,7 @@ class SnapshotFilters(BaseModel):
         "(annotators with no gold answers are kept, and counted in the manifest)")
     exclude_annotators: list[str] = Field(default_factory=list, description="drop these annotators' rankings")
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="share of prompts held out for evaluation")
+    include_judges: bool = Field(False, description="keep rankings by model judges (AI feedback) beside people's")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ WITH gold AS (SELECT annotator_id, avg(gold_agreement) AS gold_agreement FROM ra
               WHERE gold_agreement IS NOT NULL GROUP BY annotator_id),
      cand AS (SELECT t.id AS task_id, u.sample_id, u.position
               FROM tasks t, unnest(t.sample_ids) WITH ORDINALITY AS u(sample_id, position))
-SELECT r.id AS ranking_id, r.task_id, t.prompt_id, p.text AS prompt, a.name AS annotator, a.role AS annotator_role,
+SELECT r.id AS ranking_id, r.task_id, t.prompt_id, p.text AS prompt, p.messages::VARCHAR AS messages, a.name AS annotator, a.role AS annotator_role,
        a.profile AS annotator_profile, g.gold_agreement AS annotator_gold_agreement, r.ranks,
        coalesce(r.flags, '[]') AS flags, t.batch,
        list(c.sample_id ORDER BY c.position) AS sample_ids,
@@ -86,10 +87,12 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
         raise StoreError(f"--exclude-annotator: no annotator named {', '.join(map(repr, unknown))}; "
                          "`rankloop annotators list` shows them")
     rows = store.query(_ROWS)
-    dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0}
+    dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0, "judges": 0}
     kept = []
     for r in rows:
-        if r["annotator"] in filters.exclude_annotators:
+        if r["annotator_role"] == "judge" and not filters.include_judges:
+            dropped["judges"] += 1
+        elif r["annotator"] in filters.exclude_annotators:
             dropped["excluded_annotators"] += 1
         elif filters.exclude_flagged and json.loads(r["flags"]):
             dropped["flagged"] += 1

@@ -77,11 +77,12 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
         import gradio as gr
 
         from annotator.app import build_ui, gradio_auth
+        from annotator.render import SHORTCUTS_CSS, SHORTCUTS_JS
 
         app = gr.mount_gradio_app(
             app, build_ui(app.state), path="/annotate", auth=gradio_auth(app.state),
             auth_message="rankloop: log in with your annotator account",
             allowed_paths=[], blocked_paths=[str(settings.data_dir.resolve())], show_error=True,
-            footer_links=[], ssr_mode=False, mcp_server=False,
+            footer_links=[], ssr_mode=False, mcp_server=False, head=SHORTCUTS_JS, css=SHORTCUTS_CSS,
         )
     return app
