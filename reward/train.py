@@ -32,21 +32,17 @@ from reward.configfile import parse_cli
 from reward.snapshot_format import read_manifest
 
 
-class RewardTrainConfig(BaseModel):
-    snapshot: Path = Field(description="snapshot directory or its rankings.parquet")
-    base_model: Path = Field(description="Hugging Face checkpoint the reward head goes on")
-    output_dir: Path = Field(description="where the reward model is written")
-    mode: Literal["listwise", "pairwise"] = Field("listwise", description="Plackett-Luce lists or TRL pairs")
-    consensus: Literal["all", "aggregate"] = Field("all", description="several rankings of a task: keep all, or merge")
-    margin: bool = Field(False, description="pairwise: use the rank gap as Bradley-Terry margin")
+class TrainingFields(BaseModel):
+    """Fields every rankloop trainer has (reward here, policies in `policy/trainer.py`)."""
+
     lora: bool = Field(False, description="train LoRA adapters instead of every weight (merged when saved)")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
-    epochs: float = Field(3.0, gt=0, description="passes over the training rankings")
+    epochs: float = Field(3.0, gt=0, description="passes over the training data")
     max_steps: int = Field(-1, description="stop after this many steps (-1: run the epochs)")
     max_seconds: float | None = Field(None, gt=0, description="stop training after this much wall time")
     learning_rate: float = Field(5e-4, gt=0, description="peak learning rate")
-    batch_size: int = Field(8, ge=1, description="rankings per step (listwise) or pairs per step (pairwise)")
+    batch_size: int = Field(8, ge=1, description="examples per step and process")
     max_length: int = Field(512, ge=8, description="longest prompt + response, in tokens")
     logging_steps: int = Field(10, ge=1, description="log the loss every this many steps")
     bf16: bool | None = Field(None, description="bf16 mixed precision (default: on GPUs that support it; "
@@ -54,6 +50,16 @@ class RewardTrainConfig(BaseModel):
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (large models on small GPUs)")
     seed: int = Field(0, description="random seed")
     progress_file: Path | None = Field(None, description="JSON progress for `rankloop train` (step, total)")
+
+
+class RewardTrainConfig(TrainingFields):
+    snapshot: Path = Field(description="snapshot directory or its rankings.parquet")
+    base_model: Path = Field(description="Hugging Face checkpoint the reward head goes on")
+    output_dir: Path = Field(description="where the reward model is written")
+    mode: Literal["listwise", "pairwise"] = Field("listwise", description="Plackett-Luce lists or TRL pairs")
+    consensus: Literal["all", "aggregate"] = Field("all", description="several rankings of a task: keep all, or merge")
+    margin: bool = Field(False, description="pairwise: use the rank gap as Bradley-Terry margin")
+    batch_size: int = Field(8, ge=1, description="rankings per step (listwise) or pairs per step (pairwise)")
 
 
 def trl_config(cfg: RewardTrainConfig, workdir: Path):
@@ -157,9 +163,9 @@ def main(cfg: RewardTrainConfig) -> Path:
         args = trl_config(cfg, Path(workdir))
         build = _build_pairwise if cfg.mode == "pairwise" else _build_listwise
         trainer = build(cfg, train_rows, tokenizer, args)
-        before = _fingerprints(trainer.model)
+        before = fingerprints(trainer.model)
         result = trainer.train()
-        after = _fingerprints(trainer.model)
+        after = fingerprints(trainer.model)
         changed = sum(after[n] != fp for n, fp in before.items())
         if not trainer.is_world_process_zero():
             return out
@@ -187,7 +193,7 @@ def main(cfg: RewardTrainConfig) -> Path:
     return out
 
 
-def _fingerprints(model) -> dict[str, tuple[float, float]]:
+def fingerprints(model) -> dict[str, tuple[float, float]]:
     """Two numbers per trainable tensor (sum and sum of squares): enough to see that training
     changed it, without a second copy of the weights in memory."""
     import torch

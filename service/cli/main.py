@@ -16,6 +16,7 @@
     rankloop snapshot [--exclude-flagged] [--min-gold-agreement X] [--exclude-annotator NAME ...]
     rankloop train reward [--config FILE] [--mode listwise|pairwise]
     rankloop models promote ID --reason TEXT
+    rankloop train policy --method sft|dpo|grpo|rloo [--config FILE]
     rankloop prioritize
     rankloop demo
 
@@ -39,6 +40,7 @@ from service.cli.annotate import add_parsers as add_annotation_parsers
 from service.cli.client import connect, follow, show_table
 from service.cli.judge import add_parsers as add_judge_parsers
 from service.cli.output import print_table, report_job
+from service.cli.policy import add_parsers as add_policy_parsers
 from service.cli.reward import add_parsers as add_reward_parsers
 from service.core.errors import CommandFailed, exit_code
 from service.core.settings import Settings, load_settings
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     _vllm_flags(p)
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
-    add_reward_parsers(sub, add, models)
+    add_policy_parsers(add_reward_parsers(sub, add, models), add)
     p = add("list", cmd_models_list, "list registered models", models)
     p.add_argument("--kind", choices=["pretrained", "sft", "reward", "policy", "external"], help="only this kind")
     p = add("show", cmd_models_show, "a model, its status and the checkpoints and data it came from", models)

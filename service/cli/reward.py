@@ -74,7 +74,8 @@ def cmd_prioritize(args: argparse.Namespace, settings: Settings) -> None:
     print(f"set the priority of {result['tasks']} open tasks from reward model #{result['model_id']}'s uncertainty")
 
 
-def add_parsers(sub, add: Callable[..., argparse.ArgumentParser], models_sub) -> None:
+def add_parsers(sub, add: Callable[..., argparse.ArgumentParser], models_sub):
+    """Adds the reward stage's commands; returns the `train` group (policy training joins it)."""
     p = add("snapshot", cmd_snapshot, "freeze the rankings into a Parquet snapshot with a prompt-disjoint split")
     p.add_argument("--exclude-flagged", action="store_true", help="drop rankings that flag a candidate")
     p.add_argument("--min-gold-agreement", type=float, default=None,
@@ -97,3 +98,4 @@ def add_parsers(sub, add: Callable[..., argparse.ArgumentParser], models_sub) ->
     p.add_argument("--reason", required=True, help="why (recorded in the registry)")
 
     add("prioritize", cmd_prioritize, "order the queue by the active reward model's uncertainty")
+    return train

@@ -124,6 +124,7 @@ def register_trained(
     metrics: dict,
     approved: bool,
     reason: str,
+    gate: bool = True,
 ) -> int:
     """Register a checkpoint a job trained, inside the caller's transaction `cur` (the job is
     finished in the same one): its parent is the base checkpoint (registered as pretrained when
@@ -134,6 +135,7 @@ def register_trained(
         "INSERT INTO models (kind, name, path) VALUES ('pretrained', ?, ?) RETURNING id", [Path(base).name, base]
     ).fetchone()[0]
     status, prefix = ("active", "gate passed: ") if approved else ("candidate", "gate refused: ")
+    prefix = prefix if gate else ""
     model_id = cur.execute(
         """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",

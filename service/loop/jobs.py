@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +31,7 @@ from service.core.errors import NotFound, StoreError
 from service.core.procs import pid_alive, signal_group
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop import reward_job, sample_run
+from service.loop import policy_job, reward_job, sample_run
 from service.loop.engines import EngineSupervisor
 from service.loop.jobrun import JobCancelled, JobRun
 
@@ -62,6 +63,8 @@ KINDS: dict[str, JobKind] = {
             store, validate(sample_run.SampleJobConfig, values, source)),
         sample_run.run),
     "reward": JobKind(RewardTrainConfig, reward_job.prepare, reward_job.run, RewardOptions),
+    **{method: JobKind(config, partial(policy_job.prepare, method), partial(policy_job.run, method))
+       for method, (config, _) in policy_job.METHODS.items()},
 }
 
 

@@ -1,0 +1,39 @@
+"""`rankloop train policy --method sft|dpo|grpo|rloo [--config FILE]`: a policy training job,
+followed to its end (in the service when one runs)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from reward.configfile import read_yaml
+from service.cli.client import connect, follow
+from service.core.errors import CommandFailed
+from service.core.settings import Settings
+
+
+def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
+    config = read_yaml(args.job_config) if args.job_config else {}
+    with connect(settings) as c:
+        job_id = c.call("jobs.start", kind=args.method, config=config)["job_id"]
+        cfg = c.call("jobs.show", job_id=job_id)["config"]
+        data = cfg.get("snapshot") or cfg.get("data")
+        print(f"job {job_id}: {args.method} from {cfg['base_model']} on {data}" + (" (in the service)" if c.remote else ""))
+        job = follow(c, job_id, f"training ({args.method})")
+        model = c.call("models.show", model_id=job["result_model_id"]) if job["result_model_id"] else None
+    if job["status"] != "succeeded" or model is None:
+        raise CommandFailed(f"job {job['id']} {job['status']}: {job['error']}", 1)
+    train = model["metrics"]["train"]
+    losses = [p["loss"] for p in model["metrics"]["loss_curve"]]
+    print(f"job {job_id} succeeded: {model['kind']} model #{model['id']} at {model['path']}")
+    print(f"  {train['steps']} steps in {train['seconds']:.0f} s; loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+          if losses else f"  {train['steps']} steps")
+    print(f"  status {model['status']}: {model['status_reason']}")
+
+
+def add_parsers(train_sub, add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("policy", cmd_train_policy, "train a policy (SFT, DPO, GRPO or RLOO) as a job", train_sub,
+            settings_flag=False)
+    p.add_argument("--method", required=True, choices=["sft", "dpo", "grpo", "rloo"], help="how to train")
+    p.add_argument("--config", dest="job_config", metavar="FILE",
+                   help="YAML with the method's fields (policy/sft.py, dpo.py, rl.py); unset ones come from the data")
