@@ -182,13 +182,13 @@ def start_server(
     if port is not None and not port_is_free(port, host):
         raise EngineStartError(f"port {port} on {host} is already in use; pick another or leave it unset for a free one")
     # A free port we picked can be taken by another process before vLLM binds it: pick again.
-    for attempt in range(3 if port is None else 1):
+    attempts = 1 if port is not None else 3
+    for attempt in range(1, attempts + 1):
         try:
             return _start(model_dir, opts, log_dir, port or free_port(host), host, served_name or model_dir.name)
         except EngineStartError as e:
-            if port is not None or attempt == 2 or "already in use" not in str(e):
+            if attempt == attempts or "already in use" not in str(e):
                 raise
-    raise AssertionError("unreachable")
 
 
 def _start(model_dir: Path, opts: VLLMOptions, log_dir: Path, port: int, host: str, served_name: str) -> VLLMServer:

@@ -19,10 +19,51 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from service.core.errors import StoreError
 from service.core.procs import log_tail, signal_group, start_group
 from service.core.settings import Settings
 from service.core.store import Store
 from service.loop.engines import EngineSupervisor
+from service.loop.snapshots import latest_snapshot
+
+
+def next_dir(name: str) -> str:
+    """The placeholder output directory of a training job; `fresh_output` makes it `<name>-<job id>`."""
+    return f"{name}-next"
+
+
+def check_output_dir(store: Store, out: Path) -> None:
+    """A job writes into a fresh directory: never over a registered model or other files."""
+    if store.scalar("SELECT count(*) FROM models WHERE path = ?", [str(Path(out).resolve())]):
+        raise StoreError(f"output_dir {out} holds a registered model; a job never overwrites one. Pick another")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise StoreError(f"output_dir {out} exists and is not empty; pick a new directory (or leave it unset)")
+
+
+def training_defaults(store: Store, settings: Settings, values: dict[str, Any], name: str,
+                      base_kinds: tuple[str, ...]) -> dict[str, Any]:
+    """A trainer's unset fields from the data directory: the newest snapshot (unless `data` is given),
+    the newest checkpoint of `base_kinds`, and a placeholder output directory."""
+    values = dict(values)
+    if "snapshot" not in values and "data" not in values:
+        values["snapshot"] = latest_snapshot(store)
+        if values["snapshot"] is None:
+            raise StoreError("no snapshot to train on: take one with `rankloop snapshot` (or set snapshot: in the config)")
+    if "base_model" not in values:
+        values["base_model"] = store.scalar(
+            "SELECT path FROM models WHERE list_contains(?, kind) ORDER BY id DESC LIMIT 1", [list(base_kinds)])
+        if values["base_model"] is None:
+            raise StoreError("no starting checkpoint: set base_model: in the config, or sample from a model first")
+    values.setdefault("output_dir", str(settings.paths.model_dir(next_dir(name))))
+    return values
+
+
+def check_training_config(store: Store, cfg: BaseModel, name: str) -> None:
+    """What validation cannot see: a fresh output directory and a real starting checkpoint."""
+    if Path(cfg.output_dir).name != next_dir(name):
+        check_output_dir(store, cfg.output_dir)
+    if not (Path(cfg.base_model) / "config.json").is_file():
+        raise StoreError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
 
 
 class JobCancelled(Exception):
@@ -50,6 +91,19 @@ class JobRun:
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+    def fresh_output(self, cfg: BaseModel, name: str) -> BaseModel:
+        """The placeholder output directory becomes `<name>-<job id>`: one directory per job."""
+        if Path(cfg.output_dir).name != next_dir(name):
+            return cfg
+        cfg = cfg.model_copy(update={"output_dir": self.settings.paths.model_dir(f"{name}-{self.job_id}")})
+        check_output_dir(self.store, cfg.output_dir)
+        return cfg
+
+    def finish(self, cur, model_id: int, output_dir: Path) -> None:
+        """Mark the job succeeded inside the transaction `cur` that registered its model."""
+        cur.execute("UPDATE jobs SET status = 'succeeded', finished_at = now(), progress = 1, result_model_id = ?, "
+                    "output_dir = ?, error = NULL WHERE id = ?", [model_id, str(output_dir), self.job_id])
 
     def progress(self, done: int, total: int) -> None:
         # At most two writes a second: a sampling run reports every finished response.

@@ -9,7 +9,6 @@ job exists. A trained policy is registered as a `candidate`; `rankloop models pr
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from policy.dpo import DPOTrainConfig
@@ -21,9 +20,7 @@ from service.core.errors import StoreError
 from service.core.registry import active_model, register_trained
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop.jobrun import JobRun
-from service.loop.reward_job import check_output_dir
-from service.loop.snapshots import latest_snapshot
+from service.loop.jobrun import JobRun, check_training_config, training_defaults
 
 METHODS: dict[str, tuple[type[PolicyTrainConfig], str]] = {
     "sft": (SFTTrainConfig, "policy.sft"), "dpo": (DPOTrainConfig, "policy.dpo"),
@@ -44,35 +41,20 @@ def prepare(method: str, store: Store, settings: Settings, values: dict[str, Any
                 raise StoreError("online RL needs a reward model: train one (`rankloop train reward`) or set "
                                  "reward_model: in the config")
             values["reward_model"] = active["path"]
-    if "snapshot" not in values and "data" not in values:
-        values["snapshot"] = latest_snapshot(store)
-        if values["snapshot"] is None:
-            raise StoreError("no snapshot to train on: take one with `rankloop snapshot` (or set snapshot: / data:)")
-    if "base_model" not in values:
-        kinds = "('pretrained')" if method == "sft" else "('sft', 'pretrained')"
-        values["base_model"] = store.scalar(f"SELECT path FROM models WHERE kind IN {kinds} ORDER BY id DESC LIMIT 1")
-        if values["base_model"] is None:
-            raise StoreError("no starting checkpoint: set base_model: in the config, or sample from a model first")
-    values.setdefault("output_dir", str(settings.paths.model_dir(f"{method}-next")))
+    values = training_defaults(store, settings, values, method,
+                               ("pretrained",) if method == "sft" else ("sft", "pretrained"))
     cfg = validate(config_class, values, source)
-    if cfg.output_dir.name != f"{method}-next":
-        check_output_dir(store, cfg.output_dir)
-    if not (Path(cfg.base_model) / "config.json").is_file():
-        raise StoreError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
+    check_training_config(store, cfg, method)
     return cfg
 
 
 def run(method: str, job: JobRun) -> dict:
-    cfg: PolicyTrainConfig = job.config
-    if cfg.output_dir.name == f"{method}-next":  # the default: one directory per job
-        cfg = cfg.model_copy(update={"output_dir": job.settings.paths.model_dir(f"{method}-{job.job_id}")})
-        check_output_dir(job.store, cfg.output_dir)
+    cfg: PolicyTrainConfig = job.fresh_output(job.config, method)
     metrics = job.run_trainer(METHODS[method][1], cfg)
     with job.store.write() as cur:  # the model and the finished job, together
         model_id = register_trained(
             cur, "sft" if method == "sft" else "policy", cfg.output_dir, cfg.base_model, name=f"{method}-{job.job_id}",
             snapshot_id=metrics["train"].get("snapshot"), config=cfg.model_dump(mode="json"), metrics=metrics,
             approved=False, reason="trained; approve it with `rankloop models promote ID` once it wins", gate=False)
-        cur.execute("UPDATE jobs SET status = 'succeeded', finished_at = now(), progress = 1, result_model_id = ?, "
-                    "output_dir = ?, error = NULL WHERE id = ?", [model_id, str(cfg.output_dir), job.job_id])
+        job.finish(cur, model_id, cfg.output_dir)
     return {"model_id": model_id}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,7 +78,7 @@ class _Job:
     """One request: the missing sample indices of one prompt under one system prompt."""
 
     prompt_id: int
-    prompt: tuple[str, ...]  # the conversation's messages, as JSON (hashable)
+    prompt: tuple[tuple[str, str], ...]  # the conversation's (role, content) turns
     system_prompt_id: int
     system_text: str
     indices: tuple[int, ...]
@@ -101,8 +100,8 @@ def _missing_jobs(store: Store, prompts: list[dict], system_prompts: list[dict],
             missing = tuple(i for i in range(k) if (p["id"], sp["id"], i) not in have)
             existing += k - len(missing)
             if missing:
-                jobs.append(_Job(p["id"], tuple(json.dumps(m) for m in from_row(p["text"], p.get("messages"))),
-                                 sp["id"], sp["text"], missing))
+                turns = tuple((m["role"], m["content"]) for m in from_row(p["text"], p.get("messages")))
+                jobs.append(_Job(p["id"], turns, sp["id"], sp["text"], missing))
     return jobs, existing
 
 
@@ -146,7 +145,7 @@ async def _run(jobs: list[_Job], endpoint: Endpoint, params: SamplingParams, con
             t0 = time.perf_counter()
             resp = await client.chat.completions.create(
                 model=endpoint.served_name,
-                messages=messages(job.system_text, [json.loads(m) for m in job.prompt]),
+                messages=messages(job.system_text, [{"role": r, "content": c} for r, c in job.prompt]),
                 n=len(job.indices),
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
