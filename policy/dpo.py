@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from policy.trainer import PolicyTrainConfig, peft_config, run, snapshot_id, trl_args
+from policy.trainer import PolicyTrainConfig, at_least_one_batch, peft_config, run, snapshot_id, trl_args
 from reward.configfile import parse_cli
 from reward.data import conversation, read_snapshot, strict_pairs
 
@@ -47,15 +47,17 @@ def dpo_pairs(snapshot: Path, system_prompt: str | None = None, rank_gap_weighti
     return out
 
 
+def dataset(cfg: DPOTrainConfig) -> list[dict]:
+    rows = dpo_pairs(cfg.snapshot, cfg.system_prompt, cfg.rank_gap_weighting)
+    return at_least_one_batch(rows, cfg, f"same-system-prompt pairs in the snapshot {cfg.snapshot}"
+                              f"{f' for {cfg.system_prompt!r}' if cfg.system_prompt else ''} (rank more tasks)")
+
+
 def main(cfg: DPOTrainConfig) -> Path:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    rows = dpo_pairs(cfg.snapshot, cfg.system_prompt, cfg.rank_gap_weighting)
-    if len(rows) < cfg.batch_size:
-        raise ValueError(f"the snapshot {cfg.snapshot} gives {len(rows)} same-system-prompt pairs"
-                         f"{f' for {cfg.system_prompt!r}' if cfg.system_prompt else ''}, fewer than one batch "
-                         f"({cfg.batch_size}); rank more tasks or lower batch_size")
+    rows = dataset(cfg)
 
     def build(model, tokenizer, workdir: Path):
         args = trl_args(cfg, DPOConfig, workdir, beta=cfg.beta, max_length=cfg.max_length)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from policy.trainer import PolicyTrainConfig, peft_config, run, snapshot_id, trl_args
+from policy.trainer import PolicyTrainConfig, at_least_one_batch, peft_config, run, snapshot_id, trl_args
 from reward.configfile import parse_cli
 from reward.data import conversation, read_snapshot
 
@@ -67,11 +67,16 @@ def best_of_k(snapshot: Path) -> list[dict]:
     return out
 
 
+def dataset(cfg: SFTTrainConfig) -> list[dict]:
+    rows = read_instructions(cfg.data) if cfg.data else best_of_k(cfg.snapshot)
+    return at_least_one_batch(rows, cfg, f"examples in {cfg.data or cfg.snapshot}")
+
+
 def main(cfg: SFTTrainConfig) -> Path:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    rows = read_instructions(cfg.data) if cfg.data else best_of_k(cfg.snapshot)
+    rows = dataset(cfg)
 
     def build(model, tokenizer, workdir: Path):
         args = trl_args(cfg, SFTConfig, workdir, max_length=cfg.max_length, assistant_only_loss=False)

@@ -57,19 +57,35 @@ def peft_config(cfg: PolicyTrainConfig):
     return LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear")
 
 
-def load_policy(cfg: PolicyTrainConfig):
-    """The starting checkpoint and its tokenizer; a clear error for one that is missing or has no
+def load_tokenizer(base_model: Path):
+    """The starting checkpoint's tokenizer; a clear error for a checkpoint that is missing or has no
     chat template (the policy learns conversations)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    if not (Path(cfg.base_model) / "config.json").is_file():
-        raise ValueError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+    if not (Path(base_model) / "config.json").is_file():
+        raise ValueError(f"base_model {base_model} is not a Hugging Face model directory (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
     if not tokenizer.chat_template:
-        raise ValueError(f"the tokenizer of {cfg.base_model} has no chat template; add one to its "
+        raise ValueError(f"the tokenizer of {base_model} has no chat template; add one to its "
                          "tokenizer_config.json (`chat_template`), or start from its chat/instruct variant")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def at_least_one_batch(rows: list, cfg: PolicyTrainConfig, what: str, per_row: int = 1) -> list:
+    """The training rows, or a clear error when they do not fill one batch."""
+    if len(rows) * per_row < cfg.batch_size:
+        raise ValueError(f"{what}: {len(rows)}, fewer than one batch (batch_size {cfg.batch_size}"
+                         f"{f' = {cfg.batch_size // per_row} rows' if per_row > 1 else ''}); "
+                         "add data or lower batch_size")
+    return rows
+
+
+def load_policy(cfg: PolicyTrainConfig):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(cfg.base_model)
     return AutoModelForCausalLM.from_pretrained(cfg.base_model), tokenizer
 
 
@@ -98,7 +114,8 @@ def run(cfg: PolicyTrainConfig, method: str, build: Callable[[Any, Any, Path], A
         "kind": "sft" if method == "sft" else "policy", "method": method, "base_model": str(cfg.base_model),
         "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
         "log": [h for h in history if "loss" in h or "reward" in h],
-        "train": {"steps": trainer.state.global_step, "seconds": seconds, "parameters_changed": changed,
+        "train": {"steps": trainer.state.global_step, "seconds": seconds,
+                  "examples_per_s": result.metrics.get("train_samples_per_second"), "parameters_changed": changed,
                   "parameters_trained": len(before), "processes": trainer.args.world_size, **extra},
         "config": cfg.model_dump(mode="json"),
     }

@@ -171,3 +171,15 @@ def test_version_2_database_gains_the_annotation_schema(tmp_path: Path) -> None:
         with new.write() as cur:  # the new columns are writable in place
             cur.execute("UPDATE tasks SET gold_ranks = [1, 2], batch = 'b' WHERE id = 1")
         assert new.scalar("SELECT gold_ranks FROM tasks") == [1, 2]
+
+
+def test_version_7_prompts_keep_their_ids_and_gain_the_eval_source(tmp_path: Path) -> None:
+    db = tmp_path / "v7.duckdb"
+    with Store.open(db, target_version=7) as old, old.write() as cur:
+        cur.execute("INSERT INTO prompts (text, source, messages) VALUES ('a', 'seed', '[]'), ('b', 'import', '[]')")
+        cur.execute("DELETE FROM prompts WHERE text = 'a'")
+    with Store.open(db) as new:
+        assert new.query("SELECT id, text, source FROM prompts") == [{"id": 2, "text": "b", "source": "import"}]
+        with new.write() as cur:
+            cur.execute("INSERT INTO prompts (text, source) VALUES ('c', 'eval')")
+        assert new.scalar("SELECT id FROM prompts WHERE text = 'c'") == 3  # the id sequence goes on

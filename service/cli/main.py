@@ -17,6 +17,7 @@
     rankloop train reward [--config FILE] [--mode listwise|pairwise]
     rankloop models promote ID --reason TEXT
     rankloop train policy --method sft|dpo|grpo|rloo [--config FILE]
+    rankloop evaluate policy ID [--against ID] [--human N] [--judge reward|hidden]
     rankloop prioritize
     rankloop demo
 
@@ -38,10 +39,12 @@ from typing import Any
 
 from service.cli.annotate import add_parsers as add_annotation_parsers
 from service.cli.client import connect, follow, show_table
+from service.cli.evaluate import add_parsers as add_evaluate_parsers
 from service.cli.judge import add_parsers as add_judge_parsers
 from service.cli.output import print_table, report_job
 from service.cli.policy import add_parsers as add_policy_parsers
 from service.cli.reward import add_parsers as add_reward_parsers
+from service.cli.vllm_flags import add_vllm_flags, job_vllm, vllm_overrides
 from service.core.errors import CommandFailed, exit_code
 from service.core.settings import Settings, load_settings
 from service.core.store import Store
@@ -76,8 +79,7 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> None:
               "params": {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p},
               "task_size": args.task_size, "mix": args.mix, "rankings_per_task": args.rankings_per_task,
               "seed": args.seed, "concurrency": args.concurrency}
-    if any(getattr(args, f) is not None for f in ("dtype", "max_model_len", "eager", "kv_cache_gib")):
-        config["vllm"] = settings.vllm.model_dump()
+    config.update(job_vllm(args, settings))
     with connect(settings) as c:
         job_id = c.call("sample", **config)["job_id"]
         where = "in the service" if c.remote else "here"
@@ -91,16 +93,6 @@ MODEL_COLUMNS = ["id", "kind", "name", "status", "parent_id", "snapshot_id", "pa
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         print_table(c.call("models.list", kind=args.kind), MODEL_COLUMNS)
-
-
-def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
-    with connect(settings) as c:
-        model = c.call("models.show", model_id=args.id)
-    print(f"model #{model['id']} {model['name']} ({model['kind']}, {model['status']}): {model['path']}")
-    if model.get("status_reason"):
-        print(f"  {model['status_reason']}")
-    print("lineage (the model, then what it was trained from):")
-    print_table(model["lineage"], ["depth", "id", "kind", "name", "status", "snapshot_id", "path"])
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
@@ -155,15 +147,6 @@ def _common(with_config: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _vllm_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("vLLM server")
-    g.add_argument("--dtype", default=None, help="weight dtype (auto, float32, bfloat16, float16)")
-    g.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
-    g.add_argument("--eager", action=argparse.BooleanOptionalAction, default=None,
-                   help="skip torch.compile (faster start; default on)")
-    g.add_argument("--kv-cache-gib", type=float, default=None, help="KV-cache size in GiB")
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     data_only = _common(with_config=False)
@@ -209,14 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rankings-per-task", type=int, default=1, help="rankings each task needs (overlap; default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed for task composition and order")
     p.add_argument("--concurrency", type=int, default=256, help="requests in flight at once (default 256)")
-    _vllm_flags(p)
+    add_vllm_flags(p)
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
     add_policy_parsers(add_reward_parsers(sub, add, models), add)
     p = add("list", cmd_models_list, "list registered models", models)
     p.add_argument("--kind", choices=["pretrained", "sft", "reward", "policy", "external"], help="only this kind")
-    p = add("show", cmd_models_show, "a model, its status and the checkpoints and data it came from", models)
-    p.add_argument("id", type=int, help="model id")
+    add_evaluate_parsers(sub, add, models)
 
     jobs = sub.add_parser("jobs", help="long work: sampling and training").add_subparsers(dest="action", required=True)
     add("list", cmd_jobs_list, "list jobs with their status", jobs)
@@ -237,15 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-steps", type=int, default=150, help="pretraining steps of the tiny model")
     p.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True,
                    help="serve the annotator app at the end (default on)")
-    _vllm_flags(p)
+    add_vllm_flags(p)
     return ap
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {"data_dir": getattr(args, "data", None)}
-    vllm = {"dtype": getattr(args, "dtype", None), "max_model_len": getattr(args, "max_model_len", None),
-            "enforce_eager": getattr(args, "eager", None), "kv_cache_gib": getattr(args, "kv_cache_gib", None)}
-    vllm = {k: v for k, v in vllm.items() if v is not None}
+    vllm = vllm_overrides(args)
     if vllm:
         overrides["vllm"] = vllm
     return load_settings(getattr(args, "config", None), overrides)

@@ -1,5 +1,5 @@
-"""`rankloop train policy --method sft|dpo|grpo|rloo [--config FILE]`: a policy training job,
-followed to its end (in the service when one runs)."""
+"""`rankloop train policy --method sft|dpo|grpo|rloo [--config FILE] [--evaluate]`: a policy training
+job, followed to its end (in the service when one runs), then optionally its evaluation and gate."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from reward.configfile import read_yaml
 from service.cli.client import connect, follow
+from service.cli.evaluate import evaluate
+from service.cli.vllm_flags import add_vllm_flags, job_vllm
 from service.core.errors import CommandFailed
 from service.core.settings import Settings
 
@@ -29,6 +31,9 @@ def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
     print(f"  {train['steps']} steps in {train['seconds']:.0f} s; loss {losses[0]:.4f} -> {losses[-1]:.4f}"
           if losses else f"  {train['steps']} steps")
     print(f"  status {model['status']}: {model['status_reason']}")
+    if args.evaluate:  # the same as `rankloop evaluate policy ID` right after
+        with connect(settings) as c:
+            evaluate(c, {"candidate": model["id"], **job_vllm(args, settings)})
 
 
 def add_parsers(train_sub, add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -37,3 +42,6 @@ def add_parsers(train_sub, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--method", required=True, choices=["sft", "dpo", "grpo", "rloo"], help="how to train")
     p.add_argument("--config", dest="job_config", metavar="FILE",
                    help="YAML with the method's fields (policy/sft.py, dpo.py, rl.py); unset ones come from the data")
+    p.add_argument("--evaluate", action="store_true",
+                   help="then evaluate it against the active policy (else its parent) and apply the gate")
+    add_vllm_flags(p)

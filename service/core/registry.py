@@ -106,10 +106,13 @@ def promote(store: Store, model_id: int, reason: str) -> None:
     if model["kind"] == "external":
         raise StoreError(f"model {model_id} is external (imported responses); it cannot be made active")
     with store.write() as cur:
-        cur.execute(
-            "UPDATE models SET status = 'retired', status_reason = ? WHERE kind = ? AND status = 'active' AND id <> ?",
-            [f"replaced by #{model_id}", model["kind"], model_id])
-        cur.execute("UPDATE models SET status = 'active', status_reason = ? WHERE id = ?", [reason, model_id])
+        _activate(cur, model_id, model["kind"], reason)
+
+
+def _activate(cur, model_id: int, kind: str, reason: str) -> None:
+    cur.execute("UPDATE models SET status = 'retired', status_reason = ? WHERE kind = ? AND status = 'active' AND id <> ?",
+                [f"replaced by #{model_id}", kind, model_id])
+    cur.execute("UPDATE models SET status = 'active', status_reason = ? WHERE id = ?", [reason, model_id])
 
 
 def register_trained(
@@ -142,6 +145,22 @@ def register_trained(
         [kind, name, str(Path(path).resolve()), parent_id, snapshot_id, json.dumps(config), json.dumps(metrics),
          status, prefix + reason]).fetchone()[0]
     if approved:
-        cur.execute("UPDATE models SET status = 'retired', status_reason = ? WHERE kind = ? AND status = 'active' "
-                    "AND id <> ?", [f"replaced by #{model_id}", kind, model_id])
+        _activate(cur, model_id, kind, prefix + reason)
     return model_id
+
+
+def record_evaluation(cur, model_id: int, evaluation: dict, gate: bool | None, reason: str) -> str:
+    """Add an evaluation to a model's metrics inside the caller's transaction; with `gate` set (True:
+    it won, False: it did not), a candidate is made active or keeps its status with the reason.
+    Returns the model's status afterwards."""
+    kind, status, metrics = cur.execute("SELECT kind, status, metrics FROM models WHERE id = ?", [model_id]).fetchone()
+    metrics = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
+    metrics["evaluations"] = [*metrics.get("evaluations", []), evaluation]
+    cur.execute("UPDATE models SET metrics = ? WHERE id = ?", [json.dumps(metrics), model_id])
+    if gate is None or status != "candidate":
+        return status
+    if gate:
+        _activate(cur, model_id, kind, "gate passed: " + reason)
+        return "active"
+    cur.execute("UPDATE models SET status_reason = ? WHERE id = ?", ["gate refused: " + reason, model_id])
+    return status

@@ -196,6 +196,23 @@ ALTER TABLE annotators_v7 RENAME TO annotators;
   UNIQUE (name, version)""",
         ),
     ),
+    Migration(
+        8,
+        "held-out prompts: source 'eval' (prompts stored for evaluation, never sampled for training; ids kept)",
+        """CREATE TABLE prompts_v8 (
+  id BIGINT PRIMARY KEY DEFAULT nextval('seq_prompts'),
+  text VARCHAR NOT NULL UNIQUE,
+  source VARCHAR NOT NULL CHECK (source IN ('seed', 'import', 'served', 'eval')),
+  source_ref VARCHAR,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+  messages JSON
+);
+INSERT INTO prompts_v8 (id, text, source, source_ref, created_at, messages)
+  SELECT id, text, source, source_ref, created_at, messages FROM prompts;
+DROP TABLE prompts;
+ALTER TABLE prompts_v8 RENAME TO prompts;
+""",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -28,7 +28,7 @@ from service.core import registry
 from service.core.errors import StoreError
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop import exchange, jobs, judges, prompts
+from service.loop import exchange, jobs, judges, lineage, prompts
 from service.loop.sample_run import SampleJobConfig
 from service.loop.scoring import ScorerCache, prioritize
 from service.loop.snapshots import SnapshotFilters, create_snapshot
@@ -156,8 +156,6 @@ def _prompts_add(ctx: Context, p: PromptFile) -> dict:
     return {"added": added, "skipped": skipped}
 
 
-def _model_show(ctx: Context, p: ModelId) -> dict:
-    return {**registry.get_model(ctx.store, p.model_id), "lineage": registry.lineage(ctx.store, p.model_id)}
 
 
 def _promote(ctx: Context, p: Promote) -> dict:
@@ -228,7 +226,7 @@ COMMANDS: dict[str, Command] = {
     "jobs.show": Command("GET", "/jobs/{job_id}", JobId, lambda ctx, p: jobs.get_job(ctx.store, p.job_id)),
     "jobs.cancel": Command("POST", "/jobs/{job_id}/cancel", JobId, lambda ctx, p: ctx.jobs.cancel(p.job_id)),
     "models.list": Command("GET", "/models", KindFilter, lambda ctx, p: registry.list_models(ctx.store, p.kind)),
-    "models.show": Command("GET", "/models/{model_id}", ModelId, _model_show),
+    "models.show": Command("GET", "/models/{model_id}", ModelId, lambda ctx, p: lineage.describe(ctx.store, p.model_id)),
     "models.promote": Command("POST", "/models/{model_id}/promote", Promote, _promote),
     "snapshot": Command("POST", "/snapshots", SnapshotFilters, _snapshot),
     "export": Command("POST", "/export", Export, lambda ctx, p: {"rows": exchange.export(ctx.store, p.format, p.out)},

@@ -1,4 +1,4 @@
-"""Jobs: long work (sampling, training) that runs while everything else goes on.
+"""Jobs: long work (sampling, training, evaluation) that runs while everything else goes on.
 
 One table of job kinds: kind -> its config model, how the config is completed from the
 data directory and validated (before any row exists), its options (such as the gate's
@@ -31,7 +31,7 @@ from service.core.errors import NotFound, StoreError
 from service.core.procs import pid_alive, signal_group
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop import policy_job, reward_job, sample_run
+from service.loop import evaluate_job, policy_job, reward_job, sample_run
 from service.loop.engines import EngineSupervisor
 from service.loop.jobrun import JobCancelled, JobRun
 
@@ -64,7 +64,8 @@ KINDS: dict[str, JobKind] = {
         sample_run.run),
     "reward": JobKind(RewardTrainConfig, reward_job.prepare, reward_job.run, RewardOptions),
     **{method: JobKind(config, partial(policy_job.prepare, method), partial(policy_job.run, method))
-       for method, (config, _) in policy_job.METHODS.items()},
+       for method, config in policy_job.CONFIGS.items()},
+    "evaluate": JobKind(evaluate_job.EvalJobConfig, evaluate_job.prepare, evaluate_job.run),
 }
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy.dpo import DPOTrainConfig
-from policy.rl import RLTrainConfig
-from policy.sft import SFTTrainConfig
-from policy.trainer import PolicyTrainConfig
+from policy import dpo, rl, sft
+from policy.trainer import PolicyTrainConfig, load_tokenizer
 from reward.configfile import validate
 from service.core.errors import StoreError
 from service.core.registry import active_model, register_trained
@@ -22,14 +20,14 @@ from service.core.settings import Settings
 from service.core.store import Store
 from service.loop.jobrun import JobRun, check_training_config, training_defaults
 
-METHODS: dict[str, tuple[type[PolicyTrainConfig], str]] = {
-    "sft": (SFTTrainConfig, "policy.sft"), "dpo": (DPOTrainConfig, "policy.dpo"),
-    "grpo": (RLTrainConfig, "policy.rl"), "rloo": (RLTrainConfig, "policy.rl"),
-}
+# method -> its trainer module (config class, `dataset(cfg)` that checks the data, `python -m` name)
+METHODS = {"sft": sft, "dpo": dpo, "grpo": rl, "rloo": rl}
+CONFIGS: dict[str, type[PolicyTrainConfig]] = {
+    "sft": sft.SFTTrainConfig, "dpo": dpo.DPOTrainConfig, "grpo": rl.RLTrainConfig, "rloo": rl.RLTrainConfig}
 
 
 def prepare(method: str, store: Store, settings: Settings, values: dict[str, Any], source: str) -> PolicyTrainConfig:
-    config_class, _ = METHODS[method]
+    config_class = CONFIGS[method]
     values = dict(values)
     if method in ("grpo", "rloo"):
         values.setdefault("algorithm", method)
@@ -45,12 +43,17 @@ def prepare(method: str, store: Store, settings: Settings, values: dict[str, Any
                                ("pretrained",) if method == "sft" else ("sft", "pretrained"))
     cfg = validate(config_class, values, source)
     check_training_config(store, cfg, method)
+    try:  # what the trainer would stop on at once: the tokenizer and the data, checked before the job exists
+        load_tokenizer(cfg.base_model)
+        METHODS[method].dataset(cfg)
+    except (ValueError, OSError) as e:
+        raise StoreError(str(e)) from None
     return cfg
 
 
 def run(method: str, job: JobRun) -> dict:
     cfg: PolicyTrainConfig = job.fresh_output(job.config, method)
-    metrics = job.run_trainer(METHODS[method][1], cfg)
+    metrics = job.run_trainer(METHODS[method].__name__, cfg)
     with job.store.write() as cur:  # the model and the finished job, together
         model_id = register_trained(
             cur, "sft" if method == "sft" else "policy", cfg.output_dir, cfg.base_model, name=f"{method}-{job.job_id}",

@@ -71,7 +71,7 @@ def prepare(store: Store, cfg: SampleJobConfig) -> SampleJobConfig:
     if not system_prompts:
         raise StoreError("no system prompts stored; add some with `rankloop system-prompts add FILE` "
                          "or pass --system-prompt none")
-    if not store.scalar("SELECT count(*) FROM prompts"):
+    if not store.scalar("SELECT count(*) FROM prompts WHERE source <> 'eval'"):
         raise StoreError("no prompts stored; add some with `rankloop prompts add FILE`")
     size = cfg.task_size or min(max(cfg.k, MIN_CANDIDATES), MAX_CANDIDATES)
     if not MIN_CANDIDATES <= size <= MAX_CANDIDATES:
@@ -87,7 +87,8 @@ def run(job: JobRun) -> dict:
     cfg: SampleJobConfig = job.config
     store = job.store
     system_prompts = latest_system_prompts(store, cfg.system_prompts)
-    prompts = store.query("SELECT id, text, messages FROM prompts ORDER BY id")
+    # Prompts stored for evaluation stay held out: training data is never sampled from them.
+    prompts = store.query("SELECT id, text, messages FROM prompts WHERE source <> 'eval' ORDER BY id")
     weights_by_name = parse_mix(cfg.mix, [s["name"] for s in system_prompts])
     per_model, model_ids = {}, []
     n_models = len(cfg.models)

@@ -105,6 +105,13 @@ def _missing_jobs(store: Store, prompts: list[dict], system_prompts: list[dict],
     return jobs, existing
 
 
+def missing_samples(store: Store, prompts: list[dict], system_prompts: list[dict], model_id: int, k: int,
+                    params: SamplingParams) -> int:
+    """How many of the k samples per prompt x system prompt this model still lacks (0: no server needed)."""
+    jobs, _ = _missing_jobs(store, prompts, system_prompts, model_id, k, params.key())
+    return sum(len(j.indices) for j in jobs)
+
+
 def messages(system_text: str, prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
     """The chat a sample answers: the system prompt first (none for the empty 'none' arm), then the
     whole conversation (a string is a one-message one)."""

@@ -78,6 +78,11 @@ def build_tasks(
             candidates = [arm_pool[a].pop() for a, n in take.items() for _ in range(n)]
             rng.shuffle(candidates)  # display order, recorded as the order of sample_ids
             rows.append({"prompt_id": prompt_id, "sample_ids": candidates})
+    return insert_tasks(store, rows, required_rankings, batch)
+
+
+def insert_tasks(store: Store, rows: list[dict], required_rankings: int, batch: str | None) -> list[int]:
+    """Store tasks given as {prompt_id, sample_ids (in display order)}; returns their ids."""
     if not rows:
         return []
     table = pa.table({
