@@ -10,6 +10,7 @@ through the admin key), `import` owns rankings imported from public preference d
 from __future__ import annotations
 
 import base64
+import contextvars
 import functools
 import hashlib
 import hmac
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from service.core.errors import StoreError
+from service.core.errors import NotFound, StoreError
 from service.core.store import Store
 
 ROLES = ("annotator", "admin", "simulated", "import", "judge")
@@ -81,7 +82,7 @@ def list_annotators(store: Store) -> list[dict]:
 def set_disabled(store: Store, name: str, disabled: bool = True) -> None:
     with store.write() as cur:
         if not cur.execute("SELECT 1 FROM annotators WHERE name = ?", [name]).fetchone():
-            raise StoreError(f"no annotator named {name!r}; `rankloop annotators list` shows them")
+            raise NotFound(f"no annotator named {name!r}; `rankloop annotators list` shows them")
         cur.execute("UPDATE annotators SET disabled = ? WHERE name = ?", [disabled, name])
 
 
@@ -100,62 +101,137 @@ def authenticate(store: Store, name: str, password: str) -> dict | None:
     return acct
 
 
+# The address a login comes from, set per request by the web layer (Gradio's login check gets only
+# the name and password); None outside a request.
+CLIENT_ADDRESS: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
+
+
 @dataclass
 class LoginThrottle:
-    """Slows down guessing: after `free` failed attempts for a name, each further attempt must
-    wait 1, 2, 4, ... s (capped at `max_wait_s`) after the last; success resets the count.
-    An attempt is counted as failed when it starts, so parallel guesses cannot slip through."""
+    """Slows down guessing, per account name and per client address: after `free` failed attempts
+    for a name (`free_per_address` from an address, so spraying one guess over many names is slowed
+    too), each further attempt must wait 1, 2, 4, ... s (capped at `max_wait_s`) after the last;
+    success resets the name's count. An attempt counts as failed when it starts, so parallel guesses
+    cannot slip through. Memory is bounded: keys are hashes of fixed size, at most `max_keys`; when
+    full, entries that no longer hold anyone back are dropped, and while every entry still does, new
+    keys wait (a full table of live throttles is an attack in progress)."""
 
     free: int = 3
+    free_per_address: int = 30
     max_wait_s: float = 60.0
-    max_names: int = 10_000
+    max_keys: int = 10_000
     clock: Callable[[], float] = time.monotonic  # injectable, so tests need no sleeps
-    _fails: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _fails: dict[bytes, tuple[int, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _wait(self, name: str) -> float:
-        count, last = self._fails.get(name, (0, 0.0))
-        if count < self.free:
+    @staticmethod
+    def _keys(name: str, address: str | None) -> list[tuple[bytes, int]]:
+        h = lambda kind, v: hashlib.blake2b(f"{kind}:{v}".encode("utf-8", "surrogatepass"), digest_size=16).digest()  # noqa: E731
+        return [(h("name", name), 0)] + ([(h("addr", address), 1)] if address else [])
+
+    def _wait_key(self, key: bytes, per_address: int) -> float:
+        count, last = self._fails.get(key, (0, 0.0))
+        free = self.free_per_address if per_address else self.free
+        if count < free:
             return 0.0
-        return max(0.0, last + min(2.0 ** (count - self.free), self.max_wait_s) - self.clock())
+        return max(0.0, last + min(2.0 ** (count - free), self.max_wait_s) - self.clock())
 
-    def wait_s(self, name: str) -> float:
-        """Seconds before the next attempt for `name` is considered (0 = now)."""
-        with self._lock:
-            return self._wait(name)
+    def _wait(self, name: str, address: str | None) -> float:
+        return max(self._wait_key(k, a) for k, a in self._keys(name, address))
 
-    def begin(self, name: str) -> bool:
-        """Reserve an attempt: False while `name` must wait; else the attempt counts as a failure
-        until `succeeded` clears it."""
+    def wait_s(self, name: str, address: str | None = None) -> float:
+        """Seconds before the next attempt for `name` from `address` is considered (0 = now)."""
         with self._lock:
-            if self._wait(name) > 0:
+            return self._wait(name, address)
+
+    def _make_room(self, n: int) -> bool:
+        if len(self._fails) + n <= self.max_keys:
+            return True
+        idle = [k for k, (count, last) in self._fails.items()
+                if self.clock() - last >= self.max_wait_s]  # past any wait: holds no one back
+        for k in sorted(idle, key=lambda k: self._fails[k][1])[: max(n, self.max_keys // 10)]:
+            del self._fails[k]
+        return len(self._fails) + n <= self.max_keys
+
+    def begin(self, name: str, address: str | None = None) -> bool:
+        """Reserve an attempt: False while `name` or `address` must wait (or the table is full of
+        live throttles); else the attempt counts as a failure until `succeeded` clears it."""
+        with self._lock:
+            if self._wait(name, address) > 0:
                 return False
-            if len(self._fails) >= self.max_names and name not in self._fails:
-                oldest = sorted(self._fails, key=lambda n: self._fails[n][1])[: self.max_names // 10]
-                for n in oldest:
-                    del self._fails[n]
-            count, _ = self._fails.get(name, (0, 0.0))
-            self._fails[name] = (count + 1, self.clock())
+            keys = self._keys(name, address)
+            if not self._make_room(sum(k not in self._fails for k, _ in keys)):
+                return False
+            for k, _ in keys:
+                count, _ = self._fails.get(k, (0, 0.0))
+                self._fails[k] = (count + 1, self.clock())
             return True
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, address: str | None = None) -> None:
         with self._lock:
-            self._fails.pop(name, None)
+            self._fails.pop(self._keys(name, address)[0][0], None)
 
 
 def login(store: Store, throttle: LoginThrottle, name: str, password: str) -> dict | None:
     """authenticate() behind the throttle: attempts during a wait fail without checking the password."""
-    if not throttle.begin(name):
+    address = CLIENT_ADDRESS.get()
+    if not throttle.begin(name, address):
         return None
     acct = authenticate(store, name, password)
     if acct is not None:
-        throttle.succeeded(name)
+        throttle.succeeded(name, address)
     return acct
 
 
+class ExpiringSessions(dict):
+    """Gradio's session table (cookie token -> user name), with an expiry and revocation: Gradio
+    reads it with `get`, `in` and `[]`, so an expired token, or one whose account `still_valid`
+    refuses (disabled, logged out everywhere since), simply reads as absent."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.time,
+                 still_valid: Callable[[str, float], bool] = lambda user, born: True):
+        super().__init__()
+        self.ttl_s, self.clock, self.still_valid, self._born = ttl_s, clock, still_valid, {}
+
+    def __setitem__(self, token, user) -> None:
+        super().__setitem__(token, user)
+        self._born[token] = self.clock()
+
+    def __delitem__(self, token) -> None:
+        super().__delitem__(token)
+        self._born.pop(token, None)
+
+    def _live(self, token) -> bool:
+        born = self._born.get(token)
+        if born is not None and self.clock() - born <= self.ttl_s and self.still_valid(super().get(token), born):
+            return True
+        if born is not None:
+            del self[token]
+        return False
+
+    def get(self, token, default=None):
+        return super().get(token, default) if self._live(token) else default
+
+    def __contains__(self, token) -> bool:
+        return self._live(token)
+
+    def __getitem__(self, token):
+        if not self._live(token):
+            raise KeyError(token)
+        return super().__getitem__(token)
+
+    def revoke(self, user: str) -> int:
+        """End every session of `user`; how many there were."""
+        tokens = [t for t, u in list(self.items()) if u == user]
+        for t in tokens:
+            del self[t]
+        return len(tokens)
+
+
 class SessionSigner:
-    """Bearer tokens for the JSON API: `annotator_id.expiry.hmac`, signed with the data
-    directory's secret, so they survive a service restart and need no table."""
+    """Bearer tokens for the JSON API: `annotator_id.issued_ms.expiry.hmac`, signed with the data
+    directory's secret, so they survive a service restart and need no table. They expire, and
+    `revoke_sessions` ends every token (and app session) of an account issued before it."""
 
     def __init__(self, secret: bytes, ttl_s: float = 12 * 3600):
         self._secret, self.ttl_s = secret, ttl_s
@@ -164,14 +240,29 @@ class SessionSigner:
         return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()
 
     def issue(self, annotator_id: int) -> str:
-        payload = f"{annotator_id}.{int(time.time() + self.ttl_s)}"
+        now = time.time()
+        payload = f"{annotator_id}.{int(now * 1000)}.{int(now + self.ttl_s)}"
         return f"{payload}.{self._mac(payload)}"
 
-    def verify(self, token: str) -> int | None:
+    def verify(self, token: str) -> tuple[int, float] | None:
+        """(annotator id, issue time in seconds) of a genuine, unexpired token; else None."""
         parts = token.split(".")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts[:2]):
+        if len(parts) != 4 or not all(p.isdigit() and len(p) < 20 for p in parts[:3]):
             return None
-        payload = f"{parts[0]}.{parts[1]}"
-        if not hmac.compare_digest(self._mac(payload), parts[2]) or int(parts[1]) < time.time():
+        payload = ".".join(parts[:3])
+        if not hmac.compare_digest(self._mac(payload), parts[3]) or int(parts[2]) < time.time():
             return None
-        return int(parts[0])
+        return int(parts[0]), int(parts[1]) / 1000
+
+
+def session_valid(acct: dict, issued_s: float) -> bool:
+    """An account's login from `issued_s` still counts: enabled, and not logged out everywhere since."""
+    return not acct["disabled"] and (acct.get("sessions_since") is None or issued_s > acct["sessions_since"])
+
+
+def revoke_sessions(store: Store, name: str) -> None:
+    """End every API token and app session of `name` issued until now (`rankloop annotators logout`)."""
+    with store.write() as cur:
+        if cur.execute("UPDATE annotators SET sessions_since = ? WHERE name = ? RETURNING id",
+                       [time.time(), name]).fetchone() is None:
+            raise NotFound(f"no annotator named {name!r}; `rankloop annotators list` shows them")

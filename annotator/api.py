@@ -16,18 +16,18 @@ import hmac
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from annotator import queue
-from annotator.accounts import login
+from annotator.accounts import CLIENT_ADDRESS, login, session_valid
 from annotator.ranking import Submission
 
 router = APIRouter(prefix="/api/annotate", tags=["annotate"])
 
 
 class LoginBody(BaseModel):
-    name: str
-    password: str
+    name: str = Field(max_length=64, description="account name")
+    password: str = Field(max_length=1024, description="password")
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -58,10 +58,10 @@ def current_annotator(
                                      "people log in themselves")
         acct = rows[0]
     elif token:
-        annotator_id = request.app.state.signer.verify(token)
-        rows = store.query("SELECT * FROM annotators WHERE id = ?", [annotator_id]) if annotator_id else []
-        if not rows:
-            raise HTTPException(401, "invalid or expired token; log in again at POST /api/annotate/login")
+        session = request.app.state.signer.verify(token)
+        rows = store.query("SELECT * FROM annotators WHERE id = ?", [session[0]]) if session else []
+        if not rows or not (rows[0]["disabled"] or session_valid(rows[0], session[1])):
+            raise HTTPException(401, "invalid, expired or revoked token; log in again at POST /api/annotate/login")
         acct = rows[0]
     else:
         raise HTTPException(401, "log in first: POST /api/annotate/login, then send 'Authorization: Bearer TOKEN'")
@@ -73,9 +73,10 @@ def current_annotator(
 @router.post("/login")
 async def login_route(body: LoginBody, request: Request) -> dict:
     state = request.app.state
-    wait = state.throttle.wait_s(body.name)
+    wait = state.throttle.wait_s(body.name, CLIENT_ADDRESS.get())
     if wait > 0:
-        raise HTTPException(429, f"too many failed logins for {body.name!r}; try again in {wait:.0f} s")
+        raise HTTPException(429, f"too many failed logins for {body.name!r} or from your address; try again in "
+                                 f"{wait:.0f} s")
     acct = await run_in_threadpool(login, state.store, state.throttle, body.name, body.password)
     if acct is None:
         raise HTTPException(401, "unknown user, wrong password, or disabled account")

@@ -30,8 +30,16 @@ NO_FLAG = "(no flag)"
 
 
 def gradio_auth(state: Any):
-    """Gradio's login check: the account store, behind the failed-login throttle."""
-    return lambda username, password: login(state.store, state.throttle, username, password) is not None
+    """Gradio's login check: the account store, behind the failed-login throttle. A coroutine, so that
+    Gradio awaits it and the scrypt check runs on a worker thread, not on the event loop."""
+    from starlette.concurrency import run_in_threadpool
+
+    async def check(username: str, password: str) -> bool:
+        if len(username) > 64 or len(password) > 1024:
+            return False
+        return await run_in_threadpool(login, state.store, state.throttle, username, password) is not None
+
+    return check
 
 
 def _account(state: Any, request: gr.Request) -> dict:

@@ -42,7 +42,8 @@ class EvalConfig(BaseModel):
     reward_model: Path | None = Field(None, description="reward model that judges (None: only the given scores)")
     candidate_model: Path | None = Field(None, description="the candidate checkpoint, for the KL estimate")
     reference_model: Path | None = Field(None, description="the reference checkpoint, for the KL estimate")
-    temperature: float = Field(1.0, gt=0, description="the temperature the responses were sampled at")
+    temperature: float = Field(1.0, ge=0, description="the temperature the responses were sampled at")
+    top_p: float = Field(1.0, gt=0, le=1, description="the nucleus mass the responses were sampled with")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the intervals")
     seed: int = Field(0, description="seed of the bootstrap")
     max_length: int = Field(1024, ge=8, description="longest conversation + response scored, in tokens")
@@ -63,12 +64,10 @@ def _groups(keys: list[str]) -> tuple[np.ndarray, int]:
     return np.array([index[k] for k in keys]), len(index)
 
 
-def _resamples(group: np.ndarray, n_groups: int, n: int, seed: int) -> np.ndarray:
-    """Weights (n x comparisons): how often each comparison's group was drawn in each resample."""
+def _draws(n_groups: int, n: int, seed: int) -> np.ndarray:
+    """(n x groups): how often each group was drawn in each bootstrap resample."""
     rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, n_groups, size=(n, n_groups))
-    counts = np.stack([np.bincount(row, minlength=n_groups) for row in drawn])
-    return counts[:, group].astype(float)
+    return np.stack([np.bincount(row, minlength=n_groups) for row in rng.integers(0, n_groups, (n, n_groups))])
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -79,8 +78,8 @@ def win_rate(wins: np.ndarray, group: list[str], n_boot: int = 2000, seed: int =
     """Mean judgment and its 95% bootstrap interval, resampling groups (prompts)."""
     wins = np.asarray(wins, float)
     g, n_groups = _groups(group)
-    w = _resamples(g, n_groups, n_boot, seed)
-    boots = (w @ wins) / w.sum(axis=1)
+    draws = _draws(n_groups, n_boot, seed)  # per-group sums keep memory at n_boot x groups
+    boots = (draws @ np.bincount(g, wins, n_groups)) / (draws @ np.bincount(g, minlength=n_groups))
     return {"win_rate": float(wins.mean()), "ci": _interval(boots), "n": int(len(wins)), "groups": n_groups}
 
 
@@ -110,7 +109,7 @@ def length_controlled(wins: np.ndarray, length_diff: np.ndarray, group: list[str
     ones = np.ones_like(wins)
     point = 1 / (1 + np.exp(-_logistic(x, wins, ones)[0]))
     g, n_groups = _groups(group)
-    boots = [1 / (1 + np.exp(-_logistic(x, wins, w)[0])) for w in _resamples(g, n_groups, n_boot, seed + 1)]
+    boots = [1 / (1 + np.exp(-_logistic(x, wins, d[g].astype(float))[0])) for d in _draws(n_groups, n_boot, seed + 1)]
     return {"lc_win_rate": float(point), "lc_ci": _interval(np.array(boots))}
 
 
@@ -121,13 +120,17 @@ def judge_report(candidate: list[float], baseline: list[float], length_diff: np.
             "mean_candidate": float(np.mean(candidate)), "mean_baseline": float(np.mean(baseline))}
 
 
-def _completion_ids(tokenizer, messages: list[dict], response: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids) as the policy saw them: the chat template up to the assistant turn."""
+def _completion_ids(tokenizer, messages: list[dict], response: str, finished: bool) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) as the policy produced them: the chat template up to the assistant
+    turn, then the response and, when it ended by itself (not cut at max_tokens), its end of turn."""
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"]
+    text = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if not finished:
+        return prompt, text
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}],
                                          tokenize=True)["input_ids"]
     if full[: len(prompt)] != prompt:  # a template that renders the last turn differently
-        full = prompt + tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        full = prompt + text + [tokenizer.eos_token_id]
     return prompt, full[len(prompt):]
 
 
@@ -141,7 +144,8 @@ def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> lis
     out = []
     with torch.inference_mode():
         for r in rows:
-            prompt, completion = _completion_ids(tokenizer, r["messages"], r["candidate"])
+            prompt, completion = _completion_ids(tokenizer, r["messages"], r["candidate"],
+                                                 r.get("candidate_finish", "stop") != "length")
             ids = (prompt + completion)[-max_length:]
             n = min(len(completion), len(ids) - 1)
             logits = model(input_ids=torch.tensor([ids])).logits[0, -n - 1 : -1].float()
@@ -165,7 +169,8 @@ def kl_estimate(cfg: EvalConfig, rows: list[dict]) -> dict:
     tokens = sum(n for _, n in cand)
     return {"estimate": float(ratios.mean()), "per_token": float(ratios.sum() / max(tokens, 1)),
             "reference": str(cfg.reference_model), "temperature": cfg.temperature,
-            **({} if cfg.temperature == 1.0 else {"note": "responses not sampled at temperature 1: biased"})}
+            **({} if cfg.temperature == 1.0 and cfg.top_p == 1.0 else
+               {"note": "responses not sampled from the full distribution (temperature 1, top_p 1): biased"})}
 
 
 def _progress(cfg: EvalConfig, step: int, total: int) -> None:
@@ -173,19 +178,27 @@ def _progress(cfg: EvalConfig, step: int, total: int) -> None:
         cfg.progress_file.write_text(json.dumps({"step": step, "total": total}))
 
 
-def read_comparisons(path: Path) -> list[dict]:
+def read_comparisons(path: Path, reward_judge: bool = False) -> list[dict]:
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} holds no comparisons; sample some held-out prompts first")
+    judges = set(rows[0].get("scores") or {})
     for i, r in enumerate(rows, 1):
         missing = [k for k in ("group", "messages", "candidate", "baseline") if k not in r]
         if missing:
             raise ValueError(f"{path} line {i}: missing {', '.join(missing)}")
-    if not rows:
-        raise ValueError(f"{path} holds no comparisons; sample some held-out prompts first")
+        scores = r.get("scores") or {}
+        if set(scores) != judges or not all(isinstance(v, list) and len(v) == 2 and all(
+                isinstance(x, int | float) for x in v) for v in scores.values()):
+            raise ValueError(f"{path} line {i}: scores must give every row the same judges "
+                             f"({', '.join(sorted(judges)) or 'none'}), each [candidate, baseline] numbers")
+    if reward_judge and "reward" in judges:
+        raise ValueError(f"{path}: the judge name 'reward' is the reward model's; name given scores otherwise")
     return rows
 
 
 def main(cfg: EvalConfig) -> Path:
-    rows = read_comparisons(cfg.comparisons)
+    rows = read_comparisons(cfg.comparisons, cfg.reward_model is not None)
     scores: dict[str, list[list[float]]] = {}
     for r in rows:
         for judge, pair in (r.get("scores") or {}).items():

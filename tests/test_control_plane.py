@@ -54,6 +54,7 @@ def commands(files: dict[str, Path], out: Path) -> list[tuple[list[str], str]]:
         (["annotators", "add", "alice", "--password-stdin"], "alice-password\n"),
         (["annotators", "add", "bob", "--password-stdin"], "short\n"),
         (["annotators", "disable", "nobody"], ""),
+        (["annotators", "logout", "nobody"], ""),
         (["annotate-sim", "--annotators", "1", "--unreliable", "1"], ""),  # both rank every task
         (["annotators", "list"], ""),
         (["tasks", "gold", "1", "--ranks", "1,2,3,4"], ""),
@@ -140,6 +141,7 @@ def test_every_command_gives_the_same_result_in_process_and_through_the_service(
     codes = dict(zip(argvs, (r[0] for r in in_process), strict=True))
     # The commands meant to fail did, with exit 2 and a message naming the problem; the rest worked.
     failing = {"prompts add <OUT>/missing.jsonl": "no such file", "annotators disable nobody": "no annotator named",
+               "annotators logout nobody": "no annotator named",
                "tasks gold 999 --ranks 1,2": "there is no task 999", "models show 999": "no model with id 999",
                "jobs follow 999": "there is no job 999", "export --format jsonl --out <OUT>": "is a directory",
                "train reward --config": "epochs", "prioritize": "no reward model is active",

@@ -4,13 +4,13 @@ and an evaluation go through the registry. (The whole evaluation, with vLLM, is 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 from seeding import seed_rankings
 
+from reward.data import read_snapshot
 from service.cli.main import main
 from service.core.registry import get_model, record_evaluation, register_model
 from service.core.store import Store
@@ -75,25 +75,41 @@ def test_held_out_prompts_are_never_sampled_for_training(tmp_path: Path) -> None
         from service.loop.prompts import add_system_prompts
 
         add_system_prompts(store, {"brief": "Answer in one short sentence."})
-        got, sps, profiles = held_out(store, EvalJobConfig(candidate=1, prompt_file=prompts))
+        got, sps, profiles, overlap = held_out(store, EvalJobConfig(candidate=1, prompt_file=prompts))
         assert [p["text"] for p in got] == ["A question kept for evaluation?", "Another one?"]
-        assert [s["name"] for s in sps] == ["brief"] and profiles == []
+        assert [s["name"] for s in sps] == ["brief"] and profiles == [] and overlap == 0
         assert store.scalar("SELECT count(*) FROM prompts WHERE source = 'eval'") == 2
         with pytest.raises(Exception, match="no prompts stored"):  # eval prompts are not a training pool
             prepare(store, SampleJobConfig(models=[tmp_path]))
 
 
-def test_the_gate_records_figures_and_approves_only_a_candidate(data: dict) -> None:
+def test_the_gate_records_figures_and_decides_only_against_the_model_it_would_replace(data: dict) -> None:
+    policy, base, orphan = data["policy"], data["base"], data["orphan"]
     with Store.open(data["dir"] / "rankloop.duckdb") as store:
         with store.write() as cur:
-            assert record_evaluation(cur, data["policy"], {"job_id": 1}, False, "win rate 0.5") == "candidate"
-        m = get_model(store, data["policy"])
+            assert record_evaluation(cur, policy, {"job_id": 1}, False, "win rate 0.5", base) == ("candidate", "refused")
+        m = get_model(store, policy)
         assert m["status_reason"] == "gate refused: win rate 0.5" and m["metrics"]["evaluations"] == [{"job_id": 1}]
+        with store.write() as cur:  # no active policy: the parent is the bar; another baseline does not count
+            assert record_evaluation(cur, policy, {"job_id": 2}, True, "w", orphan)[1].startswith("not applied")
+            assert record_evaluation(cur, policy, {"job_id": 3}, True, "win rate 0.8", base) == ("active", "passed")
+            # Now the bar is the active policy: beating anything else changes nothing.
+            assert record_evaluation(cur, orphan, {"job_id": 4}, True, "w", base)[1].startswith(
+                "not applied (the baseline")
+            assert record_evaluation(cur, orphan, {"job_id": 5}, True, "win rate 0.9", policy) == ("active", "passed")
+            assert record_evaluation(cur, orphan, {"job_id": 6}, False, "lost", policy)[1].startswith("not applied")
+            assert record_evaluation(cur, orphan, {"job_id": 7}, None, "figures only", policy) == ("active",
+                                                                                                 "not applied")
+        assert get_model(store, policy)["status"] == "retired"  # replaced by the next winner
+        assert [e["job_id"] for e in get_model(store, orphan)["metrics"]["evaluations"]] == [4, 5, 6, 7]
+
+
+def test_prompts_stored_for_evaluation_stay_out_of_training_splits(data: dict) -> None:
+    with Store.open(data["dir"] / "rankloop.duckdb") as store:
+        held = store.query("SELECT id FROM prompts ORDER BY id LIMIT 3")
         with store.write() as cur:
-            assert record_evaluation(cur, data["policy"], {"job_id": 2}, True, "win rate 0.8") == "active"
-            assert record_evaluation(cur, data["orphan"], {"job_id": 3}, True, "win rate 0.9") == "active"
-        assert get_model(store, data["policy"])["status"] == "retired"  # replaced by the next winner
-        with store.write() as cur:  # an active model is not gated again
-            assert record_evaluation(cur, data["orphan"], {"job_id": 4}, False, "lost") == "active"
-        assert [e["job_id"] for e in json.loads(store.scalar(
-            "SELECT metrics FROM models WHERE id = ?", [data["orphan"]]))["evaluations"]] == [3, 4]
+            cur.execute("UPDATE prompts SET source = 'eval' WHERE list_contains(?, id)", [[r["id"] for r in held]])
+        snap = create_snapshot(store, data["dir"], SnapshotFilters(eval_fraction=0.0))
+    rows = read_snapshot(snap.path)
+    assert {r["prompt_id"] for r in rows if r["split"] == "eval"} == {r["id"] for r in held}
+    assert len(rows) > 3 * 3

@@ -52,16 +52,45 @@ def test_evaluate_writes_figures_for_every_judge(tiny_model: Path, tmp_path: Pat
             for i in range(20)]
     data = tmp_path / "comparisons.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reference = perturbed(tiny_model, tmp_path / "ref")
     out = main(EvalConfig(comparisons=data, output_dir=tmp_path / "ev", reward_model=tiny_model,
-                          candidate_model=tiny_model, reference_model=tiny_model, bootstrap=200))
+                          candidate_model=tiny_model, reference_model=reference, bootstrap=200))
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["judges"]) == {"hidden", "reward"}
     assert report["judges"]["hidden"]["win_rate"] == 1.0 and report["judges"]["hidden"]["ci"] == [1.0, 1.0]
     assert report["groups"] == 5 and report["comparisons"] == 20
     assert report["length"]["candidate_words"] > report["length"]["baseline_words"]
-    assert report["kl"]["estimate"] == pytest.approx(0.0, abs=1e-5)  # a model against itself
+    # KL by hand: log p(reply | chat) summed over the reply's tokens (and its end of turn), per model.
+    expected = np.mean([reply_logprob(tiny_model, r) - reply_logprob(reference, r) for r in rows])
+    assert report["kl"]["estimate"] == pytest.approx(expected, abs=1e-3) and abs(expected) > 0.01
     judged = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(judged) == 20 and set(judged[0]["scores"]) == {"hidden", "reward"}
+
+
+def perturbed(model: Path, dest: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = AutoModelForCausalLM.from_pretrained(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    m.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(model).save_pretrained(dest)
+    return dest
+
+
+def reply_logprob(model: Path, row: dict) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, m = AutoTokenizer.from_pretrained(model), AutoModelForCausalLM.from_pretrained(model)
+    start = len(tok.apply_chat_template(row["messages"], add_generation_prompt=True)["input_ids"])
+    ids = tok.apply_chat_template(row["messages"] + [{"role": "assistant", "content": row["candidate"]}])["input_ids"]
+    with torch.no_grad():
+        logp = m(torch.tensor([ids])).logits[0].log_softmax(-1)
+    return float(sum(logp[i - 1, ids[i]] for i in range(start, len(ids))))
 
 
 def test_bad_comparison_files_are_named(tmp_path: Path) -> None:
@@ -72,3 +101,10 @@ def test_bad_comparison_files_are_named(tmp_path: Path) -> None:
     bad.write_text("")
     with pytest.raises(ValueError, match="holds no comparisons"):
         read_comparisons(bad)
+    row = {"group": "a", "messages": [], "candidate": "x", "baseline": "y"}
+    bad.write_text(json.dumps({**row, "scores": {"hidden": [1, 0]}}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match="line 2: scores must give every row the same judges"):
+        read_comparisons(bad)
+    bad.write_text(json.dumps({**row, "scores": {"reward": [1, 0]}}) + "\n")
+    with pytest.raises(ValueError, match="'reward' is the reward model's"):
+        read_comparisons(bad, reward_judge=True)

@@ -49,7 +49,8 @@ def test_dpo_beats_its_parent_passes_the_gate_and_shows_its_lineage(loop: dict) 
     check_win(ev, "hidden", "DPO")
     assert ev["baseline"] == loop["sft"] and ev["status"] == "active"
     assert "gate passed" in printed and "hidden" in printed and "reward" in printed
-    assert ev["kl"]["estimate"] > 0 and ev["judges"]["reward"]["lc_win_rate"] is not None
+    lc = ev["judges"]["hidden"]
+    assert ev["kl"]["estimate"] > 0 and lc["lc_ci"][0] <= lc["lc_win_rate"] <= lc["lc_ci"][1]
     assert ev["length"]["baseline_words"] > 0
 
     shown = run(data, "models", "show", str(dpo))

@@ -58,6 +58,12 @@ def cmd_annotators_disable(args: argparse.Namespace, settings: Settings) -> None
     print(f"disabled {args.name!r}: it can no longer log in or submit")
 
 
+def cmd_annotators_logout(args: argparse.Namespace, settings: Settings) -> None:
+    with connect(settings) as c:
+        c.call("annotators.logout", name=args.name)
+    print(f"logged {args.name!r} out everywhere: its API tokens and app sessions no longer count")
+
+
 def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
     if args.annotators < 0 or args.unreliable < 0 or args.annotators + args.unreliable == 0:
         raise StoreError("--annotators and --unreliable must be >= 0, and at least one annotator is needed")
@@ -114,6 +120,8 @@ def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add("list", cmd_annotators_list, "list accounts", ann)
     p = add("disable", cmd_annotators_disable, "disable an account (it keeps its rankings)", ann)
+    p.add_argument("name")
+    p = add("logout", cmd_annotators_logout, "end every login of an account (API tokens and app sessions)", ann)
     p.add_argument("name")
 
     p = add("annotate-sim", cmd_annotate_sim, "simulated annotators with a known preference rank the open queue")

@@ -82,6 +82,9 @@ def evaluate(c, config: dict) -> None:
     print(f"job {job_id} succeeded: model #{model['id']} {model['name']} is {model['status']}")
     print_evaluation(ev)
     print(f"  gate {job['result']['gate']}: {job['result']['reason']}")
+    if job["result"]["prompts_left_out_of_file"]:
+        print(f"  {job['result']['prompts_left_out_of_file']} prompts of the file were left out: they are stored "
+              "for training, so they are not held out")
     if job["result"]["human_tasks"]:
         print(f"  {job['result']['human_tasks']} blind pairwise tasks are in the annotation queue; "
               "`rankloop leaderboard --by model` ranks the model versions from them")

@@ -45,7 +45,7 @@ from service.cli.output import print_table, report_job
 from service.cli.policy import add_parsers as add_policy_parsers
 from service.cli.reward import add_parsers as add_reward_parsers
 from service.cli.vllm_flags import add_vllm_flags, job_vllm, vllm_overrides
-from service.core.errors import CommandFailed, exit_code
+from service.core.errors import CommandFailed, describe, exit_code
 from service.core.settings import Settings, load_settings
 from service.core.store import Store
 
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         code = e.code if isinstance(e, CommandFailed) else exit_code(e)
         if code is None:
             raise  # a bug: the traceback helps
-        print(f"rankloop {args.command}: {'error' if code == 2 else 'failed'}: {e}", file=sys.stderr)
+        print(f"rankloop {args.command}: {'error' if code == 2 else 'failed'}: {describe(e)}", file=sys.stderr)
         return code
     return 0
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from service.core.paths import write_private
+from service.core.paths import read_secret, write_private
 from service.core.procs import pid_alive
 from service.core.settings import Settings
 
@@ -32,7 +32,7 @@ def admin_key(settings: Settings) -> str:
     path = settings.paths.admin_key
     if not path.exists():
         write_private(path, secrets.token_urlsafe(32).encode())
-    return path.read_text().strip()
+    return read_secret(path, "the admin key")
 
 
 def find_service(settings: Settings, timeout_s: float = 3.0) -> ServiceInfo:

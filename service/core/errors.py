@@ -8,6 +8,8 @@ is exit code 1.
 
 from __future__ import annotations
 
+import duckdb
+
 
 class StoreError(RuntimeError):
     """A problem a user can act on (bad input, missing row); the message says what to do."""
@@ -21,9 +23,24 @@ class NotFound(StoreError):
     """An id that names nothing (a model, a job, a task)."""
 
 
+# Errors in what a client sent, wherever they surface: a value that does not fit the database
+# (an id of 2**200: duckdb.DataError or InvalidInputException), a number too large to compute with, text that is not valid
+# Unicode (a lone surrogate: UnicodeError is a ValueError).
+CLIENT_ERRORS = (StoreError, ValueError, OverflowError, duckdb.DataError, duckdb.InvalidInputException)
+
+
+def describe(exc: BaseException) -> str:
+    """The message a user sees: the error's own, made plain for the low-level kinds."""
+    if isinstance(exc, UnicodeError):
+        return "text must be valid Unicode (it holds a lone surrogate or an undecodable byte)"
+    if isinstance(exc, duckdb.DataError | duckdb.InvalidInputException | OverflowError):
+        return f"a value is out of range: {str(exc).splitlines()[0]} (integers must fit in 64 bits)"
+    return str(exc)
+
+
 def exit_code(exc: BaseException) -> int | None:
     """2 for an error the user can fix, 1 for a failure of the work itself, None for a bug."""
-    if isinstance(exc, StoreError | ValueError | OSError):
+    if isinstance(exc, (*CLIENT_ERRORS, OSError)):
         return 2
     if isinstance(exc, RuntimeError):
         return 1

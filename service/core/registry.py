@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.core.errors import StoreError
+from service.core.errors import NotFound, StoreError
 from service.core.store import Store
 
 # external: responses that came from outside rankloop (imported preference data).
@@ -60,7 +60,7 @@ def register_model(
 def get_model(store: Store, model_id: int) -> dict[str, Any]:
     rows = store.query("SELECT * FROM models WHERE id = ?", [model_id])
     if not rows:
-        raise StoreError(f"no model with id {model_id}; `rankloop models list` shows the registry")
+        raise NotFound(f"no model with id {model_id}; `rankloop models list` shows the registry")
     return _row(rows[0])
 
 
@@ -149,18 +149,29 @@ def register_trained(
     return model_id
 
 
-def record_evaluation(cur, model_id: int, evaluation: dict, gate: bool | None, reason: str) -> str:
-    """Add an evaluation to a model's metrics inside the caller's transaction; with `gate` set (True:
-    it won, False: it did not), a candidate is made active or keeps its status with the reason.
-    Returns the model's status afterwards."""
-    kind, status, metrics = cur.execute("SELECT kind, status, metrics FROM models WHERE id = ?", [model_id]).fetchone()
+def record_evaluation(cur, model_id: int, evaluation: dict, wins: bool | None, reason: str,
+                      baseline_id: int) -> tuple[str, str]:
+    """Add an evaluation to a model's metrics inside the caller's transaction and apply the gate
+    (`wins` None: not asked). The gate decides only for a candidate compared with the model it
+    would replace: the active model of its kind, or its parent when none is active (checked here,
+    in the transaction, so a promotion meanwhile is seen). Returns (status, gate outcome)."""
+    kind, status, metrics, parent = cur.execute(
+        "SELECT kind, status, metrics, parent_id FROM models WHERE id = ?", [model_id]).fetchone()
     metrics = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
     metrics["evaluations"] = [*metrics.get("evaluations", []), evaluation]
     cur.execute("UPDATE models SET metrics = ? WHERE id = ?", [json.dumps(metrics), model_id])
-    if gate is None or status != "candidate":
-        return status
-    if gate:
+    if wins is None:
+        return status, "not applied"
+    if status != "candidate":
+        return status, f"not applied (the model is {status}, not a candidate)"
+    active = cur.execute("SELECT id FROM models WHERE kind = ? AND status = 'active' ORDER BY id DESC LIMIT 1",
+                         [kind]).fetchone()
+    expected = active[0] if active else parent
+    if baseline_id != expected:
+        return status, (f"not applied (the baseline #{baseline_id} is not the model it would replace, "
+                        f"#{expected}: {'the active ' + kind if active else 'its parent'})")
+    if wins:
         _activate(cur, model_id, kind, "gate passed: " + reason)
-        return "active"
+        return "active", "passed"
     cur.execute("UPDATE models SET status_reason = ? WHERE id = ?", ["gate refused: " + reason, model_id])
-    return status
+    return status, "refused"

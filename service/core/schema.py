@@ -213,6 +213,11 @@ DROP TABLE prompts;
 ALTER TABLE prompts_v8 RENAME TO prompts;
 """,
     ),
+    Migration(
+        9,
+        "revocable logins: an account's tokens and app sessions issued before sessions_since no longer count",
+        "ALTER TABLE annotators ADD COLUMN sessions_since DOUBLE;\n",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

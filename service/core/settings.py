@@ -74,8 +74,13 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="address `rankloop serve` listens on")
     port: int = Field(8000, ge=0, le=65535, description="port of `rankloop serve`")
     api_keys: list[str] = Field(default_factory=list, description="keys accepted on /v1/* (comma-separated in env)")
-    admin_key: str | None = Field(None, description="key for /admin/*")
+    admin_key: str | None = Field(None, min_length=32, description="key for /admin/* (at least 32 characters; "
+                                  "default: generated into <data>/admin.key)")
     max_upload_mib: int = Field(256, ge=1, description="largest file the admin API accepts (prompts, imports)")
+    max_body_kib: int = Field(256, ge=1, description="largest request body anywhere else (rankings, logins, params)")
+    session_ttl_h: float = Field(12.0, gt=0, description="hours a login (API token or app session) stays valid")
+    allowed_roots: list[Path] = Field(default_factory=list, description="directories outside the data "
+                                      "directory that training jobs may write their output into")
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
 

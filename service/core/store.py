@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from service.core.errors import DataDirBusy, StoreError
+from service.core.paths import private_dir, private_file
 from service.core.schema import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
 
 
@@ -39,10 +40,15 @@ class Store:
     def open(cls, path: str | Path, migrate: bool = True, target_version: int | None = None) -> Store:
         """Open (creating if needed) the database and bring its schema up to date."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        existed = path.exists()
         try:
             con = duckdb.connect(str(path))
-        except duckdb.IOException as e:
+        except duckdb.Error as e:
+            if not isinstance(e, duckdb.IOException) or "lock" not in str(e).lower():
+                raise StoreError(f"cannot open the database {path}: it is damaged or not a DuckDB file "
+                                 f"({str(e).splitlines()[0]}); restore it from a backup or use another --data "
+                                 "directory") from None
             if "lock" in str(e).lower():
                 pid = re.search(r"PID (\d+)", str(e))
                 raise DataDirBusy(
@@ -52,10 +58,29 @@ class Store:
                     f"{path.parent / 'service.json'}), stop it, or use another --data directory."
                 ) from None
             raise StoreError(f"cannot open the database {path}: {e}") from None
+        if existed:
+            private_file(path)  # it holds password hashes: a looser one is fixed, with a warning
+        else:
+            path.chmod(0o600)
         store = cls(con, path)
         if migrate:
-            store.migrate(target_version)
+            try:
+                store.migrate(target_version)
+            except duckdb.Error as e:
+                con.close()
+                raise StoreError(f"cannot read the database {path}: it is damaged ({str(e).splitlines()[0]}); "
+                                 "restore it from a backup or use another --data directory") from None
         return store
+
+    def check_readable(self) -> None:
+        """Read every table's size and newest row: a damaged file fails here, not on some later request."""
+        try:
+            for (table,) in self._con.execute("SELECT table_name FROM duckdb_tables()").fetchall():
+                self._con.execute(f'SELECT count(*) FROM "{table}"').fetchall()
+                self._con.execute(f'SELECT * FROM "{table}" ORDER BY 1 DESC LIMIT 1').fetchall()
+        except duckdb.Error as e:
+            raise StoreError(f"cannot read the database {self.path}: it is damaged ({str(e).splitlines()[0]}); "
+                             "restore it from a backup or use another --data directory") from None
 
     def close(self) -> None:
         self._con.close()
@@ -98,8 +123,10 @@ class Store:
         row = self.cursor().execute(sql, params or []).fetchone()
         return row[0] if row else None
 
-    def insert_arrow(self, cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> list[int]:
-        """Bulk insert through DuckDB's Arrow scan; returns the new ids in row order."""
+    def insert_arrow(self, cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table,
+                     skip_existing: bool = False) -> list[int]:
+        """Bulk insert through DuckDB's Arrow scan; returns the new ids in row order. `skip_existing`:
+        rows that clash with a unique key already stored are left out (ON CONFLICT DO NOTHING)."""
         if data.num_rows == 0:
             return []
         cols = ", ".join(data.column_names)
@@ -107,7 +134,8 @@ class Store:
         cur.register("_rankloop_rows", data)
         try:
             rows = cur.execute(
-                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rankloop_rows RETURNING id"
+                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rankloop_rows"
+                f"{' ON CONFLICT DO NOTHING' if skip_existing else ''} RETURNING id"
             ).fetchall()
         finally:
             cur.unregister("_rankloop_rows")

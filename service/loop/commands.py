@@ -237,6 +237,8 @@ COMMANDS: dict[str, Command] = {
     "annotators.add": Command("POST", "/annotators", NewAnnotator, _annotator_add),
     "annotators.list": Command("GET", "/annotators", NoParams, lambda ctx, p: accounts.list_annotators(ctx.store)),
     "annotators.disable": Command("POST", "/annotators/{name}/disable", AnnotatorName, _disable),
+    "annotators.logout": Command("POST", "/annotators/{name}/logout", AnnotatorName, lambda ctx, p: (
+        accounts.revoke_sessions(ctx.store, p.name) or {"name": p.name, "logged_out": True})),
     "simulated.ensure": Command("POST", "/simulated", Simulated, lambda ctx, p: ensure_accounts(ctx.store, p.profiles)),
     "judges.ensure": Command("POST", "/judges", JudgeAccount,
                              lambda ctx, p: judges.ensure_judge(ctx.store, p.name, p.profile)),

@@ -58,9 +58,21 @@ def training_defaults(store: Store, settings: Settings, values: dict[str, Any], 
     return values
 
 
-def check_training_config(store: Store, cfg: BaseModel, name: str) -> None:
-    """What validation cannot see: a fresh output directory and a real starting checkpoint."""
+def check_confined(settings: Settings, out: Path) -> None:
+    """A job writes inside the data directory, or under a root the settings allow (`allowed_roots`):
+    a request to the admin API must not be able to write anywhere on the disk."""
+    roots = [settings.data_dir.resolve(), *(Path(r).resolve() for r in settings.allowed_roots)]
+    target = Path(out).resolve()
+    if not any(target.is_relative_to(root) for root in roots):
+        raise StoreError(f"output_dir {out} is outside the data directory {roots[0]}; leave it unset, put it "
+                         "inside, or add its parent to the setting allowed_roots")
+
+
+def check_training_config(store: Store, settings: Settings, cfg: BaseModel, name: str) -> None:
+    """What validation cannot see: a fresh output directory where jobs may write, and a real starting
+    checkpoint."""
     if Path(cfg.output_dir).name != next_dir(name):
+        check_confined(settings, cfg.output_dir)
         check_output_dir(store, cfg.output_dir)
     if not (Path(cfg.base_model) / "config.json").is_file():
         raise StoreError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
@@ -100,10 +112,12 @@ class JobRun:
         check_output_dir(self.store, cfg.output_dir)
         return cfg
 
-    def finish(self, cur, model_id: int, output_dir: Path) -> None:
-        """Mark the job succeeded inside the transaction `cur` that registered its model."""
+    def finish(self, cur, model_id: int, output_dir: Path, result: dict | None = None) -> None:
+        """Mark the job succeeded inside the transaction `cur` that registered its model (with its
+        result, so whoever sees it succeeded sees what it found)."""
         cur.execute("UPDATE jobs SET status = 'succeeded', finished_at = now(), progress = 1, result_model_id = ?, "
-                    "output_dir = ?, error = NULL WHERE id = ?", [model_id, str(output_dir), self.job_id])
+                    "output_dir = ?, error = NULL, result = coalesce(?, result) WHERE id = ?",
+                    [model_id, str(output_dir), json.dumps(result) if result is not None else None, self.job_id])
 
     def progress(self, done: int, total: int) -> None:
         # At most two writes a second: a sampling run reports every finished response.

@@ -28,7 +28,7 @@ from annotator.accounts import add_annotator
 from annotator.ranking import Submission
 from annotator.simulate_run import QueueClient
 from reward.conversation import render_plain
-from service.core.errors import StoreError
+from service.core.errors import NotFound, StoreError
 from service.core.store import Store
 
 TEMPLATE_FIELDS = ("conversation", "candidates", "k")
@@ -90,7 +90,7 @@ def template(store: Store, name: str) -> dict:
         return {"name": name, "version": 1, "text": DEFAULT_TEMPLATE[name]}
     if not rows:
         names = sorted({r["name"] for r in store.query("SELECT name FROM judge_templates")} | set(DEFAULT_TEMPLATE))
-        raise StoreError(f"no judge template named {name!r}; stored: {', '.join(names)} "
+        raise NotFound(f"no judge template named {name!r}; stored: {', '.join(names)} "
                          "(add one with `rankloop judge-templates add FILE`)")
     return rows[0]
 

@@ -42,7 +42,7 @@ def prepare(method: str, store: Store, settings: Settings, values: dict[str, Any
     values = training_defaults(store, settings, values, method,
                                ("pretrained",) if method == "sft" else ("sft", "pretrained"))
     cfg = validate(config_class, values, source)
-    check_training_config(store, cfg, method)
+    check_training_config(store, settings, cfg, method)
     try:  # what the trainer would stop on at once: the tokenizer and the data, checked before the job exists
         load_tokenizer(cfg.base_model)
         METHODS[method].dataset(cfg)

@@ -28,7 +28,7 @@ def prepare(store: Store, settings: Settings, values: dict[str, Any], source: st
     """The job's config: given values, then defaults from the data directory; validated."""
     values = training_defaults(store, settings, values, "reward", ("sft", "pretrained"))
     cfg = validate(RewardTrainConfig, values, source)
-    check_training_config(store, cfg, "reward")
+    check_training_config(store, settings, cfg, "reward")
     try:
         snapshot_file(cfg.snapshot)
     except FileNotFoundError as e:

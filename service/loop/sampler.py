@@ -127,8 +127,8 @@ def _store_batch(store: Store, rows: list[dict], model_id: int, params: Sampling
     table = table.append_column("model_id", pa.array([model_id] * n, pa.int64()))
     table = table.append_column("params", pa.array([params.model_dump_json()] * n))
     table = table.append_column("params_hash", pa.array([params.key()] * n))
-    with store.write() as cur:
-        return store.insert_arrow(cur, "samples", table)
+    with store.write() as cur:  # two runs filling the same samples at once (two evaluations) keep the first
+        return store.insert_arrow(cur, "samples", table, skip_existing=True)
 
 
 async def _run(jobs: list[_Job], endpoint: Endpoint, params: SamplingParams, concurrency: int,

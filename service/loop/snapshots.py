@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ WITH gold AS (SELECT annotator_id, avg(gold_agreement) AS gold_agreement FROM ra
               WHERE gold_agreement IS NOT NULL GROUP BY annotator_id),
      cand AS (SELECT t.id AS task_id, u.sample_id, u.position
               FROM tasks t, unnest(t.sample_ids) WITH ORDINALITY AS u(sample_id, position))
-SELECT r.id AS ranking_id, r.task_id, t.prompt_id, p.text AS prompt, p.messages::VARCHAR AS messages, a.name AS annotator, a.role AS annotator_role,
+SELECT r.id AS ranking_id, r.task_id, t.prompt_id, p.text AS prompt, p.source AS prompt_source,
+       p.messages::VARCHAR AS messages, a.name AS annotator, a.role AS annotator_role,
        a.profile AS annotator_profile, g.gold_agreement AS annotator_gold_agreement, r.ranks,
        coalesce(r.flags, '[]') AS flags, t.batch,
        list(c.sample_id ORDER BY c.position) AS sample_ids,
@@ -100,7 +102,8 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
               and r["annotator_gold_agreement"] < filters.min_gold_agreement):
             dropped["gold_agreement"] += 1
         else:
-            r["split"] = split_of(r["prompt"], filters.eval_fraction)
+            # A prompt stored for evaluation is held out whatever its hash says (e.g. human-evaluation pairs).
+            r["split"] = "eval" if r.pop("prompt_source") == "eval" else split_of(r["prompt"], filters.eval_fraction)
             r["hidden_utility"] = _hidden_utilities(r)
             kept.append(r)
     return kept, dropped
@@ -154,15 +157,20 @@ def create_snapshot(store: Store, data_dir: Path, filters: SnapshotFilters) -> S
             "dropped": dropped,
         },
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (SNAPSHOT_FILE + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-    tmp.rename(folder / SNAPSHOT_FILE)  # the file appears whole or not at all
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    # Written whole beside its final place, recorded, then moved in: a crash leaves either a
+    # hidden partial folder (removed by the next snapshot) or a row whose folder is missing (rewritten
+    # the next time the same data is snapshotted, as above), never a folder nothing knows about.
+    partial = folder.parent / f".{snap_id}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), partial / SNAPSHOT_FILE)
+    (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     with store.write() as cur:
         cur.execute("INSERT OR REPLACE INTO snapshots (id, path, filters, counts) VALUES (?, ?, ?, ?)",
                     [snap_id, str(folder / SNAPSHOT_FILE), json.dumps(manifest["filters"]),
                      json.dumps(manifest["counts"])])
+    shutil.rmtree(folder, ignore_errors=True)  # a folder left by a crash after an earlier commit
+    partial.rename(folder)
     return Snapshot(snap_id, folder / SNAPSHOT_FILE, manifest, created=True)
 
 

@@ -78,11 +78,14 @@ def build_tasks(
             candidates = [arm_pool[a].pop() for a, n in take.items() for _ in range(n)]
             rng.shuffle(candidates)  # display order, recorded as the order of sample_ids
             rows.append({"prompt_id": prompt_id, "sample_ids": candidates})
-    return insert_tasks(store, rows, required_rankings, batch)
+    if not rows:
+        return []
+    with store.write() as cur:
+        return insert_tasks(store, cur, rows, required_rankings, batch)
 
 
-def insert_tasks(store: Store, rows: list[dict], required_rankings: int, batch: str | None) -> list[int]:
-    """Store tasks given as {prompt_id, sample_ids (in display order)}; returns their ids."""
+def insert_tasks(store: Store, cur, rows: list[dict], required_rankings: int, batch: str | None) -> list[int]:
+    """Store tasks given as {prompt_id, sample_ids (in display order)} in the transaction `cur`."""
     if not rows:
         return []
     table = pa.table({
@@ -91,5 +94,4 @@ def insert_tasks(store: Store, rows: list[dict], required_rankings: int, batch: 
         "required_rankings": pa.array([required_rankings] * len(rows), pa.int32()),
         "batch": pa.array([batch] * len(rows), pa.string()),
     })
-    with store.write() as cur:
-        return store.insert_arrow(cur, "tasks", table)
+    return store.insert_arrow(cur, "tasks", table)

@@ -27,9 +27,10 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from starlette.background import BackgroundTask
 
+from annotator.accounts import session_valid
 from annotator.api import admin_key_ok, bearer_token
 from reward.configfile import format_errors
-from service.core.errors import NotFound, exit_code
+from service.core.errors import NotFound, StoreError, describe, exit_code
 from service.loop.commands import COMMANDS, Command
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -39,10 +40,12 @@ def require_admin(request: Request, authorization: str | None = Header(None)) ->
     token = bearer_token(authorization)
     if token and admin_key_ok(request, token):
         return "admin-key"
-    annotator_id = request.app.state.signer.verify(token) if token else None
-    if annotator_id is not None:
-        rows = request.app.state.store.query("SELECT name, role, disabled FROM annotators WHERE id = ?", [annotator_id])
-        if rows and rows[0]["role"] == "admin" and not rows[0]["disabled"]:
+    session = request.app.state.signer.verify(token) if token else None
+    if session is not None:
+        rows = request.app.state.store.query("SELECT * FROM annotators WHERE id = ?", [session[0]])
+        if not rows or not session_valid(rows[0], session[1]):
+            raise HTTPException(401, "invalid, expired or revoked token; log in again")
+        if rows[0]["role"] == "admin":
             return rows[0]["name"]
         raise HTTPException(403, "admins only")
     raise HTTPException(401, "send 'Authorization: Bearer ADMIN_KEY' or an admin account's token")
@@ -103,11 +106,11 @@ def _route(name: str, cmd: Command):
                 code = exit_code(e)
                 if code is None:
                     raise
-                message = str(e)
+                message = describe(e)
                 for server, caller in shown.items():
                     message = message.replace(server, caller)
-                status = (404 if isinstance(e, NotFound) else 422 if isinstance(e, ValueError)
-                          else 400 if code == 2 else 500)
+                status = (404 if isinstance(e, NotFound) else 400 if isinstance(e, StoreError | OSError)
+                          else 422 if code == 2 else 500)
                 return _error(message, code, status)
             if cmd.download:
                 done, scratch = scratch, None  # removed once the file has been sent

@@ -10,25 +10,28 @@ with a JSON body `{"error": "..."}`, never a stack trace.
 from __future__ import annotations
 
 import secrets
+from http.cookies import SimpleCookie
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.routing import Mount
 
 from annotator import api as annotate_api
-from annotator.accounts import LoginThrottle, SessionSigner
+from annotator.accounts import ExpiringSessions, LoginThrottle, SessionSigner, session_valid
 from annotator.queue import NotLeased
 from annotator.ranking import RankingError
 from reward.configfile import ConfigError
-from service.core.errors import StoreError
+from service.core.errors import CLIENT_ERRORS, StoreError, describe
 from service.core.paths import DataPaths, write_private
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop.commands import Context
+from service.loop.commands import COMMANDS, Context
 from service.loop.engines import EngineSupervisor
 from service.loop.jobs import JobRunner
 from service.loop.scoring import ScorerCache
 from service.web import admin
+from service.web.guard import AnnotatorLogin, BodyLimit, ClientAddress, SameOrigin, headers_of
 
 
 def data_secret(paths: DataPaths) -> bytes:
@@ -48,7 +51,13 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     app.state.settings = settings
     app.state.store = store
     app.state.throttle = LoginThrottle()
-    app.state.signer = SessionSigner(data_secret(settings.paths))
+    app.state.signer = SessionSigner(data_secret(settings.paths), ttl_s=settings.session_ttl_h * 3600)
+
+    def account_accepts(user: str | None, born: float) -> bool:  # disabled or logged out since: the session ends
+        rows = store.query("SELECT * FROM annotators WHERE name = ?", [user or ""])
+        return bool(rows) and session_valid(rows[0], born)
+
+    app.state.ui_sessions = ExpiringSessions(settings.session_ttl_h * 3600, still_valid=account_accepts)
     # The control plane: every admin operation runs with this context, jobs on its runner.
     app.state.ctx = Context(store, settings, JobRunner(store, settings, EngineSupervisor(settings)), ScorerCache())
     app.state.scorers = app.state.ctx.scorers
@@ -64,8 +73,9 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
         return _error(422, "; ".join(parts))
 
     # Errors a client can fix; the most specific class wins (NotLeased is a StoreError).
-    for error, status in [(RankingError, 422), (ConfigError, 422), (NotLeased, 409), (StoreError, 400)]:
-        app.add_exception_handler(error, lambda request, exc, status=status: _error(status, str(exc)))
+    for error, status in [(RankingError, 422), (ConfigError, 422), (NotLeased, 409), (StoreError, 400),
+                          *((e, 422) for e in CLIENT_ERRORS if e is not StoreError)]:
+        app.add_exception_handler(error, lambda request, exc, status=status: _error(status, describe(exc)))
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -85,4 +95,28 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
             allowed_paths=[], blocked_paths=[str(settings.data_dir.resolve())], show_error=True,
             footer_links=[], ssr_mode=False, mcp_server=False, head=SHORTCUTS_JS, css=SHORTCUTS_CSS,
         )
+        ui = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "/annotate")
+        ui.tokens = app.state.ui_sessions  # Gradio's session table, with an expiry and revocation
+        cookies = (f"access-token-{ui.cookie_id}", f"access-token-unsecure-{ui.cookie_id}")
+
+        def logged_in(scope: dict) -> bool:
+            jar = SimpleCookie(headers_of(scope).get("cookie", ""))
+            return any(name in jar and ui.tokens.get(jar[name].value) for name in cookies)
+
+        app.add_middleware(AnnotatorLogin, prefix="/annotate", logged_in=logged_in)
+    # Outermost last: the size limit before anything reads the body, then the origin check.
+    app.add_middleware(SameOrigin)
+    app.add_middleware(ClientAddress)
+    app.add_middleware(BodyLimit, limit_for=body_limit(settings))
     return app
+
+
+def body_limit(settings: Settings):
+    uploads = {"/admin" + c.path for c in COMMANDS.values() if c.upload}
+
+    def limit_for(scope: dict) -> tuple[int, str]:
+        if scope.get("method") == "POST" and scope.get("path") in uploads:
+            return settings.max_upload_mib * 2**20, "max_upload_mib"
+        return settings.max_body_kib * 2**10, "max_body_kib"
+
+    return limit_for

@@ -27,7 +27,12 @@ def serve(settings: Settings) -> None:
     from service.web.app import create_app
 
     store = Store.open(settings.paths.db)
-    settings = settings.model_copy(update={"admin_key": admin_key(settings)})
+    try:  # a damaged database or a bad key stops here, before the port is taken
+        store.check_readable()
+        settings = settings.model_copy(update={"admin_key": admin_key(settings)})
+    except BaseException:
+        store.close()
+        raise
     info = settings.paths.service_file
     # Bind first, so the address (port 0 = any free one) is known before uvicorn starts.
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
