@@ -24,7 +24,9 @@ from statistics import quantiles
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# bench/ holds scripts named like the packages (policy.py, reward.py): the repository comes first instead.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 from seeding import seed_tasks  # noqa: E402
 from servicectl import admin_headers, running_service  # noqa: E402
 

@@ -5,6 +5,7 @@ the login throttle bounded and per address; logins revocable."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import uuid
@@ -295,3 +296,70 @@ def test_cli_refuses_bad_data_and_bad_outputs_with_a_message(tmp_path: Path, cap
     for command in (["status"], ["serve", "--port", "0"]):
         assert main(["--data", str(data), *command]) == 2
         assert "damaged" in capsys.readouterr().err
+
+
+def test_kill_9_under_32_annotators_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """Three times: 32 simulated annotators rank through the service over HTTP, and the service is
+    killed with SIGKILL mid-stream. Every acknowledged submission is stored exactly once afterwards,
+    and no task gets more than its R rankings."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    data = tmp_path / "data"
+    with Store.open(data / "rankloop.duckdb") as store:
+        seed_tasks(store, n_prompts=100, k=4, required=2)  # 200 tasks x R = 2
+        for i in range(32):
+            add_annotator(store, f"sim-{i}", "simulated")
+    acked: list[str] = []
+    lock = threading.Lock()
+    for round_ in range(3):
+        log = open(tmp_path / f"serve-{round_}.log", "w")  # noqa: SIM115 (closed below)
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "--data", str(data), "serve", "--port", "0"],
+                                cwd=Path(__file__).parent.parent, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "RANKLOOP_ANNOTATION__GOLD_RATE": "0"})
+        deadline, url = time.monotonic() + 90, None
+        while time.monotonic() < deadline and url is None:
+            try:
+                info = json.loads((data / "service.json").read_text())
+                if info.get("pid") == proc.pid and httpx.get(f"{info['url']}/healthz", timeout=2).status_code == 200:
+                    url = info["url"]
+            except (OSError, ValueError, httpx.HTTPError):
+                time.sleep(0.2)
+        assert url, (tmp_path / f"serve-{round_}.log").read_text()
+        stop = threading.Event()
+
+        def annotate(name: str, url: str = url, stop: threading.Event = stop) -> None:
+            headers = {**admin_headers(data), "X-Rankloop-Annotator": name}
+            with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
+                try:
+                    while not stop.is_set() and (task := c.get("/api/annotate/next").json()["task"]) is not None:
+                        body = {"task_id": task["task_id"], "submission_id": uuid.uuid4().hex,
+                                "ranks": list(range(1, len(task["candidates"]) + 1))}
+                        if c.post("/api/annotate/submit", json=body).status_code == 200:
+                            with lock:
+                                acked.append(body["submission_id"])
+                except (httpx.HTTPError, ValueError):
+                    pass  # the service was killed under us: what it acknowledged must be stored
+
+        threads = [threading.Thread(target=annotate, args=(f"sim-{i}",)) for i in range(32)]
+        before = len(acked)
+        for t in threads:
+            t.start()
+        while len(acked) < before + 60 and any(t.is_alive() for t in threads):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # mid-stream: requests are in flight
+        proc.wait()
+        stop.set()
+        for t in threads:
+            t.join()
+        log.close()
+        assert len(acked) > before, f"round {round_}: nothing was acknowledged"
+    with Store.open(data / "rankloop.duckdb") as store:
+        stored = {r["submission_id"]: r["n"] for r in store.query(
+            "SELECT submission_id, count(*) AS n FROM rankings GROUP BY submission_id")}
+        over = store.query("SELECT task_id, count(*) AS n FROM rankings GROUP BY task_id HAVING count(*) > 2")
+    assert all(stored.get(s) == 1 for s in acked), [s for s in acked if stored.get(s) != 1][:5]
+    assert not over, over[:5]

@@ -116,7 +116,8 @@ def body_limit(settings: Settings):
 
     def limit_for(scope: dict) -> tuple[int, str]:
         if scope.get("method") == "POST" and scope.get("path") in uploads:
-            return settings.max_upload_mib * 2**20, "max_upload_mib"
-        return settings.max_body_kib * 2**10, "max_body_kib"
+            return settings.max_upload_mib * 2**20, (f"the upload limit of {settings.max_upload_mib} MiB "
+                                                     "(setting max_upload_mib)")
+        return settings.max_body_kib * 2**10, f"the limit of {settings.max_body_kib} KiB (setting max_body_kib)"
 
     return limit_for

@@ -47,8 +47,8 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit, setting = self.limit_for(scope)
-        too_big = f"the request body is over the limit of {limit:,} bytes (setting {setting})"
+        limit, what = self.limit_for(scope)
+        too_big = f"the request body is over {what}"
         declared = headers_of(scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             return await _refuse(send, 413, too_big)
