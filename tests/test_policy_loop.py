@@ -45,7 +45,8 @@ def test_dpo_beats_its_parent_passes_the_gate_and_shows_its_lineage(loop: dict) 
     out = run(data, "train", "policy", "--method", "dpo", "--config", write_yaml(root / "dpo.yaml", {
         "max_steps": 60, "batch_size": 8, "max_length": 256}))
     dpo = model_id(out)
-    printed, ev = evaluation(data, dpo, "--judge", "hidden", "--human", "4")
+    # 8 answers per prompt and system prompt (the SFT parent's come from the sampling run): a tighter interval.
+    printed, ev = evaluation(data, dpo, "--judge", "hidden", "--human", "4", "--samples", "8")
     check_win(ev, "hidden", "DPO")
     assert ev["baseline"] == loop["sft"] and ev["status"] == "active"
     assert "gate passed" in printed and "hidden" in printed and "reward" in printed
@@ -100,7 +101,8 @@ def test_online_rl_beats_its_parent_against_the_reward_model(method: str, loop: 
     out = run(data, "train", "policy", "--method", method, "--config", write_yaml(root / f"{method}.yaml", {
         "max_steps": 80, "batch_size": 8, "num_generations": 4, "learning_rate": 1e-4, "max_length": 256}))
     policy = model_id(out)
-    printed, ev = evaluation(data, policy, "--against", str(loop["sft"]), "--judge", "hidden", "--no-gate")
+    printed, ev = evaluation(data, policy, "--against", str(loop["sft"]), "--judge", "hidden", "--no-gate",
+                             "--samples", "8")
     check_win(ev, "hidden", method.upper())
     check_win(ev, "reward", method.upper())
     assert ev["status"] == "candidate" and "gate not applied" in printed  # figures recorded, status unchanged
