@@ -126,8 +126,11 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(name: str, address: str | None) -> list[tuple[bytes, int]]:
-        h = lambda kind, v: hashlib.blake2b(f"{kind}:{v}".encode("utf-8", "surrogatepass"), digest_size=16).digest()  # noqa: E731
-        return [(h("name", name), 0)] + ([(h("addr", address), 1)] if address else [])
+        """Fixed-size keys (a 2 MB name costs 16 bytes), each with 1 when it is a client address."""
+        def key(kind: str, value: str) -> bytes:
+            return hashlib.blake2b(f"{kind}:{value}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+        return [(key("name", name), 0)] + ([(key("addr", address), 1)] if address else [])
 
     def _wait_key(self, key: bytes, per_address: int) -> float:
         count, last = self._fails.get(key, (0, 0.0))

@@ -135,18 +135,16 @@ class AnnotatorLogin:
     """`logged_in(scope)` says whether the request carries a live annotator session."""
 
     OPEN = ("/login", "/logout", "/favicon.ico", "/theme.css", "/robots.txt", "/manifest.json")
-    OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/file=")
+    OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/")
 
     def __init__(self, app: ASGIApp, prefix: str, logged_in: Callable[[Scope], bool]):
         self.app, self.prefix, self.logged_in = app, prefix, logged_in
 
     def _open(self, path: str) -> bool:
         rest = path[len(self.prefix):]
-        if rest in ("", "/"):  # the page itself: without a session Gradio renders the login form
-            return True
-        if rest.startswith("/gradio_api/file="):
-            return False  # files go only to sessions (none are served anyway)
-        return rest in self.OPEN or rest.startswith(self.OPEN_PREFIXES)
+        # The page itself (without a session Gradio renders the login form), login/logout and assets;
+        # everything else, `/gradio_api/file=` included, needs a session.
+        return rest in ("", "/", *self.OPEN) or rest.startswith(self.OPEN_PREFIXES)
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         path = scope.get("path", "")
