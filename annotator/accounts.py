@@ -18,6 +18,7 @@ import re
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,9 +66,31 @@ def add_annotator(store: Store, name: str, role: str, password: str | None = Non
         ).fetchone()[0]
 
 
-def get_annotator(store: Store, name: str) -> dict | None:
-    rows = store.query("SELECT * FROM annotators WHERE name = ?", [name])
+# Every request looks up its account: rows are cached per store. Accounts change only through this
+# module (and an import, which adds one), and each change drops the store's cache; a name that is
+# not found is not cached, so an account added any other way is found.
+_ACCOUNTS: weakref.WeakKeyDictionary[Store, dict[str | int, dict]] = weakref.WeakKeyDictionary()
+_ACCOUNTS_LOCK = threading.Lock()
+
+
+def get_annotator(store: Store, name: str | None = None, *, id: int | None = None) -> dict | None:
+    """The account named `name` (or with this `id`), or None."""
+    key = name if id is None else id
+    with _ACCOUNTS_LOCK:
+        cached = _ACCOUNTS.get(store, {}).get(key)
+    if cached is not None:
+        return cached
+    rows = store.query(f"SELECT * FROM annotators WHERE {'name' if id is None else 'id'} = ?", [key])
+    if rows:
+        with _ACCOUNTS_LOCK:
+            _ACCOUNTS.setdefault(store, {}).update({rows[0]["name"]: rows[0], rows[0]["id"]: rows[0]})
     return rows[0] if rows else None
+
+
+def forget_accounts(store: Store) -> None:
+    """Call after changing the annotators table."""
+    with _ACCOUNTS_LOCK:
+        _ACCOUNTS.pop(store, None)
 
 
 def list_annotators(store: Store) -> list[dict]:
@@ -84,6 +107,7 @@ def set_disabled(store: Store, name: str, disabled: bool = True) -> None:
         if not cur.execute("SELECT 1 FROM annotators WHERE name = ?", [name]).fetchone():
             raise NotFound(f"no annotator named {name!r}; `rankloop annotators list` shows them")
         cur.execute("UPDATE annotators SET disabled = ? WHERE name = ?", [disabled, name])
+    forget_accounts(store)
 
 
 @functools.lru_cache(maxsize=1)
@@ -269,3 +293,4 @@ def revoke_sessions(store: Store, name: str) -> None:
         if cur.execute("UPDATE annotators SET sessions_since = ? WHERE name = ? RETURNING id",
                        [time.time(), name]).fetchone() is None:
             raise NotFound(f"no annotator named {name!r}; `rankloop annotators list` shows them")
+    forget_accounts(store)

@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from annotator import queue
-from annotator.accounts import CLIENT_ADDRESS, login, session_valid
+from annotator.accounts import CLIENT_ADDRESS, get_annotator, login, session_valid
 from annotator.ranking import Submission
 
 router = APIRouter(prefix="/api/annotate", tags=["annotate"])
@@ -52,17 +52,15 @@ def current_annotator(
     if token and x_rankloop_annotator:
         if not admin_key_ok(request, token):
             raise HTTPException(401, "acting for an annotator needs the admin key")
-        rows = store.query("SELECT * FROM annotators WHERE name = ?", [x_rankloop_annotator])
-        if not rows or rows[0]["role"] not in ("simulated", "judge"):
+        acct = get_annotator(store, x_rankloop_annotator)
+        if acct is None or acct["role"] not in ("simulated", "judge"):
             raise HTTPException(403, f"{x_rankloop_annotator!r} is not a simulated annotator or a judge; "
                                      "people log in themselves")
-        acct = rows[0]
     elif token:
         session = request.app.state.signer.verify(token)
-        rows = store.query("SELECT * FROM annotators WHERE id = ?", [session[0]]) if session else []
-        if not rows or not (rows[0]["disabled"] or session_valid(rows[0], session[1])):
+        acct = get_annotator(store, id=session[0]) if session else None
+        if acct is None or not (acct["disabled"] or session_valid(acct, session[1])):
             raise HTTPException(401, "invalid, expired or revoked token; log in again at POST /api/annotate/login")
-        acct = rows[0]
     else:
         raise HTTPException(401, "log in first: POST /api/annotate/login, then send 'Authorization: Bearer TOKEN'")
     if acct["disabled"]:

@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from annotator import quality, queue
-from annotator.accounts import login
+from annotator.accounts import get_annotator, login
 from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
 from annotator.render import chat_turns, escape_html
 from service.core.errors import StoreError
@@ -43,10 +43,10 @@ def gradio_auth(state: Any):
 
 
 def _account(state: Any, request: gr.Request) -> dict:
-    rows = state.store.query("SELECT * FROM annotators WHERE name = ?", [request.username or ""])
-    if not rows or rows[0]["disabled"]:
+    acct = get_annotator(state.store, request.username or "")
+    if acct is None or acct["disabled"]:
         raise gr.Error("your account is unknown or disabled; log out and ask an admin")
-    return rows[0]
+    return acct
 
 
 def _progress_md(p: dict) -> str:

@@ -38,7 +38,7 @@ class Submission(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_id: int
+    task_id: int = Field(ge=1, le=2**63 - 1, description="the task's id, as /next gave it")
     submission_id: str = Field(min_length=1, max_length=128, description="client-made id; a resubmit is a no-op")
     ranks: list[StrictInt] | None = Field(None, description="rank per candidate in display order (1 = best)")
     skip_reason: str | None = Field(None, description=f"skip instead of ranking: one of {', '.join(SKIP_REASONS)}")

@@ -7,7 +7,7 @@ until `--rankings` rankings per level are stored. The baseline, in the same run,
 the same number of ranking rows inserted straight into the same DuckDB file, one
 committed transaction per row (what an acknowledged submit costs at the bottom).
 
-    python bench/annotate.py [--rankings 400] [--json out.json]
+    python bench/annotate.py [--rankings 1000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def direct_inserts(db: Path, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rankings", type=int, default=400, help="rankings per concurrency level")
+    ap.add_argument("--rankings", type=int, default=1000, help="rankings per concurrency level")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

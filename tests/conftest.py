@@ -7,6 +7,7 @@ renders system prompts, all saved with `save_pretrained`. Nothing touches the ne
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -22,6 +23,13 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from service.core.store import Store  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allowed_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Jobs read checkpoints and files only inside their data directory unless allowed: tests keep the
+    tiny model and their files in pytest's temporary root, so that root is allowed (not /etc)."""
+    os.environ["RANKLOOP_ALLOWED_ROOTS"] = json.dumps([str(tmp_path_factory.getbasetemp())])
 
 
 @pytest.fixture(scope="session")

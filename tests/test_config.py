@@ -67,3 +67,10 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(bad, environ={})
+
+
+def test_list_settings_from_env_are_json() -> None:
+    s = load_settings(environ={"RANKLOOP_ALLOWED_ROOTS": '["/models", "/scratch"]'})
+    assert s.allowed_roots == [Path("/models"), Path("/scratch")]
+    with pytest.raises(ConfigError, match=r"RANKLOOP_ALLOWED_ROOTS: a list is written as JSON"):
+        load_settings(environ={"RANKLOOP_ALLOWED_ROOTS": "[/models"})

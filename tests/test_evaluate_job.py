@@ -13,6 +13,7 @@ from seeding import seed_rankings
 from reward.data import read_snapshot
 from service.cli.main import main
 from service.core.registry import get_model, record_evaluation, register_model
+from service.core.settings import Settings
 from service.core.store import Store
 from service.loop.sample_run import SampleJobConfig, prepare
 from service.loop.snapshots import SnapshotFilters, create_snapshot
@@ -80,7 +81,7 @@ def test_held_out_prompts_are_never_sampled_for_training(tmp_path: Path) -> None
         assert [s["name"] for s in sps] == ["brief"] and profiles == [] and overlap == 0
         assert store.scalar("SELECT count(*) FROM prompts WHERE source = 'eval'") == 2
         with pytest.raises(Exception, match="no prompts stored"):  # eval prompts are not a training pool
-            prepare(store, SampleJobConfig(models=[tmp_path]))
+            prepare(store, Settings(data_dir=data, allowed_roots=[tmp_path]), SampleJobConfig(models=[tmp_path]))
 
 
 def test_the_gate_records_figures_and_decides_only_against_the_model_it_would_replace(data: dict) -> None:

@@ -119,7 +119,7 @@ def test_bodies_over_the_limit_are_refused_before_login(service) -> None:
 
 BAD = [  # (method, path, json body, who, status, words in the error)
     ("POST", "/api/annotate/submit", {"task_id": 2**200, "submission_id": "a", "ranks": [1, 2]}, "sim", 422,
-     "out of range"),
+     "task_id: Input should be less than or equal to"),
     ("POST", "/api/annotate/submit", {"task_id": -1, "submission_id": "a", "ranks": [1, 2]}, "sim", 422, "task"),
     ("POST", "/api/annotate/submit", {"task_id": 1, "submission_id": "", "ranks": [1, 2]}, "sim", 422,
      "submission_id"),
@@ -148,6 +148,12 @@ BAD = [  # (method, path, json body, who, status, words in the error)
     ("POST", "/admin/jobs", {"kind": "dpo", "config": {"snapshot": "s", "base_model": "m",
                                                       "output_dir": "/etc/rankloop"}}, "admin", 400,
      "outside the data directory"),
+    ("POST", "/admin/jobs", {"kind": "dpo", "config": {"snapshot": "/etc", "base_model": "/usr/lib"}}, "admin", 400,
+     "base_model /usr/lib is outside the data directory"),
+    ("POST", "/admin/jobs", {"kind": "sample", "config": {"models": ["/usr/lib"]}}, "admin", 400,
+     "models /usr/lib is outside"),
+    ("POST", "/admin/jobs", {"kind": "evaluate", "config": {"candidate": 1, "prompt_file": "/etc/passwd"}}, "admin",
+     400, "prompt_file /etc/passwd is outside"),
     ("POST", "/admin/jobs", {"kind": "evaluate", "config": {"candidate": 2**200}}, "admin", 422, "out of range"),
     ("POST", "/admin/jobs", {"kind": "evaluate", "config": {"candidate": 999}}, "admin", 404, "no model"),
     ("POST", "/admin/jobs", {"kind": "sample", "config": {"models": []}}, "admin", 422, "models"),

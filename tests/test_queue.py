@@ -36,7 +36,7 @@ def sub(task: dict, ranks=None, sid=None, **kw) -> Submission:
 
 
 def counts(store: Store) -> tuple[int, int]:
-    return store.scalar("SELECT count(*) FROM rankings"), store.scalar("SELECT count(*) FROM leases")
+    return store.scalar("SELECT count(*) FROM rankings"), store.scalar("SELECT count(*) FROM tasks")
 
 
 def test_overlap_leases_and_never_twice(store: Store) -> None:

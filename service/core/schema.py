@@ -218,6 +218,11 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
         "revocable logins: an account's tokens and app sessions issued before sessions_since no longer count",
         "ALTER TABLE annotators ADD COLUMN sessions_since DOUBLE;\n",
     ),
+    Migration(
+        10,
+        "leases live in the service's memory (annotator/queue_book.py): a crash returns leased tasks anyway",
+        "DROP INDEX leases_task;\nDROP TABLE leases;\nDROP SEQUENCE seq_leases;\n",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -8,6 +8,7 @@ Environment variables are `RANKLOOP_<FIELD>`, nested with `__`
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from collections.abc import Mapping
@@ -80,7 +81,7 @@ class Settings(BaseModel):
     max_body_kib: int = Field(256, ge=1, description="largest request body anywhere else (rankings, logins, params)")
     session_ttl_h: float = Field(12.0, gt=0, description="hours a login (API token or app session) stays valid")
     allowed_roots: list[Path] = Field(default_factory=list, description="directories outside the data "
-                                      "directory that training jobs may write their output into")
+                                      "directory that jobs may read checkpoints and files from and write into")
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
 
@@ -114,8 +115,16 @@ def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = value
+        node[path[-1]] = _list_value(key, value) if value.lstrip().startswith("[") else value
     return out
+
+
+def _list_value(key: str, value: str) -> Any:
+    """A list setting from the environment is JSON: RANKLOOP_ALLOWED_ROOTS='["/models", "/data"]'."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{key}: a list is written as JSON, e.g. '[\"/models\"]' ({e})") from None
 
 
 def load_settings(

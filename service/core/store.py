@@ -34,7 +34,9 @@ class Store:
         self.path = path
         self._con = con
         self._local = threading.local()  # one cursor per thread, as DuckDB asks
-        self._write_lock = threading.RLock()
+        # Held for each write; in-process caches (the queue's book) hold it to read a consistent state.
+        self.write_lock = threading.RLock()
+        self.generation = 0  # committed write transactions since open: caches compare it to know they are stale
 
     @classmethod
     def open(cls, path: str | Path, migrate: bool = True, target_version: int | None = None) -> Store:
@@ -103,7 +105,7 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One logical write: BEGIN ... COMMIT, or ROLLBACK on any error; serialised."""
-        with self._write_lock:
+        with self.write_lock:
             cur = self.cursor()
             cur.execute("BEGIN TRANSACTION")
             try:
@@ -112,6 +114,7 @@ class Store:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+            self.generation += 1
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Rows as dicts."""

@@ -38,7 +38,7 @@ from service.core.paths import write_atomic
 from service.core.registry import active_model, get_model, lineage, record_evaluation
 from service.core.settings import Settings, VLLMOptions
 from service.core.store import Store
-from service.loop.jobrun import JobCancelled, JobRun
+from service.loop.jobrun import JobCancelled, JobRun, check_job_paths
 from service.loop.prompts import add_prompts, latest_system_prompts, read_prompt_file
 from service.loop.sampler import (
     Endpoint,
@@ -109,6 +109,7 @@ def _eval_rows(store: Store, cfg: EvalJobConfig, snap: dict | None) -> list[dict
 
 def prepare(store: Store, settings: Settings, values: dict, source: str) -> EvalJobConfig:
     cfg = validate(EvalJobConfig, values, source)
+    check_job_paths(store, settings, cfg)
     candidate = get_model(store, cfg.candidate)
     if candidate["kind"] not in POLICY_KINDS:
         raise StoreError(f"model {cfg.candidate} is a {candidate['kind']} model; evaluate a policy (sft or policy)")

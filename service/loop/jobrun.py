@@ -58,21 +58,28 @@ def training_defaults(store: Store, settings: Settings, values: dict[str, Any], 
     return values
 
 
-def check_confined(settings: Settings, out: Path) -> None:
-    """A job writes inside the data directory, or under a root the settings allow (`allowed_roots`):
-    a request to the admin API must not be able to write anywhere on the disk."""
+def check_job_paths(store: Store, settings: Settings, cfg: BaseModel) -> None:
+    """Every file or directory a job reads or writes (each path-typed field of its configuration) lies
+    in the data directory, under a root the settings allow (`allowed_roots`), or is a registered
+    model's: a request to the admin API must not make the service read or write anywhere on the disk."""
     roots = [settings.data_dir.resolve(), *(Path(r).resolve() for r in settings.allowed_roots)]
-    target = Path(out).resolve()
-    if not any(target.is_relative_to(root) for root in roots):
-        raise StoreError(f"output_dir {out} is outside the data directory {roots[0]}; leave it unset, put it "
-                         "inside, or add its parent to the setting allowed_roots")
+    registered = {r[0] for r in store.cursor().execute("SELECT path FROM models").fetchall()}
+    for name, value in cfg:
+        for path in value if isinstance(value, list) else [value]:
+            if not isinstance(path, Path):
+                continue
+            target = path.resolve()
+            if not (any(target.is_relative_to(root) for root in roots) or str(target) in registered):
+                raise StoreError(f"{name} {path} is outside the data directory {roots[0]} and is not a registered "
+                                 "model; use a path inside it, or add its parent to the setting allowed_roots "
+                                 "(RANKLOOP_ALLOWED_ROOTS='[\"/models\"]' or allowed_roots: in config.yaml)")
 
 
 def check_training_config(store: Store, settings: Settings, cfg: BaseModel, name: str) -> None:
-    """What validation cannot see: a fresh output directory where jobs may write, and a real starting
-    checkpoint."""
+    """What validation cannot see: paths where jobs may go, a fresh output directory, and a real
+    starting checkpoint."""
+    check_job_paths(store, settings, cfg)
     if Path(cfg.output_dir).name != next_dir(name):
-        check_confined(settings, cfg.output_dir)
         check_output_dir(store, cfg.output_dir)
     if not (Path(cfg.base_model) / "config.json").is_file():
         raise StoreError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")

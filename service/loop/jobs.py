@@ -60,7 +60,7 @@ KINDS: dict[str, JobKind] = {
     "sample": JobKind(
         sample_run.SampleJobConfig,
         lambda store, settings, values, source: sample_run.prepare(
-            store, validate(sample_run.SampleJobConfig, values, source)),
+            store, settings, validate(sample_run.SampleJobConfig, values, source)),
         sample_run.run),
     "reward": JobKind(RewardTrainConfig, reward_job.prepare, reward_job.run, RewardOptions),
     **{method: JobKind(config, partial(policy_job.prepare, method), partial(policy_job.run, method))

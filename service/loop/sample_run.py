@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.errors import StoreError
 from service.core.registry import find_or_register
-from service.core.settings import VLLMOptions
+from service.core.settings import Settings, VLLMOptions
 from service.core.store import Store
 from service.loop.engine import check_model_dir
-from service.loop.jobrun import JobCancelled, JobRun
+from service.loop.jobrun import JobCancelled, JobRun, check_job_paths
 from service.loop.prompts import latest_system_prompts
 from service.loop.sampler import Endpoint, SamplingCancelled, SamplingParams, sample
 from service.loop.tasks import MAX_CANDIDATES, MIN_CANDIDATES, build_tasks
@@ -61,8 +61,9 @@ def parse_mix(items: list[str] | None, names: list[str]) -> dict[str, float]:
     return weights
 
 
-def prepare(store: Store, cfg: SampleJobConfig) -> SampleJobConfig:
+def prepare(store: Store, settings: Settings, cfg: SampleJobConfig) -> SampleJobConfig:
     """Every check that can fail before anything is stored."""
+    check_job_paths(store, settings, cfg)
     if not 1 <= cfg.k <= 16:
         raise StoreError(f"--k must be between 1 and 16, got {cfg.k}")
     if cfg.rankings_per_task < 1:

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from starlette.background import BackgroundTask
 
-from annotator.accounts import session_valid
+from annotator.accounts import get_annotator, session_valid
 from annotator.api import admin_key_ok, bearer_token
 from reward.configfile import format_errors
 from service.core.errors import NotFound, StoreError, describe, exit_code
@@ -42,11 +42,11 @@ def require_admin(request: Request, authorization: str | None = Header(None)) ->
         return "admin-key"
     session = request.app.state.signer.verify(token) if token else None
     if session is not None:
-        rows = request.app.state.store.query("SELECT * FROM annotators WHERE id = ?", [session[0]])
-        if not rows or not session_valid(rows[0], session[1]):
+        acct = get_annotator(request.app.state.store, id=session[0])
+        if acct is None or not session_valid(acct, session[1]):
             raise HTTPException(401, "invalid, expired or revoked token; log in again")
-        if rows[0]["role"] == "admin":
-            return rows[0]["name"]
+        if acct["role"] == "admin":
+            return acct["name"]
         raise HTTPException(403, "admins only")
     raise HTTPException(401, "send 'Authorization: Bearer ADMIN_KEY' or an admin account's token")
 

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Mount
 
 from annotator import api as annotate_api
-from annotator.accounts import ExpiringSessions, LoginThrottle, SessionSigner, session_valid
+from annotator.accounts import ExpiringSessions, LoginThrottle, SessionSigner, get_annotator, session_valid
 from annotator.queue import NotLeased
 from annotator.ranking import RankingError
 from reward.configfile import ConfigError
@@ -54,8 +54,8 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     app.state.signer = SessionSigner(data_secret(settings.paths), ttl_s=settings.session_ttl_h * 3600)
 
     def account_accepts(user: str | None, born: float) -> bool:  # disabled or logged out since: the session ends
-        rows = store.query("SELECT * FROM annotators WHERE name = ?", [user or ""])
-        return bool(rows) and session_valid(rows[0], born)
+        acct = get_annotator(store, user or "")
+        return acct is not None and session_valid(acct, born)
 
     app.state.ui_sessions = ExpiringSessions(settings.session_ttl_h * 3600, still_valid=account_accepts)
     # The control plane: every admin operation runs with this context, jobs on its runner.
