@@ -18,7 +18,6 @@ import re
 import secrets
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,30 +66,39 @@ def add_annotator(store: Store, name: str, role: str, password: str | None = Non
 
 
 # Every request looks up its account: rows are cached per store. Accounts change only through this
-# module (and an import, which adds one), and each change drops the store's cache; a name that is
-# not found is not cached, so an account added any other way is found.
-_ACCOUNTS: weakref.WeakKeyDictionary[Store, dict[str | int, dict]] = weakref.WeakKeyDictionary()
+# module (and an import, which adds one), and each change drops the cache and bumps its version; a
+# row read while a change happened is not cached (it may be the old one), and a name that is not
+# found is not cached, so an account added any other way is found.
 _ACCOUNTS_LOCK = threading.Lock()
+
+
+def _account_cache(store: Store) -> dict:
+    return store.caches.setdefault("accounts", {"version": 0, "rows": {}})
 
 
 def get_annotator(store: Store, name: str | None = None, *, id: int | None = None) -> dict | None:
     """The account named `name` (or with this `id`), or None."""
     key = name if id is None else id
     with _ACCOUNTS_LOCK:
-        cached = _ACCOUNTS.get(store, {}).get(key)
+        cache = _account_cache(store)
+        cached, version = cache["rows"].get(key), cache["version"]
     if cached is not None:
         return cached
     rows = store.query(f"SELECT * FROM annotators WHERE {'name' if id is None else 'id'} = ?", [key])
     if rows:
         with _ACCOUNTS_LOCK:
-            _ACCOUNTS.setdefault(store, {}).update({rows[0]["name"]: rows[0], rows[0]["id"]: rows[0]})
+            cache = _account_cache(store)
+            if cache["version"] == version:
+                cache["rows"].update({rows[0]["name"]: rows[0], rows[0]["id"]: rows[0]})
     return rows[0] if rows else None
 
 
 def forget_accounts(store: Store) -> None:
     """Call after changing the annotators table."""
     with _ACCOUNTS_LOCK:
-        _ACCOUNTS.pop(store, None)
+        cache = _account_cache(store)
+        cache["version"] += 1
+        cache["rows"] = {}
 
 
 def list_annotators(store: Store) -> list[dict]:

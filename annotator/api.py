@@ -90,7 +90,7 @@ def next_route(request: Request, acct: dict = Depends(current_annotator)) -> dic
 
 @router.post("/submit")
 def submit_route(sub: Submission, request: Request, acct: dict = Depends(current_annotator)) -> dict:
-    result = queue.submit(request.app.state.store, acct["id"], sub)
+    result = queue.submit(request.app.state.store, acct["id"], sub, request.app.state.queue_settings)
     return {"ranking_id": result.ranking_id, "task_id": result.task_id, "duplicate": result.duplicate}
 
 

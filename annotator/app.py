@@ -85,7 +85,8 @@ def _task_outputs(state: Any, acct: dict, status: str) -> list:
 def _submit(state: Any, acct: dict, task: dict, **fields: Any) -> list:
     try:
         result = queue.submit(state.store, acct["id"], Submission(task_id=task["task_id"],
-                                                                  submission_id=task["submission_id"], **fields))
+                                                                  submission_id=task["submission_id"], **fields),
+                              state.queue_settings)
     except queue.NotLeased as e:
         return _task_outputs(state, acct, f"⚠️ {e}")
     except (RankingError, ValueError) as e:

@@ -85,7 +85,9 @@ def next_task(store: Store, annotator_id: int, settings: AnnotationOptions, rng:
     show = settings.show_sources or role == "simulated"
     with book.lock:
         cached = (task_id, show) in book.views
-    view = task_views(store, [task_id] if cached else [task_id, *upcoming], show)[task_id]
+    view = task_views(store, [task_id] if cached else [task_id, *upcoming], show).get(task_id)
+    if view is None:
+        raise RankingError(f"task {task_id} has no candidates to show; an admin should look at it")
     return view | {"lease_expires_at": lease.expires.isoformat()}
 
 
@@ -134,9 +136,10 @@ def task_views(store: Store, task_ids: list[int], show_sources: bool = False) ->
     return views
 
 
-def submit(store: Store, annotator_id: int, sub: Submission) -> SubmitResult:
+def submit(store: Store, annotator_id: int, sub: Submission, settings: AnnotationOptions | None = None) -> SubmitResult:
     """Validate and store one submission; it returns once the ranking is durable (group commit).
     NotLeased/RankingError leave the database unchanged."""
+    judges_count = settings.judges_count if settings else False
     book = book_for(store)
     book.role(annotator_id)  # known to the book before the ranking is counted
     sid = sub.submission_id
@@ -146,7 +149,7 @@ def submit(store: Store, annotator_id: int, sub: Submission) -> SubmitResult:
             waiting, prior = book.pending.get(sid), book.recent.get(sid)
             if waiting is None and prior is None:
                 try:
-                    item = _validate(book, annotator_id, sub)
+                    item = _validate(book, annotator_id, sub, judges_count)
                 except (RankingError, NotLeased) as e:
                     refused = e
                 else:
@@ -174,7 +177,7 @@ def submit(store: Store, annotator_id: int, sub: Submission) -> SubmitResult:
     return SubmitResult(item.ranking_id, sub.task_id, duplicate=False)
 
 
-def _validate(book: QueueBook, annotator_id: int, sub: Submission) -> Pending:
+def _validate(book: QueueBook, annotator_id: int, sub: Submission, judges_count: bool) -> Pending:
     """Check a submission against the book (its lock held) and build its row."""
     task = book.tasks.get(sub.task_id)
     if task is None:
@@ -188,8 +191,9 @@ def _validate(book: QueueBook, annotator_id: int, sub: Submission) -> Pending:
         raise NotLeased(f"task {sub.task_id} is not leased to you; ask for the next task to get one")
     now = _now()
     if lease.expires <= now and ranks is not None and task.gold is None:
-        # Judges never take a person's place here: the count is people's, as the capacity check.
-        if task.done_people + book.holding(annotator_id, now, False).get(sub.task_id, 0) >= task.required:
+        # Counted as the capacity check counts: judges only where they count toward R.
+        taken = book.done(task, judges_count) + book.holding(annotator_id, now, judges_count).get(sub.task_id, 0)
+        if taken >= task.required:
             raise NotLeased(f"your lease on task {sub.task_id} expired and others have completed or taken it "
                             "since; your ranking was not stored. Ask for the next task.")
     skip = f"{sub.skip_reason}: {sub.skip_text}" if sub.skip_reason and sub.skip_text else sub.skip_reason

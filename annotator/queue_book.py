@@ -17,10 +17,9 @@ sees every write):
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from service.core.store import Store
 
@@ -111,7 +110,7 @@ class QueueBook:
                     t.priority, t.required, t.gold = prio, required, gold
                     self._reopen(tid)
                 for rid, tid, aid, skipped, created, role in rankings:
-                    self._count(tid, aid, skipped, created.date(), role)
+                    self._count(tid, aid, skipped, created.astimezone(UTC).date(), role)
                     self.last_ranking = rid
                 self.synced_gen = self.fields_gen = gen
         finally:
@@ -125,6 +124,17 @@ class QueueBook:
             self.unfinished.add(tid)
         else:
             self.unfinished.discard(tid)
+
+    def _forget_counts(self) -> None:
+        """Drop what was read from the database (leases and submits in flight stay): the next sync
+        reads every task and ranking again."""
+        with self.lock:
+            self.tasks, self.unfinished, self.today = {}, set(), {}
+            self.answered = {}
+            for p in self.pending.values():
+                self.answered.setdefault(p.annotator_id, set()).add(p.task_id)
+            self.last_task = self.last_ranking = 0
+            self.synced_gen = self.fields_gen = -1
 
     def _count(self, tid: int, aid: int, skipped: bool, day: date, role: str) -> None:
         self.answered.setdefault(aid, set()).add(tid)
@@ -198,9 +208,16 @@ class QueueBook:
         have got it back): it is dropped, so the book holds about one lease per annotator."""
         before = self.newest.get(annotator_id)
         if before is not None and before != tid:
-            self.leases.get(before, {}).pop(annotator_id, None)
+            self._unlease(before, annotator_id)
         self.leases.setdefault(tid, {})[annotator_id] = lease
         self.newest[annotator_id] = tid
+
+    def _unlease(self, tid: int, annotator_id: int) -> None:
+        leases = self.leases.get(tid)
+        if leases is not None:
+            leases.pop(annotator_id, None)
+            if not leases:
+                del self.leases[tid]
 
     # -- group commit ---------------------------------------------------------
 
@@ -224,7 +241,7 @@ class QueueBook:
                     sid = p.row["submission_id"]
                     self.pending.pop(sid, None)
                     if p.error is None:
-                        self.leases.get(p.task_id, {}).pop(p.annotator_id, None)
+                        self._unlease(p.task_id, p.annotator_id)
                         self.recent[sid] = (p.ranking_id, p.task_id, p.annotator_id)
                     else:
                         self.answered.get(p.annotator_id, set()).discard(p.task_id)
@@ -246,32 +263,38 @@ class QueueBook:
                 stored = dict(cur.execute(
                     f"INSERT INTO rankings ({', '.join(cols)}) VALUES {values} RETURNING submission_id, id",
                     [p.row[c] for p in batch for c in cols]).fetchall())
-            ids = [stored[p.row["submission_id"]] for p in batch]
-            for p, rid in zip(batch, ids, strict=True):
-                p.ranking_id = rid
-            if not in_sync:  # someone else wrote since the last sync: read it all from the database
-                self.sync()
-                return
-            # Nothing but this batch was written since the last sync: count it without reading it back.
-            with self.lock:
-                for p in batch:
-                    self._count(p.task_id, p.annotator_id, p.row["skipped"], p.row["created_at"].date(),
-                                self.roles.get(p.annotator_id, "annotator"))
-                self.last_ranking = max(self.last_ranking, *ids)
-                self.synced_gen = store.generation
-                if fresh:  # and it changed no task
-                    self.fields_gen = store.generation
+            # Committed: from here nothing may report these rankings as not stored.
+            for p in batch:
+                p.ranking_id = stored[p.row["submission_id"]]
+            try:
+                self._count_batch(batch, in_sync, fresh)
+            except Exception:  # noqa: BLE001 - the book is unsure of its counts: it reads them all again
+                self._forget_counts()
+
+    def _count_batch(self, batch: list[Pending], in_sync: bool, fresh: bool) -> None:
+        store = self.store
+        if not in_sync:  # someone else wrote since the last sync: read it all from the database
+            self.sync()
+            return
+        # Nothing but this batch was written since the last sync: count it without reading it back.
+        with self.lock:
+            for p in batch:
+                self._count(p.task_id, p.annotator_id, p.row["skipped"], p.row["created_at"].date(),
+                            self.roles.get(p.annotator_id, "annotator"))
+            self.last_ranking = max(self.last_ranking, *(p.ranking_id for p in batch))
+            self.synced_gen = store.generation
+            if fresh:  # and it changed no task
+                self.fields_gen = store.generation
 
 
-_BOOKS: weakref.WeakKeyDictionary[Store, QueueBook] = weakref.WeakKeyDictionary()
 _BOOKS_LOCK = threading.Lock()
 
 
 def book_for(store: Store) -> QueueBook:
     """The store's book, synced with the database (a new book waits for that; later calls do not)."""
     with _BOOKS_LOCK:
-        book = _BOOKS.get(store)
-        if book is None:
-            book = _BOOKS[store] = QueueBook(store)
+        book = store.caches.get("queue_book")
+        if book is None:  # kept on the store, so both go together
+            book = store.caches["queue_book"] = QueueBook(store)
     book.sync(wait=book.synced_gen < 0)
     return book

@@ -46,7 +46,7 @@ class LocalQueue:
         return queue.next_task(self.store, self._id(name), self.settings)
 
     def submit(self, name: str, sub: Submission) -> None:
-        queue.submit(self.store, self._id(name), sub)
+        queue.submit(self.store, self._id(name), sub, self.settings)
 
 
 class HttpQueue:

@@ -76,6 +76,10 @@ def commands(files: dict[str, Path], out: Path) -> list[tuple[list[str], str]]:
         (["jobs", "list"], ""),
         (["jobs", "follow", "999"], ""),
         (["jobs", "cancel", "999"], ""),
+        (["deploy", "999"], ""),
+        (["deploy", "1"], ""),  # a pretrained model that is not approved
+        (["rollback"], ""),
+        (["keys", "revoke", "nobody"], ""),
         (["status"], ""),
     ]
 

@@ -3,7 +3,8 @@
 Layers, and what each may import of ours (arrows point one way):
 
     service.cli   -> service.web (to start `serve`), service.loop, service.core, annotator, reward, policy
-    service.web   -> service.loop, service.core, annotator, reward
+    service.web   -> service.gateway, service.loop, service.core, annotator, reward
+    service.gateway -> service.loop, service.core, annotator, reward
     service.loop  -> service.core, annotator, reward, policy
     annotator     -> service.core, reward.conversation (the conversation format)
     service.core  -> reward.configfile (the YAML/flags helper the trainers share)
@@ -23,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("service", "annotator", "reward", "policy")
 RULES: dict[str, tuple[str, ...]] = {
     "service.cli": ("service.cli", "service.web", "service.loop", "service.core", "annotator", "reward", "policy"),
-    "service.web": ("service.web", "service.loop", "service.core", "annotator", "reward"),
+    "service.web": ("service.web", "service.gateway", "service.loop", "service.core", "annotator", "reward"),
+    "service.gateway": ("service.gateway", "service.loop", "service.core", "annotator", "reward"),
     "service.loop": ("service.loop", "service.core", "annotator", "reward", "policy"),
     "service.core": ("service.core", "reward.configfile"),
     "annotator": ("annotator", "service.core", "reward.conversation"),

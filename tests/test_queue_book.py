@@ -3,6 +3,7 @@ and rows written by other paths counted from the database."""
 
 import threading
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,18 @@ def test_rankings_and_tasks_written_by_other_paths_are_counted(store: Store) -> 
     with pytest.raises(RankingError, match="already used for another task"):
         queue.submit(store, a, ranked({"task_id": newest, "candidates": [1, 2]}, "x"))
     assert store.scalar("SELECT count(*) FROM rankings") == 2
+
+
+def test_a_late_submit_counts_judges_where_they_count(store: Store, monkeypatch) -> None:
+    seed_tasks(store, n_prompts=1, k=2, styles=("brief",), required=2)
+    a, b = add_annotator(store, "a", "simulated"), add_annotator(store, "b", "simulated")
+    judge = add_annotator(store, "j", "judge")
+    opts = AnnotationOptions(lease_s=60, gold_rate=0, judges_count=True)
+    late = queue.next_task(store, a, opts)
+    real = queue._now
+    monkeypatch.setattr(queue, "_now", lambda: real() + timedelta(seconds=120))  # a's lease has expired
+    for who in (judge, b):
+        queue.submit(store, who, ranked(queue.next_task(store, who, opts)), opts)
+    with pytest.raises(queue.NotLeased, match="expired and others have completed"):
+        queue.submit(store, a, ranked(late), opts)
+    assert store.scalar("SELECT count(*) FROM rankings WHERE task_id = ?", [late["task_id"]]) == 2

@@ -7,7 +7,7 @@
     rankloop jobs list | follow ID | cancel ID
     rankloop models list | show ID
     rankloop status
-    rankloop serve                                   # annotator app at /annotate, JSON API, /admin
+    rankloop serve                   # annotator app at /annotate, JSON API, /admin, OpenAI API at /v1
     rankloop annotators add NAME --role annotator|admin
     rankloop annotate-sim --annotators 3 --noise 0.3 [--unreliable 1]
     rankloop judge --reward-model ID | --model DIR | --endpoint URL [--template NAME]
@@ -19,6 +19,8 @@
     rankloop train policy --method sft|dpo|grpo|rloo [--config FILE]
     rankloop evaluate policy ID [--against ID] [--human N] [--judge reward|hidden]
     rankloop prioritize
+    rankloop keys create NAME [--scope client|admin] [--rpm N] [--tpm N] | list | revoke NAME
+    rankloop deploy MODEL_ID [--canary PCT] [--replicas N] | deploy promote | rollback | routes
     rankloop demo
 
 Every command takes `--data DIR` (default ./rankloop-data, env RANKLOOP_DATA) and
@@ -44,6 +46,8 @@ from service.cli.judge import add_parsers as add_judge_parsers
 from service.cli.output import print_table, report_job
 from service.cli.policy import add_parsers as add_policy_parsers
 from service.cli.reward import add_parsers as add_reward_parsers
+from service.cli.serving import add_parsers as add_serving_parsers
+from service.cli.serving import add_prompt_parsers
 from service.cli.vllm_flags import add_vllm_flags, job_vllm, vllm_overrides
 from service.core.errors import CommandFailed, describe, exit_code
 from service.core.settings import Settings, load_settings
@@ -100,12 +104,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
         counts = c.call("status")
     version = counts.pop("schema_version")
     counts.pop("data_dir", None)
+    routes, note = counts.pop("routes", None), counts.pop("note", None)
     if args.json:
-        print(json.dumps({"data_dir": str(settings.data_dir), "schema_version": version, **counts}))
+        print(json.dumps({"data_dir": str(settings.data_dir), "schema_version": version, **counts,
+                          "routes": routes}))
         return
     print(f"data directory {settings.data_dir} (schema version {version})")
     for name, n in counts.items():
         print(f"  {name:15} {n}")
+    print(f"  {'routes':15} {json.dumps(routes) if routes else 'nothing deployed'}" + (f" ({note})" if note else ""))
 
 
 def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -168,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
             "or a text file (one per line); a file with any bad row is rejected whole", prompts)
     p.add_argument("file", type=Path, help="the prompt file")
     p.add_argument("--source", default="seed", choices=["seed", "import"], help="recorded origin (default seed)")
+    add_prompt_parsers(prompts, add)
 
     sps = sub.add_parser("system-prompts", help="manage versioned system prompts").add_subparsers(
         dest="action", required=True)
@@ -212,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_annotation_parsers(sub, add)
     add_judge_parsers(sub, add)
+    add_serving_parsers(sub, add)
 
     p = add("demo", cmd_demo, "the whole loop on a tiny model built here (no download)")
     p.add_argument("--model", default=None, help="use this Hugging Face model directory instead of the tiny one")

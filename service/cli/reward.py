@@ -18,7 +18,8 @@ from service.core.settings import Settings
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> None:
     filters = {"exclude_flagged": args.exclude_flagged, "min_gold_agreement": args.min_gold_agreement,
                "exclude_annotators": args.exclude_annotator or [], "eval_fraction": args.eval_fraction,
-               "include_judges": args.include_judges}
+               "include_judges": args.include_judges,
+               "include_traffic": not args.exclude_traffic}
     with connect(settings) as c:
         snap = c.call("snapshot", **filters)
     counts = snap["counts"]
@@ -83,6 +84,7 @@ def add_parsers(sub, add: Callable[..., argparse.ArgumentParser], models_sub):
     p.add_argument("--exclude-annotator", action="append", metavar="NAME", help="drop this annotator (repeat)")
     p.add_argument("--eval-fraction", type=float, default=0.2, help="share of prompts held out (default 0.2)")
     p.add_argument("--include-judges", action="store_true", help="keep model judges' rankings (default: people only)")
+    p.add_argument("--exclude-traffic", action="store_true", help="drop rankings from served traffic (clients' votes)")
 
     train = sub.add_parser("train", help="training jobs").add_subparsers(dest="kind", required=True)
     p = add("reward", cmd_train_reward, "train a reward model from the newest snapshot as a job", train,

@@ -223,6 +223,64 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
         "leases live in the service's memory (annotator/queue_book.py): a crash returns leased tasks anyway",
         "DROP INDEX leases_task;\nDROP TABLE leases;\nDROP SEQUENCE seq_leases;\n",
     ),
+    Migration(
+        11,
+        "serving: API keys (hashes only), deployments, the traffic log and feedback",
+        _table(
+            "api_keys",
+            """name VARCHAR NOT NULL UNIQUE,
+  key_hash VARCHAR NOT NULL UNIQUE,
+  prefix VARCHAR NOT NULL,
+  scope VARCHAR NOT NULL CHECK (scope IN ('client', 'admin')),
+  rpm INTEGER,
+  tpm INTEGER,
+  log_traffic BOOLEAN NOT NULL DEFAULT false,
+  requests BIGINT NOT NULL DEFAULT 0,
+  prompt_tokens BIGINT NOT NULL DEFAULT 0,
+  completion_tokens BIGINT NOT NULL DEFAULT 0,
+  last_used_at TIMESTAMPTZ,
+  revoked_at TIMESTAMPTZ""",
+        )
+        + _table(
+            "deployments",
+            """model_id BIGINT NOT NULL,
+  canary_model_id BIGINT,
+  canary_pct DOUBLE,
+  replicas INTEGER NOT NULL DEFAULT 1,
+  endpoint VARCHAR,
+  endpoint_key VARCHAR,
+  system_prompts JSON,
+  status VARCHAR NOT NULL CHECK (status IN ('active', 'replaced')),
+  note VARCHAR""",
+        )
+        + _table(
+            "traffic",
+            """response_id VARCHAR,
+  key_id BIGINT,
+  route VARCHAR NOT NULL,
+  model_id BIGINT,
+  system_prompt_id BIGINT,
+  n INTEGER NOT NULL DEFAULT 1,
+  stream BOOLEAN NOT NULL DEFAULT false,
+  status INTEGER NOT NULL,
+  prompt_tokens BIGINT,
+  completion_tokens BIGINT,
+  latency_ms DOUBLE,
+  request JSON,
+  response JSON""",
+        )
+        + _table(
+            "feedback",
+            """response_id VARCHAR NOT NULL,
+  key_id BIGINT,
+  score DOUBLE,
+  thumbs VARCHAR CHECK (thumbs IN ('up', 'down')),
+  preferred_index INTEGER,
+  comment VARCHAR,
+  ranking_id BIGINT""",
+        )
+        + "CREATE INDEX traffic_response ON traffic (response_id);\n",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

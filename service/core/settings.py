@@ -41,6 +41,7 @@ class VLLMOptions(BaseModel):
     max_num_seqs: int | None = Field(256, ge=1, description="most sequences per engine step (None: vLLM's default)")
     max_num_batched_tokens: int | None = Field(4096, ge=16, description="most tokens per engine step (None: vLLM's)")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU only: memory fraction")
+    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs one server splits the model across")
     cpu_reserved_cores: int | None = Field(
         None, ge=0, description="CPU only: cores vLLM keeps for its HTTP frontend "
         "(default: 0 on machines with 4 cores or fewer, where giving the engine every core is faster; else vLLM's)")
@@ -52,6 +53,19 @@ class VLLMOptions(BaseModel):
     @classmethod
     def _shell_words(cls, v: Any) -> Any:
         return _split(v, shlex.split)
+
+
+class GatewayOptions(BaseModel):
+    """The OpenAI-compatible gateway (/v1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(1024, ge=1, description="most tokens a request may ask for (and the default)")
+    max_n: int = Field(8, ge=1, le=128, description="most choices per request")
+    max_body_kib: int = Field(1024, ge=1, description="largest /v1 request body")
+    log_traffic: bool = Field(False, description="store every request and response (else only keys that opt in)")
+    retention_days: float = Field(30.0, gt=0, description="days logged traffic is kept")
+    drain_timeout_s: float = Field(120.0, gt=0, description="how long a replaced server may finish its requests")
 
 
 class AnnotationOptions(BaseModel):
@@ -83,6 +97,7 @@ class Settings(BaseModel):
     allowed_roots: list[Path] = Field(default_factory=list, description="directories outside the data "
                                       "directory that jobs may read checkpoints and files from and write into")
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    gateway: GatewayOptions = Field(default_factory=GatewayOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
 
     @field_validator("api_keys", mode="before")

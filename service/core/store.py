@@ -34,6 +34,7 @@ class Store:
         self.path = path
         self._con = con
         self._local = threading.local()  # one cursor per thread, as DuckDB asks
+        self.caches: dict[str, Any] = {}  # in-process state kept beside this database (the queue's book, accounts)
         # Held for each write; in-process caches (the queue's book) hold it to read a consistent state.
         self.write_lock = threading.RLock()
         self.generation = 0  # committed write transactions since open: caches compare it to know they are stale

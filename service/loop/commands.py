@@ -28,7 +28,7 @@ from service.core import registry
 from service.core.errors import StoreError
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop import exchange, jobs, judges, lineage, prompts
+from service.loop import exchange, jobs, judges, lineage, prompts, serving
 from service.loop.sample_run import SampleJobConfig
 from service.loop.scoring import ScorerCache, prioritize
 from service.loop.snapshots import SnapshotFilters, create_snapshot
@@ -42,6 +42,7 @@ class Context:
     settings: Settings
     jobs: jobs.JobRunner
     scorers: ScorerCache
+    gateway: Any = None  # the service's Gateway (service/gateway/router.py); None in a CLI process
 
 
 class Params(BaseModel):
@@ -146,7 +147,7 @@ class Rewards(Params):
 def _status(ctx: Context, _: NoParams) -> dict:
     return {"data_dir": str(ctx.settings.data_dir), "schema_version": ctx.store.schema_version(),
             **ctx.store.counts(), "jobs_running": len(ctx.store.query(
-                "SELECT id FROM jobs WHERE status IN ('queued', 'running')"))}
+                "SELECT id FROM jobs WHERE status IN ('queued', 'running')")), **serving.routes(ctx, None)}
 
 
 def _prompts_add(ctx: Context, p: PromptFile) -> dict:
@@ -249,6 +250,14 @@ COMMANDS: dict[str, Command] = {
         "SELECT name, version, text, created_at FROM judge_templates ORDER BY name, version")),
     "tasks.gold": Command("POST", "/tasks/{task_id}/gold", Gold, _gold),
     "leaderboard": Command("GET", "/leaderboard", Board, lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by)),
+    "keys.create": Command("POST", "/keys", serving.NewKey, serving.create_key),
+    "keys.list": Command("GET", "/keys", NoParams, serving.list_keys),
+    "keys.revoke": Command("POST", "/keys/{name}/revoke", serving.KeyName, serving.revoke_key),
+    "deploy": Command("POST", "/deploy", serving.Deploy, serving.deploy),
+    "deploy.promote": Command("POST", "/deploy/promote", NoParams, serving.promote),
+    "rollback": Command("POST", "/rollback", NoParams, serving.rollback),
+    "routes": Command("GET", "/routes", NoParams, serving.routes),
+    "prompts.from_traffic": Command("POST", "/prompts/from-traffic", serving.FromTraffic, serving.from_traffic),
     "quality": Command("GET", "/quality", NoParams, lambda ctx, p: {
         "annotators": quality.annotator_report(ctx.store), "batches": quality.batch_alpha(ctx.store),
         "judges": quality.judge_report(ctx.store),

@@ -164,6 +164,8 @@ def server_command(model_dir: Path, served_name: str, host: str, port: int, opts
         cmd += ["--max-num-batched-tokens", str(opts.max_num_batched_tokens)]
     if opts.gpu_memory_utilization:
         cmd += ["--gpu-memory-utilization", str(opts.gpu_memory_utilization)]
+    if opts.tensor_parallel_size:
+        cmd += ["--tensor-parallel-size", str(opts.tensor_parallel_size)]
     return cmd + list(opts.extra_args)
 
 
@@ -175,8 +177,10 @@ def start_server(
     port: int | None = None,
     host: str = "127.0.0.1",
     served_name: str | None = None,
+    api_key: str | None = None,
 ) -> VLLMServer:
-    """Start a vLLM server for `model_dir` and return once /health answers."""
+    """Start a vLLM server for `model_dir` and return once /health answers. With `api_key` its /v1
+    routes need that key (given through the environment, not the command line others can read)."""
     model_dir = Path(model_dir).resolve()
     check_model_dir(model_dir)
     if port is not None and not port_is_free(port, host):
@@ -185,16 +189,22 @@ def start_server(
     attempts = 1 if port is not None else 3
     for attempt in range(1, attempts + 1):
         try:
-            return _start(model_dir, opts, log_dir, port or free_port(host), host, served_name or model_dir.name)
+            return _start(model_dir, opts, log_dir, port or free_port(host), host, served_name or model_dir.name,
+                          api_key)
         except EngineStartError as e:
             if attempt == attempts or "already in use" not in str(e):
                 raise
 
 
-def _start(model_dir: Path, opts: VLLMOptions, log_dir: Path, port: int, host: str, served_name: str) -> VLLMServer:
+def _start(model_dir: Path, opts: VLLMOptions, log_dir: Path, port: int, host: str, served_name: str,
+           api_key: str | None = None) -> VLLMServer:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"vllm-{served_name}-{port}.log"
-    proc = start_group(server_command(model_dir, served_name, host, port, opts), log_path, engine_env(opts))
+    env = engine_env(opts)
+    env.pop("VLLM_SERVER_DEV_MODE", None)  # never the development routes (/collective_rpc, /sleep, weights)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    proc = start_group(server_command(model_dir, served_name, host, port, opts), log_path, env)
     server = VLLMServer(model_dir, served_name, host, port, log_path, proc)
     try:
         _wait_healthy(server, opts.startup_timeout_s)

@@ -38,6 +38,11 @@ class SnapshotFilters(BaseModel):
     exclude_annotators: list[str] = Field(default_factory=list, description="drop these annotators' rankings")
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="share of prompts held out for evaluation")
     include_judges: bool = Field(False, description="keep rankings by model judges (AI feedback) beside people's")
+    include_traffic: bool = Field(True, description="keep rankings from served traffic (clients' votes between "
+                                  "answers, `POST /v1/feedback` with preferred_index)")
+
+
+TRAFFIC_ANNOTATOR = "traffic:"  # a key's clients vote as the account `traffic:KEYNAME`
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,13 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
         raise StoreError(f"--exclude-annotator: no annotator named {', '.join(map(repr, unknown))}; "
                          "`rankloop annotators list` shows them")
     rows = store.query(_ROWS)
-    dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0, "judges": 0}
+    dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0, "judges": 0, "traffic": 0}
     kept = []
     for r in rows:
         if r["annotator_role"] == "judge" and not filters.include_judges:
             dropped["judges"] += 1
+        elif r["annotator"].startswith(TRAFFIC_ANNOTATOR) and not filters.include_traffic:
+            dropped["traffic"] += 1
         elif r["annotator"] in filters.exclude_annotators:
             dropped["excluded_annotators"] += 1
         elif filters.exclude_flagged and json.loads(r["flags"]):
@@ -136,8 +143,10 @@ def create_snapshot(store: Store, data_dir: Path, filters: SnapshotFilters) -> S
     rows, dropped = collect(store, filters)
     _add_task_agreement(rows)
     if not rows:
-        raise StoreError("no rankings pass the filters, so there is nothing to snapshot; "
-                         "rank some tasks first (`rankloop annotate-sim` or the app) or loosen the filters")
+        left_out = ", ".join(f"{n} by {why}" for why, n in dropped.items() if n)
+        raise StoreError("no rankings pass the filters, so there is nothing to snapshot"
+                         + (f" (left out: {left_out})" if left_out else "") + "; rank some tasks first "
+                         "(`rankloop annotate-sim` or the app) or loosen the filters")
     snap_id = content_hash(rows)
     folder = DataPaths(data_dir).snapshot_dir(snap_id)
     existing = store.scalar("SELECT path FROM snapshots WHERE id = ?", [snap_id])

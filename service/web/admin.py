@@ -40,6 +40,13 @@ def require_admin(request: Request, authorization: str | None = Header(None)) ->
     token = bearer_token(authorization)
     if token and admin_key_ok(request, token):
         return "admin-key"
+    if token and token.startswith("rk-"):  # an API key: admin scope only
+        key = request.app.state.gateway.keys.lookup(token)
+        if key is None:
+            raise HTTPException(401, "invalid or revoked API key")
+        if key.scope != "admin":
+            raise HTTPException(403, f"key {key.name!r} has scope {key.scope}; /admin needs an admin-scope key")
+        return f"key:{key.name}"
     session = request.app.state.signer.verify(token) if token else None
     if session is not None:
         acct = get_annotator(request.app.state.store, id=session[0])

@@ -1,4 +1,5 @@
-"""The service's FastAPI app: the annotator (Gradio, at /annotate), its JSON API, /admin, /healthz.
+"""The service's FastAPI app: the annotator (Gradio, at /annotate), its JSON API, /admin, the
+OpenAI-compatible gateway (/v1), /healthz.
 
 One process owns the database: the app holds the only `Store` on `app.state`, and
 every route and Gradio handler uses it. Errors a client can fix come back as 4xx
@@ -26,6 +27,9 @@ from service.core.errors import CLIENT_ERRORS, StoreError, describe
 from service.core.paths import DataPaths, write_private
 from service.core.settings import Settings
 from service.core.store import Store
+from service.gateway.router import Gateway
+from service.gateway.router import router as gateway_router
+from service.gateway.schemas import GatewayError
 from service.loop.commands import COMMANDS, Context
 from service.loop.engines import EngineSupervisor
 from service.loop.jobs import JobRunner
@@ -59,7 +63,9 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
 
     app.state.ui_sessions = ExpiringSessions(settings.session_ttl_h * 3600, still_valid=account_accepts)
     # The control plane: every admin operation runs with this context, jobs on its runner.
-    app.state.ctx = Context(store, settings, JobRunner(store, settings, EngineSupervisor(settings)), ScorerCache())
+    app.state.gateway = Gateway.create(store, settings)
+    app.state.ctx = Context(store, settings, JobRunner(store, settings, EngineSupervisor(settings)), ScorerCache(),
+                            app.state.gateway)
     app.state.scorers = app.state.ctx.scorers
     app.state.queue_settings = settings.annotation
 
@@ -77,11 +83,16 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
                           *((e, 422) for e in CLIENT_ERRORS if e is not StoreError)]:
         app.add_exception_handler(error, lambda request, exc, status=status: _error(status, describe(exc)))
 
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return exc.response()
+
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"ok": True}
+        return {"ok": True, "routes": app.state.gateway.deployer.state()}
 
     app.include_router(annotate_api.router)
+    app.include_router(gateway_router)
     app.include_router(admin.router)
     if mount_ui:
         import gradio as gr
@@ -115,6 +126,9 @@ def body_limit(settings: Settings):
     uploads = {"/admin" + c.path for c in COMMANDS.values() if c.upload}
 
     def limit_for(scope: dict) -> tuple[int, str]:
+        if str(scope.get("path", "")).startswith("/v1/"):
+            return settings.gateway.max_body_kib * 2**10, (f"the limit of {settings.gateway.max_body_kib} KiB "
+                                                           "(setting gateway.max_body_kib)")
         if scope.get("method") == "POST" and scope.get("path") in uploads:
             return settings.max_upload_mib * 2**20, (f"the upload limit of {settings.max_upload_mib} MiB "
                                                      "(setting max_upload_mib)")

@@ -33,8 +33,10 @@ def headers_of(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-async def _refuse(send: Callable, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+async def _refuse(send: Callable, status: int, message: str, openai: bool = False) -> None:
+    """A JSON error; under /v1 in OpenAI's shape, which its clients parse."""
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None} if openai else message
+    body = json.dumps({"error": error}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -51,7 +53,7 @@ class BodyLimit:
         too_big = f"the request body is over {what}"
         declared = headers_of(scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return await _refuse(send, 413, too_big)
+            return await _refuse(send, 413, too_big, scope["path"].startswith("/v1/"))
         seen, started, refused = 0, False, False
 
         async def counted() -> dict:
@@ -65,7 +67,7 @@ class BodyLimit:
                 if seen > limit:
                     refused = True
                     if not started:
-                        await _refuse(send, 413, too_big)
+                        await _refuse(send, 413, too_big, scope["path"].startswith("/v1/"))
                     return {"type": "http.disconnect"}
             return message
 

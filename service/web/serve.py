@@ -48,9 +48,11 @@ def serve(settings: Settings) -> None:
     try:
         reap_stale(store)  # jobs of a service that died are marked failed, not left running
         app = create_app(settings, store)
+        app.state.gateway.start()  # the recorded deployment starts serving in the background
         write_service_file(settings, url)
         print(f"rankloop serving {settings.data_dir} at {url}\n  annotator: {url}/annotate\n"
-              f"  admin API: {url}/admin (key in {settings.paths.admin_key} unless configured)", flush=True)
+              f"  admin API: {url}/admin (key in {settings.paths.admin_key} unless configured)\n"
+              f"  OpenAI API: {url}/v1 (keys: rankloop keys create NAME)", flush=True)
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it; as SystemExit it lets `finally` clean up.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         # Open browser tabs keep event streams open: give them 5 s, then close them.
@@ -59,6 +61,7 @@ def serve(settings: Settings) -> None:
         if app is not None:  # a job, a trainer or a vLLM server must not outlive the service that runs it
             app.state.ctx.jobs.stop_all()
             app.state.ctx.jobs.engines.stop_all()
+            app.state.gateway.stop()
         info.unlink(missing_ok=True)
         sock.close()
         store.close()

@@ -1,0 +1,202 @@
+"""Deployments: which model serves the route `current`, blue/green switches, canaries, rollback,
+and the supervisor that keeps the servers up.
+
+A deploy starts the new model's replicas (or checks an endpoint elsewhere), waits for /health
+and one real generation each, then switches the route in one step; requests already sent to
+the old servers finish (the old pool is drained) before those servers stop. If the new model
+fails to start, the old one keeps serving and the error is returned. Every change is a row in
+`deployments` (the newest active one is what serves), so a restarted service serves it again.
+
+Run without a service (`rankloop deploy` on a stopped data directory), a deploy is checked
+and recorded; `rankloop serve` starts it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+
+import httpx
+
+from service.core.errors import StoreError
+from service.core.registry import get_model
+from service.core.settings import Settings
+from service.core.store import Store
+from service.gateway.upstreams import Pool, endpoint_upstream, start_replica
+from service.loop.deployments import current_deployment
+from service.loop.engine import EngineStartError
+
+BACKOFF_S = (1, 2, 4, 8, 16, 30)
+
+
+def bucket(sticky: str) -> float:
+    """A stable position in [0, 100) for sticky canary and arm assignment."""
+    return zlib.crc32(sticky.encode()) % 10_000 / 100
+
+
+class Deployer:
+    """The service's routes and the servers behind them."""
+
+    def __init__(self, store: Store, settings: Settings):
+        self.store, self.settings = store, settings
+        self.primary: Pool | None = None
+        self.canary: Pool | None = None
+        self.canary_pct = 0.0
+        self.arms: dict[str, float] | None = None
+        self.error: str | None = None  # why the recorded deployment is not serving
+        self._change = threading.Lock()  # one deploy, promote or rollback at a time
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    # -- starting and stopping ----------------------------------------------
+
+    def start(self) -> None:
+        """Serve the recorded deployment (in the background: the service answers meanwhile) and
+        supervise the servers."""
+        threading.Thread(target=self._restore, daemon=True, name="deploy-restore").start()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name="deploy-supervisor")
+        self._supervisor.start()
+
+    def _restore(self) -> None:
+        row = current_deployment(self.store)
+        if row is None:
+            return
+        with self._change:
+            try:
+                self.primary = self._pool(row["model_id"], row["replicas"], row["endpoint"], row["endpoint_key"])
+                if row["canary_model_id"] is not None:
+                    self.canary = self._pool(row["canary_model_id"], row["replicas"], None, None)
+                    self.canary_pct = row["canary_pct"]
+                self.arms = row["system_prompts"]
+            except (EngineStartError, StoreError) as e:
+                self.error = f"the recorded deployment {row['id']} did not start: {e}"
+
+    def stop_all(self) -> None:
+        self._stop.set()
+        for pool in (self.primary, self.canary):
+            if pool is not None:
+                pool.stop()
+
+    def _pool(self, model_id: int, replicas: int, endpoint: str | None, endpoint_key: str | None) -> Pool:
+        model = get_model(self.store, model_id)
+        name = model["name"]
+        if endpoint:
+            return Pool(model_id, name, None, [endpoint_upstream(endpoint, endpoint_key, name)])
+        opts = self.settings.vllm
+        started = []
+        try:
+            for _ in range(replicas):
+                started.append(start_replica(model["path"], name, opts, self.settings.paths.logs))
+        except BaseException:
+            for u in started:
+                u.server.stop(grace_s=5)
+            raise
+        return Pool(model_id, name, model["path"], started, opts)
+
+    def _retire(self, pool: Pool | None) -> None:
+        """Let requests already sent to `pool` finish, then stop its servers (in the background)."""
+        if pool is None:
+            return
+
+        def run() -> None:
+            pool.drain(self.settings.gateway.drain_timeout_s)
+            pool.stop()
+
+        threading.Thread(target=run, daemon=True, name=f"drain-{pool.name}").start()
+
+    # -- changes ----------------------------------------------------------------
+
+    def deploy(self, model_id: int, canary_pct: float | None, replicas: int, endpoint: str | None,
+               endpoint_key: str | None, arms: dict[str, float] | None) -> dict:
+        with self._change:
+            new = self._pool(model_id, replicas, endpoint, endpoint_key)  # the old pool serves meanwhile
+            old_primary, old_canary = self.primary, self.canary
+            if canary_pct is not None:
+                if self.primary is None:
+                    new.stop()
+                    raise StoreError("nothing is deployed yet to split traffic with; deploy without --canary first")
+                self.canary, self.canary_pct = new, canary_pct
+                retired = [old_canary]
+            else:
+                self.primary, self.canary, self.canary_pct = new, None, 0.0
+                retired = [old_primary, old_canary]
+            self.arms, self.error = arms, None
+            for pool in retired:
+                self._retire(pool)
+        return self.state()
+
+    def promote(self) -> dict:
+        with self._change:
+            if self.canary is None:
+                raise StoreError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
+            old, self.primary, self.canary, self.canary_pct = self.primary, self.canary, None, 0.0
+            self._retire(old)
+        return self.state()
+
+    def drop_canary(self) -> None:
+        with self._change:
+            old, self.canary, self.canary_pct = self.canary, None, 0.0
+            self._retire(old)
+
+    # -- serving ------------------------------------------------------------------
+
+    def choose(self, route: str, sticky: str) -> Pool | None:
+        """The pool for a request: `current` splits between primary and canary by weight, sticky per
+        user or key; a model's own name reaches that model if it is deployed."""
+        primary, canary, pct = self.primary, self.canary, self.canary_pct
+        if route == "current":
+            if canary is not None and bucket(sticky) < pct:
+                return canary
+            return primary
+        for pool in (primary, canary):
+            if pool is not None and route == pool.name:
+                return pool
+        return None
+
+    def arm(self, sticky: str) -> str | None:
+        """The system prompt a route's experiment gives this user (None: no experiment)."""
+        arms = self.arms
+        if not arms:
+            return None
+        point, total = bucket(sticky + "/arm") / 100 * sum(arms.values()), 0.0
+        for name, weight in arms.items():
+            total += weight
+            if point < total:
+                return name
+        return next(iter(arms))
+
+    def state(self) -> dict:
+        return {"current": self.primary.state() if self.primary else None,
+                "canary": {**self.canary.state(), "percent": self.canary_pct} if self.canary else None,
+                "system_prompts": self.arms, "error": self.error}
+
+    def _supervise(self) -> None:
+        """Every second: a replica whose process died or whose /health fails leaves the rotation and is
+        restarted with backoff; one that answers again comes back."""
+        with httpx.Client(timeout=2.0) as http:
+            while not self._stop.wait(1.0):
+                for pool in (self.primary, self.canary):
+                    if pool is not None:
+                        self._check(pool, http)
+
+    def _check(self, pool: Pool, http: httpx.Client) -> None:
+        for u in list(pool.upstreams):
+            try:
+                ok = u.alive() and http.get(f"{u.url}/health").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            u.healthy = ok
+            if ok:
+                u.failures = 0
+                continue
+            if u.server is None or u.alive() or time.monotonic() < u.next_restart or self._stop.is_set():
+                continue
+            u.next_restart = time.monotonic() + BACKOFF_S[min(u.failures, len(BACKOFF_S) - 1)]
+            u.failures += 1
+            try:
+                fresh = start_replica(pool.path, pool.name, pool.opts, self.settings.paths.logs)
+            except EngineStartError as e:
+                self.error = f"restarting a replica of {pool.name} failed ({u.failures} in a row): {e}"
+                continue
+            u.url, u.key, u.server, u.healthy, u.failures = fresh.url, fresh.key, fresh.server, True, 0

@@ -1,0 +1,113 @@
+"""The gateway's side of API keys (stored by service/loop/api_keys.py): lookups, limits, usage.
+
+Usage (requests, prompt and completion tokens, last use) is counted in memory and written
+every few seconds and when the service stops: counters are statistics, not acknowledged
+writes, and a write per request would cost the gateway more than the request.
+
+Limits: `rpm` requests and `tpm` tokens (prompt + completion) per 60-second window; a request
+over either gets 429 with the seconds until the window has room.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from service.core.store import Store
+from service.gateway.flusher import PeriodicFlush
+from service.loop.api_keys import key_hash
+
+WINDOW_S = 60.0
+
+
+@dataclass
+class Key:
+    id: int
+    name: str
+    scope: str
+    rpm: int | None
+    tpm: int | None
+    log_traffic: bool
+
+
+@dataclass
+class _Usage:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    last_used: datetime | None = None
+    times: deque = field(default_factory=deque)  # request times in the window
+    tokens: deque = field(default_factory=deque)  # (time, tokens) in the window
+
+
+class KeyBook(PeriodicFlush):
+    """The service's view of keys: lookups (cached for a second), limits and usage."""
+
+    def __init__(self, store: Store, flush_every_s: float = 5.0):
+        super().__init__(flush_every_s, "key-usage")
+        self.store = store
+        self._lock = threading.Lock()
+        self._usage: dict[int, _Usage] = {}
+        self._cache: dict[str, tuple[Key | None, float]] = {}
+
+    def lookup(self, key: str) -> Key | None:
+        """The active key, or None (unknown or revoked). Cached for a second: a revoke takes effect
+        within that."""
+        h = key_hash(key)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(h)
+        if hit and now - hit[1] < 1.0:
+            return hit[0]
+        rows = self.store.query("SELECT id, name, scope, rpm, tpm, log_traffic FROM api_keys "
+                                "WHERE key_hash = ? AND revoked_at IS NULL", [h])
+        found = Key(**rows[0]) if rows else None
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[h] = (found, now)
+        return found
+
+    def admit(self, key: Key) -> float:
+        """Count a request against the key's limits: 0 when admitted, else the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            u = self._usage.setdefault(key.id, _Usage())
+            while u.times and now - u.times[0] >= WINDOW_S:
+                u.times.popleft()
+            while u.tokens and now - u.tokens[0][0] >= WINDOW_S:
+                u.tokens.popleft()
+            if key.rpm is not None and len(u.times) >= key.rpm:
+                return WINDOW_S - (now - u.times[0])
+            if key.tpm is not None and sum(n for _, n in u.tokens) >= key.tpm:
+                return WINDOW_S - (now - u.tokens[0][0])
+            u.times.append(now)
+            u.requests += 1
+            u.last_used = datetime.now(UTC)
+        return 0.0
+
+    def record(self, key: Key, prompt_tokens: int, completion_tokens: int) -> None:
+        with self._lock:
+            u = self._usage.setdefault(key.id, _Usage())
+            u.prompt_tokens += prompt_tokens
+            u.completion_tokens += completion_tokens
+            u.tokens.append((time.monotonic(), prompt_tokens + completion_tokens))
+
+    def flush(self) -> None:
+        """Add the counts since the last flush to the stored ones."""
+        with self._lock:
+            pending = {kid: (u.requests, u.prompt_tokens, u.completion_tokens, u.last_used)
+                       for kid, u in self._usage.items() if u.requests or u.prompt_tokens or u.completion_tokens}
+            for u in self._usage.values():
+                u.requests = u.prompt_tokens = u.completion_tokens = 0
+        if not pending:
+            return
+        with self.store.write() as cur:
+            for kid, (req, pt, ct, last) in pending.items():
+                cur.execute("UPDATE api_keys SET requests = requests + ?, prompt_tokens = prompt_tokens + ?, "
+                            "completion_tokens = completion_tokens + ?, last_used_at = coalesce(?, last_used_at) "
+                            "WHERE id = ?", [req, pt, ct, last, kid])
+

@@ -1,0 +1,138 @@
+"""Forwarding one request to a pool: pick a replica, send, pass the answer back (streams chunk by
+chunk), count usage, release the replica.
+
+A replica that refuses the connection before answering is marked unhealthy and the request goes
+to another one (it never started there); with none left the client gets 503 and Retry-After at
+once, never a hang. Streams ask vLLM for a final usage chunk, so every response carries usage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from service.gateway.schemas import GatewayError
+from service.gateway.upstreams import Pool, Upstream
+
+RETRY_AFTER_S = 2
+TAIL = 4096  # bytes of a stream kept to read its usage chunk
+
+
+@dataclass
+class Outcome:
+    """What a finished request tells the key's counters and the traffic log."""
+
+    status: int
+    body: dict | None  # the answer (a stream's is rebuilt from its chunks when it is logged)
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+
+
+def _usage(body: dict | None) -> tuple[int, int]:
+    usage = (body or {}).get("usage") or {}
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def _last_usage(tail: bytes) -> dict | None:
+    for line in reversed(tail.split(b"\n")):
+        if line.startswith(b"data: {") and b'"usage"' in line:
+            try:
+                chunk = json.loads(line[6:])
+            except json.JSONDecodeError:
+                continue
+            if chunk.get("usage"):
+                return chunk
+    return None
+
+
+async def _connect(client: httpx.AsyncClient, pool: Pool, path: str, body: dict) -> tuple[Upstream, httpx.Response]:
+    tried: set[int] = set()
+    while True:
+        upstream = pool.acquire(skip=tried)
+        if upstream is None:
+            raise GatewayError(503, f"no replica of {pool.name} is up; the supervisor is restarting it",
+                               type_="server_error", code="model_unavailable", retry_after=RETRY_AFTER_S)
+        request = client.build_request("POST", upstream.url + path, json={**body, "model": upstream.served_name},
+                                       headers={"Authorization": f"Bearer {upstream.key}"})
+        try:
+            return upstream, await client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+            # Nothing reached the model: mark the replica down and try another.
+            pool.release(upstream)
+            upstream.healthy = False
+            tried.add(id(upstream))
+
+
+async def fetch(client: httpx.AsyncClient, pool: Pool, path: str, body: dict) -> Outcome:
+    """A whole (not streamed) answer from a replica of `pool`."""
+    start = time.perf_counter()
+    upstream, resp = await _connect(client, pool, path, body)
+    return await _whole(pool, upstream, resp, start)
+
+
+async def _whole(pool: Pool, upstream: Upstream, resp: httpx.Response, start: float) -> Outcome:
+    try:
+        raw = await resp.aread()
+    finally:
+        await resp.aclose()
+        pool.release(upstream)
+    try:
+        answer = json.loads(raw)
+    except json.JSONDecodeError:
+        raise GatewayError(502, f"the model server answered {resp.status_code} with no JSON",
+                           type_="server_error") from None
+    return Outcome(resp.status_code, answer, *_usage(answer), (time.perf_counter() - start) * 1000)
+
+
+async def forward(client: httpx.AsyncClient, pool: Pool, path: str, body: dict, headers: dict[str, str],
+                  done: Callable[[Outcome], None], keep_chunks: bool) -> Any:
+    """Send `body` to `path` on a replica of `pool`; `done` gets the outcome when the answer is complete."""
+    start = time.perf_counter()
+    upstream, resp = await _connect(client, pool, path, body)
+    if not (body.get("stream") and resp.status_code == 200):
+        out = await _whole(pool, upstream, resp, start)
+        done(out)
+        return JSONResponse(out.body, status_code=out.status, headers=headers)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        tail, kept = b"", []
+        try:
+            async for chunk in resp.aiter_raw():
+                tail = (tail + chunk)[-TAIL:]
+                if keep_chunks:
+                    kept.append(chunk)
+                yield chunk
+        finally:
+            await resp.aclose()
+            pool.release(upstream)
+            last = _last_usage(tail)
+            answer = rebuild(b"".join(kept)) if keep_chunks else last
+            done(Outcome(200, answer, *_usage(last), (time.perf_counter() - start) * 1000))
+
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers=headers)
+
+
+def rebuild(stream: bytes) -> dict | None:
+    """A streamed answer as one response body (id, model, each choice's text, usage), for the log."""
+    out: dict[str, Any] | None = None
+    texts: dict[int, list[str]] = {}
+    for line in stream.split(b"\n"):
+        if not line.startswith(b"data: {"):
+            continue
+        chunk = json.loads(line[6:])
+        out = out or {"id": chunk.get("id"), "model": chunk.get("model"), "object": chunk.get("object")}
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            texts.setdefault(choice.get("index", 0), []).append(delta.get("content") or choice.get("text") or "")
+        if chunk.get("usage"):
+            out["usage"] = chunk["usage"]
+    if out is not None:
+        out["choices"] = [{"index": i, "text": "".join(t)} for i, t in sorted(texts.items())]
+    return out

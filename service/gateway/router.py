@@ -1,0 +1,243 @@
+"""The OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions.
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="rk-...")
+    client.chat.completions.create(model="current", messages=[{"role": "user", "content": "Hi"}])
+
+`model` is a route: `current` (the deployed policy, split with a canary by weight) or a
+deployed model's name. `system_prompt: NAME` (rankloop's field) puts that stored system
+prompt first; a route with a system-prompt experiment assigns one per user. Each answer's
+headers name the model and system prompt it got (`x-rankloop-model-id`, `x-rankloop-system-prompt`).
+`model: "arena"` answers with two anonymous choices from the deployed model and its canary;
+`POST /v1/feedback` records a judgment of a response, and a vote between choices becomes a ranking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from service.core.errors import StoreError
+from service.core.settings import Settings
+from service.core.store import Store
+from service.gateway.deploy import Deployer
+from service.gateway.feedback import Feedback, record_feedback
+from service.gateway.keys import Key, KeyBook
+from service.gateway.proxy import Outcome, fetch, forward
+from service.gateway.schemas import ChatRequest, CompletionRequest, GatewayError, parse
+from service.gateway.traffic import TrafficLog
+from service.loop.prompts import latest_system_prompts
+
+router = APIRouter(prefix="/v1", tags=["gateway"])
+ARENA = "arena"
+
+
+@dataclass
+class Gateway:
+    """The gateway's parts, one per service."""
+
+    store: Store
+    settings: Settings
+    deployer: Deployer
+    keys: KeyBook
+    traffic: TrafficLog
+    client: httpx.AsyncClient | None = None
+    _prompts: dict[str, tuple[dict | None, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, store: Store, settings: Settings) -> Gateway:
+        return cls(store, settings, Deployer(store, settings), KeyBook(store),
+                   TrafficLog(store, settings.gateway.retention_days))
+
+    def start(self) -> None:
+        self.deployer.start()
+        self.keys.start()
+        self.traffic.start()
+
+    def stop(self) -> None:
+        self.deployer.stop_all()
+        self.keys.stop()
+        self.traffic.stop()
+
+    def http(self) -> httpx.AsyncClient:
+        if self.client is None:  # made in the event loop that uses it
+            self.client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0),
+                                            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+        return self.client
+
+    def system_prompt(self, name: str) -> dict | None:
+        """The newest version of a stored system prompt (cached for a few seconds)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._prompts.get(name)
+        if hit and now - hit[1] < 5.0:
+            return hit[0]
+        try:
+            found = latest_system_prompts(self.store, [name])
+        except StoreError:  # an unknown name
+            found = []
+        with self._lock:
+            self._prompts[name] = (found[0] if found else None, now)
+        return found[0] if found else None
+
+
+def authenticate(request: Request) -> Key:
+    gw: Gateway = request.app.state.gateway
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer ") or not header[7:].strip():
+        raise GatewayError(401, "send your API key: 'Authorization: Bearer rk-...' (`rankloop keys create NAME`)",
+                           code="missing_api_key")
+    key = gw.keys.lookup(header[7:].strip())
+    if key is None:
+        raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
+    wait = gw.keys.admit(key)
+    if wait > 0:
+        raise GatewayError(429, f"rate limit of key {key.name!r} reached ({key.rpm} requests or {key.tpm} tokens "
+                                "per minute); retry later", type_="rate_limit_error", code="rate_limit_exceeded",
+                           retry_after=wait)
+    return key
+
+
+@router.get("/models")
+async def models(request: Request) -> dict:
+    authenticate(request)
+    dep = request.app.state.gateway.deployer
+    names = (["current"] if dep.primary else []) + [p.name for p in (dep.primary, dep.canary) if p]
+    names += [ARENA] if dep.primary and dep.canary else []
+    return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "rankloop"}
+                                       for n in dict.fromkeys(names)]}
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request):
+    return await _complete(request, ChatRequest, "/v1/chat/completions")
+
+
+@router.post("/completions")
+async def completions(request: Request):
+    return await _complete(request, CompletionRequest, "/v1/completions")
+
+
+async def _json(request: Request) -> dict:
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GatewayError(400, f"the request body is not valid JSON: {e}") from None
+
+
+@router.post("/feedback")
+async def feedback(request: Request) -> dict:
+    gw: Gateway = request.app.state.gateway
+    key = authenticate(request)
+    try:
+        fb = Feedback.model_validate(await _json(request))
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        raise GatewayError(400, f"{field}: {err['msg']}", param=field) from None
+    await run_in_threadpool(gw.traffic.flush)  # the response may still wait in the log's queue
+    return await run_in_threadpool(record_feedback, gw.store, key, fb)
+
+
+async def _complete(request: Request, model: type, path: str):
+    gw: Gateway = request.app.state.gateway
+    limits = gw.settings.gateway
+    key = authenticate(request)
+    body = await _json(request)
+    req = parse(model, body, limits.max_n, limits.max_tokens)
+    sticky = req.user or f"key:{key.id}"
+    if req.model == ARENA:
+        return await _arena(gw, key, req, body, path)
+    pool = gw.deployer.choose(req.model, sticky)
+    if pool is None:
+        dep = gw.deployer
+        served = ", ".join(["current", *[p.name for p in (dep.primary, dep.canary) if p]]) if dep.primary else ""
+        if req.model == "current" or not served:
+            raise GatewayError(503, "no model is deployed yet (`rankloop deploy MODEL_ID`)"
+                                    + (f"; {dep.error}" if dep.error else ""), type_="server_error",
+                               code="model_unavailable", retry_after=5)
+        raise GatewayError(404, f"no route or deployed model named {req.model!r}; valid: {served}",
+                           param="model", code="model_not_found")
+    forwarded = {k: v for k, v in body.items() if k != "system_prompt"}
+    system = _system_prompt(gw, req, forwarded, sticky)
+    if req.stream:
+        forwarded["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    if req.max_tokens is None and req.max_completion_tokens is None:
+        forwarded["max_tokens"] = limits.max_tokens
+    log_all = limits.log_traffic or key.log_traffic
+
+    def done(out: Outcome) -> None:
+        gw.keys.record(key, out.prompt_tokens, out.completion_tokens)
+        gw.traffic.add({"response_id": (out.body or {}).get("id"), "key_id": key.id, "route": req.model,
+                        "model_id": pool.model_id, "system_prompt_id": system["id"] if system else None, "n": req.n,
+                        "stream": req.stream, "status": out.status, "prompt_tokens": out.prompt_tokens,
+                        "completion_tokens": out.completion_tokens, "latency_ms": out.latency_ms,
+                        "request": forwarded if log_all else None, "response": out.body if log_all else None})
+
+    headers = {"x-rankloop-model-id": str(pool.model_id), "x-rankloop-system-prompt": system["name"] if system else ""}
+    return await forward(gw.http(), pool, path, forwarded, headers, done, keep_chunks=log_all)
+
+
+async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONResponse:
+    """Two anonymous answers, one from each deployed model (current and canary) in random order; the
+    client's vote (`POST /v1/feedback` with preferred_index) becomes a ranking. Always logged."""
+    dep = gw.deployer
+    if not isinstance(req, ChatRequest) or req.stream or req.n != 1:
+        raise GatewayError(400, "the arena answers chat requests with n = 1, whole (not streamed)", param="model")
+    if dep.primary is None or dep.canary is None:
+        raise GatewayError(503, "the arena needs two deployed models: `rankloop deploy MODEL_ID --canary PCT` "
+                                "adds the second", type_="server_error", code="model_unavailable", retry_after=30)
+    forwarded = {k: v for k, v in body.items() if k != "system_prompt"}
+    system = _system_prompt(gw, req, forwarded, req.user or f"key:{key.id}")
+    forwarded.setdefault("max_tokens", gw.settings.gateway.max_tokens)
+    pools = [dep.primary, dep.canary]
+    random.shuffle(pools)
+    outs = await asyncio.gather(*[fetch(gw.http(), p, path, forwarded) for p in pools])
+    bad = next((o for o in outs if o.status != 200), None)
+    if bad is not None:
+        return JSONResponse(bad.body, status_code=bad.status)
+    usage = {k: sum(o.body["usage"][k] for o in outs) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    answer = {"id": f"arena-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+              "model": ARENA, "usage": usage,
+              "choices": [{**o.body["choices"][0], "index": i} for i, o in enumerate(outs)]}
+    gw.keys.record(key, usage["prompt_tokens"], usage["completion_tokens"])
+    gw.traffic.add({"response_id": answer["id"], "key_id": key.id, "route": ARENA, "model_id": None,
+                    "system_prompt_id": system["id"] if system else None, "n": 2, "stream": False, "status": 200,
+                    "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+                    "latency_ms": max(o.latency_ms for o in outs), "request": forwarded,
+                    "response": {**answer, "rankloop_models": [p.model_id for p in pools]}})
+    return JSONResponse(answer)
+
+
+def _system_prompt(gw: Gateway, req, forwarded: dict, sticky: str) -> dict | None:
+    """Put the asked-for (or the experiment's) stored system prompt first; None when there is none."""
+    if not isinstance(req, ChatRequest):
+        if getattr(req, "system_prompt", None) or (req.model_extra or {}).get("system_prompt"):
+            raise GatewayError(400, "system_prompt applies to /v1/chat/completions only", param="system_prompt")
+        return None
+    has_own = any(isinstance(m, dict) and m.get("role") == "system" for m in req.messages)
+    name = req.system_prompt
+    if name and has_own:
+        raise GatewayError(400, "give either a system message or system_prompt, not both", param="system_prompt")
+    if name is None and not has_own:
+        name = gw.deployer.arm(sticky)
+    if name is None:
+        return None
+    found = gw.system_prompt(name)
+    if found is None:
+        raise GatewayError(404, f"no system prompt named {name!r}; `rankloop system-prompts list` shows them",
+                           param="system_prompt")
+    forwarded["messages"] = [{"role": "system", "content": found["text"]}, *req.messages]
+    return found

@@ -1,0 +1,125 @@
+"""The servers behind a route: vLLM servers the service starts (each on loopback with a random
+key of its own) or vLLM endpoints elsewhere (`--endpoint URL` with their key).
+
+A pool holds one model's replicas and balances by fewest requests in flight among the healthy
+ones. The supervisor (service/gateway/deploy.py) marks a replica unhealthy when its process
+dies or /health stops answering, restarts it with backoff, and puts it back when it answers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from service.core.settings import VLLMOptions
+from service.loop.engine import EngineStartError, VLLMServer, start_server
+
+
+@dataclass
+class Upstream:
+    url: str  # http://host:port, without /v1
+    key: str
+    served_name: str
+    server: VLLMServer | None = None  # None: an endpoint the service does not start
+    healthy: bool = True
+    in_flight: int = 0
+    failures: int = 0  # restarts in a row without becoming healthy
+    next_restart: float = 0.0
+
+    def alive(self) -> bool:
+        return self.server is None or self.server.alive()
+
+
+@dataclass
+class Pool:
+    """One model's replicas."""
+
+    model_id: int
+    name: str  # the model name clients see
+    path: str | None
+    upstreams: list[Upstream]
+    opts: VLLMOptions | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def acquire(self, skip: set[int] | None = None) -> Upstream | None:
+        """The healthy replica with fewest requests in flight (not one in `skip`), counted as busy."""
+        with self.lock:
+            ready = [u for u in self.upstreams if u.healthy and id(u) not in (skip or set())]
+            if not ready:
+                return None
+            best = min(ready, key=lambda u: u.in_flight)
+            best.in_flight += 1
+            return best
+
+    def release(self, upstream: Upstream) -> None:
+        with self.lock:
+            upstream.in_flight -= 1
+
+    def in_flight(self) -> int:
+        with self.lock:
+            return sum(u.in_flight for u in self.upstreams)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight (True) or `timeout_s` passed (False)."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.in_flight()
+
+    def stop(self) -> None:
+        for u in self.upstreams:
+            if u.server is not None:
+                u.server.stop()
+
+    def state(self) -> dict:
+        with self.lock:
+            return {"model_id": self.model_id, "model": self.name,
+                    "replicas": [{"url": u.url, "healthy": u.healthy, "in_flight": u.in_flight,
+                                  "managed": u.server is not None} for u in self.upstreams]}
+
+
+def start_replica(path: str, name: str, opts: VLLMOptions, log_dir: Path) -> Upstream:
+    """A vLLM server for the checkpoint on loopback with its own random key, checked with one real
+    generation (a server can answer /health and still fail to generate)."""
+    key = secrets.token_urlsafe(24)
+    server = start_server(path, opts, log_dir, host="127.0.0.1", served_name=name, api_key=key)
+    upstream = Upstream(f"http://127.0.0.1:{server.port}", key, name, server)
+    try:
+        check_generates(upstream)
+    except BaseException:
+        server.stop(grace_s=5)
+        raise
+    return upstream
+
+
+def check_generates(upstream: Upstream, timeout_s: float = 120.0) -> None:
+    try:
+        r = httpx.post(f"{upstream.url}/v1/completions", timeout=timeout_s,
+                       headers={"Authorization": f"Bearer {upstream.key}"},
+                       json={"model": upstream.served_name, "prompt": "Hello", "max_tokens": 1})
+    except httpx.HTTPError as e:
+        raise EngineStartError(f"{upstream.url} did not answer a test generation: {e}") from None
+    if r.status_code != 200:
+        raise EngineStartError(f"{upstream.url} failed a test generation ({r.status_code}): {r.text[:300]}")
+
+
+def endpoint_upstream(url: str, key: str | None, name: str) -> Upstream:
+    """A vLLM server elsewhere: its model list must answer with the key and name the model."""
+    base = url.rstrip("/").removesuffix("/v1")
+    try:
+        r = httpx.get(f"{base}/v1/models", timeout=10, headers={"Authorization": f"Bearer {key}"} if key else {})
+    except httpx.HTTPError as e:
+        raise EngineStartError(f"the endpoint {url} does not answer: {e}") from None
+    if r.status_code != 200:
+        raise EngineStartError(f"the endpoint {url} refused /v1/models ({r.status_code}): {r.text[:200]}")
+    served = [m["id"] for m in r.json().get("data", [])]
+    if not served:
+        raise EngineStartError(f"the endpoint {url} serves no model")
+    upstream = Upstream(base, key or "", name if name in served else served[0])
+    check_generates(upstream)
+    return upstream

@@ -1,0 +1,55 @@
+"""API keys in the database: created once (only a SHA-256 hash is stored), scoped, limited,
+revocable. A key is `rk-` and 43 random URL-safe characters: 256 bits, so a fast hash cannot
+be searched and the lookup needs no per-row secret. The gateway's runtime side (lookups,
+limits, usage counters) is service/gateway/keys.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from service.core.errors import NotFound, StoreError
+from service.core.store import Store
+
+SCOPES = ("client", "admin")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(store: Store, name: str, scope: str = "client", rpm: int | None = None, tpm: int | None = None,
+               log_traffic: bool = False) -> str:
+    """Store a new key's hash; returns the key itself, which is shown once and never again."""
+    if not NAME.match(name or ""):
+        raise StoreError(f"key name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', starting with a "
+                         "letter or digit")
+    if scope not in SCOPES:
+        raise StoreError(f"unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
+    for limit, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and not 1 <= value <= 10**9:
+            raise StoreError(f"--{limit} must be between 1 and 1000000000, got {value}")
+    key = "rk-" + secrets.token_urlsafe(32)
+    with store.write() as cur:
+        if cur.execute("SELECT 1 FROM api_keys WHERE name = ?", [name]).fetchone():
+            raise StoreError(f"a key named {name!r} exists; revoke it or pick another name")
+        cur.execute("INSERT INTO api_keys (name, key_hash, prefix, scope, rpm, tpm, log_traffic) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [name, key_hash(key), key[:7], scope, rpm, tpm, log_traffic])
+    return key
+
+
+def revoke_key(store: Store, name: str) -> None:
+    with store.write() as cur:
+        if cur.execute("UPDATE api_keys SET revoked_at = now() WHERE name = ? AND revoked_at IS NULL RETURNING id",
+                       [name]).fetchone() is None:
+            raise NotFound(f"no active key named {name!r}; `rankloop keys list` shows them")
+
+
+def list_keys(store: Store) -> list[dict]:
+    """Every key with its usage; never the key itself."""
+    return store.query("SELECT name, prefix, scope, rpm, tpm, log_traffic, requests, prompt_tokens, "
+                       "completion_tokens, last_used_at, revoked_at IS NOT NULL AS revoked, created_at "
+                       "FROM api_keys ORDER BY id")
