@@ -6,11 +6,13 @@ is set, as Markdown with any HTML shown as text (`annotator.render`); a rank per
 candidate (equal ranks tie; keyboard: click a candidate or press j/k, a digit sets its
 rank, Enter submits), an optional flag per candidate, a rationale, skip with a reason. Each shown task carries a submission id, so a double click or a retry stores
 one ranking. Admin tab (admins only, checked in every handler): agreement,
-throughput, flags, skips, the Bradley-Terry leaderboard, and gold marking.
+throughput, flags, skips, the Bradley-Terry leaderboard, gold marking, and the serving
+buttons (deploy, promote a canary, roll back: the operations `rankloop deploy` runs).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -22,7 +24,7 @@ from annotator import quality, queue
 from annotator.accounts import get_annotator, login
 from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
 from annotator.render import chat_turns, escape_html
-from service.core.errors import StoreError
+from service.core.errors import StoreError, describe
 
 MAX_K = 8
 HIDDEN = "undocumented"  # callable by the page (every handler checks the account), listed nowhere
@@ -179,6 +181,14 @@ def build_ui(state: Any) -> gr.Blocks:
                 gold_ranks = gr.Textbox(label="Correct ranks, in display order (e.g. 1,2,2,3)")
                 gold_btn = gr.Button("Mark as gold")
             gold_status = gr.Markdown()
+            gr.Markdown("### Serving: deploy, promote a canary, roll back")
+            with gr.Row():
+                deploy_model = gr.Number(label="Model id", precision=0, elem_id="deploy-model")
+                deploy_canary = gr.Number(label="Canary % (empty: all traffic)", elem_id="deploy-canary")
+                deploy_btn = gr.Button("Deploy", elem_id="deploy")
+                promote_btn = gr.Button("Promote canary", elem_id="promote")
+                rollback_btn = gr.Button("Roll back", elem_id="rollback")
+            serving_md = gr.Markdown(elem_id="serving")
 
         task_outputs = [prompt_md, chat, *boxes, *texts, *ranks, *flags, *flag_texts, task_state, rationale,
                         progress_md, status_md]
@@ -232,7 +242,30 @@ def build_ui(state: Any) -> gr.Blocks:
                 raise gr.Error(str(e)) from None
             return f"Task {int(task_id)} is now a gold task with ranks {ranks_list}."
 
+        def serving(action: str, request: gr.Request, **params: Any) -> str:
+            # The same operations as `rankloop deploy|deploy promote|rollback` (state.serving runs them).
+            if _account(state, request)["role"] != "admin":
+                raise gr.Error("admins only")
+            try:
+                result = state.serving(action, **params)
+            except (StoreError, ValueError, RuntimeError) as e:
+                raise gr.Error(describe(e)) from None
+            return f"**{action} done.** Serving now:\n\n```json\n{json.dumps(result['routes'], indent=2)}\n```"
+
+        def on_deploy(model_id, canary, request: gr.Request):
+            return serving("deploy", request, model_id=int(model_id or 0), canary=canary or None)
+
+        def on_promote(request: gr.Request):
+            return serving("deploy.promote", request)
+
+        def on_rollback(request: gr.Request):
+            return serving("rollback", request)
+
         ui.load(on_load, outputs=[admin_tab, *task_outputs], api_name="load", api_visibility=HIDDEN)
+        deploy_btn.click(on_deploy, inputs=[deploy_model, deploy_canary], outputs=serving_md, api_name="admin_deploy",
+                         api_visibility=HIDDEN)
+        promote_btn.click(on_promote, outputs=serving_md, api_name="admin_promote", api_visibility=HIDDEN)
+        rollback_btn.click(on_rollback, outputs=serving_md, api_name="admin_rollback", api_visibility=HIDDEN)
         submit_btn.click(on_submit, inputs={task_state, rationale, *ranks, *flags, *flag_texts},
                          outputs=task_outputs, api_name="submit", api_visibility=HIDDEN, trigger_mode="once")
         skip_btn.click(on_skip, inputs=[task_state, skip_reason], outputs=task_outputs, api_name="skip", api_visibility=HIDDEN,

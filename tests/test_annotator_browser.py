@@ -134,6 +134,13 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
         assert "alice" in page.locator("#annotator-report").inner_text()
         ok = call_handler_as(url, "boss", "boss-password", "admin_refresh")
         assert ok["success"] is True
+        # The serving buttons run the same operations as `rankloop deploy` / `rollback`, with their errors.
+        page.locator("#rollback").click()
+        page.get_by_text("nothing is deployed, so there is nothing to roll back").first.wait_for()
+        page.locator("#deploy-model input").fill("999")
+        page.locator("#deploy").click()
+        page.get_by_text("no model with id 999").first.wait_for()
+        assert call_handler_as(url, "alice", "alice-password", "admin_promote")["output"]["error"] == "admins only"
 
 
 THREE_TURNS = [{"role": "user", "content": "I am baking today."}, {"role": "assistant", "content": "What will you bake?"},

@@ -297,3 +297,24 @@ def test_traffic_feedback_and_prompts_flow_back(service) -> None:
     out = cli(data, "prompts", "from-traffic", "--min-count", "2")
     assert out.startswith("1 prompts from served traffic added")
     assert cli(data, "prompts", "from-traffic", "--min-count", "2").startswith("0 prompts")
+
+
+def test_a_recorded_deployment_serves_when_the_service_starts(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Store.open(data / "rankloop.duckdb") as store:
+        model = register_model(store, "policy", tiny_model, name="solo", status="active")
+    assert "recorded; `rankloop serve` starts it" in cli(data, "deploy", str(model))  # no service runs
+    key = cli(data, "keys", "create", "k").split(": ")[1].split()[0]
+    with running_service(data, env={"RANKLOOP_VLLM__DTYPE": "float32", "RANKLOOP_VLLM__MAX_MODEL_LEN": "256"}) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # the service answers at once; the model comes up behind it
+            try:
+                assert c.chat.completions.create(model="current", messages=CHAT, max_tokens=2).model == "solo"
+                break
+            except openai.InternalServerError as e:
+                assert e.status_code == 503 and e.response.headers["retry-after"]
+                time.sleep(1)
+        else:
+            pytest.fail("the recorded deployment did not start")
+        assert "solo" in cli(data, "status")

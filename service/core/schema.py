@@ -246,6 +246,7 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
             """model_id BIGINT NOT NULL,
   canary_model_id BIGINT,
   canary_pct DOUBLE,
+  canary_replicas INTEGER,
   replicas INTEGER NOT NULL DEFAULT 1,
   endpoint VARCHAR,
   endpoint_key VARCHAR,

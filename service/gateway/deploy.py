@@ -25,7 +25,7 @@ from service.core.settings import Settings
 from service.core.store import Store
 from service.gateway.upstreams import Pool, endpoint_upstream, start_replica
 from service.loop.deployments import current_deployment
-from service.loop.engine import EngineStartError
+from service.loop.engine import EngineStartError, VLLMServer
 
 BACKOFF_S = (1, 2, 4, 8, 16, 30)
 
@@ -46,6 +46,8 @@ class Deployer:
         self.arms: dict[str, float] | None = None
         self.error: str | None = None  # why the recorded deployment is not serving
         self._change = threading.Lock()  # one deploy, promote or rollback at a time
+        self._draining: dict[int, Pool] = {}  # replaced pools finishing their requests, by id()
+        self._spawned: list[VLLMServer] = []  # every server started, from its first moment: none outlives us
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -66,7 +68,7 @@ class Deployer:
             try:
                 self.primary = self._pool(row["model_id"], row["replicas"], row["endpoint"], row["endpoint_key"])
                 if row["canary_model_id"] is not None:
-                    self.canary = self._pool(row["canary_model_id"], row["replicas"], None, None)
+                    self.canary = self._pool(row["canary_model_id"], row["canary_replicas"] or 1, None, None)
                     self.canary_pct = row["canary_pct"]
                 self.arms = row["system_prompts"]
             except (EngineStartError, StoreError) as e:
@@ -74,9 +76,13 @@ class Deployer:
 
     def stop_all(self) -> None:
         self._stop.set()
-        for pool in (self.primary, self.canary):
-            if pool is not None:
-                pool.stop()
+        with self._change:  # a deploy in progress finishes first, so nothing starts after this
+            pools = [p for p in (self.primary, self.canary, *self._draining.values()) if p is not None]
+        for pool in pools:
+            pool.stop()
+        for server in list(self._spawned):  # e.g. one the supervisor is still starting
+            if server.alive():
+                server.stop(grace_s=5)
 
     def _pool(self, model_id: int, replicas: int, endpoint: str | None, endpoint_key: str | None) -> Pool:
         model = get_model(self.store, model_id)
@@ -87,7 +93,7 @@ class Deployer:
         started = []
         try:
             for _ in range(replicas):
-                started.append(start_replica(model["path"], name, opts, self.settings.paths.logs))
+                started.append(start_replica(model["path"], name, opts, self.settings.paths.logs, self._spawned.append))
         except BaseException:
             for u in started:
                 u.server.stop(grace_s=5)
@@ -98,10 +104,14 @@ class Deployer:
         """Let requests already sent to `pool` finish, then stop its servers (in the background)."""
         if pool is None:
             return
+        with pool.lock:
+            pool.retired = True
+        self._draining[id(pool)] = pool
 
         def run() -> None:
             pool.drain(self.settings.gateway.drain_timeout_s)
             pool.stop()
+            self._draining.pop(id(pool), None)
 
         threading.Thread(target=run, daemon=True, name=f"drain-{pool.name}").start()
 
@@ -177,8 +187,11 @@ class Deployer:
         with httpx.Client(timeout=2.0) as http:
             while not self._stop.wait(1.0):
                 for pool in (self.primary, self.canary):
-                    if pool is not None:
-                        self._check(pool, http)
+                    if pool is not None and not pool.retired:
+                        try:
+                            self._check(pool, http)
+                        except Exception as e:  # noqa: BLE001 - the supervisor must outlive any one failure
+                            self.error = f"supervising {pool.name}: {e}"
 
     def _check(self, pool: Pool, http: httpx.Client) -> None:
         for u in list(pool.upstreams):
@@ -194,9 +207,14 @@ class Deployer:
                 continue
             u.next_restart = time.monotonic() + BACKOFF_S[min(u.failures, len(BACKOFF_S) - 1)]
             u.failures += 1
+            u.server.stop(grace_s=5)  # what is left of it (the engine's processes) goes first
             try:
-                fresh = start_replica(pool.path, pool.name, pool.opts, self.settings.paths.logs)
+                fresh = start_replica(pool.path, pool.name, pool.opts, self.settings.paths.logs, self._spawned.append)
             except EngineStartError as e:
                 self.error = f"restarting a replica of {pool.name} failed ({u.failures} in a row): {e}"
                 continue
-            u.url, u.key, u.server, u.healthy, u.failures = fresh.url, fresh.key, fresh.server, True, 0
+            with pool.lock:
+                if not pool.retired and not self._stop.is_set():
+                    u.url, u.key, u.server, u.healthy, u.failures = fresh.url, fresh.key, fresh.server, True, 0
+                    continue
+            fresh.server.stop()  # the pool was replaced while this replica started

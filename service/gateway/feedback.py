@@ -85,7 +85,14 @@ def _vote(store: Store, cur, key: Key, row: dict, preferred: int) -> int:
     conv = conversation(request)
     if not conv or conv[-1]["role"] != "user":
         raise GatewayError(400, "only a chat conversation that ends with a user turn can become a ranking")
+    if row["system_prompt_id"] is None and len(conv) < len(request.get("messages", [])):
+        # The client's own system message is not a stored system prompt: the samples would lose it.
+        raise GatewayError(400, "a vote on answers to your own system message cannot become a ranking; name a "
+                                "stored one with system_prompt instead", param="preferred_index")
     text = conversation_key(conv)
+    if cur.execute("SELECT 1 FROM prompts WHERE text = ? AND source = 'eval'", [text]).fetchone():
+        raise GatewayError(400, "this prompt is held out for evaluation, so a vote on it is not training data",
+                           param="preferred_index")
     cur.execute("INSERT INTO prompts (text, messages, source, source_ref) SELECT ?, ?::JSON, 'served', ? "
                 "WHERE ? NOT IN (SELECT text FROM prompts)", [text, json.dumps(conv), row["response_id"], text])
     prompt_id = cur.execute("SELECT id FROM prompts WHERE text = ?", [text]).fetchone()[0]

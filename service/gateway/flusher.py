@@ -12,6 +12,10 @@ class PeriodicFlush:
         self._every_s, self._name = every_s, name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Held from taking the waiting rows to their commit: a flush that returns has written everything
+        # added before it was called, even if the background thread had taken those rows.
+        self.flush_lock = threading.Lock()
+        self.last_error: str | None = None
 
     def flush(self) -> None:
         raise NotImplementedError
@@ -24,7 +28,10 @@ class PeriodicFlush:
             beat = 0
             while not self._stop.wait(self._every_s):
                 beat += 1
-                self.tick(beat)
+                try:
+                    self.tick(beat)
+                except Exception as e:  # noqa: BLE001 - the thread must outlive one failed write
+                    self.last_error = repr(e)
 
         self._thread = threading.Thread(target=loop, daemon=True, name=self._name)
         self._thread.start()

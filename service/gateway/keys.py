@@ -98,6 +98,10 @@ class KeyBook(PeriodicFlush):
 
     def flush(self) -> None:
         """Add the counts since the last flush to the stored ones."""
+        with self.flush_lock:
+            self._write()
+
+    def _write(self) -> None:
         with self._lock:
             pending = {kid: (u.requests, u.prompt_tokens, u.completion_tokens, u.last_used)
                        for kid, u in self._usage.items() if u.requests or u.prompt_tokens or u.completion_tokens}

@@ -54,6 +54,7 @@ def _last_usage(tail: bytes) -> dict | None:
 
 async def _connect(client: httpx.AsyncClient, pool: Pool, path: str, body: dict) -> tuple[Upstream, httpx.Response]:
     tried: set[int] = set()
+    stale = 0
     while True:
         upstream = pool.acquire(skip=tried)
         if upstream is None:
@@ -63,11 +64,23 @@ async def _connect(client: httpx.AsyncClient, pool: Pool, path: str, body: dict)
                                        headers={"Authorization": f"Bearer {upstream.key}"})
         try:
             return upstream, await client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
-            # Nothing reached the model: mark the replica down and try another.
+        except httpx.ConnectError:  # refused: nothing reached the model; mark it down and try another
             pool.release(upstream)
             upstream.healthy = False
             tried.add(id(upstream))
+        except (httpx.RemoteProtocolError, httpx.ReadError):  # a kept-alive connection the server had closed
+            pool.release(upstream)
+            stale += 1
+            if stale > 2:
+                raise GatewayError(502, f"the model server of {pool.name} closed the connection",
+                                   type_="server_error") from None
+        except httpx.TimeoutException:
+            pool.release(upstream)
+            raise GatewayError(504, f"the model server of {pool.name} did not answer in time",
+                               type_="server_error") from None
+        except BaseException:  # cancelled (the client left) or anything else: the replica is free again
+            pool.release(upstream)
+            raise
 
 
 async def fetch(client: httpx.AsyncClient, pool: Pool, path: str, body: dict) -> Outcome:
@@ -80,9 +93,12 @@ async def fetch(client: httpx.AsyncClient, pool: Pool, path: str, body: dict) ->
 async def _whole(pool: Pool, upstream: Upstream, resp: httpx.Response, start: float) -> Outcome:
     try:
         raw = await resp.aread()
+    except httpx.HTTPError as e:
+        raise GatewayError(502, f"the model server of {pool.name} broke off its answer ({e})",
+                           type_="server_error") from None
     finally:
-        await resp.aclose()
         pool.release(upstream)
+        await resp.aclose()
     try:
         answer = json.loads(raw)
     except json.JSONDecodeError:
@@ -101,22 +117,44 @@ async def forward(client: httpx.AsyncClient, pool: Pool, path: str, body: dict, 
         done(out)
         return JSONResponse(out.body, status_code=out.status, headers=headers)
 
+    seen = {"tail": b"", "kept": [], "finished": False}
+
+    async def finish() -> None:
+        """Once, however the stream ends (also when the client leaves before it starts)."""
+        if seen["finished"]:
+            return
+        seen["finished"] = True
+        pool.release(upstream)
+        last = _last_usage(seen["tail"])
+        answer = rebuild(b"".join(seen["kept"])) if keep_chunks else last
+        done(Outcome(200, answer, *_usage(last), (time.perf_counter() - start) * 1000))
+        await resp.aclose()
+
     async def chunks() -> AsyncIterator[bytes]:
-        tail, kept = b"", []
         try:
             async for chunk in resp.aiter_raw():
-                tail = (tail + chunk)[-TAIL:]
+                seen["tail"] = (seen["tail"] + chunk)[-TAIL:]
                 if keep_chunks:
-                    kept.append(chunk)
+                    seen["kept"].append(chunk)
                 yield chunk
         finally:
-            await resp.aclose()
-            pool.release(upstream)
-            last = _last_usage(tail)
-            answer = rebuild(b"".join(kept)) if keep_chunks else last
-            done(Outcome(200, answer, *_usage(last), (time.perf_counter() - start) * 1000))
+            await finish()
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers=headers)
+    return Relay(chunks(), finish, media_type="text/event-stream", headers=headers)
+
+
+class Relay(StreamingResponse):
+    """A streamed answer that releases its replica even if it is cancelled before it starts."""
+
+    def __init__(self, content: AsyncIterator[bytes], finish: Callable[[], Any], **kw: Any):
+        super().__init__(content, **kw)
+        self._finish = finish
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._finish()
 
 
 def rebuild(stream: bytes) -> dict | None:
@@ -126,7 +164,10 @@ def rebuild(stream: bytes) -> dict | None:
     for line in stream.split(b"\n"):
         if not line.startswith(b"data: {"):
             continue
-        chunk = json.loads(line[6:])
+        try:
+            chunk = json.loads(line[6:])
+        except json.JSONDecodeError:  # a stream cut off mid-line
+            continue
         out = out or {"id": chunk.get("id"), "model": chunk.get("model"), "object": chunk.get("object")}
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}

@@ -36,6 +36,10 @@ class TrafficLog(PeriodicFlush):
             self._rows.append(row)
 
     def flush(self) -> None:
+        with self.flush_lock:
+            self._write()
+
+    def _write(self) -> None:
         with self._lock:
             rows, self._rows = self._rows, []
         if not rows:
@@ -45,8 +49,13 @@ class TrafficLog(PeriodicFlush):
             ("system_prompt_id", pa.int64()), ("n", pa.int32()), ("stream", pa.bool_()), ("status", pa.int32()),
             ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_ms", pa.float64()),
             ("request", pa.string()), ("response", pa.string()), ("created_at", pa.timestamp("us", tz="UTC"))]))
-        with self.store.write() as cur:
-            self.store.insert_arrow(cur, "traffic", table)
+        try:
+            with self.store.write() as cur:
+                self.store.insert_arrow(cur, "traffic", table)
+        except Exception:
+            with self._lock:  # kept for the next flush
+                self._rows = rows + self._rows
+            raise
 
     def prune(self) -> int:
         """Delete rows past the retention period (their feedback stays, without the text)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Pool:
     upstreams: list[Upstream]
     opts: VLLMOptions | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    retired: bool = False  # replaced: the supervisor no longer restarts its replicas
 
     def acquire(self, skip: set[int] | None = None) -> Upstream | None:
         """The healthy replica with fewest requests in flight (not one in `skip`), counted as busy."""
@@ -72,6 +74,8 @@ class Pool:
         return not self.in_flight()
 
     def stop(self) -> None:
+        with self.lock:
+            self.retired = True
         for u in self.upstreams:
             if u.server is not None:
                 u.server.stop()
@@ -83,11 +87,12 @@ class Pool:
                                   "managed": u.server is not None} for u in self.upstreams]}
 
 
-def start_replica(path: str, name: str, opts: VLLMOptions, log_dir: Path) -> Upstream:
+def start_replica(path: str, name: str, opts: VLLMOptions, log_dir: Path,
+                  on_start: Callable[[VLLMServer], None] | None = None) -> Upstream:
     """A vLLM server for the checkpoint on loopback with its own random key, checked with one real
     generation (a server can answer /health and still fail to generate)."""
     key = secrets.token_urlsafe(24)
-    server = start_server(path, opts, log_dir, host="127.0.0.1", served_name=name, api_key=key)
+    server = start_server(path, opts, log_dir, host="127.0.0.1", served_name=name, api_key=key, on_start=on_start)
     upstream = Upstream(f"http://127.0.0.1:{server.port}", key, name, server)
     try:
         check_generates(upstream)

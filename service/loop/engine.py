@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -178,9 +179,12 @@ def start_server(
     host: str = "127.0.0.1",
     served_name: str | None = None,
     api_key: str | None = None,
+    on_start: Callable[[VLLMServer], None] | None = None,
 ) -> VLLMServer:
     """Start a vLLM server for `model_dir` and return once /health answers. With `api_key` its /v1
-    routes need that key (given through the environment, not the command line others can read)."""
+    routes need that key (given through the environment, not the command line others can read).
+    `on_start` gets the server as soon as its process exists, so an owner can stop it even while
+    it is still starting."""
     model_dir = Path(model_dir).resolve()
     check_model_dir(model_dir)
     if port is not None and not port_is_free(port, host):
@@ -190,14 +194,14 @@ def start_server(
     for attempt in range(1, attempts + 1):
         try:
             return _start(model_dir, opts, log_dir, port or free_port(host), host, served_name or model_dir.name,
-                          api_key)
+                          api_key, on_start)
         except EngineStartError as e:
             if attempt == attempts or "already in use" not in str(e):
                 raise
 
 
 def _start(model_dir: Path, opts: VLLMOptions, log_dir: Path, port: int, host: str, served_name: str,
-           api_key: str | None = None) -> VLLMServer:
+           api_key: str | None = None, on_start: Callable[[VLLMServer], None] | None = None) -> VLLMServer:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"vllm-{served_name}-{port}.log"
     env = engine_env(opts)
@@ -206,6 +210,8 @@ def _start(model_dir: Path, opts: VLLMOptions, log_dir: Path, port: int, host: s
         env["VLLM_API_KEY"] = api_key
     proc = start_group(server_command(model_dir, served_name, host, port, opts), log_path, env)
     server = VLLMServer(model_dir, served_name, host, port, log_path, proc)
+    if on_start is not None:
+        on_start(server)
     try:
         _wait_healthy(server, opts.startup_timeout_s)
     except BaseException:

@@ -7,6 +7,7 @@ run without a service it is checked and recorded, and `rankloop serve` starts it
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any, Literal
 
@@ -66,17 +67,30 @@ def revoke_key(ctx: Any, p: KeyName) -> dict:
     return {"name": p.name, "revoked": True}
 
 
+# A change reads the current deployment, switches the live routes and records the new one: one at a
+# time, so the record always says what serves.
+_CHANGE = threading.Lock()
+
+
 def deploy(ctx: Any, p: Deploy) -> dict:
+    with _CHANGE:
+        return _deploy(ctx, p)
+
+
+def _deploy(ctx: Any, p: Deploy) -> dict:
     check_deployable(ctx.store, p.model_id, p.force)
     check_arms(ctx.store, p.system_prompts)
     if p.endpoint_key and not p.endpoint:
         raise StoreError("--endpoint-key goes with --endpoint URL")
+    if p.endpoint and p.canary is not None:
+        raise StoreError("a canary runs on servers rankloop starts; deploy the endpoint without --canary")
     current = current_deployment(ctx.store)
     if p.canary is not None and current is None:
         raise StoreError("nothing is deployed yet to split traffic with; deploy without --canary first")
     endpoint = str(p.endpoint) if p.endpoint else None
     fields = ({"model_id": current["model_id"], "canary_model_id": p.model_id, "canary_pct": p.canary,
-               "replicas": p.replicas, "endpoint": current["endpoint"], "endpoint_key": current["endpoint_key"],
+               "canary_replicas": p.replicas, "replicas": current["replicas"], "endpoint": current["endpoint"],
+               "endpoint_key": current["endpoint_key"],
                "system_prompts": p.system_prompts or current["system_prompts"], "note": f"canary {p.canary}%"}
               if p.canary is not None else
               {"model_id": p.model_id, "replicas": p.replicas, "endpoint": endpoint, "endpoint_key": p.endpoint_key,
@@ -89,18 +103,29 @@ def deploy(ctx: Any, p: Deploy) -> dict:
 
 
 def promote(ctx: Any, _: Any) -> dict:
+    with _CHANGE:
+        return _promote(ctx)
+
+
+def _promote(ctx: Any) -> dict:
     current = current_deployment(ctx.store)
     if current is None or current["canary_model_id"] is None:
         raise StoreError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
     if ctx.gateway is not None:
         ctx.gateway.deployer.promote()
-    deployment = record(ctx.store, {"model_id": current["canary_model_id"], "replicas": current["replicas"],
+    deployment = record(ctx.store, {"model_id": current["canary_model_id"], "replicas": current["canary_replicas"] or 1,
                                     "system_prompts": current["system_prompts"], "note": "canary promoted"})
     return {"deployment": deployment, **_routes(ctx)}
 
 
 def rollback(ctx: Any, _: Any) -> dict:
-    """Drop the canary if there is one; else serve the model deployed before the current one."""
+    """Drop the canary if there is one; else serve the model deployed before the current one (so a
+    second rollback undoes the first)."""
+    with _CHANGE:
+        return _rollback(ctx)
+
+
+def _rollback(ctx: Any) -> dict:
     current = current_deployment(ctx.store)
     if current is None:
         raise StoreError("nothing is deployed, so there is nothing to roll back")

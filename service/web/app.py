@@ -67,6 +67,12 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     app.state.ctx = Context(store, settings, JobRunner(store, settings, EngineSupervisor(settings)), ScorerCache(),
                             app.state.gateway)
     app.state.scorers = app.state.ctx.scorers
+
+    def serving(name: str, **params: object) -> dict:  # the admin tab's deploy, promote and rollback buttons
+        command = COMMANDS[name]
+        return command.run(app.state.ctx, command.params.model_validate(params))
+
+    app.state.serving = serving
     app.state.queue_settings = settings.annotation
 
     @app.exception_handler(HTTPException)
