@@ -3,11 +3,11 @@
 Builds the bench-size model (briefly trained), starts one vLLM server with a key,
 starts `rankloop serve` and deploys that server as the route `current` (`--endpoint`), so both
 ways reach the very same engine. At 1, 8 and 32 concurrent streaming clients (the `openai`
-client, `stream=True`, fixed max_tokens), each way in turn: completion tokens/s and
+client, `stream=True`, max_tokens tokens each: `ignore_eos`), each way in turn: completion tokens/s and
 time-to-first-token p50/p99. The ratio to the direct way, measured in the same run, is the
 gateway's cost.
 
-    python bench/serve.py [--requests 48] [--tokens 64] [--repeat 2] [--json out.json]
+    python bench/serve.py [--requests 96] [--tokens 64] [--repeat 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ async def one(client: openai.AsyncOpenAI, model: str, tokens: int) -> tuple[floa
     t0 = time.perf_counter()
     first, done = None, 0
     stream = await client.chat.completions.create(model=model, messages=QUESTION, max_tokens=tokens, stream=True,
-                                                  stream_options={"include_usage": True}, temperature=1.0)
+                                                  stream_options={"include_usage": True}, temperature=1.0,
+                                                  # every request the same length: both ways do equal work
+                                                  extra_body={"ignore_eos": True})
     async for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:
             first = time.perf_counter() - t0
@@ -78,7 +80,7 @@ async def level(base_url: str, key: str, model: str, clients: int, requests: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=48, help="streaming requests per level and way (at least "
+    ap.add_argument("--requests", type=int, default=96, help="streaming requests per level and way (at least "
                     "the number of clients)")
     ap.add_argument("--tokens", type=int, default=64, help="max_tokens per request")
     ap.add_argument("--size", default="bench", choices=["tiny", "small", "bench"])

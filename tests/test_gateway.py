@@ -134,16 +134,26 @@ def _steady(service, stop: threading.Event, seen: list, failures: list) -> None:
     c = client(service)
     i = 0
     while not stop.is_set():
+        started = time.monotonic()  # a request that starts before a switch may finish after it
         try:
             if i % 2:
                 r = c.chat.completions.create(model="current", messages=CHAT, max_tokens=6)
-                seen.append(r.model)
+                seen.append((started, r.model))
             else:
                 chunks = list(c.chat.completions.create(model="current", messages=CHAT, max_tokens=6, stream=True))
-                seen.append(chunks[0].model)
+                seen.append((started, chunks[0].model))
         except Exception as e:  # noqa: BLE001 - every failure is a test failure, collected
             failures.append(repr(e))
         i += 1
+
+
+def _after_answers(seen: list, since: float, count: int, timeout: float = 60.0) -> float:
+    """Wait until `count` requests that started at or after `since` have been answered."""
+    deadline = time.monotonic() + timeout
+    while sum(t >= since for t, _ in list(seen)) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout}s"
+        time.sleep(0.05)
+    return since
 
 
 def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, tmp_path: Path) -> None:
@@ -162,19 +172,24 @@ def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, 
         for t in threads:
             t.start()
         try:
-            time.sleep(1)
+            _after_answers(seen, 0.0, 3)
             cli(service["data"], "deploy", str(service["green"]), *endpoint["green"])
-            time.sleep(1)
-            switched = len(seen)
+            green_at = time.monotonic()
+            _after_answers(seen, green_at, 3)
             cli(service["data"], "rollback")
-            time.sleep(1)
+            blue_at = time.monotonic()
+            _after_answers(seen, blue_at, 3)
         finally:
             stop.set()
             for t in threads:
                 t.join()
         assert failures == []
-        assert seen[0] == "blue" and "green" in seen[:switched] and seen[-1] == "blue"
-        assert len(seen) >= 10
+        # Every request that started after a switch returned went to the model switched to.
+        phases = {"blue": [m for t, m in seen if t < green_at], "green": [m for t, m in seen if green_at <= t < blue_at],
+                  "rollback": [m for t, m in seen if t >= blue_at]}
+        assert len(phases["green"]) >= 3 and set(phases["green"]) == {"green"}, phases
+        assert len(phases["rollback"]) >= 3 and set(phases["rollback"]) == {"blue"}, phases
+        assert phases["blue"][0] == "blue"
     finally:
         cli(service["data"], "deploy", str(service["blue"]))  # back to a server the service runs
         for s in servers.values():
