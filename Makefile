@@ -39,6 +39,7 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check service annotator reward policy tests bench
+	$(VENV)/bin/hadolint --config .hadolint.yaml Dockerfile
 
 clean:
 	rm -rf $(VENV) rankloop-data .pytest_cache

@@ -181,6 +181,8 @@ def build_ui(state: Any) -> gr.Blocks:
                 gold_ranks = gr.Textbox(label="Correct ranks, in display order (e.g. 1,2,2,3)")
                 gold_btn = gr.Button("Mark as gold")
             gold_status = gr.Markdown()
+            gr.HTML('<a id="report-link" href="/report" target="_blank">Open the loop report</a> (rebuilt from '
+                    'the database: agreement, reward model, policy win rates, lineage)')
             gr.Markdown("### Serving: deploy, promote a canary, roll back")
             with gr.Row():
                 deploy_model = gr.Number(label="Model id", precision=0, elem_id="deploy-model")

@@ -24,11 +24,11 @@ from annotator.leaderboard import RankedTask, leaderboard
 from service.core.store import Store
 
 
-def _ranked(store: Store) -> list[dict]:
+def _ranked(store: Store, batch: str | None = None) -> list[dict]:
     return store.query(
         """SELECT r.task_id, r.ranks, a.name AS annotator, t.batch FROM rankings r
            JOIN annotators a ON a.id = r.annotator_id JOIN tasks t ON t.id = r.task_id
-           WHERE NOT r.skipped ORDER BY r.task_id, r.id"""
+           WHERE NOT r.skipped AND (?::VARCHAR IS NULL OR t.batch = ?) ORDER BY r.task_id, r.id""", [batch, batch]
     )
 
 
@@ -37,10 +37,11 @@ def _mean(xs: list[float]) -> float | None:
     return round(mean(xs), 4) if xs else None
 
 
-def annotator_report(store: Store) -> list[dict]:
-    """Per annotator: volume, throughput, agreement with others, with consensus and with gold."""
+def annotator_report(store: Store, batch: str | None = None) -> list[dict]:
+    """Per annotator (over one batch of tasks, or all): volume, throughput, agreement with others,
+    with consensus and with gold."""
     by_task: dict[int, list[dict]] = defaultdict(list)
-    for r in _ranked(store):
+    for r in _ranked(store, batch):
         by_task[r["task_id"]].append(r)
     pair_agree: dict[str, list[float]] = defaultdict(list)
     taus: dict[str, list[float]] = defaultdict(list)
@@ -62,7 +63,8 @@ def annotator_report(store: Store) -> list[dict]:
                   avg(r.gold_agreement) AS gold_agreement, count(r.gold_agreement) AS gold_tasks,
                   median(r.time_spent_s) AS median_seconds,
                   epoch(max(r.created_at) - min(r.created_at)) AS active_seconds
-           FROM annotators a JOIN rankings r ON r.annotator_id = a.id GROUP BY ALL ORDER BY a.name"""
+           FROM annotators a JOIN rankings r ON r.annotator_id = a.id JOIN tasks t ON t.id = r.task_id
+           WHERE ?::VARCHAR IS NULL OR t.batch = ? GROUP BY ALL ORDER BY a.name""", [batch, batch]
     )
     for row in rows:
         name = row["annotator"]
@@ -78,6 +80,18 @@ def annotator_report(store: Store) -> list[dict]:
     return rows
 
 
+def unreliable(rows: list[dict], min_overlap: int = 10, margin: float = 0.1) -> list[str]:
+    """Annotators to leave out of training: those whose agreement with the consensus of the others,
+    over at least `min_overlap` shared tasks, sits `margin` or more below the median annotator's
+    (a random ranker agrees about half the time; careful ones well above that)."""
+    scored = [r for r in rows if r.get("agreement_with_consensus") is not None and r["overlap_tasks"] >= min_overlap]
+    if len(scored) < 3:  # with two, neither can be told from the other
+        return []
+    values = sorted(r["agreement_with_consensus"] for r in scored)
+    median = values[len(values) // 2]
+    return [r["annotator"] for r in scored if r["agreement_with_consensus"] <= median - margin]
+
+
 def batch_alpha(store: Store) -> list[dict]:
     """Krippendorff's alpha (ordinal) per batch of tasks, over tasks ranked by 2+ annotators."""
     by_batch: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
@@ -87,7 +101,8 @@ def batch_alpha(store: Store) -> list[dict]:
     for batch, tasks in sorted(by_batch.items()):
         overlapped = [rs for rs in tasks.values() if len(rs) >= 2]
         alpha = krippendorff_alpha(ranking_units(overlapped), "ordinal") if overlapped else math.nan
-        out.append({"batch": batch, "tasks": len(tasks), "overlap_tasks": len(overlapped),
+        out.append({"batch": batch, "tasks": len(tasks), "rankings": sum(len(rs) for rs in tasks.values()),
+                    "overlap_tasks": len(overlapped),
                     "alpha_ordinal": None if math.isnan(alpha) else round(alpha, 4)})
     return out
 

@@ -141,6 +141,14 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
         page.locator("#deploy").click()
         page.get_by_text("no model with id 999").first.wait_for()
         assert call_handler_as(url, "alice", "alice-password", "admin_promote")["output"]["error"] == "admins only"
+        # The admin tab links to the loop's report, rebuilt on each visit; only admins may read it.
+        with page.context.expect_page() as opened:
+            page.locator("#report-link").click()
+        report = opened.value
+        report.wait_for_load_state()
+        assert report.title() == "rankloop report" and "No round has run yet" in report.content()
+        assert report.locator("svg[aria-label='System prompts'] .mark").count() >= 2  # alice's rankings
+        assert httpx.get(f"{url}/report").status_code == 403  # no session
 
 
 THREE_TURNS = [{"role": "user", "content": "I am baking today."}, {"role": "assistant", "content": "What will you bake?"},

@@ -80,6 +80,13 @@ def commands(files: dict[str, Path], out: Path) -> list[tuple[list[str], str]]:
         (["deploy", "1"], ""),  # a pretrained model that is not approved
         (["rollback"], ""),
         (["keys", "revoke", "nobody"], ""),
+        (["quality"], ""),
+        (["quality", "--batch", "no such batch"], ""),
+        (["rounds"], ""),
+        (["loop", "--rounds", "0"], ""),
+        (["loop", "--annotators", "people"], ""),  # no --target-rankings
+        (["loop"], ""),  # no SFT model or policy to start from
+        (["report"], ""),
         (["status"], ""),
     ]
 

@@ -1,116 +1,205 @@
-"""`rankloop demo`: the loop on a machine with nothing on it.
+"""`rankloop demo`: the whole loop on a machine with nothing on it.
 
-Creates the data directory, loads the example prompts and system prompts shipped in
-`examples/`, builds and pretrains the tiny built-in model (or uses `--model DIR`),
-serves it with vLLM, samples from it under every system prompt, has simulated
-annotators (three reliable, one random) rank every task twice, prints the system
-prompt leaderboard and the annotators' agreement, snapshots the rankings and trains a
-reward model on them (a job, through the promotion gate), and finally serves the annotator
-app for a person to try (`--no-serve` stops before that). Running it again reuses
-the model and fills in only what is missing.
+pretrain the built-in tiny chat model (cached) -> SFT on generated instructions -> one round of
+the loop (service/cli/round_steps.py: sample under three system prompts, four simulated
+annotators with overlap of whom one ranks at random and is left out, listwise reward model,
+DPO or online RL, evaluation against the SFT model through the gate, deploy) -> `rankloop serve`
+with the deployed policy behind the OpenAI-compatible gateway, one chat completion through it
+with the `openai` client -> the report. It leaves work for a person: blind policy-vs-SFT tasks
+in the queue, the annotator app with a login, the API with a client key, and keeps serving until
+Ctrl-C (`--no-serve` stops after the report). Running it again reuses what is done.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from annotator import simulate_run
-from annotator.accounts import add_annotator
-from service.cli.client import LocalClient, connect, follow
-from service.cli.output import print_table, report_job
-from service.core.errors import StoreError
-from service.core.settings import Settings
-from service.core.store import Store
+import httpx
 
-# service/examples links to the repository's examples/, so the files ship in the package too.
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from service.cli.client import connect, follow
+from service.cli.round_steps import RoundPlan, run_round
+from service.core.discovery import admin_key
+from service.core.errors import CommandFailed, StoreError
+from service.core.paths import private_dir
+from service.core.settings import Settings
+
+SYSTEM_PROMPTS = ("brief", "detailed", "friendly")
+SIZES = {  # --small: the size the test suite runs
+    False: {"pretrain_steps": 200, "sft_steps": 30, "plan": RoundPlan()},
+    True: {"pretrain_steps": 120, "sft_steps": 20, "plan": RoundPlan(
+        k=6, eval_samples=6, eval_prompts=48)},
+}
+
+
+class Stages:
+    """Prints each stage as it starts and keeps its wall time (bench/demo.py reads them)."""
+
+    def __init__(self, path: Path):
+        self.path, self.seconds = path, {}
+
+    def run(self, name: str, fn, *args, **kw):
+        print(f"\n== {name}", flush=True)
+        t0 = time.monotonic()
+        out = fn(*args, **kw)
+        self.add({name: round(time.monotonic() - t0, 1)})
+        return out
+
+    def add(self, seconds: dict[str, float]) -> None:
+        self.seconds.update(seconds)
+        self.path.write_text(json.dumps(self.seconds, indent=2))
 
 
 def build_tiny_model(out: Path, steps: int) -> Path:
-    """The built-in model, pretrained once and reused (its directory is the cache)."""
+    """The built-in chat model, pretrained once and reused (its directory is the cache)."""
     if (out / "config.json").exists():
         print(f"using the tiny model already built in {out}")
         return out
     from policy.pretrain import PretrainConfig
     from policy.pretrain import main as pretrain
 
-    print(f"building the tiny model in {out} ({steps} pretraining steps on the generated corpus)")
-    return pretrain(PretrainConfig(output_dir=out, size="small", steps=steps))
+    print(f"pretraining the tiny model into {out} ({steps} steps on the generated corpus)")
+    return pretrain(PretrainConfig(output_dir=out, size="tiny", steps=steps, n_transcripts=600))
 
 
-def run_demo(settings: Settings, model: Path | None = None, k: int = 4, steps: int = 150, serve: bool = True) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = model or build_tiny_model(settings.paths.model_dir("tiny"), steps)
-    with connect(settings) as c:
-        if c.remote:
-            raise StoreError(f"a rankloop serve runs on {settings.data_dir}: the demo builds its own; stop the "
-                             "service or pass another --data")
-        added = c.call("prompts.add", file=EXAMPLES / "prompts.jsonl")["added"]
-        c.call("system_prompts.add", file=EXAMPLES / "system_prompts.yaml")
-        names = [r["name"] for r in c.call("system_prompts.list")]
-        print(f"data directory {settings.data_dir}: {added} new example prompts, system prompts {', '.join(names)}")
-        job_id = c.call("sample", models=[model_dir], k=k, params={"max_tokens": 64, "temperature": 1.0},
-                        rankings_per_task=2)["job_id"]
-        report_job(follow(c, job_id, "sampling"))
-        print()
-        print_stored(c.ctx.store)
-        simulate_annotators(c, settings)
-        train_reward(c)
-        password = ensure_demo_admin(c.ctx.store)
-    if serve:
-        from service.web.serve import serve as run_service
+def seed_data(c, data: Path) -> None:
+    """Prompts and system prompts from the built-in corpus (the tiny model was trained on its topics)."""
+    from policy.corpus import QUESTION_FORMS, SYSTEM_STYLES, TOPICS
 
-        if password:
-            print(f"\nlog in to the annotator app as 'admin' with password {password!r}")
-        run_service(settings)
+    prompts = data / "demo-prompts.txt"
+    prompts.write_text("".join(q.format(t=t) + "\n" for t in TOPICS for q in QUESTION_FORMS))
+    added = c.call("prompts.add", file=prompts)["added"]
+    styles = data / "demo-system-prompts.yaml"
+    styles.write_text("".join(f"{n}: {json.dumps(SYSTEM_STYLES[n])}\n" for n in SYSTEM_PROMPTS))
+    c.call("system_prompts.add", file=styles)
+    print(f"{added} new prompts; system prompts {', '.join(SYSTEM_PROMPTS)}")
 
 
-def simulate_annotators(c: LocalClient, settings: Settings) -> None:
-    profiles = simulate_run.ensure_accounts(c.ctx.store, simulate_run.default_profiles(3, noise=0.3, unreliable=1))
-    sim = simulate_run.run(simulate_run.LocalQueue(c.ctx.store, settings.annotation), profiles)
-    print(f"\nsimulated annotators ranked {sim.total} tasks")
-    print("\nsystem prompt leaderboard (Bradley-Terry, 95% CI):")
-    print_table(c.call("leaderboard"), ["arm", "score", "ci_low", "ci_high", "win_rate"])
-    print("\nannotator agreement (sim-u1 ranks at random):")
-    print_table(c.call("quality")["annotators"], ["annotator", "rankings", "agreement_with_consensus", "kendall_tau"])
+def sft(c, data: Path, base: Path, steps: int) -> int:
+    """The SFT model of `base` (reused when one was trained before)."""
+    for m in c.call("models.list", kind="sft"):
+        if m["status"] != "failed":
+            print(f"using SFT model #{m['id']} trained before")
+            return m["id"]
+    from policy.corpus import transcripts
 
-
-def train_reward(c: LocalClient) -> None:
-    """Snapshot the rankings and train a listwise reward model on them, as a job."""
-    snap = c.call("snapshot")
-    print(f"\nsnapshot {snap['id']}: {snap['counts']['train_rankings']} train / "
-          f"{snap['counts']['eval_rankings']} held-out rankings")
-    job_id = c.call("jobs.start", kind="reward", config={"snapshot": str(Path(snap["path"]).parent), "epochs": 4}
-                    )["job_id"]
-    job = follow(c, job_id, "training the reward model")
+    chats = data / "demo-instructions.jsonl"
+    chats.write_text("".join(json.dumps({"messages": t}) + "\n" for t in transcripts(400, seed=7)))
+    job = follow(c, c.call("jobs.start", kind="sft", config={
+        "base_model": str(base), "data": str(chats), "max_steps": steps, "batch_size": 8, "max_length": 256})[
+        "job_id"], "supervised fine-tuning")
     if job["status"] != "succeeded":
-        raise RuntimeError(f"reward training failed: {job['error']}")
-    model = c.call("models.show", model_id=job["result_model_id"])
-    ev = model["metrics"]["eval"]
-    print(f"reward model #{model['id']} ({model['status']}): held-out pairwise accuracy {ev['pairwise_accuracy']}, "
-          f"agreement with the simulated annotators' hidden preference {ev.get('hidden', {}).get('model_vs_hidden')} "
-          f"(their own labels: {ev.get('hidden', {}).get('labels_vs_hidden')})")
+        raise CommandFailed(f"SFT job {job['id']} {job['status']}: {job['error']}", 1)
+    return job["result_model_id"]
 
 
-def ensure_demo_admin(store: Store) -> str | None:
+def ensure_admin(c) -> str | None:
     """An `admin` account for the person trying the demo; its password is shown once."""
-    if store.scalar("SELECT count(*) FROM annotators WHERE name = 'admin'"):
+    if any(a["name"] == "admin" for a in c.call("annotators.list")):
         return None
     password = secrets.token_urlsafe(9)
-    add_annotator(store, "admin", "admin", password)
+    c.call("annotators.add", name="admin", role="admin", password=password)
     return password
 
 
-def print_stored(store: Store) -> None:
-    """What the run left in the database: counts, and one sample per system prompt."""
-    for name, n in store.counts().items():
-        print(f"  {name:15} {n}")
-    rows = store.query(
-        """SELECT sp.name AS system_prompt, p.text AS prompt, s.text AS response, s.completion_tokens
-           FROM samples s JOIN prompts p ON p.id = s.prompt_id JOIN system_prompts sp ON sp.id = s.system_prompt_id
-           QUALIFY row_number() OVER (PARTITION BY sp.name ORDER BY s.id) = 1 ORDER BY sp.name"""
-    )
-    print()
-    for r in rows:
-        print(f"[{r['system_prompt']}] {r['prompt']}\n  -> {r['response']!r} ({r['completion_tokens']} tokens)")
+def start_service(settings: Settings, port: int) -> tuple[subprocess.Popen, str]:
+    """`rankloop serve` in a child process with the demo's vLLM settings; its URL once healthy."""
+    env = {**os.environ, **{f"RANKLOOP_VLLM__{k.upper()}": str(v) for k, v in
+                            settings.vllm.model_dump(exclude_none=True).items()}}
+    log = open(settings.data_dir / "demo-serve.log", "w")  # noqa: SIM115 - the child writes to it until it ends
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "--data", str(settings.data_dir), "serve",
+                             "--host", settings.host, "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    info = settings.paths.service_file
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CommandFailed(f"rankloop serve exited ({proc.returncode}); see {log.name}", 1)
+        if info.exists():
+            url = json.loads(info.read_text())["url"]
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise CommandFailed(f"rankloop serve did not become healthy in 120 s; see {log.name}", 1)
+
+
+def first_completion(settings: Settings, url: str) -> str:
+    """Wait for the deployed model to serve, then one chat completion through the gateway with `openai`."""
+    import openai
+
+    with connect(settings) as c:
+        key = c.call("keys.create", name=f"demo-{secrets.token_hex(3)}", log_traffic=True)["key"]
+    deadline = time.monotonic() + 300
+    while True:
+        routes = httpx.get(f"{url}/healthz", timeout=5).json()["routes"]
+        if any(r["healthy"] for r in (routes.get("current") or {}).get("replicas", [])):
+            break
+        if routes.get("error") or time.monotonic() > deadline:
+            raise CommandFailed(f"the deployed model did not start: {routes.get('error') or 'timed out'}", 1)
+        time.sleep(1)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
+    question = "Tell me about the weather in the mountains."
+    answer = client.chat.completions.create(model="current", messages=[{"role": "user", "content": question}],
+                                            max_tokens=48, extra_body={"system_prompt": "friendly"})
+    print(f"POST {url}/v1/chat/completions (model 'current' = {answer.model}, system prompt 'friendly')\n"
+          f"  user: {question}\n  assistant: {answer.choices[0].message.content!r}\n"
+          f"  usage: {answer.usage.prompt_tokens} prompt + {answer.usage.completion_tokens} completion tokens")
+    return key
+
+
+def run_demo(settings: Settings, model: Path | None = None, method: str = "dpo", small: bool = False,
+             serve: bool = True, port: int | None = None) -> None:
+    if method not in ("dpo", "grpo", "rloo"):
+        raise StoreError(f"--method {method!r}: valid: dpo, grpo, rloo")
+    data = settings.data_dir
+    private_dir(data)
+    size = SIZES[small]
+    plan = RoundPlan(**{**size["plan"].__dict__, "method": method})
+    stages = Stages(data / "demo-stages.json")
+    base = model or stages.run("pretraining the tiny chat model", build_tiny_model, settings.paths.model_dir("tiny"),
+                               size["pretrain_steps"])
+    with connect(settings) as c:
+        if c.remote:
+            raise StoreError(f"a rankloop serve runs on {data}: the demo starts its own; stop it or pass another --data")
+        stages.run("prompts and system prompts", seed_data, c, data)
+        sft_id = stages.run("supervised fine-tuning on generated instructions", sft, c, data, base, size["sft_steps"])
+        done = [r for r in c.call("rounds.list") if r["kind"] == "demo" and r["status"] == "done"]
+        if done:  # the loop ran before: serve its result (`rankloop loop` runs further rounds)
+            row = done[-1]
+            print(f"\nusing round {row['id']} of an earlier run ({row['note']}); `rankloop loop` runs another")
+        else:
+            row = stages.run("one round of the loop", run_round, c, settings, plan, "demo", sft_id)
+            stages.add({f"  round step: {k}": v for k, v in row["stages"].items()})
+        password = ensure_admin(c)
+    proc, url = stages.run("starting the service (annotator app, admin API, OpenAI-compatible gateway)",
+                           start_service, settings, settings.port if port is None else port)
+    try:
+        key = stages.run("a chat completion through the gateway", first_completion, settings, url)
+        with connect(settings) as c:
+            report = stages.run("the report", c.call, "report")["path"]
+        print(f"\nround {row['id']}: {row['note']}\n"
+              f"report:          {report}\n"
+              f"annotator app:   {url}/annotate  (log in as 'admin'"
+              + (f", password {password!r})" if password else "; its password was shown on the first run)") +
+              f"\n                 blind tasks (the deployed policy vs SFT) wait in the queue\n"
+              f"OpenAI API:      {url}/v1  (client key {key}; model 'current')\n"
+              f"admin API key:   {admin_key(settings)[:6]}... in {settings.paths.admin_key}")
+        if not serve:
+            return
+        print("\nserving until Ctrl-C", flush=True)
+        proc.wait()
+    except KeyboardInterrupt:
+        print("\nstopping the service")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)

@@ -43,6 +43,7 @@ from service.cli.annotate import add_parsers as add_annotation_parsers
 from service.cli.client import connect, follow, show_table
 from service.cli.evaluate import add_parsers as add_evaluate_parsers
 from service.cli.judge import add_parsers as add_judge_parsers
+from service.cli.loop import add_parsers as add_loop_parsers
 from service.cli.output import print_table, report_job
 from service.cli.policy import add_parsers as add_policy_parsers
 from service.cli.reward import add_parsers as add_reward_parsers
@@ -135,13 +136,6 @@ def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> None:
     print(f"job {args.id} {job['status']}: {job['error']}")
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from service.cli.demo import run_demo
-
-    run_demo(settings, model=Path(args.model) if args.model else None, k=args.k, steps=args.pretrain_steps,
-             serve=args.serve)
-
-
 # -- parser -----------------------------------------------------------------
 
 
@@ -222,13 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_judge_parsers(sub, add)
     add_serving_parsers(sub, add)
 
-    p = add("demo", cmd_demo, "the whole loop on a tiny model built here (no download)")
-    p.add_argument("--model", default=None, help="use this Hugging Face model directory instead of the tiny one")
-    p.add_argument("--k", type=int, default=4, help="samples per prompt and system prompt (default 4)")
-    p.add_argument("--pretrain-steps", type=int, default=150, help="pretraining steps of the tiny model")
-    p.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True,
-                   help="serve the annotator app at the end (default on)")
-    add_vllm_flags(p)
+    add_loop_parsers(sub, add)
     return ap
 
 

@@ -59,6 +59,11 @@ class DataPaths:
         return self.root / "snapshots" / snapshot_id
 
     @property
+    def report(self) -> Path:
+        """The loop's report (`rankloop report`), one self-contained HTML file."""
+        return self.root / "report.html"
+
+    @property
     def uploads(self) -> Path:
         return self.root / "uploads"
 

@@ -282,6 +282,28 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
         )
         + "CREATE INDEX traffic_response ON traffic (response_id);\n",
     ),
+    Migration(
+        12,
+        "rounds of the loop",
+        # One row per round of `rankloop demo` / `rankloop loop`: the step it finished last and what each
+        # step made, so a round resumes where it stopped and the report can show every round.
+        _table(
+            "rounds",
+            """kind VARCHAR NOT NULL CHECK (kind IN ('demo', 'loop')),
+  status VARCHAR NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
+  step VARCHAR,
+  sampled_model_id BIGINT,
+  batch VARCHAR,
+  snapshot_id VARCHAR,
+  reward_model_id BIGINT,
+  policy_model_id BIGINT,
+  deployed_model_id BIGINT,
+  excluded JSON,
+  stages JSON,
+  note VARCHAR,
+  finished_at TIMESTAMPTZ""",
+        ),
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

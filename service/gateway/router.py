@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -52,7 +52,7 @@ class Gateway:
     deployer: Deployer
     keys: KeyBook
     traffic: TrafficLog
-    client: httpx.AsyncClient | None = None
+    client: aiohttp.ClientSession | None = None
     _prompts: dict[str, tuple[dict | None, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -71,10 +71,12 @@ class Gateway:
         self.keys.stop()
         self.traffic.stop()
 
-    def http(self) -> httpx.AsyncClient:
-        if self.client is None:  # made in the event loop that uses it
-            self.client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0),
-                                            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+    def http(self) -> aiohttp.ClientSession:
+        if self.client is None:  # made in the event loop that uses it; it lives as long as the process
+            self.client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0),
+                connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=30),
+                auto_decompress=False)
         return self.client
 
     def system_prompt(self, name: str) -> dict | None:

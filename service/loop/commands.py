@@ -28,7 +28,7 @@ from service.core import registry
 from service.core.errors import StoreError
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop import exchange, jobs, judges, lineage, prompts, serving
+from service.loop import exchange, jobs, judges, lineage, prompts, rounds, serving
 from service.loop.sample_run import SampleJobConfig
 from service.loop.scoring import ScorerCache, prioritize
 from service.loop.snapshots import SnapshotFilters, create_snapshot
@@ -213,6 +213,22 @@ def _start_job(ctx: Context, p: StartJob) -> dict:
     return {"job_id": ctx.jobs.submit(p.kind, p.config, p.options, source=f"the {p.kind} job's config")}
 
 
+class QualityFilter(Params):
+    batch: str | None = Field(None, max_length=200, description="annotators' figures over this batch of tasks only")
+
+
+def _quality(store: Store, batch: str | None) -> dict:
+    rows = quality.annotator_report(store, batch)
+    return {"annotators": rows, "unreliable": quality.unreliable(rows), "batches": quality.batch_alpha(store),
+            "judges": quality.judge_report(store), "flagged": quality.flagged(store), "skipped": quality.skipped(store)}
+
+
+def _report(ctx: Context) -> dict:
+    from service.loop.report import write_report  # its charts load only when a report is made
+
+    return {"path": str(write_report(ctx.store, ctx.settings.paths.report))}
+
+
 COMMANDS: dict[str, Command] = {
     "status": Command("GET", "/status", NoParams, _status),
     "prompts.add": Command("POST", "/prompts", PromptFile, _prompts_add, upload="file"),
@@ -258,8 +274,10 @@ COMMANDS: dict[str, Command] = {
     "rollback": Command("POST", "/rollback", NoParams, serving.rollback),
     "routes": Command("GET", "/routes", NoParams, serving.routes),
     "prompts.from_traffic": Command("POST", "/prompts/from-traffic", serving.FromTraffic, serving.from_traffic),
-    "quality": Command("GET", "/quality", NoParams, lambda ctx, p: {
-        "annotators": quality.annotator_report(ctx.store), "batches": quality.batch_alpha(ctx.store),
-        "judges": quality.judge_report(ctx.store),
-        "flagged": quality.flagged(ctx.store), "skipped": quality.skipped(ctx.store)}),
+    "rounds.open": Command("POST", "/rounds", rounds.RoundStart, lambda ctx, p: rounds.open_round(ctx.store, p)),
+    "rounds.step": Command("POST", "/rounds/{round_id}/step", rounds.RoundStep,
+                           lambda ctx, p: rounds.finish_step(ctx.store, p)),
+    "rounds.list": Command("GET", "/rounds", NoParams, lambda ctx, p: rounds.list_rounds(ctx.store)),
+    "report": Command("POST", "/report", NoParams, lambda ctx, p: _report(ctx)),
+    "quality": Command("GET", "/quality", QualityFilter, lambda ctx, p: _quality(ctx.store, p.batch)),
 }

@@ -114,4 +114,4 @@ def run(job: JobRun) -> dict:
     batch = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} job {job.job_id} k={cfg.k}"
     task_ids = build_tasks(store, [p["id"] for p in prompts], weights, cfg.params.key(), cfg.task_size,
                            cfg.rankings_per_task, cfg.seed, batch)
-    return {"per_model": per_model, "tasks": len(task_ids)}
+    return {"per_model": per_model, "tasks": len(task_ids), "batch": batch}

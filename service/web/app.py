@@ -11,11 +11,12 @@ with a JSON body `{"error": "..."}`, never a stack trace.
 from __future__ import annotations
 
 import secrets
+from contextlib import asynccontextmanager
 from http.cookies import SimpleCookie
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.routing import Mount
 
 from annotator import api as annotate_api
@@ -51,7 +52,13 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> FastAPI:
-    app = FastAPI(title="rankloop", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if app.state.gateway.client is not None:  # the upstream connections, closed in their own event loop
+            await app.state.gateway.client.close()
+
+    app = FastAPI(title="rankloop", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.throttle = LoginThrottle()
@@ -121,6 +128,19 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
             return any(name in jar and ui.tokens.get(jar[name].value) for name in cookies)
 
         app.add_middleware(AnnotatorLogin, prefix="/annotate", logged_in=logged_in)
+
+        @app.get("/report", include_in_schema=False)
+        def report(request: Request) -> FileResponse:
+            """The loop's report, rebuilt from the database, for an admin logged in to the app (the admin
+            tab links here)."""
+            jar = SimpleCookie(request.headers.get("cookie", ""))
+            user = next((ui.tokens.get(jar[n].value) for n in cookies if n in jar), None)
+            acct = get_annotator(store, user) if user else None
+            if acct is None or acct["role"] != "admin":
+                raise HTTPException(403, "admins only: log in to the annotator app with an admin account")
+            from service.loop.report import write_report
+
+            return FileResponse(write_report(store, settings.paths.report), media_type="text/html")
     # Outermost last: the size limit before anything reads the body, then the origin check.
     app.add_middleware(SameOrigin)
     app.add_middleware(ClientAddress)

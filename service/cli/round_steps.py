@@ -1,0 +1,200 @@
+"""One round of the loop, step by step, through the control plane (in this process, or in the
+running service when there is one): sample with the serving model -> rankings (simulated
+annotators, or people until a target) -> snapshot without the unreliable annotators -> reward
+model -> policy -> evaluation against the sampled model through the gate -> deploy only a winner.
+
+Shared by `rankloop demo` (one round) and `rankloop loop` (N rounds). Each step's result is
+recorded on the round (service/loop/rounds.py) before the next starts, so a round stopped by a
+crash or Ctrl-C resumes at the step it was in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from annotator import simulate_run
+from annotator.simulated import Preference, Profile
+from service.cli.client import follow
+from service.cli.output import print_table, report_job
+from service.core.discovery import admin_key
+from service.core.errors import CommandFailed
+from service.core.settings import Settings
+from service.loop.rounds import STEPS, next_step
+
+
+@dataclass
+class RoundPlan:
+    """How big each step is; the defaults are the demo's (see `rankloop demo --help`)."""
+
+    k: int = 8  # samples per prompt and system prompt
+    max_tokens: int = 48
+    rankings_per_task: int = 2  # overlap, so agreement can be measured
+    annotators: str = "simulated"  # or "people"
+    target_rankings: int = 0  # people: rankings of the round's batch to wait for
+    reliable: int = 3
+    unreliable: int = 1
+    noise: float = 0.3
+    method: str = "dpo"
+    reward: dict = field(default_factory=lambda: {"epochs": 2, "batch_size": 8, "max_length": 256})
+    policy: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "max_length": 256})
+    eval_samples: int = 8
+    eval_prompts: int = 64
+    human_tasks: int = 8  # blind policy-vs-baseline tasks left for people
+    seed: int = 0
+
+
+def simulated_profiles(plan: RoundPlan) -> dict[str, Profile]:
+    """Reliable annotators share one hidden preference (length and liked words, not the system prompt's
+    instruction, which a reward model reading the conversation without it cannot see); the
+    `sim-u` ones rank at random."""
+    pref = Preference(instruction_weight=0.0)
+    out = {f"sim-{i + 1}": Profile(preference=pref, noise=plan.noise) for i in range(plan.reliable)}
+    return out | {f"sim-u{i + 1}": Profile(preference=pref, noise=plan.noise, unreliable=True)
+                  for i in range(plan.unreliable)}
+
+
+def _job(c, kind: str, config: dict, desc: str) -> dict:
+    job = follow(c, c.call("jobs.start", kind=kind, config=config)["job_id"], desc)
+    if job["status"] != "succeeded":
+        raise CommandFailed(f"{desc}: job {job['id']} {job['status']}: {job['error']}", 1)
+    return job
+
+
+def serving_model(c, fallback: int) -> int:
+    """The deployed model (what the loop samples from), else `fallback`."""
+    routes = c.call("routes")["routes"] or {}
+    current = routes.get("current") if isinstance(routes.get("current"), dict) else None
+    return (current or {}).get("model_id") or routes.get("model_id") or fallback
+
+
+def run_round(c, settings: Settings, plan: RoundPlan, kind: str, base_model: int, say=print) -> dict:
+    """Run (or resume) a round of `kind`; `base_model` is sampled when nothing is deployed. The round's row."""
+    row = c.call("rounds.open", kind=kind)
+    if row["step"]:
+        say(f"resuming round {row['id']} after its '{row['step']}' step")
+    steps = {"sample": _sample, "rank": _rank, "snapshot": _snapshot, "reward": _reward, "policy": _policy,
+             "evaluate": _evaluate, "deploy": _deploy}
+    while (step := next_step(row)) is not None:
+        say(f"\n[round {row['id']}, step {STEPS.index(step) + 1}/{len(STEPS)}] {STEP_TITLES[step]}")
+        t0 = time.monotonic()
+        values = steps[step](c, settings, plan, row, base_model, say)
+        row = c.call("rounds.step", round_id=row["id"], step=step, seconds=time.monotonic() - t0, values=values,
+                     finished=step == STEPS[-1])
+    return row
+
+
+STEP_TITLES = {
+    "sample": "sampling responses with vLLM under every system prompt",
+    "rank": "collecting rankings",
+    "snapshot": "snapshotting the rankings (unreliable annotators left out)",
+    "reward": "training the reward model (listwise)",
+    "policy": "training the policy",
+    "evaluate": "evaluating the policy against the model it started from",
+    "deploy": "deploying through the gate",
+}
+
+
+def _sample(c, settings, plan: RoundPlan, row: dict, base_model: int, say) -> dict:
+    model = serving_model(c, base_model)
+    path = c.call("models.show", model_id=model)["path"]
+    job_id = c.call("sample", models=[path], k=plan.k, params={"max_tokens": plan.max_tokens, "temperature": 1.0},
+                    rankings_per_task=plan.rankings_per_task, seed=plan.seed + row["id"])["job_id"]
+    job = follow(c, job_id, f"sampling from model {model}")
+    report_job(job)
+    return {"sampled_model_id": model, "batch": job["result"]["batch"]}
+
+
+def _batch_rankings(c, batch: str) -> int:
+    return next((b["rankings"] for b in c.call("quality")["batches"] if b["batch"] == batch), 0)
+
+
+def _rank(c, settings: Settings, plan: RoundPlan, row: dict, base_model: int, say) -> dict:
+    if plan.annotators == "people":
+        say(f"waiting for {plan.target_rankings} rankings of batch {row['batch']!r} (annotator app: /annotate)")
+        while (n := _batch_rankings(c, row["batch"])) < plan.target_rankings:
+            print(f"\r  {n}/{plan.target_rankings} rankings", end="", flush=True)
+            time.sleep(5)
+        print()
+    else:
+        profiles = {n: Profile.model_validate(p) for n, p in
+                    c.call("simulated.ensure", profiles=simulated_profiles(plan)).items()}
+        queue = (simulate_run.HttpQueue(c.url, admin_key(settings)) if c.remote
+                 else simulate_run.LocalQueue(c.ctx.store, settings.annotation))
+        sim = simulate_run.run(queue, profiles, seed=plan.seed + row["id"])
+        say(f"simulated annotators stored {sim.total} rankings ({', '.join(f'{n} {k}' for n, k in sim.rankings.items())})")
+    quality = c.call("quality", batch=row["batch"])
+    flagged = quality["unreliable"]
+    rows = [{**r, "flag": "UNRELIABLE: left out" if r["annotator"] in flagged else ""}
+            for r in quality["annotators"]]
+    print_table(rows, ["annotator", "rankings", "agreement_with_consensus", "kendall_tau", "flag"])
+    alpha = next((b["alpha_ordinal"] for b in quality["batches"] if b["batch"] == row["batch"]), None)
+    say(f"Krippendorff's alpha (ordinal) of this batch: {alpha}")
+    return {"excluded": flagged}
+
+
+def _snapshot(c, settings, plan, row: dict, base_model, say) -> dict:
+    snap = c.call("snapshot", exclude_annotators=row["excluded"] or [])
+    say(f"snapshot {snap['id']}: {snap['counts']['train_rankings']} train / {snap['counts']['eval_rankings']} "
+        f"held-out rankings" + (f", without {', '.join(row['excluded'])}" if row["excluded"] else ""))
+    return {"snapshot_id": snap["id"]}
+
+
+def _snapshot_dir(settings: Settings, snapshot_id: str) -> str:
+    return str(settings.paths.snapshot_dir(snapshot_id))  # the service's data directory is ours
+
+
+def _reward(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
+    job = _job(c, "reward", {"snapshot": _snapshot_dir(settings, row["snapshot_id"]), "mode": "listwise",
+                             **plan.reward}, "training the reward model")
+    model = c.call("models.show", model_id=job["result_model_id"])
+    ev = model["metrics"]["eval"]
+    hidden = ev.get("hidden") or {}
+    say(f"reward model #{model['id']} ({model['status']}): held-out pairwise accuracy {ev['pairwise_accuracy']}; "
+        f"agreement with the hidden preference {hidden.get('model_vs_hidden')} (the labels' own: "
+        f"{hidden.get('labels_vs_hidden')})")
+    return {"reward_model_id": model["id"]}
+
+
+def _policy(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
+    base = c.call("models.show", model_id=row["sampled_model_id"])["path"]
+    config: dict[str, Any] = {"base_model": base, "snapshot": _snapshot_dir(settings, row["snapshot_id"]), **plan.policy}
+    if plan.method in ("grpo", "rloo"):
+        config = {"base_model": base, "reward_model": c.call("models.show", model_id=row["reward_model_id"])["path"],
+                  **plan.policy}
+    job = _job(c, plan.method, config, f"training the policy ({plan.method})")
+    metrics = c.call("models.show", model_id=job["result_model_id"])["metrics"]
+    losses = [p["loss"] for p in metrics.get("loss_curve", [])]
+    say(f"policy #{job['result_model_id']} ({plan.method}) from model {row['sampled_model_id']}: "
+        f"{metrics['train']['steps']} steps" + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""))
+    return {"policy_model_id": job["result_model_id"]}
+
+
+def _evaluate(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
+    _job(c, "evaluate", {"candidate": row["policy_model_id"], "baseline": row["sampled_model_id"],
+                         "judge": "hidden" if plan.annotators == "simulated" else "reward",
+                         "reward_model": row["reward_model_id"], "samples": plan.eval_samples,
+                         "max_prompts": plan.eval_prompts, "human": plan.human_tasks, "seed": plan.seed + row["id"]},
+         "evaluating the policy")
+    model = c.call("models.show", model_id=row["policy_model_id"])
+    ev = model["evaluations"][-1]
+    for name, j in ev["judges"].items():
+        say(f"  {name} judge: win rate {j['win_rate']:.3f} (95% CI {j['ci'][0]:.3f}-{j['ci'][1]:.3f}), "
+            f"length-controlled {j['lc_win_rate']:.3f} over {j['n']} comparisons")
+    say(f"  policy #{model['id']} is {model['status']}: {model['status_reason']}")
+    return {}
+
+
+def _deploy(c, settings, plan, row: dict, base_model, say) -> dict:
+    model = c.call("models.show", model_id=row["policy_model_id"])
+    if model["status"] == "active":  # the gate approved it
+        c.call("deploy", model_id=model["id"])
+        say(f"deployed policy #{model['id']}")
+        return {"deployed_model_id": model["id"], "note": "deployed the new policy"}
+    kept = serving_model(c, 0)
+    if not kept:  # nothing serves yet: the model the round started from
+        c.call("deploy", model_id=row["sampled_model_id"], force=True)
+        kept = row["sampled_model_id"]
+    say(f"policy #{model['id']} did not pass the gate; model {kept} keeps serving")
+    return {"deployed_model_id": kept, "note": f"policy {model['id']} refused by the gate; kept model {kept}"}
