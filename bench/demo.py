@@ -30,7 +30,7 @@ def run(data: Path, small: bool) -> dict:
         sys.exit(f"rankloop demo failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     stages = json.loads((data / "demo-stages.json").read_text())
     (data / "demo-stages.json").unlink()  # the next run writes its own
-    return {"wall_s": round(wall, 1), "stages_s": stages, "output_tail": done.stdout[-1500:]}
+    return {"wall_s": round(wall, 1), "stages_s": stages, "output_tail": done.stdout[-3000:]}
 
 
 def main() -> None:

@@ -130,3 +130,13 @@ def test_loop_samples_the_deployed_policy_and_resumes_after_a_crash(first: dict)
     won = f["models"][second["policy_model_id"]]["status"] == "active"
     assert second["deployed_model_id"] == (second["policy_model_id"] if won else deployed)  # a loser never deploys
     assert "Round 2 (loop, done)" in (data / "report.html").read_text()
+
+
+def test_bad_demo_input_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for args, message in ((["--model", str(tmp_path)], "not a Hugging Face model directory"),
+                          (["--method", "ppo"], "invalid choice: 'ppo'")):
+        done = subprocess.run([sys.executable, "-m", "service.cli", "--data", str(data), "demo", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not data.exists()

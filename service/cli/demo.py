@@ -27,6 +27,7 @@ from service.cli.round_steps import RoundPlan, run_round
 from service.core.discovery import admin_key
 from service.core.errors import CommandFailed, StoreError
 from service.core.paths import private_dir
+from service.core.registry import find_or_register
 from service.core.settings import Settings
 
 SYSTEM_PROMPTS = ("brief", "detailed", "friendly")
@@ -160,6 +161,9 @@ def run_demo(settings: Settings, model: Path | None = None, method: str = "dpo",
              serve: bool = True, port: int | None = None) -> None:
     if method not in ("dpo", "grpo", "rloo"):
         raise StoreError(f"--method {method!r}: valid: dpo, grpo, rloo")
+    if model is not None and not (model / "config.json").is_file():
+        raise StoreError(f"--model {model}: not a Hugging Face model directory (no config.json); give the directory "
+                         "`save_pretrained` wrote, or leave --model out for the built-in tiny model")
     data = settings.data_dir
     private_dir(data)
     size = SIZES[small]
@@ -171,6 +175,8 @@ def run_demo(settings: Settings, model: Path | None = None, method: str = "dpo",
         if c.remote:
             raise StoreError(f"a rankloop serve runs on {data}: the demo starts its own; stop it or pass another --data")
         stages.run("prompts and system prompts", seed_data, c, data)
+        if model is not None:  # a checkpoint of yours: registered, so jobs may read it from where it is
+            find_or_register(c.ctx.store, model.resolve())
         sft_id = stages.run("supervised fine-tuning on generated instructions", sft, c, data, base, size["sft_steps"])
         done = [r for r in c.call("rounds.list") if r["kind"] == "demo" and r["status"] == "done"]
         if done:  # the loop ran before: serve its result (`rankloop loop` runs further rounds)

@@ -9,7 +9,7 @@ from pathlib import Path
 from service.cli.client import connect
 from service.cli.output import print_table
 from service.cli.round_steps import RoundPlan, run_round
-from service.cli.vllm_flags import add_vllm_flags
+from service.cli.vllm_flags import add_vllm_flags, job_vllm
 from service.core.errors import StoreError
 from service.core.settings import Settings
 
@@ -46,7 +46,7 @@ def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
     if args.annotators == "people" and args.target_rankings < 1:
         raise StoreError("--annotators people needs --target-rankings M (rankings to wait for each round)")
     plan = RoundPlan(k=args.k, annotators=args.annotators, target_rankings=args.target_rankings, method=args.method,
-                     human_tasks=args.human_tasks, seed=args.seed)
+                     human_tasks=args.human_tasks, seed=args.seed, vllm=job_vllm(args, settings).get("vllm"))
     with connect(settings) as c:
         if args.annotators == "people" and not c.remote:
             raise StoreError("people rank in the annotator app of a running service: start `rankloop serve` first")
@@ -105,6 +105,7 @@ def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--k", type=int, default=8, help="samples per prompt and system prompt (default 8)")
     p.add_argument("--human-tasks", type=int, default=8, help="blind policy-vs-baseline tasks left for people")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling order and simulated rankings")
+    add_vllm_flags(p)
 
     p = add("quality", cmd_quality, "annotator agreement (with consensus, Kendall tau, gold), the unreliable "
             "ones flagged, and Krippendorff's alpha per batch")

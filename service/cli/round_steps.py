@@ -38,11 +38,14 @@ class RoundPlan:
     noise: float = 0.3
     method: str = "dpo"
     reward: dict = field(default_factory=lambda: {"epochs": 2, "batch_size": 8, "max_length": 256})
-    policy: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "max_length": 256})
+    policy: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "max_length": 256})  # DPO
+    rl: dict = field(default_factory=lambda: {"max_steps": 80, "batch_size": 8, "num_generations": 4,
+                                              "learning_rate": 1e-4, "max_length": 256})  # GRPO, RLOO
     eval_samples: int = 8
     eval_prompts: int = 64
     human_tasks: int = 8  # blind policy-vs-baseline tasks left for people
     seed: int = 0
+    vllm: dict | None = None  # vLLM flags given on the command line, for the service's jobs too
 
 
 def simulated_profiles(plan: RoundPlan) -> dict[str, Profile]:
@@ -100,7 +103,8 @@ def _sample(c, settings, plan: RoundPlan, row: dict, base_model: int, say) -> di
     model = serving_model(c, base_model)
     path = c.call("models.show", model_id=model)["path"]
     job_id = c.call("sample", models=[path], k=plan.k, params={"max_tokens": plan.max_tokens, "temperature": 1.0},
-                    rankings_per_task=plan.rankings_per_task, seed=plan.seed + row["id"])["job_id"]
+                    rankings_per_task=plan.rankings_per_task, seed=plan.seed + row["id"],
+                    **({"vllm": plan.vllm} if plan.vllm else {}))["job_id"]
     job = follow(c, job_id, f"sampling from model {model}")
     report_job(job)
     return {"sampled_model_id": model, "batch": job["result"]["batch"]}
@@ -159,10 +163,11 @@ def _reward(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
 
 def _policy(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
     base = c.call("models.show", model_id=row["sampled_model_id"])["path"]
-    config: dict[str, Any] = {"base_model": base, "snapshot": _snapshot_dir(settings, row["snapshot_id"]), **plan.policy}
-    if plan.method in ("grpo", "rloo"):
-        config = {"base_model": base, "reward_model": c.call("models.show", model_id=row["reward_model_id"])["path"],
-                  **plan.policy}
+    config: dict[str, Any] = {"base_model": base, "snapshot": _snapshot_dir(settings, row["snapshot_id"])}
+    if plan.method in ("grpo", "rloo"):  # online, against this round's reward model, on the snapshot's prompts
+        config |= {"reward_model": c.call("models.show", model_id=row["reward_model_id"])["path"], **plan.rl}
+    else:
+        config |= plan.policy
     job = _job(c, plan.method, config, f"training the policy ({plan.method})")
     metrics = c.call("models.show", model_id=job["result_model_id"])["metrics"]
     losses = [p["loss"] for p in metrics.get("loss_curve", [])]
@@ -175,7 +180,8 @@ def _evaluate(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
     _job(c, "evaluate", {"candidate": row["policy_model_id"], "baseline": row["sampled_model_id"],
                          "judge": "hidden" if plan.annotators == "simulated" else "reward",
                          "reward_model": row["reward_model_id"], "samples": plan.eval_samples,
-                         "max_prompts": plan.eval_prompts, "human": plan.human_tasks, "seed": plan.seed + row["id"]},
+                         "max_prompts": plan.eval_prompts, "human": plan.human_tasks, "seed": plan.seed + row["id"],
+                         **({"vllm": plan.vllm} if plan.vllm else {})},
          "evaluating the policy")
     model = c.call("models.show", model_id=row["policy_model_id"])
     ev = model["evaluations"][-1]

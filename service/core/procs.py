@@ -10,18 +10,50 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 LOG_TAIL_LINES = 30
 
 
+# A watcher beside each group: when the process that started the group dies (kill -9 included),
+# the group is stopped, so a crashed `rankloop` never leaves a vLLM server or a trainer running.
+LEASH = """
+import os, signal, sys, time
+owner, pgid = int(sys.argv[1]), int(sys.argv[2])
+def alive(fn, pid):
+    try:
+        fn(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+while alive(os.killpg, pgid):
+    time.sleep(1.0)
+    if not alive(os.kill, owner):
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(wait)
+        break
+"""
+
+
 def start_group(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start `cmd` as the leader of a new process group, appending its output to `log_path`."""
+    """Start `cmd` as the leader of a new process group, appending its output to `log_path`; the
+    group is stopped if this process dies without stopping it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
+    proc.leash = subprocess.Popen(  # type: ignore[attr-defined] - waited for in stop_group
+        [sys.executable, "-c", LEASH, str(os.getpid()), str(proc.pid)], stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -70,6 +102,13 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
     deadline = time.monotonic() + 10
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
+    leash = getattr(proc, "leash", None)
+    if leash is not None:  # it sees the group gone within a second
+        try:
+            leash.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            leash.kill()
+            leash.wait()
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES, width: int = 400) -> str:

@@ -72,7 +72,7 @@ async def _connect(client: aiohttp.ClientSession, pool: Pool, path: str, body: d
             pool.release(upstream)
             upstream.healthy = False
             tried.add(id(upstream))
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):  # a kept-alive connection it had closed
+        except aiohttp.ClientConnectionError:  # a kept-alive connection it had closed (reset or disconnected)
             pool.release(upstream)
             stale += 1
             if stale > 2:

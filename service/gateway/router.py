@@ -75,7 +75,9 @@ class Gateway:
         if self.client is None:  # made in the event loop that uses it; it lives as long as the process
             self.client = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0),
-                connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=30),
+                # Idle connections are dropped before vLLM's own uvicorn closes them (5 s), so a request
+                # rarely meets a connection the server has just closed (those are retried anyway).
+                connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=4),
                 auto_decompress=False)
         return self.client
 
