@@ -33,10 +33,10 @@ RUN python3 -m venv /opt/venv \
 # Never root at run time; /data belongs to the service's user.
 RUN useradd --create-home --uid 10001 rankloop && mkdir -p /data && chown rankloop /data
 USER 10001
-ENV PATH=/opt/venv/bin:$PATH RANKLOOP_DATA=/data HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+# All interfaces inside the container (the port is published by `docker run -p`): serve and the demo.
+ENV PATH=/opt/venv/bin:$PATH RANKLOOP_DATA=/data RANKLOOP_HOST=0.0.0.0 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
-# All interfaces inside the container: the port is published by `docker run -p`.
 CMD ["rankloop", "serve", "--host", "0.0.0.0", "--port", "8000"]

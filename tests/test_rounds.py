@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from seeding import seed_tasks
 
 from annotator import queue
@@ -18,7 +19,7 @@ from service.cli.round_steps import RoundPlan, run_round
 from service.core.errors import StoreError
 from service.core.settings import AnnotationOptions, load_settings
 from service.loop.report import build_report
-from service.loop.rounds import RoundStart, RoundStep, finish_step, list_rounds, next_step, open_round
+from service.loop.rounds import RoundJob, RoundStart, RoundStep, finish_step, next_step, open_round, set_job
 
 
 def test_a_round_resumes_at_its_first_unfinished_step(store) -> None:
@@ -27,18 +28,30 @@ def test_a_round_resumes_at_its_first_unfinished_step(store) -> None:
     row = finish_step(store, RoundStep(round_id=row["id"], step="sample", seconds=3.04,
                                        values={"batch": "b1", "sampled_model_id": 7}))
     row = finish_step(store, RoundStep(round_id=row["id"], step="rank", values={"excluded": ["sim-u1"]}))
+    set_job(store, RoundJob(round_id=row["id"], job_id=41))
     again = open_round(store, RoundStart(kind="loop"))  # a crashed run comes back to the same round
-    assert again["id"] == row["id"] and next_step(again) == "snapshot"
+    assert again["id"] == row["id"] and next_step(again) == "snapshot" and again["job_id"] == 41
     assert again["batch"] == "b1" and again["excluded"] == ["sim-u1"] and again["stages"] == {"sample": 3.0, "rank": 0}
     assert open_round(store, RoundStart(kind="demo"))["id"] != row["id"]  # each command has its own
-    with pytest.raises(StoreError, match="unknown; valid: sampled_model_id"):
-        finish_step(store, RoundStep(round_id=row["id"], step="snapshot", values={"snapshot": "x"}))
-    assert next_step(list_rounds(store)[0]) == "snapshot"  # the refused step changed nothing
+    with pytest.raises(StoreError, match="is at step 'snapshot', not 'reward'"):  # steps run in order
+        finish_step(store, RoundStep(round_id=row["id"], step="reward"))
+    for step in ("snapshot", "reward", "policy", "evaluate"):
+        row = finish_step(store, RoundStep(round_id=row["id"], step=step))
+        assert row["job_id"] is None  # a finished step's job is not followed again
     done = finish_step(store, RoundStep(round_id=row["id"], step="deploy", finished=True))
     assert done["status"] == "done" and done["finished_at"] is not None and next_step(done) is None
     with pytest.raises(StoreError, match="is done; start another"):
         finish_step(store, RoundStep(round_id=row["id"], step="deploy"))
     assert open_round(store, RoundStart(kind="loop"))["id"] > row["id"]  # the next run starts a new round
+
+
+def test_bad_round_values_are_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="snapshot"):
+        RoundStep(round_id=1, step="snapshot", values={"snapshot": "x"})
+    with pytest.raises(ValidationError, match="excluded"):
+        RoundStep(round_id=1, step="rank", values={"excluded": "sim-u1"})
+    with pytest.raises(ValidationError, match="seconds"):
+        RoundStep(round_id=1, step="rank", seconds=float("inf"))
 
 
 def test_a_bad_step_name_is_refused_with_the_valid_ones() -> None:

@@ -27,6 +27,7 @@ from service.cli.round_steps import RoundPlan, run_round
 from service.core.discovery import admin_key
 from service.core.errors import CommandFailed, StoreError
 from service.core.paths import private_dir
+from service.core.procs import log_tail, start_group, stop_group
 from service.core.registry import find_or_register
 from service.core.settings import Settings
 
@@ -108,19 +109,20 @@ def ensure_admin(c) -> str | None:
     return password
 
 
-def start_service(settings: Settings, port: int) -> tuple[subprocess.Popen, str]:
-    """`rankloop serve` in a child process with the demo's vLLM settings; its URL once healthy."""
-    env = {**os.environ, **{f"RANKLOOP_VLLM__{k.upper()}": str(v) for k, v in
-                            settings.vllm.model_dump(exclude_none=True).items()}}
-    log = open(settings.data_dir / "demo-serve.log", "w")  # noqa: SIM115 - the child writes to it until it ends
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "--data", str(settings.data_dir), "serve",
-                             "--host", settings.host, "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+def start_service(settings: Settings, port: int, config: str | None) -> tuple[subprocess.Popen, str]:
+    """`rankloop serve` in a child process group with the demo's settings (stopped if this process dies);
+    its URL once healthy."""
+    env = {**os.environ, **({"RANKLOOP_CONFIG": config} if config else {}),
+           **{f"RANKLOOP_VLLM__{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+              for k, v in settings.vllm.model_dump(exclude_none=True).items()}}
+    log = settings.data_dir / "demo-serve.log"
+    proc = start_group([sys.executable, "-m", "service.cli", "--data", str(settings.data_dir), "serve",
+                        "--host", settings.host, "--port", str(port)], log, env)
     info = settings.paths.service_file
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise CommandFailed(f"rankloop serve exited ({proc.returncode}); see {log.name}", 1)
+            raise CommandFailed(f"rankloop serve exited ({proc.returncode}):\n{log_tail(log)}", 1)
         if info.exists():
             url = json.loads(info.read_text())["url"]
             try:
@@ -129,8 +131,8 @@ def start_service(settings: Settings, port: int) -> tuple[subprocess.Popen, str]
             except httpx.HTTPError:
                 pass
         time.sleep(0.3)
-    proc.terminate()
-    raise CommandFailed(f"rankloop serve did not become healthy in 120 s; see {log.name}", 1)
+    stop_group(proc)
+    raise CommandFailed(f"rankloop serve did not become healthy in 120 s; see {log}", 1)
 
 
 def first_completion(settings: Settings, url: str) -> str:
@@ -158,14 +160,20 @@ def first_completion(settings: Settings, url: str) -> str:
 
 
 def run_demo(settings: Settings, model: Path | None = None, method: str = "dpo", small: bool = False,
-             serve: bool = True, port: int | None = None) -> None:
+             serve: bool = True, port: int | None = None, config: str | None = None) -> None:
     if method not in ("dpo", "grpo", "rloo"):
         raise StoreError(f"--method {method!r}: valid: dpo, grpo, rloo")
     if model is not None and not (model / "config.json").is_file():
         raise StoreError(f"--model {model}: not a Hugging Face model directory (no config.json); give the directory "
                          "`save_pretrained` wrote, or leave --model out for the built-in tiny model")
     data = settings.data_dir
+    wanted = {"model": str(model.resolve()) if model else None, "method": method, "small": small}
+    chosen = data / "demo-args.json"  # what an earlier run here was asked for: reuse only the same
+    if chosen.exists() and (earlier := json.loads(chosen.read_text())) != wanted:
+        raise StoreError(f"the demo ran in {data} with {earlier}, not {wanted}: what it made is reused only for the "
+                         "same flags; give another --data, or `rankloop loop --method ...` for a further round")
     private_dir(data)
+    chosen.write_text(json.dumps(wanted))
     size = SIZES[small]
     plan = RoundPlan(**{**size["plan"].__dict__, "method": method})
     stages = Stages(data / "demo-stages.json")
@@ -187,7 +195,7 @@ def run_demo(settings: Settings, model: Path | None = None, method: str = "dpo",
             stages.add({f"  round step: {k}": v for k, v in row["stages"].items()})
         password = ensure_admin(c)
     proc, url = stages.run("starting the service (annotator app, admin API, OpenAI-compatible gateway)",
-                           start_service, settings, settings.port if port is None else port)
+                           start_service, settings, settings.port if port is None else port, config)
     try:
         key = stages.run("a chat completion through the gateway", first_completion, settings, url)
         with connect(settings) as c:
@@ -206,6 +214,4 @@ def run_demo(settings: Settings, model: Path | None = None, method: str = "dpo",
     except KeyboardInterrupt:
         print("\nstopping the service")
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=60)
+        stop_group(proc, grace_s=60)

@@ -26,16 +26,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from service.cli.demo import run_demo
 
     run_demo(_tiny_model_defaults(args, settings), model=Path(args.model) if args.model else None,
-             method=args.method, small=args.small, serve=args.serve, port=args.port)
+             method=args.method, small=args.small, serve=args.serve, port=args.port,
+             config=getattr(args, "config", None))
 
 
 def _start_model(c) -> int:
     """What the first round samples when nothing is deployed: the active policy, else the newest SFT model."""
-    for kind in ("policy", "sft"):
-        models = [m for m in c.call("models.list", kind=kind) if m["status"] in ("active", "candidate", "registered")]
-        active = [m for m in models if m["status"] == "active"]
-        if active or models:
-            return (active or models)[-1]["id"]  # the newest
+    active = [m for m in c.call("models.list", kind="policy") if m["status"] == "active"]
+    sft = [m for m in c.call("models.list", kind="sft") if m["status"] != "failed"]
+    if active or sft:
+        return (active or sft)[-1]["id"]  # the newest
     raise StoreError("the loop needs a chat model to start from: `rankloop demo`, or `rankloop train policy "
                      "--method sft` on your checkpoint")
 
@@ -45,6 +45,10 @@ def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
         raise StoreError(f"--rounds {args.rounds}: give 1 or more")
     if args.annotators == "people" and args.target_rankings < 1:
         raise StoreError("--annotators people needs --target-rankings M (rankings to wait for each round)")
+    if args.annotators == "people" and args.method != "dpo":
+        # With people, the reward model is the judge, and an RL policy was trained against that very model.
+        raise StoreError(f"--annotators people with --method {args.method}: the policy would be judged by the reward "
+                         "model it was trained against, which the gate refuses; use --method dpo")
     plan = RoundPlan(k=args.k, annotators=args.annotators, target_rankings=args.target_rankings, method=args.method,
                      human_tasks=args.human_tasks, seed=args.seed, vllm=job_vllm(args, settings).get("vllm"))
     with connect(settings) as c:

@@ -58,8 +58,18 @@ def simulated_profiles(plan: RoundPlan) -> dict[str, Profile]:
                   for i in range(plan.unreliable)}
 
 
-def _job(c, kind: str, config: dict, desc: str) -> dict:
-    job = follow(c, c.call("jobs.start", kind=kind, config=config)["job_id"], desc)
+def _job(c, row: dict, kind: str, config: dict, desc: str) -> dict:
+    """The step's job: the one a stopped run started, when it still runs or succeeded (a service keeps
+    jobs running when the command is gone), else a new one, recorded on the round before it is followed."""
+    job = c.call("jobs.show", job_id=row["job_id"]) if row.get("job_id") else None
+    if job is not None and job["kind"] == kind and job["status"] not in ("failed", "cancelled"):
+        print(f"following job {job['id']}, started before the round stopped")
+    else:
+        start = (lambda: c.call("sample", **config)) if kind == "sample" else \
+            (lambda: c.call("jobs.start", kind=kind, config=config))
+        job = {"id": start()["job_id"]}
+        c.call("rounds.job", round_id=row["id"], job_id=job["id"])
+    job = follow(c, job["id"], desc)
     if job["status"] != "succeeded":
         raise CommandFailed(f"{desc}: job {job['id']} {job['status']}: {job['error']}", 1)
     return job
@@ -102,22 +112,22 @@ STEP_TITLES = {
 def _sample(c, settings, plan: RoundPlan, row: dict, base_model: int, say) -> dict:
     model = serving_model(c, base_model)
     path = c.call("models.show", model_id=model)["path"]
-    job_id = c.call("sample", models=[path], k=plan.k, params={"max_tokens": plan.max_tokens, "temperature": 1.0},
-                    rankings_per_task=plan.rankings_per_task, seed=plan.seed + row["id"],
-                    **({"vllm": plan.vllm} if plan.vllm else {}))["job_id"]
-    job = follow(c, job_id, f"sampling from model {model}")
+    job = _job(c, row, "sample", {"models": [path], "k": plan.k, "params": {"max_tokens": plan.max_tokens,
+               "temperature": 1.0}, "rankings_per_task": plan.rankings_per_task, "seed": plan.seed + row["id"],
+               **({"vllm": plan.vllm} if plan.vllm else {})}, f"sampling from model {model}")
     report_job(job)
     return {"sampled_model_id": model, "batch": job["result"]["batch"]}
 
 
-def _batch_rankings(c, batch: str) -> int:
-    return next((b["rankings"] for b in c.call("quality")["batches"] if b["batch"] == batch), 0)
-
-
 def _rank(c, settings: Settings, plan: RoundPlan, row: dict, base_model: int, say) -> dict:
     if plan.annotators == "people":
+        batch = c.call("rounds.batch", batch=row["batch"])
+        if plan.target_rankings > batch["needed"]:  # it would wait forever
+            raise CommandFailed(f"--target-rankings {plan.target_rankings} is more than batch {row['batch']!r} can "
+                                f"get ({batch['tasks']} tasks, {batch['needed']} rankings in all); give at most "
+                                f"{batch['needed']} and run `rankloop loop` again", 2)
         say(f"waiting for {plan.target_rankings} rankings of batch {row['batch']!r} (annotator app: /annotate)")
-        while (n := _batch_rankings(c, row["batch"])) < plan.target_rankings:
+        while (n := c.call("rounds.batch", batch=row["batch"])["rankings"]) < plan.target_rankings:
             print(f"\r  {n}/{plan.target_rankings} rankings", end="", flush=True)
             time.sleep(5)
         print()
@@ -150,7 +160,7 @@ def _snapshot_dir(settings: Settings, snapshot_id: str) -> str:
 
 
 def _reward(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
-    job = _job(c, "reward", {"snapshot": _snapshot_dir(settings, row["snapshot_id"]), "mode": "listwise",
+    job = _job(c, row, "reward", {"snapshot": _snapshot_dir(settings, row["snapshot_id"]), "mode": "listwise",
                              **plan.reward}, "training the reward model")
     model = c.call("models.show", model_id=job["result_model_id"])
     ev = model["metrics"]["eval"]
@@ -168,7 +178,7 @@ def _policy(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
         config |= {"reward_model": c.call("models.show", model_id=row["reward_model_id"])["path"], **plan.rl}
     else:
         config |= plan.policy
-    job = _job(c, plan.method, config, f"training the policy ({plan.method})")
+    job = _job(c, row, plan.method, config, f"training the policy ({plan.method})")
     metrics = c.call("models.show", model_id=job["result_model_id"])["metrics"]
     losses = [p["loss"] for p in metrics.get("loss_curve", [])]
     say(f"policy #{job['result_model_id']} ({plan.method}) from model {row['sampled_model_id']}: "
@@ -177,7 +187,7 @@ def _policy(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
 
 
 def _evaluate(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
-    _job(c, "evaluate", {"candidate": row["policy_model_id"], "baseline": row["sampled_model_id"],
+    _job(c, row, "evaluate", {"candidate": row["policy_model_id"], "baseline": row["sampled_model_id"],
                          "judge": "hidden" if plan.annotators == "simulated" else "reward",
                          "reward_model": row["reward_model_id"], "samples": plan.eval_samples,
                          "max_prompts": plan.eval_prompts, "human": plan.human_tasks, "seed": plan.seed + row["id"],
@@ -202,5 +212,6 @@ def _deploy(c, settings, plan, row: dict, base_model, say) -> dict:
     if not kept:  # nothing serves yet: the model the round started from
         c.call("deploy", model_id=row["sampled_model_id"], force=True)
         kept = row["sampled_model_id"]
-    say(f"policy #{model['id']} did not pass the gate; model {kept} keeps serving")
-    return {"deployed_model_id": kept, "note": f"policy {model['id']} refused by the gate; kept model {kept}"}
+    say(f"policy #{model['id']} is not approved ({model['status_reason']}); model {kept} keeps serving")
+    return {"deployed_model_id": kept, "note": f"policy {model['id']} not approved ({model['status_reason']}); "
+                                               f"kept model {kept}"[:1000]}

@@ -299,6 +299,7 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
   policy_model_id BIGINT,
   deployed_model_id BIGINT,
   excluded JSON,
+  job_id BIGINT,
   stages JSON,
   note VARCHAR,
   finished_at TIMESTAMPTZ""",

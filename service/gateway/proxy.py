@@ -72,16 +72,19 @@ async def _connect(client: aiohttp.ClientSession, pool: Pool, path: str, body: d
             pool.release(upstream)
             upstream.healthy = False
             tried.add(id(upstream))
+        except (TimeoutError, aiohttp.ServerTimeoutError):  # no connection or no answer in time: never retried
+            pool.release(upstream)
+            raise GatewayError(504, f"the model server of {pool.name} did not answer in time",
+                               type_="server_error") from None
         except aiohttp.ClientConnectionError:  # a kept-alive connection it had closed (reset or disconnected)
             pool.release(upstream)
             stale += 1
             if stale > 2:
                 raise GatewayError(502, f"the model server of {pool.name} closed the connection",
                                    type_="server_error") from None
-        except TimeoutError:
+        except aiohttp.ClientError as e:  # anything else from the client library: the upstream's fault
             pool.release(upstream)
-            raise GatewayError(504, f"the model server of {pool.name} did not answer in time",
-                               type_="server_error") from None
+            raise GatewayError(502, f"the model server of {pool.name} failed: {e!r}", type_="server_error") from None
         except BaseException:  # cancelled (the client left) or anything else: the replica is free again
             pool.release(upstream)
             raise

@@ -74,11 +74,12 @@ class Gateway:
     def http(self) -> aiohttp.ClientSession:
         if self.client is None:  # made in the event loop that uses it; it lives as long as the process
             self.client = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0),
+                # No limit on a whole answer (a long stream is fine); 600 s of silence is not.
+                timeout=aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=600.0),
                 # Idle connections are dropped before vLLM's own uvicorn closes them (5 s), so a request
                 # rarely meets a connection the server has just closed (those are retried anyway).
                 connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=4),
-                auto_decompress=False)
+                auto_decompress=False, skip_auto_headers=["Accept-Encoding"])  # bytes pass through as sent
         return self.client
 
     def system_prompt(self, name: str) -> dict | None:

@@ -277,6 +277,8 @@ COMMANDS: dict[str, Command] = {
     "rounds.open": Command("POST", "/rounds", rounds.RoundStart, lambda ctx, p: rounds.open_round(ctx.store, p)),
     "rounds.step": Command("POST", "/rounds/{round_id}/step", rounds.RoundStep,
                            lambda ctx, p: rounds.finish_step(ctx.store, p)),
+    "rounds.job": Command("POST", "/rounds/{round_id}/job", rounds.RoundJob, lambda ctx, p: rounds.set_job(ctx.store, p)),
+    "rounds.batch": Command("GET", "/rounds/batch", rounds.BatchName, lambda ctx, p: rounds.batch_progress(ctx.store, p)),
     "rounds.list": Command("GET", "/rounds", NoParams, lambda ctx, p: rounds.list_rounds(ctx.store)),
     "report": Command("POST", "/report", NoParams, lambda ctx, p: _report(ctx)),
     "quality": Command("GET", "/quality", QualityFilter, lambda ctx, p: _quality(ctx.store, p.batch)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,8 +17,23 @@ from service.core.errors import StoreError
 from service.core.store import Store
 
 STEPS = ("sample", "rank", "snapshot", "reward", "policy", "evaluate", "deploy")
-FIELDS = ("sampled_model_id", "batch", "snapshot_id", "reward_model_id", "policy_model_id", "deployed_model_id",
-          "excluded", "note")
+
+
+class RoundValues(BaseModel):
+    """What a step made (each step sets its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sampled_model_id: int | None = Field(None, ge=1)
+    batch: str | None = Field(None, max_length=200)
+    snapshot_id: str | None = Field(None, max_length=64)
+    reward_model_id: int | None = Field(None, ge=1)
+    policy_model_id: int | None = Field(None, ge=1)
+    deployed_model_id: int | None = Field(None, ge=1)
+    excluded: list[str] | None = None
+    note: str | None = Field(None, max_length=1000)
+
+
+FIELDS = tuple(RoundValues.model_fields)
 
 
 class RoundStart(BaseModel):
@@ -30,9 +45,15 @@ class RoundStep(BaseModel):
     model_config = ConfigDict(extra="forbid")
     round_id: int = Field(ge=1, le=2**63 - 1)
     step: Literal[STEPS] = Field(description="the step just finished")
-    seconds: float = Field(0.0, ge=0, description="its wall time")
-    values: dict[str, Any] = Field(default_factory=dict, description=f"what it made: any of {', '.join(FIELDS)}")
+    seconds: float = Field(0.0, ge=0, allow_inf_nan=False, description="its wall time")
+    values: RoundValues = Field(default_factory=RoundValues, description="what it made")
     finished: bool = Field(False, description="the round is done")
+
+
+class RoundJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    round_id: int = Field(ge=1, le=2**63 - 1)
+    job_id: int = Field(ge=1, le=2**63 - 1, description="the job the round's current step is waiting for")
 
 
 def _row(store: Store, round_id: int) -> dict:
@@ -55,22 +76,49 @@ def open_round(store: Store, p: RoundStart) -> dict:
     return _row(store, round_id)
 
 
-def finish_step(store: Store, p: RoundStep) -> dict:
-    unknown = set(p.values) - set(FIELDS)
-    if unknown:
-        raise StoreError(f"round fields {sorted(unknown)} are unknown; valid: {', '.join(FIELDS)}")
-    row = _row(store, p.round_id)
+def _running(store: Store, round_id: int) -> dict:
+    row = _row(store, round_id)
     if row["status"] != "running":
-        raise StoreError(f"round {p.round_id} is {row['status']}; start another")
-    stages = {**row["stages"], p.step: round(p.seconds, 1)}
-    values = {k: json.dumps(v) if k == "excluded" else v for k, v in p.values.items()}
-    sets = ", ".join(f"{k} = ?" for k in values)
-    with store.write() as cur:
-        cur.execute(f"UPDATE rounds SET step = ?, stages = ?{', ' + sets if sets else ''}, status = ?, finished_at = ? "
-                    "WHERE id = ?", [p.step, json.dumps(stages), *values.values(),
-                                     "done" if p.finished else "running",
+        raise StoreError(f"round {round_id} is {row['status']}; start another")
+    return row
+
+
+def finish_step(store: Store, p: RoundStep) -> dict:
+    """Record a finished step (the next one in order) and what it made; the round's job is cleared."""
+    with store.write() as cur:  # read and update together: one writer at a time
+        row = _running(store, p.round_id)
+        if p.step != next_step(row):
+            raise StoreError(f"round {p.round_id} is at step {next_step(row)!r}, not {p.step!r}")
+        values = {k: json.dumps(v) if k == "excluded" else v for k, v in p.values.model_dump(exclude_unset=True).items()}
+        sets = "".join(f", {k} = ?" for k in values)
+        cur.execute(f"UPDATE rounds SET step = ?, stages = ?, job_id = NULL{sets}, status = ?, finished_at = ? "
+                    "WHERE id = ?", [p.step, json.dumps({**row["stages"], p.step: round(p.seconds, 1)}),
+                                     *values.values(), "done" if p.finished else "running",
                                      datetime.now(UTC) if p.finished else None, p.round_id])
     return _row(store, p.round_id)
+
+
+def set_job(store: Store, p: RoundJob) -> dict:
+    """The job the current step waits for: a resumed round follows it instead of starting another."""
+    with store.write() as cur:
+        _running(store, p.round_id)
+        cur.execute("UPDATE rounds SET job_id = ? WHERE id = ?", [p.job_id, p.round_id])
+    return _row(store, p.round_id)
+
+
+class BatchName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch: str = Field(max_length=200)
+
+
+def batch_progress(store: Store, p: BatchName) -> dict:
+    """A batch's tasks, the rankings they need in all, and the rankings stored (skips left out)."""
+    row = store.query(
+        """SELECT count(*) AS tasks, coalesce(sum(required_rankings), 0) AS needed,
+                  (SELECT count(*) FROM rankings r JOIN tasks t2 ON t2.id = r.task_id
+                   WHERE t2.batch = ? AND NOT r.skipped) AS rankings
+           FROM tasks WHERE batch = ?""", [p.batch, p.batch])[0]
+    return {"batch": p.batch, **{k: int(v) for k, v in row.items()}}
 
 
 def list_rounds(store: Store) -> list[dict]:

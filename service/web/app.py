@@ -16,7 +16,7 @@ from http.cookies import SimpleCookie
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount
 
 from annotator import api as annotate_api
@@ -55,8 +55,9 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        if app.state.gateway.client is not None:  # the upstream connections, closed in their own event loop
-            await app.state.gateway.client.close()
+        client, app.state.gateway.client = app.state.gateway.client, None
+        if client is not None:  # the upstream connections, closed in their own event loop
+            await client.close()
 
     app = FastAPI(title="rankloop", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings
@@ -136,7 +137,7 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
         app.add_middleware(AnnotatorLogin, prefix="/annotate", logged_in=logged_in)
 
         @app.get("/report", include_in_schema=False)
-        def report(request: Request) -> FileResponse:
+        def report(request: Request) -> HTMLResponse:
             """The loop's report, rebuilt from the database, for an admin logged in to the app (the admin
             tab links here)."""
             jar = SimpleCookie(request.headers.get("cookie", ""))
@@ -144,9 +145,9 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
             acct = get_annotator(store, user) if user else None
             if acct is None or acct["role"] != "admin":
                 raise HTTPException(403, "admins only: log in to the annotator app with an admin account")
-            from service.loop.report import write_report
+            from service.loop.report import build_report
 
-            return FileResponse(write_report(store, settings.paths.report), media_type="text/html")
+            return HTMLResponse(build_report(store))
     # Outermost last: the size limit before anything reads the body, then the origin check.
     app.add_middleware(SameOrigin)
     app.add_middleware(ClientAddress)
