@@ -114,3 +114,15 @@ def test_the_report_has_every_section_and_no_outside_reference(store) -> None:
     assert "Round 1 (demo, running)" in html and "Annotators (batch batch-0)" in html
     for outside in ("http://", "https://", "<script", "src="):  # opens offline, runs nothing
         assert outside not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_bad_loop_flags_are_refused_before_a_round_is_opened(tmp_path: Path, capsys) -> None:
+    from service.cli.main import main
+
+    data = tmp_path / "data"
+    for flags, message in ((["--k", "0"], "--k 0: samples per prompt and system prompt are 1..16"),
+                           (["--human-tasks", "-1"], "--human-tasks and --target-rankings are 0 or more")):
+        assert main(["--data", str(data), "loop", *flags]) == 2
+        assert message in capsys.readouterr().err
+    with connect(load_settings(None, {"data_dir": data}, environ={})) as c:
+        assert c.call("rounds.list") == []

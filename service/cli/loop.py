@@ -41,8 +41,13 @@ def _start_model(c) -> int:
 
 
 def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
+    # Checked before a round is opened: a bad flag leaves nothing behind.
     if args.rounds < 1:
         raise StoreError(f"--rounds {args.rounds}: give 1 or more")
+    if not 1 <= args.k <= 16:
+        raise StoreError(f"--k {args.k}: samples per prompt and system prompt are 1..16")
+    if args.human_tasks < 0 or args.target_rankings < 0:
+        raise StoreError("--human-tasks and --target-rankings are 0 or more")
     if args.annotators == "people" and args.target_rankings < 1:
         raise StoreError("--annotators people needs --target-rankings M (rankings to wait for each round)")
     if args.annotators == "people" and args.method != "dpo":

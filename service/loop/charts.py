@@ -11,10 +11,11 @@ W, H, PAD_L, PAD_R, PAD_T, PAD_B = 560, 220, 56, 16, 28, 36
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
-def _svg(body: str, title: str, height: int = H) -> str:
-    return (f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {W} {height}" width="{W}" '
-            f'height="{height}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">'
-            f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>{body}</svg>')
+def _svg(body: str, title: str, height: int = H, width: int = W) -> str:
+    return (f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" '
+            f'font-size="11"><text x="{W / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>'
+            f'{body}</svg>')
 
 
 def _scale(lo: float, hi: float, a: float, b: float):
@@ -119,8 +120,7 @@ def lineage_chart(chain: list[dict], title: str) -> str:
         if i:
             body += (f'<line x1="{x0 - gap + 2}" y1="75" x2="{x0 - 2}" y2="75" stroke="#555" '
                      'marker-end="url(#arrow)"/>')
-    svg = _svg(body, title, 130)
-    return svg.replace(f'viewBox="0 0 {W} 130" width="{W}"', f'viewBox="0 0 {width} 130" width="{width}"')
+    return _svg(body, title, 130, width)
 
 
 def empty(title: str) -> str:
