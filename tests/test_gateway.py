@@ -176,6 +176,7 @@ def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, 
             cli(service["data"], "deploy", str(service["green"]), *endpoint["green"])
             green_at = time.monotonic()
             _after_answers(seen, green_at, 3)
+            rolling_back = time.monotonic()  # requests from here on may get either until rollback returns
             cli(service["data"], "rollback")
             blue_at = time.monotonic()
             _after_answers(seen, blue_at, 3)
@@ -185,7 +186,7 @@ def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, 
                 t.join()
         assert failures == []
         # Every request that started after a switch returned went to the model switched to.
-        phases = {"blue": [m for t, m in seen if t < green_at], "green": [m for t, m in seen if green_at <= t < blue_at],
+        phases = {"blue": [m for t, m in seen if t < green_at], "green": [m for t, m in seen if green_at <= t < rolling_back],
                   "rollback": [m for t, m in seen if t >= blue_at]}
         assert len(phases["green"]) >= 3 and set(phases["green"]) == {"green"}, phases
         assert len(phases["rollback"]) >= 3 and set(phases["rollback"]) == {"blue"}, phases
