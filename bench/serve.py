@@ -2,12 +2,19 @@
 
 Builds the bench-size model (briefly trained), starts one vLLM server with a key,
 starts `rankloop serve` and deploys that server as the route `current` (`--endpoint`), so both
-ways reach the very same engine. At 1, 8 and 32 concurrent streaming clients (the `openai`
-client, `stream=True`, max_tokens tokens each: `ignore_eos`), each way in turn: completion tokens/s and
-time-to-first-token p50/p99. The ratio to the direct way, measured in the same run, is the
-gateway's cost.
+ways reach the very same engine. At 1, 8 and 32 concurrent streaming clients (chat completions,
+`stream=True`, max_tokens tokens each with `ignore_eos`), each way in turn: completion tokens/s,
+time-to-first-token p50/p99, and the CPU time each process spent per 1,000 tokens (the clients,
+the gateway, vLLM's HTTP frontend, its engine). The ratio to the direct way, measured in the
+same run, is the gateway's cost.
 
-    python bench/serve.py [--requests 96] [--tokens 64] [--repeat 3] [--json out.json]
+The clients read the event stream raw (aiohttp) and parse only the lines they need: everything
+here shares 2 cores, and the `openai` client's per-chunk parsing would take a share of them
+that is no part of either way. By default each client sends its next request as soon as its
+last one ends (a closed loop); `--think-ms` adds a random pause, as real clients have.
+
+    python bench/serve.py [--requests 96] [--tokens 64] [--repeat 3] [--levels 1 8 32] [--think-ms 0]
+                          [--engine-nice N] [--reserved-cores N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -15,15 +22,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from statistics import quantiles
 
+import aiohttp
 import httpx
-import openai
+import psutil
 
 # bench/ holds scripts named like the packages (policy.py, reward.py): the repository comes first instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -39,42 +49,75 @@ LEVELS = (1, 8, 32)
 QUESTION = [{"role": "user", "content": "Tell me about the weather in the mountains."}]
 
 
-async def one(client: openai.AsyncOpenAI, model: str, tokens: int) -> tuple[float, int]:
+async def one(http: aiohttp.ClientSession, base_url: str, key: str, model: str, tokens: int) -> tuple[float, int]:
+    """One streamed chat completion: seconds to its first text, and its completion tokens (from the
+    usage chunk). Lines are read raw and only the few that matter are parsed, so the measuring
+    client takes as little as it can of the cores the gateway and the engine share."""
     t0 = time.perf_counter()
-    first, done = None, 0
-    stream = await client.chat.completions.create(model=model, messages=QUESTION, max_tokens=tokens, stream=True,
-                                                  stream_options={"include_usage": True}, temperature=1.0,
-                                                  # every request the same length: both ways do equal work
-                                                  extra_body={"ignore_eos": True})
-    async for chunk in stream:
-        if first is None and chunk.choices and chunk.choices[0].delta.content:
-            first = time.perf_counter() - t0
-        if chunk.usage:
-            done = chunk.usage.completion_tokens
-    return first if first is not None else time.perf_counter() - t0, done
+    first, last = None, b""
+    async with http.post(f"{base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={
+            "model": model, "messages": QUESTION, "max_tokens": tokens, "stream": True, "temperature": 1.0,
+            "stream_options": {"include_usage": True},
+            "ignore_eos": True}) as resp:  # every request the same length: both ways do equal work
+        resp.raise_for_status()
+        async for line in resp.content:
+            if not line.startswith(b"data: {"):
+                continue
+            if first is None and b'"content":"' in line and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                first = time.perf_counter() - t0
+            last = line
+    usage = json.loads(last[6:]).get("usage") or {}
+    return first if first is not None else time.perf_counter() - t0, int(usage.get("completion_tokens") or 0)
 
 
-async def level(base_url: str, key: str, model: str, clients: int, requests: int, tokens: int) -> dict:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600,
-                                http_client=openai.DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=64)))
+async def level(base_url: str, key: str, model: str, clients: int, requests: int, tokens: int,
+                think_s: float = 0.0) -> dict:
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600),
+                                 connector=aiohttp.TCPConnector(limit=64))
     queue = list(range(requests))
-    ttfts, total = [], 0
+    ttfts, slow, total = [], [], 0
 
     async def worker() -> None:
         nonlocal total
         while queue:
             queue.pop()
-            ttft, n = await one(client, model, tokens)
+            if think_s:  # a client's pause before its next request, random so clients drift apart
+                await asyncio.sleep(random.uniform(0, 2 * think_s))
+            sent = time.perf_counter() - t0
+            ttft, n = await one(http, base_url, key, model, tokens)
             ttfts.append(ttft)
+            if ttft > 1.0:  # when in the run the outliers were sent, to tell a stall from a slow start
+                slow.append([round(sent, 3), round(ttft * 1000, 1)])
             total += n
 
-    await one(client, model, 4)  # warm the connection
+    await one(http, base_url, key, model, 4)  # warm the connection
     t0 = time.perf_counter()
     await asyncio.gather(*[worker() for _ in range(clients)])
     wall = time.perf_counter() - t0
-    await client.close()
+    await http.close()
     return {"clients": clients, "requests": requests, "tokens": total, "seconds": wall, "tokens_per_s": total / wall,
-            **ttft_quantiles(ttfts), "ttfts": ttfts}
+            **ttft_quantiles(ttfts), "ttfts": ttfts, "over_1s": slow}
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of these processes so far."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measured(procs: dict[str, list[psutil.Process]], run: Coroutine) -> dict:
+    """The level `run` measures, with the CPU seconds each process (tree) spent during it, per 1,000 tokens."""
+    before = {name: cpu_seconds(p) for name, p in procs.items()}
+    result = asyncio.run(run)
+    k = result["tokens"] / 1000
+    result["cpu_ms_per_1k_tokens"] = {name: (cpu_seconds(p) - before[name]) * 1000 / k for name, p in procs.items()}
+    return result
 
 
 def ttft_quantiles(ttfts: list[float]) -> dict:
@@ -87,7 +130,10 @@ def combine(runs: list[dict]) -> dict:
     moves a single run's median by +-15 ms, more than the gateway's cost)."""
     best = max(runs, key=lambda r: r["tokens_per_s"])
     ttfts = [t for r in runs for t in r["ttfts"]]
-    return {**{k: v for k, v in best.items() if k != "ttfts"}, **ttft_quantiles(ttfts), "ttft_samples": len(ttfts)}
+    cpu = {name: sum(r["cpu_ms_per_1k_tokens"][name] for r in runs) / len(runs) for name in best["cpu_ms_per_1k_tokens"]}
+    return {**{k: v for k, v in best.items() if k not in ("ttfts", "over_1s")}, **ttft_quantiles(ttfts),
+            "ttft_samples": len(ttfts), "cpu_ms_per_1k_tokens": cpu,
+            "first_token_over_1s": [[i, *x] for i, r in enumerate(runs) for x in r["over_1s"]]}
 
 
 def main() -> None:
@@ -99,6 +145,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each way per level: the best throughput "
                     "counts, and TTFT over all of them")
     ap.add_argument("--pretrain-steps", type=int, default=60, help="pretraining steps for the model (default 60)")
+    ap.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="concurrent clients per level")
+    ap.add_argument("--reserved-cores", type=int, default=None, help="cores kept from the engine for HTTP "
+                    "(VLLM_CPU_NUM_OF_RESERVED_CPU; default: the service's choice)")
+    ap.add_argument("--engine-nice", type=int, default=None, help="niceness of the engine's threads (default: "
+                    "the service's choice, 10 on CPU)")
+    ap.add_argument("--think-ms", type=float, default=0.0, help="mean pause of a client between its requests "
+                    "(uniform from 0 to twice this; default 0: each sends its next request at once)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--work", type=Path, default=None, help="where the model, logs and data go (removed after)")
     args = ap.parse_args()
@@ -113,7 +166,8 @@ def main() -> None:
         # which would hide the first token's time.
         model_dir = build(PretrainConfig(output_dir=work / "model", size=args.size, steps=args.pretrain_steps))
         vllm_key = secrets.token_urlsafe(16)
-        server = start_server(model_dir, VLLMOptions(dtype="float32"), work / "logs", served_name="bench",
+        server = start_server(model_dir, VLLMOptions(dtype="float32", cpu_reserved_cores=args.reserved_cores,
+                                                 engine_nice=args.engine_nice), work / "logs", served_name="bench",
                               api_key=vllm_key)
         try:
             data = work / "data"
@@ -125,14 +179,18 @@ def main() -> None:
                 r = httpx.post(f"{url}/admin/deploy", headers=admin, timeout=600, json={
                     "model_id": model_id, "endpoint": f"http://127.0.0.1:{server.port}", "endpoint_key": vllm_key})
                 r.raise_for_status()
-                for clients in LEVELS:
+                service = json.loads((data / "service.json").read_text())["pid"]
+                vllm = psutil.Process(server.process.pid)  # vLLM's HTTP frontend; its engine is a child
+                frontend = {"bench_clients": [psutil.Process()], "gateway": [psutil.Process(service)],
+                            "vllm_frontend": [vllm], "vllm_engine": vllm.children(recursive=True)}
+                for clients in args.levels:
                     n = max(args.requests, clients)
                     runs: dict[str, list[dict]] = {"direct": [], "gateway": []}
                     for _ in range(args.repeat):  # interleaved, so drift on this noisy VM hits both ways
-                        runs["direct"].append(asyncio.run(level(server.base_url, vllm_key, "bench", clients, n,
-                                                                args.tokens)))
-                        runs["gateway"].append(asyncio.run(level(f"{url}/v1", key, "current", clients, n,
-                                                                 args.tokens)))
+                        runs["direct"].append(measured(frontend, level(
+                            server.base_url, vllm_key, "bench", clients, n, args.tokens, args.think_ms / 1000)))
+                        runs["gateway"].append(measured(frontend, level(
+                            f"{url}/v1", key, "current", clients, n, args.tokens, args.think_ms / 1000)))
                     direct, gateway = combine(runs["direct"]), combine(runs["gateway"])
                     results.append({"clients": clients, "direct": direct, "gateway": gateway,
                                     "throughput_ratio": gateway["tokens_per_s"] / direct["tokens_per_s"],
@@ -144,7 +202,9 @@ def main() -> None:
         for way in ("direct", "gateway"):
             r = row[way]
             print(f"{row['clients']:7d} {way:>8} {r['tokens_per_s']:9.1f} {r['ttft_p50_ms']:7.1f}ms "
-                  f"{r['ttft_p99_ms']:7.1f}ms")
+                  f"{r['ttft_p99_ms']:7.1f}ms  over 1 s (run, sent at s, ms): {r['first_token_over_1s']}")
+            print(f"{'':17} CPU ms per 1k tokens: " + ", ".join(
+                f"{name} {ms:.0f}" for name, ms in r["cpu_ms_per_1k_tokens"].items()))
         print(f"{'':7} gateway/direct throughput {row['throughput_ratio']:.3f}x, TTFT p50 "
               f"{row['ttft_p50_added_ms']:+.1f} ms")
     if args.json:

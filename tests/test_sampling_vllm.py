@@ -129,6 +129,17 @@ def _pgid(p: psutil.Process) -> int | None:
         return None
 
 
+def test_engine_threads_yield_to_http(server) -> None:
+    """On CPU the engine's threads (which spin on every core) run at niceness 10, its HTTP frontend at
+    the niceness it was started with, so requests and streamed tokens are not kept waiting for a core."""
+    frontend = psutil.Process(server.process.pid)
+    engines = frontend.children(recursive=True)
+    assert engines, "the server should have an engine process"
+    niceness = {os.getpriority(os.PRIO_PROCESS, t.id) for p in engines for t in p.threads()}
+    assert niceness == {10}, niceness
+    assert os.getpriority(os.PRIO_PROCESS, frontend.pid) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def test_stop_leaves_no_engine_or_worker(server) -> None:
     """Runs last in this module: it stops the module's server."""
     members = [p for p in psutil.process_iter() if _pgid(p) == server.process.pid]

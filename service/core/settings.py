@@ -45,6 +45,10 @@ class VLLMOptions(BaseModel):
     cpu_reserved_cores: int | None = Field(
         None, ge=0, description="CPU only: cores vLLM keeps for its HTTP frontend "
         "(default: 0 on machines with 4 cores or fewer, where giving the engine every core is faster; else vLLM's)")
+    engine_nice: int | None = Field(
+        None, ge=0, le=19, description="CPU only: niceness of the engine's threads, which spin on every core, so "
+        "HTTP (the gateway, the annotator app, vLLM's own frontend) runs first (default: 10 with the CPU build of "
+        "vLLM, else 0 = left as started)")
     seed: int = Field(0, description="engine-level seed (a per-request seed crashes the CPU engine)")
     startup_timeout_s: float = Field(300.0, gt=0, description="how long to wait for /health")
     extra_args: list[str] = Field(default_factory=list, description="more api_server flags, as a list or one string")

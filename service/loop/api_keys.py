@@ -15,6 +15,19 @@ from service.core.store import Store
 
 SCOPES = ("client", "admin")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Moved by every create and revoke, after its commit. While the service runs it is the only writer
+# of the database, so its in-memory view of the keys (service/gateway/keys.py) is current exactly
+# when this has not moved since it was read.
+_changes = 0
+
+
+def changes() -> int:
+    return _changes
+
+
+def _changed() -> None:
+    global _changes
+    _changes += 1
 
 
 def key_hash(key: str) -> str:
@@ -38,6 +51,7 @@ def create_key(store: Store, name: str, scope: str = "client", rpm: int | None =
             raise StoreError(f"a key named {name!r} exists; revoke it or pick another name")
         cur.execute("INSERT INTO api_keys (name, key_hash, prefix, scope, rpm, tpm, log_traffic) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [name, key_hash(key), key[:7], scope, rpm, tpm, log_traffic])
+    _changed()
     return key
 
 
@@ -46,6 +60,7 @@ def revoke_key(store: Store, name: str) -> None:
         if cur.execute("UPDATE api_keys SET revoked_at = now() WHERE name = ? AND revoked_at IS NULL RETURNING id",
                        [name]).fetchone() is None:
             raise NotFound(f"no active key named {name!r}; `rankloop keys list` shows them")
+    _changed()
 
 
 def list_keys(store: Store) -> list[dict]:
