@@ -115,7 +115,7 @@ def measured(procs: dict[str, list[psutil.Process]], run: Coroutine) -> dict:
     """The level `run` measures, with the CPU seconds each process (tree) spent during it, per 1,000 tokens."""
     before = {name: cpu_seconds(p) for name, p in procs.items()}
     result = asyncio.run(run)
-    k = result["tokens"] / 1000
+    k = max(result["tokens"], 1) / 1000
     result["cpu_ms_per_1k_tokens"] = {name: (cpu_seconds(p) - before[name]) * 1000 / k for name, p in procs.items()}
     return result
 

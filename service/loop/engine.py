@@ -245,14 +245,24 @@ def lower_engine_priority(server: VLLMServer, nice: int) -> None:
         return
     try:
         engines = psutil.Process(server.process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         return
+    failed = []
     for proc in engines:
         try:
-            for thread in proc.threads():
-                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
-        except (psutil.Error, OSError):  # gone meanwhile, or a thread that just ended
+            threads = proc.threads()
+        except psutil.Error:  # gone meanwhile
             continue
+        for thread in threads:
+            try:
+                os.setpriority(os.PRIO_PROCESS, thread.id, max(nice, os.getpriority(os.PRIO_PROCESS, thread.id)))
+            except ProcessLookupError:  # a thread that just ended
+                continue
+            except OSError as e:
+                failed.append(f"{thread.id}: {e.strerror}")
+    if failed:
+        print(f"rankloop: could not lower the priority of {len(failed)} engine threads of {server.served_name} "
+              f"({failed[0]}); HTTP may wait for the engine", file=sys.stderr)
 
 
 def _wait_healthy(server: VLLMServer, timeout_s: float) -> None:
