@@ -181,15 +181,15 @@ def main() -> None:
                 r.raise_for_status()
                 service = json.loads((data / "service.json").read_text())["pid"]
                 vllm = psutil.Process(server.process.pid)  # vLLM's HTTP frontend; its engine is a child
-                frontend = {"bench_clients": [psutil.Process()], "gateway": [psutil.Process(service)],
+                procs = {"bench_clients": [psutil.Process()], "gateway": [psutil.Process(service)],
                             "vllm_frontend": [vllm], "vllm_engine": vllm.children(recursive=True)}
                 for clients in args.levels:
                     n = max(args.requests, clients)
                     runs: dict[str, list[dict]] = {"direct": [], "gateway": []}
                     for _ in range(args.repeat):  # interleaved, so drift on this noisy VM hits both ways
-                        runs["direct"].append(measured(frontend, level(
+                        runs["direct"].append(measured(procs, level(
                             server.base_url, vllm_key, "bench", clients, n, args.tokens, args.think_ms / 1000)))
-                        runs["gateway"].append(measured(frontend, level(
+                        runs["gateway"].append(measured(procs, level(
                             f"{url}/v1", key, "current", clients, n, args.tokens, args.think_ms / 1000)))
                     direct, gateway = combine(runs["direct"]), combine(runs["gateway"])
                     results.append({"clients": clients, "direct": direct, "gateway": gateway,

@@ -245,7 +245,7 @@ def lower_engine_priority(server: VLLMServer, nice: int) -> None:
         return
     try:
         engines = psutil.Process(server.process.pid).children(recursive=True)
-    except psutil.Error:
+    except psutil.Error:  # the server is gone already: whoever supervises it sees that, not this
         return
     failed = []
     for proc in engines:
