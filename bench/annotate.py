@@ -7,14 +7,13 @@ until `--rankings` rankings per level are stored. The baseline, in the same run,
 the same number of ranking rows inserted straight into the same DuckDB file, one
 committed transaction per row (what an acknowledged submit costs at the bottom).
 
-    python bench/annotate.py [--rankings 1000] [--json out.json]
+    python -m bench.annotate [--rankings 1000] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
@@ -25,13 +24,10 @@ from statistics import quantiles
 import httpx
 
 # bench/ holds scripts named like the packages (policy.py, reward.py): the repository comes first instead.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
-from seeding import seed_tasks  # noqa: E402
-from servicectl import admin_headers, running_service  # noqa: E402
-
-from annotator.accounts import add_annotator  # noqa: E402
-from service.core.store import Store  # noqa: E402
+from annotator.accounts import add_annotator
+from service.core.store import Store
+from tests.support.seeding import seed_tasks
+from tests.support.servicectl import admin_headers, running_service
 
 LEVELS = (1, 8, 32)
 

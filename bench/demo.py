@@ -3,7 +3,7 @@
 
 Targets on 2 cores: under 10 minutes first, under 5 minutes cached.
 
-    python bench/demo.py [--small] [--json out.json]
+    python -m bench.demo [--small] [--json out.json]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ pretrained here (no download):
    vLLM, the same steps and batch, as a ratio (time outside the training loop, vLLM's start-up
    included, is reported apart), and the transformers-generated GRPO policy's win rate.
 
-    python bench/policy.py [--dpo-steps 60] [--grpo-steps 40] [--json bench/policy.json]
+    python -m bench.policy [--dpo-steps 60] [--grpo-steps 40] [--json bench/policy.json]
 """
 
 from __future__ import annotations
@@ -19,15 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repository, not bench/ (named like packages)
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
-from loopkit import build_loop, chat_model, evaluation, model_id, model_row, rankloop, write_yaml  # noqa: E402
+from tests.support.loopkit import (
+    build_loop,
+    chat_model,
+    evaluation,
+    model_id,
+    model_row,
+    rankloop,
+    write_yaml,
+)
 
 
 def figures(data: Path, model: int, against: int) -> dict:

@@ -8,7 +8,7 @@ covered x training rankings / seconds), held-out pairwise accuracy and agreement
 hidden preference for each, and the speed ratio listwise / pairwise. Listwise scores each
 response once per ranking (4 forward passes); pairwise scores both sides of all 6 pairs (12).
 
-    python bench/reward.py [--seconds 30] [--prompts 200] [--json out.json]
+    python -m bench.reward [--seconds 30] [--prompts 200] [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,22 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # This file is named like the `reward` package: take the script's own folder off the path.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
-from seeding import seed_rankings  # noqa: E402
-
-from policy.pretrain import PretrainConfig  # noqa: E402
-from policy.pretrain import main as pretrain  # noqa: E402
-from reward.train import RewardTrainConfig  # noqa: E402
-from reward.train import main as train  # noqa: E402
-from service.core.store import Store  # noqa: E402
-from service.loop.snapshots import SnapshotFilters, create_snapshot  # noqa: E402
+from policy.pretrain import PretrainConfig
+from policy.pretrain import main as pretrain
+from reward.train import RewardTrainConfig
+from reward.train import main as train
+from service.core.store import Store
+from service.data.snapshots import SnapshotFilters, create_snapshot
+from tests.support.seeding import seed_rankings
 
 
 def main() -> None:

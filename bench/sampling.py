@@ -6,8 +6,8 @@ the weights say), then generates prompts x system prompts x K samples of exactly
 `--tokens` tokens each (min = max tokens, so every way does the same work) three ways
 and prints tokens/s (best of --repeat runs) and the ratios sampler/transformers and sampler/offline-vLLM.
 
-    python bench/sampling.py                       # 64 prompts x 2 system prompts x 4 x 64 tokens
-    python bench/sampling.py --prompts 8 --json out.json
+    python -m bench.sampling                       # 64 prompts x 2 system prompts x 4 x 64 tokens
+    python -m bench.sampling --prompts 8 --json out.json
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 # bench/ holds scripts named like the packages (policy.py, reward.py): the repository comes first instead.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
@@ -37,7 +35,7 @@ def workload(n_prompts: int) -> list[str]:
 
 
 def chats(prompts: list[str], k: int) -> list[list[dict]]:
-    from service.loop.sampler import messages
+    from service.engine.sampler import messages
 
     return [messages(sp, p) for p in prompts for sp in SYSTEM_PROMPTS.values() for _ in range(k)]
 
@@ -69,9 +67,9 @@ def bench_sampler(model_dir: Path, prompts: list[str], k: int, tokens: int, dtyp
     from service.core.registry import find_or_register
     from service.core.settings import VLLMOptions
     from service.core.store import Store
-    from service.loop.engine import start_server
-    from service.loop.prompts import add_prompts, add_system_prompts, latest_system_prompts
-    from service.loop.sampler import Endpoint, SamplingParams, sample
+    from service.data.prompts import add_prompts, add_system_prompts, latest_system_prompts
+    from service.engine.sampler import Endpoint, SamplingParams, sample
+    from service.engine.server import start_server
 
     server = start_server(model_dir, VLLMOptions(dtype=dtype), workdir)
     runs = []
@@ -95,7 +93,7 @@ def bench_sampler(model_dir: Path, prompts: list[str], k: int, tokens: int, dtyp
 def bench_offline(model_dir: Path, convs: list[list[dict]], tokens: int, dtype: str,
                   repeat: int) -> list[tuple[int, float]]:
     from service.core.settings import VLLMOptions
-    from service.loop.engine import engine_env
+    from service.engine.server import engine_env
 
     os.environ.update(engine_env(VLLMOptions(dtype=dtype)))  # the same engine settings as rankloop's servers
     from vllm import LLM, SamplingParams

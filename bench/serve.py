@@ -13,7 +13,7 @@ here shares 2 cores, and the `openai` client's per-chunk parsing would take a sh
 that is no part of either way. By default each client sends its next request as soon as its
 last one ends (a closed loop); `--think-ms` adds a random pause, as real clients have.
 
-    python bench/serve.py [--requests 96] [--tokens 64] [--repeat 3] [--levels 1 8 32] [--think-ms 0]
+    python -m bench.serve [--requests 96] [--tokens 64] [--repeat 3] [--levels 1 8 32] [--think-ms 0]
                           [--engine-nice N] [--reserved-cores N] [--json out.json]
 """
 
@@ -24,7 +24,6 @@ import asyncio
 import json
 import random
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import Coroutine
@@ -36,14 +35,11 @@ import httpx
 import psutil
 
 # bench/ holds scripts named like the packages (policy.py, reward.py): the repository comes first instead.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
-from servicectl import admin_headers, running_service  # noqa: E402
-
-from service.core.registry import register_model  # noqa: E402
-from service.core.settings import VLLMOptions  # noqa: E402
-from service.core.store import Store  # noqa: E402
-from service.loop.engine import start_server  # noqa: E402
+from service.core.registry import register_model
+from service.core.settings import VLLMOptions
+from service.core.store import Store
+from service.engine.server import start_server
+from tests.support.servicectl import admin_headers, running_service
 
 LEVELS = (1, 8, 32)
 QUESTION = [{"role": "user", "content": "Tell me about the weather in the mountains."}]

@@ -1,15 +1,23 @@
-"""The layout's import rules, read from the source with `ast` (nothing is imported).
+"""The layout's import rules, read from the source with `ast` (nothing is imported). This file is the
+one statement of the layers; the README's architecture section points here.
 
-Layers, and what each may import of ours (arrows point one way):
+Layers, and what each may import of ours besides itself (arrows point one way, down the list):
 
-    service.cli   -> service.web (to start `serve`), service.loop, service.core, annotator, reward, policy
-    service.web   -> service.gateway, service.loop, service.core, annotator, reward
-    service.gateway -> service.loop, service.core, annotator, reward
-    service.loop  -> service.core, annotator, reward, policy
-    annotator     -> service.core, reward.conversation (the conversation format)
-    service.core  -> reward.configfile (the YAML/flags helper the trainers share)
-    policy        -> reward
-    reward        -> nothing of ours
+    service.cli      -> service.web (to start `serve`), service.control, service.jobs, service.engine,
+                        service.data, service.core, annotator, reward, policy
+    service.web      -> service.gateway, service.control, service.jobs, service.engine, service.report,
+                        service.core, annotator, reward
+    service.control  -> service.jobs, service.report, service.gateway, service.engine, service.data,
+                        service.core, annotator, reward
+    service.jobs     -> service.engine, service.data, service.core, annotator, reward, policy
+    service.report   -> service.data, service.gateway.deploy_records, service.core, annotator
+    service.gateway  -> service.engine, service.data, service.core, reward (never annotator)
+    service.engine   -> service.core, reward
+    service.data     -> service.core, annotator, reward
+    annotator        -> service.core, reward.conversation (the conversation format)
+    service.core     -> reward.configfile (the YAML/flags helper the trainers share)
+    policy           -> reward
+    reward           -> nothing of ours
 
 Every import counts, the ones inside functions too, so no cycle can hide behind a lazy import.
 """
@@ -23,10 +31,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("service", "annotator", "reward", "policy")
 RULES: dict[str, tuple[str, ...]] = {
-    "service.cli": ("service.cli", "service.web", "service.loop", "service.core", "annotator", "reward", "policy"),
-    "service.web": ("service.web", "service.gateway", "service.loop", "service.core", "annotator", "reward"),
-    "service.gateway": ("service.gateway", "service.loop", "service.core", "annotator", "reward"),
-    "service.loop": ("service.loop", "service.core", "annotator", "reward", "policy"),
+    "service.cli": ("service.cli", "service.web", "service.control", "service.jobs", "service.engine", "service.data",
+                    "service.core", "annotator", "reward", "policy"),
+    "service.web": ("service.web", "service.gateway", "service.control", "service.jobs", "service.engine",
+                    "service.report", "service.core", "annotator", "reward"),
+    "service.control": ("service.control", "service.jobs", "service.report", "service.gateway", "service.engine",
+                        "service.data", "service.core", "annotator", "reward"),
+    "service.jobs": ("service.jobs", "service.engine", "service.data", "service.core", "annotator", "reward", "policy"),
+    "service.report": ("service.report", "service.data", "service.gateway.deploy_records", "service.core", "annotator"),
+    "service.gateway": ("service.gateway", "service.engine", "service.data", "service.core", "reward"),
+    "service.engine": ("service.engine", "service.core", "reward"),
+    "service.data": ("service.data", "service.core", "annotator", "reward"),
     "service.core": ("service.core", "reward.configfile"),
     "annotator": ("annotator", "service.core", "reward.conversation"),
     "policy": ("policy", "reward"),
@@ -105,10 +120,10 @@ def test_no_import_cycles() -> None:
 
 
 def test_the_rules_catch_a_wrong_import() -> None:
-    """The checker itself: a lazy import of the service from reward/, and the web layer from the loop."""
+    """The checker itself: a lazy import of the service from reward/, and the annotator from the gateway."""
     found = imports({"reward.bad": "import os\n\ndef f():\n    from service.core.store import Store\n",
-                     "service.loop.bad": "from service.web import app\n", "service.web": "", "service.web.app": ""})
+                     "service.gateway.bad": "from annotator import queue\n", "annotator": "", "annotator.queue": "", "service.web": "", "service.web.app": ""})
     assert broken_rules(found) == [
         "reward.bad (line 4) imports service.core.store: reward may import only reward",
-        "service.loop.bad (line 1) imports service.web.app: service.loop may import only service.loop, "
-        "service.core, annotator, reward, policy"]
+        "service.gateway.bad (line 1) imports annotator.queue: service.gateway may import only service.gateway, "
+        "service.engine, service.data, service.core, reward"]

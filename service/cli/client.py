@@ -2,7 +2,7 @@
 
 `connect(settings)` yields a client for the data directory: the running service's admin
 API when `rankloop serve` holds it, else the database itself in this process. Either way
-`client.call(NAME, **params)` runs the operation NAME of `service.loop.commands` and
+`client.call(NAME, **params)` runs the operation NAME of `service.control.commands` and
 returns its JSON result, with the same errors: a user error raises with its message (exit
 code 2), a failed operation with exit code 1. Files travel over HTTP: an upload parameter's
 file is streamed as the request body, a download parameter's file is streamed back and
@@ -26,15 +26,15 @@ from tqdm.auto import tqdm
 
 from reward.configfile import ConfigError, format_errors
 from service.cli.output import print_table
+from service.control.commands import COMMANDS, Command, Context
+from service.control.scoring import ScorerCache
 from service.core.discovery import admin_key, find_service
 from service.core.errors import CommandFailed, DataDirBusy, StoreError
 from service.core.paths import atomic_file
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop.commands import COMMANDS, Command, Context
-from service.loop.engines import EngineSupervisor
-from service.loop.jobs import FINISHED, JobRunner
-from service.loop.scoring import ScorerCache
+from service.engine.supervisor import EngineSupervisor
+from service.jobs.runner import FINISHED, JobRunner
 
 CHUNK = 1 << 20
 

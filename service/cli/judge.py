@@ -14,11 +14,11 @@ from pathlib import Path
 
 from annotator import simulate_run
 from service.cli.client import connect, show_table
+from service.control.judges import GenerativeJudge, RewardJudge, run_judge
 from service.core.discovery import admin_key
 from service.core.errors import StoreError
 from service.core.settings import Settings
-from service.loop.engine import start_server
-from service.loop.judges import GenerativeJudge, RewardJudge, run_judge
+from service.engine.server import start_server
 
 
 def cmd_judge(args: argparse.Namespace, settings: Settings) -> None:

@@ -4,7 +4,7 @@ annotators, or people until a target) -> snapshot without the unreliable annotat
 model -> policy -> evaluation against the sampled model through the gate -> deploy only a winner.
 
 Shared by `rankloop demo` (one round) and `rankloop loop` (N rounds). Each step's result is
-recorded on the round (service/loop/rounds.py) before the next starts, so a round stopped by a
+recorded on the round (service/data/rounds.py) before the next starts, so a round stopped by a
 crash or Ctrl-C resumes at the step it was in.
 """
 
@@ -21,7 +21,7 @@ from service.cli.output import print_table, report_job
 from service.core.discovery import admin_key
 from service.core.errors import CommandFailed
 from service.core.settings import Settings
-from service.loop.rounds import STEPS, next_step
+from service.data.rounds import STEPS, next_step
 
 
 @dataclass

@@ -23,9 +23,9 @@ from service.core.errors import StoreError
 from service.core.registry import get_model
 from service.core.settings import Settings
 from service.core.store import Store
+from service.engine.server import EngineStartError, VLLMServer
+from service.gateway.deploy_records import current_deployment
 from service.gateway.upstreams import Pool, endpoint_upstream, start_replica
-from service.loop.deployments import current_deployment
-from service.loop.engine import EngineStartError, VLLMServer
 
 BACKOFF_S = (1, 2, 4, 8, 16, 30)
 

@@ -1,5 +1,5 @@
 """What served traffic gives back to the loop: feedback on responses and rankings from clients'
-votes (prompts for the next round: service/loop/served.py).
+votes (prompts for the next round: service/data/traffic_prompts.py).
 
     POST /v1/feedback {"response_id": "chatcmpl-...", "score": 0.8 | "thumbs": "up", "comment": "..."}
     POST /v1/feedback {"response_id": "chatcmpl-...", "preferred_index": 1}
@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reward.conversation import conversation_key
 from service.core.store import Store
+from service.data.prompts import NO_SYSTEM_PROMPT
+from service.data.snapshots import TRAFFIC_ANNOTATOR
+from service.data.traffic_prompts import conversation
 from service.gateway.keys import Key
 from service.gateway.schemas import GatewayError
-from service.loop.prompts import NO_SYSTEM_PROMPT
-from service.loop.served import conversation
-from service.loop.snapshots import TRAFFIC_ANNOTATOR
 
 
 class Feedback(BaseModel):

@@ -1,4 +1,4 @@
-"""The gateway's side of API keys (stored by service/loop/api_keys.py): lookups, limits, usage.
+"""The gateway's side of API keys (stored by service/gateway/key_records.py): lookups, limits, usage.
 
 Usage (requests, prompt and completion tokens, last use) is counted in memory and written
 every few seconds and when the service stops: counters are statistics, not acknowledged
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from service.core.store import Store
 from service.gateway.flusher import PeriodicFlush
-from service.loop.api_keys import changes, key_hash
+from service.gateway.key_records import changes, key_hash
 
 WINDOW_S = 60.0
 

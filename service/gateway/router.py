@@ -31,13 +31,13 @@ from pydantic import ValidationError
 from service.core.errors import StoreError
 from service.core.settings import Settings
 from service.core.store import Store
+from service.data.prompts import latest_system_prompts
 from service.gateway.deploy import Deployer
 from service.gateway.feedback import Feedback, record_feedback
 from service.gateway.keys import Key, KeyBook
 from service.gateway.proxy import Outcome, fetch, forward
 from service.gateway.schemas import ChatRequest, CompletionRequest, GatewayError, parse
 from service.gateway.traffic import TrafficLog
-from service.loop.prompts import latest_system_prompts
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
 ARENA = "arena"

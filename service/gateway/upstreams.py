@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from service.core.settings import VLLMOptions
-from service.loop.engine import EngineStartError, VLLMServer, start_server
+from service.engine.server import EngineStartError, VLLMServer, start_server
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`/admin/*`: every operation of `service.loop.commands`, over HTTP, for admins only.
+"""`/admin/*`: every operation of `service.control.commands`, over HTTP, for admins only.
 
 Each row of the command table becomes one route (its method and path under /admin). JSON
 parameters come in the body (POST) or the query string (GET), path segments fill their
@@ -30,8 +30,8 @@ from starlette.background import BackgroundTask
 from annotator.accounts import get_annotator, session_valid
 from annotator.api import admin_key_ok, bearer_token
 from reward.configfile import format_errors
+from service.control.commands import COMMANDS, Command
 from service.core.errors import NotFound, StoreError, describe, exit_code
-from service.loop.commands import COMMANDS, Command
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

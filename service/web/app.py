@@ -24,17 +24,17 @@ from annotator.accounts import ExpiringSessions, LoginThrottle, SessionSigner, g
 from annotator.queue import NotLeased
 from annotator.ranking import RankingError
 from reward.configfile import ConfigError
+from service.control.commands import COMMANDS, Context
+from service.control.scoring import ScorerCache
 from service.core.errors import CLIENT_ERRORS, StoreError, describe
 from service.core.paths import DataPaths, write_private
 from service.core.settings import Settings
 from service.core.store import Store
+from service.engine.supervisor import EngineSupervisor
 from service.gateway.router import Gateway
 from service.gateway.router import router as gateway_router
 from service.gateway.schemas import GatewayError
-from service.loop.commands import COMMANDS, Context
-from service.loop.engines import EngineSupervisor
-from service.loop.jobs import JobRunner
-from service.loop.scoring import ScorerCache
+from service.jobs.runner import JobRunner
 from service.web import admin
 from service.web.guard import AnnotatorLogin, BodyLimit, ClientAddress, SameOrigin, headers_of
 
@@ -145,7 +145,7 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
             acct = get_annotator(store, user) if user else None
             if acct is None or acct["role"] != "admin":
                 raise HTTPException(403, "admins only: log in to the annotator app with an admin account")
-            from service.loop.report import build_report
+            from service.report.report import build_report
 
             return HTMLResponse(build_report(store))
     # Outermost last: the size limit before anything reads the body, then the origin check.

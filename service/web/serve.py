@@ -18,7 +18,7 @@ from service.core.discovery import admin_key, write_service_file
 from service.core.errors import StoreError
 from service.core.settings import Settings
 from service.core.store import Store
-from service.loop.jobs import reap_stale
+from service.jobs.runner import reap_stale
 
 
 def serve(settings: Settings) -> None:

@@ -1,0 +1,288 @@
+"""Every operation an admin or an ML engineer runs, as one table: name -> HTTP route, parameters,
+and the one domain function that does it.
+
+The `rankloop` command calls an operation in its own process when no service runs, and
+through the running service's admin API when one does (`service.cli.client`); the service
+exposes each row as a route (`service.web.admin`). Both ends read this table, so there is
+no hand-written remote/local pair per command. A row may read a file (`upload`: the
+parameter names a file that travels as the request body) or write one (`download`: the
+parameter names where the caller wants it; the service streams it back).
+Long work is a job (`sample`, `jobs.start`): the call returns its id and the caller follows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from annotator import accounts, quality
+from annotator.queue import mark_gold
+from annotator.simulate_run import ensure_accounts
+from annotator.simulated import Profile
+from reward.conversation import check_messages
+from service.control import judges
+from service.control import serving_ops as serving
+from service.control.scoring import ScorerCache, prioritize
+from service.core import registry
+from service.core.errors import StoreError
+from service.core.settings import Settings
+from service.core.store import Store
+from service.data import exchange, lineage, prompts, rounds
+from service.data.snapshots import SnapshotFilters, create_snapshot
+from service.jobs import runner as jobs
+from service.jobs.sample_job import SampleJobConfig
+
+
+@dataclass
+class Context:
+    """What an operation runs with: the process's store, settings, job runner and scorer."""
+
+    store: Store
+    settings: Settings
+    jobs: jobs.JobRunner
+    scorers: ScorerCache
+    gateway: Any = None  # the service's Gateway (service/gateway/router.py); None in a CLI process
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Command:
+    method: Literal["GET", "POST"]
+    path: str  # under /admin; {field} segments are parameters
+    params: type[BaseModel]
+    run: Callable[[Context, Any], Any]
+    upload: str | None = None
+    download: str | None = None
+
+
+# -- parameters -------------------------------------------------------------
+
+
+class NoParams(Params):
+    pass
+
+
+class FileParams(Params):
+    file: Path
+    source_ref: str | None = Field(None, description="recorded as where the data came from (default the file name)")
+
+
+class PromptFile(FileParams):
+    source: Literal["seed", "import"] = "seed"
+
+
+class KindFilter(Params):
+    kind: Literal["pretrained", "sft", "reward", "policy", "external"] | None = None
+
+
+class ModelId(Params):
+    model_id: int
+
+
+class Promote(ModelId):
+    reason: str = Field(min_length=1)
+
+
+class JobId(Params):
+    job_id: int
+
+
+class StartJob(Params):
+    kind: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Export(Params):
+    format: Literal["trl", "hh", "jsonl"]
+    out: Path
+
+
+class NewAnnotator(Params):
+    name: str
+    role: str = Field("annotator", description="annotator | admin | simulated | import")
+    password: str | None = None
+    profile: str | None = Field(None, description="simulated annotators: their profile as JSON")
+
+
+class AnnotatorName(Params):
+    name: str
+
+
+class Simulated(Params):
+    profiles: dict[str, Profile]
+
+
+class Gold(Params):
+    task_id: int
+    ranks: list[int]
+
+
+class JudgeAccount(Params):
+    name: str
+    profile: dict[str, Any]
+
+
+class TemplateName(Params):
+    name: str
+
+
+class Board(Params):
+    by: Literal["system_prompt", "model"] = "system_prompt"
+
+
+class Rewards(Params):
+    prompt: str = Field(description="the user prompt (a one-message conversation), unless messages is given")
+    messages: list[dict[str, str]] | None = Field(None, description="the whole conversation the responses answer")
+    responses: list[str] = Field(min_length=1, max_length=64)
+
+
+# -- operations that are more than one call ----------------------------------
+
+
+def _status(ctx: Context, _: NoParams) -> dict:
+    return {"data_dir": str(ctx.settings.data_dir), "schema_version": ctx.store.schema_version(),
+            **ctx.store.counts(), "jobs_running": len(ctx.store.query(
+                "SELECT id FROM jobs WHERE status IN ('queued', 'running')")), **serving.routes(ctx, None)}
+
+
+def _prompts_add(ctx: Context, p: PromptFile) -> dict:
+    texts = prompts.read_prompt_file(p.file)  # validated whole before the database is touched
+    added, skipped = prompts.add_prompts(ctx.store, texts, source=p.source,
+                                         source_ref=p.source_ref or p.file.name)
+    return {"added": added, "skipped": skipped}
+
+
+
+
+def _promote(ctx: Context, p: Promote) -> dict:
+    registry.promote(ctx.store, p.model_id, f"promoted by hand: {p.reason}")
+    return registry.get_model(ctx.store, p.model_id)
+
+
+def _snapshot(ctx: Context, p: SnapshotFilters) -> dict:
+    s = create_snapshot(ctx.store, ctx.settings.data_dir, p)
+    return {"id": s.id, "created": s.created, "path": str(s.path), **s.manifest}
+
+
+def _import_hh(ctx: Context, p: FileParams) -> dict:
+    exchange.read_hh(p.file)  # validated whole before the database is touched
+    added, skipped = exchange.import_hh(ctx.store, p.file, source_ref=p.source_ref or p.file.name)
+    return {"added": added, "skipped": skipped}
+
+
+def _prioritize(ctx: Context, _: NoParams) -> dict:
+    model_id, scorer = ctx.scorers.get(ctx.store)
+    return {"model_id": model_id, "tasks": prioritize(ctx.store, scorer)}
+
+
+def _rewards(ctx: Context, p: Rewards) -> dict:
+    model_id, scorer = ctx.scorers.get(ctx.store)
+    problems = check_messages(p.messages) if p.messages is not None else []
+    if problems:
+        raise StoreError("; ".join(problems))
+    return {"model_id": model_id, "scores": scorer.score(p.messages or p.prompt, p.responses)}
+
+
+def _annotator_add(ctx: Context, p: NewAnnotator) -> dict:
+    new_id = accounts.add_annotator(ctx.store, p.name, p.role, p.password, p.profile)
+    return {"id": new_id, "name": p.name, "role": p.role}
+
+
+def _disable(ctx: Context, p: AnnotatorName) -> dict:
+    accounts.set_disabled(ctx.store, p.name, True)
+    return {"name": p.name, "disabled": True}
+
+
+def _gold(ctx: Context, p: Gold) -> dict:
+    mark_gold(ctx.store, p.task_id, p.ranks)
+    return {"task_id": p.task_id, "ranks": p.ranks}
+
+
+def _templates_add(ctx: Context, p: FileParams) -> list[dict]:
+    return judges.add_templates(ctx.store, prompts.read_system_prompt_file(p.file))
+
+
+def _start_job(ctx: Context, p: StartJob) -> dict:
+    if p.kind not in jobs.KINDS:
+        raise StoreError(f"unknown job kind {p.kind!r}; valid: {', '.join(jobs.KINDS)}")
+    return {"job_id": ctx.jobs.submit(p.kind, p.config, p.options, source=f"the {p.kind} job's config")}
+
+
+class QualityFilter(Params):
+    batch: str | None = Field(None, max_length=200, description="annotators' figures over this batch of tasks only")
+
+
+def _quality(store: Store, batch: str | None) -> dict:
+    rows = quality.annotator_report(store, batch)
+    return {"annotators": rows, "unreliable": quality.unreliable(rows), "batches": quality.batch_alpha(store),
+            "judges": quality.judge_report(store), "flagged": quality.flagged(store), "skipped": quality.skipped(store)}
+
+
+def _report(ctx: Context) -> dict:
+    from service.report.report import write_report  # its charts load only when a report is made
+
+    return {"path": str(write_report(ctx.store, ctx.settings.paths.report))}
+
+
+COMMANDS: dict[str, Command] = {
+    "status": Command("GET", "/status", NoParams, _status),
+    "prompts.add": Command("POST", "/prompts", PromptFile, _prompts_add, upload="file"),
+    "system_prompts.add": Command("POST", "/system-prompts", FileParams, lambda ctx, p: prompts.add_system_prompts(
+        ctx.store, prompts.read_system_prompt_file(p.file)), upload="file"),
+    "system_prompts.list": Command("GET", "/system-prompts", NoParams, lambda ctx, p: ctx.store.query(
+        "SELECT name, version, text, created_at FROM system_prompts ORDER BY name, version")),
+    "sample": Command("POST", "/jobs/sample", SampleJobConfig,
+                      lambda ctx, p: {"job_id": ctx.jobs.submit("sample", p.model_dump(mode="json"))}),
+    "jobs.start": Command("POST", "/jobs", StartJob, _start_job),
+    "jobs.list": Command("GET", "/jobs", NoParams, lambda ctx, p: jobs.list_jobs(ctx.store)),
+    "jobs.show": Command("GET", "/jobs/{job_id}", JobId, lambda ctx, p: jobs.get_job(ctx.store, p.job_id)),
+    "jobs.cancel": Command("POST", "/jobs/{job_id}/cancel", JobId, lambda ctx, p: ctx.jobs.cancel(p.job_id)),
+    "models.list": Command("GET", "/models", KindFilter, lambda ctx, p: registry.list_models(ctx.store, p.kind)),
+    "models.show": Command("GET", "/models/{model_id}", ModelId, lambda ctx, p: lineage.describe(ctx.store, p.model_id)),
+    "models.promote": Command("POST", "/models/{model_id}/promote", Promote, _promote),
+    "snapshot": Command("POST", "/snapshots", SnapshotFilters, _snapshot),
+    "export": Command("POST", "/export", Export, lambda ctx, p: {"rows": exchange.export(ctx.store, p.format, p.out)},
+                      download="out"),
+    "import.hh": Command("POST", "/import/hh", FileParams, _import_hh, upload="file"),
+    "prioritize": Command("POST", "/prioritize", NoParams, _prioritize),
+    "rewards": Command("POST", "/rewards", Rewards, _rewards),
+    "annotators.add": Command("POST", "/annotators", NewAnnotator, _annotator_add),
+    "annotators.list": Command("GET", "/annotators", NoParams, lambda ctx, p: accounts.list_annotators(ctx.store)),
+    "annotators.disable": Command("POST", "/annotators/{name}/disable", AnnotatorName, _disable),
+    "annotators.logout": Command("POST", "/annotators/{name}/logout", AnnotatorName, lambda ctx, p: (
+        accounts.revoke_sessions(ctx.store, p.name) or {"name": p.name, "logged_out": True})),
+    "simulated.ensure": Command("POST", "/simulated", Simulated, lambda ctx, p: ensure_accounts(ctx.store, p.profiles)),
+    "judges.ensure": Command("POST", "/judges", JudgeAccount,
+                             lambda ctx, p: judges.ensure_judge(ctx.store, p.name, p.profile)),
+    "judge_templates.add": Command("POST", "/judge-templates", FileParams, _templates_add, upload="file"),
+    "judge_templates.get": Command("GET", "/judge-templates/{name}", TemplateName,
+                                   lambda ctx, p: judges.template(ctx.store, p.name)),
+    "judge_templates.list": Command("GET", "/judge-templates", NoParams, lambda ctx, p: ctx.store.query(
+        "SELECT name, version, text, created_at FROM judge_templates ORDER BY name, version")),
+    "tasks.gold": Command("POST", "/tasks/{task_id}/gold", Gold, _gold),
+    "leaderboard": Command("GET", "/leaderboard", Board, lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by)),
+    "keys.create": Command("POST", "/keys", serving.NewKey, serving.create_key),
+    "keys.list": Command("GET", "/keys", NoParams, serving.list_keys),
+    "keys.revoke": Command("POST", "/keys/{name}/revoke", serving.KeyName, serving.revoke_key),
+    "deploy": Command("POST", "/deploy", serving.Deploy, serving.deploy),
+    "deploy.promote": Command("POST", "/deploy/promote", NoParams, serving.promote),
+    "rollback": Command("POST", "/rollback", NoParams, serving.rollback),
+    "routes": Command("GET", "/routes", NoParams, serving.routes),
+    "prompts.from_traffic": Command("POST", "/prompts/from-traffic", serving.FromTraffic, serving.from_traffic),
+    "rounds.open": Command("POST", "/rounds", rounds.RoundStart, lambda ctx, p: rounds.open_round(ctx.store, p)),
+    "rounds.step": Command("POST", "/rounds/{round_id}/step", rounds.RoundStep,
+                           lambda ctx, p: rounds.finish_step(ctx.store, p)),
+    "rounds.job": Command("POST", "/rounds/{round_id}/job", rounds.RoundJob, lambda ctx, p: rounds.set_job(ctx.store, p)),
+    "rounds.batch": Command("GET", "/rounds/batch", rounds.BatchName, lambda ctx, p: rounds.batch_progress(ctx.store, p)),
+    "rounds.list": Command("GET", "/rounds", NoParams, lambda ctx, p: rounds.list_rounds(ctx.store)),
+    "report": Command("POST", "/report", NoParams, lambda ctx, p: _report(ctx)),
+    "quality": Command("GET", "/quality", QualityFilter, lambda ctx, p: _quality(ctx.store, p.batch)),
+}

@@ -1,0 +1,174 @@
+"""The serving operations of the control plane (rows of service/control/commands.py): keys, deploy,
+promote, rollback, routes, prompts from traffic.
+
+In the service (`ctx.gateway`, service/gateway) a deploy starts servers and switches the route;
+run without a service it is checked and recorded, and `rankloop serve` starts it.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from service.core.errors import StoreError
+from service.data.traffic_prompts import prompts_from_traffic
+from service.gateway import key_records as keys
+from service.gateway.deploy_records import check_arms, check_deployable, current_deployment, record
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewKey(_Params):
+    name: str = Field(description="who the key is for")
+    scope: Literal["client", "admin"] = Field("client", description="client: /v1; admin: /v1 and /admin")
+    rpm: int | None = Field(None, ge=1, description="requests per minute (default: no limit)")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute (default: no limit)")
+    log_traffic: bool = Field(False, description="store this key's requests and responses")
+
+
+class KeyName(_Params):
+    name: str
+
+
+class FromTraffic(_Params):
+    since: datetime | None = Field(None, description="only prompts logged since then (ISO date or time)")
+    min_count: int = Field(1, ge=1, description="only prompts asked at least this many times")
+
+
+class Deploy(_Params):
+    model_id: int = Field(ge=1, le=2**63 - 1, description="a registered model's id (`rankloop models list`)")
+    canary: float | None = Field(None, gt=0, lt=100, description="send this percent of traffic to it")
+    replicas: int = Field(1, ge=1, le=16, description="vLLM servers for the model")
+    endpoint: HttpUrl | None = Field(None, description="serve from a vLLM server elsewhere instead")
+    endpoint_key: str | None = Field(None, description="that server's API key")
+    system_prompts: dict[str, float] | None = Field(None, description="split traffic across stored system "
+                                                    "prompts by weight (an experiment)")
+    force: bool = Field(False, description="deploy a model that is not approved")
+
+
+def create_key(ctx: Any, p: NewKey) -> dict:
+    key = keys.create_key(ctx.store, p.name, p.scope, p.rpm, p.tpm, p.log_traffic)
+    return {"name": p.name, "scope": p.scope, "key": key, "note": "shown once: only its hash is stored"}
+
+
+def list_keys(ctx: Any, _: Any) -> list[dict]:
+    if ctx.gateway is not None:  # this process's unsaved usage counts first
+        ctx.gateway.keys.flush()
+    return keys.list_keys(ctx.store)
+
+
+def revoke_key(ctx: Any, p: KeyName) -> dict:
+    keys.revoke_key(ctx.store, p.name)
+    return {"name": p.name, "revoked": True}
+
+
+# A change reads the current deployment, switches the live routes and records the new one: one at a
+# time, so the record always says what serves.
+_CHANGE = threading.Lock()
+
+
+def deploy(ctx: Any, p: Deploy) -> dict:
+    with _CHANGE:
+        return _deploy(ctx, p)
+
+
+def _deploy(ctx: Any, p: Deploy) -> dict:
+    check_deployable(ctx.store, p.model_id, p.force)
+    check_arms(ctx.store, p.system_prompts)
+    if p.endpoint_key and not p.endpoint:
+        raise StoreError("--endpoint-key goes with --endpoint URL")
+    if p.endpoint and p.canary is not None:
+        raise StoreError("a canary runs on servers rankloop starts; deploy the endpoint without --canary")
+    current = current_deployment(ctx.store)
+    if p.canary is not None and current is None:
+        raise StoreError("nothing is deployed yet to split traffic with; deploy without --canary first")
+    endpoint = str(p.endpoint) if p.endpoint else None
+    fields = ({"model_id": current["model_id"], "canary_model_id": p.model_id, "canary_pct": p.canary,
+               "canary_replicas": p.replicas, "replicas": current["replicas"], "endpoint": current["endpoint"],
+               "endpoint_key": current["endpoint_key"],
+               "system_prompts": p.system_prompts or current["system_prompts"], "note": f"canary {p.canary}%"}
+              if p.canary is not None else
+              {"model_id": p.model_id, "replicas": p.replicas, "endpoint": endpoint, "endpoint_key": p.endpoint_key,
+               "system_prompts": p.system_prompts, "note": "deploy"})
+    if ctx.gateway is not None:  # start and switch first: a failed start changes nothing
+        ctx.gateway.deployer.deploy(p.model_id, p.canary, p.replicas, endpoint if p.canary is None else None,
+                                    p.endpoint_key, fields["system_prompts"])
+    deployment = record(ctx.store, fields)
+    return {"deployment": deployment, **_routes(ctx)}
+
+
+def promote(ctx: Any, _: Any) -> dict:
+    with _CHANGE:
+        return _promote(ctx)
+
+
+def _promote(ctx: Any) -> dict:
+    current = current_deployment(ctx.store)
+    if current is None or current["canary_model_id"] is None:
+        raise StoreError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
+    if ctx.gateway is not None:
+        ctx.gateway.deployer.promote()
+    deployment = record(ctx.store, {"model_id": current["canary_model_id"], "replicas": current["canary_replicas"] or 1,
+                                    "system_prompts": current["system_prompts"], "note": "canary promoted"})
+    return {"deployment": deployment, **_routes(ctx)}
+
+
+def rollback(ctx: Any, _: Any) -> dict:
+    """Drop the canary if there is one; else serve the model deployed before the current one (so a
+    second rollback undoes the first)."""
+    with _CHANGE:
+        return _rollback(ctx)
+
+
+def _rollback(ctx: Any) -> dict:
+    current = current_deployment(ctx.store)
+    if current is None:
+        raise StoreError("nothing is deployed, so there is nothing to roll back")
+    if current["canary_model_id"] is not None:
+        if ctx.gateway is not None:
+            ctx.gateway.deployer.drop_canary()
+        fields = {k: current[k] for k in ("model_id", "replicas", "endpoint", "endpoint_key", "system_prompts")}
+        deployment = record(ctx.store, {**fields, "note": "canary rolled back"})
+        return {"deployment": deployment, **_routes(ctx)}
+    before = ctx.store.query("SELECT * FROM deployments WHERE id < ? AND model_id <> ? ORDER BY id DESC LIMIT 1",
+                             [current["id"], current["model_id"]])
+    if not before:
+        raise StoreError(f"model {current['model_id']} is the only model ever deployed; there is nothing to roll "
+                         "back to")
+    prev = before[0]
+    if ctx.gateway is not None:
+        ctx.gateway.deployer.deploy(prev["model_id"], None, prev["replicas"], prev["endpoint"], prev["endpoint_key"],
+                                    current["system_prompts"])
+    deployment = record(ctx.store, {"model_id": prev["model_id"], "replicas": prev["replicas"],
+                                    "endpoint": prev["endpoint"], "endpoint_key": prev["endpoint_key"],
+                                    "system_prompts": current["system_prompts"],
+                                    "note": f"rolled back from model {current['model_id']}"})
+    return {"deployment": deployment, **_routes(ctx)}
+
+
+def _routes(ctx: Any) -> dict:
+    """What serves now (the live state in a service; the record otherwise); None when nothing is deployed."""
+    if ctx.gateway is not None:
+        state = ctx.gateway.deployer.state()
+        return {"routes": state if state["current"] or state["error"] else None}
+    current = current_deployment(ctx.store)
+    if current is None:
+        return {"routes": None}
+    return {"routes": {k: current[k] for k in ("model_id", "canary_model_id", "canary_pct", "replicas",
+                                                "endpoint", "system_prompts")},
+            "note": "recorded; `rankloop serve` starts it"}
+
+
+def routes(ctx: Any, _: Any) -> dict:
+    return _routes(ctx)
+
+
+def from_traffic(ctx: Any, p: FromTraffic) -> dict:
+    if ctx.gateway is not None:
+        ctx.gateway.traffic.flush()
+    return prompts_from_traffic(ctx.store, p.since, p.min_count)

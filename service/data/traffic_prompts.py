@@ -1,0 +1,36 @@
+"""Served traffic back into the prompt pool: the user's conversations from logged requests,
+deduplicated, for the next sampling round (`rankloop prompts from-traffic`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from reward.conversation import conversation_key, normalized
+from service.core.store import Store
+from service.data.prompts import add_prompts
+
+
+def conversation(request: dict) -> list[dict]:
+    """The user's conversation from a logged chat request (system messages are not part of a prompt)."""
+    return normalized([m for m in request.get("messages", []) if m.get("role") != "system"])
+
+
+def prompts_from_traffic(store: Store, since: datetime | None, min_count: int) -> dict:
+    """Logged chat prompts asked at least `min_count` times (since a date) into the prompt pool,
+    deduplicated against it and each other."""
+    rows = store.query("SELECT request FROM traffic WHERE request IS NOT NULL AND status = 200"
+                       + (" AND created_at >= ?" if since else ""), [since] if since else [])
+    counts: dict[str, tuple[int, list[dict]]] = {}
+    for r in rows:
+        request = json.loads(r["request"])
+        if "messages" not in request:
+            continue
+        conv = conversation(request)
+        if conv and conv[-1]["role"] == "user":
+            k = conversation_key(conv)
+            counts[k] = (counts.get(k, (0, conv))[0] + 1, conv)
+    chosen = [conv for n, conv in counts.values() if n >= min_count]
+    added, skipped = add_prompts(store, chosen, source="served", source_ref="traffic") if chosen else (0, 0)
+    return {"logged_prompts": len(counts), "chosen": len(chosen), "added": added, "already_stored": skipped}
+

@@ -1,0 +1,290 @@
+"""Job kind `evaluate`: a policy against a baseline on held-out prompts, then the gate.
+
+Both models answer the same held-out prompts (the snapshot's eval split, plus any prompt
+file, stored with source 'eval' so that sampling for training never uses them) under the
+same system prompts, sampled with vLLM through the engine supervisor; samples already stored
+are reused, so a baseline's answers are generated once for every policy compared with it.
+Held out means held out from everything behind the candidate and the judge: the eval split at
+the smallest eval fraction of the snapshots in the candidate's lineage and the reward model's,
+and from a prompt file only prompts that no training pool holds.
+Sample i of the candidate meets sample i of the baseline. Judges: the reward model (in
+`python -m policy.evaluate`, a child process like a trainer) and, when the snapshot's rankings
+came from simulated annotators, their hidden preference (the mean utility of their profiles).
+
+The gate: a candidate whose win rate under the configured judge has a 95% interval above 0.5
+(bootstrapped over prompts, at least `min_prompts` of them) against the model it would replace
+(the active one of its kind, else its parent) becomes active; otherwise it stays a candidate
+with the figures as the reason. A policy is not gated by the reward model it was trained
+against (it may have learned that model's mistakes). `human: N` also puts N blind pairwise tasks (candidate vs baseline, order shuffled)
+into the annotation queue; `rankloop leaderboard --by model` ranks model versions from them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from annotator.simulated import Profile, utility
+from policy.evaluate import EvalConfig
+from reward.configfile import validate
+from reward.conversation import conversation_key, normalized
+from reward.data import read_snapshot
+from service.core.errors import StoreError
+from service.core.paths import write_atomic
+from service.core.registry import active_model, get_model, lineage, record_evaluation
+from service.core.settings import Settings, VLLMOptions
+from service.core.store import Store
+from service.data.prompts import add_prompts, latest_system_prompts, read_prompt_file
+from service.data.tasks import insert_tasks
+from service.engine.sampler import (
+    Endpoint,
+    SamplingCancelled,
+    SamplingParams,
+    messages,
+    missing_samples,
+    sample,
+)
+from service.jobs.running import JobCancelled, RunningJob, check_job_paths
+
+POLICY_KINDS = ("pretrained", "sft", "policy")
+
+
+class EvalJobConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: int = Field(description="the model id to evaluate (`rankloop models list`)")
+    baseline: int | None = Field(None, description="the model to beat (default: the active model of the "
+                                 "candidate's kind, else the candidate's parent)")
+    snapshot: str | None = Field(None, description="snapshot id whose eval split gives the held-out prompts "
+                                 "(default: the candidate's, else the newest)")
+    prompt_file: Path | None = Field(None, description="more held-out prompts (a file `rankloop prompts add` reads)")
+    system_prompts: list[str] | None = Field(None, description="system prompt names (default: the snapshot's)")
+    max_prompts: int = Field(64, ge=1, description="at most this many held-out prompts")
+    samples: int = Field(4, ge=1, le=16, description="responses per prompt and system prompt from each model")
+    params: SamplingParams = Field(default_factory=SamplingParams, description="how both models are sampled")
+    judge: Literal["reward", "hidden"] = Field("reward", description="the judge the gate uses: the reward model, "
+                                               "or the simulated annotators' hidden preference")
+    reward_model: int | None = Field(None, description="reward model id (default: the active one)")
+    gate: bool = Field(True, description="approve the candidate when it wins (95% interval above 0.5)")
+    min_prompts: int = Field(10, ge=1, description="held-out prompts the gate needs (fewer: figures only)")
+    human: int = Field(0, ge=0, description="blind pairwise tasks to put into the annotation queue")
+    seed: int = Field(0, description="seed of the bootstrap and of the human tasks' order")
+    vllm: VLLMOptions | None = Field(None, description="how to start the vLLM servers (default: the settings')")
+
+
+def _snapshot(store: Store, cfg: EvalJobConfig, candidate: dict) -> dict | None:
+    snap_id = cfg.snapshot or candidate["snapshot_id"]
+    sql = "SELECT id, path FROM snapshots " + ("WHERE id = ?" if snap_id else "ORDER BY created_at DESC LIMIT 1")
+    rows = store.query(sql, [snap_id] if snap_id else [])
+    if snap_id and not rows:
+        raise StoreError(f"no snapshot {snap_id!r}; `rankloop snapshot` takes one")
+    return rows[0] if rows else None
+
+
+def _profiles(rows: list[dict]) -> list[Profile]:
+    """The hidden preferences of the simulated annotators behind a snapshot (unreliable ones left out)."""
+    seen = {r["annotator"]: r["annotator_profile"] for r in rows
+            if r["annotator_role"] == "simulated" and r["annotator_profile"]}
+    profiles = [Profile.model_validate_json(p) for p in seen.values()]
+    return [p for p in profiles if not p.unreliable]
+
+
+def _held_out_fraction(store: Store, cfg: EvalJobConfig, snapshot_id: str) -> float:
+    """The smallest eval fraction among the snapshots the candidate, its ancestors and the reward model
+    learned from: a prompt held out at it was held out from all of them."""
+    ids = {m["snapshot_id"] for m in lineage(store, cfg.candidate) if m["snapshot_id"]} | {snapshot_id}
+    if cfg.reward_model is not None:
+        ids.add(get_model(store, cfg.reward_model)["snapshot_id"])
+    rows = store.query("SELECT filters FROM snapshots WHERE list_contains(?, id)", [[i for i in ids if i]])
+    return min(json.loads(r["filters"]).get("eval_fraction", 0.2) for r in rows)
+
+
+def _eval_rows(store: Store, cfg: EvalJobConfig, snap: dict | None) -> list[dict]:
+    return read_snapshot(snap["path"], "eval", held_out_at=_held_out_fraction(store, cfg, snap["id"])) if snap else []
+
+
+def prepare(store: Store, settings: Settings, values: dict, source: str) -> EvalJobConfig:
+    cfg = validate(EvalJobConfig, values, source)
+    check_job_paths(store, settings, cfg)
+    candidate = get_model(store, cfg.candidate)
+    if candidate["kind"] not in POLICY_KINDS:
+        raise StoreError(f"model {cfg.candidate} is a {candidate['kind']} model; evaluate a policy (sft or policy)")
+    baseline = cfg.baseline
+    if baseline is None:
+        active = active_model(store, candidate["kind"])
+        baseline = active["id"] if active and active["id"] != cfg.candidate else candidate["parent_id"]
+    if baseline is None:
+        raise StoreError(f"model {cfg.candidate} has no parent and no active model to compare with; name one "
+                         "with --against ID")
+    if baseline == cfg.candidate:
+        raise StoreError(f"model {cfg.candidate} cannot be evaluated against itself; --against another model")
+    for m in (candidate, get_model(store, baseline)):
+        if m["kind"] not in POLICY_KINDS:
+            raise StoreError(f"model {m['id']} is a {m['kind']} model; compare policies (pretrained, sft or policy)")
+        if not (Path(m["path"]) / "config.json").is_file():
+            raise StoreError(f"model {m['id']} at {m['path']} is not a Hugging Face model directory (no config.json)")
+    reward = cfg.reward_model
+    if reward is None:
+        active = active_model(store, "reward")
+        reward = active["id"] if active else None
+    elif get_model(store, reward)["kind"] != "reward":
+        raise StoreError(f"model {reward} is not a reward model")
+    if reward is None and cfg.judge == "reward":
+        raise StoreError("judge 'reward' needs a reward model: train one (`rankloop train reward`), name one with "
+                         "reward_model, or judge by the simulated annotators' hidden preference (--judge hidden)")
+    cfg = cfg.model_copy(update={"baseline": baseline, "reward_model": reward})
+    snap = _snapshot(store, cfg, candidate)
+    rows = _eval_rows(store, cfg, snap)
+    if cfg.judge == "hidden" and not _profiles(rows):
+        raise StoreError("judge 'hidden' needs a snapshot ranked by simulated annotators; none was found")
+    if cfg.prompt_file is not None:
+        read_prompt_file(cfg.prompt_file)  # a bad file stops here, before anything is stored
+    elif not rows:
+        raise StoreError(f"no held-out prompts: {'snapshot ' + snap['id'] + ' holds none out' if snap else 'no snapshot'}"
+                         "; take a snapshot (`rankloop snapshot --eval-fraction F`) or pass --prompts FILE")
+    if not latest_system_prompts(store, _system_prompt_names(cfg, rows)):
+        raise StoreError("no system prompts to sample under; add some with `rankloop system-prompts add FILE`")
+    return cfg.model_copy(update={"snapshot": snap["id"] if snap else None})
+
+
+def _system_prompt_names(cfg: EvalJobConfig, rows: list[dict]) -> list[str] | None:
+    return cfg.system_prompts or sorted({n.rsplit(" v", 1)[0] for r in rows for n in r["system_prompts"]}) or None
+
+
+def held_out(store: Store, cfg: EvalJobConfig) -> tuple[list[dict], list[dict], list[Profile], int]:
+    """The prompts, the system prompts and the hidden preferences of this evaluation, and how many
+    prompts of the file were left out because a training pool holds them."""
+    snap = store.query("SELECT id, path FROM snapshots WHERE id = ?", [cfg.snapshot])[0] if cfg.snapshot else None
+    rows = _eval_rows(store, cfg, snap)
+    texts = list(dict.fromkeys(r["prompt"] for r in rows))
+    overlap = 0
+    if cfg.prompt_file is not None:
+        convs = read_prompt_file(cfg.prompt_file)
+        add_prompts(store, convs, source="eval", source_ref=str(cfg.prompt_file))
+        keys = list(dict.fromkeys(conversation_key(normalized(c)) for c in convs))
+        # A file's prompt already stored for training (source seed/import/served) is not held out.
+        kept = {r["text"] for r in store.query("SELECT text FROM prompts WHERE list_contains(?, text) AND "
+                                               "(source = 'eval' OR list_contains(?, text))", [keys, texts])}
+        overlap = len(keys) - len(kept)
+        texts += [k for k in keys if k in kept]
+    prompts = store.query("SELECT id, text, messages FROM prompts WHERE list_contains(?, text) ORDER BY id",
+                          [list(dict.fromkeys(texts))])[: cfg.max_prompts]
+    return prompts, latest_system_prompts(store, _system_prompt_names(cfg, rows)), _profiles(rows), overlap
+
+
+def _sample(job: RunningJob, model: dict, prompts: list[dict], sps: list[dict], cfg: EvalJobConfig, stage: int) -> None:
+    """Fill in this model's answers; its vLLM server starts only when some are missing."""
+    if not missing_samples(job.store, prompts, sps, model["id"], cfg.samples, cfg.params):
+        return
+    with job.engines.use(Path(model["path"]), cfg.vllm) as server:
+        try:
+            sample(job.store, Endpoint(model["id"], server.served_name, server.base_url), prompts, sps, cfg.samples,
+                   cfg.params, progress=False, should_stop=job.cancelled,
+                   on_progress=lambda done, total: job.progress(stage * total + done, 3 * total))
+        except SamplingCancelled as e:
+            raise JobCancelled(str(e)) from None
+
+
+def comparisons(store: Store, cfg: EvalJobConfig, prompts: list[dict], sps: list[dict],
+                profiles: list[Profile]) -> list[dict]:
+    """Sample i of the candidate against sample i of the baseline, per prompt and system prompt; a
+    prompt's comparisons form one bootstrap group (answers to one prompt are not independent)."""
+    rows = store.query(
+        """SELECT id, prompt_id, system_prompt_id, model_id, sample_index, text, finish_reason FROM samples
+           WHERE list_contains(?, prompt_id) AND list_contains(?, system_prompt_id) AND list_contains(?, model_id)
+             AND params_hash = ? AND sample_index < ?""",
+        [[p["id"] for p in prompts], [s["id"] for s in sps], [cfg.candidate, cfg.baseline], cfg.params.key(),
+         cfg.samples])
+    by_key = {(r["prompt_id"], r["system_prompt_id"], r["model_id"], r["sample_index"]): r for r in rows}
+    out = []
+    for p in prompts:
+        conv = json.loads(p["messages"]) if isinstance(p["messages"], str) else p["messages"]
+        for sp in sps:
+            for i in range(cfg.samples):
+                cand, base = (by_key.get((p["id"], sp["id"], m, i)) for m in (cfg.candidate, cfg.baseline))
+                if cand is None or base is None:
+                    continue
+                row = {"group": str(p["id"]), "messages": messages(sp["text"], conv), "candidate": cand["text"],
+                       "baseline": base["text"], "candidate_finish": cand["finish_reason"],
+                       "sample_ids": [cand["id"], base["id"]], "prompt_id": p["id"]}
+                if profiles:
+                    row["scores"] = {"hidden": [
+                        sum(utility(pr.preference, t, sp["text"] or None) for pr in profiles) / len(profiles)
+                        for t in (cand["text"], base["text"])]}
+                out.append(row)
+    return out
+
+
+def human_tasks(store: Store, cfg: EvalJobConfig, rows: list[dict]) -> list[dict]:
+    """`cfg.human` blind pairwise tasks: each pair of one comparison, in a shuffled order. A response may
+    also sit in a ranking task of its own; a pair already asked about is not asked again."""
+    rng = random.Random(cfg.seed)
+    asked = {frozenset(r["sample_ids"]) for r in store.query(
+        "SELECT sample_ids FROM tasks WHERE len(sample_ids) = 2 AND list_has_any(sample_ids, ?)",
+        [[i for r in rows for i in r["sample_ids"]]])}
+    free = [r for r in rows if frozenset(r["sample_ids"]) not in asked]
+    return [{"prompt_id": r["prompt_id"], "sample_ids": rng.sample(r["sample_ids"], 2)}
+            for r in rng.sample(free, min(cfg.human, len(free)))]
+
+
+def gate_verdict(cfg: EvalJobConfig, report: dict, baseline: dict, candidate: dict, reward: dict | None,
+                 prompts: int) -> tuple[bool | None, str]:
+    """(wins, reason); wins None when the gate cannot decide on this evaluation."""
+    figures = report["judges"][cfg.judge]
+    lo, hi = figures["ci"]
+    judge = "the reward model" if cfg.judge == "reward" else "the simulated annotators' hidden preference"
+    wins = lo > 0.5
+    reason = (f"win rate {figures['win_rate']:.3f} (95% CI {lo:.3f}-{hi:.3f}) against #{baseline['id']} "
+              f"{baseline['name']} under {judge} on {figures['n']} comparisons ({prompts} held-out prompts)"
+              f"{'' if wins else '; the interval must lie above 0.5'}")
+    trained_against = (candidate.get("config") or {}).get("reward_model")
+    if (cfg.judge == "reward" and reward and trained_against
+            and Path(trained_against).resolve() == Path(reward["path"]).resolve()):
+        return None, reason + (f"; not gated: it was trained against this reward model (#{reward['id']}); judge "
+                               "with another reward model, --judge hidden, or --human N")
+    if prompts < cfg.min_prompts:
+        return None, reason + f"; not gated: the gate needs at least {cfg.min_prompts} held-out prompts"
+    return wins, reason
+
+
+def run(job: RunningJob) -> dict:
+    cfg: EvalJobConfig = job.config
+    store = job.store
+    candidate, baseline = get_model(store, cfg.candidate), get_model(store, cfg.baseline)
+    prompts, sps, profiles, overlap = held_out(store, cfg)
+    _sample(job, candidate, prompts, sps, cfg, 0)
+    _sample(job, baseline, prompts, sps, cfg, 1)
+    rows = comparisons(store, cfg, prompts, sps, profiles)
+    data = job.dir / "comparisons.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reference = get_model(store, candidate["parent_id"]) if candidate["parent_id"] else None
+    reward = get_model(store, cfg.reward_model) if cfg.reward_model else None
+    report = job.run_trainer("policy.evaluate", EvalConfig(
+        comparisons=data, output_dir=job.dir / "evaluation", reward_model=reward["path"] if reward else None,
+        candidate_model=candidate["path"], reference_model=reference["path"] if reference else None,
+        temperature=cfg.params.temperature, top_p=cfg.params.top_p, seed=cfg.seed))
+    evaluation = {**report, "job_id": job.job_id, "baseline": baseline["id"], "baseline_name": baseline["name"],
+                  "reward_model": reward["id"] if reward else None, "snapshot": cfg.snapshot, "judge": cfg.judge,
+                  "prompts": len(prompts), "prompts_left_out_of_file": overlap,
+                  "system_prompts": [f"{s['name']} v{s['version']}" for s in sps], "params": cfg.params.model_dump()}
+    wins, reason = gate_verdict(cfg, report, baseline, candidate, reward, len(prompts))
+    metrics_file = Path(candidate["path"]) / "metrics.json"
+    if metrics_file.exists():  # the checkpoint carries its evaluations too (a copy; the registry decides)
+        metrics = json.loads(metrics_file.read_text())
+        metrics["evaluations"] = [*metrics.get("evaluations", []), evaluation]
+        write_atomic(metrics_file, json.dumps(metrics, indent=2).encode())
+    tasks = human_tasks(store, cfg, rows) if cfg.human else []
+    with store.write() as cur:  # the evaluation, the gate, the human tasks and the finished job, together
+        status, gate = record_evaluation(cur, candidate["id"], evaluation, wins if cfg.gate else None, reason,
+                                         baseline["id"])
+        insert_tasks(store, cur, tasks, 1, f"human evaluation job {job.job_id}: #{cfg.candidate} vs #{cfg.baseline}")
+        result = {"model_id": candidate["id"], "status": status, "gate": gate, "reason": reason,
+                  "judges": {k: {x: v[x] for x in ("win_rate", "ci", "lc_win_rate")}
+                             for k, v in report["judges"].items()},
+                  "human_tasks": len(tasks), "prompts_left_out_of_file": overlap}
+        job.finish(cur, candidate["id"], job.dir / "evaluation", result)
+    return result

@@ -1,0 +1,172 @@
+"""What a running job gets: its row, its config, progress reporting, cancellation, engines,
+and the one way to run a trainer as a child process.
+
+A job kind's `run(job)` does the work and returns its result (JSON-able); it calls
+`job.progress(done, total)` as it goes and stops soon after `job.cancelled()` turns true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from service.core.errors import StoreError
+from service.core.procs import log_tail, signal_group, start_group
+from service.core.settings import Settings
+from service.core.store import Store
+from service.data.snapshots import latest_snapshot
+from service.engine.supervisor import EngineSupervisor
+
+
+def next_dir(name: str) -> str:
+    """The placeholder output directory of a training job; `fresh_output` makes it `<name>-<job id>`."""
+    return f"{name}-next"
+
+
+def check_output_dir(store: Store, out: Path) -> None:
+    """A job writes into a fresh directory: never over a registered model or other files."""
+    if store.scalar("SELECT count(*) FROM models WHERE path = ?", [str(Path(out).resolve())]):
+        raise StoreError(f"output_dir {out} holds a registered model; a job never overwrites one. Pick another")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise StoreError(f"output_dir {out} exists and is not empty; pick a new directory (or leave it unset)")
+
+
+def training_defaults(store: Store, settings: Settings, values: dict[str, Any], name: str,
+                      base_kinds: tuple[str, ...]) -> dict[str, Any]:
+    """A trainer's unset fields from the data directory: the newest snapshot (unless `data` is given),
+    the newest checkpoint of `base_kinds`, and a placeholder output directory."""
+    values = dict(values)
+    if "snapshot" not in values and "data" not in values:
+        values["snapshot"] = latest_snapshot(store)
+        if values["snapshot"] is None:
+            raise StoreError("no snapshot to train on: take one with `rankloop snapshot` (or set snapshot: in the config)")
+    if "base_model" not in values:
+        values["base_model"] = store.scalar(
+            "SELECT path FROM models WHERE list_contains(?, kind) ORDER BY id DESC LIMIT 1", [list(base_kinds)])
+        if values["base_model"] is None:
+            raise StoreError("no starting checkpoint: set base_model: in the config, or sample from a model first")
+    values.setdefault("output_dir", str(settings.paths.model_dir(next_dir(name))))
+    return values
+
+
+def check_job_paths(store: Store, settings: Settings, cfg: BaseModel) -> None:
+    """Every file or directory a job reads or writes (each path-typed field of its configuration) lies
+    in the data directory, under a root the settings allow (`allowed_roots`), or is a registered
+    model's: a request to the admin API must not make the service read or write anywhere on the disk."""
+    roots = [settings.data_dir.resolve(), *(Path(r).resolve() for r in settings.allowed_roots)]
+    registered = {r[0] for r in store.cursor().execute("SELECT path FROM models").fetchall()}
+    for name, value in cfg:
+        for path in value if isinstance(value, list) else [value]:
+            if not isinstance(path, Path):
+                continue
+            target = path.resolve()
+            if not (any(target.is_relative_to(root) for root in roots) or str(target) in registered):
+                raise StoreError(f"{name} {path} is outside the data directory {roots[0]} and is not a registered "
+                                 "model; use a path inside it, or add its parent to the setting allowed_roots "
+                                 "(RANKLOOP_ALLOWED_ROOTS='[\"/models\"]' or allowed_roots: in config.yaml)")
+
+
+def check_training_config(store: Store, settings: Settings, cfg: BaseModel, name: str) -> None:
+    """What validation cannot see: paths where jobs may go, a fresh output directory, and a real
+    starting checkpoint."""
+    check_job_paths(store, settings, cfg)
+    if Path(cfg.output_dir).name != next_dir(name):
+        check_output_dir(store, cfg.output_dir)
+    if not (Path(cfg.base_model) / "config.json").is_file():
+        raise StoreError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
+
+
+class JobCancelled(Exception):
+    """The job stopped because it was asked to; what it stored stays."""
+
+
+@dataclass
+class RunningJob:
+    store: Store
+    settings: Settings
+    engines: EngineSupervisor
+    job_id: int
+    config: BaseModel
+    options: dict[str, Any]
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    _last_progress: float = 0.0
+
+    @property
+    def dir(self) -> Path:
+        return self.settings.paths.job_dir(self.job_id)
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "job.log"
+
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def fresh_output(self, cfg: BaseModel, name: str) -> BaseModel:
+        """The placeholder output directory becomes `<name>-<job id>`: one directory per job."""
+        if Path(cfg.output_dir).name != next_dir(name):
+            return cfg
+        cfg = cfg.model_copy(update={"output_dir": self.settings.paths.model_dir(f"{name}-{self.job_id}")})
+        check_output_dir(self.store, cfg.output_dir)
+        return cfg
+
+    def finish(self, cur, model_id: int, output_dir: Path, result: dict | None = None) -> None:
+        """Mark the job succeeded inside the transaction `cur` that registered its model (with its
+        result, so whoever sees it succeeded sees what it found)."""
+        cur.execute("UPDATE jobs SET status = 'succeeded', finished_at = now(), progress = 1, result_model_id = ?, "
+                    "output_dir = ?, error = NULL, result = coalesce(?, result) WHERE id = ?",
+                    [model_id, str(output_dir), json.dumps(result) if result is not None else None, self.job_id])
+
+    def progress(self, done: int, total: int) -> None:
+        # At most two writes a second: a sampling run reports every finished response.
+        now = time.monotonic()
+        if done < total and now - self._last_progress < 0.5:
+            return
+        self._last_progress = now
+        with self.store.write() as cur:
+            cur.execute("UPDATE jobs SET progress = ? WHERE id = ?", [done / max(total, 1), self.job_id])
+
+    def run_trainer(self, module: str, config: BaseModel) -> dict:
+        """`python -m MODULE --config <job dir>/config.yaml` in its own process group, its progress
+        mirrored into the row; returns the metrics.json it wrote. Cancelling kills it."""
+        progress_file = self.dir / "progress.json"
+        cfg_file = self.dir / "config.yaml"
+        cfg_file.write_text(yaml.safe_dump({**config.model_dump(mode="json"), "progress_file": str(progress_file)}))
+        proc = start_group([sys.executable, "-m", module, "--config", str(cfg_file)], self.log_path,
+                           {**os.environ, "HF_HUB_OFFLINE": "1"})
+        with self.store.write() as cur:  # its process group, so that it can be stopped from anywhere
+            cur.execute("UPDATE jobs SET worker_pid = ? WHERE id = ?", [proc.pid, self.job_id])
+        try:
+            while proc.poll() is None:
+                if self.cancelled():
+                    raise JobCancelled(f"cancelled while {module} was training; nothing was registered")
+                self._mirror(progress_file)
+                time.sleep(0.5)
+        except BaseException:
+            signal_group(proc.pid, 9)  # the trainer must not outlive its job
+            proc.wait()
+            raise
+        self._mirror(progress_file)
+        metrics_file = Path(config.output_dir) / "metrics.json"
+        if proc.returncode != 0 or not metrics_file.exists():
+            why = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+                   else f"exit code {proc.returncode}" if proc.returncode else "no metrics.json was written")
+            raise RuntimeError(f"{why}; nothing was registered. Last lines of {self.log_path}:\n"
+                               f"{log_tail(self.log_path, 15)}")
+        return json.loads(metrics_file.read_text())
+
+    def _mirror(self, progress_file: Path) -> None:
+        try:
+            p = json.loads(progress_file.read_text())
+        except (OSError, ValueError):
+            return  # not written yet, or caught mid-write: the next poll reads it
+        self.progress(p["step"], p["total"])

@@ -1,0 +1,118 @@
+"""Reward training on the tiny model, both modes, LoRA, and two processes under accelerate.
+
+The data: 300 rankings of 4 candidates by 3 simulated annotators whose hidden preference
+(length near 12 words, liked and disliked words) is visible in the responses, Bradley-Terry
+noise 0.3. The noise ceiling is how often the held-out labels agree with that preference
+(`labels_vs_hidden`, about 0.8 here): a model that learned the preference exactly scores that
+against the labels, and can agree with the preference itself more often than the labels do.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reward.score import RewardScorer
+from reward.train import RewardTrainConfig, main
+from service.core.store import Store
+from service.data.snapshots import SnapshotFilters, create_snapshot
+from tests.support import REPO
+from tests.support.seeding import seed_rankings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("reward") / "data"
+    with Store.open(data / "rankloop.duckdb") as store:
+        assert seed_rankings(store, n_prompts=100, annotators=3, noise=0.3) == 300
+        return create_snapshot(store, data, SnapshotFilters()).path.parent
+
+
+def check_trained(out: Path, metrics: dict) -> None:
+    assert (out / "config.json").exists() and (out / "README.md").exists()
+    losses = [p["loss"] for p in metrics["loss_curve"]]
+    third = max(len(losses) // 3, 1)  # means of the first and last thirds: single minibatch losses are noisy
+    first, last = sum(losses[:third]) / third, sum(losses[-third:]) / third
+    assert len(losses) >= 2 and last < first, f"loss did not fall: first third {first:.4f}, last {last:.4f}"
+    assert metrics["train"]["parameters_changed"] == metrics["train"]["parameters_trained"] > 0
+    scores = RewardScorer(out).score("Tell me about cats.", ["Cats have paws and naps.", "Cats."])
+    assert len(scores) == 2 and scores[0] != scores[1]  # loads back through the scoring path
+    card = (out / "README.md").read_text()
+    assert metrics["snapshot"] in card and str(metrics["base_model"]) in card
+
+
+@pytest.mark.parametrize("mode, floor", [("listwise", 0.85), ("pairwise", 0.8)])
+def test_mode_learns_the_hidden_preference(mode: str, floor: float, snapshot: Path, tiny_model: Path,
+                                           tmp_path: Path) -> None:
+    cfg = RewardTrainConfig(snapshot=snapshot, base_model=tiny_model, output_dir=tmp_path / mode, mode=mode,
+                            epochs=3, batch_size=8 if mode == "listwise" else 16, logging_steps=5)
+    out = main(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    check_trained(out, metrics)
+    ev = metrics["eval"]
+    hidden = ev["hidden"]
+    print(f"{mode}: held-out accuracy {ev['pairwise_accuracy']} vs labels; {hidden['model_vs_hidden']} vs the hidden "
+          f"preference; noise ceiling (labels vs hidden) {hidden['labels_vs_hidden']}")
+    assert hidden["model_vs_hidden"] >= floor, (  # chance is 0.5
+        f"{mode}: agreement with the hidden preference {hidden['model_vs_hidden']}, needed {floor}")
+    assert ev["pairwise_accuracy"] >= hidden["labels_vs_hidden"] - 0.1, (  # close to the ceiling
+        f"{mode}: held-out accuracy {ev['pairwise_accuracy']}, needed the ceiling "
+        f"{hidden['labels_vs_hidden']} - 0.1")
+    assert 0 <= ev["ece"] < 0.2, f"{mode}: calibration error {ev['ece']}, needed < 0.2"
+
+
+def test_lora_is_merged_into_a_plain_checkpoint(snapshot: Path, tiny_model: Path, tmp_path: Path) -> None:
+    cfg = RewardTrainConfig(snapshot=snapshot, base_model=tiny_model, output_dir=tmp_path / "lora", lora=True,
+                            lora_r=4, epochs=1, logging_steps=5)
+    out = main(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert not (out / "adapter_config.json").exists()  # merged: vLLM and transformers load it as is
+    check_trained(out, metrics)
+
+
+def test_two_processes_under_accelerate_launch(snapshot: Path, tiny_model: Path, tmp_path: Path) -> None:
+    config = tmp_path / "reward.yaml"
+    config.write_text(yaml.safe_dump({"snapshot": str(snapshot), "base_model": str(tiny_model),
+                                      "output_dir": str(tmp_path / "ddp"), "epochs": 1, "batch_size": 8}))
+    accelerate = Path(sys.executable).parent / "accelerate"
+    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "reward.train",
+                           "--config", str(config)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    single_steps = -(-metrics["train"]["rankings"] // 8)
+    assert metrics["train"]["processes"] == 2
+    assert metrics["train"]["steps"] == -(-single_steps // 2)  # each process takes half of every epoch
+    assert metrics["eval"]["pairwise_accuracy"] is not None
+
+
+def test_a_base_checkpoint_without_pad_token_or_chat_template(snapshot: Path, tiny_model: Path,
+                                                              tmp_path: Path) -> None:
+    """Like most base Llama/Mistral checkpoints: padding falls back to end-of-text, and responses
+    are encoded as plain text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tmp_path / "base"
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.pad_token = None
+    tok.chat_template = None
+    tok.save_pretrained(base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.config.pad_token_id = None
+    model.save_pretrained(base)
+    reloaded = AutoTokenizer.from_pretrained(base)
+    assert reloaded.pad_token is None and not reloaded.chat_template
+    for mode in ("listwise", "pairwise"):
+        out = main(RewardTrainConfig(snapshot=snapshot, base_model=base, output_dir=tmp_path / mode, mode=mode,
+                                     max_steps=3, logging_steps=1))
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["train"]["steps"] == 3 and metrics["eval"]["pairwise_accuracy"] is not None
+        assert len(RewardScorer(out).score("Q?", ["a", "b b b"])) == 2

@@ -1,0 +1,149 @@
+"""Export to TRL / HH / full rankings, and HH-RLHF import with its bad inputs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from annotator import queue
+from annotator.accounts import add_annotator
+from annotator.ranking import Submission
+from service.cli.main import main
+from service.core.settings import AnnotationOptions
+from service.core.store import Store
+from service.data.exchange import export, parse_hh
+from tests.support.seeding import seed_tasks
+
+
+def ranked_store(path: Path) -> Path:
+    db = path / "data" / "rankloop.duckdb"
+    with Store.open(db) as store:
+        seed_tasks(store, n_prompts=2, k=3, styles=("brief",))  # 2 tasks of 3 candidates
+        who = add_annotator(store, "sim", "simulated")
+        first = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
+        queue.submit(store, who, Submission(task_id=first["task_id"], submission_id="a", ranks=[1, 1, 2]))
+        second = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
+        queue.submit(store, who, Submission(task_id=second["task_id"], submission_id="b", ranks=[3, 1, 2]))
+    return db
+
+
+def lines(p: Path) -> list[dict]:
+    return [json.loads(x) for x in p.read_text().splitlines()]
+
+
+def test_export_formats(tmp_path: Path) -> None:
+    db = ranked_store(tmp_path)
+    with Store.open(db) as store:
+        texts = {r["task_id"]: r for r in store.query(
+            "SELECT r.task_id, t.sample_ids FROM rankings r JOIN tasks t ON t.id = r.task_id ORDER BY r.id")}
+        sample_text = {r["id"]: r["text"] for r in store.query("SELECT id, text FROM samples")}
+        prompt = store.scalar("SELECT p.text FROM tasks t JOIN prompts p ON p.id = t.prompt_id ORDER BY t.id LIMIT 1")
+        # [1,1,2] gives 2 strict pairs (the tie none); [3,1,2] gives 3.
+        assert export(store, "trl", tmp_path / "trl.jsonl") == 5
+        assert export(store, "hh", tmp_path / "hh.jsonl") == 5
+        assert export(store, "jsonl", tmp_path / "full.jsonl") == 2
+    trl = lines(tmp_path / "trl.jsonl")
+    first_task = next(iter(texts.values()))
+    a, b, c = (sample_text[s] for s in first_task["sample_ids"])
+    assert trl[0] == {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": a}],
+                      "rejected": [{"role": "assistant", "content": c}]}
+    assert trl[1]["chosen"][0]["content"] == b and trl[1]["rejected"][0]["content"] == c
+    hh = lines(tmp_path / "hh.jsonl")
+    assert hh[0] == {"chosen": f"\n\nHuman: {prompt}\n\nAssistant: {a}", "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {c}"}
+    full = lines(tmp_path / "full.jsonl")
+    assert [c["rank"] for c in full[1]["candidates"]] == [3, 1, 2]
+    assert {"system_prompt", "model", "text"} <= set(full[0]["candidates"][0])
+
+
+def test_export_import_round_trip_through_the_cli(tmp_path: Path, capsys) -> None:
+    db = ranked_store(tmp_path)
+    data = db.parent
+    assert main(["--data", str(data), "export", "--format", "hh", "--out", str(tmp_path / "hh.jsonl")]) == 0
+    other = tmp_path / "other"
+    assert main(["--data", str(other), "import", "hh", str(tmp_path / "hh.jsonl")]) == 0
+    assert main(["--data", str(other), "import", "hh", str(tmp_path / "hh.jsonl")]) == 0  # again: nothing new
+    assert "(5 already imported)" in capsys.readouterr().out
+    with Store.open(other / "rankloop.duckdb") as store:
+        c = store.counts()
+        assert (c["rankings"], c["tasks"], c["samples"], c["prompts"]) == (5, 5, 10, 2)
+        rows = store.query("""SELECT r.ranks, t.sample_ids, a.role FROM rankings r JOIN tasks t ON t.id = r.task_id
+                              JOIN annotators a ON a.id = r.annotator_id""")
+        assert {r["role"] for r in rows} == {"import"}
+        assert store.scalar("SELECT kind FROM models") == "external"
+    # Exporting the imported data as TRL gives the same 5 preference pairs.
+    assert main(["--data", str(other), "export", "--format", "hh", "--out", str(tmp_path / "again.jsonl")]) == 0
+    key = lambda r: (r["chosen"], r["rejected"])  # noqa: E731
+    assert sorted(map(key, lines(tmp_path / "again.jsonl"))) == sorted(map(key, lines(tmp_path / "hh.jsonl")))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"chosen": "x"}\n', 'line 2: expected an object with string fields "chosen" and "rejected"'),
+        ("not json\n", "line 2: not valid JSON"),
+        ('{"chosen": "\\n\\nHuman: hi", "rejected": "\\n\\nHuman: hi"}\n', 'must end with an "Assistant:" turn'),
+        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: b\\n\\nAssistant: y"}\n',
+         "must share the conversation"),
+        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: x"}\n',
+         "the same answer"),
+        ('{"chosen": "\\n\\nHuman: a\\n\\nHuman: b\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: y"}\n',
+         "line 2: the chosen transcript is not valid: turn 2 is Human again: the turns must alternate"),
+        ('{"chosen": "preamble\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: y"}\n',
+         'must start with a "Human:" turn'),
+        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant:  \\n\\nHuman: b\\n\\nAssistant: x", "rejected": "y"}\n',
+         "turn 2 is empty"),
+    ],
+)
+def test_malformed_hh_is_rejected_whole(tmp_path: Path, capsys, content: str, message: str) -> None:
+    good = '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: yes", "rejected": "\\n\\nHuman: a\\n\\nAssistant: no"}\n'
+    f = tmp_path / "hh.jsonl"
+    f.write_text(good + content)
+    data = tmp_path / "data"
+    main(["--data", str(data), "init"])
+    assert main(["--data", str(data), "import", "hh", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert message in err  # line numbers count the good row before the bad one
+    with Store.open(data / "rankloop.duckdb") as store:
+        c = store.counts()
+        assert (c["prompts"], c["samples"], c["rankings"], c["models"]) == (0, 0, 0, 0)
+
+
+def test_empty_hh_file(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "empty.jsonl"
+    f.write_text("\n\n")
+    assert main(["--data", str(tmp_path / "data"), "import", "hh", str(f)]) == 2
+    assert "holds no rows" in capsys.readouterr().err
+
+
+def hh(*turns: str) -> str:
+    return "".join(f"\n\n{'Human' if i % 2 == 0 else 'Assistant'}: {t}" for i, t in enumerate(turns))
+
+
+def test_multi_turn_hh_round_trip_is_lossless(tmp_path: Path, capsys) -> None:
+    """Every Human/Assistant turn is kept as the conversation; export writes every turn back."""
+    rows = [{"chosen": hh("I want a pet.", "Cat or dog?", "A cat. What do they eat?", "Fish and meat."),
+             "rejected": hh("I want a pet.", "Cat or dog?", "A cat. What do they eat?", "Rocks.")},
+            {"chosen": hh("Hi", "Hello!", "Tell me a joke.", "Why did the cat sit on the laptop?"),
+             "rejected": hh("Hi", "Hello!", "Tell me a joke.", "No.")},
+            {"chosen": hh("Describe bread.", "Bread is baked dough."), "rejected": hh("Describe bread.", "Bread.")}]
+    first = tmp_path / "in.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["--data", str(a), "import", "hh", str(first)]) == 0
+    with Store.open(a / "rankloop.duckdb") as store:
+        convs = [json.loads(r["messages"]) for r in store.query("SELECT messages FROM prompts ORDER BY id")]
+    assert convs[0] == [{"role": "user", "content": "I want a pet."}, {"role": "assistant", "content": "Cat or dog?"},
+                        {"role": "user", "content": "A cat. What do they eat?"}]
+    assert [len(c) for c in convs] == [3, 3, 1]
+    assert main(["--data", str(a), "export", "--format", "hh", "--out", str(tmp_path / "out.jsonl")]) == 0
+    assert main(["--data", str(a), "export", "--format", "trl", "--out", str(tmp_path / "trl.jsonl")]) == 0
+    key = lambda r: (r["chosen"], r["rejected"])  # noqa: E731
+    assert sorted(map(key, lines(tmp_path / "out.jsonl"))) == sorted(map(key, rows))  # every turn, as given
+    trl = {r["chosen"][0]["content"]: r for r in lines(tmp_path / "trl.jsonl")}
+    assert trl["Fish and meat."]["prompt"] == convs[0]  # TRL's conversational format: the whole conversation
+    assert main(["--data", str(b), "import", "hh", str(tmp_path / "out.jsonl")]) == 0
+    with Store.open(b / "rankloop.duckdb") as store:
+        again = [json.loads(r["messages"]) for r in store.query("SELECT messages FROM prompts ORDER BY id")]
+        texts = sorted(r["text"] for r in store.query("SELECT text FROM samples"))
+    assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, convs))
+    assert texts == sorted(t for r in rows for t in (parse_hh(r["chosen"])[1], parse_hh(r["rejected"])[1]))

@@ -1,0 +1,128 @@
+"""Rounds of the loop without the slow steps: the round record and its resume point, the unreliable-
+annotator check, waiting for people's rankings, and the report built from the database."""
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from annotator import queue
+from annotator.accounts import add_annotator
+from annotator.quality import unreliable
+from annotator.ranking import Submission
+from service.cli.client import connect
+from service.cli.round_steps import RoundPlan, run_round
+from service.core.errors import StoreError
+from service.core.settings import AnnotationOptions, load_settings
+from service.data.rounds import RoundJob, RoundStart, RoundStep, finish_step, next_step, open_round, set_job
+from service.report.report import build_report
+from tests.support.seeding import seed_tasks
+
+
+def test_a_round_resumes_at_its_first_unfinished_step(store) -> None:
+    row = open_round(store, RoundStart(kind="loop"))
+    assert next_step(row) == "sample" and row["status"] == "running"
+    row = finish_step(store, RoundStep(round_id=row["id"], step="sample", seconds=3.04,
+                                       values={"batch": "b1", "sampled_model_id": 7}))
+    row = finish_step(store, RoundStep(round_id=row["id"], step="rank", values={"excluded": ["sim-u1"]}))
+    set_job(store, RoundJob(round_id=row["id"], job_id=41))
+    again = open_round(store, RoundStart(kind="loop"))  # a crashed run comes back to the same round
+    assert again["id"] == row["id"] and next_step(again) == "snapshot" and again["job_id"] == 41
+    assert again["batch"] == "b1" and again["excluded"] == ["sim-u1"] and again["stages"] == {"sample": 3.0, "rank": 0}
+    assert open_round(store, RoundStart(kind="demo"))["id"] != row["id"]  # each command has its own
+    with pytest.raises(StoreError, match="is at step 'snapshot', not 'reward'"):  # steps run in order
+        finish_step(store, RoundStep(round_id=row["id"], step="reward"))
+    for step in ("snapshot", "reward", "policy", "evaluate"):
+        row = finish_step(store, RoundStep(round_id=row["id"], step=step))
+        assert row["job_id"] is None  # a finished step's job is not followed again
+    done = finish_step(store, RoundStep(round_id=row["id"], step="deploy", finished=True))
+    assert done["status"] == "done" and done["finished_at"] is not None and next_step(done) is None
+    with pytest.raises(StoreError, match="is done; start another"):
+        finish_step(store, RoundStep(round_id=row["id"], step="deploy"))
+    assert open_round(store, RoundStart(kind="loop"))["id"] > row["id"]  # the next run starts a new round
+
+
+def test_bad_round_values_are_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="snapshot"):
+        RoundStep(round_id=1, step="snapshot", values={"snapshot": "x"})
+    with pytest.raises(ValidationError, match="excluded"):
+        RoundStep(round_id=1, step="rank", values={"excluded": "sim-u1"})
+    with pytest.raises(ValidationError, match="seconds"):
+        RoundStep(round_id=1, step="rank", seconds=float("inf"))
+
+
+def test_a_bad_step_name_is_refused_with_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="sample.*deploy"):
+        RoundStep(round_id=1, step="train")
+
+
+def test_the_unreliable_annotator_is_the_one_far_below_the_others() -> None:
+    rows = [{"annotator": n, "agreement_with_consensus": a, "overlap_tasks": 40}
+            for n, a in (("a", 0.66), ("b", 0.63), ("c", 0.70), ("random", 0.49))]
+    assert unreliable(rows) == ["random"]
+    assert unreliable(rows[:3]) == []  # careful annotators differ a little
+    assert unreliable(rows[2:]) == []  # two cannot be told apart
+    few = [{**r, "overlap_tasks": 5} if r["annotator"] == "random" else r for r in rows]
+    assert unreliable(few) == []  # too few shared tasks to judge
+
+
+def test_the_loop_waits_for_people_until_the_target(tmp_path: Path, capsys) -> None:
+    settings = load_settings(None, {"data_dir": tmp_path / "data"}, environ={})
+    with connect(settings) as c:
+        store = c.ctx.store
+        seed_tasks(store, n_prompts=6, k=4)
+        people = [add_annotator(store, name, "annotator", f"{name}-password") for name in ("alice", "bob")]
+        row = c.call("rounds.open", kind="loop")
+        c.call("rounds.step", round_id=row["id"], step="sample", values={"batch": "batch-0", "sampled_model_id": 1})
+
+        def rank() -> None:  # two people rank four tasks each, a little later
+            time.sleep(1.0)
+            for who in people:
+                for _ in range(4):
+                    task = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
+                    queue.submit(store, who, Submission(task_id=task["task_id"], submission_id=uuid.uuid4().hex,
+                                                        ranks=[1, 2, 3, 4]))
+
+        person = threading.Thread(target=rank)
+        person.start()
+        plan = RoundPlan(annotators="people", target_rankings=8)
+        stop = RuntimeError("stopped after the rank step")
+
+        def say(line: str) -> None:
+            if "step 3/7" in line:  # only the rank step runs here: sampling and training are tested elsewhere
+                raise stop
+
+        with pytest.raises(RuntimeError, match="stopped after the rank step"):
+            run_round(c, settings, plan, "loop", 1, say=say)
+        person.join()
+        row = c.call("rounds.list")[0]
+    assert row["step"] == "rank" and row["excluded"] == []  # two annotators: nobody can be flagged
+    out = capsys.readouterr().out
+    assert "0/8 rankings" in out and "alice" in out and "bob" in out  # it waited, then showed their agreement
+
+
+def test_the_report_has_every_section_and_no_outside_reference(store) -> None:
+    seed_tasks(store, n_prompts=4, k=4)
+    html = build_report(store)
+    assert "No round has run yet" in html and "Nothing is deployed yet" in html
+    row = open_round(store, RoundStart(kind="demo"))
+    finish_step(store, RoundStep(round_id=row["id"], step="sample", values={"batch": "batch-0"}))
+    html = build_report(store)
+    assert "Round 1 (demo, running)" in html and "Annotators (batch batch-0)" in html
+    for outside in ("http://", "https://", "<script", "src="):  # opens offline, runs nothing
+        assert outside not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_bad_loop_flags_are_refused_before_a_round_is_opened(tmp_path: Path, capsys) -> None:
+    from service.cli.main import main
+
+    data = tmp_path / "data"
+    for flags, message in ((["--k", "0"], "--k 0: samples per prompt and system prompt are 1..16"),
+                           (["--human-tasks", "-1"], "--human-tasks and --target-rankings are 0 or more")):
+        assert main(["--data", str(data), "loop", *flags]) == 2
+        assert message in capsys.readouterr().err
+    with connect(load_settings(None, {"data_dir": data}, environ={})) as c:
+        assert c.call("rounds.list") == []

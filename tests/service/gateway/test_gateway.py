@@ -1,0 +1,335 @@
+"""The OpenAI-compatible gateway on a real service with real vLLM servers: the official `openai`
+client (sync, async, streaming, n > 1), keys and limits, deploy and rollback under a steady
+stream of requests, canaries, and a vLLM server killed with -9."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from service.cli.main import main
+from service.core.registry import register_model
+from service.core.settings import VLLMOptions
+from service.core.store import Store
+from service.data.prompts import add_system_prompts
+from service.engine.server import start_server
+from tests.support.servicectl import admin_headers, running_service
+
+CHAT = [{"role": "user", "content": "What is a cat?"}]
+
+
+def cli(data: Path, *args: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["--data", str(data), *args])
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    data = tmp_path_factory.mktemp("gateway") / "data"
+    with Store.open(data / "rankloop.duckdb") as store:
+        blue = register_model(store, "policy", tiny_model, name="blue", status="active")
+        green = register_model(store, "policy", tiny_model, name="green", status="active")
+        draft = register_model(store, "policy", tiny_model, name="draft")
+        add_system_prompts(store, {"brief": "Answer in one short sentence.", "detailed": "Answer in detail."})
+    env = {"RANKLOOP_VLLM__DTYPE": "float32", "RANKLOOP_VLLM__MAX_MODEL_LEN": "256", "RANKLOOP_GATEWAY__MAX_TOKENS": "64"}
+    with running_service(data, env=env) as url:
+        key = cli(data, "keys", "create", "app").split(": ")[1].split()[0]
+        cli(data, "deploy", str(blue))
+        yield {"url": url, "data": data, "key": key, "blue": blue, "green": green, "draft": draft}
+
+
+def client(service) -> openai.OpenAI:
+    return openai.OpenAI(base_url=service["url"] + "/v1", api_key=service["key"], max_retries=0)
+
+
+def test_openai_client_sync_async_streaming_and_n(service) -> None:
+    c = client(service)
+    assert [m.id for m in c.models.list().data] == ["current", "blue"]
+    r = c.chat.completions.create(model="current", messages=CHAT, max_tokens=8)
+    assert r.id and r.model == "blue" and r.usage.completion_tokens >= 1 and r.usage.prompt_tokens > 1
+    many = c.chat.completions.create(model="blue", messages=CHAT, max_tokens=8, n=3)
+    assert [ch.index for ch in many.choices] == [0, 1, 2] and many.usage.completion_tokens >= 3
+    chunks = list(c.chat.completions.create(model="current", messages=CHAT, max_tokens=8, stream=True))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert len(chunks) >= 3 and text and chunks[-1].usage.completion_tokens >= 1  # usage even unasked
+    done = c.completions.create(model="current", prompt="Once upon a time", max_tokens=5)
+    assert done.choices[0].text is not None and done.usage.completion_tokens >= 1
+
+    async def both() -> list:
+        ac = openai.AsyncOpenAI(base_url=service["url"] + "/v1", api_key=service["key"], max_retries=0)
+        return await asyncio.gather(*[ac.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
+                                      for _ in range(4)])
+
+    assert {r.model for r in asyncio.run(both())} == {"blue"}
+    raw = httpx.post(service["url"] + "/v1/chat/completions", headers={"Authorization": f"Bearer {service['key']}"},
+                     json={"model": "current", "messages": CHAT, "max_tokens": 4})
+    assert raw.headers["x-rankloop-model-id"] == str(service["blue"])
+
+
+def test_keys_scopes_limits_and_bad_requests(service) -> None:
+    url, data = service["url"], service["data"]
+    r = httpx.get(url + "/v1/models")
+    assert r.status_code == 401 and "send your API key" in r.json()["error"]["message"]
+    with pytest.raises(openai.AuthenticationError, match="invalid or revoked"):
+        openai.OpenAI(base_url=url + "/v1", api_key="rk-wrong", max_retries=0).models.list()
+    c = client(service)
+    bad = [({"n": 99}, openai.BadRequestError, "n = 99 is over this server's limit of 8"),
+           ({"max_tokens": 10_000}, openai.BadRequestError, "max_tokens = 10000 is over this server's limit of 64"),
+           ({"model": "nope"}, openai.NotFoundError, "no route or deployed model named 'nope'; valid: current, blue"),
+           ({"extra_body": {"system_prompt": "missing"}}, openai.NotFoundError, "no system prompt named 'missing'"),
+           ({"messages": []}, openai.BadRequestError, "messages")]
+    for change, error, words in bad:
+        with pytest.raises(error, match=words.replace("(", r"\(")):
+            c.chat.completions.create(**{"model": "current", "messages": CHAT, "max_tokens": 4, **change})
+    auth = {"Authorization": f"Bearer {service['key']}"}
+    r = httpx.post(url + "/v1/chat/completions", headers=auth, content=b"{not json")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = httpx.post(url + "/v1/chat/completions", headers=auth, content=b"x" * (2 * 2**20))
+    assert r.status_code == 413 and "gateway.max_body_kib" in r.json()["error"]["message"]
+    # A client key cannot reach /admin; an admin-scope key can.
+    assert httpx.get(url + "/admin/status", headers=auth).status_code == 403
+    admin_key = cli(data, "keys", "create", "ops", "--scope", "admin").split(": ")[1].split()[0]
+    assert httpx.get(url + "/admin/status", headers={"Authorization": f"Bearer {admin_key}"}).status_code == 200
+    # Over a limit: 429 with Retry-After; revoked: 401 at once.
+    slow = cli(data, "keys", "create", "slow", "--rpm", "2").split(": ")[1].split()[0]
+    sc = openai.OpenAI(base_url=url + "/v1", api_key=slow, max_retries=0)
+    sc.models.list()
+    sc.models.list()
+    with pytest.raises(openai.RateLimitError) as e:
+        sc.models.list()
+    assert 1 <= int(e.value.response.headers["retry-after"]) <= 60
+    cli(data, "keys", "revoke", "slow")
+    with pytest.raises(openai.AuthenticationError):
+        sc.models.list()
+    listed = cli(data, "keys", "list")
+    assert "app" in listed and service["key"] not in listed and service["key"][:7] in listed  # the prefix only
+    rows = httpx.get(url + "/admin/keys", headers=admin_headers(data)).json()
+    app = next(r for r in rows if r["name"] == "app")
+    assert app["requests"] >= 8 and app["completion_tokens"] >= 8 and not any("key_hash" in r for r in rows)
+    # Deploys that cannot be: unknown model, an unapproved one, a path.
+    for args, words in [(("deploy", "999"), "no model with id 999"), (("deploy", str(service["draft"])),
+                        "not approved"), (("deploy", "/etc/passwd"), "registered model's id")]:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(["--data", str(data), *args]) == 2
+        assert words in err.getvalue()
+
+
+def _steady(service, stop: threading.Event, seen: list, failures: list) -> None:
+    c = client(service)
+    i = 0
+    while not stop.is_set():
+        started = time.monotonic()  # a request that starts before a switch may finish after it
+        try:
+            if i % 2:
+                r = c.chat.completions.create(model="current", messages=CHAT, max_tokens=6)
+                seen.append((started, r.model))
+            else:
+                chunks = list(c.chat.completions.create(model="current", messages=CHAT, max_tokens=6, stream=True))
+                seen.append((started, chunks[0].model))
+        except Exception as e:  # noqa: BLE001 - every failure is a test failure, collected
+            failures.append(repr(e))
+        i += 1
+
+
+def _after_answers(seen: list, since: float, count: int, timeout: float = 60.0) -> float:
+    """Wait until `count` requests that started at or after `since` have been answered."""
+    deadline = time.monotonic() + timeout
+    while sum(t >= since for t, _ in list(seen)) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout}s"
+        time.sleep(0.05)
+    return since
+
+
+def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, tmp_path: Path) -> None:
+    # The two models run on vLLM servers started here and deployed as endpoints: on 2 CPU cores a
+    # vLLM engine does not come up beside one serving steady traffic (see DESIGN.md), so the servers
+    # start before the load; the switch, the drain and the rollback are the gateway's, under load.
+    keys = {name: secrets.token_urlsafe(16) for name in ("blue", "green")}
+    servers = {name: start_server(tiny_model, VLLMOptions(dtype="float32", max_model_len=256), tmp_path,
+                                  served_name=name, api_key=keys[name]) for name in keys}
+    try:
+        endpoint = {name: ["--endpoint", f"http://127.0.0.1:{s.port}", "--endpoint-key", keys[name]]
+                    for name, s in servers.items()}
+        cli(service["data"], "deploy", str(service["blue"]), *endpoint["blue"])
+        stop, seen, failures = threading.Event(), [], []
+        threads = [threading.Thread(target=_steady, args=(service, stop, seen, failures)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            _after_answers(seen, 0.0, 3)
+            cli(service["data"], "deploy", str(service["green"]), *endpoint["green"])
+            green_at = time.monotonic()
+            _after_answers(seen, green_at, 3)
+            rolling_back = time.monotonic()  # requests from here on may get either until rollback returns
+            cli(service["data"], "rollback")
+            blue_at = time.monotonic()
+            _after_answers(seen, blue_at, 3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert failures == []
+        # Every request that started after a switch returned went to the model switched to.
+        phases = {"blue": [m for t, m in seen if t < green_at], "green": [m for t, m in seen if green_at <= t < rolling_back],
+                  "rollback": [m for t, m in seen if t >= blue_at]}
+        assert len(phases["green"]) >= 3 and set(phases["green"]) == {"green"}, phases
+        assert len(phases["rollback"]) >= 3 and set(phases["rollback"]) == {"blue"}, phases
+        assert phases["blue"][0] == "blue"
+    finally:
+        cli(service["data"], "deploy", str(service["blue"]))  # back to a server the service runs
+        for s in servers.values():
+            s.stop()
+
+
+def test_canary_arms_and_arena(service) -> None:
+    cli(service["data"], "deploy", str(service["green"]), "--canary", "30", "--system-prompt", "brief=1",
+        "--system-prompt", "detailed=1")
+    c = client(service)
+
+    def ask(u: int) -> tuple[str, str]:
+        r = c.chat.completions.with_raw_response.create(model="current", messages=CHAT, max_tokens=1, user=f"u{u}")
+        return r.parse().model, r.headers["x-rankloop-system-prompt"]
+
+    got = {u: ask(u) for u in range(200)}
+    share = sum(m == "green" for m, _ in got.values()) / len(got)
+    arm = sum(s == "brief" for _, s in got.values()) / len(got)
+    assert 0.2 <= share <= 0.4 and 0.38 <= arm <= 0.62, (share, arm)
+    assert all(ask(u) == got[u] for u in range(20))  # sticky per user: model and system prompt
+    # The arena: two anonymous answers, one per model; the vote becomes a ranking across models.
+    key = cli(service["data"], "keys", "create", "voter").split(": ")[1].split()[0]
+    vc = openai.OpenAI(base_url=service["url"] + "/v1", api_key=key, max_retries=0)
+    duel = vc.chat.completions.create(model="arena", messages=CHAT, max_tokens=4)
+    assert duel.model == "arena" and len(duel.choices) == 2 and duel.usage.completion_tokens >= 2
+    vote = httpx.post(service["url"] + "/v1/feedback", headers={"Authorization": f"Bearer {key}"},
+                      json={"response_id": duel.id, "preferred_index": 0}).json()
+    assert vote["ranking_id"]
+    board = httpx.get(service["url"] + "/admin/leaderboard", params={"by": "model"},
+                      headers=admin_headers(service["data"])).json()
+    assert {f"blue #{service['blue']}", f"green #{service['green']}"} <= {row["arm"] for row in board}
+    cli(service["data"], "rollback")  # the canary goes; blue keeps everything
+    assert {c.completions.create(model="current", prompt="Hi", max_tokens=1, user=f"u{u}").model
+            for u in range(20)} == {"blue"}
+
+
+def _replica_pids(service) -> list[int]:
+    routes = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()["routes"]
+    ports = [int(r["url"].rsplit(":", 1)[1]) for r in routes["current"]["replicas"]]
+    import psutil
+
+    pids = []
+    for port in ports:
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == "LISTEN" and conn.laddr.port == port:
+                pids.append(conn.pid)
+    return pids
+
+
+def test_killed_server_gives_503_then_recovers_without_a_restart(service) -> None:
+    (pid,) = _replica_pids(service)
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    c = client(service)
+    t0 = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as e:
+        c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
+    assert e.value.status_code == 503 and e.value.response.headers["retry-after"] and time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            assert c.chat.completions.create(model="current", messages=CHAT, max_tokens=4).model == "blue"
+            break
+        except openai.InternalServerError:
+            time.sleep(1)
+    else:
+        pytest.fail("the supervisor did not bring the server back")
+    health = httpx.get(service["url"] + "/healthz").json()["routes"]["current"]
+    assert all(r["healthy"] for r in health["replicas"])
+
+
+def test_two_replicas_lose_nothing_when_one_dies(service) -> None:
+    cli(service["data"], "deploy", str(service["blue"]), "--replicas", "2")
+    first, second = _replica_pids(service)
+    c = client(service)
+    for _ in range(4):
+        c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
+    os.killpg(os.getpgid(first), signal.SIGKILL)
+    results = [c.chat.completions.create(model="current", messages=CHAT, max_tokens=4).model for _ in range(10)]
+    assert results == ["blue"] * 10
+    # The vLLM servers answer only on loopback, only with their own key, and have no development routes.
+    routes = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()["routes"]
+    live = next(r["url"] for r in routes["current"]["replicas"] if r["healthy"])
+    assert live.startswith("http://127.0.0.1:")
+    assert httpx.post(live + "/v1/completions", json={"model": "blue", "prompt": "x"}).status_code == 401
+    assert httpx.post(live + "/collective_rpc", json={"method": "x"}).status_code == 404
+
+
+def test_traffic_feedback_and_prompts_flow_back(service) -> None:
+    url, data = service["url"], service["data"]
+    key = cli(data, "keys", "create", "logged", "--log-traffic").split(": ")[1].split()[0]
+    c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    asked = [{"role": "user", "content": "Which birds can swim?"}]
+    pair = c.chat.completions.create(model="current", messages=asked, max_tokens=6, n=2)
+    streamed = list(c.chat.completions.create(model="current", messages=asked, max_tokens=6, stream=True))
+
+    def feedback(body: dict, who: str = key) -> httpx.Response:
+        return httpx.post(url + "/v1/feedback", headers={"Authorization": f"Bearer {who}"}, json=body)
+
+    vote = feedback({"response_id": pair.id, "preferred_index": 1})
+    assert vote.status_code == 200 and vote.json()["ranking_id"]
+    assert feedback({"response_id": streamed[0].id, "thumbs": "down", "comment": "too short"}).status_code == 200
+    refused = [({"response_id": pair.id, "preferred_index": 1}, key, 409, "already recorded"),
+               ({"response_id": pair.id, "preferred_index": 5}, key, 400, "out of range"),
+               ({"response_id": "chatcmpl-nope", "score": 1}, key, 404, "no response"),
+               ({"response_id": pair.id, "score": 1}, service["key"], 404, "no response"),  # another key's
+               ({"response_id": pair.id}, key, 400, "at least one of"),
+               ({"response_id": streamed[0].id, "preferred_index": 0}, key, 400, "several choices")]
+    for body, who, status, words in refused:
+        r = feedback(body, who)
+        assert r.status_code == status and words in r.json()["error"]["message"], (body, r.text)
+    # The vote is a ranking a snapshot holds, unless traffic is left out.
+    snap = httpx.post(url + "/admin/snapshots", headers=admin_headers(data), json={"eval_fraction": 0}).json()
+    assert snap.get("counts", {}).get("rankings", 0) >= 1, snap
+    left = httpx.post(url + "/admin/snapshots", headers=admin_headers(data),
+                      json={"eval_fraction": 0, "include_traffic": False})  # traffic is all there is
+    assert left.status_code == 400 and f"left out: {snap['counts']['rankings']} by traffic" in left.json()["error"]
+    # A prompt asked twice joins the pool once; one asked once does not (the voted one is in already).
+    for question in ("How do tides work?", "How do tides work?", "What is rust?"):
+        c.chat.completions.create(model="current", messages=[{"role": "user", "content": question}], max_tokens=2)
+    out = cli(data, "prompts", "from-traffic", "--min-count", "2")
+    assert out.startswith("1 prompts from served traffic added")
+    assert cli(data, "prompts", "from-traffic", "--min-count", "2").startswith("0 prompts")
+
+
+def test_a_recorded_deployment_serves_when_the_service_starts(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Store.open(data / "rankloop.duckdb") as store:
+        model = register_model(store, "policy", tiny_model, name="solo", status="active")
+    assert "recorded; `rankloop serve` starts it" in cli(data, "deploy", str(model))  # no service runs
+    key = cli(data, "keys", "create", "k").split(": ")[1].split()[0]
+    with running_service(data, env={"RANKLOOP_VLLM__DTYPE": "float32", "RANKLOOP_VLLM__MAX_MODEL_LEN": "256"}) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # the service answers at once; the model comes up behind it
+            try:
+                assert c.chat.completions.create(model="current", messages=CHAT, max_tokens=2).model == "solo"
+                break
+            except openai.InternalServerError as e:
+                assert e.status_code == 503 and e.response.headers["retry-after"]
+                time.sleep(1)
+        else:
+            pytest.fail("the recorded deployment did not start")
+        assert "solo" in cli(data, "status")

@@ -1,0 +1,55 @@
+"""Start the real `rankloop serve` (uvicorn, FastAPI, Gradio) in a subprocess for a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.support import REPO
+
+
+@contextmanager
+def running_service(data_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 90) -> Iterator[str]:
+    """Yields the service's base URL; stops it (and checks it exited) afterwards."""
+    # Output goes to a file, never an unread pipe that could fill up and block the service.
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"serve-{data_dir.name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "--data", str(data_dir), "serve", "--port", "0"],
+            cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+    info = data_dir / "service.json"
+    deadline = time.monotonic() + timeout_s
+    url = None
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"rankloop serve exited ({proc.returncode}):\n{log_path.read_text()}")
+            if info.exists():
+                url = json.loads(info.read_text())["url"]
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("rankloop serve did not become healthy")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not info.exists(), "serve should remove service.json when it stops"
+
+
+def admin_headers(data_dir: Path) -> dict[str, str]:
+    return {"Authorization": f"Bearer {(data_dir / 'admin.key').read_text().strip()}"}
