@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from service.core.errors import NotFound, StoreError
+from service.core.errors import NotFound, UserError
 from service.core.store import Store
 
 ROLES = ("annotator", "admin", "simulated", "import", "judge")
@@ -50,15 +50,15 @@ def verify_password(password: str, stored: str | None) -> bool:
 def add_annotator(store: Store, name: str, role: str, password: str | None = None, profile: str | None = None) -> int:
     """Create an account; people need a password of 8+ characters, simulated/import accounts none."""
     if not NAME_RE.match(name or ""):
-        raise StoreError(f"annotator name {name!r} is not valid: 1-64 letters, digits, '_', '.', '@', '-'")
+        raise UserError(f"annotator name {name!r} is not valid: 1-64 letters, digits, '_', '.', '@', '-'")
     if role not in ROLES:
-        raise StoreError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+        raise UserError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
     if role in HUMAN_ROLES and (password is None or len(password) < MIN_PASSWORD):
-        raise StoreError(f"a password of at least {MIN_PASSWORD} characters is required for role {role}")
+        raise UserError(f"a password of at least {MIN_PASSWORD} characters is required for role {role}")
     pw_hash = hash_password(password) if password else None
     with store.write() as cur:
         if cur.execute("SELECT 1 FROM annotators WHERE name = ?", [name]).fetchone():
-            raise StoreError(f"annotator {name!r} already exists")
+            raise UserError(f"annotator {name!r} already exists")
         return cur.execute(
             "INSERT INTO annotators (name, role, password_hash, profile) VALUES (?, ?, ?, ?) RETURNING id",
             [name, role, pw_hash, profile],

@@ -24,7 +24,7 @@ from annotator import quality, queue
 from annotator.accounts import get_annotator, login
 from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
 from annotator.render import chat_turns, escape_html
-from service.core.errors import StoreError, describe
+from service.core.errors import UserError, describe
 
 MAX_K = 8
 HIDDEN = "undocumented"  # callable by the page (every handler checks the account), listed nowhere
@@ -240,7 +240,7 @@ def build_ui(state: Any) -> gr.Blocks:
             try:
                 ranks_list = [int(x) for x in str(ranks_text).replace(" ", "").split(",") if x]
                 queue.mark_gold(state.store, int(task_id or 0), ranks_list)
-            except (ValueError, StoreError) as e:
+            except (ValueError, UserError) as e:
                 raise gr.Error(str(e)) from None
             return f"Task {int(task_id)} is now a gold task with ranks {ranks_list}."
 
@@ -250,7 +250,7 @@ def build_ui(state: Any) -> gr.Blocks:
                 raise gr.Error("admins only")
             try:
                 result = state.serving(action, **params)
-            except (StoreError, ValueError, RuntimeError) as e:
+            except (UserError, ValueError, RuntimeError) as e:
                 raise gr.Error(describe(e)) from None
             return f"**{action} done.** Serving now:\n\n```json\n{json.dumps(result['routes'], indent=2)}\n```"
 

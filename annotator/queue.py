@@ -32,7 +32,7 @@ from annotator.agreement import pairwise_agreement
 from annotator.queue_book import VIEWS, Lease, Pending, QueueBook, book_for
 from annotator.ranking import RankingError, Submission, check_flags, normalize_ranks
 from reward.conversation import from_row
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
 
@@ -40,7 +40,7 @@ PREFETCH = 64  # task views read together when the next task's is not cached
 _RNG = random.Random()
 
 
-class NotLeased(StoreError):
+class NotLeased(UserError):
     """The task is not (or no longer) the annotator's to rank; nothing was stored."""
 
 

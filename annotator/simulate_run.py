@@ -23,7 +23,7 @@ from annotator import queue
 from annotator.accounts import add_annotator
 from annotator.ranking import Submission
 from annotator.simulated import Profile, rank
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
 
@@ -95,7 +95,7 @@ def ensure_accounts(store: Store, profiles: dict[str, Profile]) -> dict[str, Pro
             add_annotator(store, name, "simulated", profile=profile.model_dump_json())
             out[name] = profile
         elif row[0]["role"] != "simulated":
-            raise StoreError(f"{name!r} exists and is not a simulated annotator; pick other names")
+            raise UserError(f"{name!r} exists and is not a simulated annotator; pick other names")
         else:  # an account made by hand without a profile gets the default one
             out[name] = Profile.model_validate_json(row[0]["profile"]) if row[0]["profile"] else Profile()
     return out

@@ -18,7 +18,7 @@ from annotator.simulated import Profile
 from service.cli.client import connect
 from service.cli.output import print_table
 from service.core.discovery import admin_key
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import Settings
 
 
@@ -36,7 +36,7 @@ def _password(args: argparse.Namespace) -> str | None:
         return sys.stdin.readline().rstrip("\n")
     first = getpass.getpass(f"password for {args.name}: ")
     if first != getpass.getpass("again: "):
-        raise StoreError("the two passwords differ; nothing was changed")
+        raise UserError("the two passwords differ; nothing was changed")
     return first
 
 
@@ -66,7 +66,7 @@ def cmd_annotators_logout(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
     if args.annotators < 0 or args.unreliable < 0 or args.annotators + args.unreliable == 0:
-        raise StoreError("--annotators and --unreliable must be >= 0, and at least one annotator is needed")
+        raise UserError("--annotators and --unreliable must be >= 0, and at least one annotator is needed")
     wanted = simulate_run.default_profiles(args.annotators, args.noise, args.unreliable, args.position_bias)
     with connect(settings) as c:
         profiles = c.call("simulated.ensure", profiles=wanted)
@@ -84,7 +84,7 @@ def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
     try:
         ranks = [int(x) for x in args.ranks.split(",")]
     except ValueError:
-        raise StoreError(f"--ranks {args.ranks!r}: expected comma-separated integers such as 1,2,2,3") from None
+        raise UserError(f"--ranks {args.ranks!r}: expected comma-separated integers such as 1,2,2,3") from None
     with connect(settings) as c:
         c.call("tasks.gold", task_id=args.task_id, ranks=ranks)
     print(f"task {args.task_id} is a gold task with ranks {ranks}")

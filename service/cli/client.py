@@ -29,7 +29,7 @@ from service.cli.output import print_table
 from service.control.commands import COMMANDS, Command, Context
 from service.control.scoring import ScorerCache
 from service.core.discovery import admin_key, find_service
-from service.core.errors import CommandFailed, DataDirBusy, StoreError
+from service.core.errors import CommandFailed, DataDirBusy, UserError
 from service.core.paths import atomic_file
 from service.core.settings import Settings
 from service.core.store import Store
@@ -79,7 +79,7 @@ class RemoteClient:
             if cmd.upload:
                 file = Path(body[cmd.upload])
                 if not file.is_file():
-                    raise StoreError(f"{file}: no such file")
+                    raise UserError(f"{file}: no such file")
                 with open(file, "rb") as f:
                     resp = self.http.post(url, params={"params": json.dumps(body)},
                                           content=iter(lambda: f.read(CHUNK), b""))

@@ -25,7 +25,7 @@ import httpx
 from service.cli.client import connect, follow
 from service.cli.round_steps import RoundPlan, run_round
 from service.core.discovery import admin_key
-from service.core.errors import CommandFailed, StoreError
+from service.core.errors import CommandFailed, UserError
 from service.core.paths import private_dir
 from service.core.procs import log_tail, start_group, stop_group
 from service.core.registry import find_or_register
@@ -163,20 +163,20 @@ def first_completion(settings: Settings, url: str) -> str:
 def run_demo(settings: Settings, model: Path | None = None, method: str = "dpo", small: bool = False,
              serve: bool = True, port: int | None = None, config: str | None = None) -> None:
     if method not in ("dpo", "grpo", "rloo"):
-        raise StoreError(f"--method {method!r}: valid: dpo, grpo, rloo")
+        raise UserError(f"--method {method!r}: valid: dpo, grpo, rloo")
     if model is not None and not (model / "config.json").is_file():
-        raise StoreError(f"--model {model}: not a Hugging Face model directory (no config.json); give the directory "
+        raise UserError(f"--model {model}: not a Hugging Face model directory (no config.json); give the directory "
                          "`save_pretrained` wrote, or leave --model out for the built-in tiny model")
     data = settings.data_dir
     wanted = {"model": str(model.resolve()) if model else None, "method": method, "small": small}
     chosen = data / "demo-args.json"  # what an earlier run here was asked for: reuse only the same
     if chosen.exists() and (earlier := json.loads(chosen.read_text())) != wanted:
-        raise StoreError(f"the demo ran in {data} with {earlier}, not {wanted}: what it made is reused only for the "
+        raise UserError(f"the demo ran in {data} with {earlier}, not {wanted}: what it made is reused only for the "
                          "same flags; give another --data, or `rankloop loop --method ...` for a further round")
     private_dir(data)
     with connect(settings) as c:  # before any work: the demo owns its data directory
         if c.remote:
-            raise StoreError(f"a rankloop serve runs on {data}: the demo starts its own; stop it or pass another --data")
+            raise UserError(f"a rankloop serve runs on {data}: the demo starts its own; stop it or pass another --data")
     chosen.write_text(json.dumps(wanted))
     size = SIZES[small]
     plan = RoundPlan(**{**size["plan"].__dict__, "method": method})

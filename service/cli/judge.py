@@ -16,7 +16,7 @@ from annotator import simulate_run
 from service.cli.client import connect, show_table
 from service.control.judges import GenerativeJudge, RewardJudge, run_judge
 from service.core.discovery import admin_key
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import Settings
 from service.engine.server import start_server
 
@@ -24,14 +24,14 @@ from service.engine.server import start_server
 def cmd_judge(args: argparse.Namespace, settings: Settings) -> None:
     given = [a for a in ("reward_model", "model", "endpoint") if getattr(args, a) is not None]
     if len(given) != 1:
-        raise StoreError("name one judge: --reward-model ID, --model DIR or --endpoint URL")
+        raise UserError("name one judge: --reward-model ID, --model DIR or --endpoint URL")
     server = None
     with connect(settings) as c:
         try:
             if args.reward_model is not None:
                 model = c.call("models.show", model_id=args.reward_model)
                 if model["kind"] != "reward":
-                    raise StoreError(f"model {args.reward_model} is a {model['kind']} model; --reward-model wants "
+                    raise UserError(f"model {args.reward_model} is a {model['kind']} model; --reward-model wants "
                                      "a reward model (`rankloop models list --kind reward`)")
                 name = args.name or f"judge-reward-{args.reward_model}"
                 judge = RewardJudge(model["path"])

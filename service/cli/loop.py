@@ -10,7 +10,7 @@ from service.cli.client import connect
 from service.cli.output import print_table
 from service.cli.round_steps import RoundPlan, run_round
 from service.cli.vllm_flags import add_vllm_flags, job_vllm
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import Settings
 
 
@@ -36,29 +36,29 @@ def _start_model(c) -> int:
     sft = [m for m in c.call("models.list", kind="sft") if m["status"] != "failed"]
     if active or sft:
         return (active or sft)[-1]["id"]  # the newest
-    raise StoreError("the loop needs a chat model to start from: `rankloop demo`, or `rankloop train policy "
+    raise UserError("the loop needs a chat model to start from: `rankloop demo`, or `rankloop train policy "
                      "--method sft` on your checkpoint")
 
 
 def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
     # Checked before a round is opened: a bad flag leaves nothing behind.
     if args.rounds < 1:
-        raise StoreError(f"--rounds {args.rounds}: give 1 or more")
+        raise UserError(f"--rounds {args.rounds}: give 1 or more")
     if not 1 <= args.k <= 16:
-        raise StoreError(f"--k {args.k}: samples per prompt and system prompt are 1..16")
+        raise UserError(f"--k {args.k}: samples per prompt and system prompt are 1..16")
     if args.human_tasks < 0 or args.target_rankings < 0:
-        raise StoreError("--human-tasks and --target-rankings are 0 or more")
+        raise UserError("--human-tasks and --target-rankings are 0 or more")
     if args.annotators == "people" and args.target_rankings < 1:
-        raise StoreError("--annotators people needs --target-rankings M (rankings to wait for each round)")
+        raise UserError("--annotators people needs --target-rankings M (rankings to wait for each round)")
     if args.annotators == "people" and args.method != "dpo":
         # With people, the reward model is the judge, and an RL policy was trained against that very model.
-        raise StoreError(f"--annotators people with --method {args.method}: the policy would be judged by the reward "
+        raise UserError(f"--annotators people with --method {args.method}: the policy would be judged by the reward "
                          "model it was trained against, which the gate refuses; use --method dpo")
     plan = RoundPlan(k=args.k, annotators=args.annotators, target_rankings=args.target_rankings, method=args.method,
                      human_tasks=args.human_tasks, seed=args.seed, vllm=job_vllm(args, settings).get("vllm"))
     with connect(settings) as c:
         if args.annotators == "people" and not c.remote:
-            raise StoreError("people rank in the annotator app of a running service: start `rankloop serve` first")
+            raise UserError("people rank in the annotator app of a running service: start `rankloop serve` first")
         start = _start_model(c)
         for i in range(args.rounds):
             row = run_round(c, settings, plan, "loop", start)

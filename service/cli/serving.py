@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from service.cli.client import connect
 from service.cli.output import print_table
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import Settings
 
 
@@ -50,7 +50,7 @@ def _arms(items: list[str] | None) -> dict[str, float] | None:
         try:
             arms[name] = float(weight or 1)
         except ValueError:
-            raise StoreError(f"--system-prompt {item!r}: write NAME or NAME=WEIGHT with a number") from None
+            raise UserError(f"--system-prompt {item!r}: write NAME or NAME=WEIGHT with a number") from None
     return arms
 
 
@@ -66,7 +66,7 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> None:
     try:
         model_id = int(args.model)
     except ValueError:
-        raise StoreError(f"deploy takes a registered model's id (`rankloop models list`) or 'promote', not "
+        raise UserError(f"deploy takes a registered model's id (`rankloop models list`) or 'promote', not "
                          f"{args.model!r}") from None
     with connect(settings) as c:
         _print_routes(c.call("deploy", model_id=model_id, canary=args.canary, replicas=args.replicas,

@@ -28,7 +28,7 @@ from service.control import judges
 from service.control import serving_ops as serving
 from service.control.scoring import ScorerCache, prioritize
 from service.core import registry
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import Settings
 from service.core.store import Store
 from service.data import exchange, lineage, prompts, rounds
@@ -187,7 +187,7 @@ def _rewards(ctx: Context, p: Rewards) -> dict:
     model_id, scorer = ctx.scorers.get(ctx.store)
     problems = check_messages(p.messages) if p.messages is not None else []
     if problems:
-        raise StoreError("; ".join(problems))
+        raise UserError("; ".join(problems))
     return {"model_id": model_id, "scores": scorer.score(p.messages or p.prompt, p.responses)}
 
 
@@ -212,7 +212,7 @@ def _templates_add(ctx: Context, p: FileParams) -> list[dict]:
 
 def _start_job(ctx: Context, p: StartJob) -> dict:
     if p.kind not in jobs.KINDS:
-        raise StoreError(f"unknown job kind {p.kind!r}; valid: {', '.join(jobs.KINDS)}")
+        raise UserError(f"unknown job kind {p.kind!r}; valid: {', '.join(jobs.KINDS)}")
     return {"job_id": ctx.jobs.submit(p.kind, p.config, p.options, source=f"the {p.kind} job's config")}
 
 

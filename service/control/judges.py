@@ -28,7 +28,7 @@ from annotator.accounts import add_annotator
 from annotator.ranking import Submission
 from annotator.simulate_run import QueueClient
 from reward.conversation import render_plain
-from service.core.errors import NotFound, StoreError
+from service.core.errors import NotFound, UserError
 from service.core.store import Store
 
 TEMPLATE_FIELDS = ("conversation", "candidates", "k")
@@ -62,7 +62,7 @@ def add_templates(store: Store, templates: dict[str, str]) -> list[dict]:
     """Store judge templates; new text under an existing name becomes its next version."""
     problems = [p for name, text in templates.items() for p in check_template(name, text)]
     if problems:
-        raise StoreError("; ".join(problems) + "; nothing was added")
+        raise UserError("; ".join(problems) + "; nothing was added")
     report = []
     with store.write() as cur:
         for name, text in templates.items():
@@ -102,7 +102,7 @@ def ensure_judge(store: Store, name: str, profile: dict) -> dict:
         add_annotator(store, name, "judge", profile=json.dumps(profile))
         return profile
     if rows[0]["role"] != "judge":
-        raise StoreError(f"{name!r} exists and is not a judge; pick another --name")
+        raise UserError(f"{name!r} exists and is not a judge; pick another --name")
     return json.loads(rows[0]["profile"] or "{}")
 
 
@@ -173,10 +173,10 @@ class GenerativeJudge:
         try:
             served = [m.id for m in self._client.models.list().data]
         except Exception as e:  # connection refused, timeouts, HTTP errors: all mean "no judge here"
-            raise StoreError(f"the judge endpoint {self.base_url} does not answer ({type(e).__name__}); "
+            raise UserError(f"the judge endpoint {self.base_url} does not answer ({type(e).__name__}); "
                              "check --endpoint, or serve the model with --model DIR") from None
         if self.served_name not in served:
-            raise StoreError(f"the judge endpoint {self.base_url} serves {', '.join(served) or 'nothing'}, "
+            raise UserError(f"the judge endpoint {self.base_url} serves {', '.join(served) or 'nothing'}, "
                              f"not {self.served_name!r}; pass --served-name")
 
     def prompt(self, task: dict, order: list[int]) -> str:

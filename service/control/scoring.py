@@ -13,7 +13,7 @@ import threading
 
 import pyarrow as pa
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.registry import active_model
 from service.core.store import Store
 
@@ -31,7 +31,7 @@ class ScorerCache:
 
         active = active_model(store, "reward")
         if active is None:
-            raise StoreError("no reward model is active: train one with `rankloop train reward` "
+            raise UserError("no reward model is active: train one with `rankloop train reward` "
                              "(or promote one with `rankloop models promote ID`)")
         with self._lock:
             if self._model_id != active["id"]:

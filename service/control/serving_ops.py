@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.data.traffic_prompts import prompts_from_traffic
 from service.gateway import key_records as keys
 from service.gateway.deploy_records import check_arms, check_deployable, current_deployment, record
@@ -81,12 +81,12 @@ def _deploy(ctx: Any, p: Deploy) -> dict:
     check_deployable(ctx.store, p.model_id, p.force)
     check_arms(ctx.store, p.system_prompts)
     if p.endpoint_key and not p.endpoint:
-        raise StoreError("--endpoint-key goes with --endpoint URL")
+        raise UserError("--endpoint-key goes with --endpoint URL")
     if p.endpoint and p.canary is not None:
-        raise StoreError("a canary runs on servers rankloop starts; deploy the endpoint without --canary")
+        raise UserError("a canary runs on servers rankloop starts; deploy the endpoint without --canary")
     current = current_deployment(ctx.store)
     if p.canary is not None and current is None:
-        raise StoreError("nothing is deployed yet to split traffic with; deploy without --canary first")
+        raise UserError("nothing is deployed yet to split traffic with; deploy without --canary first")
     endpoint = str(p.endpoint) if p.endpoint else None
     fields = ({"model_id": current["model_id"], "canary_model_id": p.model_id, "canary_pct": p.canary,
                "canary_replicas": p.replicas, "replicas": current["replicas"], "endpoint": current["endpoint"],
@@ -110,7 +110,7 @@ def promote(ctx: Any, _: Any) -> dict:
 def _promote(ctx: Any) -> dict:
     current = current_deployment(ctx.store)
     if current is None or current["canary_model_id"] is None:
-        raise StoreError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
+        raise UserError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
     if ctx.gateway is not None:
         ctx.gateway.deployer.promote()
     deployment = record(ctx.store, {"model_id": current["canary_model_id"], "replicas": current["canary_replicas"] or 1,
@@ -128,7 +128,7 @@ def rollback(ctx: Any, _: Any) -> dict:
 def _rollback(ctx: Any) -> dict:
     current = current_deployment(ctx.store)
     if current is None:
-        raise StoreError("nothing is deployed, so there is nothing to roll back")
+        raise UserError("nothing is deployed, so there is nothing to roll back")
     if current["canary_model_id"] is not None:
         if ctx.gateway is not None:
             ctx.gateway.deployer.drop_canary()
@@ -138,7 +138,7 @@ def _rollback(ctx: Any) -> dict:
     before = ctx.store.query("SELECT * FROM deployments WHERE id < ? AND model_id <> ? ORDER BY id DESC LIMIT 1",
                              [current["id"], current["model_id"]])
     if not before:
-        raise StoreError(f"model {current['model_id']} is the only model ever deployed; there is nothing to roll "
+        raise UserError(f"model {current['model_id']} is the only model ever deployed; there is nothing to roll "
                          "back to")
     prev = before[0]
     if ctx.gateway is not None:

@@ -1,7 +1,7 @@
 """Errors a user can act on. Their message says what was wrong and what would be valid.
 
 Every command maps them the same way, in-process and through the service: a user error
-(`StoreError`, `ConfigError`, `ValueError`) is exit code 2 (HTTP 4xx); a failure of the
+(`UserError`, `ConfigError`, `ValueError`) is exit code 2 (HTTP 4xx); a failure of the
 work itself (`RuntimeError`: a vLLM server that would not start, sampling stopped part-way)
 is exit code 1.
 """
@@ -11,22 +11,23 @@ from __future__ import annotations
 import duckdb
 
 
-class StoreError(RuntimeError):
-    """A problem a user can act on (bad input, missing row); the message says what to do."""
+class UserError(Exception):
+    """A problem a user can act on (bad input, a missing row, an unreadable data directory): the one type for
+    every user error. The message names what was wrong and what would be valid."""
 
 
-class DataDirBusy(StoreError):
+class DataDirBusy(UserError):
     """Another process holds the database file."""
 
 
-class NotFound(StoreError):
+class NotFound(UserError):
     """An id that names nothing (a model, a job, a task)."""
 
 
 # Errors in what a client sent, wherever they surface: a value that does not fit the database
 # (an id of 2**200: duckdb.DataError or InvalidInputException), a number too large to compute with, text that is not valid
 # Unicode (a lone surrogate: UnicodeError is a ValueError).
-CLIENT_ERRORS = (StoreError, ValueError, OverflowError, duckdb.DataError, duckdb.InvalidInputException)
+CLIENT_ERRORS = (UserError, ValueError, OverflowError, duckdb.DataError, duckdb.InvalidInputException)
 
 
 def describe(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 
 DB_FILE = "rankloop.duckdb"
 
@@ -79,14 +79,14 @@ def _warn(message: str) -> None:
 def private_dir(path: Path) -> None:
     """The data directory: created 0700; an existing one open to others is closed, with a warning."""
     if path.exists() and not path.is_dir():
-        raise StoreError(f"the data directory {path} is a file; --data must name a directory (or a new path)")
+        raise UserError(f"the data directory {path} is a file; --data must name a directory (or a new path)")
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         try:
             path.chmod(mode & 0o700)
         except OSError as e:
-            raise StoreError(f"the data directory {path} is open to other users (mode {mode:o}) and cannot be "
+            raise UserError(f"the data directory {path} is open to other users (mode {mode:o}) and cannot be "
                              f"restricted ({e.strerror}); run `chmod 700 {path}`") from None
         _warn(f"the data directory {path} was open to other users (mode {mode:o}); it is now 700")
 
@@ -105,11 +105,11 @@ def read_secret(path: Path, what: str, min_length: int = 32) -> str:
     """A key file that must be the owner's alone and long enough: refused, with the fix, when not."""
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise StoreError(f"{what} {path} is readable by other users (mode {mode:o}), so it may be known: run "
+        raise UserError(f"{what} {path} is readable by other users (mode {mode:o}), so it may be known: run "
                          f"`chmod 600 {path}` if it is safe, or delete it to have a new one made")
     value = path.read_text().strip()
     if len(value) < min_length:
-        raise StoreError(f"{what} in {path} has {len(value)} characters; at least {min_length} random ones are "
+        raise UserError(f"{what} in {path} has {len(value)} characters; at least {min_length} random ones are "
                          "needed: delete the file to have one generated")
     return value
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.core.errors import NotFound, StoreError
+from service.core.errors import NotFound, UserError
 from service.core.store import Store
 
 # external: responses that came from outside rankloop (imported preference data).
@@ -42,13 +42,13 @@ def register_model(
 ) -> int:
     """Add a checkpoint to the registry and return its id."""
     if kind not in KINDS:
-        raise StoreError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
+        raise UserError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
     if status not in STATUSES:
-        raise StoreError(f"unknown model status {status!r}; valid: {', '.join(STATUSES)}")
+        raise UserError(f"unknown model status {status!r}; valid: {', '.join(STATUSES)}")
     path = Path(path).resolve()
     with store.write() as cur:
         if parent_id is not None and not cur.execute("SELECT 1 FROM models WHERE id = ?", [parent_id]).fetchone():
-            raise StoreError(f"parent model {parent_id} is not in the registry")
+            raise UserError(f"parent model {parent_id} is not in the registry")
         return cur.execute(
             """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
@@ -104,7 +104,7 @@ def promote(store: Store, model_id: int, reason: str) -> None:
     """Make a model the active one of its kind; the previous active one is retired. Both say why."""
     model = get_model(store, model_id)
     if model["kind"] == "external":
-        raise StoreError(f"model {model_id} is external (imported responses); it cannot be made active")
+        raise UserError(f"model {model_id} is external (imported responses); it cannot be made active")
     with store.write() as cur:
         _activate(cur, model_id, model["kind"], reason)
 

@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from service.core.errors import DataDirBusy, StoreError
+from service.core.errors import DataDirBusy, UserError
 from service.core.paths import private_dir, private_file
 from service.core.schema import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
 
@@ -49,7 +49,7 @@ class Store:
             con = duckdb.connect(str(path))
         except duckdb.Error as e:
             if not isinstance(e, duckdb.IOException) or "lock" not in str(e).lower():
-                raise StoreError(f"cannot open the database {path}: it is damaged or not a DuckDB file "
+                raise UserError(f"cannot open the database {path}: it is damaged or not a DuckDB file "
                                  f"({str(e).splitlines()[0]}); restore it from a backup or use another --data "
                                  "directory") from None
             if "lock" in str(e).lower():
@@ -60,7 +60,7 @@ class Store:
                     f"{path.parent}. Send the command to that service (rankloop finds it through "
                     f"{path.parent / 'service.json'}), stop it, or use another --data directory."
                 ) from None
-            raise StoreError(f"cannot open the database {path}: {e}") from None
+            raise UserError(f"cannot open the database {path}: {e}") from None
         if existed:
             private_file(path)  # it holds password hashes: a looser one is fixed, with a warning
         else:
@@ -71,7 +71,7 @@ class Store:
                 store.migrate(target_version)
             except duckdb.Error as e:
                 con.close()
-                raise StoreError(f"cannot read the database {path}: it is damaged ({str(e).splitlines()[0]}); "
+                raise UserError(f"cannot read the database {path}: it is damaged ({str(e).splitlines()[0]}); "
                                  "restore it from a backup or use another --data directory") from None
         return store
 
@@ -82,7 +82,7 @@ class Store:
                 self._con.execute(f'SELECT count(*) FROM "{table}"').fetchall()
                 self._con.execute(f'SELECT * FROM "{table}" ORDER BY 1 DESC LIMIT 1').fetchall()
         except duckdb.Error as e:
-            raise StoreError(f"cannot read the database {self.path}: it is damaged ({str(e).splitlines()[0]}); "
+            raise UserError(f"cannot read the database {self.path}: it is damaged ({str(e).splitlines()[0]}); "
                              "restore it from a backup or use another --data directory") from None
 
     def close(self) -> None:
@@ -157,7 +157,7 @@ class Store:
         target = LATEST if target_version is None else target_version
         current = self.schema_version()
         if current > LATEST:
-            raise StoreError(
+            raise UserError(
                 f"{self.path} has schema version {current}, newer than this rankloop knows ({LATEST}); "
                 "upgrade rankloop"
             )

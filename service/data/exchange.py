@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from reward.conversation import Messages, conversation_key, from_row
 from reward.data import pairwise_rows
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.paths import write_atomic
 from service.core.registry import register_model
 from service.core.store import Store
@@ -66,7 +66,7 @@ def hh_transcript(messages: Messages, response: str) -> str:
 def export(store: Store, fmt: str, out: Path) -> int:
     """Write preference data; returns the number of rows written."""
     if fmt not in FORMATS:
-        raise StoreError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+        raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     rankings = _rankings(store)
     if fmt == "jsonl":
         rows = [{"ranking_id": r["id"], "task_id": r["task_id"], "annotator": r["annotator"], "prompt": r["prompt"],

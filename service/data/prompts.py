@@ -21,7 +21,7 @@ import pyarrow as pa
 import yaml
 
 from reward.conversation import Messages, check_messages, conversation_key, normalized
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.store import Store
 
 MAX_PROMPT_CHARS = 32_000
@@ -31,7 +31,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NO_SYSTEM_PROMPT = "none"
 
 
-class InputFileError(StoreError):
+class InputFileError(UserError):
     """A file rejected whole; the message lists what is wrong on which line."""
 
 
@@ -190,7 +190,7 @@ def latest_system_prompts(store: Store, names: list[str] | None = None) -> list[
     unknown = [n for n in names if n not in by_name and n != NO_SYSTEM_PROMPT]
     if unknown:
         valid = ", ".join(n for n in by_name if n != NO_SYSTEM_PROMPT) or "(none stored yet)"
-        raise StoreError(f"unknown system prompt {', '.join(map(repr, unknown))}; stored: {valid}; "
+        raise UserError(f"unknown system prompt {', '.join(map(repr, unknown))}; stored: {valid}; "
                          f"or '{NO_SYSTEM_PROMPT}' for no system prompt")
     if NO_SYSTEM_PROMPT in names and NO_SYSTEM_PROMPT not in by_name:
         with store.write() as cur:

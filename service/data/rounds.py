@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.store import Store
 
 STEPS = ("sample", "rank", "snapshot", "reward", "policy", "evaluate", "deploy")
@@ -59,7 +59,7 @@ class RoundJob(BaseModel):
 def _row(store: Store, round_id: int) -> dict:
     rows = store.query("SELECT * FROM rounds WHERE id = ?", [round_id])
     if not rows:
-        raise StoreError(f"no round {round_id}; `rankloop rounds` lists them")
+        raise UserError(f"no round {round_id}; `rankloop rounds` lists them")
     row = rows[0]
     for col in ("excluded", "stages"):
         row[col] = json.loads(row[col]) if row[col] else ({} if col == "stages" else [])
@@ -79,7 +79,7 @@ def open_round(store: Store, p: RoundStart) -> dict:
 def _running(store: Store, round_id: int) -> dict:
     row = _row(store, round_id)
     if row["status"] != "running":
-        raise StoreError(f"round {round_id} is {row['status']}; start another")
+        raise UserError(f"round {round_id} is {row['status']}; start another")
     return row
 
 
@@ -88,7 +88,7 @@ def finish_step(store: Store, p: RoundStep) -> dict:
     with store.write() as cur:  # read and update together: one writer at a time
         row = _running(store, p.round_id)
         if p.step != next_step(row):
-            raise StoreError(f"round {p.round_id} is at step {next_step(row)!r}, not {p.step!r}")
+            raise UserError(f"round {p.round_id} is at step {next_step(row)!r}, not {p.step!r}")
         values = {k: json.dumps(v) if k == "excluded" else v for k, v in p.values.model_dump(exclude_unset=True).items()}
         sets = "".join(f", {k} = ?" for k in values)
         cur.execute(f"UPDATE rounds SET step = ?, stages = ?, job_id = NULL{sets}, status = ?, finished_at = ? "

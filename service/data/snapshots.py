@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from reward.data import split_of
 from reward.snapshot_format import MANIFEST_FILE, SCHEMA, SNAPSHOT_FILE
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.paths import DataPaths
 from service.core.store import Store
 
@@ -91,7 +91,7 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
     unknown = [n for n in filters.exclude_annotators
                if not store.scalar("SELECT count(*) FROM annotators WHERE name = ?", [n])]
     if unknown:
-        raise StoreError(f"--exclude-annotator: no annotator named {', '.join(map(repr, unknown))}; "
+        raise UserError(f"--exclude-annotator: no annotator named {', '.join(map(repr, unknown))}; "
                          "`rankloop annotators list` shows them")
     rows = store.query(_ROWS)
     dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0, "judges": 0, "traffic": 0}
@@ -144,7 +144,7 @@ def create_snapshot(store: Store, data_dir: Path, filters: SnapshotFilters) -> S
     _add_task_agreement(rows)
     if not rows:
         left_out = ", ".join(f"{n} by {why}" for why, n in dropped.items() if n)
-        raise StoreError("no rankings pass the filters, so there is nothing to snapshot"
+        raise UserError("no rankings pass the filters, so there is nothing to snapshot"
                          + (f" (left out: {left_out})" if left_out else "") + "; rank some tasks first "
                          "(`rankloop annotate-sim` or the app) or loosen the filters")
     snap_id = content_hash(rows)

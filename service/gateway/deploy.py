@@ -19,7 +19,7 @@ import zlib
 
 import httpx
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.registry import get_model
 from service.core.settings import Settings
 from service.core.store import Store
@@ -71,7 +71,7 @@ class Deployer:
                     self.canary = self._pool(row["canary_model_id"], row["canary_replicas"] or 1, None, None)
                     self.canary_pct = row["canary_pct"]
                 self.arms = row["system_prompts"]
-            except (EngineStartError, StoreError) as e:
+            except (EngineStartError, UserError) as e:
                 self.error = f"the recorded deployment {row['id']} did not start: {e}"
 
     def stop_all(self) -> None:
@@ -125,7 +125,7 @@ class Deployer:
             if canary_pct is not None:
                 if self.primary is None:
                     new.stop()
-                    raise StoreError("nothing is deployed yet to split traffic with; deploy without --canary first")
+                    raise UserError("nothing is deployed yet to split traffic with; deploy without --canary first")
                 self.canary, self.canary_pct = new, canary_pct
                 retired = [old_canary]
             else:
@@ -139,7 +139,7 @@ class Deployer:
     def promote(self) -> dict:
         with self._change:
             if self.canary is None:
-                raise StoreError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
+                raise UserError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
             old, self.primary, self.canary, self.canary_pct = self.primary, self.canary, None, 0.0
             self._retire(old)
         return self.state()

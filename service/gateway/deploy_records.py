@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.registry import get_model
 from service.core.store import Store
 from service.data.prompts import latest_system_prompts
@@ -28,9 +28,9 @@ def current_deployment(store: Store) -> dict | None:
 def check_deployable(store: Store, model_id: int, force: bool) -> dict:
     model = get_model(store, model_id)
     if model["kind"] not in SERVABLE:
-        raise StoreError(f"model {model_id} is a {model['kind']} model; deploy a chat model ({', '.join(SERVABLE)})")
+        raise UserError(f"model {model_id} is a {model['kind']} model; deploy a chat model ({', '.join(SERVABLE)})")
     if model["status"] != "active" and not force:
-        raise StoreError(f"model {model_id} is {model['status']}, not approved: it passes the gate or "
+        raise UserError(f"model {model_id} is {model['status']}, not approved: it passes the gate or "
                          "`rankloop models promote`, or deploy it anyway with --force")
     return model
 
@@ -41,9 +41,9 @@ def check_arms(store: Store, arms: dict[str, float] | None) -> None:
     found = {s["name"] for s in latest_system_prompts(store, list(arms))}
     missing = [n for n in arms if n not in found]
     if missing:
-        raise StoreError(f"no system prompt named {', '.join(missing)}; `rankloop system-prompts list` shows them")
+        raise UserError(f"no system prompt named {', '.join(missing)}; `rankloop system-prompts list` shows them")
     if any(w < 0 for w in arms.values()) or not sum(arms.values()) > 0:
-        raise StoreError("system prompt weights must be >= 0 with at least one positive")
+        raise UserError("system prompt weights must be >= 0 with at least one positive")
 
 
 def record(store: Store, fields: dict[str, Any]) -> int:

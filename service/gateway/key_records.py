@@ -10,7 +10,7 @@ import hashlib
 import re
 import secrets
 
-from service.core.errors import NotFound, StoreError
+from service.core.errors import NotFound, UserError
 from service.core.store import Store
 
 SCOPES = ("client", "admin")
@@ -38,17 +38,17 @@ def create_key(store: Store, name: str, scope: str = "client", rpm: int | None =
                log_traffic: bool = False) -> str:
     """Store a new key's hash; returns the key itself, which is shown once and never again."""
     if not NAME.match(name or ""):
-        raise StoreError(f"key name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', starting with a "
+        raise UserError(f"key name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', starting with a "
                          "letter or digit")
     if scope not in SCOPES:
-        raise StoreError(f"unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
+        raise UserError(f"unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
     for limit, value in (("rpm", rpm), ("tpm", tpm)):
         if value is not None and not 1 <= value <= 10**9:
-            raise StoreError(f"--{limit} must be between 1 and 1000000000, got {value}")
+            raise UserError(f"--{limit} must be between 1 and 1000000000, got {value}")
     key = "rk-" + secrets.token_urlsafe(32)
     with store.write() as cur:
         if cur.execute("SELECT 1 FROM api_keys WHERE name = ?", [name]).fetchone():
-            raise StoreError(f"a key named {name!r} exists; revoke it or pick another name")
+            raise UserError(f"a key named {name!r} exists; revoke it or pick another name")
         cur.execute("INSERT INTO api_keys (name, key_hash, prefix, scope, rpm, tpm, log_traffic) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [name, key_hash(key), key[:7], scope, rpm, tpm, log_traffic])
     _changed()

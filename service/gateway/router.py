@@ -28,7 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import Settings
 from service.core.store import Store
 from service.data.prompts import latest_system_prompts
@@ -91,7 +91,7 @@ class Gateway:
             return hit[0]
         try:
             found = latest_system_prompts(self.store, [name])
-        except StoreError:  # an unknown name
+        except UserError:  # an unknown name
             found = []
         with self._lock:
             self._prompts[name] = (found[0] if found else None, now)

@@ -33,7 +33,7 @@ from policy.evaluate import EvalConfig
 from reward.configfile import validate
 from reward.conversation import conversation_key, normalized
 from reward.data import read_snapshot
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.paths import write_atomic
 from service.core.registry import active_model, get_model, lineage, record_evaluation
 from service.core.settings import Settings, VLLMOptions
@@ -81,7 +81,7 @@ def _snapshot(store: Store, cfg: EvalJobConfig, candidate: dict) -> dict | None:
     sql = "SELECT id, path FROM snapshots " + ("WHERE id = ?" if snap_id else "ORDER BY created_at DESC LIMIT 1")
     rows = store.query(sql, [snap_id] if snap_id else [])
     if snap_id and not rows:
-        raise StoreError(f"no snapshot {snap_id!r}; `rankloop snapshot` takes one")
+        raise UserError(f"no snapshot {snap_id!r}; `rankloop snapshot` takes one")
     return rows[0] if rows else None
 
 
@@ -112,42 +112,42 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
     check_job_paths(store, settings, cfg)
     candidate = get_model(store, cfg.candidate)
     if candidate["kind"] not in POLICY_KINDS:
-        raise StoreError(f"model {cfg.candidate} is a {candidate['kind']} model; evaluate a policy (sft or policy)")
+        raise UserError(f"model {cfg.candidate} is a {candidate['kind']} model; evaluate a policy (sft or policy)")
     baseline = cfg.baseline
     if baseline is None:
         active = active_model(store, candidate["kind"])
         baseline = active["id"] if active and active["id"] != cfg.candidate else candidate["parent_id"]
     if baseline is None:
-        raise StoreError(f"model {cfg.candidate} has no parent and no active model to compare with; name one "
+        raise UserError(f"model {cfg.candidate} has no parent and no active model to compare with; name one "
                          "with --against ID")
     if baseline == cfg.candidate:
-        raise StoreError(f"model {cfg.candidate} cannot be evaluated against itself; --against another model")
+        raise UserError(f"model {cfg.candidate} cannot be evaluated against itself; --against another model")
     for m in (candidate, get_model(store, baseline)):
         if m["kind"] not in POLICY_KINDS:
-            raise StoreError(f"model {m['id']} is a {m['kind']} model; compare policies (pretrained, sft or policy)")
+            raise UserError(f"model {m['id']} is a {m['kind']} model; compare policies (pretrained, sft or policy)")
         if not (Path(m["path"]) / "config.json").is_file():
-            raise StoreError(f"model {m['id']} at {m['path']} is not a Hugging Face model directory (no config.json)")
+            raise UserError(f"model {m['id']} at {m['path']} is not a Hugging Face model directory (no config.json)")
     reward = cfg.reward_model
     if reward is None:
         active = active_model(store, "reward")
         reward = active["id"] if active else None
     elif get_model(store, reward)["kind"] != "reward":
-        raise StoreError(f"model {reward} is not a reward model")
+        raise UserError(f"model {reward} is not a reward model")
     if reward is None and cfg.judge == "reward":
-        raise StoreError("judge 'reward' needs a reward model: train one (`rankloop train reward`), name one with "
+        raise UserError("judge 'reward' needs a reward model: train one (`rankloop train reward`), name one with "
                          "reward_model, or judge by the simulated annotators' hidden preference (--judge hidden)")
     cfg = cfg.model_copy(update={"baseline": baseline, "reward_model": reward})
     snap = _snapshot(store, cfg, candidate)
     rows = _eval_rows(store, cfg, snap)
     if cfg.judge == "hidden" and not _profiles(rows):
-        raise StoreError("judge 'hidden' needs a snapshot ranked by simulated annotators; none was found")
+        raise UserError("judge 'hidden' needs a snapshot ranked by simulated annotators; none was found")
     if cfg.prompt_file is not None:
         read_prompt_file(cfg.prompt_file)  # a bad file stops here, before anything is stored
     elif not rows:
-        raise StoreError(f"no held-out prompts: {'snapshot ' + snap['id'] + ' holds none out' if snap else 'no snapshot'}"
+        raise UserError(f"no held-out prompts: {'snapshot ' + snap['id'] + ' holds none out' if snap else 'no snapshot'}"
                          "; take a snapshot (`rankloop snapshot --eval-fraction F`) or pass --prompts FILE")
     if not latest_system_prompts(store, _system_prompt_names(cfg, rows)):
-        raise StoreError("no system prompts to sample under; add some with `rankloop system-prompts add FILE`")
+        raise UserError("no system prompts to sample under; add some with `rankloop system-prompts add FILE`")
     return cfg.model_copy(update={"snapshot": snap["id"] if snap else None})
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from policy import dpo, rl, sft
 from policy.trainer import PolicyTrainConfig, load_tokenizer
 from reward.configfile import validate
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.registry import active_model, register_trained
 from service.core.settings import Settings
 from service.core.store import Store
@@ -32,11 +32,11 @@ def prepare(method: str, store: Store, settings: Settings, values: dict[str, Any
     if method in ("grpo", "rloo"):
         values.setdefault("algorithm", method)
         if values["algorithm"] != method:
-            raise StoreError(f"algorithm {values['algorithm']!r} in a {method} job; leave it unset or say {method}")
+            raise UserError(f"algorithm {values['algorithm']!r} in a {method} job; leave it unset or say {method}")
         if "reward_model" not in values:
             active = active_model(store, "reward")
             if active is None:
-                raise StoreError("online RL needs a reward model: train one (`rankloop train reward`) or set "
+                raise UserError("online RL needs a reward model: train one (`rankloop train reward`) or set "
                                  "reward_model: in the config")
             values["reward_model"] = active["path"]
     values = training_defaults(store, settings, values, method,
@@ -47,7 +47,7 @@ def prepare(method: str, store: Store, settings: Settings, values: dict[str, Any
         load_tokenizer(cfg.base_model)
         METHODS[method].dataset(cfg)
     except (ValueError, OSError) as e:
-        raise StoreError(str(e)) from None
+        raise UserError(str(e)) from None
     return cfg
 
 

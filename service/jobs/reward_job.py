@@ -16,7 +16,7 @@ from typing import Any
 from reward.configfile import validate
 from reward.snapshot_format import snapshot_file
 from reward.train import RewardTrainConfig
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.registry import register_trained
 from service.core.settings import Settings
 from service.core.store import Store
@@ -32,7 +32,7 @@ def prepare(store: Store, settings: Settings, values: dict[str, Any], source: st
     try:
         snapshot_file(cfg.snapshot)
     except FileNotFoundError as e:
-        raise StoreError(str(e)) from None
+        raise UserError(str(e)) from None
     return cfg
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reward.configfile import validate
 from reward.train import RewardTrainConfig
-from service.core.errors import NotFound, StoreError
+from service.core.errors import NotFound, UserError
 from service.core.procs import pid_alive, signal_group
 from service.core.settings import Settings
 from service.core.store import Store
@@ -121,7 +121,7 @@ class JobRunner:
         """Validate, record the job (one transaction) and start it; errors leave nothing behind."""
         spec = KINDS.get(kind)
         if spec is None:
-            raise StoreError(f"unknown job kind {kind!r}; valid: {', '.join(KINDS)}")
+            raise UserError(f"unknown job kind {kind!r}; valid: {', '.join(KINDS)}")
         cfg = spec.prepare(self.store, self.settings, values, source)
         opts = validate(spec.options, options or {}, f"{source} (options)")
         with self.store.write() as cur:
@@ -146,7 +146,7 @@ class JobRunner:
         except JobCancelled as e:
             _finish(self.store, run.job_id, "cancelled", str(e))
         except Exception as e:  # the job's own failure: recorded, never raised into the service
-            _finish(self.store, run.job_id, "failed", f"{e}" if isinstance(e, StoreError | RuntimeError)
+            _finish(self.store, run.job_id, "failed", f"{e}" if isinstance(e, UserError | RuntimeError)
                     else f"{type(e).__name__}: {e}")
         finally:
             with self._lock:
@@ -163,7 +163,7 @@ class JobRunner:
         """Ask a job to stop and wait for it; what it stored stays."""
         job = get_job(self.store, job_id)
         if job["status"] in FINISHED:
-            raise StoreError(f"job {job_id} already {job['status']}; only a queued or running job can be cancelled")
+            raise UserError(f"job {job_id} already {job['status']}; only a queued or running job can be cancelled")
         with self._lock:
             entry = self._runs.get(job_id)
         if entry is None:  # no process runs it any more (only one process holds the database)

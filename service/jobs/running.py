@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.procs import log_tail, signal_group, start_group
 from service.core.settings import Settings
 from service.core.store import Store
@@ -35,9 +35,9 @@ def next_dir(name: str) -> str:
 def check_output_dir(store: Store, out: Path) -> None:
     """A job writes into a fresh directory: never over a registered model or other files."""
     if store.scalar("SELECT count(*) FROM models WHERE path = ?", [str(Path(out).resolve())]):
-        raise StoreError(f"output_dir {out} holds a registered model; a job never overwrites one. Pick another")
+        raise UserError(f"output_dir {out} holds a registered model; a job never overwrites one. Pick another")
     if Path(out).exists() and any(Path(out).iterdir()):
-        raise StoreError(f"output_dir {out} exists and is not empty; pick a new directory (or leave it unset)")
+        raise UserError(f"output_dir {out} exists and is not empty; pick a new directory (or leave it unset)")
 
 
 def training_defaults(store: Store, settings: Settings, values: dict[str, Any], name: str,
@@ -48,12 +48,12 @@ def training_defaults(store: Store, settings: Settings, values: dict[str, Any], 
     if "snapshot" not in values and "data" not in values:
         values["snapshot"] = latest_snapshot(store)
         if values["snapshot"] is None:
-            raise StoreError("no snapshot to train on: take one with `rankloop snapshot` (or set snapshot: in the config)")
+            raise UserError("no snapshot to train on: take one with `rankloop snapshot` (or set snapshot: in the config)")
     if "base_model" not in values:
         values["base_model"] = store.scalar(
             "SELECT path FROM models WHERE list_contains(?, kind) ORDER BY id DESC LIMIT 1", [list(base_kinds)])
         if values["base_model"] is None:
-            raise StoreError("no starting checkpoint: set base_model: in the config, or sample from a model first")
+            raise UserError("no starting checkpoint: set base_model: in the config, or sample from a model first")
     values.setdefault("output_dir", str(settings.paths.model_dir(next_dir(name))))
     return values
 
@@ -70,7 +70,7 @@ def check_job_paths(store: Store, settings: Settings, cfg: BaseModel) -> None:
                 continue
             target = path.resolve()
             if not (any(target.is_relative_to(root) for root in roots) or str(target) in registered):
-                raise StoreError(f"{name} {path} is outside the data directory {roots[0]} and is not a registered "
+                raise UserError(f"{name} {path} is outside the data directory {roots[0]} and is not a registered "
                                  "model; use a path inside it, or add its parent to the setting allowed_roots "
                                  "(RANKLOOP_ALLOWED_ROOTS='[\"/models\"]' or allowed_roots: in config.yaml)")
 
@@ -82,7 +82,7 @@ def check_training_config(store: Store, settings: Settings, cfg: BaseModel, name
     if Path(cfg.output_dir).name != next_dir(name):
         check_output_dir(store, cfg.output_dir)
     if not (Path(cfg.base_model) / "config.json").is_file():
-        raise StoreError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
+        raise UserError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
 
 
 class JobCancelled(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.registry import find_or_register
 from service.core.settings import Settings, VLLMOptions
 from service.core.store import Store
@@ -49,15 +49,15 @@ def parse_mix(items: list[str] | None, names: list[str]) -> dict[str, float]:
     for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or name not in weights:
-            raise StoreError(f"--mix {item!r}: expected NAME=WEIGHT with NAME one of {', '.join(names)}")
+            raise UserError(f"--mix {item!r}: expected NAME=WEIGHT with NAME one of {', '.join(names)}")
         try:
             weights[name] = float(value)
         except ValueError:
-            raise StoreError(f"--mix {item!r}: weight {value!r} is not a number") from None
+            raise UserError(f"--mix {item!r}: weight {value!r} is not a number") from None
         if weights[name] < 0:
-            raise StoreError(f"--mix {item!r}: weights must be >= 0")
+            raise UserError(f"--mix {item!r}: weights must be >= 0")
     if not any(weights.values()):
-        raise StoreError("--mix gives every system prompt weight 0; at least one must be positive")
+        raise UserError("--mix gives every system prompt weight 0; at least one must be positive")
     return weights
 
 
@@ -65,18 +65,18 @@ def prepare(store: Store, settings: Settings, cfg: SampleJobConfig) -> SampleJob
     """Every check that can fail before anything is stored."""
     check_job_paths(store, settings, cfg)
     if not 1 <= cfg.k <= 16:
-        raise StoreError(f"--k must be between 1 and 16, got {cfg.k}")
+        raise UserError(f"--k must be between 1 and 16, got {cfg.k}")
     if cfg.rankings_per_task < 1:
-        raise StoreError(f"--rankings-per-task must be at least 1, got {cfg.rankings_per_task}")
+        raise UserError(f"--rankings-per-task must be at least 1, got {cfg.rankings_per_task}")
     system_prompts = latest_system_prompts(store, cfg.system_prompts)
     if not system_prompts:
-        raise StoreError("no system prompts stored; add some with `rankloop system-prompts add FILE` "
+        raise UserError("no system prompts stored; add some with `rankloop system-prompts add FILE` "
                          "or pass --system-prompt none")
     if not store.scalar("SELECT count(*) FROM prompts WHERE source <> 'eval'"):
-        raise StoreError("no prompts stored; add some with `rankloop prompts add FILE`")
+        raise UserError("no prompts stored; add some with `rankloop prompts add FILE`")
     size = cfg.task_size or min(max(cfg.k, MIN_CANDIDATES), MAX_CANDIDATES)
     if not MIN_CANDIDATES <= size <= MAX_CANDIDATES:
-        raise StoreError(f"--task-size must be between {MIN_CANDIDATES} and {MAX_CANDIDATES}, got {size}")
+        raise UserError(f"--task-size must be between {MIN_CANDIDATES} and {MAX_CANDIDATES}, got {size}")
     parse_mix(cfg.mix, [s["name"] for s in system_prompts])
     models = [Path(m).resolve() for m in cfg.models]
     for d in models:

@@ -31,7 +31,7 @@ from annotator.accounts import get_annotator, session_valid
 from annotator.api import admin_key_ok, bearer_token
 from reward.configfile import format_errors
 from service.control.commands import COMMANDS, Command
-from service.core.errors import NotFound, StoreError, describe, exit_code
+from service.core.errors import NotFound, UserError, describe, exit_code
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -116,7 +116,7 @@ def _route(name: str, cmd: Command):
                 message = describe(e)
                 for server, caller in shown.items():
                     message = message.replace(server, caller)
-                status = (404 if isinstance(e, NotFound) else 400 if isinstance(e, StoreError | OSError)
+                status = (404 if isinstance(e, NotFound) else 400 if isinstance(e, UserError | OSError)
                           else 422 if code == 2 else 500)
                 return _error(message, code, status)
             if cmd.download:

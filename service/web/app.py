@@ -26,7 +26,7 @@ from annotator.ranking import RankingError
 from reward.configfile import ConfigError
 from service.control.commands import COMMANDS, Context
 from service.control.scoring import ScorerCache
-from service.core.errors import CLIENT_ERRORS, StoreError, describe
+from service.core.errors import CLIENT_ERRORS, UserError, describe
 from service.core.paths import DataPaths, write_private
 from service.core.settings import Settings
 from service.core.store import Store
@@ -92,9 +92,9 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
         parts = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
         return _error(422, "; ".join(parts))
 
-    # Errors a client can fix; the most specific class wins (NotLeased is a StoreError).
-    for error, status in [(RankingError, 422), (ConfigError, 422), (NotLeased, 409), (StoreError, 400),
-                          *((e, 422) for e in CLIENT_ERRORS if e is not StoreError)]:
+    # Errors a client can fix; the most specific class wins (NotLeased is a UserError).
+    for error, status in [(RankingError, 422), (ConfigError, 422), (NotLeased, 409), (UserError, 400),
+                          *((e, 422) for e in CLIENT_ERRORS if e is not UserError)]:
         app.add_exception_handler(error, lambda request, exc, status=status: _error(status, describe(exc)))
 
     @app.exception_handler(GatewayError)

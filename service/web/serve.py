@@ -15,7 +15,7 @@ import socket
 import sys
 
 from service.core.discovery import admin_key, write_service_file
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import Settings
 from service.core.store import Store
 from service.jobs.runner import reap_stale
@@ -42,7 +42,7 @@ def serve(settings: Settings) -> None:
         sock.bind((settings.host, settings.port))
     except OSError as e:
         store.close()
-        raise StoreError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}; "
+        raise UserError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}; "
                          "pick another --port (0 = any free port)") from None
     url = f"http://{settings.host}:{sock.getsockname()[1]}"
     app = None

@@ -17,7 +17,7 @@ from annotator.accounts import (
     verify_password,
 )
 from annotator.ranking import Flag, RankingError, Submission
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
 from tests.support.seeding import seed_tasks
@@ -191,9 +191,9 @@ def test_accounts_hashes_and_disable(store: Store) -> None:
                          (("carol", "root", "longenough"), "valid: annotator, admin"),
                          (("carol", "annotator", "short"), "at least 8"),
                          (("alice", "annotator", "longenough"), "already exists")]:
-        with pytest.raises(StoreError, match=message):
+        with pytest.raises(UserError, match=message):
             add_annotator(store, *bad)
-    with pytest.raises(StoreError, match="no annotator named 'zed'"):
+    with pytest.raises(UserError, match="no annotator named 'zed'"):
         set_disabled(store, "zed")
     assert store.scalar("SELECT count(*) FROM annotators") == 1
 
@@ -237,7 +237,7 @@ def test_simulated_accounts_never_take_over_a_person(store: Store) -> None:
     from annotator.simulated import Profile
 
     add_annotator(store, "alice", "annotator", "correct horse")
-    with pytest.raises(StoreError, match="'alice' exists and is not a simulated annotator"):
+    with pytest.raises(UserError, match="'alice' exists and is not a simulated annotator"):
         ensure_accounts(store, {"alice": Profile()})
     add_annotator(store, "bare", "simulated")  # made by hand, without a profile
     assert ensure_accounts(store, {"bare": Profile(noise=2.0)})["bare"] == Profile()

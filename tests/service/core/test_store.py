@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from service.core.errors import DataDirBusy, StoreError
+from service.core.errors import DataDirBusy, UserError
 from service.core.registry import find_or_register, get_model, lineage, list_models, register_model
 from service.core.schema import LATEST
 from service.core.store import Store
@@ -62,7 +62,7 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "new.duckdb"
     with Store.open(db) as s, s.write() as cur:
         cur.execute("INSERT INTO schema_version (version, name) VALUES (999, 'future')")
-    with pytest.raises(StoreError, match="newer than this rankloop knows"):
+    with pytest.raises(UserError, match="newer than this rankloop knows"):
         Store.open(db)
 
 
@@ -147,11 +147,11 @@ def test_registry_and_lineage(store: Store, tmp_path: Path) -> None:
 
 
 def test_registry_rejects_bad_input(store: Store, tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="valid: pretrained, sft, reward, policy, external"):
+    with pytest.raises(UserError, match="valid: pretrained, sft, reward, policy, external"):
         register_model(store, "critic", tmp_path)
-    with pytest.raises(StoreError, match="parent model 42"):
+    with pytest.raises(UserError, match="parent model 42"):
         register_model(store, "sft", tmp_path, parent_id=42)
-    with pytest.raises(StoreError, match="no model with id 5"):
+    with pytest.raises(UserError, match="no model with id 5"):
         lineage(store, 5)
     assert store.counts()["models"] == 0
 

@@ -15,7 +15,7 @@ from annotator.quality import unreliable
 from annotator.ranking import Submission
 from service.cli.client import connect
 from service.cli.round_steps import RoundPlan, run_round
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import AnnotationOptions, load_settings
 from service.data.rounds import RoundJob, RoundStart, RoundStep, finish_step, next_step, open_round, set_job
 from service.report.report import build_report
@@ -33,14 +33,14 @@ def test_a_round_resumes_at_its_first_unfinished_step(store) -> None:
     assert again["id"] == row["id"] and next_step(again) == "snapshot" and again["job_id"] == 41
     assert again["batch"] == "b1" and again["excluded"] == ["sim-u1"] and again["stages"] == {"sample": 3.0, "rank": 0}
     assert open_round(store, RoundStart(kind="demo"))["id"] != row["id"]  # each command has its own
-    with pytest.raises(StoreError, match="is at step 'snapshot', not 'reward'"):  # steps run in order
+    with pytest.raises(UserError, match="is at step 'snapshot', not 'reward'"):  # steps run in order
         finish_step(store, RoundStep(round_id=row["id"], step="reward"))
     for step in ("snapshot", "reward", "policy", "evaluate"):
         row = finish_step(store, RoundStep(round_id=row["id"], step=step))
         assert row["job_id"] is None  # a finished step's job is not followed again
     done = finish_step(store, RoundStep(round_id=row["id"], step="deploy", finished=True))
     assert done["status"] == "done" and done["finished_at"] is not None and next_step(done) is None
-    with pytest.raises(StoreError, match="is done; start another"):
+    with pytest.raises(UserError, match="is done; start another"):
         finish_step(store, RoundStep(round_id=row["id"], step="deploy"))
     assert open_round(store, RoundStart(kind="loop"))["id"] > row["id"]  # the next run starts a new round
 

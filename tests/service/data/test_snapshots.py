@@ -11,7 +11,7 @@ from annotator.accounts import add_annotator
 from annotator.ranking import Flag, Submission
 from reward.data import read_snapshot
 from service.cli.main import main
-from service.core.errors import StoreError
+from service.core.errors import UserError
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
 from service.data.snapshots import SnapshotFilters, create_snapshot, split_of
@@ -72,7 +72,7 @@ def test_filters(ranked) -> None:
     gold = create_snapshot(store, data, SnapshotFilters(min_gold_agreement=0.5)).manifest["counts"]
     assert gold["dropped"]["gold_agreement"] == store.scalar(
         "SELECT count(*) FROM rankings r JOIN annotators a ON a.id = r.annotator_id WHERE a.name = 'sim-1'")
-    with pytest.raises(StoreError, match="no annotator named 'nobody'"):
+    with pytest.raises(UserError, match="no annotator named 'nobody'"):
         create_snapshot(store, data, SnapshotFilters(exclude_annotators=["nobody"]))
 
 
