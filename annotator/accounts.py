@@ -43,11 +43,15 @@ def verify_password(password: str, stored: str | None) -> bool:
     if not stored or not stored.startswith("scrypt$"):
         return False
     _, n, r, p, salt, digest = stored.split("$")
-    got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    got = hashlib.scrypt(
+        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32
+    )
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
-def add_annotator(store: Store, name: str, role: str, password: str | None = None, profile: str | None = None) -> int:
+def add_annotator(
+    store: Store, name: str, role: str, password: str | None = None, profile: str | None = None
+) -> int:
     """Create an account; people need a password of 8+ characters, simulated/import accounts none."""
     if not NAME_RE.match(name or ""):
         raise UserError(f"annotator name {name!r} is not valid: 1-64 letters, digits, '_', '.', '@', '-'")
@@ -159,8 +163,11 @@ class LoginThrottle:
     @staticmethod
     def _keys(name: str, address: str | None) -> list[tuple[bytes, int]]:
         """Fixed-size keys (a 2 MB name costs 16 bytes), each with 1 when it is a client address."""
+
         def key(kind: str, value: str) -> bytes:
-            return hashlib.blake2b(f"{kind}:{value}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            return hashlib.blake2b(
+                f"{kind}:{value}".encode("utf-8", "surrogatepass"), digest_size=16
+            ).digest()
 
         return [(key("name", name), 0)] + ([(key("addr", address), 1)] if address else [])
 
@@ -182,8 +189,9 @@ class LoginThrottle:
     def _make_room(self, n: int) -> bool:
         if len(self._fails) + n <= self.max_keys:
             return True
-        idle = [k for k, (count, last) in self._fails.items()
-                if self.clock() - last >= self.max_wait_s]  # past any wait: holds no one back
+        idle = [
+            k for k, (count, last) in self._fails.items() if self.clock() - last >= self.max_wait_s
+        ]  # past any wait: holds no one back
         for k in sorted(idle, key=lambda k: self._fails[k][1])[: max(n, self.max_keys // 10)]:
             del self._fails[k]
         return len(self._fails) + n <= self.max_keys
@@ -223,8 +231,12 @@ class ExpiringSessions(dict):
     reads it with `get`, `in` and `[]`, so an expired token, or one whose account `still_valid`
     refuses (disabled, logged out everywhere since), simply reads as absent."""
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.time,
-                 still_valid: Callable[[str, float], bool] = lambda user, born: True):
+    def __init__(
+        self,
+        ttl_s: float,
+        clock: Callable[[], float] = time.time,
+        still_valid: Callable[[str, float], bool] = lambda user, born: True,
+    ):
         super().__init__()
         self.ttl_s, self.clock, self.still_valid, self._born = ttl_s, clock, still_valid, {}
 
@@ -238,7 +250,11 @@ class ExpiringSessions(dict):
 
     def _live(self, token) -> bool:
         born = self._born.get(token)
-        if born is not None and self.clock() - born <= self.ttl_s and self.still_valid(super().get(token), born):
+        if (
+            born is not None
+            and self.clock() - born <= self.ttl_s
+            and self.still_valid(super().get(token), born)
+        ):
             return True
         if born is not None:
             del self[token]
@@ -298,7 +314,11 @@ def session_valid(acct: dict, issued_s: float) -> bool:
 def revoke_sessions(store: Store, name: str) -> None:
     """End every API token and app session of `name` issued until now (`rankloop annotators logout`)."""
     with store.write() as cur:
-        if cur.execute("UPDATE annotators SET sessions_since = ? WHERE name = ? RETURNING id",
-                       [time.time(), name]).fetchone() is None:
+        if (
+            cur.execute(
+                "UPDATE annotators SET sessions_since = ? WHERE name = ? RETURNING id", [time.time(), name]
+            ).fetchone()
+            is None
+        ):
             raise NotFound(f"no annotator named {name!r}; `rankloop annotators list` shows them")
     forget_accounts(store)

@@ -54,15 +54,21 @@ def current_annotator(
             raise HTTPException(401, "acting for an annotator needs the admin key")
         acct = get_annotator(store, x_rankloop_annotator)
         if acct is None or acct["role"] not in ("simulated", "judge"):
-            raise HTTPException(403, f"{x_rankloop_annotator!r} is not a simulated annotator or a judge; "
-                                     "people log in themselves")
+            raise HTTPException(
+                403,
+                f"{x_rankloop_annotator!r} is not a simulated annotator or a judge; people log in themselves",
+            )
     elif token:
         session = request.app.state.signer.verify(token)
         acct = get_annotator(store, id=session[0]) if session else None
         if acct is None or not (acct["disabled"] or session_valid(acct, session[1])):
-            raise HTTPException(401, "invalid, expired or revoked token; log in again at POST /api/annotate/login")
+            raise HTTPException(
+                401, "invalid, expired or revoked token; log in again at POST /api/annotate/login"
+            )
     else:
-        raise HTTPException(401, "log in first: POST /api/annotate/login, then send 'Authorization: Bearer TOKEN'")
+        raise HTTPException(
+            401, "log in first: POST /api/annotate/login, then send 'Authorization: Bearer TOKEN'"
+        )
     if acct["disabled"]:
         raise HTTPException(403, f"the account {acct['name']!r} is disabled")
     return acct
@@ -73,8 +79,9 @@ async def login_route(body: LoginBody, request: Request) -> dict:
     state = request.app.state
     wait = state.throttle.wait_s(body.name, CLIENT_ADDRESS.get())
     if wait > 0:
-        raise HTTPException(429, f"too many failed logins for {body.name!r} or from your address; try again in "
-                                 f"{wait:.0f} s")
+        raise HTTPException(
+            429, f"too many failed logins for {body.name!r} or from your address; try again in {wait:.0f} s"
+        )
     acct = await run_in_threadpool(login, state.store, state.throttle, body.name, body.password)
     if acct is None:
         raise HTTPException(401, "unknown user, wrong password, or disabled account")

@@ -61,9 +61,18 @@ def _task_outputs(state: Any, acct: dict, status: str) -> list:
     prog = _progress_md(queue.progress(state.store, acct["id"], state.queue_settings))
     if task is None:
         slots = [gr.update(visible=False)] * MAX_K + [gr.update(value="")] * MAX_K
-        slots += [gr.update(choices=[], value=None)] * MAX_K + [gr.update(value=NO_FLAG)] * MAX_K + [""] * MAX_K
-        return ["### The queue is empty. Thank you!", gr.update(value=[], visible=False), *slots, None, "", prog,
-                status]
+        slots += (
+            [gr.update(choices=[], value=None)] * MAX_K + [gr.update(value=NO_FLAG)] * MAX_K + [""] * MAX_K
+        )
+        return [
+            "### The queue is empty. Thank you!",
+            gr.update(value=[], visible=False),
+            *slots,
+            None,
+            "",
+            prog,
+            status,
+        ]
     k = len(task["candidates"])
     cands = task["candidates"]
     boxes = [gr.update(visible=i < k) for i in range(MAX_K)]
@@ -74,21 +83,37 @@ def _task_outputs(state: Any, acct: dict, status: str) -> list:
             continue
         c = cands[i]
         source = f"\n\n*system prompt: {c['system_prompt']} · model: {c['model']}*" if "model" in c else ""
-        texts.append(f"**Candidate {i + 1}**\n\n{escape_html(c['text']) if c['text'] else '*(empty response)*'}{source}")
+        texts.append(
+            f"**Candidate {i + 1}**\n\n{escape_html(c['text']) if c['text'] else '*(empty response)*'}{source}"
+        )
     ranks = [gr.update(choices=list(range(1, k + 1)), value=None) for _ in range(MAX_K)]
     flags = [gr.update(value=NO_FLAG)] * MAX_K
     state_value = {"task_id": task["task_id"], "k": k, "submission_id": uuid.uuid4().hex}
     turns = len(task["messages"])
     header = "### Prompt" if turns == 1 else f"### Conversation so far ({turns} turns)"
-    return [header, gr.update(value=chat_turns(task["messages"]), visible=True), *boxes, *texts, *ranks, *flags,
-            *[""] * MAX_K, state_value, "", prog, status]
+    return [
+        header,
+        gr.update(value=chat_turns(task["messages"]), visible=True),
+        *boxes,
+        *texts,
+        *ranks,
+        *flags,
+        *[""] * MAX_K,
+        state_value,
+        "",
+        prog,
+        status,
+    ]
 
 
 def _submit(state: Any, acct: dict, task: dict, **fields: Any) -> list:
     try:
-        result = queue.submit(state.store, acct["id"], Submission(task_id=task["task_id"],
-                                                                  submission_id=task["submission_id"], **fields),
-                              state.queue_settings)
+        result = queue.submit(
+            state.store,
+            acct["id"],
+            Submission(task_id=task["task_id"], submission_id=task["submission_id"], **fields),
+            state.queue_settings,
+        )
     except queue.NotLeased as e:
         return _task_outputs(state, acct, f"⚠️ {e}")
     except (RankingError, ValueError) as e:
@@ -111,9 +136,21 @@ def _admin_tables(state: Any, acct: dict) -> list:
         raise gr.Error("admins only")
     store = state.store
     report = quality.annotator_report(store)
-    report_cols = ["annotator", "role", "rankings", "skips", "flags", "per_hour", "median_seconds",
-                   "agreement_with_others", "kendall_tau", "agreement_with_consensus", "overlap_tasks",
-                   "gold_agreement", "gold_tasks"]
+    report_cols = [
+        "annotator",
+        "role",
+        "rankings",
+        "skips",
+        "flags",
+        "per_hour",
+        "median_seconds",
+        "agreement_with_others",
+        "kendall_tau",
+        "agreement_with_consensus",
+        "overlap_tasks",
+        "gold_agreement",
+        "gold_tasks",
+    ]
     agree = [r for r in report if r["agreement_with_consensus"] is not None]
     lb_sp = quality.leaderboard_rows(store, "system_prompt")
     return [
@@ -124,7 +161,10 @@ def _admin_tables(state: Any, acct: dict) -> list:
         _frame(lb_sp, LEADERBOARD_COLUMNS),
         _frame(lb_sp, ["arm", "score"]),
         _frame(quality.leaderboard_rows(store, "model"), LEADERBOARD_COLUMNS),
-        _frame(quality.flagged(store), ["task_id", "annotator", "position", "sample_id", "reason", "text", "response"]),
+        _frame(
+            quality.flagged(store),
+            ["task_id", "annotator", "position", "sample_id", "reason", "text", "response"],
+        ),
         _frame(quality.skipped(store), ["task_id", "annotator", "skip_reason", "created_at"]),
         _frame(quality.judge_report(store), JUDGE_COLUMNS),
     ]
@@ -138,23 +178,46 @@ def build_ui(state: Any) -> gr.Blocks:
             gr.Button("Log out", link="/annotate/logout", size="sm", scale=0)
         with gr.Tab("Rank", id="rank"):
             prompt_md = gr.Markdown(elem_id="prompt")
-            chat = gr.Chatbot(elem_id="conversation", label="Conversation", sanitize_html=True, render_markdown=True,
-                              buttons=[], height=None, max_height=420)
+            chat = gr.Chatbot(
+                elem_id="conversation",
+                label="Conversation",
+                sanitize_html=True,
+                render_markdown=True,
+                buttons=[],
+                height=None,
+                max_height=420,
+            )
             boxes, texts, ranks, flags, flag_texts = [], [], [], [], []
             for i in range(MAX_K):
                 with gr.Group(visible=False, elem_id=f"card-{i}", elem_classes="rl-card") as box:
                     texts.append(gr.Markdown(elem_id=f"cand-{i}"))
                     with gr.Row():
-                        ranks.append(gr.Radio(choices=[], label=f"Rank of candidate {i + 1} (1 = best)",
-                                              elem_id=f"rank-{i}", elem_classes="rl-rank", interactive=True))
-                        flags.append(gr.Dropdown([NO_FLAG, *FLAG_REASONS], value=NO_FLAG, label="Flag",
-                                                 elem_id=f"flag-{i}", interactive=True))
+                        ranks.append(
+                            gr.Radio(
+                                choices=[],
+                                label=f"Rank of candidate {i + 1} (1 = best)",
+                                elem_id=f"rank-{i}",
+                                elem_classes="rl-rank",
+                                interactive=True,
+                            )
+                        )
+                        flags.append(
+                            gr.Dropdown(
+                                [NO_FLAG, *FLAG_REASONS],
+                                value=NO_FLAG,
+                                label="Flag",
+                                elem_id=f"flag-{i}",
+                                interactive=True,
+                            )
+                        )
                         flag_texts.append(gr.Textbox(label="Flag details", elem_id=f"flagtext-{i}"))
                 boxes.append(box)
             rationale = gr.Textbox(label="Rationale (optional)", elem_id="rationale", lines=2)
             submit_btn = gr.Button("Submit ranking", variant="primary", elem_id="submit")
             with gr.Row():
-                skip_reason = gr.Dropdown(list(SKIP_REASONS), value=None, label="Skip reason", elem_id="skip-reason")
+                skip_reason = gr.Dropdown(
+                    list(SKIP_REASONS), value=None, label="Skip reason", elem_id="skip-reason"
+                )
                 skip_btn = gr.Button("Skip this task", elem_id="skip")
             status_md = gr.Markdown(elem_id="status")
         with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
@@ -163,8 +226,12 @@ def build_ui(state: Any) -> gr.Blocks:
             report_df = gr.Dataframe(elem_id="annotator-report")
             alpha_df = gr.Dataframe(label="Krippendorff's alpha (ordinal) per batch")
             with gr.Row():
-                agree_plot = gr.BarPlot(x="annotator", y="agreement_with_consensus",
-                                        title="Agreement with consensus (leave-one-out)", y_lim=[0, 1])
+                agree_plot = gr.BarPlot(
+                    x="annotator",
+                    y="agreement_with_consensus",
+                    title="Agreement with consensus (leave-one-out)",
+                    y_lim=[0, 1],
+                )
                 speed_plot = gr.BarPlot(x="annotator", y="per_hour", title="Throughput (tasks per hour)")
             gr.Markdown("### Leaderboard (Bradley-Terry, 95% bootstrap CI)")
             lb_sp_df = gr.Dataframe(label="System prompts", elem_id="leaderboard")
@@ -181,8 +248,10 @@ def build_ui(state: Any) -> gr.Blocks:
                 gold_ranks = gr.Textbox(label="Correct ranks, in display order (e.g. 1,2,2,3)")
                 gold_btn = gr.Button("Mark as gold")
             gold_status = gr.Markdown()
-            gr.HTML('<a id="report-link" href="/report" target="_blank">Open the loop report</a> (rebuilt from '
-                    'the database: agreement, reward model, policy win rates, lineage)')
+            gr.HTML(
+                '<a id="report-link" href="/report" target="_blank">Open the loop report</a> (rebuilt from '
+                "the database: agreement, reward model, policy win rates, lineage)"
+            )
             gr.Markdown("### Serving: deploy, promote a canary, roll back")
             with gr.Row():
                 deploy_model = gr.Number(label="Model id", precision=0, elem_id="deploy-model")
@@ -192,10 +261,31 @@ def build_ui(state: Any) -> gr.Blocks:
                 rollback_btn = gr.Button("Roll back", elem_id="rollback")
             serving_md = gr.Markdown(elem_id="serving")
 
-        task_outputs = [prompt_md, chat, *boxes, *texts, *ranks, *flags, *flag_texts, task_state, rationale,
-                        progress_md, status_md]
-        admin_outputs = [report_df, alpha_df, agree_plot, speed_plot, lb_sp_df, lb_plot, lb_m_df, flagged_df,
-                         skipped_df, judges_df]
+        task_outputs = [
+            prompt_md,
+            chat,
+            *boxes,
+            *texts,
+            *ranks,
+            *flags,
+            *flag_texts,
+            task_state,
+            rationale,
+            progress_md,
+            status_md,
+        ]
+        admin_outputs = [
+            report_df,
+            alpha_df,
+            agree_plot,
+            speed_plot,
+            lb_sp_df,
+            lb_plot,
+            lb_m_df,
+            flagged_df,
+            skipped_df,
+            judges_df,
+        ]
 
         def on_load(request: gr.Request):
             acct = _account(state, request)
@@ -216,11 +306,21 @@ def build_ui(state: Any) -> gr.Blocks:
             for i in range(k):
                 if values[flags[i]] != NO_FLAG:
                     try:
-                        flag_list.append(Flag(position=i, reason=values[flags[i]], text=values[flag_texts[i]] or None))
+                        flag_list.append(
+                            Flag(position=i, reason=values[flags[i]], text=values[flag_texts[i]] or None)
+                        )
                     except ValidationError as e:
-                        raise gr.Error(f"candidate {i + 1}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-            return _submit(state, acct, task, ranks=[int(v) for v in given], flags=flag_list,
-                           rationale=values[rationale] or None)
+                        raise gr.Error(
+                            f"candidate {i + 1}: {e.errors()[0]['msg'].removeprefix('Value error, ')}"
+                        ) from None
+            return _submit(
+                state,
+                acct,
+                task,
+                ranks=[int(v) for v in given],
+                flags=flag_list,
+                rationale=values[rationale] or None,
+            )
 
         def on_skip(task, reason, request: gr.Request):
             acct = _account(state, request)
@@ -252,7 +352,9 @@ def build_ui(state: Any) -> gr.Blocks:
                 result = state.serving(action, **params)
             except (UserError, ValueError, RuntimeError) as e:
                 raise gr.Error(describe(e)) from None
-            return f"**{action} done.** Serving now:\n\n```json\n{json.dumps(result['routes'], indent=2)}\n```"
+            return (
+                f"**{action} done.** Serving now:\n\n```json\n{json.dumps(result['routes'], indent=2)}\n```"
+            )
 
         def on_deploy(model_id, canary, request: gr.Request):
             return serving("deploy", request, model_id=int(model_id or 0), canary=canary or None)
@@ -264,15 +366,38 @@ def build_ui(state: Any) -> gr.Blocks:
             return serving("rollback", request)
 
         ui.load(on_load, outputs=[admin_tab, *task_outputs], api_name="load", api_visibility=HIDDEN)
-        deploy_btn.click(on_deploy, inputs=[deploy_model, deploy_canary], outputs=serving_md, api_name="admin_deploy",
-                         api_visibility=HIDDEN)
+        deploy_btn.click(
+            on_deploy,
+            inputs=[deploy_model, deploy_canary],
+            outputs=serving_md,
+            api_name="admin_deploy",
+            api_visibility=HIDDEN,
+        )
         promote_btn.click(on_promote, outputs=serving_md, api_name="admin_promote", api_visibility=HIDDEN)
         rollback_btn.click(on_rollback, outputs=serving_md, api_name="admin_rollback", api_visibility=HIDDEN)
-        submit_btn.click(on_submit, inputs={task_state, rationale, *ranks, *flags, *flag_texts},
-                         outputs=task_outputs, api_name="submit", api_visibility=HIDDEN, trigger_mode="once")
-        skip_btn.click(on_skip, inputs=[task_state, skip_reason], outputs=task_outputs, api_name="skip", api_visibility=HIDDEN,
-                       trigger_mode="once")
+        submit_btn.click(
+            on_submit,
+            inputs={task_state, rationale, *ranks, *flags, *flag_texts},
+            outputs=task_outputs,
+            api_name="submit",
+            api_visibility=HIDDEN,
+            trigger_mode="once",
+        )
+        skip_btn.click(
+            on_skip,
+            inputs=[task_state, skip_reason],
+            outputs=task_outputs,
+            api_name="skip",
+            api_visibility=HIDDEN,
+            trigger_mode="once",
+        )
         refresh.click(on_refresh, outputs=admin_outputs, api_name="admin_refresh", api_visibility=HIDDEN)
         admin_tab.select(on_refresh, outputs=admin_outputs, api_name="admin_open", api_visibility=HIDDEN)
-        gold_btn.click(on_gold, inputs=[gold_task, gold_ranks], outputs=gold_status, api_name="admin_gold", api_visibility=HIDDEN)
+        gold_btn.click(
+            on_gold,
+            inputs=[gold_task, gold_ranks],
+            outputs=gold_status,
+            api_name="admin_gold",
+            api_visibility=HIDDEN,
+        )
     return ui

@@ -46,8 +46,13 @@ def comparisons(tasks: Sequence[RankedTask]) -> dict[tuple[Hashable, Hashable], 
     return wins
 
 
-def fit(wins: dict[tuple[Hashable, Hashable], float], arms: Sequence[Hashable],
-        prior: float = 0.5, iters: int = 500, tol: float = 1e-10) -> dict[Hashable, float]:
+def fit(
+    wins: dict[tuple[Hashable, Hashable], float],
+    arms: Sequence[Hashable],
+    prior: float = 0.5,
+    iters: int = 500,
+    tol: float = 1e-10,
+) -> dict[Hashable, float]:
     """Bradley-Terry log-strengths on the Elo scale (mean 0) by minorization-maximization."""
     w = dict(wins)
     for a in arms:
@@ -81,8 +86,9 @@ class Standing:
     win_rate: float | None  # None for an arm that was never compared with another
 
 
-def leaderboard(tasks: Sequence[RankedTask], n_boot: int = 200, seed: int = 0,
-                level: float = 0.95) -> list[Standing]:
+def leaderboard(
+    tasks: Sequence[RankedTask], n_boot: int = 200, seed: int = 0, level: float = 0.95
+) -> list[Standing]:
     """Arms sorted best first, each with its score, a bootstrap CI over rankings, and raw win rate."""
     arms = sorted({a for t in tasks for a in t.arms}, key=str)
     if len(arms) < 2:
@@ -101,6 +107,14 @@ def leaderboard(tasks: Sequence[RankedTask], n_boot: int = 200, seed: int = 0,
         played = sum(v for (x, y), v in wins.items() if a in (x, y))
         won = sum(v for (x, _), v in wins.items() if x == a)
         b = sorted(boots[a]) or [scores[a]]
-        out.append(Standing(a, scores[a], b[int(lo_q * (len(b) - 1))], b[int(math.ceil(hi_q * (len(b) - 1)))],
-                            played, won / played if played else None))
+        out.append(
+            Standing(
+                a,
+                scores[a],
+                b[int(lo_q * (len(b) - 1))],
+                b[int(math.ceil(hi_q * (len(b) - 1)))],
+                played,
+                won / played if played else None,
+            )
+        )
     return sorted(out, key=lambda s: -s.score)

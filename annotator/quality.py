@@ -28,7 +28,8 @@ def _ranked(store: Store, batch: str | None = None) -> list[dict]:
     return store.query(
         """SELECT r.task_id, r.ranks, a.name AS annotator, t.batch FROM rankings r
            JOIN annotators a ON a.id = r.annotator_id JOIN tasks t ON t.id = r.task_id
-           WHERE NOT r.skipped AND (?::VARCHAR IS NULL OR t.batch = ?) ORDER BY r.task_id, r.id""", [batch, batch]
+           WHERE NOT r.skipped AND (?::VARCHAR IS NULL OR t.batch = ?) ORDER BY r.task_id, r.id""",
+        [batch, batch],
     )
 
 
@@ -64,7 +65,8 @@ def annotator_report(store: Store, batch: str | None = None) -> list[dict]:
                   median(r.time_spent_s) AS median_seconds,
                   epoch(max(r.created_at) - min(r.created_at)) AS active_seconds
            FROM annotators a JOIN rankings r ON r.annotator_id = a.id JOIN tasks t ON t.id = r.task_id
-           WHERE ?::VARCHAR IS NULL OR t.batch = ? GROUP BY ALL ORDER BY a.name""", [batch, batch]
+           WHERE ?::VARCHAR IS NULL OR t.batch = ? GROUP BY ALL ORDER BY a.name""",
+        [batch, batch],
     )
     for row in rows:
         name = row["annotator"]
@@ -84,7 +86,9 @@ def unreliable(rows: list[dict], min_overlap: int = 10, margin: float = 0.1) -> 
     """Annotators to leave out of training: those whose agreement with the consensus of the others,
     over at least `min_overlap` shared tasks, sits `margin` or more below the median annotator's
     (a random ranker agrees about half the time; careful ones well above that)."""
-    scored = [r for r in rows if r.get("agreement_with_consensus") is not None and r["overlap_tasks"] >= min_overlap]
+    scored = [
+        r for r in rows if r.get("agreement_with_consensus") is not None and r["overlap_tasks"] >= min_overlap
+    ]
     if len(scored) < 3:  # with two, neither can be told from the other
         return []
     values = sorted(r["agreement_with_consensus"] for r in scored)
@@ -101,9 +105,15 @@ def batch_alpha(store: Store) -> list[dict]:
     for batch, tasks in sorted(by_batch.items()):
         overlapped = [rs for rs in tasks.values() if len(rs) >= 2]
         alpha = krippendorff_alpha(ranking_units(overlapped), "ordinal") if overlapped else math.nan
-        out.append({"batch": batch, "tasks": len(tasks), "rankings": sum(len(rs) for rs in tasks.values()),
-                    "overlap_tasks": len(overlapped),
-                    "alpha_ordinal": None if math.isnan(alpha) else round(alpha, 4)})
+        out.append(
+            {
+                "batch": batch,
+                "tasks": len(tasks),
+                "rankings": sum(len(rs) for rs in tasks.values()),
+                "overlap_tasks": len(overlapped),
+                "alpha_ordinal": None if math.isnan(alpha) else round(alpha, 4),
+            }
+        )
     return out
 
 
@@ -111,25 +121,40 @@ def flagged(store: Store, limit: int = 200) -> list[dict]:
     rows = store.query(
         """SELECT r.task_id, a.name AS annotator, r.flags, t.sample_ids, r.created_at FROM rankings r
            JOIN annotators a ON a.id = r.annotator_id JOIN tasks t ON t.id = r.task_id
-           WHERE json_array_length(r.flags) > 0 ORDER BY r.id DESC LIMIT ?""", [limit])
+           WHERE json_array_length(r.flags) > 0 ORDER BY r.id DESC LIMIT ?""",
+        [limit],
+    )
     texts = {}
     ids = [sid for r in rows for sid in r["sample_ids"]]
     if ids:
-        texts = {s["id"]: s["text"] for s in store.query("SELECT id, text FROM samples WHERE list_contains(?, id)", [ids])}
+        texts = {
+            s["id"]: s["text"]
+            for s in store.query("SELECT id, text FROM samples WHERE list_contains(?, id)", [ids])
+        }
     out = []
     for r in rows:
         for f in json.loads(r["flags"]):
             sid = r["sample_ids"][f["position"]]
-            out.append({"task_id": r["task_id"], "annotator": r["annotator"], "position": f["position"],
-                        "sample_id": sid, "reason": f["reason"], "text": f.get("text"),
-                        "response": (texts.get(sid) or "")[:200]})
+            out.append(
+                {
+                    "task_id": r["task_id"],
+                    "annotator": r["annotator"],
+                    "position": f["position"],
+                    "sample_id": sid,
+                    "reason": f["reason"],
+                    "text": f.get("text"),
+                    "response": (texts.get(sid) or "")[:200],
+                }
+            )
     return out
 
 
 def skipped(store: Store, limit: int = 200) -> list[dict]:
     return store.query(
         """SELECT r.task_id, a.name AS annotator, r.skip_reason, r.created_at FROM rankings r
-           JOIN annotators a ON a.id = r.annotator_id WHERE r.skipped ORDER BY r.id DESC LIMIT ?""", [limit])
+           JOIN annotators a ON a.id = r.annotator_id WHERE r.skipped ORDER BY r.id DESC LIMIT ?""",
+        [limit],
+    )
 
 
 def judge_report(store: Store) -> list[dict]:
@@ -137,24 +162,46 @@ def judge_report(store: Store) -> list[dict]:
     first row with the people's agreement with each other: the bar a judge is measured against."""
     rows = store.query(
         """SELECT r.task_id, r.ranks, r.skipped, r.gold_agreement, a.name, a.role FROM rankings r
-           JOIN annotators a ON a.id = r.annotator_id ORDER BY r.task_id, a.name""")
+           JOIN annotators a ON a.id = r.annotator_id ORDER BY r.task_id, a.name"""
+    )
     people: dict[int, list[list[int]]] = defaultdict(list)
     for r in rows:
         if r["role"] in ("annotator", "admin", "simulated") and not r["skipped"]:
             people[r["task_id"]].append(r["ranks"])
     among = [pairwise_agreement(a, b) for ranks in people.values() for a, b in combinations(ranks, 2)]
     gold = [r["gold_agreement"] for r in rows if r["role"] != "judge" and r["gold_agreement"] is not None]
-    out = [{"annotator": "people, with each other", "role": "people", "rankings": sum(map(len, people.values())),
-            "skips": None, "agreement_with_people": _mean(among), "pairs": len(among), "gold_agreement": _mean(gold)}]
+    out = [
+        {
+            "annotator": "people, with each other",
+            "role": "people",
+            "rankings": sum(map(len, people.values())),
+            "skips": None,
+            "agreement_with_people": _mean(among),
+            "pairs": len(among),
+            "gold_agreement": _mean(gold),
+        }
+    ]
     judges: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         if r["role"] == "judge":
             judges[r["name"]].append(r)
     for name, mine in sorted(judges.items()):
-        agree = [pairwise_agreement(r["ranks"], p) for r in mine if not r["skipped"] for p in people[r["task_id"]]]
-        out.append({"annotator": name, "role": "judge", "rankings": sum(not r["skipped"] for r in mine),
-                    "skips": sum(r["skipped"] for r in mine), "agreement_with_people": _mean(agree), "pairs": len(agree),
-                    "gold_agreement": _mean([r["gold_agreement"] for r in mine if r["gold_agreement"] is not None])})
+        agree = [
+            pairwise_agreement(r["ranks"], p) for r in mine if not r["skipped"] for p in people[r["task_id"]]
+        ]
+        out.append(
+            {
+                "annotator": name,
+                "role": "judge",
+                "rankings": sum(not r["skipped"] for r in mine),
+                "skips": sum(r["skipped"] for r in mine),
+                "agreement_with_people": _mean(agree),
+                "pairs": len(agree),
+                "gold_agreement": _mean(
+                    [r["gold_agreement"] for r in mine if r["gold_agreement"] is not None]
+                ),
+            }
+        )
     return out
 
 
@@ -172,14 +219,20 @@ def ranked_tasks(store: Store, by: str) -> list[RankedTask]:
     }
     rows = store.query(
         "SELECT t.sample_ids, r.ranks FROM rankings r JOIN tasks t ON t.id = r.task_id WHERE NOT r.skipped "
-        "ORDER BY r.task_id, r.annotator_id")  # by content, not arrival: the bootstrap resamples by index
+        "ORDER BY r.task_id, r.annotator_id"
+    )  # by content, not arrival: the bootstrap resamples by index
     return [RankedTask([arms[s] for s in r["sample_ids"]], r["ranks"]) for r in rows]
 
 
 def leaderboard_rows(store: Store, by: str = "system_prompt", n_boot: int = 200) -> list[dict]:
     return [
-        {"arm": s.arm, "score": round(s.score, 1), "ci_low": round(s.ci_low, 1), "ci_high": round(s.ci_high, 1),
-         "comparisons": s.comparisons, "win_rate": None if s.win_rate is None else round(s.win_rate, 3)}
+        {
+            "arm": s.arm,
+            "score": round(s.score, 1),
+            "ci_low": round(s.ci_low, 1),
+            "ci_high": round(s.ci_high, 1),
+            "comparisons": s.comparisons,
+            "win_rate": None if s.win_rate is None else round(s.win_rate, 3),
+        }
         for s in leaderboard(ranked_tasks(store, by), n_boot=n_boot)
     ]
-

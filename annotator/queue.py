@@ -55,7 +55,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def next_task(store: Store, annotator_id: int, settings: AnnotationOptions, rng: random.Random | None = None) -> dict | None:
+def next_task(
+    store: Store, annotator_id: int, settings: AnnotationOptions, rng: random.Random | None = None
+) -> dict | None:
     """Lease the annotator's next task (or return the one they already hold); None when none is left."""
     now = _now()
     rng = rng or _RNG
@@ -77,7 +79,9 @@ def next_task(store: Store, annotator_id: int, settings: AnnotationOptions, rng:
                 if not open_ids:
                     return None
                 # The next tasks in order go to the next annotators: their views are read with this one's.
-                upcoming = heapq.nsmallest(PREFETCH, open_ids, key=lambda t: book.order_key(t, settings.judges_count))
+                upcoming = heapq.nsmallest(
+                    PREFETCH, open_ids, key=lambda t: book.order_key(t, settings.judges_count)
+                )
                 task_id = upcoming[0]
             lease = Lease(now, now + timedelta(seconds=settings.lease_s))
             book.lease(task_id, annotator_id, lease)
@@ -120,13 +124,21 @@ def task_views(store: Store, task_ids: list[int], show_sources: bool = False) ->
            ORDER BY c.id, c.position""",
         [missing],
     )
-    keep = ("position", "text", "system_prompt", "system_prompt_text", "model") if show_sources else ("position", "text")
+    keep = (
+        ("position", "text", "system_prompt", "system_prompt_text", "model")
+        if show_sources
+        else ("position", "text")
+    )
     for tid, group in groupby(rows, key=lambda r: r["task_id"]):
         group = list(group)
         # The conversation so far (a one-message one for a plain prompt), then the candidate answers.
         messages = from_row(group[0]["prompt"], group[0]["messages"])
-        views[tid] = {"task_id": tid, "prompt": messages[-1]["content"], "messages": messages,
-                      "candidates": [{k: r[k] for k in keep} for r in group]}
+        views[tid] = {
+            "task_id": tid,
+            "prompt": messages[-1]["content"],
+            "messages": messages,
+            "candidates": [{k: r[k] for k in keep} for r in group],
+        }
     with book.lock:
         for tid in missing:
             if tid in views:
@@ -136,7 +148,9 @@ def task_views(store: Store, task_ids: list[int], show_sources: bool = False) ->
     return views
 
 
-def submit(store: Store, annotator_id: int, sub: Submission, settings: AnnotationOptions | None = None) -> SubmitResult:
+def submit(
+    store: Store, annotator_id: int, sub: Submission, settings: AnnotationOptions | None = None
+) -> SubmitResult:
     """Validate and store one submission; it returns once the ranking is durable (group commit).
     NotLeased/RankingError leave the database unchanged."""
     judges_count = settings.judges_count if settings else False
@@ -162,16 +176,25 @@ def submit(store: Store, annotator_id: int, sub: Submission, settings: Annotatio
                 continue  # the first send failed: this one is checked on its own
             prior = (waiting.ranking_id, waiting.task_id, waiting.annotator_id)
         if prior is None:  # refused, unless it retries a ranking stored before the book's memory
-            prior = store.cursor().execute("SELECT id, task_id, annotator_id FROM rankings WHERE submission_id = ?",
-                                           [sid]).fetchone()
+            prior = (
+                store.cursor()
+                .execute("SELECT id, task_id, annotator_id FROM rankings WHERE submission_id = ?", [sid])
+                .fetchone()
+            )
             if prior is None:
                 raise refused
         if (prior[1], prior[2]) != (sub.task_id, annotator_id):
-            raise RankingError(f"submission id {sid!r} was already used for another task; make a new id for each task")
+            raise RankingError(
+                f"submission id {sid!r} was already used for another task; make a new id for each task"
+            )
         return SubmitResult(prior[0], sub.task_id, duplicate=True)
     book.commit(item)
-    if isinstance(item.error, duckdb.ConstraintException):  # the unique key: another task's ranking has this id
-        raise RankingError(f"submission id {sid!r} was already used for another task; make a new id for each task")
+    if isinstance(
+        item.error, duckdb.ConstraintException
+    ):  # the unique key: another task's ranking has this id
+        raise RankingError(
+            f"submission id {sid!r} was already used for another task; make a new id for each task"
+        )
     if item.error is not None:
         raise item.error
     return SubmitResult(item.ranking_id, sub.task_id, duplicate=False)
@@ -192,17 +215,30 @@ def _validate(book: QueueBook, annotator_id: int, sub: Submission, judges_count:
     now = _now()
     if lease.expires <= now and ranks is not None and task.gold is None:
         # Counted as the capacity check counts: judges only where they count toward R.
-        taken = book.done(task, judges_count) + book.holding(annotator_id, now, judges_count).get(sub.task_id, 0)
+        taken = book.done(task, judges_count) + book.holding(annotator_id, now, judges_count).get(
+            sub.task_id, 0
+        )
         if taken >= task.required:
-            raise NotLeased(f"your lease on task {sub.task_id} expired and others have completed or taken it "
-                            "since; your ranking was not stored. Ask for the next task.")
+            raise NotLeased(
+                f"your lease on task {sub.task_id} expired and others have completed or taken it "
+                "since; your ranking was not stored. Ask for the next task."
+            )
     skip = f"{sub.skip_reason}: {sub.skip_text}" if sub.skip_reason and sub.skip_text else sub.skip_reason
-    row = {"task_id": sub.task_id, "annotator_id": annotator_id, "ranks": ranks, "skipped": ranks is None,
-           "skip_reason": skip, "flags": json.dumps([f.model_dump() for f in sub.flags]), "rationale": sub.rationale,
-           "time_spent_s": (now - lease.created).total_seconds(), "submission_id": sub.submission_id,
-           "created_at": now,
-           "gold_agreement": pairwise_agreement(ranks, task.gold) if task.gold is not None and ranks is not None
-           else None}
+    row = {
+        "task_id": sub.task_id,
+        "annotator_id": annotator_id,
+        "ranks": ranks,
+        "skipped": ranks is None,
+        "skip_reason": skip,
+        "flags": json.dumps([f.model_dump() for f in sub.flags]),
+        "rationale": sub.rationale,
+        "time_spent_s": (now - lease.created).total_seconds(),
+        "submission_id": sub.submission_id,
+        "created_at": now,
+        "gold_agreement": pairwise_agreement(ranks, task.gold)
+        if task.gold is not None and ranks is not None
+        else None,
+    }
     return Pending(row, sub.task_id, annotator_id)
 
 
@@ -216,7 +252,8 @@ def progress(store: Store, annotator_id: int, settings: AnnotationOptions | None
         queue = len(book.open_tasks(annotator_id, now, judges_count, role == "judge"))
         day, today = book.today.get(annotator_id, (None, 0))
         total = len(book.answered.get(annotator_id, set())) - sum(
-            1 for p in book.pending.values() if p.annotator_id == annotator_id)
+            1 for p in book.pending.values() if p.annotator_id == annotator_id
+        )
     return {"today": today if day == now.date() else 0, "total": total, "queue": queue}
 
 

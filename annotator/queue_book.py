@@ -69,7 +69,9 @@ class QueueBook:
         self.leases: dict[int, dict[int, Lease]] = {}  # task -> annotator -> lease
         self.newest: dict[int, int] = {}  # annotator -> task of their newest lease
         self.pending: OrderedDict[str, Pending] = OrderedDict()  # submission id -> waiting submit
-        self.recent: OrderedDict[str, tuple[int, int, int]] = OrderedDict()  # id -> (ranking, task, annotator)
+        self.recent: OrderedDict[str, tuple[int, int, int]] = (
+            OrderedDict()
+        )  # id -> (ranking, task, annotator)
         self.views: OrderedDict[tuple[int, bool], dict] = OrderedDict()
         self.last_task = self.last_ranking = 0
         self.synced_gen = self.fields_gen = -1
@@ -92,14 +94,20 @@ class QueueBook:
             cur = store.cursor()
             new_tasks = cur.execute(
                 "SELECT id, priority, created_at, required_rankings, len(sample_ids), gold_ranks FROM tasks "
-                "WHERE id > ? ORDER BY id", [self.last_task]).fetchall()
+                "WHERE id > ? ORDER BY id",
+                [self.last_task],
+            ).fetchall()
             # Someone else wrote: order keys and gold may have changed.
-            fields = cur.execute("SELECT id, priority, required_rankings, gold_ranks FROM tasks").fetchall() \
-                if self.fields_gen != gen else []
+            fields = (
+                cur.execute("SELECT id, priority, required_rankings, gold_ranks FROM tasks").fetchall()
+                if self.fields_gen != gen
+                else []
+            )
             rankings = cur.execute(
                 """SELECT r.id, r.task_id, r.annotator_id, r.skipped, r.created_at, a.role FROM rankings r
                    JOIN annotators a ON a.id = r.annotator_id WHERE r.id > ? ORDER BY r.id""",
-                [self.last_ranking]).fetchall()
+                [self.last_ranking],
+            ).fetchall()
             with self.lock:
                 for tid, prio, created, required, k, gold in new_tasks:
                     self.tasks[tid] = TaskState(prio, created, required, k, gold)
@@ -187,8 +195,11 @@ class QueueBook:
             return [tid for tid, t in self.tasks.items() if t.gold is None and tid not in mine]
         holding = self.holding(annotator_id, now, judges_count)
         tasks = self.tasks
-        return [tid for tid in self.unfinished - mine
-                if self.done(tasks[tid], judges_count) + holding.get(tid, 0) < tasks[tid].required]
+        return [
+            tid
+            for tid in self.unfinished - mine
+            if self.done(tasks[tid], judges_count) + holding.get(tid, 0) < tasks[tid].required
+        ]
 
     def order_key(self, tid: int, judges_count: bool) -> tuple:
         t = self.tasks[tid]
@@ -260,9 +271,12 @@ class QueueBook:
             cols = list(batch[0].row)
             values = ", ".join(f"({', '.join('?' for _ in cols)})" for _ in batch)
             with store.write() as cur:  # one statement for the batch: a statement costs more than a row
-                stored = dict(cur.execute(
-                    f"INSERT INTO rankings ({', '.join(cols)}) VALUES {values} RETURNING submission_id, id",
-                    [p.row[c] for p in batch for c in cols]).fetchall())
+                stored = dict(
+                    cur.execute(
+                        f"INSERT INTO rankings ({', '.join(cols)}) VALUES {values} RETURNING submission_id, id",
+                        [p.row[c] for p in batch for c in cols],
+                    ).fetchall()
+                )
             # Committed: from here nothing may report these rankings as not stored.
             for p in batch:
                 p.ranking_id = stored[p.row["submission_id"]]
@@ -279,8 +293,13 @@ class QueueBook:
         # Nothing but this batch was written since the last sync: count it without reading it back.
         with self.lock:
             for p in batch:
-                self._count(p.task_id, p.annotator_id, p.row["skipped"], p.row["created_at"].date(),
-                            self.roles.get(p.annotator_id, "annotator"))
+                self._count(
+                    p.task_id,
+                    p.annotator_id,
+                    p.row["skipped"],
+                    p.row["created_at"].date(),
+                    self.roles.get(p.annotator_id, "annotator"),
+                )
             self.last_ranking = max(self.last_ranking, *(p.ranking_id for p in batch))
             self.synced_gen = store.generation
             if fresh:  # and it changed no task

@@ -39,9 +39,13 @@ class Submission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task_id: int = Field(ge=1, le=2**63 - 1, description="the task's id, as /next gave it")
-    submission_id: str = Field(min_length=1, max_length=128, description="client-made id; a resubmit is a no-op")
+    submission_id: str = Field(
+        min_length=1, max_length=128, description="client-made id; a resubmit is a no-op"
+    )
     ranks: list[StrictInt] | None = Field(None, description="rank per candidate in display order (1 = best)")
-    skip_reason: str | None = Field(None, description=f"skip instead of ranking: one of {', '.join(SKIP_REASONS)}")
+    skip_reason: str | None = Field(
+        None, description=f"skip instead of ranking: one of {', '.join(SKIP_REASONS)}"
+    )
     skip_text: str | None = Field(None, max_length=2000)
     flags: list[Flag] = Field(default_factory=list)
     rationale: str | None = Field(None, max_length=5000)
@@ -58,10 +62,14 @@ class Submission(BaseModel):
 def normalize_ranks(ranks: list[int], k: int) -> list[int]:
     """Check a ranking of k candidates and return it in dense form; RankingError says what is wrong."""
     if len(ranks) != k:
-        raise RankingError(f"the task has {k} candidates but {len(ranks)} ranks were given; rank every candidate")
+        raise RankingError(
+            f"the task has {k} candidates but {len(ranks)} ranks were given; rank every candidate"
+        )
     bad = [r for r in ranks if not isinstance(r, int) or not 1 <= r <= k]
     if bad:
-        raise RankingError(f"rank {bad[0]!r} is outside 1..{k}; each candidate gets a rank from 1 (best) to {k}")
+        raise RankingError(
+            f"rank {bad[0]!r} is outside 1..{k}; each candidate gets a rank from 1 (best) to {k}"
+        )
     distinct = sorted(set(ranks))
     dense = distinct == list(range(1, len(distinct) + 1))
     competition = all(v == 1 + sum(r < v for r in ranks) for v in distinct)
@@ -76,8 +84,9 @@ def normalize_ranks(ranks: list[int], k: int) -> list[int]:
 def check_flags(flags: list[Flag], k: int) -> None:
     for f in flags:
         if not 0 <= f.position < k:
-            raise RankingError(f"flag position {f.position} is outside 0..{k - 1} (the task has {k} candidates)")
+            raise RankingError(
+                f"flag position {f.position} is outside 0..{k - 1} (the task has {k} candidates)"
+            )
     positions = [f.position for f in flags]
     if len(positions) != len(set(positions)):
         raise RankingError("a candidate is flagged twice; give each flagged candidate one reason")
-

@@ -19,7 +19,7 @@ def escape_html(markdown: str) -> str:
     """Markdown whose HTML is escaped outside code, so a response can show tags but not inject them."""
     out, at = [], 0
     for m in _CODE.finditer(markdown):
-        out.append(html.escape(markdown[at:m.start()], quote=False))
+        out.append(html.escape(markdown[at : m.start()], quote=False))
         out.append(m.group(0))
         at = m.end()
     out.append(html.escape(markdown[at:], quote=False))

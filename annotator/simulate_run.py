@@ -56,8 +56,9 @@ class HttpQueue:
         import httpx
 
         self._local = threading.local()
-        self._make = lambda: httpx.Client(base_url=base_url, timeout=timeout_s,
-                                          headers={"Authorization": f"Bearer {admin_key}"})
+        self._make = lambda: httpx.Client(
+            base_url=base_url, timeout=timeout_s, headers={"Authorization": f"Bearer {admin_key}"}
+        )
 
     def _client(self):
         if not hasattr(self._local, "client"):
@@ -66,15 +67,24 @@ class HttpQueue:
 
     def _check(self, resp):
         if resp.status_code >= 400:
-            raise RuntimeError(f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {resp.text}")
+            raise RuntimeError(
+                f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {resp.text}"
+            )
         return resp.json()
 
     def next(self, name: str) -> dict | None:
-        return self._check(self._client().get("/api/annotate/next", headers={"X-Rankloop-Annotator": name}))["task"]
+        return self._check(self._client().get("/api/annotate/next", headers={"X-Rankloop-Annotator": name}))[
+            "task"
+        ]
 
     def submit(self, name: str, sub: Submission) -> None:
-        self._check(self._client().post("/api/annotate/submit", json=sub.model_dump(mode="json"),
-                                        headers={"X-Rankloop-Annotator": name}))
+        self._check(
+            self._client().post(
+                "/api/annotate/submit",
+                json=sub.model_dump(mode="json"),
+                headers={"X-Rankloop-Annotator": name},
+            )
+        )
 
 
 def default_profiles(n: int, noise: float, unreliable: int, position_bias: float = 0.0) -> dict[str, Profile]:
@@ -116,8 +126,13 @@ def ranking_rng(seed: int, annotator: str, task_id: int) -> random.Random:
     return random.Random(f"{seed}:{annotator}:{task_id}")
 
 
-def run(client: QueueClient, profiles: dict[str, Profile], seed: int = 0, max_per_annotator: int | None = None,
-        parallel: bool = True) -> SimReport:
+def run(
+    client: QueueClient,
+    profiles: dict[str, Profile],
+    seed: int = 0,
+    max_per_annotator: int | None = None,
+    parallel: bool = True,
+) -> SimReport:
     """Every annotator ranks tasks until the queue has none left for it: each in its own thread,
     or (`parallel=False`) taking turns in one thread, so that who ranks which task is fixed too
     (needed when a task wants fewer rankings than there are annotators)."""

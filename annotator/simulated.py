@@ -26,11 +26,17 @@ from pydantic import BaseModel, Field
 class Preference(BaseModel):
     target_words: int = Field(12, ge=1, description="preferred response length in words")
     length_weight: float = Field(1.0, description="utility lost per target-length of distance from it")
-    liked: dict[str, float] = Field(default_factory=lambda: {"love": 0.3, "calm": 0.3},
-                                    description="word -> utility per occurrence (at most 3 counted)")
-    disliked: dict[str, float] = Field(default_factory=lambda: {"ice": 0.5},
-                                       description="word -> utility lost per occurrence (at most 3 counted)")
-    instruction_weight: float = Field(2.0, description="utility for following the system prompt's instruction")
+    liked: dict[str, float] = Field(
+        default_factory=lambda: {"love": 0.3, "calm": 0.3},
+        description="word -> utility per occurrence (at most 3 counted)",
+    )
+    disliked: dict[str, float] = Field(
+        default_factory=lambda: {"ice": 0.5},
+        description="word -> utility lost per occurrence (at most 3 counted)",
+    )
+    instruction_weight: float = Field(
+        2.0, description="utility for following the system prompt's instruction"
+    )
 
 
 class Profile(BaseModel):
@@ -38,7 +44,9 @@ class Profile(BaseModel):
 
     preference: Preference = Field(default_factory=Preference)
     noise: float = Field(0.3, gt=0, description="Bradley-Terry temperature (higher = noisier)")
-    position_bias: float = Field(0.0, description="utility added to the first shown candidate, less to later ones")
+    position_bias: float = Field(
+        0.0, description="utility added to the first shown candidate, less to later ones"
+    )
     tie_margin: float = Field(0.02, ge=0, description="utilities closer than this tie")
     unreliable: bool = Field(False, description="ranks uniformly at random")
 

@@ -47,8 +47,11 @@ def run_level(url: str, data: Path, clients: int, target: int) -> dict:
                         return
                     done += 1
                 task = c.get("/api/annotate/next").json()["task"]
-                body = {"task_id": task["task_id"], "submission_id": uuid.uuid4().hex,
-                        "ranks": list(range(1, len(task["candidates"]) + 1))}
+                body = {
+                    "task_id": task["task_id"],
+                    "submission_id": uuid.uuid4().hex,
+                    "ranks": list(range(1, len(task["candidates"]) + 1)),
+                }
                 t0 = time.perf_counter()
                 r = c.post("/api/annotate/submit", json=body)
                 elapsed = time.perf_counter() - t0
@@ -64,8 +67,14 @@ def run_level(url: str, data: Path, clients: int, target: int) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     q = quantiles(latencies, n=100)
-    return {"clients": clients, "rankings": len(latencies), "seconds": wall, "per_s": len(latencies) / wall,
-            "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000}
+    return {
+        "clients": clients,
+        "rankings": len(latencies),
+        "seconds": wall,
+        "per_s": len(latencies) / wall,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+    }
 
 
 def direct_inserts(db: Path, n: int) -> dict:
@@ -78,7 +87,9 @@ def direct_inserts(db: Path, n: int) -> dict:
             cur.execute("BEGIN TRANSACTION")
             cur.execute(
                 """INSERT INTO rankings (task_id, annotator_id, ranks, flags, submission_id, time_spent_s)
-                   VALUES (?, ?, ?, '[]', ?, 0)""", [r["task_id"], r["annotator_id"], r["ranks"], uuid.uuid4().hex])
+                   VALUES (?, ?, ?, '[]', ?, 0)""",
+                [r["task_id"], r["annotator_id"], r["ranks"], uuid.uuid4().hex],
+            )
             cur.execute("COMMIT")
         wall = time.perf_counter() - t0
     return {"rankings": len(rows), "seconds": wall, "per_s": len(rows) / wall}
@@ -103,8 +114,10 @@ def main() -> None:
     print(f"direct DuckDB inserts (one transaction each): {baseline['per_s']:8.1f} rankings/s")
     for lv in levels:
         lv["ratio_to_direct"] = lv["per_s"] / baseline["per_s"]
-        print(f"{lv['clients']:2d} clients: {lv['per_s']:7.1f} rankings/s  p50 {lv['p50_ms']:6.1f} ms  "
-              f"p99 {lv['p99_ms']:7.1f} ms  service/direct {lv['ratio_to_direct']:.3f}x")
+        print(
+            f"{lv['clients']:2d} clients: {lv['per_s']:7.1f} rankings/s  p50 {lv['p50_ms']:6.1f} ms  "
+            f"p99 {lv['p99_ms']:7.1f} ms  service/direct {lv['ratio_to_direct']:.3f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps({"direct": baseline, "levels": levels}, indent=2))
 

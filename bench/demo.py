@@ -23,8 +23,13 @@ REPO = Path(__file__).resolve().parent.parent
 def run(data: Path, small: bool) -> dict:
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "service.cli", "--data", str(data), "demo", "--no-serve", "--port", "0"]
-    done = subprocess.run(cmd + (["--small"] if small else []), cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        cmd + (["--small"] if small else []),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         sys.exit(f"rankloop demo failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -47,8 +52,10 @@ def main() -> None:
         a, b = first["stages_s"].get(name), cached["stages_s"].get(name)
         print(f"{name:60} {'' if a is None else f'{a:7.1f}s':>8} {'' if b is None else f'{b:7.1f}s':>8}")
     print(f"{'whole command (wall)':60} {first['wall_s']:7.1f}s {cached['wall_s']:7.1f}s")
-    print(f"targets: first run under 600 s ({first['wall_s'] / 600:.2f} of it), cached under 300 s "
-          f"({cached['wall_s'] / 300:.2f} of it)")
+    print(
+        f"targets: first run under 600 s ({first['wall_s'] / 600:.2f} of it), cached under 300 s "
+        f"({cached['wall_s'] / 300:.2f} of it)"
+    )
     print("\nlast lines of the first run:\n" + first["output_tail"])
     if args.json:
         args.json.write_text(json.dumps({"first": first, "cached": cached, "small": args.small}, indent=2))

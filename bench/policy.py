@@ -38,23 +38,45 @@ from tests.support.loopkit import (
 def figures(data: Path, model: int, against: int) -> dict:
     """Win rates under both judges, KL and lengths of `model` against `against` (no gate)."""
     _, ev = evaluation(data, model, "--against", str(against), "--judge", "hidden", "--no-gate")
-    return {name: {"win_rate": j["win_rate"], "ci": j["ci"], "lc_win_rate": j["lc_win_rate"]}
-            for name, j in ev["judges"].items()} | {"kl": ev["kl"].get("estimate"), "comparisons": ev["comparisons"],
-                                                     "words": ev["length"]}
+    return {
+        name: {"win_rate": j["win_rate"], "ci": j["ci"], "lc_win_rate": j["lc_win_rate"]}
+        for name, j in ev["judges"].items()
+    } | {"kl": ev["kl"].get("estimate"), "comparisons": ev["comparisons"], "words": ev["length"]}
 
 
 def grpo(work: Path, data: Path, steps: int, generation: str) -> dict:
     """A GRPO job (registered, so it can be evaluated): completions/s of its training loop."""
     t0 = time.perf_counter()
-    out = rankloop(data, "train", "policy", "--method", "grpo", "--config", write_yaml(
-        work / f"grpo-{generation}.yaml", {"max_steps": steps, "batch_size": 8, "num_generations": 4,
-                                           "learning_rate": 1e-4, "max_completion_length": 48, "max_length": 256,
-                                           "generation": generation}))
+    out = rankloop(
+        data,
+        "train",
+        "policy",
+        "--method",
+        "grpo",
+        "--config",
+        write_yaml(
+            work / f"grpo-{generation}.yaml",
+            {
+                "max_steps": steps,
+                "batch_size": 8,
+                "num_generations": 4,
+                "learning_rate": 1e-4,
+                "max_completion_length": 48,
+                "max_length": 256,
+                "generation": generation,
+            },
+        ),
+    )
     wall = time.perf_counter() - t0
     model = model_id(out)
     train = model_row(data, model)["metrics"]["train"]
-    return {"model": model, "completions_per_s": steps * 8 / train["seconds"], "train_seconds": train["seconds"],
-            "job_wall_seconds": round(wall, 1), "outside_training_seconds": round(wall - train["seconds"], 1)}
+    return {
+        "model": model,
+        "completions_per_s": steps * 8 / train["seconds"],
+        "train_seconds": train["seconds"],
+        "job_wall_seconds": round(wall, 1),
+        "outside_training_seconds": round(wall - train["seconds"], 1),
+    }
 
 
 def main() -> None:
@@ -68,20 +90,40 @@ def main() -> None:
         loop = build_loop(work, chat_model(work / "chat"))
         data, stages = loop["data"], loop["stages_s"]
         t0 = time.perf_counter()
-        dpo = model_id(rankloop(data, "train", "policy", "--method", "dpo", "--config", write_yaml(
-            work / "dpo.yaml", {"max_steps": args.dpo_steps, "batch_size": 8, "max_length": 256})))
+        dpo = model_id(
+            rankloop(
+                data,
+                "train",
+                "policy",
+                "--method",
+                "dpo",
+                "--config",
+                write_yaml(
+                    work / "dpo.yaml", {"max_steps": args.dpo_steps, "batch_size": 8, "max_length": 256}
+                ),
+            )
+        )
         stages["policy (dpo)"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         dpo_figures = figures(data, dpo, loop["sft"])
         stages["evaluation"] = round(time.perf_counter() - t0, 1)
         train = model_row(data, dpo)["metrics"]["train"]
-        result = {"stages_s": stages, "rankings": loop["rankings"], "dpo": {
-            "pairs": train["pairs"], "steps": train["steps"], "seconds": train["seconds"],
-            "pairs_per_s": train["steps"] * 8 / train["seconds"], "vs_sft": dpo_figures}}
+        result = {
+            "stages_s": stages,
+            "rankings": loop["rankings"],
+            "dpo": {
+                "pairs": train["pairs"],
+                "steps": train["steps"],
+                "seconds": train["seconds"],
+                "pairs_per_s": train["steps"] * 8 / train["seconds"],
+                "vs_sft": dpo_figures,
+            },
+        }
         speeds = {g: grpo(work, data, args.grpo_steps, g) for g in ("transformers", "vllm")}
         result["grpo"] = {g: {k: v for k, v in s.items() if k != "model"} for g, s in speeds.items()}
-        result["grpo"]["vllm_vs_transformers"] = (speeds["vllm"]["completions_per_s"]
-                                                  / speeds["transformers"]["completions_per_s"])
+        result["grpo"]["vllm_vs_transformers"] = (
+            speeds["vllm"]["completions_per_s"] / speeds["transformers"]["completions_per_s"]
+        )
         result["grpo"]["vs_sft"] = figures(data, speeds["transformers"]["model"], loop["sft"])
     print(json.dumps(result, indent=2))
     if args.json:

@@ -42,25 +42,43 @@ def main() -> None:
         with Store.open(work / "data" / "rankloop.duckdb") as store:
             seed_rankings(store, n_prompts=args.prompts, annotators=3, noise=0.3)
             snap = create_snapshot(store, work / "data", SnapshotFilters())
-        print(f"snapshot {snap.id}: {snap.manifest['counts']['train_rankings']} train / "
-              f"{snap.manifest['counts']['eval_rankings']} eval rankings of 4 candidates")
+        print(
+            f"snapshot {snap.id}: {snap.manifest['counts']['train_rankings']} train / "
+            f"{snap.manifest['counts']['eval_rankings']} eval rankings of 4 candidates"
+        )
         results = {}
         for mode, batch in [("listwise", 8), ("pairwise", 16)]:
-            cfg = RewardTrainConfig(snapshot=snap.path.parent, base_model=base, output_dir=work / mode, mode=mode,
-                                    epochs=1000, max_seconds=args.seconds, batch_size=batch, logging_steps=20)
+            cfg = RewardTrainConfig(
+                snapshot=snap.path.parent,
+                base_model=base,
+                output_dir=work / mode,
+                mode=mode,
+                epochs=1000,
+                max_seconds=args.seconds,
+                batch_size=batch,
+                logging_steps=20,
+            )
             m = json.loads((train(cfg) / "metrics.json").read_text())
-            results[mode] = {"rankings_per_s": m["train"]["rankings_per_s"], "seconds": m["train"]["seconds"],
-                             "epochs": m["train"]["epochs"], "accuracy": m["eval"]["pairwise_accuracy"],
-                             "vs_hidden": m["eval"]["hidden"]["model_vs_hidden"],
-                             "noise_ceiling": m["eval"]["hidden"]["labels_vs_hidden"]}
+            results[mode] = {
+                "rankings_per_s": m["train"]["rankings_per_s"],
+                "seconds": m["train"]["seconds"],
+                "epochs": m["train"]["epochs"],
+                "accuracy": m["eval"]["pairwise_accuracy"],
+                "vs_hidden": m["eval"]["hidden"]["model_vs_hidden"],
+                "noise_ceiling": m["eval"]["hidden"]["labels_vs_hidden"],
+            }
     for mode, r in results.items():
-        print(f"{mode:9} {r['rankings_per_s']:7.1f} rankings/s ({r['epochs']:.1f} epochs in {r['seconds']:.1f} s); "
-              f"held-out accuracy {r['accuracy']:.4f}, vs hidden preference {r['vs_hidden']:.4f} "
-              f"(labels vs hidden: {r['noise_ceiling']:.4f})")
+        print(
+            f"{mode:9} {r['rankings_per_s']:7.1f} rankings/s ({r['epochs']:.1f} epochs in {r['seconds']:.1f} s); "
+            f"held-out accuracy {r['accuracy']:.4f}, vs hidden preference {r['vs_hidden']:.4f} "
+            f"(labels vs hidden: {r['noise_ceiling']:.4f})"
+        )
     ratio = results["listwise"]["rankings_per_s"] / results["pairwise"]["rankings_per_s"]
     print(f"listwise / pairwise speed: {ratio:.2f}x per ranking")
     if args.json:
-        args.json.write_text(json.dumps({"modes": results, "speed_ratio": ratio, "seconds": args.seconds}, indent=2))
+        args.json.write_text(
+            json.dumps({"modes": results, "speed_ratio": ratio, "seconds": args.seconds}, indent=2)
+        )
 
 
 if __name__ == "__main__":

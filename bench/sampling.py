@@ -24,7 +24,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
-SYSTEM_PROMPTS = {"brief": "Answer in one short sentence.", "detailed": "Answer in detail, with several sentences."}
+SYSTEM_PROMPTS = {
+    "brief": "Answer in one short sentence.",
+    "detailed": "Answer in detail, with several sentences.",
+}
 
 
 def workload(n_prompts: int) -> list[str]:
@@ -40,8 +43,9 @@ def chats(prompts: list[str], k: int) -> list[list[dict]]:
     return [messages(sp, p) for p in prompts for sp in SYSTEM_PROMPTS.values() for _ in range(k)]
 
 
-def bench_transformers(model_dir: Path, convs: list[list[dict]], tokens: int, batch: int, dtype: str,
-                       repeat: int) -> list[tuple[int, float]]:
+def bench_transformers(
+    model_dir: Path, convs: list[list[dict]], tokens: int, batch: int, dtype: str, repeat: int
+) -> list[tuple[int, float]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -55,15 +59,22 @@ def bench_transformers(model_dir: Path, convs: list[list[dict]], tokens: int, ba
         with torch.inference_mode():
             for i in range(0, len(texts), batch):
                 enc = tok(texts[i : i + batch], return_tensors="pt", padding=True)
-                out = model.generate(**enc, do_sample=True, temperature=1.0, max_new_tokens=tokens,
-                                     min_new_tokens=tokens, pad_token_id=tok.pad_token_id)
+                out = model.generate(
+                    **enc,
+                    do_sample=True,
+                    temperature=1.0,
+                    max_new_tokens=tokens,
+                    min_new_tokens=tokens,
+                    pad_token_id=tok.pad_token_id,
+                )
                 generated += (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
         runs.append((generated, time.perf_counter() - t0))
     return runs
 
 
-def bench_sampler(model_dir: Path, prompts: list[str], k: int, tokens: int, dtype: str, workdir: Path,
-                  repeat: int) -> list[tuple[int, float]]:
+def bench_sampler(
+    model_dir: Path, prompts: list[str], k: int, tokens: int, dtype: str, workdir: Path, repeat: int
+) -> list[tuple[int, float]]:
     from service.core.registry import find_or_register
     from service.core.settings import VLLMOptions
     from service.core.store import Store
@@ -82,7 +93,9 @@ def bench_sampler(model_dir: Path, prompts: list[str], k: int, tokens: int, dtyp
                 sps = latest_system_prompts(store, list(SYSTEM_PROMPTS))
                 model_id = find_or_register(store, model_dir)
                 params = SamplingParams(max_tokens=tokens, min_tokens=tokens, temperature=1.0)
-                report = sample(store, Endpoint(model_id, server.served_name, server.base_url), rows, sps, k, params)
+                report = sample(
+                    store, Endpoint(model_id, server.served_name, server.base_url), rows, sps, k, params
+                )
                 assert store.scalar("SELECT count(*) FROM samples") == len(prompts) * len(sps) * k
             runs.append((report.completion_tokens, report.seconds))
     finally:
@@ -90,8 +103,9 @@ def bench_sampler(model_dir: Path, prompts: list[str], k: int, tokens: int, dtyp
     return runs
 
 
-def bench_offline(model_dir: Path, convs: list[list[dict]], tokens: int, dtype: str,
-                  repeat: int) -> list[tuple[int, float]]:
+def bench_offline(
+    model_dir: Path, convs: list[list[dict]], tokens: int, dtype: str, repeat: int
+) -> list[tuple[int, float]]:
     from service.core.settings import VLLMOptions
     from service.engine.server import engine_env
 
@@ -117,11 +131,17 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--hf-batch", type=int, default=64, help="transformers batch size")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each way; the best counts (this VM is noisy)")
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="runs of each way; the best counts (this VM is noisy)"
+    )
     ap.add_argument("--dtype", default="float32", help="same dtype for all three ways")
     ap.add_argument("--size", default="bench", choices=["tiny", "small", "bench"])
-    ap.add_argument("--only", nargs="+", choices=["transformers", "sampler", "offline_vllm"],
-                    help="run only these ways (no ratios unless all three run)")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=["transformers", "sampler", "offline_vllm"],
+        help="run only these ways (no ratios unless all three run)",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -134,13 +154,17 @@ def main() -> None:
         n_params = json.loads((model_dir / "metrics.json").read_text())["parameters"]
         prompts = workload(args.prompts)
         convs = chats(prompts, args.k)
-        print(f"model: {n_params / 1e6:.1f}M parameters; workload: {args.prompts} prompts x "
-              f"{len(SYSTEM_PROMPTS)} system prompts x {args.k} samples x {args.tokens} tokens, {args.dtype}")
+        print(
+            f"model: {n_params / 1e6:.1f}M parameters; workload: {args.prompts} prompts x "
+            f"{len(SYSTEM_PROMPTS)} system prompts x {args.k} samples x {args.tokens} tokens, {args.dtype}"
+        )
         runs = {
-            "transformers": lambda: bench_transformers(model_dir, convs, args.tokens, args.hf_batch, args.dtype,
-                                                       args.repeat),
-            "sampler": lambda: bench_sampler(model_dir, prompts, args.k, args.tokens, args.dtype, workdir,
-                                             args.repeat),
+            "transformers": lambda: bench_transformers(
+                model_dir, convs, args.tokens, args.hf_batch, args.dtype, args.repeat
+            ),
+            "sampler": lambda: bench_sampler(
+                model_dir, prompts, args.k, args.tokens, args.dtype, workdir, args.repeat
+            ),
             "offline_vllm": lambda: bench_offline(model_dir, convs, args.tokens, args.dtype, args.repeat),
         }
         rate = {}
@@ -151,8 +175,10 @@ def main() -> None:
             tokens, seconds = min(results, key=lambda r: r[1] / r[0])
             rate[name] = tokens / seconds
             every = ", ".join(f"{t / s:.0f}" for t, s in results)
-            print(f"{name:14} {tokens:7d} tokens in {seconds:7.2f} s = {rate[name]:8.1f} tok/s (best of: {every})",
-                  flush=True)
+            print(
+                f"{name:14} {tokens:7d} tokens in {seconds:7.2f} s = {rate[name]:8.1f} tok/s (best of: {every})",
+                flush=True,
+            )
     if len(rate) < 3:
         return
     ratios = {
@@ -163,8 +189,17 @@ def main() -> None:
     for name, r in ratios.items():
         print(f"{name:26} {r:.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"tokens_per_s": rate, "ratios": ratios, "args": vars(args) | {
-            "json": str(args.json)}, "parameters": n_params}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "tokens_per_s": rate,
+                    "ratios": ratios,
+                    "args": vars(args) | {"json": str(args.json)},
+                    "parameters": n_params,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":  # vLLM's offline engine spawns processes: the guard is required

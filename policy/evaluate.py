@@ -39,7 +39,9 @@ class EvalConfig(BaseModel):
 
     comparisons: Path = Field(description="JSONL: group, messages, candidate, baseline, optional scores")
     output_dir: Path = Field(description="where metrics.json and judgments.jsonl are written")
-    reward_model: Path | None = Field(None, description="reward model that judges (None: only the given scores)")
+    reward_model: Path | None = Field(
+        None, description="reward model that judges (None: only the given scores)"
+    )
     candidate_model: Path | None = Field(None, description="the candidate checkpoint, for the KL estimate")
     reference_model: Path | None = Field(None, description="the reference checkpoint, for the KL estimate")
     temperature: float = Field(1.0, ge=0, description="the temperature the responses were sampled at")
@@ -67,7 +69,9 @@ def _groups(keys: list[str]) -> tuple[np.ndarray, int]:
 def _draws(n_groups: int, n: int, seed: int) -> np.ndarray:
     """(n x groups): how often each group was drawn in each bootstrap resample."""
     rng = np.random.default_rng(seed)
-    return np.stack([np.bincount(row, minlength=n_groups) for row in rng.integers(0, n_groups, (n, n_groups))])
+    return np.stack(
+        [np.bincount(row, minlength=n_groups) for row in rng.integers(0, n_groups, (n, n_groups))]
+    )
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -83,7 +87,9 @@ def win_rate(wins: np.ndarray, group: list[str], n_boot: int = 2000, seed: int =
     return {"win_rate": float(wins.mean()), "ci": _interval(boots), "n": int(len(wins)), "groups": n_groups}
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float = 1e-3, iters: int = 30) -> np.ndarray:
+def _logistic(
+    x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float = 1e-3, iters: int = 30
+) -> np.ndarray:
     """Weighted logistic regression of soft labels y on [1, x] by Newton's method."""
     X = np.column_stack([np.ones_like(x), x])
     theta = np.zeros(2)
@@ -99,8 +105,9 @@ def _logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float = 1e-3
     return theta
 
 
-def length_controlled(wins: np.ndarray, length_diff: np.ndarray, group: list[str], n_boot: int = 500,
-                      seed: int = 0) -> dict:
+def length_controlled(
+    wins: np.ndarray, length_diff: np.ndarray, group: list[str], n_boot: int = 500, seed: int = 0
+) -> dict:
     """The win rate a logistic fit of judgment on tanh(length difference / sd) predicts at equal length."""
     wins = np.asarray(wins, float)
     d = np.asarray(length_diff, float)
@@ -109,29 +116,45 @@ def length_controlled(wins: np.ndarray, length_diff: np.ndarray, group: list[str
     ones = np.ones_like(wins)
     point = 1 / (1 + np.exp(-_logistic(x, wins, ones)[0]))
     g, n_groups = _groups(group)
-    boots = [1 / (1 + np.exp(-_logistic(x, wins, d[g].astype(float))[0])) for d in _draws(n_groups, n_boot, seed + 1)]
+    boots = [
+        1 / (1 + np.exp(-_logistic(x, wins, d[g].astype(float))[0]))
+        for d in _draws(n_groups, n_boot, seed + 1)
+    ]
     return {"lc_win_rate": float(point), "lc_ci": _interval(np.array(boots))}
 
 
-def judge_report(candidate: list[float], baseline: list[float], length_diff: np.ndarray, group: list[str],
-                 n_boot: int, seed: int) -> dict:
+def judge_report(
+    candidate: list[float],
+    baseline: list[float],
+    length_diff: np.ndarray,
+    group: list[str],
+    n_boot: int,
+    seed: int,
+) -> dict:
     wins = judgments(np.array(candidate), np.array(baseline))
-    return {**win_rate(wins, group, n_boot, seed), **length_controlled(wins, length_diff, group, n_boot // 4, seed),
-            "mean_candidate": float(np.mean(candidate)), "mean_baseline": float(np.mean(baseline))}
+    return {
+        **win_rate(wins, group, n_boot, seed),
+        **length_controlled(wins, length_diff, group, n_boot // 4, seed),
+        "mean_candidate": float(np.mean(candidate)),
+        "mean_baseline": float(np.mean(baseline)),
+    }
 
 
-def _completion_ids(tokenizer, messages: list[dict], response: str, finished: bool) -> tuple[list[int], list[int]]:
+def _completion_ids(
+    tokenizer, messages: list[dict], response: str, finished: bool
+) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) as the policy produced them: the chat template up to the assistant
     turn, then the response and, when it ended by itself (not cut at max_tokens), its end of turn."""
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"]
     text = tokenizer(response, add_special_tokens=False)["input_ids"]
     if not finished:
         return prompt, text
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}],
-                                         tokenize=True)["input_ids"]
+    full = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": response}], tokenize=True
+    )["input_ids"]
     if full[: len(prompt)] != prompt:  # a template that renders the last turn differently
         full = prompt + text + [tokenizer.eos_token_id]
-    return prompt, full[len(prompt):]
+    return prompt, full[len(prompt) :]
 
 
 def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> list[tuple[float, int]]:
@@ -144,8 +167,9 @@ def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> lis
     out = []
     with torch.inference_mode():
         for r in rows:
-            prompt, completion = _completion_ids(tokenizer, r["messages"], r["candidate"],
-                                                 r.get("candidate_finish", "stop") != "length")
+            prompt, completion = _completion_ids(
+                tokenizer, r["messages"], r["candidate"], r.get("candidate_finish", "stop") != "length"
+            )
             ids = (prompt + completion)[-max_length:]
             n = min(len(completion), len(ids) - 1)
             logits = model(input_ids=torch.tensor([ids])).logits[0, -n - 1 : -1].float()
@@ -162,15 +186,24 @@ def kl_estimate(cfg: EvalConfig, rows: list[dict]) -> dict:
 
     vocab = [AutoTokenizer.from_pretrained(m).get_vocab() for m in (cfg.candidate_model, cfg.reference_model)]
     if vocab[0] != vocab[1]:
-        return {"skipped": "the candidate and reference tokenizers differ, so their log-probabilities do not compare"}
+        return {
+            "skipped": "the candidate and reference tokenizers differ, so their log-probabilities do not compare"
+        }
     cand = sequence_logprobs(cfg.candidate_model, rows, cfg.max_length)
     ref = sequence_logprobs(cfg.reference_model, rows, cfg.max_length)
     ratios = np.array([c - r for (c, _), (r, _) in zip(cand, ref, strict=True)])
     tokens = sum(n for _, n in cand)
-    return {"estimate": float(ratios.mean()), "per_token": float(ratios.sum() / max(tokens, 1)),
-            "reference": str(cfg.reference_model), "temperature": cfg.temperature,
-            **({} if cfg.temperature == 1.0 and cfg.top_p == 1.0 else
-               {"note": "responses not sampled from the full distribution (temperature 1, top_p 1): biased"})}
+    return {
+        "estimate": float(ratios.mean()),
+        "per_token": float(ratios.sum() / max(tokens, 1)),
+        "reference": str(cfg.reference_model),
+        "temperature": cfg.temperature,
+        **(
+            {}
+            if cfg.temperature == 1.0 and cfg.top_p == 1.0
+            else {"note": "responses not sampled from the full distribution (temperature 1, top_p 1): biased"}
+        ),
+    }
 
 
 def _progress(cfg: EvalConfig, step: int, total: int) -> None:
@@ -188,12 +221,18 @@ def read_comparisons(path: Path, reward_judge: bool = False) -> list[dict]:
         if missing:
             raise ValueError(f"{path} line {i}: missing {', '.join(missing)}")
         scores = r.get("scores") or {}
-        if set(scores) != judges or not all(isinstance(v, list) and len(v) == 2 and all(
-                isinstance(x, int | float) for x in v) for v in scores.values()):
-            raise ValueError(f"{path} line {i}: scores must give every row the same judges "
-                             f"({', '.join(sorted(judges)) or 'none'}), each [candidate, baseline] numbers")
+        if set(scores) != judges or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) for x in v)
+            for v in scores.values()
+        ):
+            raise ValueError(
+                f"{path} line {i}: scores must give every row the same judges "
+                f"({', '.join(sorted(judges)) or 'none'}), each [candidate, baseline] numbers"
+            )
     if reward_judge and "reward" in judges:
-        raise ValueError(f"{path}: the judge name 'reward' is the reward model's; name given scores otherwise")
+        raise ValueError(
+            f"{path}: the judge name 'reward' is the reward model's; name given scores otherwise"
+        )
     return rows
 
 
@@ -217,11 +256,18 @@ def main(cfg: EvalConfig) -> Path:
     group = [str(r["group"]) for r in rows]
     length_diff = np.array([words(r["candidate"]) - words(r["baseline"]) for r in rows], float)
     report = {
-        "comparisons": len(rows), "groups": len(set(group)),
-        "judges": {name: judge_report([p[0] for p in pairs], [p[1] for p in pairs], length_diff, group,
-                                      cfg.bootstrap, cfg.seed) for name, pairs in scores.items()},
-        "length": {"candidate_words": float(np.mean([words(r["candidate"]) for r in rows])),
-                   "baseline_words": float(np.mean([words(r["baseline"]) for r in rows]))},
+        "comparisons": len(rows),
+        "groups": len(set(group)),
+        "judges": {
+            name: judge_report(
+                [p[0] for p in pairs], [p[1] for p in pairs], length_diff, group, cfg.bootstrap, cfg.seed
+            )
+            for name, pairs in scores.items()
+        },
+        "length": {
+            "candidate_words": float(np.mean([words(r["candidate"]) for r in rows])),
+            "baseline_words": float(np.mean([words(r["baseline"]) for r in rows])),
+        },
         "reward_model": str(cfg.reward_model) if cfg.reward_model else None,
     }
     _progress(cfg, 2, 3)

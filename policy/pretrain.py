@@ -134,9 +134,7 @@ def main(cfg: PretrainConfig) -> Path:
     from transformers import GenerationConfig
 
     convs = corpus.transcripts(cfg.n_transcripts, seed=cfg.seed)
-    tokenizer = build_tokenizer(
-        [m["content"] for c in convs for m in c], vocab_size=SIZES[cfg.size][4]
-    )
+    tokenizer = build_tokenizer([m["content"] for c in convs for m in c], vocab_size=SIZES[cfg.size][4])
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in convs]
     model = build_model(cfg.size, tokenizer, cfg.max_position_embeddings, cfg.seed)
     out = Path(cfg.output_dir)
@@ -149,7 +147,12 @@ def main(cfg: PretrainConfig) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
-    metrics = {"kind": "pretrained", "parameters": n_params, "loss_curve": losses, "config": cfg.model_dump(mode="json")}
+    metrics = {
+        "kind": "pretrained",
+        "parameters": n_params,
+        "loss_curve": losses,
+        "config": cfg.model_dump(mode="json"),
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "README.md").write_text(
         f"# rankloop tiny model ({cfg.size})\n\nPretrained from scratch on rankloop's generated corpus "

@@ -42,11 +42,21 @@ def read_instructions(path: Path) -> list[dict]:
         except (json.JSONDecodeError, AttributeError):
             problems.append(f"line {n}: not a JSON object")
             continue
-        ok = (isinstance(msgs, list) and msgs and all(isinstance(m, dict) and m.get("role") in
-              ("system", "user", "assistant") and isinstance(m.get("content"), str) for m in msgs)
-              and msgs[-1]["role"] == "assistant")
+        ok = (
+            isinstance(msgs, list)
+            and msgs
+            and all(
+                isinstance(m, dict)
+                and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)
+                for m in msgs
+            )
+            and msgs[-1]["role"] == "assistant"
+        )
         if not ok:
-            problems.append(f"line {n}: expected \"messages\" with system/user/assistant turns ending in an assistant one")
+            problems.append(
+                f'line {n}: expected "messages" with system/user/assistant turns ending in an assistant one'
+            )
             continue
         rows.append({"messages": msgs})
     if problems or not rows:
@@ -60,8 +70,13 @@ def best_of_k(snapshot: Path) -> list[dict]:
     for r in read_snapshot(snapshot, "train"):
         best = min(range(len(r["ranks"])), key=lambda i: (r["ranks"][i], i))
         system = r["system_prompt_texts"][best]
-        out.append({"messages": ([{"role": "system", "content": system}] if system else []) + conversation(r)
-                    + [{"role": "assistant", "content": r["texts"][best]}]})
+        out.append(
+            {
+                "messages": ([{"role": "system", "content": system}] if system else [])
+                + conversation(r)
+                + [{"role": "assistant", "content": r["texts"][best]}]
+            }
+        )
     if not out:
         raise ValueError(f"the snapshot {snapshot} has no training rankings")
     return out
@@ -80,8 +95,13 @@ def main(cfg: SFTTrainConfig) -> Path:
 
     def build(model, tokenizer, workdir: Path):
         args = trl_args(cfg, SFTConfig, workdir, max_length=cfg.max_length, assistant_only_loss=False)
-        return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=peft_config(cfg))
+        return SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_config(cfg),
+        )
 
     source = {"data": str(cfg.data)} if cfg.data else {"snapshot": snapshot_id(cfg.snapshot)}
     return run(cfg, "sft", build, {"examples": len(rows), **source})

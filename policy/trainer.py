@@ -42,11 +42,25 @@ def trl_args(cfg: PolicyTrainConfig, config_class: type, workdir: Path, **method
 
     bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return config_class(
-        output_dir=str(workdir), bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=0.05,
-        logging_steps=cfg.logging_steps, save_strategy="no", eval_strategy="no", report_to=[], seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(), disable_tqdm=False, ddp_find_unused_parameters=False, **method)
+        output_dir=str(workdir),
+        bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0.05,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        ddp_find_unused_parameters=False,
+        **method,
+    )
 
 
 def peft_config(cfg: PolicyTrainConfig):
@@ -54,7 +68,9 @@ def peft_config(cfg: PolicyTrainConfig):
         return None
     from peft import LoraConfig
 
-    return LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear")
+    return LoraConfig(
+        task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear"
+    )
 
 
 def load_tokenizer(base_model: Path):
@@ -66,8 +82,10 @@ def load_tokenizer(base_model: Path):
         raise ValueError(f"base_model {base_model} is not a Hugging Face model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if not tokenizer.chat_template:
-        raise ValueError(f"the tokenizer of {base_model} has no chat template; add one to its "
-                         "tokenizer_config.json (`chat_template`), or start from its chat/instruct variant")
+        raise ValueError(
+            f"the tokenizer of {base_model} has no chat template; add one to its "
+            "tokenizer_config.json (`chat_template`), or start from its chat/instruct variant"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -76,9 +94,11 @@ def load_tokenizer(base_model: Path):
 def at_least_one_batch(rows: list, cfg: PolicyTrainConfig, what: str, per_row: int = 1) -> list:
     """The training rows, or a clear error when they do not fill one batch."""
     if len(rows) * per_row < cfg.batch_size:
-        raise ValueError(f"{what}: {len(rows)}, fewer than one batch (batch_size {cfg.batch_size}"
-                         f"{f' = {cfg.batch_size // per_row} rows' if per_row > 1 else ''}); "
-                         "add data or lower batch_size")
+        raise ValueError(
+            f"{what}: {len(rows)}, fewer than one batch (batch_size {cfg.batch_size}"
+            f"{f' = {cfg.batch_size // per_row} rows' if per_row > 1 else ''}); "
+            "add data or lower batch_size"
+        )
     return rows
 
 
@@ -111,12 +131,20 @@ def run(cfg: PolicyTrainConfig, method: str, build: Callable[[Any, Any, Path], A
         history = trainer.state.log_history
     seconds = result.metrics.get("train_runtime", 0.0)
     metrics = {
-        "kind": "sft" if method == "sft" else "policy", "method": method, "base_model": str(cfg.base_model),
+        "kind": "sft" if method == "sft" else "policy",
+        "method": method,
+        "base_model": str(cfg.base_model),
         "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
         "log": [h for h in history if "loss" in h or "reward" in h],
-        "train": {"steps": trainer.state.global_step, "seconds": seconds,
-                  "examples_per_s": result.metrics.get("train_samples_per_second"), "parameters_changed": changed,
-                  "parameters_trained": len(before), "processes": trainer.args.world_size, **extra},
+        "train": {
+            "steps": trainer.state.global_step,
+            "seconds": seconds,
+            "examples_per_s": result.metrics.get("train_samples_per_second"),
+            "parameters_changed": changed,
+            "parameters_trained": len(before),
+            "processes": trainer.args.world_size,
+            **extra,
+        },
         "config": cfg.model_dump(mode="json"),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
@@ -124,7 +152,8 @@ def run(cfg: PolicyTrainConfig, method: str, build: Callable[[Any, Any, Path], A
         f"# rankloop policy ({method})\n\n- parent checkpoint: `{cfg.base_model}`\n"
         + "".join(f"- {k}: `{v}`\n" for k, v in extra.items() if k in ("snapshot", "reward_model", "data"))
         + f"- steps: {metrics['train']['steps']}, {'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'full fine-tuning'}\n"
-        + f"\n## Config\n\n```json\n{json.dumps(cfg.model_dump(mode='json'), indent=2)}\n```\n")
+        + f"\n## Config\n\n```json\n{json.dumps(cfg.model_dump(mode='json'), indent=2)}\n```\n"
+    )
     return out
 
 

@@ -42,11 +42,18 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> 
             continue
         flag = "--" + name.replace("_", "-")
         if typ is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=field.description)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=field.description
+            )
         else:
-            choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
-            parser.add_argument(flag, dest=name, type=typ, default=None, choices=choices, help=field.description)
+            choices = (
+                typing.get_args(field.annotation)
+                if typing.get_origin(field.annotation) is typing.Literal
+                else None
+            )
+            parser.add_argument(
+                flag, dest=name, type=typ, default=None, choices=choices, help=field.description
+            )
 
 
 def format_errors(err: ValidationError, source: str) -> str:
@@ -86,7 +93,9 @@ def build(model: type[M], file: str | Path | None = None, overrides: dict[str, A
 
 def parse_cli(model: type[M], argv: list[str] | None, description: str | None = None) -> M:
     """`python -m pkg.train --config FILE --some-field X`: the standard trainer entry point."""
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", help="YAML file with the config's fields; flags override it")
     add_model_flags(ap, model)
     ns = vars(ap.parse_args(argv))

@@ -22,27 +22,35 @@ Messages = list[dict[str, str]]
 def check_messages(messages: Any, where: str = "messages") -> list[str]:
     """Every problem with a conversation, each naming the turn and what would be valid."""
     if not isinstance(messages, list) or not messages:
-        return [f"{where}: expected a non-empty list of {{\"role\", \"content\"}} messages"]
+        return [f'{where}: expected a non-empty list of {{"role", "content"}} messages']
     problems = []
     for i, m in enumerate(messages):
         at = f"{where}[{i}]"
         if not isinstance(m, dict) or set(m) - {"role", "content", "name"}:
-            problems.append(f"{at}: expected an object with \"role\" and \"content\"")
+            problems.append(f'{at}: expected an object with "role" and "content"')
             continue
         role, content = m.get("role"), m.get("content")
         if role == "system":
-            problems.append(f"{at}: a system turn is not part of a prompt; system prompts are the versioned arms "
-                            "(`rankloop system-prompts add`)")
+            problems.append(
+                f"{at}: a system turn is not part of a prompt; system prompts are the versioned arms "
+                "(`rankloop system-prompts add`)"
+            )
         elif role not in ROLES:
             problems.append(f"{at}: unknown role {role!r}; valid: user, assistant")
         elif role != ROLES[i % 2]:
-            problems.append(f"{at}: role {role!r} out of turn; a conversation alternates user, assistant, user, ...")
+            problems.append(
+                f"{at}: role {role!r} out of turn; a conversation alternates user, assistant, user, ..."
+            )
         if not isinstance(content, str) or not content.strip():
             problems.append(f"{at}: content must be non-empty text")
         elif len(content) > MAX_CONTENT_CHARS:
-            problems.append(f"{at}: content has {len(content)} characters, at most {MAX_CONTENT_CHARS} allowed")
+            problems.append(
+                f"{at}: content has {len(content)} characters, at most {MAX_CONTENT_CHARS} allowed"
+            )
     if not problems and messages[-1]["role"] != "user":
-        problems.append(f"{where}: the conversation must end with a user turn (the one the candidates answer)")
+        problems.append(
+            f"{where}: the conversation must end with a user turn (the one the candidates answer)"
+        )
     return problems
 
 

@@ -60,8 +60,12 @@ def read_snapshot(path: str | Path, split: str | None = None, held_out_at: float
     import pyarrow.parquet as pq
 
     rows = pq.read_table(snapshot_file(path)).to_pylist()
-    return [r for r in rows if (split is None or r["split"] == split)
-            and (held_out_at is None or split_of(r["prompt"], held_out_at) == "eval")]
+    return [
+        r
+        for r in rows
+        if (split is None or r["split"] == split)
+        and (held_out_at is None or split_of(r["prompt"], held_out_at) == "eval")
+    ]
 
 
 def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
@@ -75,9 +79,14 @@ def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
         by_task[r["task_id"]].append(r)
     merged = []
     for task_rows in by_task.values():
-        merged.append({**task_rows[0], "ranks": dense_ranks(mean_ranks([r["ranks"] for r in task_rows])),
-                       "annotator": "(consensus)",
-                       "n_rankings": len(task_rows)})
+        merged.append(
+            {
+                **task_rows[0],
+                "ranks": dense_ranks(mean_ranks([r["ranks"] for r in task_rows])),
+                "annotator": "(consensus)",
+                "n_rankings": len(task_rows),
+            }
+        )
     return merged
 
 
@@ -92,9 +101,11 @@ def pairwise_rows(rows: list[dict], margin: bool = False, consensus: Consensus =
     out = []
     for r in apply_consensus(rows, consensus):
         for better, worse, gap in strict_pairs(r["ranks"]):
-            row = {"prompt": conversation(r),
-                   "chosen": [{"role": "assistant", "content": r["texts"][better]}],
-                   "rejected": [{"role": "assistant", "content": r["texts"][worse]}]}
+            row = {
+                "prompt": conversation(r),
+                "chosen": [{"role": "assistant", "content": r["texts"][better]}],
+                "rejected": [{"role": "assistant", "content": r["texts"][worse]}],
+            }
             if margin:
                 row["margin"] = float(gap)
             out.append(row)
@@ -103,5 +114,7 @@ def pairwise_rows(rows: list[dict], margin: bool = False, consensus: Consensus =
 
 def listwise_groups(rows: list[dict], consensus: Consensus = "all") -> list[dict]:
     """One group per ranking: the prompt, its K responses in display order and their ranks."""
-    return [{"prompt": conversation(r), "responses": list(r["texts"]), "ranks": list(r["ranks"])}
-            for r in apply_consensus(rows, consensus)]
+    return [
+        {"prompt": conversation(r), "responses": list(r["texts"]), "ranks": list(r["ranks"])}
+        for r in apply_consensus(rows, consensus)
+    ]

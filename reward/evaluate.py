@@ -54,8 +54,13 @@ def ece(probs: list[float], labels: list[int]) -> float | None:
     for p, y in zip(probs, labels, strict=True):
         bins[min(int(p * BINS), BINS - 1)].append((p, y))
     total = len(probs)
-    return round(sum(len(b) / total * abs(sum(y for _, y in b) / len(b) - sum(p for p, _ in b) / len(b))
-                     for b in bins.values()), 4)
+    return round(
+        sum(
+            len(b) / total * abs(sum(y for _, y in b) / len(b) - sum(p for p, _ in b) / len(b))
+            for b in bins.values()
+        ),
+        4,
+    )
 
 
 def metrics(rows: list[dict], scores: list[list[float]]) -> dict:
@@ -76,7 +81,9 @@ def metrics(rows: list[dict], scores: list[list[float]]) -> dict:
                 labels.append(int(r["ranks"][i] < r["ranks"][j]))
         u = r.get("hidden_utility")
         if u:
-            noise = json.loads(r["annotator_profile"]).get("noise", 1.0) if r.get("annotator_profile") else 1.0
+            noise = (
+                json.loads(r["annotator_profile"]).get("noise", 1.0) if r.get("annotator_profile") else 1.0
+            )
             for i, j in combinations(range(len(u)), 2):
                 if u[i] == u[j]:
                     continue
@@ -86,25 +93,35 @@ def metrics(rows: list[dict], scores: list[list[float]]) -> dict:
                 if r["ranks"][i] != r["ranks"][j]:
                     label_hidden.append(float(r["ranks"][hi] < r["ranks"][lo]))
     out = {
-        "rankings": len(rows), "pairs": len(hits), "pairwise_accuracy": _acc(hits),
+        "rankings": len(rows),
+        "pairs": len(hits),
+        "pairwise_accuracy": _acc(hits),
         "by_agreement": {k: {"pairs": len(v), "accuracy": _acc(v)} for k, v in sorted(by_level.items())},
         "by_system_prompt": {k: {"pairs": len(v), "accuracy": _acc(v)} for k, v in sorted(by_sp.items())},
         "ece": ece(probs, labels),
     }
     if model_hidden:
-        out["hidden"] = {"pairs": len(model_hidden), "model_vs_hidden": _acc(model_hidden),
-                         "labels_vs_hidden": _acc(label_hidden), "expected_label_agreement": _acc(expected)}
+        out["hidden"] = {
+            "pairs": len(model_hidden),
+            "model_vs_hidden": _acc(model_hidden),
+            "labels_vs_hidden": _acc(label_hidden),
+            "expected_label_agreement": _acc(expected),
+        }
     return out
 
 
-def evaluate(model_dir: str | Path, snapshot: str | Path, split: str = "eval", held_out_at: float | None = None) -> dict:
+def evaluate(
+    model_dir: str | Path, snapshot: str | Path, split: str = "eval", held_out_at: float | None = None
+) -> dict:
     """Metrics of a model on a snapshot split (`held_out_at`: only prompts held out at that fraction too)."""
     from reward.score import RewardScorer
 
     rows = read_snapshot(snapshot, split, held_out_at)
     if not rows:
-        raise ValueError(f"the snapshot's {split!r} split is empty; take a snapshot with more prompts "
-                         "or a larger eval_fraction")
+        raise ValueError(
+            f"the snapshot's {split!r} split is empty; take a snapshot with more prompts "
+            "or a larger eval_fraction"
+        )
     return metrics(rows, RewardScorer(model_dir).score_rankings(rows))
 
 

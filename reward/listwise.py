@@ -31,8 +31,9 @@ class ListwiseCollator:
 
 class ListwiseTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        scores = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                       use_cache=False).logits.squeeze(-1)
+        scores = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+        ).logits.squeeze(-1)
         mask = inputs["list_mask"]
         grid = scores.new_zeros(mask.shape).masked_scatter(mask, scores)  # row-major, as flattened
         loss = plackett_luce_loss(grid, inputs["ranks"], mask)

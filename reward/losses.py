@@ -21,14 +21,18 @@ import torch
 import torch.nn.functional as F
 
 
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
+def bradley_terry_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None
+) -> torch.Tensor:
     diff = chosen - rejected
     if margin is not None:
         diff = diff - margin
     return -F.logsigmoid(diff).mean()
 
 
-def plackett_luce_loss(scores: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def plackett_luce_loss(
+    scores: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """scores, ranks: (B, K); mask: (B, K) bool, False for padding (lists shorter than K)."""
     if mask is None:
         mask = torch.ones_like(scores, dtype=torch.bool)

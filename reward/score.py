@@ -76,7 +76,9 @@ class RewardScorer:
         out: list[float] = []
         for i in range(0, len(encoded), self.batch_size):
             ids, mask = pad_batch(encoded[i : i + self.batch_size], self.tokenizer.pad_token_id)
-            logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
+            logits = self.model(
+                input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)
+            ).logits
             out.extend(logits.float().squeeze(-1).tolist())
         return out
 

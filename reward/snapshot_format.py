@@ -15,17 +15,30 @@ import pyarrow as pa
 SNAPSHOT_FILE = "rankings.parquet"
 MANIFEST_FILE = "manifest.json"
 
-SCHEMA = pa.schema([
-    ("ranking_id", pa.int64()), ("task_id", pa.int64()), ("prompt_id", pa.int64()), ("prompt", pa.string()),
-    ("split", pa.string()), ("annotator", pa.string()), ("annotator_role", pa.string()),
-    ("annotator_profile", pa.string()), ("annotator_gold_agreement", pa.float64()), ("batch", pa.string()),
-    ("ranks", pa.list_(pa.int32())), ("flags", pa.string()), ("sample_ids", pa.list_(pa.int64())),
-    ("texts", pa.list_(pa.string())), ("system_prompts", pa.list_(pa.string())),
-    ("system_prompt_texts", pa.list_(pa.string())), ("models", pa.list_(pa.string())),
-    ("hidden_utility", pa.list_(pa.float64())),
-    ("task_agreement", pa.float64()),
-    ("messages", pa.string()),  # the conversation as JSON (`reward.conversation`); `prompt` is its key
-])
+SCHEMA = pa.schema(
+    [
+        ("ranking_id", pa.int64()),
+        ("task_id", pa.int64()),
+        ("prompt_id", pa.int64()),
+        ("prompt", pa.string()),
+        ("split", pa.string()),
+        ("annotator", pa.string()),
+        ("annotator_role", pa.string()),
+        ("annotator_profile", pa.string()),
+        ("annotator_gold_agreement", pa.float64()),
+        ("batch", pa.string()),
+        ("ranks", pa.list_(pa.int32())),
+        ("flags", pa.string()),
+        ("sample_ids", pa.list_(pa.int64())),
+        ("texts", pa.list_(pa.string())),
+        ("system_prompts", pa.list_(pa.string())),
+        ("system_prompt_texts", pa.list_(pa.string())),
+        ("models", pa.list_(pa.string())),
+        ("hidden_utility", pa.list_(pa.float64())),
+        ("task_agreement", pa.float64()),
+        ("messages", pa.string()),  # the conversation as JSON (`reward.conversation`); `prompt` is its key
+    ]
+)
 
 
 def snapshot_file(path: str | Path) -> Path:
@@ -34,7 +47,9 @@ def snapshot_file(path: str | Path) -> Path:
     if p.is_dir():
         p = p / SNAPSHOT_FILE
     if not p.is_file():
-        raise FileNotFoundError(f"no snapshot at {path}: expected {SNAPSHOT_FILE} (`rankloop snapshot` writes one)")
+        raise FileNotFoundError(
+            f"no snapshot at {path}: expected {SNAPSHOT_FILE} (`rankloop snapshot` writes one)"
+        )
     return p
 
 

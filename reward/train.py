@@ -45,9 +45,14 @@ class TrainingFields(BaseModel):
     batch_size: int = Field(8, ge=1, description="examples per step and process")
     max_length: int = Field(512, ge=8, description="longest prompt + response, in tokens")
     logging_steps: int = Field(10, ge=1, description="log the loss every this many steps")
-    bf16: bool | None = Field(None, description="bf16 mixed precision (default: on GPUs that support it; "
-                              "off on CPU, where it is emulated and slow)")
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory (large models on small GPUs)")
+    bf16: bool | None = Field(
+        None,
+        description="bf16 mixed precision (default: on GPUs that support it; "
+        "off on CPU, where it is emulated and slow)",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="trade compute for memory (large models on small GPUs)"
+    )
     seed: int = Field(0, description="random seed")
     progress_file: Path | None = Field(None, description="JSON progress for `rankloop train` (step, total)")
 
@@ -57,7 +62,9 @@ class RewardTrainConfig(TrainingFields):
     base_model: Path = Field(description="Hugging Face checkpoint the reward head goes on")
     output_dir: Path = Field(description="where the reward model is written")
     mode: Literal["listwise", "pairwise"] = Field("listwise", description="Plackett-Luce lists or TRL pairs")
-    consensus: Literal["all", "aggregate"] = Field("all", description="several rankings of a task: keep all, or merge")
+    consensus: Literal["all", "aggregate"] = Field(
+        "all", description="several rankings of a task: keep all, or merge"
+    )
     margin: bool = Field(False, description="pairwise: use the rank gap as Bradley-Terry margin")
     batch_size: int = Field(8, ge=1, description="rankings per step (listwise) or pairs per step (pairwise)")
 
@@ -69,12 +76,25 @@ def trl_config(cfg: RewardTrainConfig, workdir: Path):
 
     bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return RewardConfig(
-        bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
-        output_dir=str(workdir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="linear",
-        warmup_steps=0.05, logging_steps=cfg.logging_steps, save_strategy="no", eval_strategy="no",
-        report_to=[], seed=cfg.seed, max_length=cfg.max_length, use_cpu=not torch.cuda.is_available(),
-        remove_unused_columns=cfg.mode == "pairwise", disable_tqdm=False, dataloader_drop_last=False,
+        bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        output_dir=str(workdir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0.05,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        max_length=cfg.max_length,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=cfg.mode == "pairwise",
+        disable_tqdm=False,
+        dataloader_drop_last=False,
         ddp_find_unused_parameters=False,
     )
 
@@ -82,7 +102,9 @@ def trl_config(cfg: RewardTrainConfig, workdir: Path):
 def peft_config(cfg: RewardTrainConfig):
     from peft import LoraConfig
 
-    return LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear")
+    return LoraConfig(
+        task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear"
+    )
 
 
 def progress_callback(cfg: RewardTrainConfig):
@@ -97,7 +119,9 @@ def progress_callback(cfg: RewardTrainConfig):
             if cfg.max_seconds and time.monotonic() - self.t0 > cfg.max_seconds:
                 control.should_training_stop = True
             if cfg.progress_file and state.is_world_process_zero:
-                cfg.progress_file.write_text(json.dumps({"step": state.global_step, "total": state.max_steps}))
+                cfg.progress_file.write_text(
+                    json.dumps({"step": state.global_step, "total": state.max_steps})
+                )
 
     return Progress()
 
@@ -112,14 +136,21 @@ def _build_pairwise(cfg: RewardTrainConfig, train_rows: list[dict], tokenizer, a
     rows = []
     for p in pairwise_rows(train_rows, margin=cfg.margin, consensus=cfg.consensus):
         prompt = p["prompt"]  # the whole conversation
-        row = {"chosen_ids": encode(tokenizer, prompt, p["chosen"][0]["content"], cfg.max_length),
-               "rejected_ids": encode(tokenizer, prompt, p["rejected"][0]["content"], cfg.max_length)}
+        row = {
+            "chosen_ids": encode(tokenizer, prompt, p["chosen"][0]["content"], cfg.max_length),
+            "rejected_ids": encode(tokenizer, prompt, p["rejected"][0]["content"], cfg.max_length),
+        }
         if cfg.margin:
             row["margin"] = p["margin"]
         rows.append(row)
-    return RewardTrainer(model=str(cfg.base_model), args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=peft_config(cfg) if cfg.lora else None,
-                         callbacks=[progress_callback(cfg)])
+    return RewardTrainer(
+        model=str(cfg.base_model),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg) if cfg.lora else None,
+        callbacks=[progress_callback(cfg)],
+    )
 
 
 def _build_listwise(cfg: RewardTrainConfig, train_rows: list[dict], tokenizer, args):
@@ -130,17 +161,27 @@ def _build_listwise(cfg: RewardTrainConfig, train_rows: list[dict], tokenizer, a
     from reward.listwise import ListwiseCollator, ListwiseTrainer
     from reward.score import encode
 
-    groups = [{"ids": [encode(tokenizer, g["prompt"], t, cfg.max_length) for t in g["responses"]],
-               "ranks": g["ranks"]} for g in listwise_groups(train_rows, cfg.consensus)]
+    groups = [
+        {
+            "ids": [encode(tokenizer, g["prompt"], t, cfg.max_length) for t in g["responses"]],
+            "ranks": g["ranks"],
+        }
+        for g in listwise_groups(train_rows, cfg.consensus)
+    ]
     model = AutoModelForSequenceClassification.from_pretrained(cfg.base_model, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.lora:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config(cfg))
-    return ListwiseTrainer(model=model, args=args, train_dataset=Dataset.from_list(groups),
-                           data_collator=ListwiseCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                           callbacks=[progress_callback(cfg)])
+    return ListwiseTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(groups),
+        data_collator=ListwiseCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[progress_callback(cfg)],
+    )
 
 
 def main(cfg: RewardTrainConfig) -> Path:
@@ -179,12 +220,21 @@ def main(cfg: RewardTrainConfig) -> Path:
     seconds = result.metrics.get("train_runtime", 0.0)
     epochs_run = (history[-1].get("epoch") if history else None) or cfg.epochs
     metrics = {
-        "kind": "reward", "mode": cfg.mode, "base_model": str(cfg.base_model), "snapshot": _snapshot_id(cfg.snapshot),
+        "kind": "reward",
+        "mode": cfg.mode,
+        "base_model": str(cfg.base_model),
+        "snapshot": _snapshot_id(cfg.snapshot),
         "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
-        "train": {"rankings": len(train_rows), "steps": trainer.state.global_step, "seconds": seconds,
-                  "epochs": epochs_run, "rankings_per_s": len(train_rows) * epochs_run / seconds if seconds else None,
-                  "parameters_changed": changed, "parameters_trained": len(before),
-                  "processes": trainer.args.world_size},
+        "train": {
+            "rankings": len(train_rows),
+            "steps": trainer.state.global_step,
+            "seconds": seconds,
+            "epochs": epochs_run,
+            "rankings_per_s": len(train_rows) * epochs_run / seconds if seconds else None,
+            "parameters_changed": changed,
+            "parameters_trained": len(before),
+            "processes": trainer.args.world_size,
+        },
         "eval": evaluate(out, cfg.snapshot, "eval"),
         "config": cfg.model_dump(mode="json"),
     }
@@ -199,8 +249,11 @@ def fingerprints(model) -> dict[str, tuple[float, float]]:
     import torch
 
     with torch.no_grad():
-        return {n: (p.double().sum().item(), p.double().square().sum().item())
-                for n, p in model.named_parameters() if p.requires_grad}
+        return {
+            n: (p.double().sum().item(), p.double().square().sum().item())
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
 
 
 def _snapshot_id(snapshot: Path) -> str | None:
@@ -217,8 +270,12 @@ def model_card(cfg: RewardTrainConfig, metrics: dict) -> str:
         f"- training: {metrics['train']['rankings']} rankings, {metrics['train']['steps']} steps, "
         f"{'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'full fine-tuning'}, consensus `{cfg.consensus}`\n"
         f"- held-out pairwise accuracy: {ev['pairwise_accuracy']} on {ev['pairs']} pairs; ECE {ev['ece']}\n"
-        + (f"- agreement with the simulated annotators' hidden preference: {hidden.get('model_vs_hidden')} "
-           f"(the labels themselves: {hidden.get('labels_vs_hidden')})\n" if hidden else "")
+        + (
+            f"- agreement with the simulated annotators' hidden preference: {hidden.get('model_vs_hidden')} "
+            f"(the labels themselves: {hidden.get('labels_vs_hidden')})\n"
+            if hidden
+            else ""
+        )
         + f"\n## Config\n\n```json\n{json.dumps(cfg.model_dump(mode='json'), indent=2)}\n```\n"
     )
 

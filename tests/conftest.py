@@ -37,8 +37,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ~0.5M-parameter chat Llama, briefly pretrained on the generated corpus."""
     from policy.pretrain import PretrainConfig, main
 
-    return main(PretrainConfig(output_dir=tmp_path_factory.mktemp("models") / "tiny", size="tiny", steps=40,
-                               n_transcripts=600))
+    return main(
+        PretrainConfig(
+            output_dir=tmp_path_factory.mktemp("models") / "tiny", size="tiny", steps=40, n_transcripts=600
+        )
+    )
 
 
 @pytest.fixture

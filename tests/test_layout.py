@@ -31,14 +31,56 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("service", "annotator", "reward", "policy")
 RULES: dict[str, tuple[str, ...]] = {
-    "service.cli": ("service.cli", "service.web", "service.control", "service.jobs", "service.engine", "service.data",
-                    "service.core", "annotator", "reward", "policy"),
-    "service.web": ("service.web", "service.gateway", "service.control", "service.jobs", "service.engine",
-                    "service.report", "service.core", "annotator", "reward"),
-    "service.control": ("service.control", "service.jobs", "service.report", "service.gateway", "service.engine",
-                        "service.data", "service.core", "annotator", "reward"),
-    "service.jobs": ("service.jobs", "service.engine", "service.data", "service.core", "annotator", "reward", "policy"),
-    "service.report": ("service.report", "service.data", "service.gateway.deploy_records", "service.core", "annotator"),
+    "service.cli": (
+        "service.cli",
+        "service.web",
+        "service.control",
+        "service.jobs",
+        "service.engine",
+        "service.data",
+        "service.core",
+        "annotator",
+        "reward",
+        "policy",
+    ),
+    "service.web": (
+        "service.web",
+        "service.gateway",
+        "service.control",
+        "service.jobs",
+        "service.engine",
+        "service.report",
+        "service.core",
+        "annotator",
+        "reward",
+    ),
+    "service.control": (
+        "service.control",
+        "service.jobs",
+        "service.report",
+        "service.gateway",
+        "service.engine",
+        "service.data",
+        "service.core",
+        "annotator",
+        "reward",
+    ),
+    "service.jobs": (
+        "service.jobs",
+        "service.engine",
+        "service.data",
+        "service.core",
+        "annotator",
+        "reward",
+        "policy",
+    ),
+    "service.report": (
+        "service.report",
+        "service.data",
+        "service.gateway.deploy_records",
+        "service.core",
+        "annotator",
+    ),
     "service.gateway": ("service.gateway", "service.engine", "service.data", "service.core", "reward"),
     "service.engine": ("service.engine", "service.core", "reward"),
     "service.data": ("service.data", "service.core", "annotator", "reward"),
@@ -76,8 +118,10 @@ def imports(sources: dict[str, str] | None = None) -> dict[str, set[tuple[str, i
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in sources else node.module
-                           for a in node.names]
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in sources else node.module
+                    for a in node.names
+                ]
             else:
                 continue
             out[name] |= {(t, node.lineno) for t in targets if _ours(t)}
@@ -90,8 +134,10 @@ def broken_rules(found: dict[str, set[tuple[str, int]]]) -> list[str]:
         allowed = RULES[_layer(module)]
         for target, line in sorted(targets):
             if not any(target == a or target.startswith(a + ".") for a in allowed):
-                broken.append(f"{module} (line {line}) imports {target}: {_layer(module)} may import only "
-                              f"{', '.join(allowed) or 'nothing of ours'}")
+                broken.append(
+                    f"{module} (line {line}) imports {target}: {_layer(module)} may import only "
+                    f"{', '.join(allowed) or 'nothing of ours'}"
+                )
     return broken
 
 
@@ -108,7 +154,7 @@ def test_no_import_cycles() -> None:
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, [*stack, nxt])
         state[node] = "done"
@@ -121,9 +167,18 @@ def test_no_import_cycles() -> None:
 
 def test_the_rules_catch_a_wrong_import() -> None:
     """The checker itself: a lazy import of the service from reward/, and the annotator from the gateway."""
-    found = imports({"reward.bad": "import os\n\ndef f():\n    from service.core.store import Store\n",
-                     "service.gateway.bad": "from annotator import queue\n", "annotator": "", "annotator.queue": "", "service.web": "", "service.web.app": ""})
+    found = imports(
+        {
+            "reward.bad": "import os\n\ndef f():\n    from service.core.store import Store\n",
+            "service.gateway.bad": "from annotator import queue\n",
+            "annotator": "",
+            "annotator.queue": "",
+            "service.web": "",
+            "service.web.app": "",
+        }
+    )
     assert broken_rules(found) == [
         "reward.bad (line 4) imports service.core.store: reward may import only reward",
         "service.gateway.bad (line 1) imports annotator.queue: service.gateway may import only service.gateway, "
-        "service.engine, service.data, service.core, reward"]
+        "service.engine, service.data, service.core, reward",
+    ]

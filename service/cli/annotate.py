@@ -72,8 +72,11 @@ def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
         profiles = c.call("simulated.ensure", profiles=wanted)
         profiles = {name: Profile.model_validate(p) for name, p in profiles.items()}
         # They rank through the annotation path itself: the service's JSON API, or the queue here.
-        queue = (simulate_run.HttpQueue(c.url, admin_key(settings)) if c.remote
-                 else simulate_run.LocalQueue(c.ctx.store, settings.annotation))
+        queue = (
+            simulate_run.HttpQueue(c.url, admin_key(settings))
+            if c.remote
+            else simulate_run.LocalQueue(c.ctx.store, settings.annotation)
+        )
         report = simulate_run.run(queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator)
     for name, n in report.rankings.items():
         print(f"  {name}: {n} rankings")
@@ -84,7 +87,9 @@ def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
     try:
         ranks = [int(x) for x in args.ranks.split(",")]
     except ValueError:
-        raise UserError(f"--ranks {args.ranks!r}: expected comma-separated integers such as 1,2,2,3") from None
+        raise UserError(
+            f"--ranks {args.ranks!r}: expected comma-separated integers such as 1,2,2,3"
+        ) from None
     with connect(settings) as c:
         c.call("tasks.gold", task_id=args.task_id, ranks=ranks)
     print(f"task {args.task_id} is a gold task with ranks {ranks}")
@@ -92,7 +97,10 @@ def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_leaderboard(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        print_table(c.call("leaderboard", by=args.by), ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"])
+        print_table(
+            c.call("leaderboard", by=args.by),
+            ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"],
+        )
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
@@ -104,12 +112,16 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_import_hh(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         r = c.call("import.hh", file=args.file, source_ref=str(args.file))
-    print(f"imported {r['added']} preference pairs from {args.file}"
-          + (f" ({r['skipped']} already imported)" if r["skipped"] else ""))
+    print(
+        f"imported {r['added']} preference pairs from {args.file}"
+        + (f" ({r['skipped']} already imported)" if r["skipped"] else "")
+    )
 
 
 def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add("serve", cmd_serve, "run the service: annotator app at /annotate, JSON API, /admin (holds the data)")
+    p = add(
+        "serve", cmd_serve, "run the service: annotator app at /annotate, JSON API, /admin (holds the data)"
+    )
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000; 0 = any free port)")
 
@@ -121,10 +133,14 @@ def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
     add("list", cmd_annotators_list, "list accounts", ann)
     p = add("disable", cmd_annotators_disable, "disable an account (it keeps its rankings)", ann)
     p.add_argument("name")
-    p = add("logout", cmd_annotators_logout, "end every login of an account (API tokens and app sessions)", ann)
+    p = add(
+        "logout", cmd_annotators_logout, "end every login of an account (API tokens and app sessions)", ann
+    )
     p.add_argument("name")
 
-    p = add("annotate-sim", cmd_annotate_sim, "simulated annotators with a known preference rank the open queue")
+    p = add(
+        "annotate-sim", cmd_annotate_sim, "simulated annotators with a known preference rank the open queue"
+    )
     p.add_argument("--annotators", type=int, default=3, help="reliable simulated annotators (default 3)")
     p.add_argument("--noise", type=float, default=0.3, help="Bradley-Terry temperature (default 0.3)")
     p.add_argument("--unreliable", type=int, default=0, help="extra annotators that rank at random")
@@ -140,11 +156,14 @@ def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("leaderboard", cmd_leaderboard, "Bradley-Terry leaderboard of system prompts or models")
     p.add_argument("--by", default="system_prompt", choices=["system_prompt", "model"])
 
-    p = add("export", cmd_export, "write preference data: trl (prompt/chosen/rejected pairs), hh, or jsonl rankings")
+    p = add(
+        "export",
+        cmd_export,
+        "write preference data: trl (prompt/chosen/rejected pairs), hh, or jsonl rankings",
+    )
     p.add_argument("--format", required=True, choices=["trl", "hh", "jsonl"])
     p.add_argument("--out", required=True, type=Path)
 
     imp = sub.add_parser("import", help="import preference data").add_subparsers(dest="kind", required=True)
     p = add("hh", cmd_import_hh, "import HH-RLHF-format JSONL (chosen/rejected transcripts)", imp)
     p.add_argument("file", type=Path)
-

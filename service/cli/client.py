@@ -81,17 +81,23 @@ class RemoteClient:
                 if not file.is_file():
                     raise UserError(f"{file}: no such file")
                 with open(file, "rb") as f:
-                    resp = self.http.post(url, params={"params": json.dumps(body)},
-                                          content=iter(lambda: f.read(CHUNK), b""))
+                    resp = self.http.post(
+                        url, params={"params": json.dumps(body)}, content=iter(lambda: f.read(CHUNK), b"")
+                    )
                 return self._result(resp)
             if cmd.download:
                 return self._download(url, body, Path(body[cmd.download]))
             if cmd.method == "GET":
-                return self._result(self.http.get(url, params={k: v for k, v in body.items() if v is not None}))
+                return self._result(
+                    self.http.get(url, params={k: v for k, v in body.items() if v is not None})
+                )
             return self._result(self.http.post(url, json=body))
         except httpx.HTTPError as e:
-            raise CommandFailed(f"the service at {self.url} stopped answering ({type(e).__name__}: {e}); "
-                                "`rankloop status` shows whether it still runs", 1) from None
+            raise CommandFailed(
+                f"the service at {self.url} stopped answering ({type(e).__name__}: {e}); "
+                "`rankloop status` shows whether it still runs",
+                1,
+            ) from None
 
     def _download(self, url: str, body: dict, out: Path) -> Any:
         if out.is_dir():  # checked before the service does the work, as in-process
@@ -134,8 +140,15 @@ def connect(settings: Settings) -> Iterator[LocalClient | RemoteClient]:
     try:
         store = Store.open(settings.paths.db)
     except DataDirBusy as e:
-        raise DataDirBusy(f"{e}" + (f"\nAlso, {info.stale}: it may have been killed; when no rankloop process "
-                                    "runs, remove that file and try again." if info.stale else "")) from None
+        raise DataDirBusy(
+            f"{e}"
+            + (
+                f"\nAlso, {info.stale}: it may have been killed; when no rankloop process "
+                "runs, remove that file and try again."
+                if info.stale
+                else ""
+            )
+        ) from None
     engines = EngineSupervisor(settings)
     ctx = Context(store, settings, JobRunner(store, settings, engines), ScorerCache())
     try:
@@ -160,12 +173,18 @@ def follow(client: LocalClient | RemoteClient, job_id: int, desc: str) -> dict:
     except KeyboardInterrupt:
         bar.close()
         if client.remote:
-            print(f"\njob {job_id} keeps running in the service: follow it again with `rankloop jobs follow "
-                  f"{job_id}`, stop it with `rankloop jobs cancel {job_id}`", file=sys.stderr)
+            print(
+                f"\njob {job_id} keeps running in the service: follow it again with `rankloop jobs follow "
+                f"{job_id}`, stop it with `rankloop jobs cancel {job_id}`",
+                file=sys.stderr,
+            )
         else:
             client.call("jobs.cancel", job_id=job_id)
-            print(f"\ncancelled job {job_id}; what it stored stays, and running the same command again "
-                  "completes it", file=sys.stderr)
+            print(
+                f"\ncancelled job {job_id}; what it stored stays, and running the same command again "
+                "completes it",
+                file=sys.stderr,
+            )
         raise
     finally:
         bar.close()

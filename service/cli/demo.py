@@ -35,8 +35,11 @@ SYSTEM_PROMPTS = ("brief", "detailed", "friendly")
 SIZES = {  # --small: the size the test suite runs
     False: {"pretrain_steps": 200, "sft_steps": 30, "plan": RoundPlan()},
     # Smaller models, the same evaluation: with 6 samples the DPO policy's 95% interval once reached 0.5.
-    True: {"pretrain_steps": 120, "sft_steps": 20, "plan": RoundPlan(
-        policy={"max_steps": 80, "batch_size": 8, "max_length": 256})},
+    True: {
+        "pretrain_steps": 120,
+        "sft_steps": 20,
+        "plan": RoundPlan(policy={"max_steps": 80, "batch_size": 8, "max_length": 256}),
+    },
 }
 
 
@@ -93,9 +96,21 @@ def sft(c, data: Path, base: Path, steps: int) -> int:
 
     chats = data / "demo-instructions.jsonl"
     chats.write_text("".join(json.dumps({"messages": t}) + "\n" for t in transcripts(400, seed=7)))
-    job = follow(c, c.call("jobs.start", kind="sft", config={
-        "base_model": str(base), "data": str(chats), "max_steps": steps, "batch_size": 8, "max_length": 256})[
-        "job_id"], "supervised fine-tuning")
+    job = follow(
+        c,
+        c.call(
+            "jobs.start",
+            kind="sft",
+            config={
+                "base_model": str(base),
+                "data": str(chats),
+                "max_steps": steps,
+                "batch_size": 8,
+                "max_length": 256,
+            },
+        )["job_id"],
+        "supervised fine-tuning",
+    )
     if job["status"] != "succeeded":
         raise CommandFailed(f"SFT job {job['id']} {job['status']}: {job['error']}", 1)
     return job["result_model_id"]
@@ -113,12 +128,31 @@ def ensure_admin(c) -> str | None:
 def start_service(settings: Settings, port: int, config: str | None) -> tuple[subprocess.Popen, str]:
     """`rankloop serve` in a child process group with the demo's settings (stopped if this process dies);
     its URL once healthy."""
-    env = {**os.environ, **({"RANKLOOP_CONFIG": config} if config else {}),
-           **{f"RANKLOOP_VLLM__{k.upper()}": v if isinstance(v, str) else json.dumps(v)
-              for k, v in settings.vllm.model_dump(exclude_none=True).items()}}
+    env = {
+        **os.environ,
+        **({"RANKLOOP_CONFIG": config} if config else {}),
+        **{
+            f"RANKLOOP_VLLM__{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+            for k, v in settings.vllm.model_dump(exclude_none=True).items()
+        },
+    }
     log = settings.data_dir / "demo-serve.log"
-    proc = start_group([sys.executable, "-m", "service.cli", "--data", str(settings.data_dir), "serve",
-                        "--host", settings.host, "--port", str(port)], log, env)
+    proc = start_group(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "--data",
+            str(settings.data_dir),
+            "serve",
+            "--host",
+            settings.host,
+            "--port",
+            str(port),
+        ],
+        log,
+        env,
+    )
     info = settings.paths.service_file
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -152,63 +186,97 @@ def first_completion(settings: Settings, url: str) -> str:
         time.sleep(1)
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
     question = "Tell me about the weather in the mountains."
-    answer = client.chat.completions.create(model="current", messages=[{"role": "user", "content": question}],
-                                            max_tokens=48, extra_body={"system_prompt": "friendly"})
-    print(f"POST {url}/v1/chat/completions (model 'current' = {answer.model}, system prompt 'friendly')\n"
-          f"  user: {question}\n  assistant: {answer.choices[0].message.content!r}\n"
-          f"  usage: {answer.usage.prompt_tokens} prompt + {answer.usage.completion_tokens} completion tokens")
+    answer = client.chat.completions.create(
+        model="current",
+        messages=[{"role": "user", "content": question}],
+        max_tokens=48,
+        extra_body={"system_prompt": "friendly"},
+    )
+    print(
+        f"POST {url}/v1/chat/completions (model 'current' = {answer.model}, system prompt 'friendly')\n"
+        f"  user: {question}\n  assistant: {answer.choices[0].message.content!r}\n"
+        f"  usage: {answer.usage.prompt_tokens} prompt + {answer.usage.completion_tokens} completion tokens"
+    )
     return key
 
 
-def run_demo(settings: Settings, model: Path | None = None, method: str = "dpo", small: bool = False,
-             serve: bool = True, port: int | None = None, config: str | None = None) -> None:
+def run_demo(
+    settings: Settings,
+    model: Path | None = None,
+    method: str = "dpo",
+    small: bool = False,
+    serve: bool = True,
+    port: int | None = None,
+    config: str | None = None,
+) -> None:
     if method not in ("dpo", "grpo", "rloo"):
         raise UserError(f"--method {method!r}: valid: dpo, grpo, rloo")
     if model is not None and not (model / "config.json").is_file():
-        raise UserError(f"--model {model}: not a Hugging Face model directory (no config.json); give the directory "
-                         "`save_pretrained` wrote, or leave --model out for the built-in tiny model")
+        raise UserError(
+            f"--model {model}: not a Hugging Face model directory (no config.json); give the directory "
+            "`save_pretrained` wrote, or leave --model out for the built-in tiny model"
+        )
     data = settings.data_dir
     wanted = {"model": str(model.resolve()) if model else None, "method": method, "small": small}
     chosen = data / "demo-args.json"  # what an earlier run here was asked for: reuse only the same
     if chosen.exists() and (earlier := json.loads(chosen.read_text())) != wanted:
-        raise UserError(f"the demo ran in {data} with {earlier}, not {wanted}: what it made is reused only for the "
-                         "same flags; give another --data, or `rankloop loop --method ...` for a further round")
+        raise UserError(
+            f"the demo ran in {data} with {earlier}, not {wanted}: what it made is reused only for the "
+            "same flags; give another --data, or `rankloop loop --method ...` for a further round"
+        )
     private_dir(data)
     with connect(settings) as c:  # before any work: the demo owns its data directory
         if c.remote:
-            raise UserError(f"a rankloop serve runs on {data}: the demo starts its own; stop it or pass another --data")
+            raise UserError(
+                f"a rankloop serve runs on {data}: the demo starts its own; stop it or pass another --data"
+            )
     chosen.write_text(json.dumps(wanted))
     size = SIZES[small]
     plan = RoundPlan(**{**size["plan"].__dict__, "method": method})
     stages = Stages(data / "demo-stages.json")
-    base = model or stages.run("pretraining the tiny chat model", build_tiny_model, settings.paths.model_dir("tiny"),
-                               size["pretrain_steps"])
+    base = model or stages.run(
+        "pretraining the tiny chat model",
+        build_tiny_model,
+        settings.paths.model_dir("tiny"),
+        size["pretrain_steps"],
+    )
     with connect(settings) as c:
         stages.run("prompts and system prompts", seed_data, c, data)
         if model is not None:  # a checkpoint of yours: registered, so jobs may read it from where it is
             find_or_register(c.ctx.store, model.resolve())
-        sft_id = stages.run("supervised fine-tuning on generated instructions", sft, c, data, base, size["sft_steps"])
+        sft_id = stages.run(
+            "supervised fine-tuning on generated instructions", sft, c, data, base, size["sft_steps"]
+        )
         done = [r for r in c.call("rounds.list") if r["kind"] == "demo" and r["status"] == "done"]
         if done:  # the loop ran before: serve its result (`rankloop loop` runs further rounds)
             row = done[-1]
-            print(f"\nusing round {row['id']} of an earlier run ({row['note']}); `rankloop loop` runs another")
+            print(
+                f"\nusing round {row['id']} of an earlier run ({row['note']}); `rankloop loop` runs another"
+            )
         else:
             row = stages.run("one round of the loop", run_round, c, settings, plan, "demo", sft_id)
             stages.add({f"  round step: {k}": v for k, v in row["stages"].items()})
         password = ensure_admin(c)
-    proc, url = stages.run("starting the service (annotator app, admin API, OpenAI-compatible gateway)",
-                           start_service, settings, settings.port if port is None else port, config)
+    proc, url = stages.run(
+        "starting the service (annotator app, admin API, OpenAI-compatible gateway)",
+        start_service,
+        settings,
+        settings.port if port is None else port,
+        config,
+    )
     try:
         key = stages.run("a chat completion through the gateway", first_completion, settings, url)
         with connect(settings) as c:
             report = stages.run("the report", c.call, "report")["path"]
-        print(f"\nround {row['id']}: {row['note']}\n"
-              f"report:          {report}\n"
-              f"annotator app:   {url}/annotate  (log in as 'admin'"
-              + (f", password {password!r})" if password else "; its password was shown on the first run)") +
-              f"\n                 blind tasks (the deployed policy vs SFT) wait in the queue\n"
-              f"OpenAI API:      {url}/v1  (client key {key}; model 'current')\n"
-              f"admin API key:   {admin_key(settings)[:6]}... in {settings.paths.admin_key}")
+        print(
+            f"\nround {row['id']}: {row['note']}\n"
+            f"report:          {report}\n"
+            f"annotator app:   {url}/annotate  (log in as 'admin'"
+            + (f", password {password!r})" if password else "; its password was shown on the first run)")
+            + f"\n                 blind tasks (the deployed policy vs SFT) wait in the queue\n"
+            f"OpenAI API:      {url}/v1  (client key {key}; model 'current')\n"
+            f"admin API key:   {admin_key(settings)[:6]}... in {settings.paths.admin_key}"
+        )
         if not serve:
             return
         print("\nserving until Ctrl-C", flush=True)

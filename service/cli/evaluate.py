@@ -25,27 +25,45 @@ def _range(ci: list[float]) -> str:
 
 
 def print_evaluation(ev: dict) -> None:
-    print(f"  job {ev['job_id']}: against #{ev['baseline']} {ev['baseline_name']} on {ev['comparisons']} comparisons "
-          f"({ev['prompts']} held-out prompts x {', '.join(ev['system_prompts'])}); gate judge: {ev['judge']}")
-    print_table([{"judge": name, "win_rate": f"{j['win_rate']:.3f}", "95% CI": _range(j["ci"]),
-                  "LC win rate": f"{j['lc_win_rate']:.3f}", "LC 95% CI": _range(j["lc_ci"]),
-                  "mean score": f"{j['mean_candidate']:.3f} vs {j['mean_baseline']:.3f}"}
-                 for name, j in ev["judges"].items()],
-                ["judge", "win_rate", "95% CI", "LC win rate", "LC 95% CI", "mean score"])
+    print(
+        f"  job {ev['job_id']}: against #{ev['baseline']} {ev['baseline_name']} on {ev['comparisons']} comparisons "
+        f"({ev['prompts']} held-out prompts x {', '.join(ev['system_prompts'])}); gate judge: {ev['judge']}"
+    )
+    print_table(
+        [
+            {
+                "judge": name,
+                "win_rate": f"{j['win_rate']:.3f}",
+                "95% CI": _range(j["ci"]),
+                "LC win rate": f"{j['lc_win_rate']:.3f}",
+                "LC 95% CI": _range(j["lc_ci"]),
+                "mean score": f"{j['mean_candidate']:.3f} vs {j['mean_baseline']:.3f}",
+            }
+            for name, j in ev["judges"].items()
+        ],
+        ["judge", "win_rate", "95% CI", "LC win rate", "LC 95% CI", "mean score"],
+    )
     kl = ev.get("kl") or {}
-    kl_text = (f"KL to the reference {kl['estimate']:.2f} nats ({kl['per_token']:.3f} per token)"
-               if "estimate" in kl else f"KL not estimated: {kl.get('skipped', 'no reference')}")
-    print(f"  length {ev['length']['candidate_words']:.1f} vs {ev['length']['baseline_words']:.1f} words; {kl_text}")
+    kl_text = (
+        f"KL to the reference {kl['estimate']:.2f} nats ({kl['per_token']:.3f} per token)"
+        if "estimate" in kl
+        else f"KL not estimated: {kl.get('skipped', 'no reference')}"
+    )
+    print(
+        f"  length {ev['length']['candidate_words']:.1f} vs {ev['length']['baseline_words']:.1f} words; {kl_text}"
+    )
 
 
 def _snapshot_line(s: dict) -> str:
     if s.get("missing"):
         return f"snapshot {s['id']} (no longer in the registry)"
     names = s.get("annotator_names")
-    return (f"snapshot {s['id']}: {s['rankings']} rankings ({s['train_rankings']} train / {s['eval_rankings']} eval) "
-            f"of {s['prompts']} prompts by {s['annotators']} annotators"
-            + (f" ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else "")
-            + (f"; system prompts {', '.join(s['system_prompts'])}" if s.get("system_prompts") else ""))
+    return (
+        f"snapshot {s['id']}: {s['rankings']} rankings ({s['train_rankings']} train / {s['eval_rankings']} eval) "
+        f"of {s['prompts']} prompts by {s['annotators']} annotators"
+        + (f" ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else "")
+        + (f"; system prompts {', '.join(s['system_prompts'])}" if s.get("system_prompts") else "")
+    )
 
 
 def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
@@ -60,8 +78,10 @@ def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
         print(f"data: {_snapshot_line(s)}")
     rm = model.get("reward_model")
     if rm:
-        print(f"reward model ({rm['role']}): #{rm['id']} {rm['name']} ({rm['status']})"
-              + (f", trained on {_snapshot_line(rm['snapshot'])}" if rm.get("snapshot") else ""))
+        print(
+            f"reward model ({rm['role']}): #{rm['id']} {rm['name']} ({rm['status']})"
+            + (f", trained on {_snapshot_line(rm['snapshot'])}" if rm.get("snapshot") else "")
+        )
     if model.get("evaluations"):
         print("evaluations:")
         for ev in model["evaluations"]:
@@ -72,8 +92,10 @@ def evaluate(c, config: dict) -> None:
     """Start an evaluate job, follow it, print its figures and the gate's decision."""
     job_id = c.call("jobs.start", kind="evaluate", config=config)["job_id"]
     cfg = c.call("jobs.show", job_id=job_id)["config"]
-    print(f"job {job_id}: model #{cfg['candidate']} against #{cfg['baseline']} on held-out prompts"
-          + (" (in the service)" if c.remote else ""))
+    print(
+        f"job {job_id}: model #{cfg['candidate']} against #{cfg['baseline']} on held-out prompts"
+        + (" (in the service)" if c.remote else "")
+    )
     job = follow(c, job_id, "evaluating")
     if job["status"] != "succeeded":
         raise CommandFailed(f"job {job['id']} {job['status']}: {job['error']}", 1)
@@ -83,19 +105,32 @@ def evaluate(c, config: dict) -> None:
     print_evaluation(ev)
     print(f"  gate {job['result']['gate']}: {job['result']['reason']}")
     if job["result"]["prompts_left_out_of_file"]:
-        print(f"  {job['result']['prompts_left_out_of_file']} prompts of the file were left out: they are stored "
-              "for training, so they are not held out")
+        print(
+            f"  {job['result']['prompts_left_out_of_file']} prompts of the file were left out: they are stored "
+            "for training, so they are not held out"
+        )
     if job["result"]["human_tasks"]:
-        print(f"  {job['result']['human_tasks']} blind pairwise tasks are in the annotation queue; "
-              "`rankloop leaderboard --by model` ranks the model versions from them")
+        print(
+            f"  {job['result']['human_tasks']} blind pairwise tasks are in the annotation queue; "
+            "`rankloop leaderboard --by model` ranks the model versions from them"
+        )
 
 
 def cmd_evaluate_policy(args: argparse.Namespace, settings: Settings) -> None:
     config = read_yaml(args.job_config) if args.job_config else {}
-    flags = {"baseline": args.against, "human": args.human, "judge": args.judge, "prompt_file": args.prompts,
-             "samples": args.samples, "max_prompts": args.max_prompts, "reward_model": args.reward_model,
-             "gate": args.gate}
-    config.update({k: str(Path(v).resolve()) if k == "prompt_file" else v for k, v in flags.items() if v is not None})
+    flags = {
+        "baseline": args.against,
+        "human": args.human,
+        "judge": args.judge,
+        "prompt_file": args.prompts,
+        "samples": args.samples,
+        "max_prompts": args.max_prompts,
+        "reward_model": args.reward_model,
+        "gate": args.gate,
+    }
+    config.update(
+        {k: str(Path(v).resolve()) if k == "prompt_file" else v for k, v in flags.items() if v is not None}
+    )
     config.update({"candidate": args.id, **job_vllm(args, settings)})
     with connect(settings) as c:
         evaluate(c, config)
@@ -105,19 +140,47 @@ def add_parsers(sub, add: Callable[..., argparse.ArgumentParser], models_sub) ->
     p = add("show", cmd_models_show, "a model: its lineage, data, reward model and evaluations", models_sub)
     p.add_argument("id", type=int, help="model id")
     evaluate = sub.add_parser("evaluate", help="evaluate a model").add_subparsers(dest="kind", required=True)
-    p = add("policy", cmd_evaluate_policy, "a policy against a baseline on held-out prompts, then the gate (a job)",
-            evaluate, settings_flag=False)
+    p = add(
+        "policy",
+        cmd_evaluate_policy,
+        "a policy against a baseline on held-out prompts, then the gate (a job)",
+        evaluate,
+        settings_flag=False,
+    )
     p.add_argument("id", type=int, help="the candidate's model id")
-    p.add_argument("--against", type=int, default=None, metavar="ID",
-                   help="the baseline (default: the active model of its kind, else its parent)")
-    p.add_argument("--human", type=int, default=None, metavar="N", help="put N blind pairwise tasks into the queue")
-    p.add_argument("--judge", choices=["reward", "hidden"], default=None,
-                   help="the gate's judge: the reward model (default) or the simulated annotators' hidden preference")
-    p.add_argument("--prompts", default=None, metavar="FILE", help="more held-out prompts (kept out of training)")
-    p.add_argument("--samples", type=int, default=None, help="responses per prompt and system prompt (default 4)")
-    p.add_argument("--max-prompts", type=int, default=None, help="at most this many held-out prompts (default 64)")
-    p.add_argument("--reward-model", type=int, default=None, metavar="ID", help="judge with this reward model")
-    p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
-                   help="approve the candidate when it wins (default on)")
+    p.add_argument(
+        "--against",
+        type=int,
+        default=None,
+        metavar="ID",
+        help="the baseline (default: the active model of its kind, else its parent)",
+    )
+    p.add_argument(
+        "--human", type=int, default=None, metavar="N", help="put N blind pairwise tasks into the queue"
+    )
+    p.add_argument(
+        "--judge",
+        choices=["reward", "hidden"],
+        default=None,
+        help="the gate's judge: the reward model (default) or the simulated annotators' hidden preference",
+    )
+    p.add_argument(
+        "--prompts", default=None, metavar="FILE", help="more held-out prompts (kept out of training)"
+    )
+    p.add_argument(
+        "--samples", type=int, default=None, help="responses per prompt and system prompt (default 4)"
+    )
+    p.add_argument(
+        "--max-prompts", type=int, default=None, help="at most this many held-out prompts (default 64)"
+    )
+    p.add_argument(
+        "--reward-model", type=int, default=None, metavar="ID", help="judge with this reward model"
+    )
+    p.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="approve the candidate when it wins (default on)",
+    )
     p.add_argument("--config", dest="job_config", metavar="FILE", help="YAML with the evaluate job's fields")
     add_vllm_flags(p)

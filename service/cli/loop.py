@@ -25,9 +25,15 @@ def _tiny_model_defaults(args: argparse.Namespace, settings: Settings) -> Settin
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from service.cli.demo import run_demo
 
-    run_demo(_tiny_model_defaults(args, settings), model=Path(args.model) if args.model else None,
-             method=args.method, small=args.small, serve=args.serve, port=args.port,
-             config=getattr(args, "config", None))
+    run_demo(
+        _tiny_model_defaults(args, settings),
+        model=Path(args.model) if args.model else None,
+        method=args.method,
+        small=args.small,
+        serve=args.serve,
+        port=args.port,
+        config=getattr(args, "config", None),
+    )
 
 
 def _start_model(c) -> int:
@@ -36,8 +42,10 @@ def _start_model(c) -> int:
     sft = [m for m in c.call("models.list", kind="sft") if m["status"] != "failed"]
     if active or sft:
         return (active or sft)[-1]["id"]  # the newest
-    raise UserError("the loop needs a chat model to start from: `rankloop demo`, or `rankloop train policy "
-                     "--method sft` on your checkpoint")
+    raise UserError(
+        "the loop needs a chat model to start from: `rankloop demo`, or `rankloop train policy "
+        "--method sft` on your checkpoint"
+    )
 
 
 def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
@@ -52,13 +60,24 @@ def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
         raise UserError("--annotators people needs --target-rankings M (rankings to wait for each round)")
     if args.annotators == "people" and args.method != "dpo":
         # With people, the reward model is the judge, and an RL policy was trained against that very model.
-        raise UserError(f"--annotators people with --method {args.method}: the policy would be judged by the reward "
-                         "model it was trained against, which the gate refuses; use --method dpo")
-    plan = RoundPlan(k=args.k, annotators=args.annotators, target_rankings=args.target_rankings, method=args.method,
-                     human_tasks=args.human_tasks, seed=args.seed, vllm=job_vllm(args, settings).get("vllm"))
+        raise UserError(
+            f"--annotators people with --method {args.method}: the policy would be judged by the reward "
+            "model it was trained against, which the gate refuses; use --method dpo"
+        )
+    plan = RoundPlan(
+        k=args.k,
+        annotators=args.annotators,
+        target_rankings=args.target_rankings,
+        method=args.method,
+        human_tasks=args.human_tasks,
+        seed=args.seed,
+        vllm=job_vllm(args, settings).get("vllm"),
+    )
     with connect(settings) as c:
         if args.annotators == "people" and not c.remote:
-            raise UserError("people rank in the annotator app of a running service: start `rankloop serve` first")
+            raise UserError(
+                "people rank in the annotator app of a running service: start `rankloop serve` first"
+            )
         start = _start_model(c)
         for i in range(args.rounds):
             row = run_round(c, settings, plan, "loop", start)
@@ -69,23 +88,46 @@ def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_rounds(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         rows = c.call("rounds.list")
-    print_table([{**r, "seconds": round(sum(r["stages"].values()))} for r in rows],
-                ["id", "kind", "status", "step", "sampled_model_id", "policy_model_id", "deployed_model_id", "seconds",
-                 "note"])
+    print_table(
+        [{**r, "seconds": round(sum(r["stages"].values()))} for r in rows],
+        [
+            "id",
+            "kind",
+            "status",
+            "step",
+            "sampled_model_id",
+            "policy_model_id",
+            "deployed_model_id",
+            "seconds",
+            "note",
+        ],
+    )
 
 
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         q = c.call("quality", batch=args.batch)
     flagged = set(q["unreliable"])
-    print_table([{**r, "unreliable": "yes" if r["annotator"] in flagged else ""} for r in q["annotators"]],
-                ["annotator", "role", "rankings", "agreement_with_consensus", "kendall_tau", "gold_agreement",
-                 "per_hour", "unreliable"])
+    print_table(
+        [{**r, "unreliable": "yes" if r["annotator"] in flagged else ""} for r in q["annotators"]],
+        [
+            "annotator",
+            "role",
+            "rankings",
+            "agreement_with_consensus",
+            "kendall_tau",
+            "gold_agreement",
+            "per_hour",
+            "unreliable",
+        ],
+    )
     print()
     print_table(q["batches"], ["batch", "tasks", "rankings", "overlap_tasks", "alpha_ordinal"])
     if flagged:
-        print("\nleave them out of training: rankloop snapshot "
-              + " ".join(f"--exclude-annotator {n}" for n in sorted(flagged)))
+        print(
+            "\nleave them out of training: rankloop snapshot "
+            + " ".join(f"--exclude-annotator {n}" for n in sorted(flagged))
+        )
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
@@ -94,30 +136,60 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add("demo", cmd_demo, "the whole loop on a tiny model built here (no download): pretrain, SFT, sample, "
-            "simulated ranking, reward model, policy, evaluation, deploy, one completion through the API, report")
-    p.add_argument("--model", default=None, help="start from this Hugging Face model directory instead of the tiny one")
-    p.add_argument("--method", default="dpo", choices=["dpo", "grpo", "rloo"], help="how the policy is trained")
+    p = add(
+        "demo",
+        cmd_demo,
+        "the whole loop on a tiny model built here (no download): pretrain, SFT, sample, "
+        "simulated ranking, reward model, policy, evaluation, deploy, one completion through the API, report",
+    )
+    p.add_argument(
+        "--model", default=None, help="start from this Hugging Face model directory instead of the tiny one"
+    )
+    p.add_argument(
+        "--method", default="dpo", choices=["dpo", "grpo", "rloo"], help="how the policy is trained"
+    )
     p.add_argument("--small", action="store_true", help="a smaller, faster run (the test suite's)")
-    p.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep the annotator app and the API running until Ctrl-C (default on)")
-    p.add_argument("--port", type=int, default=None, help="the service's port (default 8000; 0 = any free port)")
+    p.add_argument(
+        "--serve",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the annotator app and the API running until Ctrl-C (default on)",
+    )
+    p.add_argument(
+        "--port", type=int, default=None, help="the service's port (default 8000; 0 = any free port)"
+    )
     add_vllm_flags(p)
 
-    p = add("loop", cmd_loop, "run rounds of the loop: sample with the deployed policy, rank, retrain reward and "
-            "policy, evaluate, deploy only a winner; resumes an unfinished round")
+    p = add(
+        "loop",
+        cmd_loop,
+        "run rounds of the loop: sample with the deployed policy, rank, retrain reward and "
+        "policy, evaluate, deploy only a winner; resumes an unfinished round",
+    )
     p.add_argument("--rounds", type=int, default=1, help="rounds to run (default 1)")
-    p.add_argument("--annotators", default="simulated", choices=["simulated", "people"],
-                   help="who ranks: simulated annotators, or people in the app of a running service")
+    p.add_argument(
+        "--annotators",
+        default="simulated",
+        choices=["simulated", "people"],
+        help="who ranks: simulated annotators, or people in the app of a running service",
+    )
     p.add_argument("--target-rankings", type=int, default=0, metavar="M", help="people: rankings to wait for")
-    p.add_argument("--method", default="dpo", choices=["dpo", "grpo", "rloo"], help="how the policy is trained")
+    p.add_argument(
+        "--method", default="dpo", choices=["dpo", "grpo", "rloo"], help="how the policy is trained"
+    )
     p.add_argument("--k", type=int, default=8, help="samples per prompt and system prompt (default 8)")
-    p.add_argument("--human-tasks", type=int, default=8, help="blind policy-vs-baseline tasks left for people")
+    p.add_argument(
+        "--human-tasks", type=int, default=8, help="blind policy-vs-baseline tasks left for people"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of sampling order and simulated rankings")
     add_vllm_flags(p)
 
-    p = add("quality", cmd_quality, "annotator agreement (with consensus, Kendall tau, gold), the unreliable "
-            "ones flagged, and Krippendorff's alpha per batch")
+    p = add(
+        "quality",
+        cmd_quality,
+        "annotator agreement (with consensus, Kendall tau, gold), the unreliable "
+        "ones flagged, and Krippendorff's alpha per batch",
+    )
     p.add_argument("--batch", default=None, help="annotators' figures over this batch only")
     add("rounds", cmd_rounds, "list the rounds of the loop with their steps")
     add("report", cmd_report, "rebuild report.html in the data directory from the database")

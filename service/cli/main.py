@@ -67,8 +67,10 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         r = c.call("prompts.add", file=args.file, source=args.source, source_ref=str(args.file))
-    print(f"added {r['added']} prompts from {args.file}" + (f" ({r['skipped']} already stored, skipped)"
-                                                          if r["skipped"] else ""))
+    print(
+        f"added {r['added']} prompts from {args.file}"
+        + (f" ({r['skipped']} already stored, skipped)" if r["skipped"] else "")
+    )
 
 
 def cmd_system_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
@@ -80,10 +82,17 @@ def cmd_system_prompts_list(args: argparse.Namespace, settings: Settings) -> Non
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> None:
-    config = {"models": args.model, "k": args.k, "system_prompts": args.system_prompt,
-              "params": {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p},
-              "task_size": args.task_size, "mix": args.mix, "rankings_per_task": args.rankings_per_task,
-              "seed": args.seed, "concurrency": args.concurrency}
+    config = {
+        "models": args.model,
+        "k": args.k,
+        "system_prompts": args.system_prompt,
+        "params": {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p},
+        "task_size": args.task_size,
+        "mix": args.mix,
+        "rankings_per_task": args.rankings_per_task,
+        "seed": args.seed,
+        "concurrency": args.concurrency,
+    }
     config.update(job_vllm(args, settings))
     with connect(settings) as c:
         job_id = c.call("sample", **config)["job_id"]
@@ -107,13 +116,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
     counts.pop("data_dir", None)
     routes, note = counts.pop("routes", None), counts.pop("note", None)
     if args.json:
-        print(json.dumps({"data_dir": str(settings.data_dir), "schema_version": version, **counts,
-                          "routes": routes}))
+        print(
+            json.dumps(
+                {"data_dir": str(settings.data_dir), "schema_version": version, **counts, "routes": routes}
+            )
+        )
         return
     print(f"data directory {settings.data_dir} (schema version {version})")
     for name, n in counts.items():
         print(f"  {name:15} {n}")
-    print(f"  {'routes':15} {json.dumps(routes) if routes else 'nothing deployed'}" + (f" ({note})" if note else ""))
+    print(
+        f"  {'routes':15} {json.dumps(routes) if routes else 'nothing deployed'}"
+        + (f" ({note})" if note else "")
+    )
 
 
 def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -142,7 +157,11 @@ def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> None:
 def _common(with_config: bool = True) -> argparse.ArgumentParser:
     """--data/--config, accepted before or after the subcommand."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--data", default=argparse.SUPPRESS, help="data directory (default ./rankloop-data, env RANKLOOP_DATA)")
+    p.add_argument(
+        "--data",
+        default=argparse.SUPPRESS,
+        help="data directory (default ./rankloop-data, env RANKLOOP_DATA)",
+    )
     if with_config:
         p.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file (env RANKLOOP_CONFIG)")
     return p
@@ -151,47 +170,89 @@ def _common(with_config: bool = True) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     data_only = _common(with_config=False)
-    ap = argparse.ArgumentParser(prog="rankloop", description=__doc__, parents=[common],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="rankloop",
+        description=__doc__,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable, help: str, parent=sub, settings_flag: bool = True) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable, help: str, parent=sub, settings_flag: bool = True
+    ) -> argparse.ArgumentParser:
         # settings_flag=False: the command's own --config means something else (a job's config);
         # settings then come from `rankloop --config FILE COMMAND` or RANKLOOP_CONFIG.
-        p = parent.add_parser(name, parents=[common if settings_flag else data_only], help=help, description=help)
+        p = parent.add_parser(
+            name, parents=[common if settings_flag else data_only], help=help, description=help
+        )
         p.set_defaults(fn=fn)
         return p
 
     add("init", cmd_init, "create the data directory and database (or upgrade an existing one)")
 
     prompts = sub.add_parser("prompts", help="manage prompts").add_subparsers(dest="action", required=True)
-    p = add("add", cmd_prompts_add, "add prompts from JSONL (`prompt` field), CSV (`prompt` column) "
-            "or a text file (one per line); a file with any bad row is rejected whole", prompts)
+    p = add(
+        "add",
+        cmd_prompts_add,
+        "add prompts from JSONL (`prompt` field), CSV (`prompt` column) "
+        "or a text file (one per line); a file with any bad row is rejected whole",
+        prompts,
+    )
     p.add_argument("file", type=Path, help="the prompt file")
-    p.add_argument("--source", default="seed", choices=["seed", "import"], help="recorded origin (default seed)")
+    p.add_argument(
+        "--source", default="seed", choices=["seed", "import"], help="recorded origin (default seed)"
+    )
     add_prompt_parsers(prompts, add)
 
     sps = sub.add_parser("system-prompts", help="manage versioned system prompts").add_subparsers(
-        dest="action", required=True)
-    p = add("add", cmd_system_prompts_add, "add system prompts from a YAML mapping name: text; "
-            "new text under an existing name becomes a new version", sps)
+        dest="action", required=True
+    )
+    p = add(
+        "add",
+        cmd_system_prompts_add,
+        "add system prompts from a YAML mapping name: text; "
+        "new text under an existing name becomes a new version",
+        sps,
+    )
     p.add_argument("file", type=Path, help="the YAML file")
     add("list", cmd_system_prompts_list, "list every system prompt version", sps)
 
-    p = add("sample", cmd_sample, "serve each model with vLLM, sample K responses per prompt and system "
-            "prompt, store them and build ranking tasks; rerunning fills in only what is missing")
-    p.add_argument("--model", action="append", required=True, metavar="DIR",
-                   help="Hugging Face model directory (repeat for several models)")
+    p = add(
+        "sample",
+        cmd_sample,
+        "serve each model with vLLM, sample K responses per prompt and system "
+        "prompt, store them and build ranking tasks; rerunning fills in only what is missing",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="Hugging Face model directory (repeat for several models)",
+    )
     p.add_argument("--k", type=int, default=4, help="samples per prompt and system prompt, 1..16 (default 4)")
-    p.add_argument("--system-prompt", action="append", metavar="NAME",
-                   help="system prompt name (repeat; default all; 'none' for no system prompt)")
+    p.add_argument(
+        "--system-prompt",
+        action="append",
+        metavar="NAME",
+        help="system prompt name (repeat; default all; 'none' for no system prompt)",
+    )
     p.add_argument("--max-tokens", type=int, default=64, help="most tokens per response (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    p.add_argument("--task-size", type=int, default=None, help="candidates per ranking task, 2..8 (default K)")
-    p.add_argument("--mix", action="append", metavar="NAME=WEIGHT",
-                   help="weight of a system prompt among a task's candidates (default equal)")
-    p.add_argument("--rankings-per-task", type=int, default=1, help="rankings each task needs (overlap; default 1)")
+    p.add_argument(
+        "--task-size", type=int, default=None, help="candidates per ranking task, 2..8 (default K)"
+    )
+    p.add_argument(
+        "--mix",
+        action="append",
+        metavar="NAME=WEIGHT",
+        help="weight of a system prompt among a task's candidates (default equal)",
+    )
+    p.add_argument(
+        "--rankings-per-task", type=int, default=1, help="rankings each task needs (overlap; default 1)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for task composition and order")
     p.add_argument("--concurrency", type=int, default=256, help="requests in flight at once (default 256)")
     add_vllm_flags(p)
@@ -199,10 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
     add_policy_parsers(add_reward_parsers(sub, add, models), add)
     p = add("list", cmd_models_list, "list registered models", models)
-    p.add_argument("--kind", choices=["pretrained", "sft", "reward", "policy", "external"], help="only this kind")
+    p.add_argument(
+        "--kind", choices=["pretrained", "sft", "reward", "policy", "external"], help="only this kind"
+    )
     add_evaluate_parsers(sub, add, models)
 
-    jobs = sub.add_parser("jobs", help="long work: sampling and training").add_subparsers(dest="action", required=True)
+    jobs = sub.add_parser("jobs", help="long work: sampling and training").add_subparsers(
+        dest="action", required=True
+    )
     add("list", cmd_jobs_list, "list jobs with their status", jobs)
     p = add("follow", cmd_jobs_follow, "show a job's progress until it ends", jobs)
     p.add_argument("id", type=int, help="job id")
@@ -240,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         code = e.code if isinstance(e, CommandFailed) else exit_code(e)
         if code is None:
             raise  # a bug: the traceback helps
-        print(f"rankloop {args.command}: {'error' if code == 2 else 'failed'}: {describe(e)}", file=sys.stderr)
+        print(
+            f"rankloop {args.command}: {'error' if code == 2 else 'failed'}: {describe(e)}", file=sys.stderr
+        )
         return code
     return 0
 

@@ -26,7 +26,9 @@ def report_job(job: dict) -> None:
         raise CommandFailed(f"job {job['id']} failed: {job['error']}", 1)
     result = job["result"] or {}
     for name, r in result.get("per_model", {}).items():
-        print(f"{name}: {r['generated']} new samples ({r['already_stored']} of {r['requested']} were already "
-              f"stored), {r['completion_tokens']} tokens in {r['seconds']:.1f} s ({r['tokens_per_s']:.0f} tok/s)")
+        print(
+            f"{name}: {r['generated']} new samples ({r['already_stored']} of {r['requested']} were already "
+            f"stored), {r['completion_tokens']} tokens in {r['seconds']:.1f} s ({r['tokens_per_s']:.0f} tok/s)"
+        )
     if "tasks" in result:
         print(f"built {result['tasks']} ranking tasks")

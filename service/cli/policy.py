@@ -20,7 +20,10 @@ def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
         job_id = c.call("jobs.start", kind=args.method, config=config)["job_id"]
         cfg = c.call("jobs.show", job_id=job_id)["config"]
         data = cfg.get("snapshot") or cfg.get("data")
-        print(f"job {job_id}: {args.method} from {cfg['base_model']} on {data}" + (" (in the service)" if c.remote else ""))
+        print(
+            f"job {job_id}: {args.method} from {cfg['base_model']} on {data}"
+            + (" (in the service)" if c.remote else "")
+        )
         job = follow(c, job_id, f"training ({args.method})")
         model = c.call("models.show", model_id=job["result_model_id"]) if job["result_model_id"] else None
     if job["status"] != "succeeded" or model is None:
@@ -28,8 +31,11 @@ def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
     train = model["metrics"]["train"]
     losses = [p["loss"] for p in model["metrics"]["loss_curve"]]
     print(f"job {job_id} succeeded: {model['kind']} model #{model['id']} at {model['path']}")
-    print(f"  {train['steps']} steps in {train['seconds']:.0f} s; loss {losses[0]:.4f} -> {losses[-1]:.4f}"
-          if losses else f"  {train['steps']} steps")
+    print(
+        f"  {train['steps']} steps in {train['seconds']:.0f} s; loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+        if losses
+        else f"  {train['steps']} steps"
+    )
     print(f"  status {model['status']}: {model['status_reason']}")
     if args.evaluate:  # the same as `rankloop evaluate policy ID` right after
         with connect(settings) as c:
@@ -37,11 +43,23 @@ def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def add_parsers(train_sub, add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add("policy", cmd_train_policy, "train a policy (SFT, DPO, GRPO or RLOO) as a job", train_sub,
-            settings_flag=False)
+    p = add(
+        "policy",
+        cmd_train_policy,
+        "train a policy (SFT, DPO, GRPO or RLOO) as a job",
+        train_sub,
+        settings_flag=False,
+    )
     p.add_argument("--method", required=True, choices=["sft", "dpo", "grpo", "rloo"], help="how to train")
-    p.add_argument("--config", dest="job_config", metavar="FILE",
-                   help="YAML with the method's fields (policy/sft.py, dpo.py, rl.py); unset ones come from the data")
-    p.add_argument("--evaluate", action="store_true",
-                   help="then evaluate it against the active policy (else its parent) and apply the gate")
+    p.add_argument(
+        "--config",
+        dest="job_config",
+        metavar="FILE",
+        help="YAML with the method's fields (policy/sft.py, dpo.py, rl.py); unset ones come from the data",
+    )
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="then evaluate it against the active policy (else its parent) and apply the gate",
+    )
     add_vllm_flags(p)

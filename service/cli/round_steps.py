@@ -39,8 +39,15 @@ class RoundPlan:
     method: str = "dpo"
     reward: dict = field(default_factory=lambda: {"epochs": 2, "batch_size": 8, "max_length": 256})
     policy: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "max_length": 256})  # DPO
-    rl: dict = field(default_factory=lambda: {"max_steps": 80, "batch_size": 8, "num_generations": 4,
-                                              "learning_rate": 1e-4, "max_length": 256})  # GRPO, RLOO
+    rl: dict = field(
+        default_factory=lambda: {
+            "max_steps": 80,
+            "batch_size": 8,
+            "num_generations": 4,
+            "learning_rate": 1e-4,
+            "max_length": 256,
+        }
+    )  # GRPO, RLOO
     eval_samples: int = 8
     eval_prompts: int = 64
     human_tasks: int = 8  # blind policy-vs-baseline tasks left for people
@@ -54,8 +61,10 @@ def simulated_profiles(plan: RoundPlan) -> dict[str, Profile]:
     `sim-u` ones rank at random."""
     pref = Preference(instruction_weight=0.0)
     out = {f"sim-{i + 1}": Profile(preference=pref, noise=plan.noise) for i in range(plan.reliable)}
-    return out | {f"sim-u{i + 1}": Profile(preference=pref, noise=plan.noise, unreliable=True)
-                  for i in range(plan.unreliable)}
+    return out | {
+        f"sim-u{i + 1}": Profile(preference=pref, noise=plan.noise, unreliable=True)
+        for i in range(plan.unreliable)
+    }
 
 
 def _job(c, row: dict, kind: str, config: dict, desc: str) -> dict:
@@ -65,8 +74,11 @@ def _job(c, row: dict, kind: str, config: dict, desc: str) -> dict:
     if job is not None and job["kind"] == kind and job["status"] not in ("failed", "cancelled"):
         print(f"following job {job['id']}, started before the round stopped")
     else:
-        start = (lambda: c.call("sample", **config)) if kind == "sample" else \
-            (lambda: c.call("jobs.start", kind=kind, config=config))
+        start = (
+            (lambda: c.call("sample", **config))
+            if kind == "sample"
+            else (lambda: c.call("jobs.start", kind=kind, config=config))
+        )
         job = {"id": start()["job_id"]}
         c.call("rounds.job", round_id=row["id"], job_id=job["id"])
     job = follow(c, job["id"], desc)
@@ -87,14 +99,27 @@ def run_round(c, settings: Settings, plan: RoundPlan, kind: str, base_model: int
     row = c.call("rounds.open", kind=kind)
     if row["step"]:
         say(f"resuming round {row['id']} after its '{row['step']}' step")
-    steps = {"sample": _sample, "rank": _rank, "snapshot": _snapshot, "reward": _reward, "policy": _policy,
-             "evaluate": _evaluate, "deploy": _deploy}
+    steps = {
+        "sample": _sample,
+        "rank": _rank,
+        "snapshot": _snapshot,
+        "reward": _reward,
+        "policy": _policy,
+        "evaluate": _evaluate,
+        "deploy": _deploy,
+    }
     while (step := next_step(row)) is not None:
         say(f"\n[round {row['id']}, step {STEPS.index(step) + 1}/{len(STEPS)}] {STEP_TITLES[step]}")
         t0 = time.monotonic()
         values = steps[step](c, settings, plan, row, base_model, say)
-        row = c.call("rounds.step", round_id=row["id"], step=step, seconds=time.monotonic() - t0, values=values,
-                     finished=step == STEPS[-1])
+        row = c.call(
+            "rounds.step",
+            round_id=row["id"],
+            step=step,
+            seconds=time.monotonic() - t0,
+            values=values,
+            finished=step == STEPS[-1],
+        )
     return row
 
 
@@ -112,9 +137,20 @@ STEP_TITLES = {
 def _sample(c, settings, plan: RoundPlan, row: dict, base_model: int, say) -> dict:
     model = serving_model(c, base_model)
     path = c.call("models.show", model_id=model)["path"]
-    job = _job(c, row, "sample", {"models": [path], "k": plan.k, "params": {"max_tokens": plan.max_tokens,
-               "temperature": 1.0}, "rankings_per_task": plan.rankings_per_task, "seed": plan.seed + row["id"],
-               **({"vllm": plan.vllm} if plan.vllm else {})}, f"sampling from model {model}")
+    job = _job(
+        c,
+        row,
+        "sample",
+        {
+            "models": [path],
+            "k": plan.k,
+            "params": {"max_tokens": plan.max_tokens, "temperature": 1.0},
+            "rankings_per_task": plan.rankings_per_task,
+            "seed": plan.seed + row["id"],
+            **({"vllm": plan.vllm} if plan.vllm else {}),
+        },
+        f"sampling from model {model}",
+    )
     report_job(job)
     return {"sampled_model_id": model, "batch": job["result"]["batch"]}
 
@@ -123,25 +159,39 @@ def _rank(c, settings: Settings, plan: RoundPlan, row: dict, base_model: int, sa
     if plan.annotators == "people":
         batch = c.call("rounds.batch", batch=row["batch"])
         if plan.target_rankings > batch["needed"]:  # it would wait forever
-            raise CommandFailed(f"--target-rankings {plan.target_rankings} is more than batch {row['batch']!r} can "
-                                f"get ({batch['tasks']} tasks, {batch['needed']} rankings in all); give at most "
-                                f"{batch['needed']} and run `rankloop loop` again", 2)
-        say(f"waiting for {plan.target_rankings} rankings of batch {row['batch']!r} (annotator app: /annotate)")
+            raise CommandFailed(
+                f"--target-rankings {plan.target_rankings} is more than batch {row['batch']!r} can "
+                f"get ({batch['tasks']} tasks, {batch['needed']} rankings in all); give at most "
+                f"{batch['needed']} and run `rankloop loop` again",
+                2,
+            )
+        say(
+            f"waiting for {plan.target_rankings} rankings of batch {row['batch']!r} (annotator app: /annotate)"
+        )
         while (n := c.call("rounds.batch", batch=row["batch"])["rankings"]) < plan.target_rankings:
             print(f"\r  {n}/{plan.target_rankings} rankings", end="", flush=True)
             time.sleep(5)
         print()
     else:
-        profiles = {n: Profile.model_validate(p) for n, p in
-                    c.call("simulated.ensure", profiles=simulated_profiles(plan)).items()}
-        queue = (simulate_run.HttpQueue(c.url, admin_key(settings)) if c.remote
-                 else simulate_run.LocalQueue(c.ctx.store, settings.annotation))
+        profiles = {
+            n: Profile.model_validate(p)
+            for n, p in c.call("simulated.ensure", profiles=simulated_profiles(plan)).items()
+        }
+        queue = (
+            simulate_run.HttpQueue(c.url, admin_key(settings))
+            if c.remote
+            else simulate_run.LocalQueue(c.ctx.store, settings.annotation)
+        )
         sim = simulate_run.run(queue, profiles, seed=plan.seed + row["id"])
-        say(f"simulated annotators stored {sim.total} rankings ({', '.join(f'{n} {k}' for n, k in sim.rankings.items())})")
+        say(
+            f"simulated annotators stored {sim.total} rankings ({', '.join(f'{n} {k}' for n, k in sim.rankings.items())})"
+        )
     quality = c.call("quality", batch=row["batch"])
     flagged = quality["unreliable"]
-    rows = [{**r, "flag": "UNRELIABLE: left out" if r["annotator"] in flagged else ""}
-            for r in quality["annotators"]]
+    rows = [
+        {**r, "flag": "UNRELIABLE: left out" if r["annotator"] in flagged else ""}
+        for r in quality["annotators"]
+    ]
     print_table(rows, ["annotator", "rankings", "agreement_with_consensus", "kendall_tau", "flag"])
     alpha = next((b["alpha_ordinal"] for b in quality["batches"] if b["batch"] == row["batch"]), None)
     say(f"Krippendorff's alpha (ordinal) of this batch: {alpha}")
@@ -150,8 +200,10 @@ def _rank(c, settings: Settings, plan: RoundPlan, row: dict, base_model: int, sa
 
 def _snapshot(c, settings, plan, row: dict, base_model, say) -> dict:
     snap = c.call("snapshot", exclude_annotators=row["excluded"] or [])
-    say(f"snapshot {snap['id']}: {snap['counts']['train_rankings']} train / {snap['counts']['eval_rankings']} "
-        f"held-out rankings" + (f", without {', '.join(row['excluded'])}" if row["excluded"] else ""))
+    say(
+        f"snapshot {snap['id']}: {snap['counts']['train_rankings']} train / {snap['counts']['eval_rankings']} "
+        f"held-out rankings" + (f", without {', '.join(row['excluded'])}" if row["excluded"] else "")
+    )
     return {"snapshot_id": snap["id"]}
 
 
@@ -160,44 +212,70 @@ def _snapshot_dir(settings: Settings, snapshot_id: str) -> str:
 
 
 def _reward(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
-    job = _job(c, row, "reward", {"snapshot": _snapshot_dir(settings, row["snapshot_id"]), "mode": "listwise",
-                             **plan.reward}, "training the reward model")
+    job = _job(
+        c,
+        row,
+        "reward",
+        {"snapshot": _snapshot_dir(settings, row["snapshot_id"]), "mode": "listwise", **plan.reward},
+        "training the reward model",
+    )
     model = c.call("models.show", model_id=job["result_model_id"])
     ev = model["metrics"]["eval"]
     hidden = ev.get("hidden") or {}
-    say(f"reward model #{model['id']} ({model['status']}): held-out pairwise accuracy {ev['pairwise_accuracy']}; "
+    say(
+        f"reward model #{model['id']} ({model['status']}): held-out pairwise accuracy {ev['pairwise_accuracy']}; "
         f"agreement with the hidden preference {hidden.get('model_vs_hidden')} (the labels' own: "
-        f"{hidden.get('labels_vs_hidden')})")
+        f"{hidden.get('labels_vs_hidden')})"
+    )
     return {"reward_model_id": model["id"]}
 
 
 def _policy(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
     base = c.call("models.show", model_id=row["sampled_model_id"])["path"]
     config: dict[str, Any] = {"base_model": base, "snapshot": _snapshot_dir(settings, row["snapshot_id"])}
-    if plan.method in ("grpo", "rloo"):  # online, against this round's reward model, on the snapshot's prompts
+    if plan.method in (
+        "grpo",
+        "rloo",
+    ):  # online, against this round's reward model, on the snapshot's prompts
         config |= {"reward_model": c.call("models.show", model_id=row["reward_model_id"])["path"], **plan.rl}
     else:
         config |= plan.policy
     job = _job(c, row, plan.method, config, f"training the policy ({plan.method})")
     metrics = c.call("models.show", model_id=job["result_model_id"])["metrics"]
     losses = [p["loss"] for p in metrics.get("loss_curve", [])]
-    say(f"policy #{job['result_model_id']} ({plan.method}) from model {row['sampled_model_id']}: "
-        f"{metrics['train']['steps']} steps" + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""))
+    say(
+        f"policy #{job['result_model_id']} ({plan.method}) from model {row['sampled_model_id']}: "
+        f"{metrics['train']['steps']} steps"
+        + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "")
+    )
     return {"policy_model_id": job["result_model_id"]}
 
 
 def _evaluate(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
-    _job(c, row, "evaluate", {"candidate": row["policy_model_id"], "baseline": row["sampled_model_id"],
-                         "judge": "hidden" if plan.annotators == "simulated" else "reward",
-                         "reward_model": row["reward_model_id"], "samples": plan.eval_samples,
-                         "max_prompts": plan.eval_prompts, "human": plan.human_tasks, "seed": plan.seed + row["id"],
-                         **({"vllm": plan.vllm} if plan.vllm else {})},
-         "evaluating the policy")
+    _job(
+        c,
+        row,
+        "evaluate",
+        {
+            "candidate": row["policy_model_id"],
+            "baseline": row["sampled_model_id"],
+            "judge": "hidden" if plan.annotators == "simulated" else "reward",
+            "reward_model": row["reward_model_id"],
+            "samples": plan.eval_samples,
+            "max_prompts": plan.eval_prompts,
+            "human": plan.human_tasks,
+            "seed": plan.seed + row["id"],
+            **({"vllm": plan.vllm} if plan.vllm else {}),
+        },
+        "evaluating the policy",
+    )
     model = c.call("models.show", model_id=row["policy_model_id"])
     ev = model["evaluations"][-1]
     for name, j in ev["judges"].items():
-        say(f"  {name} judge: win rate {j['win_rate']:.3f} (95% CI {j['ci'][0]:.3f}-{j['ci'][1]:.3f}), "
-            f"length-controlled {j['lc_win_rate']:.3f} over {j['n']} comparisons")
+        say(
+            f"  {name} judge: win rate {j['win_rate']:.3f} (95% CI {j['ci'][0]:.3f}-{j['ci'][1]:.3f}), "
+            f"length-controlled {j['lc_win_rate']:.3f} over {j['n']} comparisons"
+        )
     say(f"  policy #{model['id']} is {model['status']}: {model['status_reason']}")
     return {}
 
@@ -213,5 +291,7 @@ def _deploy(c, settings, plan, row: dict, base_model, say) -> dict:
         c.call("deploy", model_id=row["sampled_model_id"], force=True)
         kept = row["sampled_model_id"]
     say(f"policy #{model['id']} is not approved ({model['status_reason']}); model {kept} keeps serving")
-    return {"deployed_model_id": kept, "note": f"policy {model['id']} not approved ({model['status_reason']}); "
-                                               f"kept model {kept}"[:1000]}
+    return {
+        "deployed_model_id": kept,
+        "note": f"policy {model['id']} not approved ({model['status_reason']}); kept model {kept}"[:1000],
+    }

@@ -71,7 +71,9 @@ class NoParams(Params):
 
 class FileParams(Params):
     file: Path
-    source_ref: str | None = Field(None, description="recorded as where the data came from (default the file name)")
+    source_ref: str | None = Field(
+        None, description="recorded as where the data came from (default the file name)"
+    )
 
 
 class PromptFile(FileParams):
@@ -140,7 +142,9 @@ class Board(Params):
 
 class Rewards(Params):
     prompt: str = Field(description="the user prompt (a one-message conversation), unless messages is given")
-    messages: list[dict[str, str]] | None = Field(None, description="the whole conversation the responses answer")
+    messages: list[dict[str, str]] | None = Field(
+        None, description="the whole conversation the responses answer"
+    )
     responses: list[str] = Field(min_length=1, max_length=64)
 
 
@@ -148,18 +152,21 @@ class Rewards(Params):
 
 
 def _status(ctx: Context, _: NoParams) -> dict:
-    return {"data_dir": str(ctx.settings.data_dir), "schema_version": ctx.store.schema_version(),
-            **ctx.store.counts(), "jobs_running": len(ctx.store.query(
-                "SELECT id FROM jobs WHERE status IN ('queued', 'running')")), **serving.routes(ctx, None)}
+    return {
+        "data_dir": str(ctx.settings.data_dir),
+        "schema_version": ctx.store.schema_version(),
+        **ctx.store.counts(),
+        "jobs_running": len(ctx.store.query("SELECT id FROM jobs WHERE status IN ('queued', 'running')")),
+        **serving.routes(ctx, None),
+    }
 
 
 def _prompts_add(ctx: Context, p: PromptFile) -> dict:
     texts = prompts.read_prompt_file(p.file)  # validated whole before the database is touched
-    added, skipped = prompts.add_prompts(ctx.store, texts, source=p.source,
-                                         source_ref=p.source_ref or p.file.name)
+    added, skipped = prompts.add_prompts(
+        ctx.store, texts, source=p.source, source_ref=p.source_ref or p.file.name
+    )
     return {"added": added, "skipped": skipped}
-
-
 
 
 def _promote(ctx: Context, p: Promote) -> dict:
@@ -217,13 +224,21 @@ def _start_job(ctx: Context, p: StartJob) -> dict:
 
 
 class QualityFilter(Params):
-    batch: str | None = Field(None, max_length=200, description="annotators' figures over this batch of tasks only")
+    batch: str | None = Field(
+        None, max_length=200, description="annotators' figures over this batch of tasks only"
+    )
 
 
 def _quality(store: Store, batch: str | None) -> dict:
     rows = quality.annotator_report(store, batch)
-    return {"annotators": rows, "unreliable": quality.unreliable(rows), "batches": quality.batch_alpha(store),
-            "judges": quality.judge_report(store), "flagged": quality.flagged(store), "skipped": quality.skipped(store)}
+    return {
+        "annotators": rows,
+        "unreliable": quality.unreliable(rows),
+        "batches": quality.batch_alpha(store),
+        "judges": quality.judge_report(store),
+        "flagged": quality.flagged(store),
+        "skipped": quality.skipped(store),
+    }
 
 
 def _report(ctx: Context) -> dict:
@@ -235,40 +250,82 @@ def _report(ctx: Context) -> dict:
 COMMANDS: dict[str, Command] = {
     "status": Command("GET", "/status", NoParams, _status),
     "prompts.add": Command("POST", "/prompts", PromptFile, _prompts_add, upload="file"),
-    "system_prompts.add": Command("POST", "/system-prompts", FileParams, lambda ctx, p: prompts.add_system_prompts(
-        ctx.store, prompts.read_system_prompt_file(p.file)), upload="file"),
-    "system_prompts.list": Command("GET", "/system-prompts", NoParams, lambda ctx, p: ctx.store.query(
-        "SELECT name, version, text, created_at FROM system_prompts ORDER BY name, version")),
-    "sample": Command("POST", "/jobs/sample", SampleJobConfig,
-                      lambda ctx, p: {"job_id": ctx.jobs.submit("sample", p.model_dump(mode="json"))}),
+    "system_prompts.add": Command(
+        "POST",
+        "/system-prompts",
+        FileParams,
+        lambda ctx, p: prompts.add_system_prompts(ctx.store, prompts.read_system_prompt_file(p.file)),
+        upload="file",
+    ),
+    "system_prompts.list": Command(
+        "GET",
+        "/system-prompts",
+        NoParams,
+        lambda ctx, p: ctx.store.query(
+            "SELECT name, version, text, created_at FROM system_prompts ORDER BY name, version"
+        ),
+    ),
+    "sample": Command(
+        "POST",
+        "/jobs/sample",
+        SampleJobConfig,
+        lambda ctx, p: {"job_id": ctx.jobs.submit("sample", p.model_dump(mode="json"))},
+    ),
     "jobs.start": Command("POST", "/jobs", StartJob, _start_job),
     "jobs.list": Command("GET", "/jobs", NoParams, lambda ctx, p: jobs.list_jobs(ctx.store)),
     "jobs.show": Command("GET", "/jobs/{job_id}", JobId, lambda ctx, p: jobs.get_job(ctx.store, p.job_id)),
     "jobs.cancel": Command("POST", "/jobs/{job_id}/cancel", JobId, lambda ctx, p: ctx.jobs.cancel(p.job_id)),
-    "models.list": Command("GET", "/models", KindFilter, lambda ctx, p: registry.list_models(ctx.store, p.kind)),
-    "models.show": Command("GET", "/models/{model_id}", ModelId, lambda ctx, p: lineage.describe(ctx.store, p.model_id)),
+    "models.list": Command(
+        "GET", "/models", KindFilter, lambda ctx, p: registry.list_models(ctx.store, p.kind)
+    ),
+    "models.show": Command(
+        "GET", "/models/{model_id}", ModelId, lambda ctx, p: lineage.describe(ctx.store, p.model_id)
+    ),
     "models.promote": Command("POST", "/models/{model_id}/promote", Promote, _promote),
     "snapshot": Command("POST", "/snapshots", SnapshotFilters, _snapshot),
-    "export": Command("POST", "/export", Export, lambda ctx, p: {"rows": exchange.export(ctx.store, p.format, p.out)},
-                      download="out"),
+    "export": Command(
+        "POST",
+        "/export",
+        Export,
+        lambda ctx, p: {"rows": exchange.export(ctx.store, p.format, p.out)},
+        download="out",
+    ),
     "import.hh": Command("POST", "/import/hh", FileParams, _import_hh, upload="file"),
     "prioritize": Command("POST", "/prioritize", NoParams, _prioritize),
     "rewards": Command("POST", "/rewards", Rewards, _rewards),
     "annotators.add": Command("POST", "/annotators", NewAnnotator, _annotator_add),
-    "annotators.list": Command("GET", "/annotators", NoParams, lambda ctx, p: accounts.list_annotators(ctx.store)),
+    "annotators.list": Command(
+        "GET", "/annotators", NoParams, lambda ctx, p: accounts.list_annotators(ctx.store)
+    ),
     "annotators.disable": Command("POST", "/annotators/{name}/disable", AnnotatorName, _disable),
-    "annotators.logout": Command("POST", "/annotators/{name}/logout", AnnotatorName, lambda ctx, p: (
-        accounts.revoke_sessions(ctx.store, p.name) or {"name": p.name, "logged_out": True})),
-    "simulated.ensure": Command("POST", "/simulated", Simulated, lambda ctx, p: ensure_accounts(ctx.store, p.profiles)),
-    "judges.ensure": Command("POST", "/judges", JudgeAccount,
-                             lambda ctx, p: judges.ensure_judge(ctx.store, p.name, p.profile)),
+    "annotators.logout": Command(
+        "POST",
+        "/annotators/{name}/logout",
+        AnnotatorName,
+        lambda ctx, p: accounts.revoke_sessions(ctx.store, p.name) or {"name": p.name, "logged_out": True},
+    ),
+    "simulated.ensure": Command(
+        "POST", "/simulated", Simulated, lambda ctx, p: ensure_accounts(ctx.store, p.profiles)
+    ),
+    "judges.ensure": Command(
+        "POST", "/judges", JudgeAccount, lambda ctx, p: judges.ensure_judge(ctx.store, p.name, p.profile)
+    ),
     "judge_templates.add": Command("POST", "/judge-templates", FileParams, _templates_add, upload="file"),
-    "judge_templates.get": Command("GET", "/judge-templates/{name}", TemplateName,
-                                   lambda ctx, p: judges.template(ctx.store, p.name)),
-    "judge_templates.list": Command("GET", "/judge-templates", NoParams, lambda ctx, p: ctx.store.query(
-        "SELECT name, version, text, created_at FROM judge_templates ORDER BY name, version")),
+    "judge_templates.get": Command(
+        "GET", "/judge-templates/{name}", TemplateName, lambda ctx, p: judges.template(ctx.store, p.name)
+    ),
+    "judge_templates.list": Command(
+        "GET",
+        "/judge-templates",
+        NoParams,
+        lambda ctx, p: ctx.store.query(
+            "SELECT name, version, text, created_at FROM judge_templates ORDER BY name, version"
+        ),
+    ),
     "tasks.gold": Command("POST", "/tasks/{task_id}/gold", Gold, _gold),
-    "leaderboard": Command("GET", "/leaderboard", Board, lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by)),
+    "leaderboard": Command(
+        "GET", "/leaderboard", Board, lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by)
+    ),
     "keys.create": Command("POST", "/keys", serving.NewKey, serving.create_key),
     "keys.list": Command("GET", "/keys", NoParams, serving.list_keys),
     "keys.revoke": Command("POST", "/keys/{name}/revoke", serving.KeyName, serving.revoke_key),
@@ -276,12 +333,21 @@ COMMANDS: dict[str, Command] = {
     "deploy.promote": Command("POST", "/deploy/promote", NoParams, serving.promote),
     "rollback": Command("POST", "/rollback", NoParams, serving.rollback),
     "routes": Command("GET", "/routes", NoParams, serving.routes),
-    "prompts.from_traffic": Command("POST", "/prompts/from-traffic", serving.FromTraffic, serving.from_traffic),
-    "rounds.open": Command("POST", "/rounds", rounds.RoundStart, lambda ctx, p: rounds.open_round(ctx.store, p)),
-    "rounds.step": Command("POST", "/rounds/{round_id}/step", rounds.RoundStep,
-                           lambda ctx, p: rounds.finish_step(ctx.store, p)),
-    "rounds.job": Command("POST", "/rounds/{round_id}/job", rounds.RoundJob, lambda ctx, p: rounds.set_job(ctx.store, p)),
-    "rounds.batch": Command("GET", "/rounds/batch", rounds.BatchName, lambda ctx, p: rounds.batch_progress(ctx.store, p)),
+    "prompts.from_traffic": Command(
+        "POST", "/prompts/from-traffic", serving.FromTraffic, serving.from_traffic
+    ),
+    "rounds.open": Command(
+        "POST", "/rounds", rounds.RoundStart, lambda ctx, p: rounds.open_round(ctx.store, p)
+    ),
+    "rounds.step": Command(
+        "POST", "/rounds/{round_id}/step", rounds.RoundStep, lambda ctx, p: rounds.finish_step(ctx.store, p)
+    ),
+    "rounds.job": Command(
+        "POST", "/rounds/{round_id}/job", rounds.RoundJob, lambda ctx, p: rounds.set_job(ctx.store, p)
+    ),
+    "rounds.batch": Command(
+        "GET", "/rounds/batch", rounds.BatchName, lambda ctx, p: rounds.batch_progress(ctx.store, p)
+    ),
     "rounds.list": Command("GET", "/rounds", NoParams, lambda ctx, p: rounds.list_rounds(ctx.store)),
     "report": Command("POST", "/report", NoParams, lambda ctx, p: _report(ctx)),
     "quality": Command("GET", "/quality", QualityFilter, lambda ctx, p: _quality(ctx.store, p.batch)),

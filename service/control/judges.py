@@ -33,7 +33,8 @@ from service.core.store import Store
 
 TEMPLATE_FIELDS = ("conversation", "candidates", "k")
 REQUIRED_FIELDS = ("conversation", "candidates")
-DEFAULT_TEMPLATE = {"rank": """You judge answers to the last user turn of a conversation.
+DEFAULT_TEMPLATE = {
+    "rank": """You judge answers to the last user turn of a conversation.
 
 Conversation:
 {conversation}
@@ -42,7 +43,8 @@ Candidate answers:
 {candidates}
 
 Rank all {k} candidates from best to worst. Reply with their numbers only, best first, separated by ">", \
-for example: 2 > 1 > 3"""}
+for example: 2 > 1 > 3"""
+}
 _RANKING = re.compile(r"\d+(?:\s*[>=,]\s*\d+)+")
 
 
@@ -53,8 +55,11 @@ def check_template(name: str, text: str) -> list[str]:
     except ValueError as e:
         return [f"template {name!r}: {e} (write literal braces as {{{{ and }}}})"]
     problems = [f"template {name!r} lacks the placeholder {{{f}}}" for f in REQUIRED_FIELDS if f not in used]
-    problems += [f"template {name!r} has an unknown placeholder {{{f}}}; valid: "
-                 f"{', '.join('{' + v + '}' for v in TEMPLATE_FIELDS)}" for f in sorted(used - set(TEMPLATE_FIELDS))]
+    problems += [
+        f"template {name!r} has an unknown placeholder {{{f}}}; valid: "
+        f"{', '.join('{' + v + '}' for v in TEMPLATE_FIELDS)}"
+        for f in sorted(used - set(TEMPLATE_FIELDS))
+    ]
     return problems
 
 
@@ -66,32 +71,45 @@ def add_templates(store: Store, templates: dict[str, str]) -> list[dict]:
     report = []
     with store.write() as cur:
         for name, text in templates.items():
-            if name in DEFAULT_TEMPLATE and not cur.execute("SELECT 1 FROM judge_templates WHERE name = ?",
-                                                            [name]).fetchone():
+            if (
+                name in DEFAULT_TEMPLATE
+                and not cur.execute("SELECT 1 FROM judge_templates WHERE name = ?", [name]).fetchone()
+            ):
                 # The built-in is version 1 of its name, so a new text under that name is version 2.
-                cur.execute("INSERT INTO judge_templates (name, version, text) VALUES (?, 1, ?)",
-                            [name, DEFAULT_TEMPLATE[name]])
-            last = cur.execute("SELECT version, text FROM judge_templates WHERE name = ? ORDER BY version DESC LIMIT 1",
-                               [name]).fetchone()
+                cur.execute(
+                    "INSERT INTO judge_templates (name, version, text) VALUES (?, 1, ?)",
+                    [name, DEFAULT_TEMPLATE[name]],
+                )
+            last = cur.execute(
+                "SELECT version, text FROM judge_templates WHERE name = ? ORDER BY version DESC LIMIT 1",
+                [name],
+            ).fetchone()
             if last and last[1] == text:
                 report.append({"name": name, "version": last[0], "change": "unchanged"})
                 continue
             version = (last[0] + 1) if last else 1
-            cur.execute("INSERT INTO judge_templates (name, version, text) VALUES (?, ?, ?)", [name, version, text])
+            cur.execute(
+                "INSERT INTO judge_templates (name, version, text) VALUES (?, ?, ?)", [name, version, text]
+            )
             report.append({"name": name, "version": version, "change": "new version" if last else "added"})
     return report
 
 
 def template(store: Store, name: str) -> dict:
     """The newest version of a judge template (the built-in `rank` is its version 1 until another is added)."""
-    rows = store.query("SELECT name, version, text FROM judge_templates WHERE name = ? ORDER BY version DESC LIMIT 1",
-                       [name])
+    rows = store.query(
+        "SELECT name, version, text FROM judge_templates WHERE name = ? ORDER BY version DESC LIMIT 1", [name]
+    )
     if not rows and name in DEFAULT_TEMPLATE:
         return {"name": name, "version": 1, "text": DEFAULT_TEMPLATE[name]}
     if not rows:
-        names = sorted({r["name"] for r in store.query("SELECT name FROM judge_templates")} | set(DEFAULT_TEMPLATE))
-        raise NotFound(f"no judge template named {name!r}; stored: {', '.join(names)} "
-                         "(add one with `rankloop judge-templates add FILE`)")
+        names = sorted(
+            {r["name"] for r in store.query("SELECT name FROM judge_templates")} | set(DEFAULT_TEMPLATE)
+        )
+        raise NotFound(
+            f"no judge template named {name!r}; stored: {', '.join(names)} "
+            "(add one with `rankloop judge-templates add FILE`)"
+        )
     return rows[0]
 
 
@@ -173,16 +191,21 @@ class GenerativeJudge:
         try:
             served = [m.id for m in self._client.models.list().data]
         except Exception as e:  # connection refused, timeouts, HTTP errors: all mean "no judge here"
-            raise UserError(f"the judge endpoint {self.base_url} does not answer ({type(e).__name__}); "
-                             "check --endpoint, or serve the model with --model DIR") from None
+            raise UserError(
+                f"the judge endpoint {self.base_url} does not answer ({type(e).__name__}); "
+                "check --endpoint, or serve the model with --model DIR"
+            ) from None
         if self.served_name not in served:
-            raise UserError(f"the judge endpoint {self.base_url} serves {', '.join(served) or 'nothing'}, "
-                             f"not {self.served_name!r}; pass --served-name")
+            raise UserError(
+                f"the judge endpoint {self.base_url} serves {', '.join(served) or 'nothing'}, "
+                f"not {self.served_name!r}; pass --served-name"
+            )
 
     def prompt(self, task: dict, order: list[int]) -> str:
         candidates = "\n\n".join(f"[{n}] {task['candidates'][i]['text']}" for n, i in enumerate(order, 1))
-        return self.template["text"].format(conversation=render_plain(task["messages"]), candidates=candidates,
-                                            k=len(order))
+        return self.template["text"].format(
+            conversation=render_plain(task["messages"]), candidates=candidates, k=len(order)
+        )
 
     def judge(self, task: dict) -> Verdict:
         k = len(task["candidates"])
@@ -191,8 +214,11 @@ class GenerativeJudge:
             # A fresh order per call, from (seed, judge, task, attempt): reproducible, and position bias shows.
             order = random.Random(f"{self.seed}:{self.name}:{task['task_id']}:{attempt}").sample(range(k), k)
             resp = self._client.chat.completions.create(
-                model=self.served_name, messages=[{"role": "user", "content": self.prompt(task, order)}],
-                max_tokens=self.max_tokens, temperature=0.0 if attempt == 0 else 0.7)
+                model=self.served_name,
+                messages=[{"role": "user", "content": self.prompt(task, order)}],
+                max_tokens=self.max_tokens,
+                temperature=0.0 if attempt == 0 else 0.7,
+            )
             answer = resp.choices[0].message.content or ""
             answers.append(answer)
             shown_ranks = parse_ranking(answer, k)
@@ -200,8 +226,12 @@ class GenerativeJudge:
                 ranks = [0] * k
                 for shown_at, i in enumerate(order):
                     ranks[i] = shown_ranks[shown_at]
-                return Verdict(ranks, f"template {self.template['name']} v{self.template['version']}, shown order "
-                                      f"{[i + 1 for i in order]}: {answer[:500]}", shown_ranks[0] == 1)
+                return Verdict(
+                    ranks,
+                    f"template {self.template['name']} v{self.template['version']}, shown order "
+                    f"{[i + 1 for i in order]}: {answer[:500]}",
+                    shown_ranks[0] == 1,
+                )
         tried = "; ".join(repr(a[:120]) for a in answers)
         return Verdict(None, f"judge answer did not parse after {len(answers)} tries: {tried}"[:1900])
 
@@ -215,8 +245,9 @@ class JudgeReport:
     skip_reasons: list[str] = field(default_factory=list)
 
 
-def run_judge(client: QueueClient, name: str, judge: RewardJudge | GenerativeJudge,
-              max_tasks: int | None = None) -> JudgeReport:
+def run_judge(
+    client: QueueClient, name: str, judge: RewardJudge | GenerativeJudge, max_tasks: int | None = None
+) -> JudgeReport:
     """The judge takes tasks from the queue until none is left for it (or max_tasks), ranking or skipping."""
     report, chance = JudgeReport(), []
     while max_tasks is None or report.ranked + report.skipped < max_tasks:
@@ -226,13 +257,27 @@ def run_judge(client: QueueClient, name: str, judge: RewardJudge | GenerativeJud
         verdict = judge.judge(task)
         sub_id = uuid.uuid4().hex
         if verdict.ranks is None:
-            client.submit(name, Submission(task_id=task["task_id"], submission_id=sub_id, skip_reason="cannot_judge",
-                                           skip_text=verdict.note))
+            client.submit(
+                name,
+                Submission(
+                    task_id=task["task_id"],
+                    submission_id=sub_id,
+                    skip_reason="cannot_judge",
+                    skip_text=verdict.note,
+                ),
+            )
             report.skipped += 1
             report.skip_reasons.append(verdict.note)
             continue
-        client.submit(name, Submission(task_id=task["task_id"], submission_id=sub_id, ranks=verdict.ranks,
-                                       rationale=verdict.note[:5000]))
+        client.submit(
+            name,
+            Submission(
+                task_id=task["task_id"],
+                submission_id=sub_id,
+                ranks=verdict.ranks,
+                rationale=verdict.note[:5000],
+            ),
+        )
         report.ranked += 1
         if verdict.top_shown_first is not None:
             report.top_shown_first += verdict.top_shown_first

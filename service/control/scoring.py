@@ -31,8 +31,10 @@ class ScorerCache:
 
         active = active_model(store, "reward")
         if active is None:
-            raise UserError("no reward model is active: train one with `rankloop train reward` "
-                             "(or promote one with `rankloop models promote ID`)")
+            raise UserError(
+                "no reward model is active: train one with `rankloop train reward` "
+                "(or promote one with `rankloop models promote ID`)"
+            )
         with self._lock:
             if self._model_id != active["id"]:
                 self._scorer, self._model_id = RewardScorer(active["path"]), active["id"]

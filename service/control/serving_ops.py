@@ -46,8 +46,9 @@ class Deploy(_Params):
     replicas: int = Field(1, ge=1, le=16, description="vLLM servers for the model")
     endpoint: HttpUrl | None = Field(None, description="serve from a vLLM server elsewhere instead")
     endpoint_key: str | None = Field(None, description="that server's API key")
-    system_prompts: dict[str, float] | None = Field(None, description="split traffic across stored system "
-                                                    "prompts by weight (an experiment)")
+    system_prompts: dict[str, float] | None = Field(
+        None, description="split traffic across stored system prompts by weight (an experiment)"
+    )
     force: bool = Field(False, description="deploy a model that is not approved")
 
 
@@ -88,16 +89,37 @@ def _deploy(ctx: Any, p: Deploy) -> dict:
     if p.canary is not None and current is None:
         raise UserError("nothing is deployed yet to split traffic with; deploy without --canary first")
     endpoint = str(p.endpoint) if p.endpoint else None
-    fields = ({"model_id": current["model_id"], "canary_model_id": p.model_id, "canary_pct": p.canary,
-               "canary_replicas": p.replicas, "replicas": current["replicas"], "endpoint": current["endpoint"],
-               "endpoint_key": current["endpoint_key"],
-               "system_prompts": p.system_prompts or current["system_prompts"], "note": f"canary {p.canary}%"}
-              if p.canary is not None else
-              {"model_id": p.model_id, "replicas": p.replicas, "endpoint": endpoint, "endpoint_key": p.endpoint_key,
-               "system_prompts": p.system_prompts, "note": "deploy"})
+    fields = (
+        {
+            "model_id": current["model_id"],
+            "canary_model_id": p.model_id,
+            "canary_pct": p.canary,
+            "canary_replicas": p.replicas,
+            "replicas": current["replicas"],
+            "endpoint": current["endpoint"],
+            "endpoint_key": current["endpoint_key"],
+            "system_prompts": p.system_prompts or current["system_prompts"],
+            "note": f"canary {p.canary}%",
+        }
+        if p.canary is not None
+        else {
+            "model_id": p.model_id,
+            "replicas": p.replicas,
+            "endpoint": endpoint,
+            "endpoint_key": p.endpoint_key,
+            "system_prompts": p.system_prompts,
+            "note": "deploy",
+        }
+    )
     if ctx.gateway is not None:  # start and switch first: a failed start changes nothing
-        ctx.gateway.deployer.deploy(p.model_id, p.canary, p.replicas, endpoint if p.canary is None else None,
-                                    p.endpoint_key, fields["system_prompts"])
+        ctx.gateway.deployer.deploy(
+            p.model_id,
+            p.canary,
+            p.replicas,
+            endpoint if p.canary is None else None,
+            p.endpoint_key,
+            fields["system_prompts"],
+        )
     deployment = record(ctx.store, fields)
     return {"deployment": deployment, **_routes(ctx)}
 
@@ -113,8 +135,15 @@ def _promote(ctx: Any) -> dict:
         raise UserError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
     if ctx.gateway is not None:
         ctx.gateway.deployer.promote()
-    deployment = record(ctx.store, {"model_id": current["canary_model_id"], "replicas": current["canary_replicas"] or 1,
-                                    "system_prompts": current["system_prompts"], "note": "canary promoted"})
+    deployment = record(
+        ctx.store,
+        {
+            "model_id": current["canary_model_id"],
+            "replicas": current["canary_replicas"] or 1,
+            "system_prompts": current["system_prompts"],
+            "note": "canary promoted",
+        },
+    )
     return {"deployment": deployment, **_routes(ctx)}
 
 
@@ -132,22 +161,40 @@ def _rollback(ctx: Any) -> dict:
     if current["canary_model_id"] is not None:
         if ctx.gateway is not None:
             ctx.gateway.deployer.drop_canary()
-        fields = {k: current[k] for k in ("model_id", "replicas", "endpoint", "endpoint_key", "system_prompts")}
+        fields = {
+            k: current[k] for k in ("model_id", "replicas", "endpoint", "endpoint_key", "system_prompts")
+        }
         deployment = record(ctx.store, {**fields, "note": "canary rolled back"})
         return {"deployment": deployment, **_routes(ctx)}
-    before = ctx.store.query("SELECT * FROM deployments WHERE id < ? AND model_id <> ? ORDER BY id DESC LIMIT 1",
-                             [current["id"], current["model_id"]])
+    before = ctx.store.query(
+        "SELECT * FROM deployments WHERE id < ? AND model_id <> ? ORDER BY id DESC LIMIT 1",
+        [current["id"], current["model_id"]],
+    )
     if not before:
-        raise UserError(f"model {current['model_id']} is the only model ever deployed; there is nothing to roll "
-                         "back to")
+        raise UserError(
+            f"model {current['model_id']} is the only model ever deployed; there is nothing to roll back to"
+        )
     prev = before[0]
     if ctx.gateway is not None:
-        ctx.gateway.deployer.deploy(prev["model_id"], None, prev["replicas"], prev["endpoint"], prev["endpoint_key"],
-                                    current["system_prompts"])
-    deployment = record(ctx.store, {"model_id": prev["model_id"], "replicas": prev["replicas"],
-                                    "endpoint": prev["endpoint"], "endpoint_key": prev["endpoint_key"],
-                                    "system_prompts": current["system_prompts"],
-                                    "note": f"rolled back from model {current['model_id']}"})
+        ctx.gateway.deployer.deploy(
+            prev["model_id"],
+            None,
+            prev["replicas"],
+            prev["endpoint"],
+            prev["endpoint_key"],
+            current["system_prompts"],
+        )
+    deployment = record(
+        ctx.store,
+        {
+            "model_id": prev["model_id"],
+            "replicas": prev["replicas"],
+            "endpoint": prev["endpoint"],
+            "endpoint_key": prev["endpoint_key"],
+            "system_prompts": current["system_prompts"],
+            "note": f"rolled back from model {current['model_id']}",
+        },
+    )
     return {"deployment": deployment, **_routes(ctx)}
 
 
@@ -159,9 +206,13 @@ def _routes(ctx: Any) -> dict:
     current = current_deployment(ctx.store)
     if current is None:
         return {"routes": None}
-    return {"routes": {k: current[k] for k in ("model_id", "canary_model_id", "canary_pct", "replicas",
-                                                "endpoint", "system_prompts")},
-            "note": "recorded; `rankloop serve` starts it"}
+    return {
+        "routes": {
+            k: current[k]
+            for k in ("model_id", "canary_model_id", "canary_pct", "replicas", "endpoint", "system_prompts")
+        },
+        "note": "recorded; `rankloop serve` starts it",
+    }
 
 
 def routes(ctx: Any, _: Any) -> dict:

@@ -86,8 +86,10 @@ def private_dir(path: Path) -> None:
         try:
             path.chmod(mode & 0o700)
         except OSError as e:
-            raise UserError(f"the data directory {path} is open to other users (mode {mode:o}) and cannot be "
-                             f"restricted ({e.strerror}); run `chmod 700 {path}`") from None
+            raise UserError(
+                f"the data directory {path} is open to other users (mode {mode:o}) and cannot be "
+                f"restricted ({e.strerror}); run `chmod 700 {path}`"
+            ) from None
         _warn(f"the data directory {path} was open to other users (mode {mode:o}); it is now 700")
 
 
@@ -105,12 +107,16 @@ def read_secret(path: Path, what: str, min_length: int = 32) -> str:
     """A key file that must be the owner's alone and long enough: refused, with the fix, when not."""
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise UserError(f"{what} {path} is readable by other users (mode {mode:o}), so it may be known: run "
-                         f"`chmod 600 {path}` if it is safe, or delete it to have a new one made")
+        raise UserError(
+            f"{what} {path} is readable by other users (mode {mode:o}), so it may be known: run "
+            f"`chmod 600 {path}` if it is safe, or delete it to have a new one made"
+        )
     value = path.read_text().strip()
     if len(value) < min_length:
-        raise UserError(f"{what} in {path} has {len(value)} characters; at least {min_length} random ones are "
-                         "needed: delete the file to have one generated")
+        raise UserError(
+            f"{what} in {path} has {len(value)} characters; at least {min_length} random ones are "
+            "needed: delete the file to have one generated"
+        )
     return value
 
 

@@ -47,13 +47,25 @@ def register_model(
         raise UserError(f"unknown model status {status!r}; valid: {', '.join(STATUSES)}")
     path = Path(path).resolve()
     with store.write() as cur:
-        if parent_id is not None and not cur.execute("SELECT 1 FROM models WHERE id = ?", [parent_id]).fetchone():
+        if (
+            parent_id is not None
+            and not cur.execute("SELECT 1 FROM models WHERE id = ?", [parent_id]).fetchone()
+        ):
             raise UserError(f"parent model {parent_id} is not in the registry")
         return cur.execute(
             """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-            [kind, name or path.name, str(path), parent_id, snapshot_id, json.dumps(config or {}),
-             json.dumps(metrics or {}), status, status_reason],
+            [
+                kind,
+                name or path.name,
+                str(path),
+                parent_id,
+                snapshot_id,
+                json.dumps(config or {}),
+                json.dumps(metrics or {}),
+                status,
+                status_reason,
+            ],
         ).fetchone()[0]
 
 
@@ -96,7 +108,9 @@ def lineage(store: Store, model_id: int) -> list[dict[str, Any]]:
 
 
 def active_model(store: Store, kind: str) -> dict[str, Any] | None:
-    rows = store.query("SELECT * FROM models WHERE kind = ? AND status = 'active' ORDER BY id DESC LIMIT 1", [kind])
+    rows = store.query(
+        "SELECT * FROM models WHERE kind = ? AND status = 'active' ORDER BY id DESC LIMIT 1", [kind]
+    )
     return _row(rows[0]) if rows else None
 
 
@@ -110,8 +124,10 @@ def promote(store: Store, model_id: int, reason: str) -> None:
 
 
 def _activate(cur, model_id: int, kind: str, reason: str) -> None:
-    cur.execute("UPDATE models SET status = 'retired', status_reason = ? WHERE kind = ? AND status = 'active' AND id <> ?",
-                [f"replaced by #{model_id}", kind, model_id])
+    cur.execute(
+        "UPDATE models SET status = 'retired', status_reason = ? WHERE kind = ? AND status = 'active' AND id <> ?",
+        [f"replaced by #{model_id}", kind, model_id],
+    )
     cur.execute("UPDATE models SET status = 'active', status_reason = ? WHERE id = ?", [reason, model_id])
 
 
@@ -134,29 +150,46 @@ def register_trained(
     new); `approved` makes it the active model of its kind and retires the previous one."""
     base = str(Path(base_model).resolve())
     parent = cur.execute("SELECT id FROM models WHERE path = ? ORDER BY id DESC LIMIT 1", [base]).fetchone()
-    parent_id = parent[0] if parent else cur.execute(
-        "INSERT INTO models (kind, name, path) VALUES ('pretrained', ?, ?) RETURNING id", [Path(base).name, base]
-    ).fetchone()[0]
+    parent_id = (
+        parent[0]
+        if parent
+        else cur.execute(
+            "INSERT INTO models (kind, name, path) VALUES ('pretrained', ?, ?) RETURNING id",
+            [Path(base).name, base],
+        ).fetchone()[0]
+    )
     status, prefix = ("active", "gate passed: ") if approved else ("candidate", "gate refused: ")
     prefix = prefix if gate else ""
     model_id = cur.execute(
         """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-        [kind, name, str(Path(path).resolve()), parent_id, snapshot_id, json.dumps(config), json.dumps(metrics),
-         status, prefix + reason]).fetchone()[0]
+        [
+            kind,
+            name,
+            str(Path(path).resolve()),
+            parent_id,
+            snapshot_id,
+            json.dumps(config),
+            json.dumps(metrics),
+            status,
+            prefix + reason,
+        ],
+    ).fetchone()[0]
     if approved:
         _activate(cur, model_id, kind, prefix + reason)
     return model_id
 
 
-def record_evaluation(cur, model_id: int, evaluation: dict, wins: bool | None, reason: str,
-                      baseline_id: int) -> tuple[str, str]:
+def record_evaluation(
+    cur, model_id: int, evaluation: dict, wins: bool | None, reason: str, baseline_id: int
+) -> tuple[str, str]:
     """Add an evaluation to a model's metrics inside the caller's transaction and apply the gate
     (`wins` None: not asked). The gate decides only for a candidate compared with the model it
     would replace: the active model of its kind, or its parent when none is active (checked here,
     in the transaction, so a promotion meanwhile is seen). Returns (status, gate outcome)."""
     kind, status, metrics, parent = cur.execute(
-        "SELECT kind, status, metrics, parent_id FROM models WHERE id = ?", [model_id]).fetchone()
+        "SELECT kind, status, metrics, parent_id FROM models WHERE id = ?", [model_id]
+    ).fetchone()
     metrics = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
     metrics["evaluations"] = [*metrics.get("evaluations", []), evaluation]
     cur.execute("UPDATE models SET metrics = ? WHERE id = ?", [json.dumps(metrics), model_id])
@@ -164,12 +197,15 @@ def record_evaluation(cur, model_id: int, evaluation: dict, wins: bool | None, r
         return status, "not applied"
     if status != "candidate":
         return status, f"not applied (the model is {status}, not a candidate)"
-    active = cur.execute("SELECT id FROM models WHERE kind = ? AND status = 'active' ORDER BY id DESC LIMIT 1",
-                         [kind]).fetchone()
+    active = cur.execute(
+        "SELECT id FROM models WHERE kind = ? AND status = 'active' ORDER BY id DESC LIMIT 1", [kind]
+    ).fetchone()
     expected = active[0] if active else parent
     if baseline_id != expected:
-        return status, (f"not applied (the baseline #{baseline_id} is not the model it would replace, "
-                        f"#{expected}: {'the active ' + kind if active else 'its parent'})")
+        return status, (
+            f"not applied (the baseline #{baseline_id} is not the model it would replace, "
+            f"#{expected}: {'the active ' + kind if active else 'its parent'})"
+        )
     if wins:
         _activate(cur, model_id, kind, "gate passed: " + reason)
         return "active", "passed"

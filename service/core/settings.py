@@ -38,20 +38,35 @@ class VLLMOptions(BaseModel):
     kv_cache_gib: float = Field(1.0, gt=0, description="KV-cache size in GiB (CPU: VLLM_CPU_KVCACHE_SPACE)")
     # vLLM's CPU server defaults to half the offline engine's batch (128 sequences, 2048 tokens);
     # sampling is batch work, and the offline sizes measured ~30% more tokens/s here.
-    max_num_seqs: int | None = Field(256, ge=1, description="most sequences per engine step (None: vLLM's default)")
-    max_num_batched_tokens: int | None = Field(4096, ge=16, description="most tokens per engine step (None: vLLM's)")
+    max_num_seqs: int | None = Field(
+        256, ge=1, description="most sequences per engine step (None: vLLM's default)"
+    )
+    max_num_batched_tokens: int | None = Field(
+        4096, ge=16, description="most tokens per engine step (None: vLLM's)"
+    )
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU only: memory fraction")
-    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs one server splits the model across")
+    tensor_parallel_size: int | None = Field(
+        None, ge=1, description="GPUs one server splits the model across"
+    )
     cpu_reserved_cores: int | None = Field(
-        None, ge=0, description="CPU only: cores vLLM keeps for its HTTP frontend "
-        "(default: 0 on machines with 4 cores or fewer, where giving the engine every core is faster; else vLLM's)")
+        None,
+        ge=0,
+        description="CPU only: cores vLLM keeps for its HTTP frontend "
+        "(default: 0 on machines with 4 cores or fewer, where giving the engine every core is faster; else vLLM's)",
+    )
     engine_nice: int | None = Field(
-        None, ge=0, le=19, description="CPU only: niceness of the engine's threads, which spin on every core, so "
+        None,
+        ge=0,
+        le=19,
+        description="CPU only: niceness of the engine's threads, which spin on every core, so "
         "HTTP (the gateway, the annotator app, vLLM's own frontend) runs first (default: 10 with the CPU build of "
-        "vLLM, else 0 = left as started)")
+        "vLLM, else 0 = left as started)",
+    )
     seed: int = Field(0, description="engine-level seed (a per-request seed crashes the CPU engine)")
     startup_timeout_s: float = Field(300.0, gt=0, description="how long to wait for /health")
-    extra_args: list[str] = Field(default_factory=list, description="more api_server flags, as a list or one string")
+    extra_args: list[str] = Field(
+        default_factory=list, description="more api_server flags, as a list or one string"
+    )
 
     @field_validator("extra_args", mode="before")
     @classmethod
@@ -67,9 +82,13 @@ class GatewayOptions(BaseModel):
     max_tokens: int = Field(1024, ge=1, description="most tokens a request may ask for (and the default)")
     max_n: int = Field(8, ge=1, le=128, description="most choices per request")
     max_body_kib: int = Field(1024, ge=1, description="largest /v1 request body")
-    log_traffic: bool = Field(False, description="store every request and response (else only keys that opt in)")
+    log_traffic: bool = Field(
+        False, description="store every request and response (else only keys that opt in)"
+    )
     retention_days: float = Field(30.0, gt=0, description="days logged traffic is kept")
-    drain_timeout_s: float = Field(120.0, gt=0, description="how long a replaced server may finish its requests")
+    drain_timeout_s: float = Field(
+        120.0, gt=0, description="how long a replaced server may finish its requests"
+    )
 
 
 class AnnotationOptions(BaseModel):
@@ -77,11 +96,20 @@ class AnnotationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lease_s: float = Field(600.0, gt=0, description="how long a handed-out task stays reserved for its annotator")
-    gold_rate: float = Field(0.1, ge=0, le=1, description="share of tasks served from the gold set, when it has any")
-    show_sources: bool = Field(False, description="show annotators which system prompt and model wrote each candidate")
-    judges_count: bool = Field(False, description="model judges' rankings count toward a task's required rankings "
-                               "(else judges rank every task beside people, and people's overlap is unchanged)")
+    lease_s: float = Field(
+        600.0, gt=0, description="how long a handed-out task stays reserved for its annotator"
+    )
+    gold_rate: float = Field(
+        0.1, ge=0, le=1, description="share of tasks served from the gold set, when it has any"
+    )
+    show_sources: bool = Field(
+        False, description="show annotators which system prompt and model wrote each candidate"
+    )
+    judges_count: bool = Field(
+        False,
+        description="model judges' rankings count toward a task's required rankings "
+        "(else judges rank every task beside people, and people's overlap is unchanged)",
+    )
 
 
 class Settings(BaseModel):
@@ -92,14 +120,28 @@ class Settings(BaseModel):
     data_dir: Path = Field(Path("rankloop-data"), description="data directory (--data, $RANKLOOP_DATA)")
     host: str = Field("127.0.0.1", description="address `rankloop serve` listens on")
     port: int = Field(8000, ge=0, le=65535, description="port of `rankloop serve`")
-    api_keys: list[str] = Field(default_factory=list, description="keys accepted on /v1/* (comma-separated in env)")
-    admin_key: str | None = Field(None, min_length=32, description="key for /admin/* (at least 32 characters; "
-                                  "default: generated into <data>/admin.key)")
-    max_upload_mib: int = Field(256, ge=1, description="largest file the admin API accepts (prompts, imports)")
-    max_body_kib: int = Field(256, ge=1, description="largest request body anywhere else (rankings, logins, params)")
-    session_ttl_h: float = Field(12.0, gt=0, description="hours a login (API token or app session) stays valid")
-    allowed_roots: list[Path] = Field(default_factory=list, description="directories outside the data "
-                                      "directory that jobs may read checkpoints and files from and write into")
+    api_keys: list[str] = Field(
+        default_factory=list, description="keys accepted on /v1/* (comma-separated in env)"
+    )
+    admin_key: str | None = Field(
+        None,
+        min_length=32,
+        description="key for /admin/* (at least 32 characters; default: generated into <data>/admin.key)",
+    )
+    max_upload_mib: int = Field(
+        256, ge=1, description="largest file the admin API accepts (prompts, imports)"
+    )
+    max_body_kib: int = Field(
+        256, ge=1, description="largest request body anywhere else (rankings, logins, params)"
+    )
+    session_ttl_h: float = Field(
+        12.0, gt=0, description="hours a login (API token or app session) stays valid"
+    )
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="directories outside the data "
+        "directory that jobs may read checkpoints and files from and write into",
+    )
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
@@ -128,7 +170,7 @@ def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        path = key[len(ENV_PREFIX):].lower().split("__")
+        path = key[len(ENV_PREFIX) :].lower().split("__")
         if path == ["data"]:
             path = ["data_dir"]
         node = out
@@ -160,4 +202,6 @@ def load_settings(
     try:
         return Settings.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_errors(e, f"settings from {config_file or 'defaults'}, env and flags")) from None
+        raise ConfigError(
+            format_errors(e, f"settings from {config_file or 'defaults'}, env and flags")
+        ) from None

@@ -34,10 +34,14 @@ class Store:
         self.path = path
         self._con = con
         self._local = threading.local()  # one cursor per thread, as DuckDB asks
-        self.caches: dict[str, Any] = {}  # in-process state kept beside this database (the queue's book, accounts)
+        self.caches: dict[
+            str, Any
+        ] = {}  # in-process state kept beside this database (the queue's book, accounts)
         # Held for each write; in-process caches (the queue's book) hold it to read a consistent state.
         self.write_lock = threading.RLock()
-        self.generation = 0  # committed write transactions since open: caches compare it to know they are stale
+        self.generation = (
+            0  # committed write transactions since open: caches compare it to know they are stale
+        )
 
     @classmethod
     def open(cls, path: str | Path, migrate: bool = True, target_version: int | None = None) -> Store:
@@ -49,9 +53,11 @@ class Store:
             con = duckdb.connect(str(path))
         except duckdb.Error as e:
             if not isinstance(e, duckdb.IOException) or "lock" not in str(e).lower():
-                raise UserError(f"cannot open the database {path}: it is damaged or not a DuckDB file "
-                                 f"({str(e).splitlines()[0]}); restore it from a backup or use another --data "
-                                 "directory") from None
+                raise UserError(
+                    f"cannot open the database {path}: it is damaged or not a DuckDB file "
+                    f"({str(e).splitlines()[0]}); restore it from a backup or use another --data "
+                    "directory"
+                ) from None
             if "lock" in str(e).lower():
                 pid = re.search(r"PID (\d+)", str(e))
                 raise DataDirBusy(
@@ -71,8 +77,10 @@ class Store:
                 store.migrate(target_version)
             except duckdb.Error as e:
                 con.close()
-                raise UserError(f"cannot read the database {path}: it is damaged ({str(e).splitlines()[0]}); "
-                                 "restore it from a backup or use another --data directory") from None
+                raise UserError(
+                    f"cannot read the database {path}: it is damaged ({str(e).splitlines()[0]}); "
+                    "restore it from a backup or use another --data directory"
+                ) from None
         return store
 
     def check_readable(self) -> None:
@@ -82,8 +90,10 @@ class Store:
                 self._con.execute(f'SELECT count(*) FROM "{table}"').fetchall()
                 self._con.execute(f'SELECT * FROM "{table}" ORDER BY 1 DESC LIMIT 1').fetchall()
         except duckdb.Error as e:
-            raise UserError(f"cannot read the database {self.path}: it is damaged ({str(e).splitlines()[0]}); "
-                             "restore it from a backup or use another --data directory") from None
+            raise UserError(
+                f"cannot read the database {self.path}: it is damaged ({str(e).splitlines()[0]}); "
+                "restore it from a backup or use another --data directory"
+            ) from None
 
     def close(self) -> None:
         self._con.close()
@@ -127,8 +137,9 @@ class Store:
         row = self.cursor().execute(sql, params or []).fetchone()
         return row[0] if row else None
 
-    def insert_arrow(self, cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table,
-                     skip_existing: bool = False) -> list[int]:
+    def insert_arrow(
+        self, cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table, skip_existing: bool = False
+    ) -> list[int]:
         """Bulk insert through DuckDB's Arrow scan; returns the new ids in row order. `skip_existing`:
         rows that clash with a unique key already stored are left out (ON CONFLICT DO NOTHING)."""
         if data.num_rows == 0:
@@ -166,7 +177,9 @@ class Store:
             if current < m.version <= target:
                 with self.write() as cur:
                     cur.execute(m.sql)
-                    cur.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [m.version, m.name])
+                    cur.execute(
+                        "INSERT INTO schema_version (version, name) VALUES (?, ?)", [m.version, m.name]
+                    )
                 applied.append(m.version)
         return applied
 
@@ -174,8 +187,17 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Row counts of every table, plus open tasks (those still needing rankings)."""
-        tables = ["system_prompts", "prompts", "models", "samples", "tasks", "annotators",
-                  "rankings", "snapshots", "jobs"]
+        tables = [
+            "system_prompts",
+            "prompts",
+            "models",
+            "samples",
+            "tasks",
+            "annotators",
+            "rankings",
+            "snapshots",
+            "jobs",
+        ]
         out = {t: self.scalar(f"SELECT count(*) FROM {t}") for t in tables}
         out["open_tasks"] = self.scalar(
             """SELECT count(*) FROM tasks t WHERE t.required_rankings >

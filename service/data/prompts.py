@@ -95,12 +95,14 @@ def read_prompt_file(path: str | Path) -> list[Messages]:
             elif isinstance(row, dict) and "prompt" in row:
                 one_message(row["prompt"], f"line {n}")
             else:
-                problems.append(f"line {n}: expected an object with a \"prompt\" or a \"messages\" field")
+                problems.append(f'line {n}: expected an object with a "prompt" or a "messages" field')
     elif suffix == ".csv":
         reader = csv.DictReader(io.StringIO(raw))
         if not reader.fieldnames or "prompt" not in reader.fieldnames:
-            raise InputFileError(f"{path}: a CSV needs a header row with a \"prompt\" column; "
-                                 f"found columns {reader.fieldnames or []}")
+            raise InputFileError(
+                f'{path}: a CSV needs a header row with a "prompt" column; '
+                f"found columns {reader.fieldnames or []}"
+            )
         for row in reader:
             one_message(row["prompt"] or "", f"line {reader.line_num}")
     else:
@@ -110,21 +112,26 @@ def read_prompt_file(path: str | Path) -> list[Messages]:
     if problems:
         raise reject(path, problems)
     if not prompts:
-        raise InputFileError(f"{path}: holds no prompts (expected JSONL with a \"prompt\" or \"messages\" field, "
-                             "CSV with a \"prompt\" column, or one prompt per line)")
+        raise InputFileError(
+            f'{path}: holds no prompts (expected JSONL with a "prompt" or "messages" field, '
+            'CSV with a "prompt" column, or one prompt per line)'
+        )
     return prompts
 
 
-def add_prompts(store: Store, prompts: list[Messages | str], source: str = "seed",
-                source_ref: str | None = None) -> tuple[int, int]:
+def add_prompts(
+    store: Store, prompts: list[Messages | str], source: str = "seed", source_ref: str | None = None
+) -> tuple[int, int]:
     """Store new conversations (a string is a one-message one); a conversation already stored is
     skipped. Returns (added, skipped)."""
     convs = [[{"role": "user", "content": p}] if isinstance(p, str) else normalized(p) for p in prompts]
     unique = {conversation_key(c): c for c in convs}
     with store.write() as cur:
         cur.complete()  # DuckDB 2.0 refuses register() while an earlier result is unread
-        cur.register("_new_prompts", pa.table({"text": list(unique),
-                                               "messages": [json.dumps(c) for c in unique.values()]}))
+        cur.register(
+            "_new_prompts",
+            pa.table({"text": list(unique), "messages": [json.dumps(c) for c in unique.values()]}),
+        )
         try:
             added = cur.execute(
                 """INSERT INTO prompts (text, messages, source, source_ref)
@@ -167,13 +174,16 @@ def add_system_prompts(store: Store, prompts: dict[str, str]) -> list[dict]:
     with store.write() as cur:
         for name, text in prompts.items():
             row = cur.execute(
-                "SELECT version, text FROM system_prompts WHERE name = ? ORDER BY version DESC LIMIT 1", [name]
+                "SELECT version, text FROM system_prompts WHERE name = ? ORDER BY version DESC LIMIT 1",
+                [name],
             ).fetchone()
             if row and row[1] == text:
                 report.append({"name": name, "version": row[0], "change": "unchanged"})
                 continue
             version = row[0] + 1 if row else 1
-            cur.execute("INSERT INTO system_prompts (name, version, text) VALUES (?, ?, ?)", [name, version, text])
+            cur.execute(
+                "INSERT INTO system_prompts (name, version, text) VALUES (?, ?, ?)", [name, version, text]
+            )
             report.append({"name": name, "version": version, "change": "new version" if row else "added"})
     return report
 
@@ -190,10 +200,14 @@ def latest_system_prompts(store: Store, names: list[str] | None = None) -> list[
     unknown = [n for n in names if n not in by_name and n != NO_SYSTEM_PROMPT]
     if unknown:
         valid = ", ".join(n for n in by_name if n != NO_SYSTEM_PROMPT) or "(none stored yet)"
-        raise UserError(f"unknown system prompt {', '.join(map(repr, unknown))}; stored: {valid}; "
-                         f"or '{NO_SYSTEM_PROMPT}' for no system prompt")
+        raise UserError(
+            f"unknown system prompt {', '.join(map(repr, unknown))}; stored: {valid}; "
+            f"or '{NO_SYSTEM_PROMPT}' for no system prompt"
+        )
     if NO_SYSTEM_PROMPT in names and NO_SYSTEM_PROMPT not in by_name:
         with store.write() as cur:
-            cur.execute("INSERT INTO system_prompts (name, version, text) VALUES (?, 1, '')", [NO_SYSTEM_PROMPT])
+            cur.execute(
+                "INSERT INTO system_prompts (name, version, text) VALUES (?, 1, '')", [NO_SYSTEM_PROMPT]
+            )
         return latest_system_prompts(store, names)
     return [by_name[n] for n in dict.fromkeys(names)]

@@ -69,10 +69,16 @@ def _row(store: Store, round_id: int) -> dict:
 def open_round(store: Store, p: RoundStart) -> dict:
     """The unfinished round of this kind (to resume), or a new one."""
     with store.write() as cur:
-        found = cur.execute("SELECT id FROM rounds WHERE kind = ? AND status = 'running' ORDER BY id DESC LIMIT 1",
-                            [p.kind]).fetchone()
-        round_id = found[0] if found else cur.execute(
-            "INSERT INTO rounds (kind, stages) VALUES (?, '{}') RETURNING id", [p.kind]).fetchone()[0]
+        found = cur.execute(
+            "SELECT id FROM rounds WHERE kind = ? AND status = 'running' ORDER BY id DESC LIMIT 1", [p.kind]
+        ).fetchone()
+        round_id = (
+            found[0]
+            if found
+            else cur.execute(
+                "INSERT INTO rounds (kind, stages) VALUES (?, '{}') RETURNING id", [p.kind]
+            ).fetchone()[0]
+        )
     return _row(store, round_id)
 
 
@@ -89,12 +95,23 @@ def finish_step(store: Store, p: RoundStep) -> dict:
         row = _running(store, p.round_id)
         if p.step != next_step(row):
             raise UserError(f"round {p.round_id} is at step {next_step(row)!r}, not {p.step!r}")
-        values = {k: json.dumps(v) if k == "excluded" else v for k, v in p.values.model_dump(exclude_unset=True).items()}
+        values = {
+            k: json.dumps(v) if k == "excluded" else v
+            for k, v in p.values.model_dump(exclude_unset=True).items()
+        }
         sets = "".join(f", {k} = ?" for k in values)
-        cur.execute(f"UPDATE rounds SET step = ?, stages = ?, job_id = NULL{sets}, status = ?, finished_at = ? "
-                    "WHERE id = ?", [p.step, json.dumps({**row["stages"], p.step: round(p.seconds, 1)}),
-                                     *values.values(), "done" if p.finished else "running",
-                                     datetime.now(UTC) if p.finished else None, p.round_id])
+        cur.execute(
+            f"UPDATE rounds SET step = ?, stages = ?, job_id = NULL{sets}, status = ?, finished_at = ? "
+            "WHERE id = ?",
+            [
+                p.step,
+                json.dumps({**row["stages"], p.step: round(p.seconds, 1)}),
+                *values.values(),
+                "done" if p.finished else "running",
+                datetime.now(UTC) if p.finished else None,
+                p.round_id,
+            ],
+        )
     return _row(store, p.round_id)
 
 
@@ -117,7 +134,9 @@ def batch_progress(store: Store, p: BatchName) -> dict:
         """SELECT count(*) AS tasks, coalesce(sum(required_rankings), 0) AS needed,
                   (SELECT count(*) FROM rankings r JOIN tasks t2 ON t2.id = r.task_id
                    WHERE t2.batch = ? AND NOT r.skipped) AS rankings
-           FROM tasks WHERE batch = ?""", [p.batch, p.batch])[0]
+           FROM tasks WHERE batch = ?""",
+        [p.batch, p.batch],
+    )[0]
     return {"batch": p.batch, **{k: int(v) for k, v in row.items()}}
 
 

@@ -33,13 +33,22 @@ from service.core.store import Store
 class SnapshotFilters(BaseModel):
     exclude_flagged: bool = Field(False, description="drop every ranking that flags a candidate")
     min_gold_agreement: float | None = Field(
-        None, ge=0, le=1, description="drop rankings by annotators whose mean agreement with gold is below this "
-        "(annotators with no gold answers are kept, and counted in the manifest)")
+        None,
+        ge=0,
+        le=1,
+        description="drop rankings by annotators whose mean agreement with gold is below this "
+        "(annotators with no gold answers are kept, and counted in the manifest)",
+    )
     exclude_annotators: list[str] = Field(default_factory=list, description="drop these annotators' rankings")
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="share of prompts held out for evaluation")
-    include_judges: bool = Field(False, description="keep rankings by model judges (AI feedback) beside people's")
-    include_traffic: bool = Field(True, description="keep rankings from served traffic (clients' votes between "
-                                  "answers, `POST /v1/feedback` with preferred_index)")
+    include_judges: bool = Field(
+        False, description="keep rankings by model judges (AI feedback) beside people's"
+    )
+    include_traffic: bool = Field(
+        True,
+        description="keep rankings from served traffic (clients' votes between "
+        "answers, `POST /v1/feedback` with preferred_index)",
+    )
 
 
 TRAFFIC_ANNOTATOR = "traffic:"  # a key's clients vote as the account `traffic:KEYNAME`
@@ -83,16 +92,23 @@ def _hidden_utilities(row: dict) -> list[float] | None:
     from annotator.simulated import Profile, utility
 
     pref = Profile.model_validate_json(row["annotator_profile"]).preference
-    return [utility(pref, text, sp) for text, sp in zip(row["texts"], row["system_prompt_texts"], strict=True)]
+    return [
+        utility(pref, text, sp) for text, sp in zip(row["texts"], row["system_prompt_texts"], strict=True)
+    ]
 
 
 def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
     """The rankings that pass the filters, and counts of what each filter dropped."""
-    unknown = [n for n in filters.exclude_annotators
-               if not store.scalar("SELECT count(*) FROM annotators WHERE name = ?", [n])]
+    unknown = [
+        n
+        for n in filters.exclude_annotators
+        if not store.scalar("SELECT count(*) FROM annotators WHERE name = ?", [n])
+    ]
     if unknown:
-        raise UserError(f"--exclude-annotator: no annotator named {', '.join(map(repr, unknown))}; "
-                         "`rankloop annotators list` shows them")
+        raise UserError(
+            f"--exclude-annotator: no annotator named {', '.join(map(repr, unknown))}; "
+            "`rankloop annotators list` shows them"
+        )
     rows = store.query(_ROWS)
     dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0, "judges": 0, "traffic": 0}
     kept = []
@@ -105,12 +121,17 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
             dropped["excluded_annotators"] += 1
         elif filters.exclude_flagged and json.loads(r["flags"]):
             dropped["flagged"] += 1
-        elif (filters.min_gold_agreement is not None and r["annotator_gold_agreement"] is not None
-              and r["annotator_gold_agreement"] < filters.min_gold_agreement):
+        elif (
+            filters.min_gold_agreement is not None
+            and r["annotator_gold_agreement"] is not None
+            and r["annotator_gold_agreement"] < filters.min_gold_agreement
+        ):
             dropped["gold_agreement"] += 1
         else:
             # A prompt stored for evaluation is held out whatever its hash says (e.g. human-evaluation pairs).
-            r["split"] = "eval" if r.pop("prompt_source") == "eval" else split_of(r["prompt"], filters.eval_fraction)
+            r["split"] = (
+                "eval" if r.pop("prompt_source") == "eval" else split_of(r["prompt"], filters.eval_fraction)
+            )
             r["hidden_utility"] = _hidden_utilities(r)
             kept.append(r)
     return kept, dropped
@@ -133,8 +154,9 @@ def _add_task_agreement(rows: list[dict]) -> None:
 
 def content_hash(rows: list[dict]) -> str:
     """The snapshot's id: its content, not the order rankings arrived in (row ids are left out)."""
-    canonical = json.dumps([[r[f.name] for f in SCHEMA if f.name != "ranking_id"] for r in rows], sort_keys=True,
-                           default=str)
+    canonical = json.dumps(
+        [[r[f.name] for f in SCHEMA if f.name != "ranking_id"] for r in rows], sort_keys=True, default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -144,24 +166,32 @@ def create_snapshot(store: Store, data_dir: Path, filters: SnapshotFilters) -> S
     _add_task_agreement(rows)
     if not rows:
         left_out = ", ".join(f"{n} by {why}" for why, n in dropped.items() if n)
-        raise UserError("no rankings pass the filters, so there is nothing to snapshot"
-                         + (f" (left out: {left_out})" if left_out else "") + "; rank some tasks first "
-                         "(`rankloop annotate-sim` or the app) or loosen the filters")
+        raise UserError(
+            "no rankings pass the filters, so there is nothing to snapshot"
+            + (f" (left out: {left_out})" if left_out else "")
+            + "; rank some tasks first "
+            "(`rankloop annotate-sim` or the app) or loosen the filters"
+        )
     snap_id = content_hash(rows)
     folder = DataPaths(data_dir).snapshot_dir(snap_id)
     existing = store.scalar("SELECT path FROM snapshots WHERE id = ?", [snap_id])
     if existing and Path(existing).exists():
-        return Snapshot(snap_id, Path(existing), json.loads((folder / MANIFEST_FILE).read_text()), created=False)
+        return Snapshot(
+            snap_id, Path(existing), json.loads((folder / MANIFEST_FILE).read_text()), created=False
+        )
     splits = {s: [r for r in rows if r["split"] == s] for s in ("train", "eval")}
     manifest = {
         "id": snap_id,
         "filters": filters.model_dump(),
         "counts": {
-            "rankings": len(rows), "train_rankings": len(splits["train"]), "eval_rankings": len(splits["eval"]),
+            "rankings": len(rows),
+            "train_rankings": len(splits["train"]),
+            "eval_rankings": len(splits["eval"]),
             "prompts": len({r["prompt_id"] for r in rows}),
             "train_prompts": len({r["prompt_id"] for r in splits["train"]}),
             "eval_prompts": len({r["prompt_id"] for r in splits["eval"]}),
-            "tasks": len({r["task_id"] for r in rows}), "annotators": len({r["annotator"] for r in rows}),
+            "tasks": len({r["task_id"] for r in rows}),
+            "annotators": len({r["annotator"] for r in rows}),
             "without_gold_data": sum(r["annotator_gold_agreement"] is None for r in rows),
             "dropped": dropped,
         },
@@ -175,9 +205,15 @@ def create_snapshot(store: Store, data_dir: Path, filters: SnapshotFilters) -> S
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), partial / SNAPSHOT_FILE)
     (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     with store.write() as cur:
-        cur.execute("INSERT OR REPLACE INTO snapshots (id, path, filters, counts) VALUES (?, ?, ?, ?)",
-                    [snap_id, str(folder / SNAPSHOT_FILE), json.dumps(manifest["filters"]),
-                     json.dumps(manifest["counts"])])
+        cur.execute(
+            "INSERT OR REPLACE INTO snapshots (id, path, filters, counts) VALUES (?, ?, ?, ?)",
+            [
+                snap_id,
+                str(folder / SNAPSHOT_FILE),
+                json.dumps(manifest["filters"]),
+                json.dumps(manifest["counts"]),
+            ],
+        )
     shutil.rmtree(folder, ignore_errors=True)  # a folder left by a crash after an earlier commit
     partial.rename(folder)
     return Snapshot(snap_id, folder / SNAPSHOT_FILE, manifest, created=True)

@@ -20,7 +20,9 @@ MIN_CANDIDATES, MAX_CANDIDATES = 2, 8
 Arm = tuple[int, int]  # (system_prompt_id, model_id)
 
 
-def quotas(weights: dict[Arm, float], available: dict[Arm, int], size: int, rng: random.Random) -> dict[Arm, int]:
+def quotas(
+    weights: dict[Arm, float], available: dict[Arm, int], size: int, rng: random.Random
+) -> dict[Arm, int]:
     """How many of `size` slots each arm fills: highest averages (D'Hondt) by weight, capped by
     what each arm has left. Equal weights give balanced tasks; ties are broken at random."""
     out: dict[Arm, int] = defaultdict(int)
@@ -88,10 +90,12 @@ def insert_tasks(store: Store, cur, rows: list[dict], required_rankings: int, ba
     """Store tasks given as {prompt_id, sample_ids (in display order)} in the transaction `cur`."""
     if not rows:
         return []
-    table = pa.table({
-        "prompt_id": pa.array([r["prompt_id"] for r in rows], pa.int64()),
-        "sample_ids": pa.array([r["sample_ids"] for r in rows], pa.list_(pa.int64())),
-        "required_rankings": pa.array([required_rankings] * len(rows), pa.int32()),
-        "batch": pa.array([batch] * len(rows), pa.string()),
-    })
+    table = pa.table(
+        {
+            "prompt_id": pa.array([r["prompt_id"] for r in rows], pa.int64()),
+            "sample_ids": pa.array([r["sample_ids"] for r in rows], pa.list_(pa.int64())),
+            "required_rankings": pa.array([required_rankings] * len(rows), pa.int32()),
+            "batch": pa.array([batch] * len(rows), pa.string()),
+        }
+    )
     return store.insert_arrow(cur, "tasks", table)

@@ -19,8 +19,11 @@ def conversation(request: dict) -> list[dict]:
 def prompts_from_traffic(store: Store, since: datetime | None, min_count: int) -> dict:
     """Logged chat prompts asked at least `min_count` times (since a date) into the prompt pool,
     deduplicated against it and each other."""
-    rows = store.query("SELECT request FROM traffic WHERE request IS NOT NULL AND status = 200"
-                       + (" AND created_at >= ?" if since else ""), [since] if since else [])
+    rows = store.query(
+        "SELECT request FROM traffic WHERE request IS NOT NULL AND status = 200"
+        + (" AND created_at >= ?" if since else ""),
+        [since] if since else [],
+    )
     counts: dict[str, tuple[int, list[dict]]] = {}
     for r in rows:
         request = json.loads(r["request"])
@@ -33,4 +36,3 @@ def prompts_from_traffic(store: Store, since: datetime | None, min_count: int) -
     chosen = [conv for n, conv in counts.values() if n >= min_count]
     added, skipped = add_prompts(store, chosen, source="served", source_ref="traffic") if chosen else (0, 0)
     return {"logged_prompts": len(counts), "chosen": len(chosen), "added": added, "already_stored": skipped}
-

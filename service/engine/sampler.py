@@ -35,7 +35,9 @@ class SamplingParams(BaseModel):
     max_tokens: int = Field(64, ge=1, le=8192, description="most tokens per response")
     temperature: float = Field(1.0, ge=0, le=5, description="sampling temperature (0 = greedy)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
-    min_tokens: int = Field(0, ge=0, description="fewest tokens before the end-of-text token may end a response")
+    min_tokens: int = Field(
+        0, ge=0, description="fewest tokens before the end-of-text token may end a response"
+    )
 
     def key(self) -> str:
         """A short stable hash: part of a sample's identity."""
@@ -84,8 +86,9 @@ class _Job:
     indices: tuple[int, ...]
 
 
-def _missing_jobs(store: Store, prompts: list[dict], system_prompts: list[dict], model_id: int,
-                  k: int, params_key: str) -> tuple[list[_Job], int]:
+def _missing_jobs(
+    store: Store, prompts: list[dict], system_prompts: list[dict], model_id: int, k: int, params_key: str
+) -> tuple[list[_Job], int]:
     """A request per (prompt, system prompt) still missing samples, and how many samples are stored."""
     have = {
         (r["prompt_id"], r["system_prompt_id"], r["sample_index"])
@@ -105,8 +108,14 @@ def _missing_jobs(store: Store, prompts: list[dict], system_prompts: list[dict],
     return jobs, existing
 
 
-def missing_samples(store: Store, prompts: list[dict], system_prompts: list[dict], model_id: int, k: int,
-                    params: SamplingParams) -> int:
+def missing_samples(
+    store: Store,
+    prompts: list[dict],
+    system_prompts: list[dict],
+    model_id: int,
+    k: int,
+    params: SamplingParams,
+) -> int:
     """How many of the k samples per prompt x system prompt this model still lacks (0: no server needed)."""
     jobs, _ = _missing_jobs(store, prompts, system_prompts, model_id, k, params.key())
     return sum(len(j.indices) for j in jobs)
@@ -131,12 +140,23 @@ def _store_batch(store: Store, rows: list[dict], model_id: int, params: Sampling
         return store.insert_arrow(cur, "samples", table, skip_existing=True)
 
 
-async def _run(jobs: list[_Job], endpoint: Endpoint, params: SamplingParams, concurrency: int,
-               store: Store, report: SampleReport, progress: bool, request_timeout_s: float,
-               on_progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None) -> None:
+async def _run(
+    jobs: list[_Job],
+    endpoint: Endpoint,
+    params: SamplingParams,
+    concurrency: int,
+    store: Store,
+    report: SampleReport,
+    progress: bool,
+    request_timeout_s: float,
+    on_progress: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=endpoint.base_url, api_key="rankloop", max_retries=0, timeout=request_timeout_s)
+    client = AsyncOpenAI(
+        base_url=endpoint.base_url, api_key="rankloop", max_retries=0, timeout=request_timeout_s
+    )
     sem = asyncio.Semaphore(concurrency)
     buffer: list[dict] = []
     total = sum(len(j.indices) for j in jobs)
@@ -163,11 +183,18 @@ async def _run(jobs: list[_Job], endpoint: Endpoint, params: SamplingParams, con
         prompt_tokens = resp.usage.prompt_tokens if resp.usage else None
         for index, choice in zip(job.indices, sorted(resp.choices, key=lambda c: c.index), strict=True):
             n_tokens = len(getattr(choice, "token_ids", None) or [])  # vLLM's per-choice token ids
-            buffer.append({
-                "prompt_id": job.prompt_id, "system_prompt_id": job.system_prompt_id, "sample_index": index,
-                "text": choice.message.content or "", "prompt_tokens": prompt_tokens,
-                "completion_tokens": n_tokens, "finish_reason": choice.finish_reason, "latency_ms": latency_ms,
-            })
+            buffer.append(
+                {
+                    "prompt_id": job.prompt_id,
+                    "system_prompt_id": job.system_prompt_id,
+                    "sample_index": index,
+                    "text": choice.message.content or "",
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": n_tokens,
+                    "finish_reason": choice.finish_reason,
+                    "latency_ms": latency_ms,
+                }
+            )
             report.generated += 1
             report.completion_tokens += n_tokens
         bar.update(len(job.indices))
@@ -197,7 +224,8 @@ async def _run(jobs: list[_Job], endpoint: Endpoint, params: SamplingParams, con
         if isinstance(e, SamplingCancelled):
             raise SamplingCancelled(
                 f"sampling from {endpoint.served_name} was cancelled after {report.generated} of {total} samples; "
-                "they are stored, and running the same sampling again generates only the missing ones.") from None
+                "they are stored, and running the same sampling again generates only the missing ones."
+            ) from None
         raise SamplingError(
             f"sampling from {endpoint.served_name} at {endpoint.base_url} failed after {report.generated} of "
             f"{sum(len(j.indices) for j in jobs)} samples ({type(e).__name__}: {e}). The {report.generated} finished samples are stored; "
@@ -231,7 +259,19 @@ def sample(
     jobs, existing = _missing_jobs(store, prompts, system_prompts, endpoint.model_id, k, params.key())
     report = SampleReport(requested=sum(len(j.indices) for j in jobs) + existing, already_stored=existing)
     t0 = time.perf_counter()
-    asyncio.run(_run(jobs, endpoint, params, concurrency, store, report, progress, request_timeout_s,
-                     on_progress, should_stop))
+    asyncio.run(
+        _run(
+            jobs,
+            endpoint,
+            params,
+            concurrency,
+            store,
+            report,
+            progress,
+            request_timeout_s,
+            on_progress,
+            should_stop,
+        )
+    )
     report.seconds = time.perf_counter() - t0
     return report

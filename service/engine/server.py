@@ -36,7 +36,10 @@ DIAGNOSES = [
     ("address already in use", "the port is already in use by another program"),
     ("are not supported for now", "vLLM does not support this model's architecture"),
     ("not supported", "vLLM does not support this model or one of its settings"),
-    ("head_size", "vLLM's attention does not support this model's head size (CPU needs head_dim 64, 80, 96, ...)"),
+    (
+        "head_size",
+        "vLLM's attention does not support this model's head size (CPU needs head_dim 64, 80, 96, ...)",
+    ),
     ("safetensors", "the model's weights could not be loaded"),
     ("tokenizer", "the model's tokenizer could not be loaded"),
     ("out of memory", "there is not enough memory for the model and its KV cache"),
@@ -79,14 +82,19 @@ def check_model_dir(model_dir: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EngineStartError(f"{cfg_file} is not valid JSON: {e}") from None
     if not cfg.get("architectures"):
-        raise EngineStartError(f"{cfg_file} names no architectures, so vLLM cannot tell which model class to load")
+        raise EngineStartError(
+            f"{cfg_file} names no architectures, so vLLM cannot tell which model class to load"
+        )
     return cfg
 
 
 def diagnose(log_text: str) -> str:
     """A one-line reason from the log's error lines (or the whole tail when it has none)."""
-    errors = [line for line in log_text.splitlines()
-              if "error" in line.lower() and " INFO " not in line and " WARNING " not in line]
+    errors = [
+        line
+        for line in log_text.splitlines()
+        if "error" in line.lower() and " INFO " not in line and " WARNING " not in line
+    ]
     low = ("\n".join(errors) or log_text).lower()
     for needle, reason in DIAGNOSES:
         if needle in low:
@@ -141,17 +149,31 @@ def cpu_preload_libs() -> list[str]:
     measured here), when this is the CPU build of vLLM and the libraries are installed."""
     if not is_cpu_build():
         return []
-    candidates = [Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
-                  Path("/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4"),
-                  Path(sys.prefix) / "lib" / "libiomp5.so"]
+    candidates = [
+        Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
+        Path("/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4"),
+        Path(sys.prefix) / "lib" / "libiomp5.so",
+    ]
     return [str(p) for p in candidates if p.exists()]
 
 
 def server_command(model_dir: Path, served_name: str, host: str, port: int, opts: VLLMOptions) -> list[str]:
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", served_name,
-        "--host", host, "--port", str(port), "--dtype", opts.dtype, "--seed", str(opts.seed),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--dtype",
+        opts.dtype,
+        "--seed",
+        str(opts.seed),
         "--disable-uvicorn-access-log",
     ]
     if opts.enforce_eager:
@@ -187,20 +209,38 @@ def start_server(
     model_dir = Path(model_dir).resolve()
     check_model_dir(model_dir)
     if port is not None and not port_is_free(port, host):
-        raise EngineStartError(f"port {port} on {host} is already in use; pick another or leave it unset for a free one")
+        raise EngineStartError(
+            f"port {port} on {host} is already in use; pick another or leave it unset for a free one"
+        )
     # A free port we picked can be taken by another process before vLLM binds it: pick again.
     attempts = 1 if port is not None else 3
     for attempt in range(1, attempts + 1):
         try:
-            return _start(model_dir, opts, log_dir, port or free_port(host), host, served_name or model_dir.name,
-                          api_key, on_start)
+            return _start(
+                model_dir,
+                opts,
+                log_dir,
+                port or free_port(host),
+                host,
+                served_name or model_dir.name,
+                api_key,
+                on_start,
+            )
         except EngineStartError as e:
             if attempt == attempts or "already in use" not in str(e):
                 raise
 
 
-def _start(model_dir: Path, opts: VLLMOptions, log_dir: Path, port: int, host: str, served_name: str,
-           api_key: str | None = None, on_start: Callable[[VLLMServer], None] | None = None) -> VLLMServer:
+def _start(
+    model_dir: Path,
+    opts: VLLMOptions,
+    log_dir: Path,
+    port: int,
+    host: str,
+    served_name: str,
+    api_key: str | None = None,
+    on_start: Callable[[VLLMServer], None] | None = None,
+) -> VLLMServer:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"vllm-{served_name}-{port}.log"
     env = engine_env(opts)
@@ -255,14 +295,19 @@ def lower_engine_priority(server: VLLMServer, nice: int) -> None:
             continue
         for thread in threads:
             try:
-                os.setpriority(os.PRIO_PROCESS, thread.id, max(nice, os.getpriority(os.PRIO_PROCESS, thread.id)))
+                os.setpriority(
+                    os.PRIO_PROCESS, thread.id, max(nice, os.getpriority(os.PRIO_PROCESS, thread.id))
+                )
             except ProcessLookupError:  # a thread that just ended
                 continue
             except OSError as e:
                 failed.append(f"{thread.id}: {e.strerror}")
     if failed:
-        print(f"rankloop: could not lower the priority of {len(failed)} engine threads of {server.served_name} "
-              f"({failed[0]}); HTTP may wait for the engine", file=sys.stderr)
+        print(
+            f"rankloop: could not lower the priority of {len(failed)} engine threads of {server.served_name} "
+            f"({failed[0]}); HTTP may wait for the engine",
+            file=sys.stderr,
+        )
 
 
 def _wait_healthy(server: VLLMServer, timeout_s: float) -> None:

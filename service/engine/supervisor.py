@@ -51,7 +51,9 @@ class EngineSupervisor:
 
     def running(self) -> list[dict]:
         with self._lock:
-            return [{"model": str(k[0]), "url": s.base_url, "alive": s.alive()} for k, s in self._servers.items()]
+            return [
+                {"model": str(k[0]), "url": s.base_url, "alive": s.alive()} for k, s in self._servers.items()
+            ]
 
     def stop_all(self) -> None:
         with self._lock:

@@ -66,7 +66,9 @@ class Deployer:
             return
         with self._change:
             try:
-                self.primary = self._pool(row["model_id"], row["replicas"], row["endpoint"], row["endpoint_key"])
+                self.primary = self._pool(
+                    row["model_id"], row["replicas"], row["endpoint"], row["endpoint_key"]
+                )
                 if row["canary_model_id"] is not None:
                     self.canary = self._pool(row["canary_model_id"], row["canary_replicas"] or 1, None, None)
                     self.canary_pct = row["canary_pct"]
@@ -93,7 +95,9 @@ class Deployer:
         started = []
         try:
             for _ in range(replicas):
-                started.append(start_replica(model["path"], name, opts, self.settings.paths.logs, self._spawned.append))
+                started.append(
+                    start_replica(model["path"], name, opts, self.settings.paths.logs, self._spawned.append)
+                )
         except BaseException:
             for u in started:
                 u.server.stop(grace_s=5)
@@ -117,15 +121,24 @@ class Deployer:
 
     # -- changes ----------------------------------------------------------------
 
-    def deploy(self, model_id: int, canary_pct: float | None, replicas: int, endpoint: str | None,
-               endpoint_key: str | None, arms: dict[str, float] | None) -> dict:
+    def deploy(
+        self,
+        model_id: int,
+        canary_pct: float | None,
+        replicas: int,
+        endpoint: str | None,
+        endpoint_key: str | None,
+        arms: dict[str, float] | None,
+    ) -> dict:
         with self._change:
             new = self._pool(model_id, replicas, endpoint, endpoint_key)  # the old pool serves meanwhile
             old_primary, old_canary = self.primary, self.canary
             if canary_pct is not None:
                 if self.primary is None:
                     new.stop()
-                    raise UserError("nothing is deployed yet to split traffic with; deploy without --canary first")
+                    raise UserError(
+                        "nothing is deployed yet to split traffic with; deploy without --canary first"
+                    )
                 self.canary, self.canary_pct = new, canary_pct
                 retired = [old_canary]
             else:
@@ -139,7 +152,9 @@ class Deployer:
     def promote(self) -> dict:
         with self._change:
             if self.canary is None:
-                raise UserError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
+                raise UserError(
+                    "there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one"
+                )
             old, self.primary, self.canary, self.canary_pct = self.primary, self.canary, None, 0.0
             self._retire(old)
         return self.state()
@@ -177,9 +192,12 @@ class Deployer:
         return next(iter(arms))
 
     def state(self) -> dict:
-        return {"current": self.primary.state() if self.primary else None,
-                "canary": {**self.canary.state(), "percent": self.canary_pct} if self.canary else None,
-                "system_prompts": self.arms, "error": self.error}
+        return {
+            "current": self.primary.state() if self.primary else None,
+            "canary": {**self.canary.state(), "percent": self.canary_pct} if self.canary else None,
+            "system_prompts": self.arms,
+            "error": self.error,
+        }
 
     def _supervise(self) -> None:
         """Every second: a replica whose process died or whose /health fails leaves the rotation and is
@@ -209,12 +227,20 @@ class Deployer:
             u.failures += 1
             u.server.stop(grace_s=5)  # what is left of it (the engine's processes) goes first
             try:
-                fresh = start_replica(pool.path, pool.name, pool.opts, self.settings.paths.logs, self._spawned.append)
+                fresh = start_replica(
+                    pool.path, pool.name, pool.opts, self.settings.paths.logs, self._spawned.append
+                )
             except EngineStartError as e:
                 self.error = f"restarting a replica of {pool.name} failed ({u.failures} in a row): {e}"
                 continue
             with pool.lock:
                 if not pool.retired and not self._stop.is_set():
-                    u.url, u.key, u.server, u.healthy, u.failures = fresh.url, fresh.key, fresh.server, True, 0
+                    u.url, u.key, u.server, u.healthy, u.failures = (
+                        fresh.url,
+                        fresh.key,
+                        fresh.server,
+                        True,
+                        0,
+                    )
                     continue
             fresh.server.stop()  # the pool was replaced while this replica started

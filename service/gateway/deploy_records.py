@@ -28,10 +28,14 @@ def current_deployment(store: Store) -> dict | None:
 def check_deployable(store: Store, model_id: int, force: bool) -> dict:
     model = get_model(store, model_id)
     if model["kind"] not in SERVABLE:
-        raise UserError(f"model {model_id} is a {model['kind']} model; deploy a chat model ({', '.join(SERVABLE)})")
+        raise UserError(
+            f"model {model_id} is a {model['kind']} model; deploy a chat model ({', '.join(SERVABLE)})"
+        )
     if model["status"] != "active" and not force:
-        raise UserError(f"model {model_id} is {model['status']}, not approved: it passes the gate or "
-                         "`rankloop models promote`, or deploy it anyway with --force")
+        raise UserError(
+            f"model {model_id} is {model['status']}, not approved: it passes the gate or "
+            "`rankloop models promote`, or deploy it anyway with --force"
+        )
     return model
 
 
@@ -41,7 +45,9 @@ def check_arms(store: Store, arms: dict[str, float] | None) -> None:
     found = {s["name"] for s in latest_system_prompts(store, list(arms))}
     missing = [n for n in arms if n not in found]
     if missing:
-        raise UserError(f"no system prompt named {', '.join(missing)}; `rankloop system-prompts list` shows them")
+        raise UserError(
+            f"no system prompt named {', '.join(missing)}; `rankloop system-prompts list` shows them"
+        )
     if any(w < 0 for w in arms.values()) or not sum(arms.values()) > 0:
         raise UserError("system prompt weights must be >= 0 with at least one positive")
 
@@ -53,5 +59,6 @@ def record(store: Store, fields: dict[str, Any]) -> int:
         cols = list(fields)
         return cur.execute(
             f"INSERT INTO deployments ({', '.join(cols)}, status) VALUES ({', '.join('?' for _ in cols)}, 'active') "
-            "RETURNING id", [json.dumps(v) if k == "system_prompts" and v is not None else v
-                             for k, v in fields.items()]).fetchone()[0]
+            "RETURNING id",
+            [json.dumps(v) if k == "system_prompts" and v is not None else v for k, v in fields.items()],
+        ).fetchone()[0]

@@ -44,16 +44,24 @@ class Feedback(BaseModel):
 
 
 def choice_texts(response: dict) -> list[str]:
-    return [(c.get("message") or {}).get("content") or c.get("text") or "" for c in response.get("choices", [])]
+    return [
+        (c.get("message") or {}).get("content") or c.get("text") or "" for c in response.get("choices", [])
+    ]
 
 
 def record_feedback(store: Store, key: Key, fb: Feedback) -> dict:
     """Store feedback on one of this key's responses (and a ranking for a vote); all or nothing."""
-    rows = store.query("SELECT * FROM traffic WHERE response_id = ? AND key_id = ? AND status = 200 "
-                       "ORDER BY id LIMIT 1", [fb.response_id, key.id])
+    rows = store.query(
+        "SELECT * FROM traffic WHERE response_id = ? AND key_id = ? AND status = 200 ORDER BY id LIMIT 1",
+        [fb.response_id, key.id],
+    )
     if not rows:  # another key's response is as unknown as one that does not exist
-        raise GatewayError(404, f"no response {fb.response_id!r} from this key; feedback names the id of a "
-                                "response this key received", param="response_id")
+        raise GatewayError(
+            404,
+            f"no response {fb.response_id!r} from this key; feedback names the id of a "
+            "response this key received",
+            param="response_id",
+        )
     row = rows[0]
     ranking_id = None
     with store.write() as cur:
@@ -62,61 +70,104 @@ def record_feedback(store: Store, key: Key, fb: Feedback) -> dict:
         feedback_id = cur.execute(
             "INSERT INTO feedback (response_id, key_id, score, thumbs, preferred_index, comment, ranking_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [fb.response_id, key.id, fb.score, fb.thumbs, fb.preferred_index, fb.comment, ranking_id]).fetchone()[0]
+            [fb.response_id, key.id, fb.score, fb.thumbs, fb.preferred_index, fb.comment, ranking_id],
+        ).fetchone()[0]
     return {"id": feedback_id, "response_id": fb.response_id, "ranking_id": ranking_id}
 
 
 def _vote(store: Store, cur, key: Key, row: dict, preferred: int) -> int:
     if row["request"] is None or row["response"] is None:
-        raise GatewayError(400, "this response was not logged, so a vote cannot become a ranking; create the key "
-                                "with --log-traffic (or set gateway.log_traffic)", param="preferred_index")
+        raise GatewayError(
+            400,
+            "this response was not logged, so a vote cannot become a ranking; create the key "
+            "with --log-traffic (or set gateway.log_traffic)",
+            param="preferred_index",
+        )
     request, response = json.loads(row["request"]), json.loads(row["response"])
     texts = choice_texts(response)
     if len(texts) < 2:
-        raise GatewayError(400, "preferred_index needs a response with several choices (n > 1 or the arena)",
-                           param="preferred_index")
+        raise GatewayError(
+            400,
+            "preferred_index needs a response with several choices (n > 1 or the arena)",
+            param="preferred_index",
+        )
     if preferred >= len(texts):
-        raise GatewayError(400, f"preferred_index {preferred} is out of range: the response has {len(texts)} "
-                                f"choices (0..{len(texts) - 1})", param="preferred_index")
+        raise GatewayError(
+            400,
+            f"preferred_index {preferred} is out of range: the response has {len(texts)} "
+            f"choices (0..{len(texts) - 1})",
+            param="preferred_index",
+        )
     submission = f"traffic:{row['response_id']}"
     if cur.execute("SELECT 1 FROM rankings WHERE submission_id = ?", [submission]).fetchone():
-        raise GatewayError(409, f"a vote for response {row['response_id']!r} was already recorded",
-                           param="preferred_index")
+        raise GatewayError(
+            409, f"a vote for response {row['response_id']!r} was already recorded", param="preferred_index"
+        )
     conv = conversation(request)
     if not conv or conv[-1]["role"] != "user":
         raise GatewayError(400, "only a chat conversation that ends with a user turn can become a ranking")
     if row["system_prompt_id"] is None and len(conv) < len(request.get("messages", [])):
         # The client's own system message is not a stored system prompt: the samples would lose it.
-        raise GatewayError(400, "a vote on answers to your own system message cannot become a ranking; name a "
-                                "stored one with system_prompt instead", param="preferred_index")
+        raise GatewayError(
+            400,
+            "a vote on answers to your own system message cannot become a ranking; name a "
+            "stored one with system_prompt instead",
+            param="preferred_index",
+        )
     text = conversation_key(conv)
     if cur.execute("SELECT 1 FROM prompts WHERE text = ? AND source = 'eval'", [text]).fetchone():
-        raise GatewayError(400, "this prompt is held out for evaluation, so a vote on it is not training data",
-                           param="preferred_index")
-    cur.execute("INSERT INTO prompts (text, messages, source, source_ref) SELECT ?, ?::JSON, 'served', ? "
-                "WHERE ? NOT IN (SELECT text FROM prompts)", [text, json.dumps(conv), row["response_id"], text])
+        raise GatewayError(
+            400,
+            "this prompt is held out for evaluation, so a vote on it is not training data",
+            param="preferred_index",
+        )
+    cur.execute(
+        "INSERT INTO prompts (text, messages, source, source_ref) SELECT ?, ?::JSON, 'served', ? "
+        "WHERE ? NOT IN (SELECT text FROM prompts)",
+        [text, json.dumps(conv), row["response_id"], text],
+    )
     prompt_id = cur.execute("SELECT id FROM prompts WHERE text = ?", [text]).fetchone()[0]
     system_id = row["system_prompt_id"] or _no_system_prompt(cur)
     models = response.get("rankloop_models") or [row["model_id"]] * len(texts)
     params = {k: v for k, v in request.items() if k in ("temperature", "top_p", "max_tokens", "n")}
-    sample_ids = [cur.execute(
-        "INSERT INTO samples (prompt_id, system_prompt_id, model_id, params, params_hash, sample_index, text) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        [prompt_id, system_id, models[i], json.dumps(params), submission, i, t]).fetchone()[0]
-        for i, t in enumerate(texts)]
-    task_id = cur.execute("INSERT INTO tasks (prompt_id, sample_ids, required_rankings, batch) "
-                          "VALUES (?, ?, 1, 'traffic') RETURNING id", [prompt_id, sample_ids]).fetchone()[0]
+    sample_ids = [
+        cur.execute(
+            "INSERT INTO samples (prompt_id, system_prompt_id, model_id, params, params_hash, sample_index, text) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [prompt_id, system_id, models[i], json.dumps(params), submission, i, t],
+        ).fetchone()[0]
+        for i, t in enumerate(texts)
+    ]
+    task_id = cur.execute(
+        "INSERT INTO tasks (prompt_id, sample_ids, required_rankings, batch) "
+        "VALUES (?, ?, 1, 'traffic') RETURNING id",
+        [prompt_id, sample_ids],
+    ).fetchone()[0]
     name = TRAFFIC_ANNOTATOR + key.name
     annotator = cur.execute("SELECT id FROM annotators WHERE name = ?", [name]).fetchone()
-    annotator_id = annotator[0] if annotator else cur.execute(
-        "INSERT INTO annotators (name, role) VALUES (?, 'import') RETURNING id", [name]).fetchone()[0]
+    annotator_id = (
+        annotator[0]
+        if annotator
+        else cur.execute(
+            "INSERT INTO annotators (name, role) VALUES (?, 'import') RETURNING id", [name]
+        ).fetchone()[0]
+    )
     ranks = [1 if i == preferred else 2 for i in range(len(texts))]
-    return cur.execute("INSERT INTO rankings (task_id, annotator_id, ranks, submission_id) VALUES (?, ?, ?, ?) "
-                       "RETURNING id", [task_id, annotator_id, ranks, submission]).fetchone()[0]
+    return cur.execute(
+        "INSERT INTO rankings (task_id, annotator_id, ranks, submission_id) VALUES (?, ?, ?, ?) RETURNING id",
+        [task_id, annotator_id, ranks, submission],
+    ).fetchone()[0]
 
 
 def _no_system_prompt(cur) -> int:
-    row = cur.execute("SELECT id FROM system_prompts WHERE name = ? ORDER BY version DESC LIMIT 1",
-                      [NO_SYSTEM_PROMPT]).fetchone()
-    return row[0] if row else cur.execute("INSERT INTO system_prompts (name, version, text) VALUES (?, 1, '') "
-                                          "RETURNING id", [NO_SYSTEM_PROMPT]).fetchone()[0]
+    row = cur.execute(
+        "SELECT id FROM system_prompts WHERE name = ? ORDER BY version DESC LIMIT 1", [NO_SYSTEM_PROMPT]
+    ).fetchone()
+    return (
+        row[0]
+        if row
+        else cur.execute(
+            "INSERT INTO system_prompts (name, version, text) VALUES (?, 1, '') RETURNING id",
+            [NO_SYSTEM_PROMPT],
+        ).fetchone()[0]
+    )

@@ -34,12 +34,20 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(store: Store, name: str, scope: str = "client", rpm: int | None = None, tpm: int | None = None,
-               log_traffic: bool = False) -> str:
+def create_key(
+    store: Store,
+    name: str,
+    scope: str = "client",
+    rpm: int | None = None,
+    tpm: int | None = None,
+    log_traffic: bool = False,
+) -> str:
     """Store a new key's hash; returns the key itself, which is shown once and never again."""
     if not NAME.match(name or ""):
-        raise UserError(f"key name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', starting with a "
-                         "letter or digit")
+        raise UserError(
+            f"key name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', starting with a "
+            "letter or digit"
+        )
     if scope not in SCOPES:
         raise UserError(f"unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
     for limit, value in (("rpm", rpm), ("tpm", tpm)):
@@ -49,22 +57,32 @@ def create_key(store: Store, name: str, scope: str = "client", rpm: int | None =
     with store.write() as cur:
         if cur.execute("SELECT 1 FROM api_keys WHERE name = ?", [name]).fetchone():
             raise UserError(f"a key named {name!r} exists; revoke it or pick another name")
-        cur.execute("INSERT INTO api_keys (name, key_hash, prefix, scope, rpm, tpm, log_traffic) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [name, key_hash(key), key[:7], scope, rpm, tpm, log_traffic])
+        cur.execute(
+            "INSERT INTO api_keys (name, key_hash, prefix, scope, rpm, tpm, log_traffic) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [name, key_hash(key), key[:7], scope, rpm, tpm, log_traffic],
+        )
     _changed()
     return key
 
 
 def revoke_key(store: Store, name: str) -> None:
     with store.write() as cur:
-        if cur.execute("UPDATE api_keys SET revoked_at = now() WHERE name = ? AND revoked_at IS NULL RETURNING id",
-                       [name]).fetchone() is None:
+        if (
+            cur.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE name = ? AND revoked_at IS NULL RETURNING id",
+                [name],
+            ).fetchone()
+            is None
+        ):
             raise NotFound(f"no active key named {name!r}; `rankloop keys list` shows them")
     _changed()
 
 
 def list_keys(store: Store) -> list[dict]:
     """Every key with its usage; never the key itself."""
-    return store.query("SELECT name, prefix, scope, rpm, tpm, log_traffic, requests, prompt_tokens, "
-                       "completion_tokens, last_used_at, revoked_at IS NOT NULL AS revoked, created_at "
-                       "FROM api_keys ORDER BY id")
+    return store.query(
+        "SELECT name, prefix, scope, rpm, tpm, log_traffic, requests, prompt_tokens, "
+        "completion_tokens, last_used_at, revoked_at IS NOT NULL AS revoked, created_at "
+        "FROM api_keys ORDER BY id"
+    )

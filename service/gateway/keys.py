@@ -64,8 +64,10 @@ class KeyBook(PeriodicFlush):
         seen, active = self._view
         now = changes()
         if now != seen:  # read before the query: a change during it is read again next time
-            rows = self.store.query("SELECT key_hash, id, name, scope, rpm, tpm, log_traffic FROM api_keys "
-                                    "WHERE revoked_at IS NULL")
+            rows = self.store.query(
+                "SELECT key_hash, id, name, scope, rpm, tpm, log_traffic FROM api_keys "
+                "WHERE revoked_at IS NULL"
+            )
             active = {r.pop("key_hash"): Key(**r) for r in rows}
             with self._lock:
                 if now >= self._view[0]:
@@ -104,15 +106,20 @@ class KeyBook(PeriodicFlush):
 
     def _write(self) -> None:
         with self._lock:
-            pending = {kid: (u.requests, u.prompt_tokens, u.completion_tokens, u.last_used)
-                       for kid, u in self._usage.items() if u.requests or u.prompt_tokens or u.completion_tokens}
+            pending = {
+                kid: (u.requests, u.prompt_tokens, u.completion_tokens, u.last_used)
+                for kid, u in self._usage.items()
+                if u.requests or u.prompt_tokens or u.completion_tokens
+            }
             for u in self._usage.values():
                 u.requests = u.prompt_tokens = u.completion_tokens = 0
         if not pending:
             return
         with self.store.write() as cur:
             for kid, (req, pt, ct, last) in pending.items():
-                cur.execute("UPDATE api_keys SET requests = requests + ?, prompt_tokens = prompt_tokens + ?, "
-                            "completion_tokens = completion_tokens + ?, last_used_at = coalesce(?, last_used_at) "
-                            "WHERE id = ?", [req, pt, ct, last, kid])
-
+                cur.execute(
+                    "UPDATE api_keys SET requests = requests + ?, prompt_tokens = prompt_tokens + ?, "
+                    "completion_tokens = completion_tokens + ?, last_used_at = coalesce(?, last_used_at) "
+                    "WHERE id = ?",
+                    [req, pt, ct, last, kid],
+                )

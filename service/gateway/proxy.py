@@ -56,35 +56,53 @@ def _last_usage(tail: bytes) -> dict | None:
     return None
 
 
-async def _connect(client: aiohttp.ClientSession, pool: Pool, path: str, body: dict
-                   ) -> tuple[Upstream, aiohttp.ClientResponse]:
+async def _connect(
+    client: aiohttp.ClientSession, pool: Pool, path: str, body: dict
+) -> tuple[Upstream, aiohttp.ClientResponse]:
     tried: set[int] = set()
     stale = 0
     while True:
         upstream = pool.acquire(skip=tried)
         if upstream is None:
-            raise GatewayError(503, f"no replica of {pool.name} is up; the supervisor is restarting it",
-                               type_="server_error", code="model_unavailable", retry_after=RETRY_AFTER_S)
+            raise GatewayError(
+                503,
+                f"no replica of {pool.name} is up; the supervisor is restarting it",
+                type_="server_error",
+                code="model_unavailable",
+                retry_after=RETRY_AFTER_S,
+            )
         try:
-            return upstream, await client.post(upstream.url + path, json={**body, "model": upstream.served_name},
-                                               headers={"Authorization": f"Bearer {upstream.key}"})
-        except aiohttp.ClientConnectorError:  # refused: nothing reached the model; mark it down and try another
+            return upstream, await client.post(
+                upstream.url + path,
+                json={**body, "model": upstream.served_name},
+                headers={"Authorization": f"Bearer {upstream.key}"},
+            )
+        except (
+            aiohttp.ClientConnectorError
+        ):  # refused: nothing reached the model; mark it down and try another
             pool.release(upstream)
             upstream.healthy = False
             tried.add(id(upstream))
-        except (TimeoutError, aiohttp.ServerTimeoutError):  # no connection or no answer in time: never retried
+        except (
+            TimeoutError,
+            aiohttp.ServerTimeoutError,
+        ):  # no connection or no answer in time: never retried
             pool.release(upstream)
-            raise GatewayError(504, f"the model server of {pool.name} did not answer in time",
-                               type_="server_error") from None
+            raise GatewayError(
+                504, f"the model server of {pool.name} did not answer in time", type_="server_error"
+            ) from None
         except aiohttp.ClientConnectionError:  # a kept-alive connection it had closed (reset or disconnected)
             pool.release(upstream)
             stale += 1
             if stale > 2:
-                raise GatewayError(502, f"the model server of {pool.name} closed the connection",
-                                   type_="server_error") from None
+                raise GatewayError(
+                    502, f"the model server of {pool.name} closed the connection", type_="server_error"
+                ) from None
         except aiohttp.ClientError as e:  # anything else from the client library: the upstream's fault
             pool.release(upstream)
-            raise GatewayError(502, f"the model server of {pool.name} failed: {e!r}", type_="server_error") from None
+            raise GatewayError(
+                502, f"the model server of {pool.name} failed: {e!r}", type_="server_error"
+            ) from None
         except BaseException:  # cancelled (the client left) or anything else: the replica is free again
             pool.release(upstream)
             raise
@@ -101,21 +119,30 @@ async def _whole(pool: Pool, upstream: Upstream, resp: aiohttp.ClientResponse, s
     try:
         raw = await resp.read()
     except (aiohttp.ClientError, TimeoutError) as e:
-        raise GatewayError(502, f"the model server of {pool.name} broke off its answer ({e!r})",
-                           type_="server_error") from None
+        raise GatewayError(
+            502, f"the model server of {pool.name} broke off its answer ({e!r})", type_="server_error"
+        ) from None
     finally:
         pool.release(upstream)
         resp.release()
     try:
         answer = json.loads(raw)
     except json.JSONDecodeError:
-        raise GatewayError(502, f"the model server answered {resp.status} with no JSON",
-                           type_="server_error") from None
+        raise GatewayError(
+            502, f"the model server answered {resp.status} with no JSON", type_="server_error"
+        ) from None
     return Outcome(resp.status, answer, *_usage(answer), (time.perf_counter() - start) * 1000)
 
 
-async def forward(client: aiohttp.ClientSession, pool: Pool, path: str, body: dict, headers: dict[str, str],
-                  done: Callable[[Outcome], None], keep_chunks: bool) -> Any:
+async def forward(
+    client: aiohttp.ClientSession,
+    pool: Pool,
+    path: str,
+    body: dict,
+    headers: dict[str, str],
+    done: Callable[[Outcome], None],
+    keep_chunks: bool,
+) -> Any:
     """Send `body` to `path` on a replica of `pool`; `done` gets the outcome when the answer is complete."""
     start = time.perf_counter()
     upstream, resp = await _connect(client, pool, path, body)
@@ -178,7 +205,9 @@ def rebuild(stream: bytes) -> dict | None:
         out = out or {"id": chunk.get("id"), "model": chunk.get("model"), "object": chunk.get("object")}
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            texts.setdefault(choice.get("index", 0), []).append(delta.get("content") or choice.get("text") or "")
+            texts.setdefault(choice.get("index", 0), []).append(
+                delta.get("content") or choice.get("text") or ""
+            )
         if chunk.get("usage"):
             out["usage"] = chunk["usage"]
     if out is not None:

@@ -58,8 +58,13 @@ class Gateway:
 
     @classmethod
     def create(cls, store: Store, settings: Settings) -> Gateway:
-        return cls(store, settings, Deployer(store, settings), KeyBook(store),
-                   TrafficLog(store, settings.gateway.retention_days))
+        return cls(
+            store,
+            settings,
+            Deployer(store, settings),
+            KeyBook(store),
+            TrafficLog(store, settings.gateway.retention_days),
+        )
 
     def start(self) -> None:
         self.deployer.start()
@@ -79,7 +84,9 @@ class Gateway:
                 # Idle connections are dropped before vLLM's own uvicorn closes them (5 s), so a request
                 # rarely meets a connection the server has just closed (those are retried anyway).
                 connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=4),
-                auto_decompress=False, skip_auto_headers=["Accept-Encoding"])  # bytes pass through as sent
+                auto_decompress=False,
+                skip_auto_headers=["Accept-Encoding"],
+            )  # bytes pass through as sent
         return self.client
 
     def system_prompt(self, name: str) -> dict | None:
@@ -102,16 +109,24 @@ def authenticate(request: Request) -> Key:
     gw: Gateway = request.app.state.gateway
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise GatewayError(401, "send your API key: 'Authorization: Bearer rk-...' (`rankloop keys create NAME`)",
-                           code="missing_api_key")
+        raise GatewayError(
+            401,
+            "send your API key: 'Authorization: Bearer rk-...' (`rankloop keys create NAME`)",
+            code="missing_api_key",
+        )
     key = gw.keys.lookup(header[7:].strip())
     if key is None:
         raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
     wait = gw.keys.admit(key)
     if wait > 0:
-        raise GatewayError(429, f"rate limit of key {key.name!r} reached ({key.rpm} requests or {key.tpm} tokens "
-                                "per minute); retry later", type_="rate_limit_error", code="rate_limit_exceeded",
-                           retry_after=wait)
+        raise GatewayError(
+            429,
+            f"rate limit of key {key.name!r} reached ({key.rpm} requests or {key.tpm} tokens "
+            "per minute); retry later",
+            type_="rate_limit_error",
+            code="rate_limit_exceeded",
+            retry_after=wait,
+        )
     return key
 
 
@@ -121,8 +136,12 @@ async def models(request: Request) -> dict:
     dep = request.app.state.gateway.deployer
     names = (["current"] if dep.primary else []) + [p.name for p in (dep.primary, dep.canary) if p]
     names += [ARENA] if dep.primary and dep.canary else []
-    return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "rankloop"}
-                                       for n in dict.fromkeys(names)]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": n, "object": "model", "created": 0, "owned_by": "rankloop"} for n in dict.fromkeys(names)
+        ],
+    }
 
 
 @router.post("/chat/completions")
@@ -168,13 +187,24 @@ async def _complete(request: Request, model: type, path: str):
     pool = gw.deployer.choose(req.model, sticky)
     if pool is None:
         dep = gw.deployer
-        served = ", ".join(["current", *[p.name for p in (dep.primary, dep.canary) if p]]) if dep.primary else ""
+        served = (
+            ", ".join(["current", *[p.name for p in (dep.primary, dep.canary) if p]]) if dep.primary else ""
+        )
         if req.model == "current" or not served:
-            raise GatewayError(503, "no model is deployed yet (`rankloop deploy MODEL_ID`)"
-                                    + (f"; {dep.error}" if dep.error else ""), type_="server_error",
-                               code="model_unavailable", retry_after=5)
-        raise GatewayError(404, f"no route or deployed model named {req.model!r}; valid: {served}",
-                           param="model", code="model_not_found")
+            raise GatewayError(
+                503,
+                "no model is deployed yet (`rankloop deploy MODEL_ID`)"
+                + (f"; {dep.error}" if dep.error else ""),
+                type_="server_error",
+                code="model_unavailable",
+                retry_after=5,
+            )
+        raise GatewayError(
+            404,
+            f"no route or deployed model named {req.model!r}; valid: {served}",
+            param="model",
+            code="model_not_found",
+        )
     forwarded = {k: v for k, v in body.items() if k != "system_prompt"}
     system = _system_prompt(gw, req, forwarded, sticky)
     if req.stream:
@@ -185,13 +215,28 @@ async def _complete(request: Request, model: type, path: str):
 
     def done(out: Outcome) -> None:
         gw.keys.record(key, out.prompt_tokens, out.completion_tokens)
-        gw.traffic.add({"response_id": (out.body or {}).get("id"), "key_id": key.id, "route": req.model,
-                        "model_id": pool.model_id, "system_prompt_id": system["id"] if system else None, "n": req.n,
-                        "stream": req.stream, "status": out.status, "prompt_tokens": out.prompt_tokens,
-                        "completion_tokens": out.completion_tokens, "latency_ms": out.latency_ms,
-                        "request": forwarded if log_all else None, "response": out.body if log_all else None})
+        gw.traffic.add(
+            {
+                "response_id": (out.body or {}).get("id"),
+                "key_id": key.id,
+                "route": req.model,
+                "model_id": pool.model_id,
+                "system_prompt_id": system["id"] if system else None,
+                "n": req.n,
+                "stream": req.stream,
+                "status": out.status,
+                "prompt_tokens": out.prompt_tokens,
+                "completion_tokens": out.completion_tokens,
+                "latency_ms": out.latency_ms,
+                "request": forwarded if log_all else None,
+                "response": out.body if log_all else None,
+            }
+        )
 
-    headers = {"x-rankloop-model-id": str(pool.model_id), "x-rankloop-system-prompt": system["name"] if system else ""}
+    headers = {
+        "x-rankloop-model-id": str(pool.model_id),
+        "x-rankloop-system-prompt": system["name"] if system else "",
+    }
     return await forward(gw.http(), pool, path, forwarded, headers, done, keep_chunks=log_all)
 
 
@@ -200,10 +245,17 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONRespo
     client's vote (`POST /v1/feedback` with preferred_index) becomes a ranking. Always logged."""
     dep = gw.deployer
     if not isinstance(req, ChatRequest) or req.stream or req.n != 1:
-        raise GatewayError(400, "the arena answers chat requests with n = 1, whole (not streamed)", param="model")
+        raise GatewayError(
+            400, "the arena answers chat requests with n = 1, whole (not streamed)", param="model"
+        )
     if dep.primary is None or dep.canary is None:
-        raise GatewayError(503, "the arena needs two deployed models: `rankloop deploy MODEL_ID --canary PCT` "
-                                "adds the second", type_="server_error", code="model_unavailable", retry_after=30)
+        raise GatewayError(
+            503,
+            "the arena needs two deployed models: `rankloop deploy MODEL_ID --canary PCT` adds the second",
+            type_="server_error",
+            code="model_unavailable",
+            retry_after=30,
+        )
     forwarded = {k: v for k, v in body.items() if k != "system_prompt"}
     system = _system_prompt(gw, req, forwarded, req.user or f"key:{key.id}")
     forwarded.setdefault("max_tokens", gw.settings.gateway.max_tokens)
@@ -213,16 +265,36 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONRespo
     bad = next((o for o in outs if o.status != 200), None)
     if bad is not None:
         return JSONResponse(bad.body, status_code=bad.status)
-    usage = {k: sum(o.body["usage"][k] for o in outs) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    answer = {"id": f"arena-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-              "model": ARENA, "usage": usage,
-              "choices": [{**o.body["choices"][0], "index": i} for i, o in enumerate(outs)]}
+    usage = {
+        k: sum(o.body["usage"][k] for o in outs)
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
+    answer = {
+        "id": f"arena-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": ARENA,
+        "usage": usage,
+        "choices": [{**o.body["choices"][0], "index": i} for i, o in enumerate(outs)],
+    }
     gw.keys.record(key, usage["prompt_tokens"], usage["completion_tokens"])
-    gw.traffic.add({"response_id": answer["id"], "key_id": key.id, "route": ARENA, "model_id": None,
-                    "system_prompt_id": system["id"] if system else None, "n": 2, "stream": False, "status": 200,
-                    "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-                    "latency_ms": max(o.latency_ms for o in outs), "request": forwarded,
-                    "response": {**answer, "rankloop_models": [p.model_id for p in pools]}})
+    gw.traffic.add(
+        {
+            "response_id": answer["id"],
+            "key_id": key.id,
+            "route": ARENA,
+            "model_id": None,
+            "system_prompt_id": system["id"] if system else None,
+            "n": 2,
+            "stream": False,
+            "status": 200,
+            "prompt_tokens": usage["prompt_tokens"],
+            "completion_tokens": usage["completion_tokens"],
+            "latency_ms": max(o.latency_ms for o in outs),
+            "request": forwarded,
+            "response": {**answer, "rankloop_models": [p.model_id for p in pools]},
+        }
+    )
     return JSONResponse(answer)
 
 
@@ -230,19 +302,26 @@ def _system_prompt(gw: Gateway, req, forwarded: dict, sticky: str) -> dict | Non
     """Put the asked-for (or the experiment's) stored system prompt first; None when there is none."""
     if not isinstance(req, ChatRequest):
         if getattr(req, "system_prompt", None) or (req.model_extra or {}).get("system_prompt"):
-            raise GatewayError(400, "system_prompt applies to /v1/chat/completions only", param="system_prompt")
+            raise GatewayError(
+                400, "system_prompt applies to /v1/chat/completions only", param="system_prompt"
+            )
         return None
     has_own = any(isinstance(m, dict) and m.get("role") == "system" for m in req.messages)
     name = req.system_prompt
     if name and has_own:
-        raise GatewayError(400, "give either a system message or system_prompt, not both", param="system_prompt")
+        raise GatewayError(
+            400, "give either a system message or system_prompt, not both", param="system_prompt"
+        )
     if name is None and not has_own:
         name = gw.deployer.arm(sticky)
     if name is None:
         return None
     found = gw.system_prompt(name)
     if found is None:
-        raise GatewayError(404, f"no system prompt named {name!r}; `rankloop system-prompts list` shows them",
-                           param="system_prompt")
+        raise GatewayError(
+            404,
+            f"no system prompt named {name!r}; `rankloop system-prompts list` shows them",
+            param="system_prompt",
+        )
     forwarded["messages"] = [{"role": "system", "content": found["text"]}, *req.messages]
     return found

@@ -17,8 +17,22 @@ import pyarrow as pa
 from service.core.store import Store
 from service.gateway.flusher import PeriodicFlush
 
-COLUMNS = ("response_id", "key_id", "route", "model_id", "system_prompt_id", "n", "stream", "status",
-           "prompt_tokens", "completion_tokens", "latency_ms", "request", "response", "created_at")
+COLUMNS = (
+    "response_id",
+    "key_id",
+    "route",
+    "model_id",
+    "system_prompt_id",
+    "n",
+    "stream",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "request",
+    "response",
+    "created_at",
+)
 
 
 class TrafficLog(PeriodicFlush):
@@ -44,11 +58,27 @@ class TrafficLog(PeriodicFlush):
             rows, self._rows = self._rows, []
         if not rows:
             return
-        table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=pa.schema([
-            ("response_id", pa.string()), ("key_id", pa.int64()), ("route", pa.string()), ("model_id", pa.int64()),
-            ("system_prompt_id", pa.int64()), ("n", pa.int32()), ("stream", pa.bool_()), ("status", pa.int32()),
-            ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_ms", pa.float64()),
-            ("request", pa.string()), ("response", pa.string()), ("created_at", pa.timestamp("us", tz="UTC"))]))
+        table = pa.Table.from_pylist(
+            [{c: r.get(c) for c in COLUMNS} for r in rows],
+            schema=pa.schema(
+                [
+                    ("response_id", pa.string()),
+                    ("key_id", pa.int64()),
+                    ("route", pa.string()),
+                    ("model_id", pa.int64()),
+                    ("system_prompt_id", pa.int64()),
+                    ("n", pa.int32()),
+                    ("stream", pa.bool_()),
+                    ("status", pa.int32()),
+                    ("prompt_tokens", pa.int64()),
+                    ("completion_tokens", pa.int64()),
+                    ("latency_ms", pa.float64()),
+                    ("request", pa.string()),
+                    ("response", pa.string()),
+                    ("created_at", pa.timestamp("us", tz="UTC")),
+                ]
+            ),
+        )
         try:
             with self.store.write() as cur:
                 self.store.insert_arrow(cur, "traffic", table)
@@ -60,8 +90,12 @@ class TrafficLog(PeriodicFlush):
     def prune(self) -> int:
         """Delete rows past the retention period (their feedback stays, without the text)."""
         with self.store.write() as cur:
-            return len(cur.execute("DELETE FROM traffic WHERE created_at < ? RETURNING id",
-                                   [datetime.now(UTC) - self.retention]).fetchall())
+            return len(
+                cur.execute(
+                    "DELETE FROM traffic WHERE created_at < ? RETURNING id",
+                    [datetime.now(UTC) - self.retention],
+                ).fetchall()
+            )
 
     def tick(self, beat: int) -> None:
         self.flush()

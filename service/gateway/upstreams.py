@@ -82,17 +82,34 @@ class Pool:
 
     def state(self) -> dict:
         with self.lock:
-            return {"model_id": self.model_id, "model": self.name,
-                    "replicas": [{"url": u.url, "healthy": u.healthy, "in_flight": u.in_flight,
-                                  "managed": u.server is not None} for u in self.upstreams]}
+            return {
+                "model_id": self.model_id,
+                "model": self.name,
+                "replicas": [
+                    {
+                        "url": u.url,
+                        "healthy": u.healthy,
+                        "in_flight": u.in_flight,
+                        "managed": u.server is not None,
+                    }
+                    for u in self.upstreams
+                ],
+            }
 
 
-def start_replica(path: str, name: str, opts: VLLMOptions, log_dir: Path,
-                  on_start: Callable[[VLLMServer], None] | None = None) -> Upstream:
+def start_replica(
+    path: str,
+    name: str,
+    opts: VLLMOptions,
+    log_dir: Path,
+    on_start: Callable[[VLLMServer], None] | None = None,
+) -> Upstream:
     """A vLLM server for the checkpoint on loopback with its own random key, checked with one real
     generation (a server can answer /health and still fail to generate)."""
     key = secrets.token_urlsafe(24)
-    server = start_server(path, opts, log_dir, host="127.0.0.1", served_name=name, api_key=key, on_start=on_start)
+    server = start_server(
+        path, opts, log_dir, host="127.0.0.1", served_name=name, api_key=key, on_start=on_start
+    )
     upstream = Upstream(f"http://127.0.0.1:{server.port}", key, name, server)
     try:
         check_generates(upstream)
@@ -104,9 +121,12 @@ def start_replica(path: str, name: str, opts: VLLMOptions, log_dir: Path,
 
 def check_generates(upstream: Upstream, timeout_s: float = 120.0) -> None:
     try:
-        r = httpx.post(f"{upstream.url}/v1/completions", timeout=timeout_s,
-                       headers={"Authorization": f"Bearer {upstream.key}"},
-                       json={"model": upstream.served_name, "prompt": "Hello", "max_tokens": 1})
+        r = httpx.post(
+            f"{upstream.url}/v1/completions",
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {upstream.key}"},
+            json={"model": upstream.served_name, "prompt": "Hello", "max_tokens": 1},
+        )
     except httpx.HTTPError as e:
         raise EngineStartError(f"{upstream.url} did not answer a test generation: {e}") from None
     if r.status_code != 200:
@@ -117,7 +137,9 @@ def endpoint_upstream(url: str, key: str | None, name: str) -> Upstream:
     """A vLLM server elsewhere: its model list must answer with the key and name the model."""
     base = url.rstrip("/").removesuffix("/v1")
     try:
-        r = httpx.get(f"{base}/v1/models", timeout=10, headers={"Authorization": f"Bearer {key}"} if key else {})
+        r = httpx.get(
+            f"{base}/v1/models", timeout=10, headers={"Authorization": f"Bearer {key}"} if key else {}
+        )
     except httpx.HTTPError as e:
         raise EngineStartError(f"the endpoint {url} does not answer: {e}") from None
     if r.status_code != 200:

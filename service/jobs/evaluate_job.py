@@ -57,28 +57,45 @@ class EvalJobConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     candidate: int = Field(description="the model id to evaluate (`rankloop models list`)")
-    baseline: int | None = Field(None, description="the model to beat (default: the active model of the "
-                                 "candidate's kind, else the candidate's parent)")
-    snapshot: str | None = Field(None, description="snapshot id whose eval split gives the held-out prompts "
-                                 "(default: the candidate's, else the newest)")
-    prompt_file: Path | None = Field(None, description="more held-out prompts (a file `rankloop prompts add` reads)")
-    system_prompts: list[str] | None = Field(None, description="system prompt names (default: the snapshot's)")
+    baseline: int | None = Field(
+        None,
+        description="the model to beat (default: the active model of the "
+        "candidate's kind, else the candidate's parent)",
+    )
+    snapshot: str | None = Field(
+        None,
+        description="snapshot id whose eval split gives the held-out prompts "
+        "(default: the candidate's, else the newest)",
+    )
+    prompt_file: Path | None = Field(
+        None, description="more held-out prompts (a file `rankloop prompts add` reads)"
+    )
+    system_prompts: list[str] | None = Field(
+        None, description="system prompt names (default: the snapshot's)"
+    )
     max_prompts: int = Field(64, ge=1, description="at most this many held-out prompts")
     samples: int = Field(4, ge=1, le=16, description="responses per prompt and system prompt from each model")
     params: SamplingParams = Field(default_factory=SamplingParams, description="how both models are sampled")
-    judge: Literal["reward", "hidden"] = Field("reward", description="the judge the gate uses: the reward model, "
-                                               "or the simulated annotators' hidden preference")
+    judge: Literal["reward", "hidden"] = Field(
+        "reward",
+        description="the judge the gate uses: the reward model, "
+        "or the simulated annotators' hidden preference",
+    )
     reward_model: int | None = Field(None, description="reward model id (default: the active one)")
     gate: bool = Field(True, description="approve the candidate when it wins (95% interval above 0.5)")
     min_prompts: int = Field(10, ge=1, description="held-out prompts the gate needs (fewer: figures only)")
     human: int = Field(0, ge=0, description="blind pairwise tasks to put into the annotation queue")
     seed: int = Field(0, description="seed of the bootstrap and of the human tasks' order")
-    vllm: VLLMOptions | None = Field(None, description="how to start the vLLM servers (default: the settings')")
+    vllm: VLLMOptions | None = Field(
+        None, description="how to start the vLLM servers (default: the settings')"
+    )
 
 
 def _snapshot(store: Store, cfg: EvalJobConfig, candidate: dict) -> dict | None:
     snap_id = cfg.snapshot or candidate["snapshot_id"]
-    sql = "SELECT id, path FROM snapshots " + ("WHERE id = ?" if snap_id else "ORDER BY created_at DESC LIMIT 1")
+    sql = "SELECT id, path FROM snapshots " + (
+        "WHERE id = ?" if snap_id else "ORDER BY created_at DESC LIMIT 1"
+    )
     rows = store.query(sql, [snap_id] if snap_id else [])
     if snap_id and not rows:
         raise UserError(f"no snapshot {snap_id!r}; `rankloop snapshot` takes one")
@@ -87,8 +104,11 @@ def _snapshot(store: Store, cfg: EvalJobConfig, candidate: dict) -> dict | None:
 
 def _profiles(rows: list[dict]) -> list[Profile]:
     """The hidden preferences of the simulated annotators behind a snapshot (unreliable ones left out)."""
-    seen = {r["annotator"]: r["annotator_profile"] for r in rows
-            if r["annotator_role"] == "simulated" and r["annotator_profile"]}
+    seen = {
+        r["annotator"]: r["annotator_profile"]
+        for r in rows
+        if r["annotator_role"] == "simulated" and r["annotator_profile"]
+    }
     profiles = [Profile.model_validate_json(p) for p in seen.values()]
     return [p for p in profiles if not p.unreliable]
 
@@ -104,7 +124,11 @@ def _held_out_fraction(store: Store, cfg: EvalJobConfig, snapshot_id: str) -> fl
 
 
 def _eval_rows(store: Store, cfg: EvalJobConfig, snap: dict | None) -> list[dict]:
-    return read_snapshot(snap["path"], "eval", held_out_at=_held_out_fraction(store, cfg, snap["id"])) if snap else []
+    return (
+        read_snapshot(snap["path"], "eval", held_out_at=_held_out_fraction(store, cfg, snap["id"]))
+        if snap
+        else []
+    )
 
 
 def prepare(store: Store, settings: Settings, values: dict, source: str) -> EvalJobConfig:
@@ -112,21 +136,29 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
     check_job_paths(store, settings, cfg)
     candidate = get_model(store, cfg.candidate)
     if candidate["kind"] not in POLICY_KINDS:
-        raise UserError(f"model {cfg.candidate} is a {candidate['kind']} model; evaluate a policy (sft or policy)")
+        raise UserError(
+            f"model {cfg.candidate} is a {candidate['kind']} model; evaluate a policy (sft or policy)"
+        )
     baseline = cfg.baseline
     if baseline is None:
         active = active_model(store, candidate["kind"])
         baseline = active["id"] if active and active["id"] != cfg.candidate else candidate["parent_id"]
     if baseline is None:
-        raise UserError(f"model {cfg.candidate} has no parent and no active model to compare with; name one "
-                         "with --against ID")
+        raise UserError(
+            f"model {cfg.candidate} has no parent and no active model to compare with; name one "
+            "with --against ID"
+        )
     if baseline == cfg.candidate:
         raise UserError(f"model {cfg.candidate} cannot be evaluated against itself; --against another model")
     for m in (candidate, get_model(store, baseline)):
         if m["kind"] not in POLICY_KINDS:
-            raise UserError(f"model {m['id']} is a {m['kind']} model; compare policies (pretrained, sft or policy)")
+            raise UserError(
+                f"model {m['id']} is a {m['kind']} model; compare policies (pretrained, sft or policy)"
+            )
         if not (Path(m["path"]) / "config.json").is_file():
-            raise UserError(f"model {m['id']} at {m['path']} is not a Hugging Face model directory (no config.json)")
+            raise UserError(
+                f"model {m['id']} at {m['path']} is not a Hugging Face model directory (no config.json)"
+            )
     reward = cfg.reward_model
     if reward is None:
         active = active_model(store, "reward")
@@ -134,8 +166,10 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
     elif get_model(store, reward)["kind"] != "reward":
         raise UserError(f"model {reward} is not a reward model")
     if reward is None and cfg.judge == "reward":
-        raise UserError("judge 'reward' needs a reward model: train one (`rankloop train reward`), name one with "
-                         "reward_model, or judge by the simulated annotators' hidden preference (--judge hidden)")
+        raise UserError(
+            "judge 'reward' needs a reward model: train one (`rankloop train reward`), name one with "
+            "reward_model, or judge by the simulated annotators' hidden preference (--judge hidden)"
+        )
     cfg = cfg.model_copy(update={"baseline": baseline, "reward_model": reward})
     snap = _snapshot(store, cfg, candidate)
     rows = _eval_rows(store, cfg, snap)
@@ -144,21 +178,31 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
     if cfg.prompt_file is not None:
         read_prompt_file(cfg.prompt_file)  # a bad file stops here, before anything is stored
     elif not rows:
-        raise UserError(f"no held-out prompts: {'snapshot ' + snap['id'] + ' holds none out' if snap else 'no snapshot'}"
-                         "; take a snapshot (`rankloop snapshot --eval-fraction F`) or pass --prompts FILE")
+        raise UserError(
+            f"no held-out prompts: {'snapshot ' + snap['id'] + ' holds none out' if snap else 'no snapshot'}"
+            "; take a snapshot (`rankloop snapshot --eval-fraction F`) or pass --prompts FILE"
+        )
     if not latest_system_prompts(store, _system_prompt_names(cfg, rows)):
         raise UserError("no system prompts to sample under; add some with `rankloop system-prompts add FILE`")
     return cfg.model_copy(update={"snapshot": snap["id"] if snap else None})
 
 
 def _system_prompt_names(cfg: EvalJobConfig, rows: list[dict]) -> list[str] | None:
-    return cfg.system_prompts or sorted({n.rsplit(" v", 1)[0] for r in rows for n in r["system_prompts"]}) or None
+    return (
+        cfg.system_prompts
+        or sorted({n.rsplit(" v", 1)[0] for r in rows for n in r["system_prompts"]})
+        or None
+    )
 
 
 def held_out(store: Store, cfg: EvalJobConfig) -> tuple[list[dict], list[dict], list[Profile], int]:
     """The prompts, the system prompts and the hidden preferences of this evaluation, and how many
     prompts of the file were left out because a training pool holds them."""
-    snap = store.query("SELECT id, path FROM snapshots WHERE id = ?", [cfg.snapshot])[0] if cfg.snapshot else None
+    snap = (
+        store.query("SELECT id, path FROM snapshots WHERE id = ?", [cfg.snapshot])[0]
+        if cfg.snapshot
+        else None
+    )
     rows = _eval_rows(store, cfg, snap)
     texts = list(dict.fromkeys(r["prompt"] for r in rows))
     overlap = 0
@@ -167,38 +211,63 @@ def held_out(store: Store, cfg: EvalJobConfig) -> tuple[list[dict], list[dict], 
         add_prompts(store, convs, source="eval", source_ref=str(cfg.prompt_file))
         keys = list(dict.fromkeys(conversation_key(normalized(c)) for c in convs))
         # A file's prompt already stored for training (source seed/import/served) is not held out.
-        kept = {r["text"] for r in store.query("SELECT text FROM prompts WHERE list_contains(?, text) AND "
-                                               "(source = 'eval' OR list_contains(?, text))", [keys, texts])}
+        kept = {
+            r["text"]
+            for r in store.query(
+                "SELECT text FROM prompts WHERE list_contains(?, text) AND "
+                "(source = 'eval' OR list_contains(?, text))",
+                [keys, texts],
+            )
+        }
         overlap = len(keys) - len(kept)
         texts += [k for k in keys if k in kept]
-    prompts = store.query("SELECT id, text, messages FROM prompts WHERE list_contains(?, text) ORDER BY id",
-                          [list(dict.fromkeys(texts))])[: cfg.max_prompts]
+    prompts = store.query(
+        "SELECT id, text, messages FROM prompts WHERE list_contains(?, text) ORDER BY id",
+        [list(dict.fromkeys(texts))],
+    )[: cfg.max_prompts]
     return prompts, latest_system_prompts(store, _system_prompt_names(cfg, rows)), _profiles(rows), overlap
 
 
-def _sample(job: RunningJob, model: dict, prompts: list[dict], sps: list[dict], cfg: EvalJobConfig, stage: int) -> None:
+def _sample(
+    job: RunningJob, model: dict, prompts: list[dict], sps: list[dict], cfg: EvalJobConfig, stage: int
+) -> None:
     """Fill in this model's answers; its vLLM server starts only when some are missing."""
     if not missing_samples(job.store, prompts, sps, model["id"], cfg.samples, cfg.params):
         return
     with job.engines.use(Path(model["path"]), cfg.vllm) as server:
         try:
-            sample(job.store, Endpoint(model["id"], server.served_name, server.base_url), prompts, sps, cfg.samples,
-                   cfg.params, progress=False, should_stop=job.cancelled,
-                   on_progress=lambda done, total: job.progress(stage * total + done, 3 * total))
+            sample(
+                job.store,
+                Endpoint(model["id"], server.served_name, server.base_url),
+                prompts,
+                sps,
+                cfg.samples,
+                cfg.params,
+                progress=False,
+                should_stop=job.cancelled,
+                on_progress=lambda done, total: job.progress(stage * total + done, 3 * total),
+            )
         except SamplingCancelled as e:
             raise JobCancelled(str(e)) from None
 
 
-def comparisons(store: Store, cfg: EvalJobConfig, prompts: list[dict], sps: list[dict],
-                profiles: list[Profile]) -> list[dict]:
+def comparisons(
+    store: Store, cfg: EvalJobConfig, prompts: list[dict], sps: list[dict], profiles: list[Profile]
+) -> list[dict]:
     """Sample i of the candidate against sample i of the baseline, per prompt and system prompt; a
     prompt's comparisons form one bootstrap group (answers to one prompt are not independent)."""
     rows = store.query(
         """SELECT id, prompt_id, system_prompt_id, model_id, sample_index, text, finish_reason FROM samples
            WHERE list_contains(?, prompt_id) AND list_contains(?, system_prompt_id) AND list_contains(?, model_id)
              AND params_hash = ? AND sample_index < ?""",
-        [[p["id"] for p in prompts], [s["id"] for s in sps], [cfg.candidate, cfg.baseline], cfg.params.key(),
-         cfg.samples])
+        [
+            [p["id"] for p in prompts],
+            [s["id"] for s in sps],
+            [cfg.candidate, cfg.baseline],
+            cfg.params.key(),
+            cfg.samples,
+        ],
+    )
     by_key = {(r["prompt_id"], r["system_prompt_id"], r["model_id"], r["sample_index"]): r for r in rows}
     out = []
     for p in prompts:
@@ -208,13 +277,23 @@ def comparisons(store: Store, cfg: EvalJobConfig, prompts: list[dict], sps: list
                 cand, base = (by_key.get((p["id"], sp["id"], m, i)) for m in (cfg.candidate, cfg.baseline))
                 if cand is None or base is None:
                     continue
-                row = {"group": str(p["id"]), "messages": messages(sp["text"], conv), "candidate": cand["text"],
-                       "baseline": base["text"], "candidate_finish": cand["finish_reason"],
-                       "sample_ids": [cand["id"], base["id"]], "prompt_id": p["id"]}
+                row = {
+                    "group": str(p["id"]),
+                    "messages": messages(sp["text"], conv),
+                    "candidate": cand["text"],
+                    "baseline": base["text"],
+                    "candidate_finish": cand["finish_reason"],
+                    "sample_ids": [cand["id"], base["id"]],
+                    "prompt_id": p["id"],
+                }
                 if profiles:
-                    row["scores"] = {"hidden": [
-                        sum(utility(pr.preference, t, sp["text"] or None) for pr in profiles) / len(profiles)
-                        for t in (cand["text"], base["text"])]}
+                    row["scores"] = {
+                        "hidden": [
+                            sum(utility(pr.preference, t, sp["text"] or None) for pr in profiles)
+                            / len(profiles)
+                            for t in (cand["text"], base["text"])
+                        ]
+                    }
                 out.append(row)
     return out
 
@@ -223,29 +302,44 @@ def human_tasks(store: Store, cfg: EvalJobConfig, rows: list[dict]) -> list[dict
     """`cfg.human` blind pairwise tasks: each pair of one comparison, in a shuffled order. A response may
     also sit in a ranking task of its own; a pair already asked about is not asked again."""
     rng = random.Random(cfg.seed)
-    asked = {frozenset(r["sample_ids"]) for r in store.query(
-        "SELECT sample_ids FROM tasks WHERE len(sample_ids) = 2 AND list_has_any(sample_ids, ?)",
-        [[i for r in rows for i in r["sample_ids"]]])}
+    asked = {
+        frozenset(r["sample_ids"])
+        for r in store.query(
+            "SELECT sample_ids FROM tasks WHERE len(sample_ids) = 2 AND list_has_any(sample_ids, ?)",
+            [[i for r in rows for i in r["sample_ids"]]],
+        )
+    }
     free = [r for r in rows if frozenset(r["sample_ids"]) not in asked]
-    return [{"prompt_id": r["prompt_id"], "sample_ids": rng.sample(r["sample_ids"], 2)}
-            for r in rng.sample(free, min(cfg.human, len(free)))]
+    return [
+        {"prompt_id": r["prompt_id"], "sample_ids": rng.sample(r["sample_ids"], 2)}
+        for r in rng.sample(free, min(cfg.human, len(free)))
+    ]
 
 
-def gate_verdict(cfg: EvalJobConfig, report: dict, baseline: dict, candidate: dict, reward: dict | None,
-                 prompts: int) -> tuple[bool | None, str]:
+def gate_verdict(
+    cfg: EvalJobConfig, report: dict, baseline: dict, candidate: dict, reward: dict | None, prompts: int
+) -> tuple[bool | None, str]:
     """(wins, reason); wins None when the gate cannot decide on this evaluation."""
     figures = report["judges"][cfg.judge]
     lo, hi = figures["ci"]
     judge = "the reward model" if cfg.judge == "reward" else "the simulated annotators' hidden preference"
     wins = lo > 0.5
-    reason = (f"win rate {figures['win_rate']:.3f} (95% CI {lo:.3f}-{hi:.3f}) against #{baseline['id']} "
-              f"{baseline['name']} under {judge} on {figures['n']} comparisons ({prompts} held-out prompts)"
-              f"{'' if wins else '; the interval must lie above 0.5'}")
+    reason = (
+        f"win rate {figures['win_rate']:.3f} (95% CI {lo:.3f}-{hi:.3f}) against #{baseline['id']} "
+        f"{baseline['name']} under {judge} on {figures['n']} comparisons ({prompts} held-out prompts)"
+        f"{'' if wins else '; the interval must lie above 0.5'}"
+    )
     trained_against = (candidate.get("config") or {}).get("reward_model")
-    if (cfg.judge == "reward" and reward and trained_against
-            and Path(trained_against).resolve() == Path(reward["path"]).resolve()):
-        return None, reason + (f"; not gated: it was trained against this reward model (#{reward['id']}); judge "
-                               "with another reward model, --judge hidden, or --human N")
+    if (
+        cfg.judge == "reward"
+        and reward
+        and trained_against
+        and Path(trained_against).resolve() == Path(reward["path"]).resolve()
+    ):
+        return None, reason + (
+            f"; not gated: it was trained against this reward model (#{reward['id']}); judge "
+            "with another reward model, --judge hidden, or --human N"
+        )
     if prompts < cfg.min_prompts:
         return None, reason + f"; not gated: the gate needs at least {cfg.min_prompts} held-out prompts"
     return wins, reason
@@ -263,14 +357,32 @@ def run(job: RunningJob) -> dict:
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reference = get_model(store, candidate["parent_id"]) if candidate["parent_id"] else None
     reward = get_model(store, cfg.reward_model) if cfg.reward_model else None
-    report = job.run_trainer("policy.evaluate", EvalConfig(
-        comparisons=data, output_dir=job.dir / "evaluation", reward_model=reward["path"] if reward else None,
-        candidate_model=candidate["path"], reference_model=reference["path"] if reference else None,
-        temperature=cfg.params.temperature, top_p=cfg.params.top_p, seed=cfg.seed))
-    evaluation = {**report, "job_id": job.job_id, "baseline": baseline["id"], "baseline_name": baseline["name"],
-                  "reward_model": reward["id"] if reward else None, "snapshot": cfg.snapshot, "judge": cfg.judge,
-                  "prompts": len(prompts), "prompts_left_out_of_file": overlap,
-                  "system_prompts": [f"{s['name']} v{s['version']}" for s in sps], "params": cfg.params.model_dump()}
+    report = job.run_trainer(
+        "policy.evaluate",
+        EvalConfig(
+            comparisons=data,
+            output_dir=job.dir / "evaluation",
+            reward_model=reward["path"] if reward else None,
+            candidate_model=candidate["path"],
+            reference_model=reference["path"] if reference else None,
+            temperature=cfg.params.temperature,
+            top_p=cfg.params.top_p,
+            seed=cfg.seed,
+        ),
+    )
+    evaluation = {
+        **report,
+        "job_id": job.job_id,
+        "baseline": baseline["id"],
+        "baseline_name": baseline["name"],
+        "reward_model": reward["id"] if reward else None,
+        "snapshot": cfg.snapshot,
+        "judge": cfg.judge,
+        "prompts": len(prompts),
+        "prompts_left_out_of_file": overlap,
+        "system_prompts": [f"{s['name']} v{s['version']}" for s in sps],
+        "params": cfg.params.model_dump(),
+    }
     wins, reason = gate_verdict(cfg, report, baseline, candidate, reward, len(prompts))
     metrics_file = Path(candidate["path"]) / "metrics.json"
     if metrics_file.exists():  # the checkpoint carries its evaluations too (a copy; the registry decides)
@@ -279,12 +391,22 @@ def run(job: RunningJob) -> dict:
         write_atomic(metrics_file, json.dumps(metrics, indent=2).encode())
     tasks = human_tasks(store, cfg, rows) if cfg.human else []
     with store.write() as cur:  # the evaluation, the gate, the human tasks and the finished job, together
-        status, gate = record_evaluation(cur, candidate["id"], evaluation, wins if cfg.gate else None, reason,
-                                         baseline["id"])
-        insert_tasks(store, cur, tasks, 1, f"human evaluation job {job.job_id}: #{cfg.candidate} vs #{cfg.baseline}")
-        result = {"model_id": candidate["id"], "status": status, "gate": gate, "reason": reason,
-                  "judges": {k: {x: v[x] for x in ("win_rate", "ci", "lc_win_rate")}
-                             for k, v in report["judges"].items()},
-                  "human_tasks": len(tasks), "prompts_left_out_of_file": overlap}
+        status, gate = record_evaluation(
+            cur, candidate["id"], evaluation, wins if cfg.gate else None, reason, baseline["id"]
+        )
+        insert_tasks(
+            store, cur, tasks, 1, f"human evaluation job {job.job_id}: #{cfg.candidate} vs #{cfg.baseline}"
+        )
+        result = {
+            "model_id": candidate["id"],
+            "status": status,
+            "gate": gate,
+            "reason": reason,
+            "judges": {
+                k: {x: v[x] for x in ("win_rate", "ci", "lc_win_rate")} for k, v in report["judges"].items()
+            },
+            "human_tasks": len(tasks),
+            "prompts_left_out_of_file": overlap,
+        }
         job.finish(cur, candidate["id"], job.dir / "evaluation", result)
     return result

@@ -32,7 +32,9 @@ def _eval_fraction(snapshot_path: Path) -> float:
     return read_manifest(snapshot_path)["filters"]["eval_fraction"]
 
 
-def reward_verdict(store: Store, model_dir: Path, metrics: dict, snapshot: Path, min_accuracy: float) -> Verdict:
+def reward_verdict(
+    store: Store, model_dir: Path, metrics: dict, snapshot: Path, min_accuracy: float
+) -> Verdict:
     from reward.evaluate import evaluate
 
     acc = (metrics.get("eval") or {}).get("pairwise_accuracy")
@@ -41,20 +43,34 @@ def reward_verdict(store: Store, model_dir: Path, metrics: dict, snapshot: Path,
     active = active_model(store, "reward")
     if active is None:
         ok = acc >= min_accuracy
-        return Verdict(ok, f"first reward model: held-out accuracy {acc:.4f} {'>=' if ok else '<'} "
-                           f"the minimum {min_accuracy:.4f}")
+        return Verdict(
+            ok,
+            f"first reward model: held-out accuracy {acc:.4f} {'>=' if ok else '<'} "
+            f"the minimum {min_accuracy:.4f}",
+        )
     theirs_snapshot = store.scalar("SELECT filters FROM snapshots WHERE id = ?", [active["snapshot_id"]])
-    common = min(_eval_fraction(snapshot), json.loads(theirs_snapshot)["eval_fraction"] if theirs_snapshot else 1.0)
+    common = min(
+        _eval_fraction(snapshot), json.loads(theirs_snapshot)["eval_fraction"] if theirs_snapshot else 1.0
+    )
     try:
         mine = evaluate(model_dir, snapshot, "eval", held_out_at=common)
         theirs = evaluate(active["path"], snapshot, "eval", held_out_at=common)
     except ValueError:  # no prompt is held out by both snapshots
-        return Verdict(False, f"no prompt is held out by both its snapshot and active #{active['id']}'s, "
-                              "so they cannot be compared; promote by hand if it is better")
+        return Verdict(
+            False,
+            f"no prompt is held out by both its snapshot and active #{active['id']}'s, "
+            "so they cannot be compared; promote by hand if it is better",
+        )
     compared = {"model_id": active["id"], "held_out_at": common, "candidate": mine, "active": theirs}
     a, b = mine["pairwise_accuracy"], theirs["pairwise_accuracy"]
     if a is None or b is None:
-        return Verdict(False, "the prompts both snapshots hold out have no strict pairs to compare on", compared)
+        return Verdict(
+            False, "the prompts both snapshots hold out have no strict pairs to compare on", compared
+        )
     ok = a >= b
-    return Verdict(ok, f"held-out accuracy {a:.4f} {'>=' if ok else '<'} active #{active['id']}'s {b:.4f} "
-                       f"on the {mine['pairs']} pairs both snapshots hold out", compared)
+    return Verdict(
+        ok,
+        f"held-out accuracy {a:.4f} {'>=' if ok else '<'} active #{active['id']}'s {b:.4f} "
+        f"on the {mine['pairs']} pairs both snapshots hold out",
+        compared,
+    )

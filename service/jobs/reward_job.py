@@ -47,13 +47,23 @@ def run(job: RunningJob) -> dict:
 
 def _register(job: RunningJob, cfg: RewardTrainConfig, metrics: dict) -> dict:
     """Judge the model at the gate, then register it and finish the job in one transaction."""
-    verdict = reward_verdict(job.store, Path(cfg.output_dir), metrics, Path(cfg.snapshot),
-                             job.options.get("min_accuracy", 0.55))
+    verdict = reward_verdict(
+        job.store, Path(cfg.output_dir), metrics, Path(cfg.snapshot), job.options.get("min_accuracy", 0.55)
+    )
     if verdict.compared_to_active:
         metrics = {**metrics, "compared_to_active": verdict.compared_to_active}
     with job.store.write() as cur:
-        model_id = register_trained(cur, "reward", cfg.output_dir, cfg.base_model, name=f"reward-{job.job_id}",
-                                    snapshot_id=metrics.get("snapshot"), config=cfg.model_dump(mode="json"),
-                                    metrics=metrics, approved=verdict.promote, reason=verdict.reason)
+        model_id = register_trained(
+            cur,
+            "reward",
+            cfg.output_dir,
+            cfg.base_model,
+            name=f"reward-{job.job_id}",
+            snapshot_id=metrics.get("snapshot"),
+            config=cfg.model_dump(mode="json"),
+            metrics=metrics,
+            approved=verdict.promote,
+            reason=verdict.reason,
+        )
         job.finish(cur, model_id, cfg.output_dir)
     return {"model_id": model_id}

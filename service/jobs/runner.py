@@ -46,7 +46,9 @@ class NoOptions(BaseModel):
 class RewardOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    min_accuracy: float = Field(0.55, ge=0, le=1, description="held-out accuracy the first reward model needs")
+    min_accuracy: float = Field(
+        0.55, ge=0, le=1, description="held-out accuracy the first reward model needs"
+    )
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,15 @@ KINDS: dict[str, JobKind] = {
     "sample": JobKind(
         sample_run.SampleJobConfig,
         lambda store, settings, values, source: sample_run.prepare(
-            store, settings, validate(sample_run.SampleJobConfig, values, source)),
-        sample_run.run),
+            store, settings, validate(sample_run.SampleJobConfig, values, source)
+        ),
+        sample_run.run,
+    ),
     "reward": JobKind(RewardTrainConfig, reward_job.prepare, reward_job.run, RewardOptions),
-    **{method: JobKind(config, partial(policy_job.prepare, method), partial(policy_job.run, method))
-       for method, config in policy_job.CONFIGS.items()},
+    **{
+        method: JobKind(config, partial(policy_job.prepare, method), partial(policy_job.run, method))
+        for method, config in policy_job.CONFIGS.items()
+    },
     "evaluate": JobKind(evaluate_job.EvalJobConfig, evaluate_job.prepare, evaluate_job.run),
 }
 
@@ -79,7 +85,9 @@ def _row(r: dict) -> dict:
 
 def list_jobs(store: Store) -> list[dict]:
     reap_stale(store)
-    return store.query("SELECT id, kind, status, progress, result_model_id, error, created_at FROM jobs ORDER BY id")
+    return store.query(
+        "SELECT id, kind, status, progress, result_model_id, error, created_at FROM jobs ORDER BY id"
+    )
 
 
 def get_job(store: Store, job_id: int) -> dict:
@@ -90,12 +98,16 @@ def get_job(store: Store, job_id: int) -> dict:
     return _row(rows[0])
 
 
-def _finish(store: Store, job_id: int, status: str, error: str | None = None, result: dict | None = None) -> None:
+def _finish(
+    store: Store, job_id: int, status: str, error: str | None = None, result: dict | None = None
+) -> None:
     with store.write() as cur:
-        cur.execute("UPDATE jobs SET status = ?, error = ?, result = coalesce(?, result), "
-                    "progress = CASE WHEN ? = 'succeeded' THEN 1 ELSE progress END, "
-                    "finished_at = coalesce(finished_at, now()) WHERE id = ?",
-                    [status, error, json.dumps(result) if result is not None else None, status, job_id])
+        cur.execute(
+            "UPDATE jobs SET status = ?, error = ?, result = coalesce(?, result), "
+            "progress = CASE WHEN ? = 'succeeded' THEN 1 ELSE progress END, "
+            "finished_at = coalesce(finished_at, now()) WHERE id = ?",
+            [status, error, json.dumps(result) if result is not None else None, status, job_id],
+        )
 
 
 def reap_stale(store: Store) -> None:
@@ -104,8 +116,13 @@ def reap_stale(store: Store) -> None:
         if not pid_alive(job["pid"]):
             if job["worker_pid"]:
                 signal_group(job["worker_pid"], 9)
-            _finish(store, job["id"], "failed", "interrupted: the process running this job is gone; "
-                                                "nothing was registered (stored samples stay)")
+            _finish(
+                store,
+                job["id"],
+                "failed",
+                "interrupted: the process running this job is gone; "
+                "nothing was registered (stored samples stay)",
+            )
 
 
 class JobRunner:
@@ -116,8 +133,13 @@ class JobRunner:
         self._lock = threading.Lock()
         self._runs: dict[int, tuple[RunningJob, threading.Thread]] = {}
 
-    def submit(self, kind: str, values: dict[str, Any], options: dict[str, Any] | None = None,
-               source: str = "the request") -> int:
+    def submit(
+        self,
+        kind: str,
+        values: dict[str, Any],
+        options: dict[str, Any] | None = None,
+        source: str = "the request",
+    ) -> int:
         """Validate, record the job (one transaction) and start it; errors leave nothing behind."""
         spec = KINDS.get(kind)
         if spec is None:
@@ -127,7 +149,8 @@ class JobRunner:
         with self.store.write() as cur:
             job_id = cur.execute(
                 "INSERT INTO jobs (kind, config, options, pid) VALUES (?, ?, ?, ?) RETURNING id",
-                [kind, cfg.model_dump_json(), opts.model_dump_json(), os.getpid()]).fetchone()[0]
+                [kind, cfg.model_dump_json(), opts.model_dump_json(), os.getpid()],
+            ).fetchone()[0]
             run = RunningJob(self.store, self.settings, self.engines, job_id, cfg, opts.model_dump())
             cur.execute("UPDATE jobs SET log_path = ? WHERE id = ?", [str(run.log_path), job_id])
         thread = threading.Thread(target=self._run, args=(spec, run), daemon=True, name=f"job-{job_id}")
@@ -140,14 +163,20 @@ class JobRunner:
         try:
             run.dir.mkdir(parents=True, exist_ok=True)
             with self.store.write() as cur:
-                cur.execute("UPDATE jobs SET status = 'running', started_at = now() WHERE id = ?", [run.job_id])
+                cur.execute(
+                    "UPDATE jobs SET status = 'running', started_at = now() WHERE id = ?", [run.job_id]
+                )
             result = spec.run(run)
             _finish(self.store, run.job_id, "succeeded", None, result)
         except JobCancelled as e:
             _finish(self.store, run.job_id, "cancelled", str(e))
         except Exception as e:  # the job's own failure: recorded, never raised into the service
-            _finish(self.store, run.job_id, "failed", f"{e}" if isinstance(e, UserError | RuntimeError)
-                    else f"{type(e).__name__}: {e}")
+            _finish(
+                self.store,
+                run.job_id,
+                "failed",
+                f"{e}" if isinstance(e, UserError | RuntimeError) else f"{type(e).__name__}: {e}",
+            )
         finally:
             with self._lock:
                 self._runs.pop(run.job_id, None)
@@ -163,7 +192,9 @@ class JobRunner:
         """Ask a job to stop and wait for it; what it stored stays."""
         job = get_job(self.store, job_id)
         if job["status"] in FINISHED:
-            raise UserError(f"job {job_id} already {job['status']}; only a queued or running job can be cancelled")
+            raise UserError(
+                f"job {job_id} already {job['status']}; only a queued or running job can be cancelled"
+            )
         with self._lock:
             entry = self._runs.get(job_id)
         if entry is None:  # no process runs it any more (only one process holds the database)

@@ -35,25 +35,34 @@ def next_dir(name: str) -> str:
 def check_output_dir(store: Store, out: Path) -> None:
     """A job writes into a fresh directory: never over a registered model or other files."""
     if store.scalar("SELECT count(*) FROM models WHERE path = ?", [str(Path(out).resolve())]):
-        raise UserError(f"output_dir {out} holds a registered model; a job never overwrites one. Pick another")
+        raise UserError(
+            f"output_dir {out} holds a registered model; a job never overwrites one. Pick another"
+        )
     if Path(out).exists() and any(Path(out).iterdir()):
         raise UserError(f"output_dir {out} exists and is not empty; pick a new directory (or leave it unset)")
 
 
-def training_defaults(store: Store, settings: Settings, values: dict[str, Any], name: str,
-                      base_kinds: tuple[str, ...]) -> dict[str, Any]:
+def training_defaults(
+    store: Store, settings: Settings, values: dict[str, Any], name: str, base_kinds: tuple[str, ...]
+) -> dict[str, Any]:
     """A trainer's unset fields from the data directory: the newest snapshot (unless `data` is given),
     the newest checkpoint of `base_kinds`, and a placeholder output directory."""
     values = dict(values)
     if "snapshot" not in values and "data" not in values:
         values["snapshot"] = latest_snapshot(store)
         if values["snapshot"] is None:
-            raise UserError("no snapshot to train on: take one with `rankloop snapshot` (or set snapshot: in the config)")
+            raise UserError(
+                "no snapshot to train on: take one with `rankloop snapshot` (or set snapshot: in the config)"
+            )
     if "base_model" not in values:
         values["base_model"] = store.scalar(
-            "SELECT path FROM models WHERE list_contains(?, kind) ORDER BY id DESC LIMIT 1", [list(base_kinds)])
+            "SELECT path FROM models WHERE list_contains(?, kind) ORDER BY id DESC LIMIT 1",
+            [list(base_kinds)],
+        )
         if values["base_model"] is None:
-            raise UserError("no starting checkpoint: set base_model: in the config, or sample from a model first")
+            raise UserError(
+                "no starting checkpoint: set base_model: in the config, or sample from a model first"
+            )
     values.setdefault("output_dir", str(settings.paths.model_dir(next_dir(name))))
     return values
 
@@ -70,9 +79,11 @@ def check_job_paths(store: Store, settings: Settings, cfg: BaseModel) -> None:
                 continue
             target = path.resolve()
             if not (any(target.is_relative_to(root) for root in roots) or str(target) in registered):
-                raise UserError(f"{name} {path} is outside the data directory {roots[0]} and is not a registered "
-                                 "model; use a path inside it, or add its parent to the setting allowed_roots "
-                                 "(RANKLOOP_ALLOWED_ROOTS='[\"/models\"]' or allowed_roots: in config.yaml)")
+                raise UserError(
+                    f"{name} {path} is outside the data directory {roots[0]} and is not a registered "
+                    "model; use a path inside it, or add its parent to the setting allowed_roots "
+                    "(RANKLOOP_ALLOWED_ROOTS='[\"/models\"]' or allowed_roots: in config.yaml)"
+                )
 
 
 def check_training_config(store: Store, settings: Settings, cfg: BaseModel, name: str) -> None:
@@ -122,9 +133,11 @@ class RunningJob:
     def finish(self, cur, model_id: int, output_dir: Path, result: dict | None = None) -> None:
         """Mark the job succeeded inside the transaction `cur` that registered its model (with its
         result, so whoever sees it succeeded sees what it found)."""
-        cur.execute("UPDATE jobs SET status = 'succeeded', finished_at = now(), progress = 1, result_model_id = ?, "
-                    "output_dir = ?, error = NULL, result = coalesce(?, result) WHERE id = ?",
-                    [model_id, str(output_dir), json.dumps(result) if result is not None else None, self.job_id])
+        cur.execute(
+            "UPDATE jobs SET status = 'succeeded', finished_at = now(), progress = 1, result_model_id = ?, "
+            "output_dir = ?, error = NULL, result = coalesce(?, result) WHERE id = ?",
+            [model_id, str(output_dir), json.dumps(result) if result is not None else None, self.job_id],
+        )
 
     def progress(self, done: int, total: int) -> None:
         # At most two writes a second: a sampling run reports every finished response.
@@ -140,9 +153,14 @@ class RunningJob:
         mirrored into the row; returns the metrics.json it wrote. Cancelling kills it."""
         progress_file = self.dir / "progress.json"
         cfg_file = self.dir / "config.yaml"
-        cfg_file.write_text(yaml.safe_dump({**config.model_dump(mode="json"), "progress_file": str(progress_file)}))
-        proc = start_group([sys.executable, "-m", module, "--config", str(cfg_file)], self.log_path,
-                           {**os.environ, "HF_HUB_OFFLINE": "1"})
+        cfg_file.write_text(
+            yaml.safe_dump({**config.model_dump(mode="json"), "progress_file": str(progress_file)})
+        )
+        proc = start_group(
+            [sys.executable, "-m", module, "--config", str(cfg_file)],
+            self.log_path,
+            {**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         with self.store.write() as cur:  # its process group, so that it can be stopped from anywhere
             cur.execute("UPDATE jobs SET worker_pid = ? WHERE id = ?", [proc.pid, self.job_id])
         try:
@@ -158,10 +176,17 @@ class RunningJob:
         self._mirror(progress_file)
         metrics_file = Path(config.output_dir) / "metrics.json"
         if proc.returncode != 0 or not metrics_file.exists():
-            why = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-                   else f"exit code {proc.returncode}" if proc.returncode else "no metrics.json was written")
-            raise RuntimeError(f"{why}; nothing was registered. Last lines of {self.log_path}:\n"
-                               f"{log_tail(self.log_path, 15)}")
+            why = (
+                f"killed by signal {-proc.returncode}"
+                if proc.returncode < 0
+                else f"exit code {proc.returncode}"
+                if proc.returncode
+                else "no metrics.json was written"
+            )
+            raise RuntimeError(
+                f"{why}; nothing was registered. Last lines of {self.log_path}:\n"
+                f"{log_tail(self.log_path, 15)}"
+            )
         return json.loads(metrics_file.read_text())
 
     def _mirror(self, progress_file: Path) -> None:

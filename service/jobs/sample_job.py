@@ -31,16 +31,24 @@ class SampleJobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    models: list[Path] = Field(min_length=1, description="Hugging Face model directories, served one at a time")
+    models: list[Path] = Field(
+        min_length=1, description="Hugging Face model directories, served one at a time"
+    )
     k: int = Field(4, description="samples per prompt and system prompt, 1..16")
-    system_prompts: list[str] | None = Field(None, description="system prompt names (None: all; 'none': no system prompt)")
+    system_prompts: list[str] | None = Field(
+        None, description="system prompt names (None: all; 'none': no system prompt)"
+    )
     params: SamplingParams = Field(default_factory=SamplingParams)
     task_size: int | None = Field(None, description="candidates per ranking task (default K, within 2..8)")
-    mix: list[str] | None = Field(None, description="NAME=WEIGHT: weight of a system prompt among a task's candidates")
+    mix: list[str] | None = Field(
+        None, description="NAME=WEIGHT: weight of a system prompt among a task's candidates"
+    )
     rankings_per_task: int = Field(1, description="rankings each task needs (overlap)")
     seed: int = Field(0, description="seed for task composition and order")
     concurrency: int = Field(256, ge=1, le=4096, description="requests in flight at once")
-    vllm: VLLMOptions | None = Field(None, description="how to start the vLLM servers (default: the settings')")
+    vllm: VLLMOptions | None = Field(
+        None, description="how to start the vLLM servers (default: the settings')"
+    )
 
 
 def parse_mix(items: list[str] | None, names: list[str]) -> dict[str, float]:
@@ -70,8 +78,10 @@ def prepare(store: Store, settings: Settings, cfg: SampleJobConfig) -> SampleJob
         raise UserError(f"--rankings-per-task must be at least 1, got {cfg.rankings_per_task}")
     system_prompts = latest_system_prompts(store, cfg.system_prompts)
     if not system_prompts:
-        raise UserError("no system prompts stored; add some with `rankloop system-prompts add FILE` "
-                         "or pass --system-prompt none")
+        raise UserError(
+            "no system prompts stored; add some with `rankloop system-prompts add FILE` "
+            "or pass --system-prompt none"
+        )
     if not store.scalar("SELECT count(*) FROM prompts WHERE source <> 'eval'"):
         raise UserError("no prompts stored; add some with `rankloop prompts add FILE`")
     size = cfg.task_size or min(max(cfg.k, MIN_CANDIDATES), MAX_CANDIDATES)
@@ -99,19 +109,39 @@ def run(job: RunningJob) -> dict:
             model_id = find_or_register(store, model_dir)
             model_ids.append(model_id)
             try:
-                report = sample(store, Endpoint(model_id, server.served_name, server.base_url), prompts,
-                                system_prompts, cfg.k, cfg.params, progress=False, concurrency=cfg.concurrency,
-                                on_progress=lambda done, total, i=i: job.progress(i * total + done, n_models * total),
-                                should_stop=job.cancelled)
+                report = sample(
+                    store,
+                    Endpoint(model_id, server.served_name, server.base_url),
+                    prompts,
+                    system_prompts,
+                    cfg.k,
+                    cfg.params,
+                    progress=False,
+                    concurrency=cfg.concurrency,
+                    on_progress=lambda done, total, i=i: job.progress(i * total + done, n_models * total),
+                    should_stop=job.cancelled,
+                )
             except SamplingCancelled as e:
                 raise JobCancelled(str(e)) from None
         per_model[server.served_name] = {
-            "requested": report.requested, "already_stored": report.already_stored, "generated": report.generated,
-            "completion_tokens": report.completion_tokens, "seconds": round(report.seconds, 3),
-            "tokens_per_s": round(report.tokens_per_s, 1)}
+            "requested": report.requested,
+            "already_stored": report.already_stored,
+            "generated": report.generated,
+            "completion_tokens": report.completion_tokens,
+            "seconds": round(report.seconds, 3),
+            "tokens_per_s": round(report.tokens_per_s, 1),
+        }
     weights = {(s["id"], m): weights_by_name[s["name"]] for s in system_prompts for m in model_ids}
     # The tasks of one run form a batch for agreement statistics.
     batch = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} job {job.job_id} k={cfg.k}"
-    task_ids = build_tasks(store, [p["id"] for p in prompts], weights, cfg.params.key(), cfg.task_size,
-                           cfg.rankings_per_task, cfg.seed, batch)
+    task_ids = build_tasks(
+        store,
+        [p["id"] for p in prompts],
+        weights,
+        cfg.params.key(),
+        cfg.task_size,
+        cfg.rankings_per_task,
+        cfg.seed,
+        batch,
+    )
     return {"per_model": per_model, "tasks": len(task_ids), "batch": batch}

@@ -53,8 +53,12 @@ def _fmt(v) -> str:
 
 
 def _curves(metrics: dict, keys: tuple[str, ...]) -> list[tuple[float, float]]:
-    return [(p["step"], p[k]) for p in metrics.get("log") or metrics.get("loss_curve") or []
-            for k in keys if isinstance(p.get(k), int | float)][:500]
+    return [
+        (p["step"], p[k])
+        for p in metrics.get("log") or metrics.get("loss_curve") or []
+        for k in keys
+        if isinstance(p.get(k), int | float)
+    ][:500]
 
 
 def round_section(store: Store, rnd: dict) -> str:
@@ -67,30 +71,83 @@ def round_section(store: Store, rnd: dict) -> str:
         for r in annotators:
             r["unreliable"] = "yes: left out of training" if r["annotator"] in excluded else ""
         alpha = next((b for b in batch_alpha(store) if b["batch"] == rnd["batch"]), {})
-        out.append(f"<h3>Annotators (batch {escape(rnd['batch'])})</h3><p>Krippendorff's alpha (ordinal): "
-                   f"<b>{_fmt(alpha.get('alpha_ordinal'))}</b> over {alpha.get('overlap_tasks', 0)} tasks ranked "
-                   "by two or more annotators.</p>")
-        out.append(_table(annotators, ["annotator", "rankings", "agreement_with_consensus", "agreement_with_others",
-                                       "kendall_tau", "unreliable"], excluded, "annotator"))
-        out.append(charts.interval_chart(
-            [(r["annotator"], r["agreement_with_consensus"], r["agreement_with_consensus"],
-              r["agreement_with_consensus"]) for r in annotators if r["agreement_with_consensus"] is not None],
-            "Agreement with the consensus of the others", 0.0, 1.0, 0.5, "chance"))
+        out.append(
+            f"<h3>Annotators (batch {escape(rnd['batch'])})</h3><p>Krippendorff's alpha (ordinal): "
+            f"<b>{_fmt(alpha.get('alpha_ordinal'))}</b> over {alpha.get('overlap_tasks', 0)} tasks ranked "
+            "by two or more annotators.</p>"
+        )
+        out.append(
+            _table(
+                annotators,
+                [
+                    "annotator",
+                    "rankings",
+                    "agreement_with_consensus",
+                    "agreement_with_others",
+                    "kendall_tau",
+                    "unreliable",
+                ],
+                excluded,
+                "annotator",
+            )
+        )
+        out.append(
+            charts.interval_chart(
+                [
+                    (
+                        r["annotator"],
+                        r["agreement_with_consensus"],
+                        r["agreement_with_consensus"],
+                        r["agreement_with_consensus"],
+                    )
+                    for r in annotators
+                    if r["agreement_with_consensus"] is not None
+                ],
+                "Agreement with the consensus of the others",
+                0.0,
+                1.0,
+                0.5,
+                "chance",
+            )
+        )
     grid = []
     reward = _metrics(store, rnd["reward_model_id"])
     if reward.get("eval"):
         ev, hidden = reward["eval"], reward["eval"].get("hidden") or {}
-        grid.append(charts.bar_chart([(f"reward model #{rnd['reward_model_id']}", {
-            "vs labels (held out)": ev.get("pairwise_accuracy"), "vs hidden preference": hidden.get("model_vs_hidden"),
-            "labels vs hidden (ceiling)": hidden.get("labels_vs_hidden")})], "Reward model accuracy"))
-        grid.append(charts.line_chart({"reward model loss": _curves(reward, ("loss",))}, "Reward model training",
-                                      "step", "loss"))
+        grid.append(
+            charts.bar_chart(
+                [
+                    (
+                        f"reward model #{rnd['reward_model_id']}",
+                        {
+                            "vs labels (held out)": ev.get("pairwise_accuracy"),
+                            "vs hidden preference": hidden.get("model_vs_hidden"),
+                            "labels vs hidden (ceiling)": hidden.get("labels_vs_hidden"),
+                        },
+                    )
+                ],
+                "Reward model accuracy",
+            )
+        )
+        grid.append(
+            charts.line_chart(
+                {"reward model loss": _curves(reward, ("loss",))}, "Reward model training", "step", "loss"
+            )
+        )
     policy = _metrics(store, rnd["policy_model_id"])
     if policy:
-        grid.append(charts.line_chart({"loss": _curves(policy, ("loss",))}, "Policy training loss", "step", "loss"))
+        grid.append(
+            charts.line_chart({"loss": _curves(policy, ("loss",))}, "Policy training loss", "step", "loss")
+        )
         rewards = {k: _curves(policy, (k,)) for k in ("rewards/margins", "reward")}
-        grid.append(charts.line_chart({k: v for k, v in rewards.items() if v}, "Policy reward (DPO margin or RL reward)",
-                                      "step", "reward"))
+        grid.append(
+            charts.line_chart(
+                {k: v for k, v in rewards.items() if v},
+                "Policy reward (DPO margin or RL reward)",
+                "step",
+                "reward",
+            )
+        )
         evals = policy.get("evaluations") or []
         if evals:
             ev = evals[-1]
@@ -100,8 +157,16 @@ def round_section(store: Store, rnd: dict) -> str:
                 if j.get("lc_win_rate") is not None:
                     lc_ci = j.get("lc_ci") or [j["lc_win_rate"]] * 2
                     rows.append((f"{name}: length-controlled", j["lc_win_rate"], *lc_ci))
-            grid.append(charts.interval_chart(rows, f"Policy #{rnd['policy_model_id']} vs model {ev['baseline']}: "
-                                                    "win rate, 95% CI", 0.0, 1.0, 0.5, "even"))
+            grid.append(
+                charts.interval_chart(
+                    rows,
+                    f"Policy #{rnd['policy_model_id']} vs model {ev['baseline']}: win rate, 95% CI",
+                    0.0,
+                    1.0,
+                    0.5,
+                    "even",
+                )
+            )
     out.append(f'<div class="grid">{"".join(grid)}</div>')
     return "".join(out)
 
@@ -114,8 +179,14 @@ def leaderboards(store: Store) -> str:
             lo = min(r["ci_low"] for r in rows)
             hi = max(r["ci_high"] for r in rows)
             pad = (hi - lo) * 0.1 or 1.0
-            out.append(charts.interval_chart([(r["arm"][:24], r["score"], r["ci_low"], r["ci_high"]) for r in rows],
-                                             title, lo - pad, hi + pad))
+            out.append(
+                charts.interval_chart(
+                    [(r["arm"][:24], r["score"], r["ci_low"], r["ci_high"]) for r in rows],
+                    title,
+                    lo - pad,
+                    hi + pad,
+                )
+            )
         else:
             out.append(charts.empty(title))
     return "".join(out) + "</div>"
@@ -126,24 +197,39 @@ def lineage_picture(store: Store) -> str:
     if deployed is None:
         return "<h2>Deployed model</h2><p>Nothing is deployed yet.</p>" + charts.empty("Lineage")
     info = describe(store, deployed["model_id"])
-    chain = [{"label": f"#{m['id']} {m['kind']}", "lines": [m["name"] or "", f"snapshot {m['snapshot_id']}"
-                                                            if m.get("snapshot_id") else "", m["status"]]}
-             for m in reversed(info["lineage"])]
+    chain = [
+        {
+            "label": f"#{m['id']} {m['kind']}",
+            "lines": [
+                m["name"] or "",
+                f"snapshot {m['snapshot_id']}" if m.get("snapshot_id") else "",
+                m["status"],
+            ],
+        }
+        for m in reversed(info["lineage"])
+    ]
     rm = info.get("reward_model")
     extra = f" Judged by reward model #{rm['id']}." if rm else ""
-    return (f"<h2>Deployed model #{deployed['model_id']}</h2><p>Its lineage, oldest first.{escape(extra)}</p>"
-            + charts.lineage_chart(chain, f"Lineage of model #{deployed['model_id']}"))
+    return (
+        f"<h2>Deployed model #{deployed['model_id']}</h2><p>Its lineage, oldest first.{escape(extra)}</p>"
+        + charts.lineage_chart(chain, f"Lineage of model #{deployed['model_id']}")
+    )
 
 
 def build_report(store: Store) -> str:
     rounds = list_rounds(store)
-    body = [f"<h1>rankloop report</h1><p class='note'>built {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from the "
-            f"database; {len(rounds)} round(s). Rebuild it with <code>rankloop report</code>.</p>"]
-    body += [round_section(store, r) for r in rounds] or ["<p>No round has run yet: <code>rankloop demo</code> or "
-                                                          "<code>rankloop loop</code>.</p>"]
+    body = [
+        f"<h1>rankloop report</h1><p class='note'>built {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from the "
+        f"database; {len(rounds)} round(s). Rebuild it with <code>rankloop report</code>.</p>"
+    ]
+    body += [round_section(store, r) for r in rounds] or [
+        "<p>No round has run yet: <code>rankloop demo</code> or <code>rankloop loop</code>.</p>"
+    ]
     body += [leaderboards(store), lineage_picture(store)]
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>rankloop report</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>rankloop report</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    )
 
 
 def write_report(store: Store, path: Path) -> Path:

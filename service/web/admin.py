@@ -45,7 +45,9 @@ def require_admin(request: Request, authorization: str | None = Header(None)) ->
         if key is None:
             raise HTTPException(401, "invalid or revoked API key")
         if key.scope != "admin":
-            raise HTTPException(403, f"key {key.name!r} has scope {key.scope}; /admin needs an admin-scope key")
+            raise HTTPException(
+                403, f"key {key.name!r} has scope {key.scope}; /admin needs an admin-scope key"
+            )
         return f"key:{key.name}"
     session = request.app.state.signer.verify(token) if token else None
     if session is not None:
@@ -71,8 +73,11 @@ async def _receive_upload(request: Request, folder: Path, name: str) -> Path:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise HTTPException(413, f"the file is over the upload limit of "
-                                         f"{request.app.state.settings.max_upload_mib} MiB (setting max_upload_mib)")
+                raise HTTPException(
+                    413,
+                    f"the file is over the upload limit of "
+                    f"{request.app.state.settings.max_upload_mib} MiB (setting max_upload_mib)",
+                )
             f.write(chunk)
     return path
 
@@ -116,13 +121,23 @@ def _route(name: str, cmd: Command):
                 message = describe(e)
                 for server, caller in shown.items():
                     message = message.replace(server, caller)
-                status = (404 if isinstance(e, NotFound) else 400 if isinstance(e, UserError | OSError)
-                          else 422 if code == 2 else 500)
+                status = (
+                    404
+                    if isinstance(e, NotFound)
+                    else 400
+                    if isinstance(e, UserError | OSError)
+                    else 422
+                    if code == 2
+                    else 500
+                )
                 return _error(message, code, status)
             if cmd.download:
                 done, scratch = scratch, None  # removed once the file has been sent
-                return FileResponse(values[cmd.download], headers={"X-Rankloop-Result": json.dumps(result)},
-                                    background=BackgroundTask(shutil.rmtree, done, ignore_errors=True))
+                return FileResponse(
+                    values[cmd.download],
+                    headers={"X-Rankloop-Result": json.dumps(result)},
+                    background=BackgroundTask(shutil.rmtree, done, ignore_errors=True),
+                )
             return JSONResponse(result)
         except json.JSONDecodeError as e:
             return _error(f"the parameters are not valid JSON: {e}", 2, 422)

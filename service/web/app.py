@@ -65,15 +65,22 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     app.state.throttle = LoginThrottle()
     app.state.signer = SessionSigner(data_secret(settings.paths), ttl_s=settings.session_ttl_h * 3600)
 
-    def account_accepts(user: str | None, born: float) -> bool:  # disabled or logged out since: the session ends
+    def account_accepts(
+        user: str | None, born: float
+    ) -> bool:  # disabled or logged out since: the session ends
         acct = get_annotator(store, user or "")
         return acct is not None and session_valid(acct, born)
 
     app.state.ui_sessions = ExpiringSessions(settings.session_ttl_h * 3600, still_valid=account_accepts)
     # The control plane: every admin operation runs with this context, jobs on its runner.
     app.state.gateway = Gateway.create(store, settings)
-    app.state.ctx = Context(store, settings, JobRunner(store, settings, EngineSupervisor(settings)), ScorerCache(),
-                            app.state.gateway)
+    app.state.ctx = Context(
+        store,
+        settings,
+        JobRunner(store, settings, EngineSupervisor(settings)),
+        ScorerCache(),
+        app.state.gateway,
+    )
     app.state.scorers = app.state.ctx.scorers
 
     def serving(name: str, **params: object) -> dict:  # the admin tab's deploy, promote and rollback buttons
@@ -93,8 +100,13 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
         return _error(422, "; ".join(parts))
 
     # Errors a client can fix; the most specific class wins (NotLeased is a UserError).
-    for error, status in [(RankingError, 422), (ConfigError, 422), (NotLeased, 409), (UserError, 400),
-                          *((e, 422) for e in CLIENT_ERRORS if e is not UserError)]:
+    for error, status in [
+        (RankingError, 422),
+        (ConfigError, 422),
+        (NotLeased, 409),
+        (UserError, 400),
+        *((e, 422) for e in CLIENT_ERRORS if e is not UserError),
+    ]:
         app.add_exception_handler(error, lambda request, exc, status=status: _error(status, describe(exc)))
 
     @app.exception_handler(GatewayError)
@@ -116,10 +128,19 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
 
         blocks = build_ui(app.state)
         app = gr.mount_gradio_app(
-            app, blocks, path="/annotate", auth=gradio_auth(app.state),
+            app,
+            blocks,
+            path="/annotate",
+            auth=gradio_auth(app.state),
             auth_message="rankloop: log in with your annotator account",
-            allowed_paths=[], blocked_paths=[str(settings.data_dir.resolve())], show_error=True,
-            footer_links=[], ssr_mode=False, mcp_server=False, head=SHORTCUTS_JS, css=SHORTCUTS_CSS,
+            allowed_paths=[],
+            blocked_paths=[str(settings.data_dir.resolve())],
+            show_error=True,
+            footer_links=[],
+            ssr_mode=False,
+            mcp_server=False,
+            head=SHORTCUTS_JS,
+            css=SHORTCUTS_CSS,
         )
         # Gradio's queue polls for work every 1 ms on Linux, in the event loop the /v1 gateway relays its
         # streams in: 1,000 wake-ups a second, measurable on 2 cores (bench/serve.py). Every 20 ms adds at
@@ -148,6 +169,7 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
             from service.report.report import build_report
 
             return HTMLResponse(build_report(store))
+
     # Outermost last: the size limit before anything reads the body, then the origin check.
     app.add_middleware(SameOrigin)
     app.add_middleware(ClientAddress)
@@ -160,11 +182,16 @@ def body_limit(settings: Settings):
 
     def limit_for(scope: dict) -> tuple[int, str]:
         if str(scope.get("path", "")).startswith("/v1/"):
-            return settings.gateway.max_body_kib * 2**10, (f"the limit of {settings.gateway.max_body_kib} KiB "
-                                                           "(setting gateway.max_body_kib)")
+            return settings.gateway.max_body_kib * 2**10, (
+                f"the limit of {settings.gateway.max_body_kib} KiB (setting gateway.max_body_kib)"
+            )
         if scope.get("method") == "POST" and scope.get("path") in uploads:
-            return settings.max_upload_mib * 2**20, (f"the upload limit of {settings.max_upload_mib} MiB "
-                                                     "(setting max_upload_mib)")
-        return settings.max_body_kib * 2**10, f"the limit of {settings.max_body_kib} KiB (setting max_body_kib)"
+            return settings.max_upload_mib * 2**20, (
+                f"the upload limit of {settings.max_upload_mib} MiB (setting max_upload_mib)"
+            )
+        return (
+            settings.max_body_kib * 2** 10,
+            f"the limit of {settings.max_body_kib} KiB (setting max_body_kib)",
+        )
 
     return limit_for

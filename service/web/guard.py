@@ -35,10 +35,19 @@ def headers_of(scope: Scope) -> dict[str, str]:
 
 async def _refuse(send: Callable, status: int, message: str, openai: bool = False) -> None:
     """A JSON error; under /v1 in OpenAI's shape, which its clients parse."""
-    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None} if openai else message
+    error = (
+        {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        if openai
+        else message
+    )
     body = json.dumps({"error": error}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -105,14 +114,23 @@ class SameOrigin:
         if foreign and scope["method"] == "OPTIONS":
             return await _refuse(send, 403, "cross-origin requests are not allowed")
         if scope["method"] in WRITES and "cookie" in h and (foreign or claimed == "null"):
-            return await _refuse(send, 403, f"a request from {claimed} may not act with this site's login "
-                                            "(cross-site request refused)")
+            return await _refuse(
+                send,
+                403,
+                f"a request from {claimed} may not act with this site's login (cross-site request refused)",
+            )
 
         async def strip_cors(message: dict) -> None:
             # Whatever a mounted app adds, no other origin is ever allowed to read a response.
             if message["type"] == "http.response.start" and foreign:
-                message = {**message, "headers": [(k, v) for k, v in message.get("headers", [])
-                                                  if not k.lower().startswith(b"access-control-")]}
+                message = {
+                    **message,
+                    "headers": [
+                        (k, v)
+                        for k, v in message.get("headers", [])
+                        if not k.lower().startswith(b"access-control-")
+                    ],
+                }
             await send(message)
 
         await self.app(scope, receive, strip_cors)
@@ -143,15 +161,19 @@ class AnnotatorLogin:
         self.app, self.prefix, self.logged_in = app, prefix, logged_in
 
     def _open(self, path: str) -> bool:
-        rest = path[len(self.prefix):]
+        rest = path[len(self.prefix) :]
         # The page itself (without a session Gradio renders the login form), login/logout and assets;
         # everything else, `/gradio_api/file=` included, needs a session.
         return rest in ("", "/", *self.OPEN) or rest.startswith(self.OPEN_PREFIXES)
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         path = scope.get("path", "")
-        if (scope["type"] in ("http", "websocket") and (path == self.prefix or path.startswith(self.prefix + "/"))
-                and not self._open(path) and not self.logged_in(scope)):
+        if (
+            scope["type"] in ("http", "websocket")
+            and (path == self.prefix or path.startswith(self.prefix + "/"))
+            and not self._open(path)
+            and not self.logged_in(scope)
+        ):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 4401})
                 return

@@ -42,8 +42,10 @@ def serve(settings: Settings) -> None:
         sock.bind((settings.host, settings.port))
     except OSError as e:
         store.close()
-        raise UserError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}; "
-                         "pick another --port (0 = any free port)") from None
+        raise UserError(
+            f"cannot listen on {settings.host}:{settings.port}: {e.strerror}; "
+            "pick another --port (0 = any free port)"
+        ) from None
     url = f"http://{settings.host}:{sock.getsockname()[1]}"
     app = None
     try:
@@ -56,13 +58,18 @@ def serve(settings: Settings) -> None:
         gc.collect()
         gc.freeze()
         write_service_file(settings, url)
-        print(f"rankloop serving {settings.data_dir} at {url}\n  annotator: {url}/annotate\n"
-              f"  admin API: {url}/admin (key in {settings.paths.admin_key} unless configured)\n"
-              f"  OpenAI API: {url}/v1 (keys: rankloop keys create NAME)", flush=True)
+        print(
+            f"rankloop serving {settings.data_dir} at {url}\n  annotator: {url}/annotate\n"
+            f"  admin API: {url}/admin (key in {settings.paths.admin_key} unless configured)\n"
+            f"  OpenAI API: {url}/v1 (keys: rankloop keys create NAME)",
+            flush=True,
+        )
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it; as SystemExit it lets `finally` clean up.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         # Open browser tabs keep event streams open: give them 5 s, then close them.
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)).run(
+            sockets=[sock]
+        )
     finally:
         if app is not None:  # a job, a trainer or a vLLM server must not outlive the service that runs it
             app.state.ctx.jobs.stop_all()

@@ -40,7 +40,9 @@ def test_annotate_sim_local_recovers_the_hidden_preference(tmp_path: Path, capsy
         got = report["sim-u1"]["kendall_tau"]
         assert got < min(taus) - 0.1, f"unreliable annotator's Kendall tau {got}, reliable ones {taus}"
         (alpha,) = batch_alpha(store)
-        assert 0.2 < alpha["alpha_ordinal"] < 1, f"Krippendorff's alpha {alpha['alpha_ordinal']}, needed 0.2..1"
+        assert 0.2 < alpha["alpha_ordinal"] < 1, (
+            f"Krippendorff's alpha {alpha['alpha_ordinal']}, needed 0.2..1"
+        )
         # Ground truth: mean hidden utility of each system prompt's samples. Wherever two arms differ
         # clearly in truth (0.15 utility), the leaderboard must order them the same way.
         truth = Profile().preference
@@ -55,10 +57,12 @@ def test_annotate_sim_local_recovers_the_hidden_preference(tmp_path: Path, capsy
         for better, worse in clear:
             assert board[better]["score"] > board[worse]["score"], (
                 f"{better} (true mean utility {true_mean[better]:.2f}) should outscore {worse} "
-                f"({true_mean[worse]:.2f}); leaderboard {board}")
+                f"({true_mean[worse]:.2f}); leaderboard {board}"
+            )
         best, worst = max(true_mean, key=true_mean.get), min(true_mean, key=true_mean.get)
         assert board[best]["ci_low"] > board[worst]["ci_high"], (
-            f"best and worst arms should be told apart with confidence: {board[best]} vs {board[worst]}")
+            f"best and worst arms should be told apart with confidence: {board[best]} vs {board[worst]}"
+        )
 
 
 def _rankings(db: Path) -> dict[tuple[str, int], list[int]]:
@@ -74,7 +78,9 @@ def test_annotate_sim_gives_the_same_rankings_whatever_the_thread_order(tmp_path
     one database, and a run through a running service, store the same rankings."""
     origin = tmp_path / "origin"
     with Store.open(origin / "rankloop.duckdb") as store:
-        seed_tasks(store, n_prompts=8, k=4, styles=("brief", "detailed"), required=4)  # 16 tasks, all 4 rank each
+        seed_tasks(
+            store, n_prompts=8, k=4, styles=("brief", "detailed"), required=4
+        )  # 16 tasks, all 4 rank each
     copies = {}
     for name in ("a", "b", "served"):
         copies[name] = tmp_path / name
@@ -91,7 +97,9 @@ def test_annotate_sim_gives_the_same_rankings_whatever_the_thread_order(tmp_path
     for name in ("b", "served"):
         other = _rankings(copies[name] / "rankloop.duckdb")
         differ = [key for key in first if other.get(key) != first[key]]
-        assert not differ, f"{len(differ)} of 64 rankings differ between run 'a' and run {name!r}: {differ[:5]}"
+        assert not differ, (
+            f"{len(differ)} of 64 rankings differ between run 'a' and run {name!r}: {differ[:5]}"
+        )
 
 
 @pytest.mark.slow
@@ -104,18 +112,27 @@ def test_annotators_and_annotate_sim_through_a_running_service(tmp_path: Path, c
     with running_service(data, env={"RANKLOOP_ANNOTATION__GOLD_RATE": "0"}) as url:
         # The database is held by the service, so these can only work through its admin API.
         monkeypatch.setattr(sys, "stdin", io.StringIO("boss-password\n"))
-        assert main(["--data", str(data), "annotators", "add", "boss", "--role", "admin", "--password-stdin"]) == 0
+        assert (
+            main(["--data", str(data), "annotators", "add", "boss", "--role", "admin", "--password-stdin"])
+            == 0
+        )
         assert main(["--data", str(data), "annotate-sim", "--annotators", "2"]) == 0
         assert "stored 16 rankings" in capsys.readouterr().out
         assert main(["--data", str(data), "annotators", "disable", "alice"]) == 0
         assert main(["--data", str(data), "annotators", "list"]) == 0
         listing = capsys.readouterr().out
         assert "boss" in listing and "sim-2" in listing
-        assert httpx.post(f"{url}/api/annotate/login", json={"name": "alice", "password": "alice-password"}
-                          ).status_code == 401  # disabled
+        assert (
+            httpx.post(
+                f"{url}/api/annotate/login", json={"name": "alice", "password": "alice-password"}
+            ).status_code
+            == 401
+        )  # disabled
         assert httpx.get(f"{url}/admin/status", headers=admin_headers(data)).json()["rankings"] == 16
         # Export too: the service writes the file and streams it to the caller's path.
-        assert main(["--data", str(data), "export", "--format", "trl", "--out", str(tmp_path / "x.jsonl")]) == 0
+        assert (
+            main(["--data", str(data), "export", "--format", "trl", "--out", str(tmp_path / "x.jsonl")]) == 0
+        )
         assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 16
 
 

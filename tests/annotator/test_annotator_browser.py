@@ -20,8 +20,15 @@ from tests.support.servicectl import running_service
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
 # No GPU, no network beyond loopback, no first-run or background traffic.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -69,9 +76,19 @@ def call_handler_as(url: str, name: str, password: str, api_name: str) -> dict:
     """Trigger one of the app's event handlers through Gradio's queue, as a logged-in user would."""
     with httpx.Client(base_url=url, timeout=30) as c:
         c.post("/annotate/login", data={"username": name, "password": password}).raise_for_status()
-        dep = next(d for d in c.get("/annotate/config").json()["dependencies"] if d.get("api_name") == api_name)
-        c.post("/annotate/gradio_api/queue/join", json={"data": [], "event_data": None, "fn_index": dep["id"],
-                                                         "trigger_id": None, "session_hash": "t3st"}).raise_for_status()
+        dep = next(
+            d for d in c.get("/annotate/config").json()["dependencies"] if d.get("api_name") == api_name
+        )
+        c.post(
+            "/annotate/gradio_api/queue/join",
+            json={
+                "data": [],
+                "event_data": None,
+                "fn_index": dep["id"],
+                "trigger_id": None,
+                "session_hash": "t3st",
+            },
+        ).raise_for_status()
         with c.stream("GET", "/annotate/gradio_api/queue/data", params={"session_hash": "t3st"}) as events:
             for line in events.iter_lines():
                 if line.startswith("data:") and (msg := json.loads(line[5:]))["msg"] == "process_completed":
@@ -107,7 +124,9 @@ def test_annotator_ranks_with_a_tie_and_a_flag(data: Path, browser) -> None:
         assert len(rows) == 1
         row = rows[0]
         assert row["ranks"] == [2, 1, 1, 3] and not row["skipped"]
-        assert json.loads(row["flags"]) == [{"position": 3, "reason": "off_topic", "text": "talks about trains"}]
+        assert json.loads(row["flags"]) == [
+            {"position": 3, "reason": "off_topic", "text": "talks about trains"}
+        ]
         assert row["rationale"] == "2 and 3 are equally good" and row["time_spent_s"] > 0
         texts = {r["id"]: r["text"] for r in store.query("SELECT id, text FROM samples")}
         for i, sid in enumerate(row["sample_ids"]):  # the page showed the recorded display order
@@ -121,8 +140,11 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
 
         who = store.scalar("SELECT id FROM annotators WHERE name = 'alice'")
         while (t := queue.next_task(store, who, AnnotationOptions(gold_rate=0))) is not None:
-            queue.submit(store, who, Submission(task_id=t["task_id"], submission_id=str(t["task_id"]),
-                                                ranks=[1, 2, 3, 4]))
+            queue.submit(
+                store,
+                who,
+                Submission(task_id=t["task_id"], submission_id=str(t["task_id"]), ranks=[1, 2, 3, 4]),
+            )
     with running_service(data) as url:
         page = browser.new_page(viewport={"width": 1200, "height": 2400})
         log_in(page, url, "boss", "boss-password")
@@ -140,7 +162,10 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
         page.locator("#deploy-model input").fill("999")
         page.locator("#deploy").click()
         page.get_by_text("no model with id 999").first.wait_for()
-        assert call_handler_as(url, "alice", "alice-password", "admin_promote")["output"]["error"] == "admins only"
+        assert (
+            call_handler_as(url, "alice", "alice-password", "admin_promote")["output"]["error"]
+            == "admins only"
+        )
         # The admin tab links to the loop's report, rebuilt on each visit; only admins may read it.
         with page.context.expect_page() as opened:
             page.locator("#report-link").click()
@@ -151,11 +176,17 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
         assert httpx.get(f"{url}/report").status_code == 403  # no session
 
 
-THREE_TURNS = [{"role": "user", "content": "I am baking today."}, {"role": "assistant", "content": "What will you bake?"},
-               {"role": "user", "content": "Bread. How long should it rise?"}]
-CANDIDATES = ["About an hour, until it doubles. <b>Not</b> longer.",
-              "Rise times:\n\n```python\nminutes = 60  # <until doubled>\n```",
-              "Two days.", "I don't know."]
+THREE_TURNS = [
+    {"role": "user", "content": "I am baking today."},
+    {"role": "assistant", "content": "What will you bake?"},
+    {"role": "user", "content": "Bread. How long should it rise?"},
+]
+CANDIDATES = [
+    "About an hour, until it doubles. <b>Not</b> longer.",
+    "Rise times:\n\n```python\nminutes = 60  # <until doubled>\n```",
+    "Two days.",
+    "I don't know.",
+]
 
 
 def test_a_three_turn_conversation_ranked_with_the_keyboard(tmp_path: Path, browser) -> None:
@@ -167,16 +198,33 @@ def test_a_three_turn_conversation_ranked_with_the_keyboard(tmp_path: Path, brow
         model_id = register_model(store, "pretrained", tmp_path / "m", name="m")
         prompt_id = store.scalar("SELECT id FROM prompts")
         with store.write() as cur:
-            store.insert_arrow(cur, "samples", pa.Table.from_pylist([
-                {"prompt_id": prompt_id, "system_prompt_id": sp["id"], "model_id": model_id, "params": "{}",
-                 "params_hash": "p", "sample_index": i, "text": t} for i, t in enumerate(CANDIDATES)]))
+            store.insert_arrow(
+                cur,
+                "samples",
+                pa.Table.from_pylist(
+                    [
+                        {
+                            "prompt_id": prompt_id,
+                            "system_prompt_id": sp["id"],
+                            "model_id": model_id,
+                            "params": "{}",
+                            "params_hash": "p",
+                            "sample_index": i,
+                            "text": t,
+                        }
+                        for i, t in enumerate(CANDIDATES)
+                    ]
+                ),
+            )
         build_tasks(store, [prompt_id], {(sp["id"], model_id): 1.0}, "p", size=4)
         add_annotator(store, "alice", "annotator", "alice-password")
     with running_service(data, env={"RANKLOOP_ANNOTATION__GOLD_RATE": "0"}) as url:
         page = browser.new_page(viewport={"width": 1200, "height": 2400})
         log_in(page, url, "alice", "alice-password")
         page.wait_for_selector("#cand-0")
-        page.wait_for_function("document.querySelector('#conversation').innerText.includes('How long should it rise')")
+        page.wait_for_function(
+            "document.querySelector('#conversation').innerText.includes('How long should it rise')"
+        )
         chat = page.locator("#conversation").inner_text()
         positions = [chat.index(m["content"]) for m in THREE_TURNS]
         assert positions == sorted(positions), chat  # every turn, in order, above the candidates

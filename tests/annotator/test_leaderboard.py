@@ -40,7 +40,8 @@ def test_recovers_known_strengths_on_simulated_rankings() -> None:
     for a, b in [("brief", "friendly"), ("friendly", "detailed")]:
         est = (by[a].score - by[b].score) / ELO
         assert est == pytest.approx(true[a] - true[b], abs=0.12), (
-            f"{a} - {b}: estimated {est:.3f}, true {true[a] - true[b]:.3f}, allowed error 0.12")
+            f"{a} - {b}: estimated {est:.3f}, true {true[a] - true[b]:.3f}, allowed error 0.12"
+        )
     for s in board:
         assert s.ci_low <= s.score <= s.ci_high
         width = s.ci_high - s.ci_low

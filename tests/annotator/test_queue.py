@@ -31,8 +31,12 @@ def people(store: Store, n: int) -> list[int]:
 
 def sub(task: dict, ranks=None, sid=None, **kw) -> Submission:
     k = len(task["candidates"])
-    return Submission(task_id=task["task_id"], submission_id=sid or f"s-{random.random()}",
-                      ranks=ranks if ranks is not None or kw.get("skip_reason") else list(range(1, k + 1)), **kw)
+    return Submission(
+        task_id=task["task_id"],
+        submission_id=sid or f"s-{random.random()}",
+        ranks=ranks if ranks is not None or kw.get("skip_reason") else list(range(1, k + 1)),
+        **kw,
+    )
 
 
 def counts(store: Store) -> tuple[int, int]:
@@ -49,7 +53,9 @@ def test_overlap_leases_and_never_twice(store: Store) -> None:
     assert ta["task_id"] == tb["task_id"]  # same priority: fewest rankings, then oldest
     tc = queue.next_task(store, c, NO_GOLD)
     assert tc["task_id"] != ta["task_id"]  # R = 2 slots are taken by live leases
-    assert queue.next_task(store, a, NO_GOLD)["task_id"] == ta["task_id"]  # asking again returns the held task
+    assert (
+        queue.next_task(store, a, NO_GOLD)["task_id"] == ta["task_id"]
+    )  # asking again returns the held task
     for who, t in [(a, ta), (b, tb), (c, tc)]:
         queue.submit(store, who, sub(t))
         seen[who].append(t["task_id"])
@@ -122,8 +128,11 @@ def test_idempotent_submission(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "ranks, message",
-    [([1, 2], "the task has 3 candidates but 2 ranks"), ([1, 2, 4], "rank 4 is outside 1..3"),
-     ([2, 2, 3], "do not form an order")],
+    [
+        ([1, 2], "the task has 3 candidates but 2 ranks"),
+        ([1, 2, 4], "rank 4 is outside 1..3"),
+        ([2, 2, 3], "do not form an order"),
+    ],
 )
 def test_bad_rankings_store_nothing(store: Store, ranks, message) -> None:
     seed_tasks(store, n_prompts=1, k=3, styles=("brief",))
@@ -141,7 +150,9 @@ def test_ties_flags_skip_and_time_are_stored(store: Store) -> None:
     seed_tasks(store, n_prompts=2, k=3, styles=("brief",))
     (a,) = people(store, 1)
     t = queue.next_task(store, a, NO_GOLD)
-    queue.submit(store, a, sub(t, [1, 1, 3], flags=[Flag(position=2, reason="off_topic")], rationale="tie at top"))
+    queue.submit(
+        store, a, sub(t, [1, 1, 3], flags=[Flag(position=2, reason="off_topic")], rationale="tie at top")
+    )
     row = store.query("SELECT * FROM rankings")[0]
     assert row["ranks"] == [1, 1, 2] and not row["skipped"] and row["rationale"] == "tie at top"
     assert '"off_topic"' in row["flags"] and row["time_spent_s"] >= 0
@@ -149,8 +160,13 @@ def test_ties_flags_skip_and_time_are_stored(store: Store) -> None:
     queue.submit(store, a, sub(t2, skip_reason="all_bad", skip_text="all repeat themselves"))
     skip = store.query("SELECT * FROM rankings WHERE skipped")[0]
     assert skip["ranks"] is None and skip["skip_reason"] == "all_bad: all repeat themselves"
-    assert store.scalar("SELECT count(*) FROM tasks t WHERE NOT EXISTS "
-                        "(SELECT 1 FROM rankings r WHERE r.task_id = t.id AND NOT r.skipped)") == 1  # skips don't count
+    assert (
+        store.scalar(
+            "SELECT count(*) FROM tasks t WHERE NOT EXISTS "
+            "(SELECT 1 FROM rankings r WHERE r.task_id = t.id AND NOT r.skipped)"
+        )
+        == 1
+    )  # skips don't count
 
 
 def test_gold_tasks_are_mixed_in_and_scored(store: Store) -> None:
@@ -187,10 +203,12 @@ def test_accounts_hashes_and_disable(store: Store) -> None:
     assert authenticate(store, "alice", "nope") is None and authenticate(store, "bob", "x") is None
     set_disabled(store, "alice")
     assert authenticate(store, "alice", "correct horse") is None
-    for bad, message in [(("al ice", "annotator", "longenough"), "not valid"),
-                         (("carol", "root", "longenough"), "valid: annotator, admin"),
-                         (("carol", "annotator", "short"), "at least 8"),
-                         (("alice", "annotator", "longenough"), "already exists")]:
+    for bad, message in [
+        (("al ice", "annotator", "longenough"), "not valid"),
+        (("carol", "root", "longenough"), "valid: annotator, admin"),
+        (("carol", "annotator", "short"), "at least 8"),
+        (("alice", "annotator", "longenough"), "already exists"),
+    ]:
         with pytest.raises(UserError, match=message):
             add_annotator(store, *bad)
     with pytest.raises(UserError, match="no annotator named 'zed'"):
@@ -253,5 +271,7 @@ def test_judges_count_toward_overlap_only_when_configured(store: Store) -> None:
     assert queue.next_task(store, person, NO_GOLD)["task_id"] == t["task_id"]
     counting = AnnotationOptions(lease_s=600, gold_rate=0.0, judges_count=True)
     other = add_annotator(store, "ann-late", "simulated")
-    assert queue.next_task(store, other, counting) is None  # the judge's ranking (and the person's lease) fill it
+    assert (
+        queue.next_task(store, other, counting) is None
+    )  # the judge's ranking (and the person's lease) fill it
     assert queue.progress(store, judge, NO_GOLD)["queue"] == 0  # a judge never gets a task twice

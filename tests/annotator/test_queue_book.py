@@ -19,8 +19,11 @@ NO_GOLD = AnnotationOptions(lease_s=600, gold_rate=0.0)
 
 
 def ranked(task: dict, sid: str | None = None) -> Submission:
-    return Submission(task_id=task["task_id"], submission_id=sid or uuid.uuid4().hex,
-                      ranks=list(range(1, len(task["candidates"]) + 1)))
+    return Submission(
+        task_id=task["task_id"],
+        submission_id=sid or uuid.uuid4().hex,
+        ranks=list(range(1, len(task["candidates"]) + 1)),
+    )
 
 
 def test_submits_sent_together_share_commits_and_each_is_stored_once(store: Store) -> None:
@@ -92,8 +95,10 @@ def test_rankings_and_tasks_written_by_other_paths_are_counted(store: Store) -> 
     other = store.scalar("SELECT id FROM tasks WHERE id <> ?", [first["task_id"]])
     imported = add_annotator(store, "importer", "import")
     with store.write() as cur:  # an import fills the other task straight in the database
-        cur.execute("INSERT INTO rankings (task_id, annotator_id, ranks, submission_id) VALUES (?, ?, [1, 2], 'x')",
-                    [other, imported])
+        cur.execute(
+            "INSERT INTO rankings (task_id, annotator_id, ranks, submission_id) VALUES (?, ?, [1, 2], 'x')",
+            [other, imported],
+        )
     assert queue.next_task(store, a, NO_GOLD) is None
     assert queue.progress(store, a, NO_GOLD) == {"today": 1, "total": 1, "queue": 0}
     seed_tasks(store, n_prompts=2, k=2, styles=("brief",), seed=1)  # new tasks, and one raised in priority

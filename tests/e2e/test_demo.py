@@ -21,8 +21,24 @@ pytestmark = pytest.mark.slow
 
 
 def demo(data: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "service.cli", "--data", str(data), "demo", "--small", "--no-serve",
-                           "--port", "0"], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "--data",
+            str(data),
+            "demo",
+            "--small",
+            "--no-serve",
+            "--port",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -37,22 +53,43 @@ def figures(data: Path) -> dict:
     with Store.open(data / "rankloop.duckdb") as store:
         rnd = store.query("SELECT * FROM rounds WHERE kind = 'demo'")
         loop_rounds = store.query("SELECT * FROM rounds WHERE kind = 'loop'")
-        models = {r["id"]: {**r, "metrics": json.loads(r["metrics"] or "{}")} for r in store.query("SELECT * FROM models")}
+        models = {
+            r["id"]: {**r, "metrics": json.loads(r["metrics"] or "{}")}
+            for r in store.query("SELECT * FROM models")
+        }
         snap = snapshot_summary(store, rnd[0]["snapshot_id"]) if rnd and rnd[0]["snapshot_id"] else {}
         open_tasks = store.query(
             """SELECT t.id FROM tasks t WHERE t.batch LIKE 'human evaluation%' AND NOT EXISTS (
-                 SELECT 1 FROM rankings r WHERE r.task_id = t.id)""")
+                 SELECT 1 FROM rankings r WHERE r.task_id = t.id)"""
+        )
         served = store.query("SELECT status, completion_tokens, route FROM traffic")
-    return {"rounds": rnd, "loop_rounds": loop_rounds, "models": models, "snapshot": snap, "open_eval_tasks": open_tasks,
-            "traffic": served}
+    return {
+        "rounds": rnd,
+        "loop_rounds": loop_rounds,
+        "models": models,
+        "snapshot": snap,
+        "open_eval_tasks": open_tasks,
+        "traffic": served,
+    }
 
 
 def test_demo_closes_the_loop(first: dict) -> None:
     out, f = first["out"], figures(first["data"])
-    for stage in ["pretraining the tiny chat model", "supervised fine-tuning", "sampling responses",
-                  "UNRELIABLE: left out", "training the reward model", "(dpo) from model",
-                  "hidden judge: win rate", "deployed policy #", "POST http", "assistant:", "report:",
-                  "annotator app:", "OpenAI API:"]:
+    for stage in [
+        "pretraining the tiny chat model",
+        "supervised fine-tuning",
+        "sampling responses",
+        "UNRELIABLE: left out",
+        "training the reward model",
+        "(dpo) from model",
+        "hidden judge: win rate",
+        "deployed policy #",
+        "POST http",
+        "assistant:",
+        "report:",
+        "annotator app:",
+        "OpenAI API:",
+    ]:
         assert stage in out, f"{stage!r} missing from the demo's output:\n{out[-4000:]}"
     [rnd] = f["rounds"]
     assert rnd["status"] == "done" and json.loads(rnd["excluded"]) == ["sim-u1"]  # the random ranker, flagged
@@ -102,9 +139,27 @@ def test_a_second_run_reuses_everything(first: dict) -> None:
 
 
 def loop(data: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "service.cli", "--data", str(data), "loop", "--rounds", "1", "--k", "4",
-                             *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "--data",
+            str(data),
+            "loop",
+            "--rounds",
+            "1",
+            "--k",
+            "4",
+            *args,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_loop_samples_the_deployed_policy_and_resumes_after_a_crash(first: dict) -> None:
@@ -112,7 +167,9 @@ def test_loop_samples_the_deployed_policy_and_resumes_after_a_crash(first: dict)
     deployed = figures(data)["rounds"][0]["deployed_model_id"]
     proc = loop(data)
     seen = []
-    for line in proc.stdout:  # crash (the whole process group, trainer included) once the snapshot is recorded
+    for (
+        line
+    ) in proc.stdout:  # crash (the whole process group, trainer included) once the snapshot is recorded
         seen.append(line)
         if "step 4/7" in line:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -128,15 +185,24 @@ def test_loop_samples_the_deployed_policy_and_resumes_after_a_crash(first: dict)
     [second] = f["loop_rounds"]
     assert second["status"] == "done" and second["sampled_model_id"] == deployed
     won = f["models"][second["policy_model_id"]]["status"] == "active"
-    assert second["deployed_model_id"] == (second["policy_model_id"] if won else deployed)  # a loser never deploys
+    assert second["deployed_model_id"] == (
+        second["policy_model_id"] if won else deployed
+    )  # a loser never deploys
     assert "Round 2 (loop, done)" in (data / "report.html").read_text()
 
 
 def test_bad_demo_input_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    for args, message in ((["--model", str(tmp_path)], "not a Hugging Face model directory"),
-                          (["--method", "ppo"], "invalid choice: 'ppo'")):
-        done = subprocess.run([sys.executable, "-m", "service.cli", "--data", str(data), "demo", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+    for args, message in (
+        (["--model", str(tmp_path)], "not a Hugging Face model directory"),
+        (["--method", "ppo"], "invalid choice: 'ppo'"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", "--data", str(data), "demo", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not data.exists()

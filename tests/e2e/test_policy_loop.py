@@ -36,14 +36,23 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def check_win(ev: dict, judge: str, name: str) -> None:
     j = ev["judges"][judge]
-    assert j["ci"][0] > 0.5, (f"{name} vs its parent under the {judge} judge: win rate {j['win_rate']:.3f}, "
-                              f"95% CI {j['ci'][0]:.3f}-{j['ci'][1]:.3f} on {j['n']} comparisons; want CI above 0.5")
+    assert j["ci"][0] > 0.5, (
+        f"{name} vs its parent under the {judge} judge: win rate {j['win_rate']:.3f}, "
+        f"95% CI {j['ci'][0]:.3f}-{j['ci'][1]:.3f} on {j['n']} comparisons; want CI above 0.5"
+    )
 
 
 def test_dpo_beats_its_parent_passes_the_gate_and_shows_its_lineage(loop: dict) -> None:
     data, root = loop["data"], loop["root"]
-    out = run(data, "train", "policy", "--method", "dpo", "--config", write_yaml(root / "dpo.yaml", {
-        "max_steps": 60, "batch_size": 8, "max_length": 256}))
+    out = run(
+        data,
+        "train",
+        "policy",
+        "--method",
+        "dpo",
+        "--config",
+        write_yaml(root / "dpo.yaml", {"max_steps": 60, "batch_size": 8, "max_length": 256}),
+    )
     dpo = model_id(out)
     # 8 answers per prompt and system prompt (the SFT parent's come from the sampling run): a tighter interval.
     printed, ev = evaluation(data, dpo, "--judge", "hidden", "--human", "4", "--samples", "8")
@@ -58,8 +67,11 @@ def test_dpo_beats_its_parent_passes_the_gate_and_shows_its_lineage(loop: dict) 
     chain = [line.split()[:3] for line in shown.splitlines() if re.match(r"^\d+\s+\d+\s+\w+", line)]
     assert [c[2] for c in chain] == ["policy", "sft", "pretrained"], shown  # dpo -> sft -> pretrained
     assert str(loop["chat_model"]) in shown
-    assert re.search(r"data: snapshot \w+: \d+ rankings .* by 2 annotators \(sim-0, sim-1\); system prompts "
-                     r"brief v1, detailed v1, friendly v1", shown), shown
+    assert re.search(
+        r"data: snapshot \w+: \d+ rankings .* by 2 annotators \(sim-0, sim-1\); system prompts "
+        r"brief v1, detailed v1, friendly v1",
+        shown,
+    ), shown
     assert f"reward model (judged by): #{loop['reward']}" in shown and "trained on snapshot" in shown
     assert "gate judge: hidden" in shown and "KL to the reference" in shown
     checkpoint = json.loads((Path(model_row(data, dpo)["path"]) / "metrics.json").read_text())
@@ -69,7 +81,9 @@ def test_dpo_beats_its_parent_passes_the_gate_and_shows_its_lineage(loop: dict) 
 def test_human_evaluation_tasks_reach_the_queue_and_move_the_model_leaderboard(loop: dict) -> None:
     data = loop["data"]
     with Store.open(data / "rankloop.duckdb") as store:
-        tasks = store.query("SELECT id, sample_ids FROM tasks WHERE batch LIKE 'human evaluation%' ORDER BY id")
+        tasks = store.query(
+            "SELECT id, sample_ids FROM tasks WHERE batch LIKE 'human evaluation%' ORDER BY id"
+        )
         assert len(tasks) == 4 and all(len(t["sample_ids"]) == 2 for t in tasks)
         before = {r["arm"]: r for r in leaderboard_rows(store, "model")}
         alice = add_annotator(store, "alice", "annotator", "a-long-password")
@@ -78,11 +92,16 @@ def test_human_evaluation_tasks_reach_the_queue_and_move_the_model_leaderboard(l
         while (task := queue.next_task(store, alice, opts)) is not None:
             assert set(task["candidates"][0]) == {"position", "text"}  # blind: no model, no system prompt
             sample_ids = store.scalar("SELECT sample_ids FROM tasks WHERE id = ?", [task["task_id"]])
-            names = [store.scalar("SELECT m.name FROM samples s JOIN models m ON m.id = s.model_id WHERE s.id = ?",
-                                  [sid]) for sid in sample_ids]
+            names = [
+                store.scalar(
+                    "SELECT m.name FROM samples s JOIN models m ON m.id = s.model_id WHERE s.id = ?", [sid]
+                )
+                for sid in sample_ids
+            ]
             ranks = [1 if name.startswith("dpo") else 2 for name in names]  # alice prefers the DPO policy
-            queue.submit(store, alice, Submission(task_id=task["task_id"], submission_id=uuid.uuid4().hex,
-                                                  ranks=ranks))
+            queue.submit(
+                store, alice, Submission(task_id=task["task_id"], submission_id=uuid.uuid4().hex, ranks=ranks)
+            )
             seen.append(task["task_id"])
         assert sorted(seen) == [t["id"] for t in tasks]
         after = {r["arm"]: r for r in leaderboard_rows(store, "model")}
@@ -90,7 +109,7 @@ def test_human_evaluation_tasks_reach_the_queue_and_move_the_model_leaderboard(l
     sft_arm = next(a for a in after if a.startswith("sft"))
     assert after[dpo_arm]["comparisons"] == before.get(dpo_arm, {}).get("comparisons", 0) + 4
     assert after[dpo_arm]["score"] > after[sft_arm]["score"]
-    assert (before.get(dpo_arm) is None or after[dpo_arm]["score"] > before[dpo_arm]["score"])
+    assert before.get(dpo_arm) is None or after[dpo_arm]["score"] > before[dpo_arm]["score"]
     shown = run(data, "leaderboard", "--by", "model")
     assert dpo_arm in shown
 
@@ -98,11 +117,28 @@ def test_human_evaluation_tasks_reach_the_queue_and_move_the_model_leaderboard(l
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
 def test_online_rl_beats_its_parent_against_the_reward_model(method: str, loop: dict) -> None:
     data, root = loop["data"], loop["root"]
-    out = run(data, "train", "policy", "--method", method, "--config", write_yaml(root / f"{method}.yaml", {
-        "max_steps": 80, "batch_size": 8, "num_generations": 4, "learning_rate": 1e-4, "max_length": 256}))
+    out = run(
+        data,
+        "train",
+        "policy",
+        "--method",
+        method,
+        "--config",
+        write_yaml(
+            root / f"{method}.yaml",
+            {
+                "max_steps": 80,
+                "batch_size": 8,
+                "num_generations": 4,
+                "learning_rate": 1e-4,
+                "max_length": 256,
+            },
+        ),
+    )
     policy = model_id(out)
-    printed, ev = evaluation(data, policy, "--against", str(loop["sft"]), "--judge", "hidden", "--no-gate",
-                             "--samples", "8")
+    printed, ev = evaluation(
+        data, policy, "--against", str(loop["sft"]), "--judge", "hidden", "--no-gate", "--samples", "8"
+    )
     check_win(ev, "hidden", method.upper())
     check_win(ev, "reward", method.upper())
     assert ev["status"] == "candidate" and "gate not applied" in printed  # figures recorded, status unchanged
@@ -115,12 +151,34 @@ def test_the_gate_refuses_a_policy_that_does_not_win(loop: dict) -> None:
     them) want about 12 words, so it loses to its parent."""
     data, root = loop["data"], loop["root"]
     detailed = root / "detailed.jsonl"
-    detailed.write_text("".join(json.dumps({"messages": t}) + "\n" for t in transcripts(400, seed=8)
-                                if t[0]["content"] == SYSTEM_STYLES["detailed"]))
+    detailed.write_text(
+        "".join(
+            json.dumps({"messages": t}) + "\n"
+            for t in transcripts(400, seed=8)
+            if t[0]["content"] == SYSTEM_STYLES["detailed"]
+        )
+    )
     # Trained, then evaluated against its parent and gated under the reward model, in one command.
-    printed = run(data, "train", "policy", "--method", "sft", "--evaluate", *VLLM, "--config", write_yaml(
-        root / "long.yaml", {"base_model": model_row(data, loop["sft"])["path"], "data": str(detailed), "max_steps": 40,
-                             "batch_size": 8, "max_length": 256}))
+    printed = run(
+        data,
+        "train",
+        "policy",
+        "--method",
+        "sft",
+        "--evaluate",
+        *VLLM,
+        "--config",
+        write_yaml(
+            root / "long.yaml",
+            {
+                "base_model": model_row(data, loop["sft"])["path"],
+                "data": str(detailed),
+                "max_steps": 40,
+                "batch_size": 8,
+                "max_length": 256,
+            },
+        ),
+    )
     row = model_row(data, model_id(printed))
     ev = {**row["metrics"]["evaluations"][-1], "status": row["status"]}
     assert ev["baseline"] == loop["sft"] and ev["judge"] == "reward"

@@ -24,7 +24,9 @@ def test_win_rate_interval_covers_the_rate_and_resamples_groups() -> None:
     # Binomial sd at n=100 is 0.046: a 95% interval of about +-0.09.
     assert 0.58 < lo < 0.65 and 0.75 < hi < 0.82, spread
     # The same judgments in 10 groups of 10 identical ones: only 10 independent prompts, a wider interval.
-    clustered = win_rate(np.repeat([1.0] * 7 + [0.0] * 3, 10), [f"p{i // 10}" for i in range(100)], n_boot=2000)
+    clustered = win_rate(
+        np.repeat([1.0] * 7 + [0.0] * 3, 10), [f"p{i // 10}" for i in range(100)], n_boot=2000
+    )
     assert clustered["groups"] == 10
     assert clustered["ci"][1] - clustered["ci"][0] > 2 * (hi - lo) * 0.9, (clustered, spread)
 
@@ -46,15 +48,32 @@ def test_length_controlled_win_rate_removes_a_win_that_is_only_length() -> None:
 
 
 def test_evaluate_writes_figures_for_every_judge(tiny_model: Path, tmp_path: Path) -> None:
-    rows = [{"group": f"p{i % 5}", "messages": [{"role": "system", "content": "Be brief."},
-                                                {"role": "user", "content": f"Tell me about cats {i}."}],
-             "candidate": "Cats purr and nap." * (1 + i % 2), "baseline": "Cats.", "scores": {"hidden": [1.0, 0.0]}}
-            for i in range(20)]
+    rows = [
+        {
+            "group": f"p{i % 5}",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": f"Tell me about cats {i}."},
+            ],
+            "candidate": "Cats purr and nap." * (1 + i % 2),
+            "baseline": "Cats.",
+            "scores": {"hidden": [1.0, 0.0]},
+        }
+        for i in range(20)
+    ]
     data = tmp_path / "comparisons.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reference = perturbed(tiny_model, tmp_path / "ref")
-    out = main(EvalConfig(comparisons=data, output_dir=tmp_path / "ev", reward_model=tiny_model,
-                          candidate_model=tiny_model, reference_model=reference, bootstrap=200))
+    out = main(
+        EvalConfig(
+            comparisons=data,
+            output_dir=tmp_path / "ev",
+            reward_model=tiny_model,
+            candidate_model=tiny_model,
+            reference_model=reference,
+            bootstrap=200,
+        )
+    )
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["judges"]) == {"hidden", "reward"}
     assert report["judges"]["hidden"]["win_rate"] == 1.0 and report["judges"]["hidden"]["ci"] == [1.0, 1.0]
@@ -87,7 +106,9 @@ def reply_logprob(model: Path, row: dict) -> float:
 
     tok, m = AutoTokenizer.from_pretrained(model), AutoModelForCausalLM.from_pretrained(model)
     start = len(tok.apply_chat_template(row["messages"], add_generation_prompt=True)["input_ids"])
-    ids = tok.apply_chat_template(row["messages"] + [{"role": "assistant", "content": row["candidate"]}])["input_ids"]
+    ids = tok.apply_chat_template(row["messages"] + [{"role": "assistant", "content": row["candidate"]}])[
+        "input_ids"
+    ]
     with torch.no_grad():
         logp = m(torch.tensor([ids])).logits[0].log_softmax(-1)
     return float(sum(logp[i - 1, ids[i]] for i in range(start, len(ids))))

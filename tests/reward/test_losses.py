@@ -31,7 +31,8 @@ def test_plackett_luce_without_ties_by_hand() -> None:
 def test_plackett_luce_of_two_is_bradley_terry() -> None:
     s = torch.tensor([[0.3, 1.7]])
     assert plackett_luce_loss(s, torch.tensor([[2, 1]])).item() == pytest.approx(
-        bradley_terry_loss(torch.tensor([1.7]), torch.tensor([0.3])).item(), abs=1e-6)
+        bradley_terry_loss(torch.tensor([1.7]), torch.tensor([0.3])).item(), abs=1e-6
+    )
 
 
 def test_plackett_luce_ties_use_breslow() -> None:
@@ -40,16 +41,21 @@ def test_plackett_luce_ties_use_breslow() -> None:
     loss = plackett_luce_loss(torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[1, 1, 2]]))
     assert loss.item() == pytest.approx(2 * (math.log(2 * math.e + 1) - 1), abs=1e-5)
     # All tied, s = [a, b]: -(a + b) + 2 log(e^a + e^b); at a = b = 0 that is 2 log 2.
-    assert plackett_luce_loss(torch.zeros(1, 2), torch.tensor([[1, 1]])).item() == pytest.approx(2 * math.log(2))
+    assert plackett_luce_loss(torch.zeros(1, 2), torch.tensor([[1, 1]])).item() == pytest.approx(
+        2 * math.log(2)
+    )
 
 
 def test_plackett_luce_padding_and_batching() -> None:
     # A list of 2 padded to 3 gives the same loss as the list alone, and the batch loss is the mean.
-    padded = plackett_luce_loss(torch.tensor([[2.0, 1.0, 99.0]]), torch.tensor([[1, 2, 1]]),
-                                torch.tensor([[True, True, False]]))
+    padded = plackett_luce_loss(
+        torch.tensor([[2.0, 1.0, 99.0]]), torch.tensor([[1, 2, 1]]), torch.tensor([[True, True, False]])
+    )
     alone = plackett_luce_loss(torch.tensor([[2.0, 1.0]]), torch.tensor([[1, 2]]))
     assert padded.item() == pytest.approx(alone.item(), abs=1e-6)
-    batch = plackett_luce_loss(torch.tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]]), torch.tensor([[1, 2, 3], [3, 2, 1]]))
+    batch = plackett_luce_loss(
+        torch.tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]]), torch.tensor([[1, 2, 3], [3, 2, 1]])
+    )
     assert batch.item() == pytest.approx((0.720869 + 2.407606 + 1.313262) / 2, abs=1e-5)
     s = torch.tensor([[2.0, 1.0, 5.0]], requires_grad=True)
     plackett_luce_loss(s, torch.tensor([[1, 2, 1]]), torch.tensor([[True, True, False]])).backward()

@@ -4,8 +4,13 @@ from reward.data import apply_consensus, dense_ranks, listwise_groups, pairwise_
 
 
 def row(task_id: int, ranks: list[int], annotator: str = "a") -> dict:
-    return {"task_id": task_id, "prompt": "Q?", "texts": ["w", "x", "y", "z"][: len(ranks)], "ranks": ranks,
-            "annotator": annotator}
+    return {
+        "task_id": task_id,
+        "prompt": "Q?",
+        "texts": ["w", "x", "y", "z"][: len(ranks)],
+        "ranks": ranks,
+        "annotator": annotator,
+    }
 
 
 def test_pairs_from_a_ranking_with_ties() -> None:
@@ -35,5 +40,10 @@ def test_consensus_all_or_aggregate() -> None:
 
 def test_listwise_groups_keep_display_order_and_ties() -> None:
     groups = listwise_groups([row(1, [2, 1, 1, 3])])
-    assert groups == [{"prompt": [{"role": "user", "content": "Q?"}], "responses": ["w", "x", "y", "z"],
-                       "ranks": [2, 1, 1, 3]}]
+    assert groups == [
+        {
+            "prompt": [{"role": "user", "content": "Q?"}],
+            "responses": ["w", "x", "y", "z"],
+            "ranks": [2, 1, 1, 3],
+        }
+    ]

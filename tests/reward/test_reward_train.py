@@ -48,28 +48,47 @@ def check_trained(out: Path, metrics: dict) -> None:
 
 
 @pytest.mark.parametrize("mode, floor", [("listwise", 0.85), ("pairwise", 0.8)])
-def test_mode_learns_the_hidden_preference(mode: str, floor: float, snapshot: Path, tiny_model: Path,
-                                           tmp_path: Path) -> None:
-    cfg = RewardTrainConfig(snapshot=snapshot, base_model=tiny_model, output_dir=tmp_path / mode, mode=mode,
-                            epochs=3, batch_size=8 if mode == "listwise" else 16, logging_steps=5)
+def test_mode_learns_the_hidden_preference(
+    mode: str, floor: float, snapshot: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    cfg = RewardTrainConfig(
+        snapshot=snapshot,
+        base_model=tiny_model,
+        output_dir=tmp_path / mode,
+        mode=mode,
+        epochs=3,
+        batch_size=8 if mode == "listwise" else 16,
+        logging_steps=5,
+    )
     out = main(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     check_trained(out, metrics)
     ev = metrics["eval"]
     hidden = ev["hidden"]
-    print(f"{mode}: held-out accuracy {ev['pairwise_accuracy']} vs labels; {hidden['model_vs_hidden']} vs the hidden "
-          f"preference; noise ceiling (labels vs hidden) {hidden['labels_vs_hidden']}")
+    print(
+        f"{mode}: held-out accuracy {ev['pairwise_accuracy']} vs labels; {hidden['model_vs_hidden']} vs the hidden "
+        f"preference; noise ceiling (labels vs hidden) {hidden['labels_vs_hidden']}"
+    )
     assert hidden["model_vs_hidden"] >= floor, (  # chance is 0.5
-        f"{mode}: agreement with the hidden preference {hidden['model_vs_hidden']}, needed {floor}")
+        f"{mode}: agreement with the hidden preference {hidden['model_vs_hidden']}, needed {floor}"
+    )
     assert ev["pairwise_accuracy"] >= hidden["labels_vs_hidden"] - 0.1, (  # close to the ceiling
         f"{mode}: held-out accuracy {ev['pairwise_accuracy']}, needed the ceiling "
-        f"{hidden['labels_vs_hidden']} - 0.1")
+        f"{hidden['labels_vs_hidden']} - 0.1"
+    )
     assert 0 <= ev["ece"] < 0.2, f"{mode}: calibration error {ev['ece']}, needed < 0.2"
 
 
 def test_lora_is_merged_into_a_plain_checkpoint(snapshot: Path, tiny_model: Path, tmp_path: Path) -> None:
-    cfg = RewardTrainConfig(snapshot=snapshot, base_model=tiny_model, output_dir=tmp_path / "lora", lora=True,
-                            lora_r=4, epochs=1, logging_steps=5)
+    cfg = RewardTrainConfig(
+        snapshot=snapshot,
+        base_model=tiny_model,
+        output_dir=tmp_path / "lora",
+        lora=True,
+        lora_r=4,
+        epochs=1,
+        logging_steps=5,
+    )
     out = main(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     assert not (out / "adapter_config.json").exists()  # merged: vLLM and transformers load it as is
@@ -78,13 +97,42 @@ def test_lora_is_merged_into_a_plain_checkpoint(snapshot: Path, tiny_model: Path
 
 def test_two_processes_under_accelerate_launch(snapshot: Path, tiny_model: Path, tmp_path: Path) -> None:
     config = tmp_path / "reward.yaml"
-    config.write_text(yaml.safe_dump({"snapshot": str(snapshot), "base_model": str(tiny_model),
-                                      "output_dir": str(tmp_path / "ddp"), "epochs": 1, "batch_size": 8}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "snapshot": str(snapshot),
+                "base_model": str(tiny_model),
+                "output_dir": str(tmp_path / "ddp"),
+                "epochs": 1,
+                "batch_size": 8,
+            }
+        )
+    )
     accelerate = Path(sys.executable).parent / "accelerate"
-    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "reward.train",
-                           "--config", str(config)], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "reward.train",
+            "--config",
+            str(config),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     single_steps = -(-metrics["train"]["rankings"] // 8)
@@ -93,8 +141,9 @@ def test_two_processes_under_accelerate_launch(snapshot: Path, tiny_model: Path,
     assert metrics["eval"]["pairwise_accuracy"] is not None
 
 
-def test_a_base_checkpoint_without_pad_token_or_chat_template(snapshot: Path, tiny_model: Path,
-                                                              tmp_path: Path) -> None:
+def test_a_base_checkpoint_without_pad_token_or_chat_template(
+    snapshot: Path, tiny_model: Path, tmp_path: Path
+) -> None:
     """Like most base Llama/Mistral checkpoints: padding falls back to end-of-text, and responses
     are encoded as plain text."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -111,8 +160,16 @@ def test_a_base_checkpoint_without_pad_token_or_chat_template(snapshot: Path, ti
     reloaded = AutoTokenizer.from_pretrained(base)
     assert reloaded.pad_token is None and not reloaded.chat_template
     for mode in ("listwise", "pairwise"):
-        out = main(RewardTrainConfig(snapshot=snapshot, base_model=base, output_dir=tmp_path / mode, mode=mode,
-                                     max_steps=3, logging_steps=1))
+        out = main(
+            RewardTrainConfig(
+                snapshot=snapshot,
+                base_model=base,
+                output_dir=tmp_path / mode,
+                mode=mode,
+                max_steps=3,
+                logging_steps=1,
+            )
+        )
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["train"]["steps"] == 3 and metrics["eval"]["pairwise_accuracy"] is not None
         assert len(RewardScorer(out).score("Q?", ["a", "b b b"])) == 2

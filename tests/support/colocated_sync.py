@@ -29,17 +29,36 @@ def main(model_dir: str, work: str) -> dict:
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     chat = [{"role": "user", "content": "Tell me about cats."}]
-    args = GRPOConfig(output_dir=work, use_cpu=True, bf16=False, max_steps=1, per_device_train_batch_size=4,
-                      num_generations=4, use_vllm=True, vllm_mode="colocate", report_to=[], max_completion_length=8)
-    trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=args,
-                          train_dataset=Dataset.from_list([{"prompt": chat}] * 8), processing_class=tok)
+    args = GRPOConfig(
+        output_dir=work,
+        use_cpu=True,
+        bf16=False,
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        use_vllm=True,
+        vllm_mode="colocate",
+        report_to=[],
+        max_completion_length=8,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=lambda completions, **_: [0.0] * len(completions),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": chat}] * 8),
+        processing_class=tok,
+    )
     sync_through_reload(trainer)
     llm = trainer.vllm_generation.llm
-    seq = (tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)["input_ids"]
-           + tok("Cats have whiskers and paws. Many love cats.", add_special_tokens=False)["input_ids"])
+    seq = (
+        tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)["input_ids"]
+        + tok("Cats have whiskers and paws. Many love cats.", add_special_tokens=False)["input_ids"]
+    )
 
     def gap() -> float:
-        out = llm.generate([{"prompt_token_ids": seq}], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+        out = llm.generate(
+            [{"prompt_token_ids": seq}], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False
+        )
         served = torch.tensor([next(iter(d.values())).logprob for d in out[0].prompt_logprobs[1:]])
         with torch.no_grad():
             logits = model(torch.tensor([seq])).logits[0, :-1].log_softmax(-1)

@@ -71,28 +71,67 @@ def build_loop(root: Path, chat: Path) -> dict:
         stages[name] = round(time.perf_counter() - t0, 1)
         return out
 
-    (root / "instructions.jsonl").write_text("".join(json.dumps({"messages": t}) + "\n"
-                                                     for t in transcripts(400, seed=7)))
-    sft = model_id(stage("sft", "train", "policy", "--method", "sft", "--config", write_yaml(root / "sft.yaml", {
-        "base_model": str(chat), "data": str(root / "instructions.jsonl"), "max_steps": 30, "batch_size": 8,
-        "max_length": 256})))
+    (root / "instructions.jsonl").write_text(
+        "".join(json.dumps({"messages": t}) + "\n" for t in transcripts(400, seed=7))
+    )
+    sft = model_id(
+        stage(
+            "sft",
+            "train",
+            "policy",
+            "--method",
+            "sft",
+            "--config",
+            write_yaml(
+                root / "sft.yaml",
+                {
+                    "base_model": str(chat),
+                    "data": str(root / "instructions.jsonl"),
+                    "max_steps": 30,
+                    "batch_size": 8,
+                    "max_length": 256,
+                },
+            ),
+        )
+    )
     (root / "prompts.txt").write_text("".join(q.format(t=t) + "\n" for t in TOPICS for q in QUESTION_FORMS))
     rankloop(data, "prompts", "add", str(root / "prompts.txt"))
-    rankloop(data, "system-prompts", "add", write_yaml(root / "sp.yaml", {
-        s: SYSTEM_STYLES[s] for s in ("brief", "detailed", "friendly")}))
+    rankloop(
+        data,
+        "system-prompts",
+        "add",
+        write_yaml(root / "sp.yaml", {s: SYSTEM_STYLES[s] for s in ("brief", "detailed", "friendly")}),
+    )
     stage("sample", "sample", "--model", model_row(data, sft)["path"], "--k", "8", *VLLM)
     t0 = time.perf_counter()
     with Store.open(data / "rankloop.duckdb") as store:
-        wanted = {f"sim-{i}": Profile(preference=Preference(instruction_weight=0.0), noise=0.3) for i in range(2)}
+        wanted = {
+            f"sim-{i}": Profile(preference=Preference(instruction_weight=0.0), noise=0.3) for i in range(2)
+        }
         profiles = simulate_run.ensure_accounts(store, wanted)
-        rankings = simulate_run.run(simulate_run.LocalQueue(store, AnnotationOptions(gold_rate=0)), profiles, seed=0,
-                                    parallel=False).total
+        rankings = simulate_run.run(
+            simulate_run.LocalQueue(store, AnnotationOptions(gold_rate=0)), profiles, seed=0, parallel=False
+        ).total
     stages["rank (simulated)"] = round(time.perf_counter() - t0, 1)
     stage("snapshot", "snapshot")
-    reward = model_id(stage("reward", "train", "reward", "--config", write_yaml(root / "rm.yaml", {
-        "epochs": 2, "batch_size": 8, "max_length": 256})))
-    return {"root": root, "data": data, "chat_model": chat, "sft": sft, "reward": reward, "rankings": rankings,
-            "stages_s": stages}
+    reward = model_id(
+        stage(
+            "reward",
+            "train",
+            "reward",
+            "--config",
+            write_yaml(root / "rm.yaml", {"epochs": 2, "batch_size": 8, "max_length": 256}),
+        )
+    )
+    return {
+        "root": root,
+        "data": data,
+        "chat_model": chat,
+        "sft": sft,
+        "reward": reward,
+        "rankings": rankings,
+        "stages_s": stages,
+    }
 
 
 def evaluation(data: Path, model: int, *args: str) -> tuple[str, dict]:

@@ -17,7 +17,9 @@ from tests.support import REPO
 
 
 @contextmanager
-def running_service(data_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 90) -> Iterator[str]:
+def running_service(
+    data_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 90
+) -> Iterator[str]:
     """Yields the service's base URL; stops it (and checks it exited) afterwards."""
     # Output goes to a file, never an unread pipe that could fill up and block the service.
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -25,7 +27,11 @@ def running_service(data_dir: Path, env: dict[str, str] | None = None, timeout_s
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "--data", str(data_dir), "serve", "--port", "0"],
-            cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     info = data_dir / "service.json"
     deadline = time.monotonic() + timeout_s

@@ -33,8 +33,10 @@ def snapshot(data: Path) -> dict:
     [
         (["--k", "0"], "--k must be between 1 and 16, got 0"),
         (["--k", "17"], "--k must be between 1 and 16, got 17"),
-        (["--system-prompt", "brief", "--system-prompt", "pirate"],
-         "unknown system prompt 'pirate'; stored: brief, detailed, friendly"),
+        (
+            ["--system-prompt", "brief", "--system-prompt", "pirate"],
+            "unknown system prompt 'pirate'; stored: brief, detailed, friendly",
+        ),
         (["--task-size", "9"], "--task-size must be between 2 and 8"),
         (["--mix", "pirate=2"], "NAME=WEIGHT with NAME one of brief, detailed, friendly"),
         (["--max-tokens", "0"], "max_tokens"),
@@ -71,8 +73,16 @@ def test_no_prompts_stored(tmp_path: Path, tiny_model: Path, capsys) -> None:
 
 def test_held_data_directory(data: Path, capsys) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print(1, flush=True); "
-         "time.sleep(60)", str(data / "rankloop.duckdb")], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print(1, flush=True); "
+            "time.sleep(60)",
+            str(data / "rankloop.duckdb"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         holder.stdout.readline()
         assert main(["--data", str(data), "status"]) == 2
@@ -99,14 +109,35 @@ def test_rankloop_sample_end_to_end(data: Path, tiny_model: Path) -> None:
     24 prompts x 2 system prompts x K=2 gives 96 samples; tasks of K=2 candidates, 2 per prompt.
     """
     before = {p.pid for p in vllm_processes()}
-    cmd = [sys.executable, "-m", "service.cli", "--data", str(data), "sample", "--model", str(tiny_model),
-           "--k", "2", "--system-prompt", "brief", "--system-prompt", "friendly", "--max-tokens", "16",
-           "--dtype", "float32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "--data",
+        str(data),
+        "sample",
+        "--model",
+        str(tiny_model),
+        "--k",
+        "2",
+        "--system-prompt",
+        "brief",
+        "--system-prompt",
+        "friendly",
+        "--max-tokens",
+        "16",
+        "--dtype",
+        "float32",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "96 new samples" in done.stdout and "built 48 ranking tasks" in done.stdout
     assert {p.pid for p in vllm_processes()} <= before  # no server, EngineCore or worker left
-    status = subprocess.run([sys.executable, "-m", "service.cli", "--data", str(data), "status", "--json"],
-                            capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "service.cli", "--data", str(data), "status", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     counts = json.loads(status.stdout)
     assert (counts["samples"], counts["tasks"], counts["models"], counts["open_tasks"]) == (96, 48, 1, 48)

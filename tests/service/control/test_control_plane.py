@@ -22,19 +22,29 @@ from tests.support.servicectl import running_service
 
 pytestmark = pytest.mark.slow
 
-HH_ROW = {"chosen": "\n\nHuman: Why is the sky blue?\n\nAssistant: Light scatters.",
-          "rejected": "\n\nHuman: Why is the sky blue?\n\nAssistant: No idea."}
+HH_ROW = {
+    "chosen": "\n\nHuman: Why is the sky blue?\n\nAssistant: Light scatters.",
+    "rejected": "\n\nHuman: Why is the sky blue?\n\nAssistant: No idea.",
+}
 
 
 def inputs(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     files = {
-        "prompts": folder / "prompts.jsonl", "bad_prompts": folder / "bad.jsonl", "system": folder / "system.yaml",
-        "hh": folder / "hh.jsonl", "bad_hh": folder / "bad_hh.jsonl", "bad_job": folder / "job.yaml",
+        "prompts": folder / "prompts.jsonl",
+        "bad_prompts": folder / "bad.jsonl",
+        "system": folder / "system.yaml",
+        "hh": folder / "hh.jsonl",
+        "bad_hh": folder / "bad_hh.jsonl",
+        "bad_job": folder / "job.yaml",
     }
-    files["prompts"].write_text("".join(json.dumps({"prompt": f"Tell me about topic {i}."}) + "\n" for i in range(5)))
+    files["prompts"].write_text(
+        "".join(json.dumps({"prompt": f"Tell me about topic {i}."}) + "\n" for i in range(5))
+    )
     files["bad_prompts"].write_text('{"prompt": "fine"}\n{"prompt": ""}\nnot json\n')
-    files["system"].write_text("terse: Answer in one short sentence.\nwarm: Answer in a warm and friendly way.\n")
+    files["system"].write_text(
+        "terse: Answer in one short sentence.\nwarm: Answer in a warm and friendly way.\n"
+    )
     files["hh"].write_text(json.dumps(HH_ROW) + "\n")
     files["bad_hh"].write_text(json.dumps({"chosen": "no turns", "rejected": "x"}) + "\n")
     files["bad_job"].write_text("epochs: 0\nmode: triangular\n")
@@ -101,20 +111,34 @@ def normalized(text: str, data: Path, out: Path) -> str:
 
 # Columns that differ between two copies whatever path a command took: times, random salts,
 # process ids and paths inside each copy.
-VOLATILE = {"created_at", "started_at", "finished_at", "expires_at", "password_hash", "pid", "log_path",
-            "submission_id", "time_spent_s", "applied_at"}
+VOLATILE = {
+    "created_at",
+    "started_at",
+    "finished_at",
+    "expires_at",
+    "password_hash",
+    "pid",
+    "log_path",
+    "submission_id",
+    "time_spent_s",
+    "applied_at",
+}
 
 
 def dump(db: Path, data: Path) -> dict[str, list]:
     with Store.open(db) as store:
-        tables = [r["table_name"] for r in store.query(
-            "SELECT table_name FROM information_schema.tables ORDER BY table_name")]
+        tables = [
+            r["table_name"]
+            for r in store.query("SELECT table_name FROM information_schema.tables ORDER BY table_name")
+        ]
         out = {}
         for t in tables:
             # Ranking ids follow the order in which simulated annotators' threads submitted.
             skip = VOLATILE | ({"id"} if t == "rankings" else set())
-            rows = [{k: normalized(str(v), data, Path("/nowhere")) for k, v in r.items() if k not in skip}
-                    for r in store.query(f"SELECT * FROM {t}")]
+            rows = [
+                {k: normalized(str(v), data, Path("/nowhere")) for k, v in r.items() if k not in skip}
+                for r in store.query(f"SELECT * FROM {t}")
+            ]
             out[t] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
     return out
 
@@ -129,8 +153,9 @@ def run_all(data: Path, files: dict[str, Path], out: Path, capsys, monkeypatch) 
     return results
 
 
-def test_every_command_gives_the_same_result_in_process_and_through_the_service(tmp_path: Path, capsys,
-                                                                                  monkeypatch) -> None:
+def test_every_command_gives_the_same_result_in_process_and_through_the_service(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     origin = tmp_path / "origin"
     with Store.open(origin / "rankloop.duckdb") as store:
         seed_tasks(store, n_prompts=6, k=4, styles=("brief", "detailed"), required=2)  # 12 tasks
@@ -148,15 +173,23 @@ def test_every_command_gives_the_same_result_in_process_and_through_the_service(
 
     argvs = [" ".join(a) for a, _ in commands(files, Path("<OUT>"))]
     for argv, mine, theirs in zip(argvs, in_process, through_service, strict=True):
-        assert mine == theirs, f"`rankloop {argv}` differs:\nin-process: {mine}\nthrough the service: {theirs}"
+        assert mine == theirs, (
+            f"`rankloop {argv}` differs:\nin-process: {mine}\nthrough the service: {theirs}"
+        )
     codes = dict(zip(argvs, (r[0] for r in in_process), strict=True))
     # The commands meant to fail did, with exit 2 and a message naming the problem; the rest worked.
-    failing = {"prompts add <OUT>/missing.jsonl": "no such file", "annotators disable nobody": "no annotator named",
-               "annotators logout nobody": "no annotator named",
-               "tasks gold 999 --ranks 1,2": "there is no task 999", "models show 999": "no model with id 999",
-               "jobs follow 999": "there is no job 999", "export --format jsonl --out <OUT>": "is a directory",
-               "train reward --config": "epochs", "prioritize": "no reward model is active",
-               "snapshot --eval-fraction 2": "eval_fraction"}
+    failing = {
+        "prompts add <OUT>/missing.jsonl": "no such file",
+        "annotators disable nobody": "no annotator named",
+        "annotators logout nobody": "no annotator named",
+        "tasks gold 999 --ranks 1,2": "there is no task 999",
+        "models show 999": "no model with id 999",
+        "jobs follow 999": "there is no job 999",
+        "export --format jsonl --out <OUT>": "is a directory",
+        "train reward --config": "epochs",
+        "prioritize": "no reward model is active",
+        "snapshot --eval-fraction 2": "eval_fraction",
+    }
     for argv, (code, _, err) in zip(argvs, in_process, strict=True):
         expected = next((m for prefix, m in failing.items() if argv.startswith(prefix)), None)
         if expected:
@@ -175,10 +208,14 @@ def test_upload_limit_stale_service_file_and_a_service_that_stops_answering(tmp_
     with running_service(data, env={"RANKLOOP_MAX_UPLOAD_MIB": "1"}) as url:
         assert main(["--data", str(data), "prompts", "add", str(big)]) == 2
         assert "over the upload limit of 1 MiB" in capsys.readouterr().err
-        with pytest.raises(CommandFailed) as e:  # a service that stops answering is an exit-1 failure, not a hang
+        with pytest.raises(
+            CommandFailed
+        ) as e:  # a service that stops answering is an exit-1 failure, not a hang
             RemoteClient(url.rsplit(":", 1)[0] + ":9", "key", timeout_s=5).call("status")
         assert e.value.code == 1 and "stopped answering" in str(e.value)
-    assert not (data / "uploads").exists() or not any((data / "uploads").iterdir())  # the partial upload is gone
+    assert not (data / "uploads").exists() or not any(
+        (data / "uploads").iterdir()
+    )  # the partial upload is gone
     with Store.open(data / "rankloop.duckdb") as store:
         assert store.counts()["prompts"] == 0
     # A service.json left by a killed service: detected, and the command runs in-process.

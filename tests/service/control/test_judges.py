@@ -40,7 +40,10 @@ def test_bad_judges_are_refused_and_store_nothing(tmp_path: Path, capsys) -> Non
     for argv, message in [
         (["judge-templates", "add", str(bad)], "template 'terse' lacks the placeholder {conversation}"),
         (["judge", "--endpoint", "http://127.0.0.1:9/v1"], "does not answer"),
-        (["judge", "--endpoint", "http://127.0.0.1:9/v1", "--template", "nope"], "no judge template named 'nope'"),
+        (
+            ["judge", "--endpoint", "http://127.0.0.1:9/v1", "--template", "nope"],
+            "no judge template named 'nope'",
+        ),
         (["judge"], "name one judge"),
         (["judge", "--reward-model", "1"], "is a pretrained model"),
     ]:
@@ -53,13 +56,28 @@ def test_bad_judges_are_refused_and_store_nothing(tmp_path: Path, capsys) -> Non
 
 
 @pytest.mark.slow
-def test_generative_judge_on_the_tiny_model_skips_what_does_not_parse(tmp_path: Path, tiny_model: Path,
-                                                                      capsys) -> None:
+def test_generative_judge_on_the_tiny_model_skips_what_does_not_parse(
+    tmp_path: Path, tiny_model: Path, capsys
+) -> None:
     data = tmp_path / "data"
     with Store.open(data / "rankloop.duckdb") as store:
         seed_tasks(store, n_prompts=2, k=3, styles=("brief",))  # 2 tasks of 3 candidates
-    assert main(["--data", str(data), "--config", str(_float32(tmp_path)), "judge", "--model", str(tiny_model),
-                 "--retries", "1"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(data),
+                "--config",
+                str(_float32(tmp_path)),
+                "judge",
+                "--model",
+                str(tiny_model),
+                "--retries",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "judge 'judge-tiny'" in out
     with Store.open(data / "rankloop.duckdb") as store:

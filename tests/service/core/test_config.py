@@ -19,15 +19,21 @@ def test_yaml_then_env_then_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "rankloop.yaml"
     cfg.write_text("data_dir: /from/yaml\nport: 9001\nvllm:\n  dtype: float32\n  kv_cache_gib: 2\n")
     s = load_settings(cfg, environ={})
-    assert (s.data_dir, s.port, s.vllm.dtype, s.vllm.kv_cache_gib) == (Path("/from/yaml"), 9001, "float32", 2.0)
+    assert (s.data_dir, s.port, s.vllm.dtype, s.vllm.kv_cache_gib) == (
+        Path("/from/yaml"),
+        9001,
+        "float32",
+        2.0,
+    )
 
     env = {"RANKLOOP_DATA": "/from/env", "RANKLOOP_VLLM__DTYPE": "bfloat16", "RANKLOOP_API_KEYS": "a, b"}
     s = load_settings(cfg, environ=env)
     assert (s.data_dir, s.port, s.vllm.dtype, s.api_keys) == (Path("/from/env"), 9001, "bfloat16", ["a", "b"])
     assert s.vllm.kv_cache_gib == 2.0  # nested merge keeps the file's other vLLM fields
 
-    s = load_settings(cfg, overrides={"data_dir": "/from/flag", "port": None, "vllm": {"dtype": "float16"}},
-                      environ=env)
+    s = load_settings(
+        cfg, overrides={"data_dir": "/from/flag", "port": None, "vllm": {"dtype": "float16"}}, environ=env
+    )
     assert (s.data_dir, s.port, s.vllm.dtype) == (Path("/from/flag"), 9001, "float16")
 
 

@@ -20,8 +20,9 @@ time.sleep(300)
 
 
 def test_a_group_outlives_neither_a_killed_owner_nor_stop_group(tmp_path: Path) -> None:
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "log")], cwd=REPO, stdout=subprocess.PIPE,
-                             text=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(tmp_path / "log")], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     pgid = int(owner.stdout.readline())
     assert group_alive(pgid)
     owner.kill()

@@ -16,7 +16,17 @@ from service.core.schema import LATEST
 from service.core.store import Store
 from tests.support import REPO
 
-TABLES = {"system_prompts", "prompts", "models", "samples", "tasks", "annotators", "rankings", "snapshots", "jobs"}
+TABLES = {
+    "system_prompts",
+    "prompts",
+    "models",
+    "samples",
+    "tasks",
+    "annotators",
+    "rankings",
+    "snapshots",
+    "jobs",
+}
 
 
 def tables(store: Store) -> set[str]:
@@ -29,8 +39,12 @@ def test_fresh_database_has_every_table_and_version(store: Store) -> None:
     versions = [r["version"] for r in store.query("SELECT version FROM schema_version ORDER BY version")]
     assert versions == list(range(1, LATEST + 1))
     for t in TABLES:
-        cols = {r["column_name"] for r in store.query(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [t])}
+        cols = {
+            r["column_name"]
+            for r in store.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [t]
+            )
+        }
         assert {"id", "created_at"} <= cols, t
 
 
@@ -43,7 +57,8 @@ def test_older_database_upgrades_in_place(tmp_path: Path) -> None:
             for _ in range(2):  # version 1 has no sample identity index: duplicates go in
                 cur.execute(
                     """INSERT INTO samples (prompt_id, system_prompt_id, model_id, params, params_hash,
-                       sample_index, text) VALUES (1, 1, 1, '{}', 'h', 0, 'x')""")
+                       sample_index, text) VALUES (1, 1, 1, '{}', 'h', 0, 'x')"""
+                )
         with old.write() as cur:
             cur.execute("DELETE FROM samples WHERE id = 2")
     with Store.open(db) as new:
@@ -53,7 +68,8 @@ def test_older_database_upgrades_in_place(tmp_path: Path) -> None:
             with new.write() as cur:
                 cur.execute(
                     """INSERT INTO samples (prompt_id, system_prompt_id, model_id, params, params_hash,
-                       sample_index, text) VALUES (1, 1, 1, '{}', 'h', 0, 'again')""")
+                       sample_index, text) VALUES (1, 1, 1, '{}', 'h', 0, 'again')"""
+                )
         assert new.scalar("SELECT count(*) FROM samples") == 1
         assert new.migrate() == []  # idempotent
 
@@ -116,8 +132,9 @@ import time; time.sleep(60)
 
 def test_acknowledged_writes_survive_a_crash(tmp_path: Path) -> None:
     db = tmp_path / "crash.duckdb"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, text=True,
-                              cwd=REPO)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     acknowledged = -1
     deadline = time.monotonic() + 60
     while acknowledged < 49 and time.monotonic() < deadline:
@@ -132,14 +149,25 @@ def test_registry_and_lineage(store: Store, tmp_path: Path) -> None:
     base = register_model(store, "pretrained", tmp_path / "base", config={"size": "tiny"})
     sft = register_model(store, "sft", tmp_path / "sft", parent_id=base)
     with store.write() as cur:
-        cur.execute("INSERT INTO snapshots (id, path, counts) VALUES ('abc123', '/s.parquet', '{\"rankings\": 7}')")
-    pol = register_model(store, "policy", tmp_path / "pol", parent_id=sft, snapshot_id="abc123",
-                         metrics={"win_rate": 0.6}, status="candidate")
+        cur.execute(
+            "INSERT INTO snapshots (id, path, counts) VALUES ('abc123', '/s.parquet', '{\"rankings\": 7}')"
+        )
+    pol = register_model(
+        store,
+        "policy",
+        tmp_path / "pol",
+        parent_id=sft,
+        snapshot_id="abc123",
+        metrics={"win_rate": 0.6},
+        status="candidate",
+    )
     assert [m["id"] for m in list_models(store)] == [base, sft, pol]
     assert [m["kind"] for m in list_models(store, "sft")] == ["sft"]
     chain = lineage(store, pol)
     assert [(m["id"], m["depth"]) for m in chain] == [(pol, 0), (sft, 1), (base, 2)]
-    assert chain[0]["snapshot_path"] == "/s.parquet" and json.loads(chain[0]["snapshot_counts"]) == {"rankings": 7}
+    assert chain[0]["snapshot_path"] == "/s.parquet" and json.loads(chain[0]["snapshot_counts"]) == {
+        "rankings": 7
+    }
     assert get_model(store, pol)["metrics"] == {"win_rate": 0.6}
     assert get_model(store, base)["config"] == {"size": "tiny"}
     assert find_or_register(store, tmp_path / "sft") == sft
@@ -161,7 +189,9 @@ def test_version_2_database_gains_the_annotation_schema(tmp_path: Path) -> None:
     with Store.open(db, target_version=2) as old, old.write() as cur:
         cur.execute("INSERT INTO tasks (prompt_id, sample_ids) VALUES (1, [1, 2])")
         cur.execute("INSERT INTO annotators (name, role) VALUES ('a', 'annotator')")
-        cur.execute("INSERT INTO rankings (task_id, annotator_id, ranks, submission_id) VALUES (1, 1, [2, 1], 's')")
+        cur.execute(
+            "INSERT INTO rankings (task_id, annotator_id, ranks, submission_id) VALUES (1, 1, [2, 1], 's')"
+        )
     with Store.open(db) as new:
         assert new.schema_version() == LATEST >= 3
         task = new.query("SELECT * FROM tasks")[0]
@@ -177,10 +207,14 @@ def test_version_2_database_gains_the_annotation_schema(tmp_path: Path) -> None:
 def test_version_7_prompts_keep_their_ids_and_gain_the_eval_source(tmp_path: Path) -> None:
     db = tmp_path / "v7.duckdb"
     with Store.open(db, target_version=7) as old, old.write() as cur:
-        cur.execute("INSERT INTO prompts (text, source, messages) VALUES ('a', 'seed', '[]'), ('b', 'import', '[]')")
+        cur.execute(
+            "INSERT INTO prompts (text, source, messages) VALUES ('a', 'seed', '[]'), ('b', 'import', '[]')"
+        )
         cur.execute("DELETE FROM prompts WHERE text = 'a'")
     with Store.open(db) as new:
-        assert new.query("SELECT id, text, source FROM prompts") == [{"id": 2, "text": "b", "source": "import"}]
+        assert new.query("SELECT id, text, source FROM prompts") == [
+            {"id": 2, "text": "b", "source": "import"}
+        ]
         with new.write() as cur:
             cur.execute("INSERT INTO prompts (text, source) VALUES ('c', 'eval')")
         assert new.scalar("SELECT id FROM prompts WHERE text = 'c'") == 3  # the id sequence goes on

@@ -34,10 +34,16 @@ def lines(p: Path) -> list[dict]:
 def test_export_formats(tmp_path: Path) -> None:
     db = ranked_store(tmp_path)
     with Store.open(db) as store:
-        texts = {r["task_id"]: r for r in store.query(
-            "SELECT r.task_id, t.sample_ids FROM rankings r JOIN tasks t ON t.id = r.task_id ORDER BY r.id")}
+        texts = {
+            r["task_id"]: r
+            for r in store.query(
+                "SELECT r.task_id, t.sample_ids FROM rankings r JOIN tasks t ON t.id = r.task_id ORDER BY r.id"
+            )
+        }
         sample_text = {r["id"]: r["text"] for r in store.query("SELECT id, text FROM samples")}
-        prompt = store.scalar("SELECT p.text FROM tasks t JOIN prompts p ON p.id = t.prompt_id ORDER BY t.id LIMIT 1")
+        prompt = store.scalar(
+            "SELECT p.text FROM tasks t JOIN prompts p ON p.id = t.prompt_id ORDER BY t.id LIMIT 1"
+        )
         # [1,1,2] gives 2 strict pairs (the tie none); [3,1,2] gives 3.
         assert export(store, "trl", tmp_path / "trl.jsonl") == 5
         assert export(store, "hh", tmp_path / "hh.jsonl") == 5
@@ -45,11 +51,17 @@ def test_export_formats(tmp_path: Path) -> None:
     trl = lines(tmp_path / "trl.jsonl")
     first_task = next(iter(texts.values()))
     a, b, c = (sample_text[s] for s in first_task["sample_ids"])
-    assert trl[0] == {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": a}],
-                      "rejected": [{"role": "assistant", "content": c}]}
+    assert trl[0] == {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": a}],
+        "rejected": [{"role": "assistant", "content": c}],
+    }
     assert trl[1]["chosen"][0]["content"] == b and trl[1]["rejected"][0]["content"] == c
     hh = lines(tmp_path / "hh.jsonl")
-    assert hh[0] == {"chosen": f"\n\nHuman: {prompt}\n\nAssistant: {a}", "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {c}"}
+    assert hh[0] == {
+        "chosen": f"\n\nHuman: {prompt}\n\nAssistant: {a}",
+        "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {c}",
+    }
     full = lines(tmp_path / "full.jsonl")
     assert [c["rank"] for c in full[1]["candidates"]] == [3, 1, 2]
     assert {"system_prompt", "model", "text"} <= set(full[0]["candidates"][0])
@@ -71,7 +83,9 @@ def test_export_import_round_trip_through_the_cli(tmp_path: Path, capsys) -> Non
         assert {r["role"] for r in rows} == {"import"}
         assert store.scalar("SELECT kind FROM models") == "external"
     # Exporting the imported data as TRL gives the same 5 preference pairs.
-    assert main(["--data", str(other), "export", "--format", "hh", "--out", str(tmp_path / "again.jsonl")]) == 0
+    assert (
+        main(["--data", str(other), "export", "--format", "hh", "--out", str(tmp_path / "again.jsonl")]) == 0
+    )
     key = lambda r: (r["chosen"], r["rejected"])  # noqa: E731
     assert sorted(map(key, lines(tmp_path / "again.jsonl"))) == sorted(map(key, lines(tmp_path / "hh.jsonl")))
 
@@ -81,21 +95,36 @@ def test_export_import_round_trip_through_the_cli(tmp_path: Path, capsys) -> Non
     [
         ('{"chosen": "x"}\n', 'line 2: expected an object with string fields "chosen" and "rejected"'),
         ("not json\n", "line 2: not valid JSON"),
-        ('{"chosen": "\\n\\nHuman: hi", "rejected": "\\n\\nHuman: hi"}\n', 'must end with an "Assistant:" turn'),
-        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: b\\n\\nAssistant: y"}\n',
-         "must share the conversation"),
-        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: x"}\n',
-         "the same answer"),
-        ('{"chosen": "\\n\\nHuman: a\\n\\nHuman: b\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: y"}\n',
-         "line 2: the chosen transcript is not valid: turn 2 is Human again: the turns must alternate"),
-        ('{"chosen": "preamble\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: y"}\n',
-         'must start with a "Human:" turn'),
-        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant:  \\n\\nHuman: b\\n\\nAssistant: x", "rejected": "y"}\n',
-         "turn 2 is empty"),
+        (
+            '{"chosen": "\\n\\nHuman: hi", "rejected": "\\n\\nHuman: hi"}\n',
+            'must end with an "Assistant:" turn',
+        ),
+        (
+            '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: b\\n\\nAssistant: y"}\n',
+            "must share the conversation",
+        ),
+        (
+            '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: x"}\n',
+            "the same answer",
+        ),
+        (
+            '{"chosen": "\\n\\nHuman: a\\n\\nHuman: b\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: y"}\n',
+            "line 2: the chosen transcript is not valid: turn 2 is Human again: the turns must alternate",
+        ),
+        (
+            '{"chosen": "preamble\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: a\\n\\nAssistant: y"}\n',
+            'must start with a "Human:" turn',
+        ),
+        (
+            '{"chosen": "\\n\\nHuman: a\\n\\nAssistant:  \\n\\nHuman: b\\n\\nAssistant: x", "rejected": "y"}\n',
+            "turn 2 is empty",
+        ),
     ],
 )
 def test_malformed_hh_is_rejected_whole(tmp_path: Path, capsys, content: str, message: str) -> None:
-    good = '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: yes", "rejected": "\\n\\nHuman: a\\n\\nAssistant: no"}\n'
+    good = (
+        '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: yes", "rejected": "\\n\\nHuman: a\\n\\nAssistant: no"}\n'
+    )
     f = tmp_path / "hh.jsonl"
     f.write_text(good + content)
     data = tmp_path / "data"
@@ -121,19 +150,31 @@ def hh(*turns: str) -> str:
 
 def test_multi_turn_hh_round_trip_is_lossless(tmp_path: Path, capsys) -> None:
     """Every Human/Assistant turn is kept as the conversation; export writes every turn back."""
-    rows = [{"chosen": hh("I want a pet.", "Cat or dog?", "A cat. What do they eat?", "Fish and meat."),
-             "rejected": hh("I want a pet.", "Cat or dog?", "A cat. What do they eat?", "Rocks.")},
-            {"chosen": hh("Hi", "Hello!", "Tell me a joke.", "Why did the cat sit on the laptop?"),
-             "rejected": hh("Hi", "Hello!", "Tell me a joke.", "No.")},
-            {"chosen": hh("Describe bread.", "Bread is baked dough."), "rejected": hh("Describe bread.", "Bread.")}]
+    rows = [
+        {
+            "chosen": hh("I want a pet.", "Cat or dog?", "A cat. What do they eat?", "Fish and meat."),
+            "rejected": hh("I want a pet.", "Cat or dog?", "A cat. What do they eat?", "Rocks."),
+        },
+        {
+            "chosen": hh("Hi", "Hello!", "Tell me a joke.", "Why did the cat sit on the laptop?"),
+            "rejected": hh("Hi", "Hello!", "Tell me a joke.", "No."),
+        },
+        {
+            "chosen": hh("Describe bread.", "Bread is baked dough."),
+            "rejected": hh("Describe bread.", "Bread."),
+        },
+    ]
     first = tmp_path / "in.jsonl"
     first.write_text("".join(json.dumps(r) + "\n" for r in rows))
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["--data", str(a), "import", "hh", str(first)]) == 0
     with Store.open(a / "rankloop.duckdb") as store:
         convs = [json.loads(r["messages"]) for r in store.query("SELECT messages FROM prompts ORDER BY id")]
-    assert convs[0] == [{"role": "user", "content": "I want a pet."}, {"role": "assistant", "content": "Cat or dog?"},
-                        {"role": "user", "content": "A cat. What do they eat?"}]
+    assert convs[0] == [
+        {"role": "user", "content": "I want a pet."},
+        {"role": "assistant", "content": "Cat or dog?"},
+        {"role": "user", "content": "A cat. What do they eat?"},
+    ]
     assert [len(c) for c in convs] == [3, 3, 1]
     assert main(["--data", str(a), "export", "--format", "hh", "--out", str(tmp_path / "out.jsonl")]) == 0
     assert main(["--data", str(a), "export", "--format", "trl", "--out", str(tmp_path / "trl.jsonl")]) == 0

@@ -33,8 +33,24 @@ def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
 
 
 def test_jsonl_csv_and_text(data: Path, tmp_path: Path, capsys) -> None:
-    assert run(data, "prompts", "add", str(write(tmp_path, "a.jsonl", '{"prompt": "one"}\n\n{"prompt": " two "}\n'))) == 0
-    assert run(data, "prompts", "add", str(write(tmp_path, "b.csv", 'id,prompt\n1,three\n2,"four, with comma"\n'))) == 0
+    assert (
+        run(
+            data,
+            "prompts",
+            "add",
+            str(write(tmp_path, "a.jsonl", '{"prompt": "one"}\n\n{"prompt": " two "}\n')),
+        )
+        == 0
+    )
+    assert (
+        run(
+            data,
+            "prompts",
+            "add",
+            str(write(tmp_path, "b.csv", 'id,prompt\n1,three\n2,"four, with comma"\n')),
+        )
+        == 0
+    )
     assert run(data, "prompts", "add", str(write(tmp_path, "c.txt", "five\n\nsix\none\n"))) == 0
     stored = rows(data, "prompts")
     assert [r["text"] for r in stored] == ["one", "two", "three", "four, with comma", "five", "six"]
@@ -45,17 +61,29 @@ def test_jsonl_csv_and_text(data: Path, tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     "name, text, expected",
     [
-        ("bad.jsonl", '{"prompt": "ok"}\nnot json\n{"text": "x"}\n{"prompt": ""}\n{"prompt": 3}\n',
-         ["line 2: not valid JSON", 'line 3: expected an object with a "prompt" or a "messages" field', "line 4: prompt is empty",
-          "line 5: prompt must be a string"]),
-        ("conv.jsonl", '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n{"messages": [{"role": "user", "content": "Hi"}, {"role": "bot", "content": "Hello"}, {"role": "user", "content": "x"}]}\n{"messages": [{"role": "user", "content": "  "}]}\n{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}\n{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "b"}]}\n{"messages": []}\n',
-         ["line 1: messages: the conversation must end with a user turn",
-          "line 2: messages[1]: unknown role 'bot'; valid: user, assistant",
-          "line 3: messages[0]: content must be non-empty text",
-          "line 4: messages[1]: role 'user' out of turn",
-          "line 5: messages[0]: a system turn is not part of a prompt",
-          "line 6: messages: expected a non-empty list"]),
-        ("bad.csv", "prompt\nok\n\"\"\n", ["line 3: prompt is empty"]),
+        (
+            "bad.jsonl",
+            '{"prompt": "ok"}\nnot json\n{"text": "x"}\n{"prompt": ""}\n{"prompt": 3}\n',
+            [
+                "line 2: not valid JSON",
+                'line 3: expected an object with a "prompt" or a "messages" field',
+                "line 4: prompt is empty",
+                "line 5: prompt must be a string",
+            ],
+        ),
+        (
+            "conv.jsonl",
+            '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n{"messages": [{"role": "user", "content": "Hi"}, {"role": "bot", "content": "Hello"}, {"role": "user", "content": "x"}]}\n{"messages": [{"role": "user", "content": "  "}]}\n{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}\n{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "b"}]}\n{"messages": []}\n',
+            [
+                "line 1: messages: the conversation must end with a user turn",
+                "line 2: messages[1]: unknown role 'bot'; valid: user, assistant",
+                "line 3: messages[0]: content must be non-empty text",
+                "line 4: messages[1]: role 'user' out of turn",
+                "line 5: messages[0]: a system turn is not part of a prompt",
+                "line 6: messages: expected a non-empty list",
+            ],
+        ),
+        ("bad.csv", 'prompt\nok\n""\n', ["line 3: prompt is empty"]),
         ("nocol.csv", "text\nhello\n", ['needs a header row with a "prompt" column', "['text']"]),
         ("empty.jsonl", "\n\n", ["holds no prompts"]),
         ("empty.txt", "", ["holds no prompts"]),
@@ -63,7 +91,9 @@ def test_jsonl_csv_and_text(data: Path, tmp_path: Path, capsys) -> None:
         ("long.txt", "x" * 40_000 + "\n", ["line 1: prompt has 40000 characters, at most 32000"]),
     ],
 )
-def test_bad_prompt_files_are_rejected_whole(data: Path, tmp_path: Path, capsys, name, text, expected) -> None:
+def test_bad_prompt_files_are_rejected_whole(
+    data: Path, tmp_path: Path, capsys, name, text, expected
+) -> None:
     assert run(data, "prompts", "add", str(write(tmp_path, name, text))) == 2
     err = capsys.readouterr().err
     for piece in expected:
@@ -107,25 +137,37 @@ def test_bad_system_prompt_files(data: Path, tmp_path: Path, capsys, text: str, 
 
 
 def test_conversations_in_a_prompt_file(data: Path, tmp_path: Path, capsys) -> None:
-    three = [{"role": "user", "content": "I want a pet."}, {"role": "assistant", "content": "Cat or dog?"},
-             {"role": "user", "content": "Tell me about cats."}]
-    lines = [{"messages": three}, {"messages": three},  # the same conversation twice: stored once
-             {"messages": [{"role": "user", "content": "Tell me about cats."}]},  # a one-message conversation
-             {"prompt": "Tell me about cats."}]  # ... is the plain prompt: the same, so skipped
+    three = [
+        {"role": "user", "content": "I want a pet."},
+        {"role": "assistant", "content": "Cat or dog?"},
+        {"role": "user", "content": "Tell me about cats."},
+    ]
+    lines = [
+        {"messages": three},
+        {"messages": three},  # the same conversation twice: stored once
+        {"messages": [{"role": "user", "content": "Tell me about cats."}]},  # a one-message conversation
+        {"prompt": "Tell me about cats."},
+    ]  # ... is the plain prompt: the same, so skipped
     f = write(tmp_path, "conv.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
     assert run(data, "prompts", "add", str(f)) == 0
     assert "added 2 prompts" in capsys.readouterr().out
     stored = rows(data, "prompts")
     assert [json.loads(r["messages"]) for r in stored] == [three, three[-1:]]
-    assert stored[1]["text"] == "Tell me about cats."  # a plain prompt's key is its text, as before conversations
+    assert (
+        stored[1]["text"] == "Tell me about cats."
+    )  # a plain prompt's key is its text, as before conversations
 
 
 def test_migration_makes_existing_prompts_one_message_conversations(tmp_path: Path) -> None:
     db = tmp_path / "old.duckdb"
     with Store.open(db, target_version=5) as store:  # a database of the previous version
         with store.write() as cur:
-            cur.execute("INSERT INTO prompts (text, source) VALUES ('Describe bread.', 'seed'), ('Hi', 'seed')")
-            cur.execute("INSERT INTO annotators (name, role, profile) VALUES ('sim-1', 'simulated', '{\"noise\": 0.3}')")
+            cur.execute(
+                "INSERT INTO prompts (text, source) VALUES ('Describe bread.', 'seed'), ('Hi', 'seed')"
+            )
+            cur.execute(
+                "INSERT INTO annotators (name, role, profile) VALUES ('sim-1', 'simulated', '{\"noise\": 0.3}')"
+            )
         before = store.query("SELECT id, text FROM prompts ORDER BY id")
         sims = store.query("SELECT id, name, role, profile, created_at FROM annotators")
     with Store.open(db) as store:  # migrates to the latest version
@@ -136,5 +178,7 @@ def test_migration_makes_existing_prompts_one_message_conversations(tmp_path: Pa
         judge = add_annotator(store, "judge-1", "judge")
         assert judge > sims[0]["id"]
     assert [(r["id"], r["text"]) for r in after] == [(r["id"], r["text"]) for r in before]
-    assert [json.loads(r["messages"]) for r in after] == [[{"role": "user", "content": "Describe bread."}],
-                                                          [{"role": "user", "content": "Hi"}]]
+    assert [json.loads(r["messages"]) for r in after] == [
+        [{"role": "user", "content": "Describe bread."}],
+        [{"role": "user", "content": "Hi"}],
+    ]

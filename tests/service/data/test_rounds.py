@@ -25,13 +25,21 @@ from tests.support.seeding import seed_tasks
 def test_a_round_resumes_at_its_first_unfinished_step(store) -> None:
     row = open_round(store, RoundStart(kind="loop"))
     assert next_step(row) == "sample" and row["status"] == "running"
-    row = finish_step(store, RoundStep(round_id=row["id"], step="sample", seconds=3.04,
-                                       values={"batch": "b1", "sampled_model_id": 7}))
+    row = finish_step(
+        store,
+        RoundStep(
+            round_id=row["id"], step="sample", seconds=3.04, values={"batch": "b1", "sampled_model_id": 7}
+        ),
+    )
     row = finish_step(store, RoundStep(round_id=row["id"], step="rank", values={"excluded": ["sim-u1"]}))
     set_job(store, RoundJob(round_id=row["id"], job_id=41))
     again = open_round(store, RoundStart(kind="loop"))  # a crashed run comes back to the same round
     assert again["id"] == row["id"] and next_step(again) == "snapshot" and again["job_id"] == 41
-    assert again["batch"] == "b1" and again["excluded"] == ["sim-u1"] and again["stages"] == {"sample": 3.0, "rank": 0}
+    assert (
+        again["batch"] == "b1"
+        and again["excluded"] == ["sim-u1"]
+        and again["stages"] == {"sample": 3.0, "rank": 0}
+    )
     assert open_round(store, RoundStart(kind="demo"))["id"] != row["id"]  # each command has its own
     with pytest.raises(UserError, match="is at step 'snapshot', not 'reward'"):  # steps run in order
         finish_step(store, RoundStep(round_id=row["id"], step="reward"))
@@ -60,8 +68,10 @@ def test_a_bad_step_name_is_refused_with_the_valid_ones() -> None:
 
 
 def test_the_unreliable_annotator_is_the_one_far_below_the_others() -> None:
-    rows = [{"annotator": n, "agreement_with_consensus": a, "overlap_tasks": 40}
-            for n, a in (("a", 0.66), ("b", 0.63), ("c", 0.70), ("random", 0.49))]
+    rows = [
+        {"annotator": n, "agreement_with_consensus": a, "overlap_tasks": 40}
+        for n, a in (("a", 0.66), ("b", 0.63), ("c", 0.70), ("random", 0.49))
+    ]
     assert unreliable(rows) == ["random"]
     assert unreliable(rows[:3]) == []  # careful annotators differ a little
     assert unreliable(rows[2:]) == []  # two cannot be told apart
@@ -76,15 +86,25 @@ def test_the_loop_waits_for_people_until_the_target(tmp_path: Path, capsys) -> N
         seed_tasks(store, n_prompts=6, k=4)
         people = [add_annotator(store, name, "annotator", f"{name}-password") for name in ("alice", "bob")]
         row = c.call("rounds.open", kind="loop")
-        c.call("rounds.step", round_id=row["id"], step="sample", values={"batch": "batch-0", "sampled_model_id": 1})
+        c.call(
+            "rounds.step",
+            round_id=row["id"],
+            step="sample",
+            values={"batch": "batch-0", "sampled_model_id": 1},
+        )
 
         def rank() -> None:  # two people rank four tasks each, a little later
             time.sleep(1.0)
             for who in people:
                 for _ in range(4):
                     task = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
-                    queue.submit(store, who, Submission(task_id=task["task_id"], submission_id=uuid.uuid4().hex,
-                                                        ranks=[1, 2, 3, 4]))
+                    queue.submit(
+                        store,
+                        who,
+                        Submission(
+                            task_id=task["task_id"], submission_id=uuid.uuid4().hex, ranks=[1, 2, 3, 4]
+                        ),
+                    )
 
         person = threading.Thread(target=rank)
         person.start()
@@ -120,8 +140,10 @@ def test_bad_loop_flags_are_refused_before_a_round_is_opened(tmp_path: Path, cap
     from service.cli.main import main
 
     data = tmp_path / "data"
-    for flags, message in ((["--k", "0"], "--k 0: samples per prompt and system prompt are 1..16"),
-                           (["--human-tasks", "-1"], "--human-tasks and --target-rankings are 0 or more")):
+    for flags, message in (
+        (["--k", "0"], "--k 0: samples per prompt and system prompt are 1..16"),
+        (["--human-tasks", "-1"], "--human-tasks and --target-rankings are 0 or more"),
+    ):
         assert main(["--data", str(data), "loop", *flags]) == 2
         assert message in capsys.readouterr().err
     with connect(load_settings(None, {"data_dir": data}, environ={})) as c:

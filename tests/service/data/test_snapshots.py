@@ -58,20 +58,29 @@ def test_filters(ranked) -> None:
     who = add_annotator(store, "flagger", "simulated")
     seed_tasks(store, n_prompts=1, k=2, styles=("brief",), seed=7)
     t = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
-    queue.submit(store, who, Submission(task_id=t["task_id"], submission_id="f", ranks=[1, 2],
-                                        flags=[Flag(position=1, reason="unsafe")]))
+    queue.submit(
+        store,
+        who,
+        Submission(
+            task_id=t["task_id"], submission_id="f", ranks=[1, 2], flags=[Flag(position=1, reason="unsafe")]
+        ),
+    )
     everything = create_snapshot(store, data, SnapshotFilters()).manifest["counts"]
     no_flags = create_snapshot(store, data, SnapshotFilters(exclude_flagged=True)).manifest["counts"]
     assert no_flags["rankings"] == everything["rankings"] - 1 and no_flags["dropped"]["flagged"] == 1
     no_sim0 = create_snapshot(store, data, SnapshotFilters(exclude_annotators=["sim-0"])).manifest["counts"]
     assert no_sim0["rankings"] == everything["rankings"] - store.scalar(
-        "SELECT count(*) FROM rankings r JOIN annotators a ON a.id = r.annotator_id WHERE a.name = 'sim-0'")
+        "SELECT count(*) FROM rankings r JOIN annotators a ON a.id = r.annotator_id WHERE a.name = 'sim-0'"
+    )
     with store.write() as cur:  # sim-1 did badly on gold
-        cur.execute("UPDATE rankings SET gold_agreement = 0.2 WHERE id = (SELECT min(r.id) FROM rankings r "
-                    "JOIN annotators a ON a.id = r.annotator_id WHERE a.name = 'sim-1')")
+        cur.execute(
+            "UPDATE rankings SET gold_agreement = 0.2 WHERE id = (SELECT min(r.id) FROM rankings r "
+            "JOIN annotators a ON a.id = r.annotator_id WHERE a.name = 'sim-1')"
+        )
     gold = create_snapshot(store, data, SnapshotFilters(min_gold_agreement=0.5)).manifest["counts"]
     assert gold["dropped"]["gold_agreement"] == store.scalar(
-        "SELECT count(*) FROM rankings r JOIN annotators a ON a.id = r.annotator_id WHERE a.name = 'sim-1'")
+        "SELECT count(*) FROM rankings r JOIN annotators a ON a.id = r.annotator_id WHERE a.name = 'sim-1'"
+    )
     with pytest.raises(UserError, match="no annotator named 'nobody'"):
         create_snapshot(store, data, SnapshotFilters(exclude_annotators=["nobody"]))
 
@@ -84,7 +93,9 @@ def test_snapshot_command_and_bad_input(tmp_path: Path, capsys) -> None:
         seed_rankings(store, n_prompts=10, annotators=1)
     assert main(["--data", str(data), "snapshot", "--exclude-flagged"]) == 0
     out = capsys.readouterr().out
-    assert "written" in out and "30 rankings" in out  # 10 prompts x 3 styles x 4 samples = 30 tasks, 1 ranking each
+    assert (
+        "written" in out and "30 rankings" in out
+    )  # 10 prompts x 3 styles x 4 samples = 30 tasks, 1 ranking each
     assert main(["--data", str(data), "snapshot", "--exclude-flagged"]) == 0
     assert "unchanged (same data as before)" in capsys.readouterr().out
     assert main(["--data", str(data), "snapshot", "--eval-fraction", "1.5"]) == 2

@@ -22,14 +22,24 @@ def test_quotas_follow_weights_and_availability() -> None:
     assert quotas({(1, 1): 3, (2, 1): 1}, {(1, 1): 9, (2, 1): 9}, 4, rng) == {(1, 1): 3, (2, 1): 1}
     # An arm that runs out hands its slots to the others; weight 0 gets none.
     assert quotas({(1, 1): 3, (2, 1): 1, (3, 1): 0}, {(1, 1): 1, (2, 1): 9, (3, 1): 9}, 4, rng) == {
-        (1, 1): 1, (2, 1): 3}
+        (1, 1): 1,
+        (2, 1): 3,
+    }
 
 
 def insert_samples(store: Store, per_arm: dict[tuple[int, int], int], prompt_id: int = 1) -> None:
     rows = [
-        {"prompt_id": prompt_id, "system_prompt_id": sp, "model_id": m, "params": "{}", "params_hash": "h",
-         "sample_index": i, "text": f"sp{sp}-m{m}-{i}"}
-        for (sp, m), n in per_arm.items() for i in range(n)
+        {
+            "prompt_id": prompt_id,
+            "system_prompt_id": sp,
+            "model_id": m,
+            "params": "{}",
+            "params_hash": "h",
+            "sample_index": i,
+            "text": f"sp{sp}-m{m}-{i}",
+        }
+        for (sp, m), n in per_arm.items()
+        for i in range(n)
     ]
     with store.write() as cur:
         store.insert_arrow(cur, "samples", pa.Table.from_pylist(rows))
@@ -60,8 +70,12 @@ def test_build_tasks_only_uses_selected_arms_and_params(store: Store) -> None:
     ids = build_tasks(store, [1], {(1, 1): 1.0, (2, 1): 1.0}, "h", size=3)
     assert len(ids) == 2
     used = store.query("SELECT unnest(sample_ids) AS s FROM tasks")
-    sps = {r["system_prompt_id"] for r in store.query(
-        "SELECT system_prompt_id FROM samples WHERE list_contains(?, id)", [[u["s"] for u in used]])}
+    sps = {
+        r["system_prompt_id"]
+        for r in store.query(
+            "SELECT system_prompt_id FROM samples WHERE list_contains(?, id)", [[u["s"] for u in used]]
+        )
+    }
     assert sps == {1, 2}
     assert build_tasks(store, [1], {(3, 1): 1.0}, "other-params", size=3) == []
 

@@ -42,7 +42,10 @@ def test_port_in_use(tiny_model: Path, tmp_path: Path) -> None:
 def test_diagnose_reads_error_lines() -> None:
     log = "INFO loading safetensors index\nValueError: Model architectures ['Foo'] are not supported for now."
     assert diagnose(log) == "vLLM does not support this model's architecture"
-    assert diagnose("OSError: [Errno 98] Address already in use") == "the port is already in use by another program"
+    assert (
+        diagnose("OSError: [Errno 98] Address already in use")
+        == "the port is already in use by another program"
+    )
 
 
 @pytest.mark.slow

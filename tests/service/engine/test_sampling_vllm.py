@@ -21,9 +21,15 @@ from service.engine.server import engine_nice, is_cpu_build, start_server
 
 pytestmark = pytest.mark.slow
 # The third prompt is a three-turn conversation: the whole of it goes to the server, after the system prompt.
-PROMPTS = ["Tell me about cats.", "Describe bread.",
-           [{"role": "user", "content": "I am planning a trip."}, {"role": "assistant", "content": "Where to?"},
-            {"role": "user", "content": "Why do people like trains?"}]]
+PROMPTS = [
+    "Tell me about cats.",
+    "Describe bread.",
+    [
+        {"role": "user", "content": "I am planning a trip."},
+        {"role": "assistant", "content": "Where to?"},
+        {"role": "user", "content": "Why do people like trains?"},
+    ],
+]
 SYSTEM = {"brief": "Answer in one short sentence.", "friendly": "Answer in a warm and friendly way."}
 
 
@@ -48,13 +54,21 @@ def test_samples_prompts_x_system_prompts_x_k(server, filled, tiny_model: Path) 
 
     store, prompts, sps, model_id = filled
     params = SamplingParams(max_tokens=12, temperature=0.8)
-    report = sample(store, Endpoint(model_id, server.served_name, server.base_url), prompts, sps, 3, params,
-                    progress=False)
+    report = sample(
+        store,
+        Endpoint(model_id, server.served_name, server.base_url),
+        prompts,
+        sps,
+        3,
+        params,
+        progress=False,
+    )
     assert (report.requested, report.generated, report.already_stored) == (27, 27, 0)
     rows = store.query("SELECT * FROM samples ORDER BY prompt_id, system_prompt_id, sample_index")
     assert len(rows) == 27
     assert {(r["prompt_id"], r["system_prompt_id"], r["sample_index"]) for r in rows} == {
-        (p["id"], s["id"], i) for p in prompts for s in sps for i in range(3)}
+        (p["id"], s["id"], i) for p in prompts for s in sps for i in range(3)
+    }
     tok = AutoTokenizer.from_pretrained(tiny_model)
     text_of = {p["id"]: from_row(p["text"], p["messages"]) for p in prompts}
     assert [len(c) for c in text_of.values()] == [1, 1, 3]
@@ -64,18 +78,34 @@ def test_samples_prompts_x_system_prompts_x_k(server, filled, tiny_model: Path) 
         assert json.loads(r["params"]) == params.model_dump() and r["params_hash"] == params.key()
         chat = messages(sp_of[r["system_prompt_id"]], text_of[r["prompt_id"]])
         # The token count vLLM reports is that of the whole chat through the checkpoint's template.
-        assert r["prompt_tokens"] == len(tok.apply_chat_template(chat, add_generation_prompt=True)["input_ids"])
+        assert r["prompt_tokens"] == len(
+            tok.apply_chat_template(chat, add_generation_prompt=True)["input_ids"]
+        )
         assert 1 <= r["completion_tokens"] <= 12
         assert r["finish_reason"] in ("stop", "length")
         assert r["finish_reason"] == "stop" or r["completion_tokens"] == 12  # "length" means the cap was hit
         assert isinstance(r["text"], str) and r["latency_ms"] > 0
     assert report.completion_tokens == sum(r["completion_tokens"] for r in rows)
 
-    again = sample(store, Endpoint(model_id, server.served_name, server.base_url), prompts, sps, 3, params,
-                   progress=False)
+    again = sample(
+        store,
+        Endpoint(model_id, server.served_name, server.base_url),
+        prompts,
+        sps,
+        3,
+        params,
+        progress=False,
+    )
     assert (again.generated, again.already_stored) == (0, 27)
-    more = sample(store, Endpoint(model_id, server.served_name, server.base_url), prompts, sps, 4, params,
-                  progress=False)
+    more = sample(
+        store,
+        Endpoint(model_id, server.served_name, server.base_url),
+        prompts,
+        sps,
+        4,
+        params,
+        progress=False,
+    )
     assert (more.generated, more.already_stored) == (9, 27)  # only sample_index 3 was missing
 
     weights = {(s["id"], model_id): 1.0 for s in sps}
@@ -104,8 +134,16 @@ def test_server_dying_mid_run(server, filled, tiny_model: Path, tmp_path: Path, 
     monkeypatch.setattr(sampler, "_store_batch", kill_after_the_first_batch)
     with pytest.raises(SamplingError) as e:
         # Two requests (of n = 16) at a time, so samples are stored batch by batch.
-        sample(store, Endpoint(model_id, doomed.served_name, doomed.base_url), prompts, sps, 16, params,
-               progress=False, concurrency=2)
+        sample(
+            store,
+            Endpoint(model_id, doomed.served_name, doomed.base_url),
+            prompts,
+            sps,
+            16,
+            params,
+            progress=False,
+            concurrency=2,
+        )
     monkeypatch.setattr(sampler, "_store_batch", store_batch)
     assert "run the same command again" in str(e.value)
     stored = store.query("SELECT * FROM samples")
@@ -114,12 +152,20 @@ def test_server_dying_mid_run(server, filled, tiny_model: Path, tmp_path: Path, 
     doomed.stop()
     assert [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
 
-    rerun = sample(store, Endpoint(model_id, server.served_name, server.base_url), prompts, sps, 16, params,
-                   progress=False)
+    rerun = sample(
+        store,
+        Endpoint(model_id, server.served_name, server.base_url),
+        prompts,
+        sps,
+        16,
+        params,
+        progress=False,
+    )
     assert rerun.already_stored == len(stored) and rerun.generated == 144 - len(stored)
     assert store.scalar("SELECT count(*) FROM samples") == 144
-    assert store.scalar(
-        "SELECT count(DISTINCT (prompt_id, system_prompt_id, sample_index)) FROM samples") == 144
+    assert (
+        store.scalar("SELECT count(DISTINCT (prompt_id, system_prompt_id, sample_index)) FROM samples") == 144
+    )
 
 
 def _pgid(p: psutil.Process) -> int | None:

@@ -45,7 +45,11 @@ def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
         green = register_model(store, "policy", tiny_model, name="green", status="active")
         draft = register_model(store, "policy", tiny_model, name="draft")
         add_system_prompts(store, {"brief": "Answer in one short sentence.", "detailed": "Answer in detail."})
-    env = {"RANKLOOP_VLLM__DTYPE": "float32", "RANKLOOP_VLLM__MAX_MODEL_LEN": "256", "RANKLOOP_GATEWAY__MAX_TOKENS": "64"}
+    env = {
+        "RANKLOOP_VLLM__DTYPE": "float32",
+        "RANKLOOP_VLLM__MAX_MODEL_LEN": "256",
+        "RANKLOOP_GATEWAY__MAX_TOKENS": "64",
+    }
     with running_service(data, env=env) as url:
         key = cli(data, "keys", "create", "app").split(": ")[1].split()[0]
         cli(data, "deploy", str(blue))
@@ -71,12 +75,16 @@ def test_openai_client_sync_async_streaming_and_n(service) -> None:
 
     async def both() -> list:
         ac = openai.AsyncOpenAI(base_url=service["url"] + "/v1", api_key=service["key"], max_retries=0)
-        return await asyncio.gather(*[ac.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
-                                      for _ in range(4)])
+        return await asyncio.gather(
+            *[ac.chat.completions.create(model="current", messages=CHAT, max_tokens=4) for _ in range(4)]
+        )
 
     assert {r.model for r in asyncio.run(both())} == {"blue"}
-    raw = httpx.post(service["url"] + "/v1/chat/completions", headers={"Authorization": f"Bearer {service['key']}"},
-                     json={"model": "current", "messages": CHAT, "max_tokens": 4})
+    raw = httpx.post(
+        service["url"] + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {service['key']}"},
+        json={"model": "current", "messages": CHAT, "max_tokens": 4},
+    )
     assert raw.headers["x-rankloop-model-id"] == str(service["blue"])
 
 
@@ -87,11 +95,25 @@ def test_keys_scopes_limits_and_bad_requests(service) -> None:
     with pytest.raises(openai.AuthenticationError, match="invalid or revoked"):
         openai.OpenAI(base_url=url + "/v1", api_key="rk-wrong", max_retries=0).models.list()
     c = client(service)
-    bad = [({"n": 99}, openai.BadRequestError, "n = 99 is over this server's limit of 8"),
-           ({"max_tokens": 10_000}, openai.BadRequestError, "max_tokens = 10000 is over this server's limit of 64"),
-           ({"model": "nope"}, openai.NotFoundError, "no route or deployed model named 'nope'; valid: current, blue"),
-           ({"extra_body": {"system_prompt": "missing"}}, openai.NotFoundError, "no system prompt named 'missing'"),
-           ({"messages": []}, openai.BadRequestError, "messages")]
+    bad = [
+        ({"n": 99}, openai.BadRequestError, "n = 99 is over this server's limit of 8"),
+        (
+            {"max_tokens": 10_000},
+            openai.BadRequestError,
+            "max_tokens = 10000 is over this server's limit of 64",
+        ),
+        (
+            {"model": "nope"},
+            openai.NotFoundError,
+            "no route or deployed model named 'nope'; valid: current, blue",
+        ),
+        (
+            {"extra_body": {"system_prompt": "missing"}},
+            openai.NotFoundError,
+            "no system prompt named 'missing'",
+        ),
+        ({"messages": []}, openai.BadRequestError, "messages"),
+    ]
     for change, error, words in bad:
         with pytest.raises(error, match=words.replace("(", r"\(")):
             c.chat.completions.create(**{"model": "current", "messages": CHAT, "max_tokens": 4, **change})
@@ -103,7 +125,9 @@ def test_keys_scopes_limits_and_bad_requests(service) -> None:
     # A client key cannot reach /admin; an admin-scope key can.
     assert httpx.get(url + "/admin/status", headers=auth).status_code == 403
     admin_key = cli(data, "keys", "create", "ops", "--scope", "admin").split(": ")[1].split()[0]
-    assert httpx.get(url + "/admin/status", headers={"Authorization": f"Bearer {admin_key}"}).status_code == 200
+    assert (
+        httpx.get(url + "/admin/status", headers={"Authorization": f"Bearer {admin_key}"}).status_code == 200
+    )
     # Over a limit: 429 with Retry-After; revoked: 401 at once.
     slow = cli(data, "keys", "create", "slow", "--rpm", "2").split(": ")[1].split()[0]
     sc = openai.OpenAI(base_url=url + "/v1", api_key=slow, max_retries=0)
@@ -116,13 +140,18 @@ def test_keys_scopes_limits_and_bad_requests(service) -> None:
     with pytest.raises(openai.AuthenticationError):
         sc.models.list()
     listed = cli(data, "keys", "list")
-    assert "app" in listed and service["key"] not in listed and service["key"][:7] in listed  # the prefix only
+    assert (
+        "app" in listed and service["key"] not in listed and service["key"][:7] in listed
+    )  # the prefix only
     rows = httpx.get(url + "/admin/keys", headers=admin_headers(data)).json()
     app = next(r for r in rows if r["name"] == "app")
     assert app["requests"] >= 8 and app["completion_tokens"] >= 8 and not any("key_hash" in r for r in rows)
     # Deploys that cannot be: unknown model, an unapproved one, a path.
-    for args, words in [(("deploy", "999"), "no model with id 999"), (("deploy", str(service["draft"])),
-                        "not approved"), (("deploy", "/etc/passwd"), "registered model's id")]:
+    for args, words in [
+        (("deploy", "999"), "no model with id 999"),
+        (("deploy", str(service["draft"])), "not approved"),
+        (("deploy", "/etc/passwd"), "registered model's id"),
+    ]:
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             assert main(["--data", str(data), *args]) == 2
@@ -139,7 +168,9 @@ def _steady(service, stop: threading.Event, seen: list, failures: list) -> None:
                 r = c.chat.completions.create(model="current", messages=CHAT, max_tokens=6)
                 seen.append((started, r.model))
             else:
-                chunks = list(c.chat.completions.create(model="current", messages=CHAT, max_tokens=6, stream=True))
+                chunks = list(
+                    c.chat.completions.create(model="current", messages=CHAT, max_tokens=6, stream=True)
+                )
                 seen.append((started, chunks[0].model))
         except Exception as e:  # noqa: BLE001 - every failure is a test failure, collected
             failures.append(repr(e))
@@ -160,11 +191,21 @@ def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, 
     # vLLM engine does not come up beside one serving steady traffic (see DESIGN.md), so the servers
     # start before the load; the switch, the drain and the rollback are the gateway's, under load.
     keys = {name: secrets.token_urlsafe(16) for name in ("blue", "green")}
-    servers = {name: start_server(tiny_model, VLLMOptions(dtype="float32", max_model_len=256), tmp_path,
-                                  served_name=name, api_key=keys[name]) for name in keys}
+    servers = {
+        name: start_server(
+            tiny_model,
+            VLLMOptions(dtype="float32", max_model_len=256),
+            tmp_path,
+            served_name=name,
+            api_key=keys[name],
+        )
+        for name in keys
+    }
     try:
-        endpoint = {name: ["--endpoint", f"http://127.0.0.1:{s.port}", "--endpoint-key", keys[name]]
-                    for name, s in servers.items()}
+        endpoint = {
+            name: ["--endpoint", f"http://127.0.0.1:{s.port}", "--endpoint-key", keys[name]]
+            for name, s in servers.items()
+        }
         cli(service["data"], "deploy", str(service["blue"]), *endpoint["blue"])
         stop, seen, failures = threading.Event(), [], []
         threads = [threading.Thread(target=_steady, args=(service, stop, seen, failures)) for _ in range(3)]
@@ -185,8 +226,11 @@ def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, 
                 t.join()
         assert failures == []
         # Every request that started after a switch returned went to the model switched to.
-        phases = {"blue": [m for t, m in seen if t < green_at], "green": [m for t, m in seen if green_at <= t < rolling_back],
-                  "rollback": [m for t, m in seen if t >= blue_at]}
+        phases = {
+            "blue": [m for t, m in seen if t < green_at],
+            "green": [m for t, m in seen if green_at <= t < rolling_back],
+            "rollback": [m for t, m in seen if t >= blue_at],
+        }
         assert len(phases["green"]) >= 3 and set(phases["green"]) == {"green"}, phases
         assert len(phases["rollback"]) >= 3 and set(phases["rollback"]) == {"blue"}, phases
         assert phases["blue"][0] == "blue"
@@ -197,12 +241,23 @@ def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, 
 
 
 def test_canary_arms_and_arena(service) -> None:
-    cli(service["data"], "deploy", str(service["green"]), "--canary", "30", "--system-prompt", "brief=1",
-        "--system-prompt", "detailed=1")
+    cli(
+        service["data"],
+        "deploy",
+        str(service["green"]),
+        "--canary",
+        "30",
+        "--system-prompt",
+        "brief=1",
+        "--system-prompt",
+        "detailed=1",
+    )
     c = client(service)
 
     def ask(u: int) -> tuple[str, str]:
-        r = c.chat.completions.with_raw_response.create(model="current", messages=CHAT, max_tokens=1, user=f"u{u}")
+        r = c.chat.completions.with_raw_response.create(
+            model="current", messages=CHAT, max_tokens=1, user=f"u{u}"
+        )
         return r.parse().model, r.headers["x-rankloop-system-prompt"]
 
     got = {u: ask(u) for u in range(200)}
@@ -215,19 +270,27 @@ def test_canary_arms_and_arena(service) -> None:
     vc = openai.OpenAI(base_url=service["url"] + "/v1", api_key=key, max_retries=0)
     duel = vc.chat.completions.create(model="arena", messages=CHAT, max_tokens=4)
     assert duel.model == "arena" and len(duel.choices) == 2 and duel.usage.completion_tokens >= 2
-    vote = httpx.post(service["url"] + "/v1/feedback", headers={"Authorization": f"Bearer {key}"},
-                      json={"response_id": duel.id, "preferred_index": 0}).json()
+    vote = httpx.post(
+        service["url"] + "/v1/feedback",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"response_id": duel.id, "preferred_index": 0},
+    ).json()
     assert vote["ranking_id"]
-    board = httpx.get(service["url"] + "/admin/leaderboard", params={"by": "model"},
-                      headers=admin_headers(service["data"])).json()
+    board = httpx.get(
+        service["url"] + "/admin/leaderboard", params={"by": "model"}, headers=admin_headers(service["data"])
+    ).json()
     assert {f"blue #{service['blue']}", f"green #{service['green']}"} <= {row["arm"] for row in board}
     cli(service["data"], "rollback")  # the canary goes; blue keeps everything
-    assert {c.completions.create(model="current", prompt="Hi", max_tokens=1, user=f"u{u}").model
-            for u in range(20)} == {"blue"}
+    assert {
+        c.completions.create(model="current", prompt="Hi", max_tokens=1, user=f"u{u}").model
+        for u in range(20)
+    } == {"blue"}
 
 
 def _replica_pids(service) -> list[int]:
-    routes = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()["routes"]
+    routes = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()[
+        "routes"
+    ]
     ports = [int(r["url"].rsplit(":", 1)[1]) for r in routes["current"]["replicas"]]
     import psutil
 
@@ -246,7 +309,9 @@ def test_killed_server_gives_503_then_recovers_without_a_restart(service) -> Non
     t0 = time.monotonic()
     with pytest.raises(openai.InternalServerError) as e:
         c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
-    assert e.value.status_code == 503 and e.value.response.headers["retry-after"] and time.monotonic() - t0 < 5
+    assert (
+        e.value.status_code == 503 and e.value.response.headers["retry-after"] and time.monotonic() - t0 < 5
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:
@@ -267,10 +332,14 @@ def test_two_replicas_lose_nothing_when_one_dies(service) -> None:
     for _ in range(4):
         c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
     os.killpg(os.getpgid(first), signal.SIGKILL)
-    results = [c.chat.completions.create(model="current", messages=CHAT, max_tokens=4).model for _ in range(10)]
+    results = [
+        c.chat.completions.create(model="current", messages=CHAT, max_tokens=4).model for _ in range(10)
+    ]
     assert results == ["blue"] * 10
     # The vLLM servers answer only on loopback, only with their own key, and have no development routes.
-    routes = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()["routes"]
+    routes = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()[
+        "routes"
+    ]
     live = next(r["url"] for r in routes["current"]["replicas"] if r["healthy"])
     assert live.startswith("http://127.0.0.1:")
     assert httpx.post(live + "/v1/completions", json={"model": "blue", "prompt": "x"}).status_code == 401
@@ -290,25 +359,37 @@ def test_traffic_feedback_and_prompts_flow_back(service) -> None:
 
     vote = feedback({"response_id": pair.id, "preferred_index": 1})
     assert vote.status_code == 200 and vote.json()["ranking_id"]
-    assert feedback({"response_id": streamed[0].id, "thumbs": "down", "comment": "too short"}).status_code == 200
-    refused = [({"response_id": pair.id, "preferred_index": 1}, key, 409, "already recorded"),
-               ({"response_id": pair.id, "preferred_index": 5}, key, 400, "out of range"),
-               ({"response_id": "chatcmpl-nope", "score": 1}, key, 404, "no response"),
-               ({"response_id": pair.id, "score": 1}, service["key"], 404, "no response"),  # another key's
-               ({"response_id": pair.id}, key, 400, "at least one of"),
-               ({"response_id": streamed[0].id, "preferred_index": 0}, key, 400, "several choices")]
+    assert (
+        feedback({"response_id": streamed[0].id, "thumbs": "down", "comment": "too short"}).status_code == 200
+    )
+    refused = [
+        ({"response_id": pair.id, "preferred_index": 1}, key, 409, "already recorded"),
+        ({"response_id": pair.id, "preferred_index": 5}, key, 400, "out of range"),
+        ({"response_id": "chatcmpl-nope", "score": 1}, key, 404, "no response"),
+        ({"response_id": pair.id, "score": 1}, service["key"], 404, "no response"),  # another key's
+        ({"response_id": pair.id}, key, 400, "at least one of"),
+        ({"response_id": streamed[0].id, "preferred_index": 0}, key, 400, "several choices"),
+    ]
     for body, who, status, words in refused:
         r = feedback(body, who)
         assert r.status_code == status and words in r.json()["error"]["message"], (body, r.text)
     # The vote is a ranking a snapshot holds, unless traffic is left out.
     snap = httpx.post(url + "/admin/snapshots", headers=admin_headers(data), json={"eval_fraction": 0}).json()
     assert snap.get("counts", {}).get("rankings", 0) >= 1, snap
-    left = httpx.post(url + "/admin/snapshots", headers=admin_headers(data),
-                      json={"eval_fraction": 0, "include_traffic": False})  # traffic is all there is
-    assert left.status_code == 400 and f"left out: {snap['counts']['rankings']} by traffic" in left.json()["error"]
+    left = httpx.post(
+        url + "/admin/snapshots",
+        headers=admin_headers(data),
+        json={"eval_fraction": 0, "include_traffic": False},
+    )  # traffic is all there is
+    assert (
+        left.status_code == 400
+        and f"left out: {snap['counts']['rankings']} by traffic" in left.json()["error"]
+    )
     # A prompt asked twice joins the pool once; one asked once does not (the voted one is in already).
     for question in ("How do tides work?", "How do tides work?", "What is rust?"):
-        c.chat.completions.create(model="current", messages=[{"role": "user", "content": question}], max_tokens=2)
+        c.chat.completions.create(
+            model="current", messages=[{"role": "user", "content": question}], max_tokens=2
+        )
     out = cli(data, "prompts", "from-traffic", "--min-count", "2")
     assert out.startswith("1 prompts from served traffic added")
     assert cli(data, "prompts", "from-traffic", "--min-count", "2").startswith("0 prompts")
@@ -320,7 +401,9 @@ def test_a_recorded_deployment_serves_when_the_service_starts(tiny_model: Path, 
         model = register_model(store, "policy", tiny_model, name="solo", status="active")
     assert "recorded; `rankloop serve` starts it" in cli(data, "deploy", str(model))  # no service runs
     key = cli(data, "keys", "create", "k").split(": ")[1].split()[0]
-    with running_service(data, env={"RANKLOOP_VLLM__DTYPE": "float32", "RANKLOOP_VLLM__MAX_MODEL_LEN": "256"}) as url:
+    with running_service(
+        data, env={"RANKLOOP_VLLM__DTYPE": "float32", "RANKLOOP_VLLM__MAX_MODEL_LEN": "256"}
+    ) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:  # the service answers at once; the model comes up behind it

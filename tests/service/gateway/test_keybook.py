@@ -38,5 +38,7 @@ def test_limits_and_usage(store: Store) -> None:
     assert 0 < book.admit(key) <= 60
     book.record(key, 5, 7)
     book.flush()
-    row = store.query("SELECT requests, prompt_tokens, completion_tokens FROM api_keys WHERE name = 'slow'")[0]
+    row = store.query("SELECT requests, prompt_tokens, completion_tokens FROM api_keys WHERE name = 'slow'")[
+        0
+    ]
     assert row == {"requests": 2, "prompt_tokens": 5, "completion_tokens": 7}

@@ -27,8 +27,15 @@ def data(tmp_path: Path, tiny_model: Path) -> dict:
         snap = create_snapshot(store, data, SnapshotFilters(eval_fraction=0.3))
         base = register_model(store, "pretrained", tiny_model, name="base")
         shutil.copytree(tiny_model, tmp_path / "dpo")
-        policy = register_model(store, "policy", tmp_path / "dpo", name="dpo", parent_id=base, snapshot_id=snap.id,
-                                status="candidate")
+        policy = register_model(
+            store,
+            "policy",
+            tmp_path / "dpo",
+            name="dpo",
+            parent_id=base,
+            snapshot_id=snap.id,
+            status="candidate",
+        )
         orphan = register_model(store, "policy", tmp_path / "dpo", name="orphan", status="candidate")
         reward = register_model(store, "reward", tiny_model, name="rm")
     return {"dir": data, "base": base, "policy": policy, "orphan": orphan, "reward": reward}
@@ -47,7 +54,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD)
-def test_bad_evaluations_are_refused_before_any_job(args: list[str], message: str, data: dict, capsys) -> None:
+def test_bad_evaluations_are_refused_before_any_job(
+    args: list[str], message: str, data: dict, capsys
+) -> None:
     values = {k: v for k, v in data.items() if k != "dir"} | {"missing": str(data["dir"] / "nope.txt")}
     argv = ["--data", str(data["dir"]), "evaluate", "policy", *[a.format(**values) for a in args]]
     assert main(argv) == 2
@@ -81,26 +90,46 @@ def test_held_out_prompts_are_never_sampled_for_training(tmp_path: Path) -> None
         assert [s["name"] for s in sps] == ["brief"] and profiles == [] and overlap == 0
         assert store.scalar("SELECT count(*) FROM prompts WHERE source = 'eval'") == 2
         with pytest.raises(Exception, match="no prompts stored"):  # eval prompts are not a training pool
-            prepare(store, Settings(data_dir=data, allowed_roots=[tmp_path]), SampleJobConfig(models=[tmp_path]))
+            prepare(
+                store, Settings(data_dir=data, allowed_roots=[tmp_path]), SampleJobConfig(models=[tmp_path])
+            )
 
 
 def test_the_gate_records_figures_and_decides_only_against_the_model_it_would_replace(data: dict) -> None:
     policy, base, orphan = data["policy"], data["base"], data["orphan"]
     with Store.open(data["dir"] / "rankloop.duckdb") as store:
         with store.write() as cur:
-            assert record_evaluation(cur, policy, {"job_id": 1}, False, "win rate 0.5", base) == ("candidate", "refused")
+            assert record_evaluation(cur, policy, {"job_id": 1}, False, "win rate 0.5", base) == (
+                "candidate",
+                "refused",
+            )
         m = get_model(store, policy)
-        assert m["status_reason"] == "gate refused: win rate 0.5" and m["metrics"]["evaluations"] == [{"job_id": 1}]
+        assert m["status_reason"] == "gate refused: win rate 0.5" and m["metrics"]["evaluations"] == [
+            {"job_id": 1}
+        ]
         with store.write() as cur:  # no active policy: the parent is the bar; another baseline does not count
-            assert record_evaluation(cur, policy, {"job_id": 2}, True, "w", orphan)[1].startswith("not applied")
-            assert record_evaluation(cur, policy, {"job_id": 3}, True, "win rate 0.8", base) == ("active", "passed")
+            assert record_evaluation(cur, policy, {"job_id": 2}, True, "w", orphan)[1].startswith(
+                "not applied"
+            )
+            assert record_evaluation(cur, policy, {"job_id": 3}, True, "win rate 0.8", base) == (
+                "active",
+                "passed",
+            )
             # Now the bar is the active policy: beating anything else changes nothing.
             assert record_evaluation(cur, orphan, {"job_id": 4}, True, "w", base)[1].startswith(
-                "not applied (the baseline")
-            assert record_evaluation(cur, orphan, {"job_id": 5}, True, "win rate 0.9", policy) == ("active", "passed")
-            assert record_evaluation(cur, orphan, {"job_id": 6}, False, "lost", policy)[1].startswith("not applied")
-            assert record_evaluation(cur, orphan, {"job_id": 7}, None, "figures only", policy) == ("active",
-                                                                                                 "not applied")
+                "not applied (the baseline"
+            )
+            assert record_evaluation(cur, orphan, {"job_id": 5}, True, "win rate 0.9", policy) == (
+                "active",
+                "passed",
+            )
+            assert record_evaluation(cur, orphan, {"job_id": 6}, False, "lost", policy)[1].startswith(
+                "not applied"
+            )
+            assert record_evaluation(cur, orphan, {"job_id": 7}, None, "figures only", policy) == (
+                "active",
+                "not applied",
+            )
         assert get_model(store, policy)["status"] == "retired"  # replaced by the next winner
         assert [e["job_id"] for e in get_model(store, orphan)["metrics"]["evaluations"]] == [4, 5, 6, 7]
 
@@ -109,7 +138,9 @@ def test_prompts_stored_for_evaluation_stay_out_of_training_splits(data: dict) -
     with Store.open(data["dir"] / "rankloop.duckdb") as store:
         held = store.query("SELECT id FROM prompts ORDER BY id LIMIT 3")
         with store.write() as cur:
-            cur.execute("UPDATE prompts SET source = 'eval' WHERE list_contains(?, id)", [[r["id"] for r in held]])
+            cur.execute(
+                "UPDATE prompts SET source = 'eval' WHERE list_contains(?, id)", [[r["id"] for r in held]]
+            )
         snap = create_snapshot(store, data["dir"], SnapshotFilters(eval_fraction=0.0))
     rows = read_snapshot(snap.path)
     assert {r["prompt_id"] for r in rows if r["split"] == "eval"} == {r["id"] for r in held}

@@ -50,13 +50,16 @@ def active_id(data: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFac
     good = job_config(tmp_path_factory.mktemp("good"), tiny_model, epochs=4)
     assert main(["--data", str(data), "train", "reward", "--config", str(good)]) == 0
     (first,) = models(data)
-    assert first["status"] == "active" and first["status_reason"].startswith("gate passed: first reward model")
+    assert first["status"] == "active" and first["status_reason"].startswith(
+        "gate passed: first reward model"
+    )
     assert first["snapshot_id"] and first["parent_id"]
     return first["id"]
 
 
-def test_gate_refuses_a_worse_model_and_promotion_overrides(active_id: int, data: Path, tiny_model: Path,
-                                                            tmp_path: Path, capsys) -> None:
+def test_gate_refuses_a_worse_model_and_promotion_overrides(
+    active_id: int, data: Path, tiny_model: Path, tmp_path: Path, capsys
+) -> None:
     # A worse model (one step at a tiny learning rate) stays a candidate, and the registry says why.
     bad = job_config(tmp_path, tiny_model, max_steps=1, learning_rate=1e-7)
     assert main(["--data", str(data), "train", "reward", "--mode", "pairwise", "--config", str(bad)]) == 0
@@ -66,7 +69,12 @@ def test_gate_refuses_a_worse_model_and_promotion_overrides(active_id: int, data
     assert (first["status"], second["status"]) == ("active", "candidate")
     assert f"< active #{active_id}'s" in second["status_reason"]
     # Overriding the gate by hand is recorded too.
-    assert main(["--data", str(data), "models", "promote", str(second["id"]), "--reason", "testing the override"]) == 0
+    assert (
+        main(
+            ["--data", str(data), "models", "promote", str(second["id"]), "--reason", "testing the override"]
+        )
+        == 0
+    )
     first, second = models(data)
     assert (first["status"], second["status"]) == ("retired", "active")
     assert second["status_reason"] == "promoted by hand: testing the override"
@@ -78,16 +86,28 @@ def test_gate_refuses_a_worse_model_and_promotion_overrides(active_id: int, data
     assert "holds a registered model" in capsys.readouterr().err
 
 
-def test_failed_registration_registers_nothing(active_id: int, data: Path, tiny_model: Path, tmp_path: Path,
-                                               capsys) -> None:
+def test_failed_registration_registers_nothing(
+    active_id: int, data: Path, tiny_model: Path, tmp_path: Path, capsys
+) -> None:
     """The gate needs the active model; if its directory is gone, the job fails and leaves no model."""
     active_path = Path(next(m for m in models(data) if m["id"] == active_id)["path"])
     hidden = active_path.with_name(active_path.name + "-moved")
     active_path.rename(hidden)
     try:
         before = len(models(data))
-        assert main(["--data", str(data), "train", "reward", "--config",
-                     str(job_config(tmp_path, tiny_model, max_steps=2))]) == 1
+        assert (
+            main(
+                [
+                    "--data",
+                    str(data),
+                    "train",
+                    "reward",
+                    "--config",
+                    str(job_config(tmp_path, tiny_model, max_steps=2)),
+                ]
+            )
+            == 1
+        )
         assert "registering the model failed" in capsys.readouterr().err
         assert len(models(data)) == before
     finally:
@@ -111,7 +131,9 @@ def test_killed_job_registers_nothing(data: Path, tiny_model: Path, tmp_path: Pa
     with Store.open(data / "rankloop.duckdb") as store:
         before = store.scalar("SELECT count(*) FROM models")
         runner = JobRunner(store, settings, EngineSupervisor(settings))
-        job_id = runner.submit("reward", yaml.safe_load(job_config(tmp_path, tiny_model, epochs=200).read_text()))
+        job_id = runner.submit(
+            "reward", yaml.safe_load(job_config(tmp_path, tiny_model, epochs=200).read_text())
+        )
 
         def kill_once_training() -> None:
             progress = data / "jobs" / str(job_id) / "progress.json"
@@ -125,7 +147,11 @@ def test_killed_job_registers_nothing(data: Path, tiny_model: Path, tmp_path: Pa
         killer.start()
         job = runner.wait(job_id)
         killer.join()
-        assert job["status"] == "failed" and "killed by signal 9" in job["error"] and "nothing was registered" in job["error"]
+        assert (
+            job["status"] == "failed"
+            and "killed by signal 9" in job["error"]
+            and "nothing was registered" in job["error"]
+        )
         assert job["result_model_id"] is None
         assert store.scalar("SELECT count(*) FROM models") == before
 
@@ -141,16 +167,26 @@ def test_scoring_and_active_learning(active_id: int, data: Path, capsys) -> None
         who = add_annotator(store, "fresh", "simulated")
         assert queue.next_task(store, who, AnnotationOptions(gold_rate=0))["task_id"] == prios[0]["id"]
     with running_service(data) as url:
-        r = httpx.post(f"{url}/admin/rewards", headers=admin_headers(data), timeout=60,
-                       json={"prompt": "Tell me about cats.", "responses": ["Cats have paws.", "Cats purr. " * 8]})
+        r = httpx.post(
+            f"{url}/admin/rewards",
+            headers=admin_headers(data),
+            timeout=60,
+            json={"prompt": "Tell me about cats.", "responses": ["Cats have paws.", "Cats purr. " * 8]},
+        )
         assert r.status_code == 200 and len(r.json()["scores"]) == 2
-        assert httpx.post(f"{url}/admin/rewards", headers=admin_headers(data), json={"prompt": "x", "responses": []}
-                          ).status_code == 422
+        assert (
+            httpx.post(
+                f"{url}/admin/rewards", headers=admin_headers(data), json={"prompt": "x", "responses": []}
+            ).status_code
+            == 422
+        )
         assert main(["--data", str(data), "prioritize"]) == 0  # through the running service
         assert "set the priority of 12 open tasks" in capsys.readouterr().out  # a lease does not close a task
 
 
-def test_training_job_runs_inside_a_running_service(data: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
+def test_training_job_runs_inside_a_running_service(
+    data: Path, tiny_model: Path, tmp_path: Path, capsys
+) -> None:
     with running_service(data) as url:
         cfg = job_config(tmp_path, tiny_model, epochs=1)
         assert main(["--data", str(data), "train", "reward", "--config", str(cfg)]) == 0
@@ -158,13 +194,17 @@ def test_training_job_runs_inside_a_running_service(data: Path, tiny_model: Path
         assert "(in the service)" in out and "succeeded" in out
         jobs = httpx.get(f"{url}/admin/jobs", headers=admin_headers(data)).json()
         assert jobs[-1]["status"] == "succeeded" and jobs[-1]["result_model_id"]
-        bad = httpx.post(f"{url}/admin/jobs", headers=admin_headers(data),
-                         json={"kind": "reward", "config": {"base_model": str(tiny_model), "epochs": 0}})
+        bad = httpx.post(
+            f"{url}/admin/jobs",
+            headers=admin_headers(data),
+            json={"kind": "reward", "config": {"base_model": str(tiny_model), "epochs": 0}},
+        )
         assert bad.status_code == 422 and "epochs" in bad.json()["error"]
 
 
-def test_reward_model_judge_agrees_with_people_and_snapshots_leave_it_out(active_id: int, data: Path,
-                                                                          capsys) -> None:
+def test_reward_model_judge_agrees_with_people_and_snapshots_leave_it_out(
+    active_id: int, data: Path, capsys
+) -> None:
     """Runs last in this module: the judge ranks every task beside the simulated people."""
     with Store.open(data / "rankloop.duckdb") as store:
         tasks = store.scalar("SELECT count(*) FROM tasks")

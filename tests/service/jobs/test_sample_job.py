@@ -22,8 +22,12 @@ pytestmark = pytest.mark.slow
 
 
 def vllm_pids() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["name", "cmdline"])
-            if "vllm.entrypoints" in " ".join(p.info["cmdline"] or []) or (p.info["name"] or "").startswith("VLLM::")}
+    return {
+        p.pid
+        for p in psutil.process_iter(["name", "cmdline"])
+        if "vllm.entrypoints" in " ".join(p.info["cmdline"] or [])
+        or (p.info["name"] or "").startswith("VLLM::")
+    }
 
 
 def test_sampling_jobs_in_the_service(tmp_path: Path, tiny_model: Path, capsys, monkeypatch) -> None:
@@ -39,10 +43,13 @@ def test_sampling_jobs_in_the_service(tmp_path: Path, tiny_model: Path, capsys, 
         # From a second shell, while the service holds the data directory:
         assert main(["--data", str(data), "prompts", "add", str(prompts)]) == 0
         assert main(["--data", str(data), "system-prompts", "add", str(system)]) == 0
-        token = httpx.post(f"{url}/api/annotate/login", json={"name": "alice", "password": "alice-password"}
-                           ).json()["token"]
+        token = httpx.post(
+            f"{url}/api/annotate/login", json={"name": "alice", "password": "alice-password"}
+        ).json()["token"]
         alice = {"Authorization": f"Bearer {token}"}
-        assert httpx.get(f"{url}/api/annotate/next", headers=alice).json()["task"] is None  # nothing to rank yet
+        assert (
+            httpx.get(f"{url}/api/annotate/next", headers=alice).json()["task"] is None
+        )  # nothing to rank yet
         capsys.readouterr()
 
         # Ctrl-C while following: the job keeps running in the service, and the command says how to follow it.
@@ -55,8 +62,19 @@ def test_sampling_jobs_in_the_service(tmp_path: Path, tiny_model: Path, capsys, 
             real_sleep(s)
 
         monkeypatch.setattr(cli_client.time, "sleep", interrupted_sleep)
-        sample = ["--data", str(data), "sample", "--model", str(tiny_model), "--k", "2", "--max-tokens", "16",
-                  "--dtype", "float32"]
+        sample = [
+            "--data",
+            str(data),
+            "sample",
+            "--model",
+            str(tiny_model),
+            "--k",
+            "2",
+            "--max-tokens",
+            "16",
+            "--dtype",
+            "float32",
+        ]
         assert main(sample) == 130
         err = capsys.readouterr().err
         job_id = int(err.split("rankloop jobs follow ")[1].split("`")[0])
@@ -68,11 +86,33 @@ def test_sampling_jobs_in_the_service(tmp_path: Path, tiny_model: Path, capsys, 
         assert task is not None and len(task["candidates"]) == 2  # in alice's queue, no restart
 
         # A longer run, cancelled once some samples are stored; the rerun generates only the rest.
-        longer = ["--data", str(data), "sample", "--model", str(tiny_model), "--k", "8", "--max-tokens", "48",
-                  "--concurrency", "2", "--dtype", "float32"]
-        started = httpx.post(f"{url}/admin/jobs/sample", headers=admin_headers(data), timeout=30, json={
-            "models": [str(tiny_model)], "k": 8, "params": {"max_tokens": 48}, "concurrency": 2,
-            "vllm": {"dtype": "float32"}})
+        longer = [
+            "--data",
+            str(data),
+            "sample",
+            "--model",
+            str(tiny_model),
+            "--k",
+            "8",
+            "--max-tokens",
+            "48",
+            "--concurrency",
+            "2",
+            "--dtype",
+            "float32",
+        ]
+        started = httpx.post(
+            f"{url}/admin/jobs/sample",
+            headers=admin_headers(data),
+            timeout=30,
+            json={
+                "models": [str(tiny_model)],
+                "k": 8,
+                "params": {"max_tokens": 48},
+                "concurrency": 2,
+                "vllm": {"dtype": "float32"},
+            },
+        )
         assert started.status_code == 200, started.text
         cancel_id = started.json()["job_id"]
         deadline = time.monotonic() + 300
@@ -93,5 +133,10 @@ def test_sampling_jobs_in_the_service(tmp_path: Path, tiny_model: Path, capsys, 
     assert vllm_pids() <= before, "the service's vLLM server outlived the service"
     with Store.open(data / "rankloop.duckdb") as store:
         assert store.scalar("SELECT count(*) FROM samples") == 96 + 384
-        assert store.scalar("SELECT count(DISTINCT (prompt_id, system_prompt_id, model_id, params_hash, "
-                            "sample_index)) FROM samples") == 96 + 384
+        assert (
+            store.scalar(
+                "SELECT count(DISTINCT (prompt_id, system_prompt_id, model_id, params_hash, "
+                "sample_index)) FROM samples"
+            )
+            == 96 + 384
+        )

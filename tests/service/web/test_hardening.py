@@ -27,8 +27,18 @@ pytestmark = pytest.mark.slow
 
 # Reachable without a login: the health check, the annotator's login page, its login and logout
 # calls and the static assets the login page needs.
-OPEN = {"/healthz", "/annotate", "/annotate/", "/annotate/login", "/annotate/logout", "/annotate/favicon.ico",
-        "/annotate/theme.css", "/annotate/robots.txt", "/annotate/manifest.json", "/api/annotate/login"}
+OPEN = {
+    "/healthz",
+    "/annotate",
+    "/annotate/",
+    "/annotate/login",
+    "/annotate/logout",
+    "/annotate/favicon.ico",
+    "/annotate/theme.css",
+    "/annotate/robots.txt",
+    "/annotate/manifest.json",
+    "/api/annotate/login",
+}
 OPEN_PREFIXES = ("/annotate/assets/", "/annotate/static/", "/annotate/svelte/")
 
 
@@ -85,18 +95,27 @@ def test_cross_origin_requests_get_no_credentials(service) -> None:
     evil = {"Origin": "http://evil.example"}
     r = httpx.options(f"{url}/admin/tasks/1/gold", headers={**evil, "Access-Control-Request-Method": "POST"})
     assert r.status_code == 403 and not any(h.startswith("access-control-") for h in r.headers)
-    r = httpx.options(f"{url}/annotate/gradio_api/queue/join", headers={**evil, "Access-Control-Request-Method": "POST"})
+    r = httpx.options(
+        f"{url}/annotate/gradio_api/queue/join", headers={**evil, "Access-Control-Request-Method": "POST"}
+    )
     assert r.status_code == 403
     # A cross-site form post riding on a browser's cookies is refused before any route sees it.
-    r = httpx.post(f"{url}/annotate/gradio_api/queue/join", headers={**evil, "Cookie": "access-token-x=y"}, json={})
+    r = httpx.post(
+        f"{url}/annotate/gradio_api/queue/join", headers={**evil, "Cookie": "access-token-x=y"}, json={}
+    )
     assert r.status_code == 403 and "cross-site" in r.json()["error"]
-    r = httpx.post(f"{url}/admin/tasks/1/gold", headers={**evil, "Cookie": "a=b", **admin_headers(data)},
-                   json={"ranks": [1, 2, 3, 4]})
+    r = httpx.post(
+        f"{url}/admin/tasks/1/gold",
+        headers={**evil, "Cookie": "a=b", **admin_headers(data)},
+        json={"ranks": [1, 2, 3, 4]},
+    )
     assert r.status_code == 403
     r = httpx.get(f"{url}/healthz", headers=evil)
     assert "access-control-allow-origin" not in r.headers
     # Same origin, or no Origin at all (the CLI, the SDK): allowed through to the route's own checks.
-    r = httpx.post(f"{url}/admin/tasks/999/gold", headers={**admin_headers(data), "Origin": url}, json={"ranks": [1]})
+    r = httpx.post(
+        f"{url}/admin/tasks/999/gold", headers={**admin_headers(data), "Origin": url}, json={"ranks": [1]}
+    )
     assert r.status_code == 422 and "no task 999" in r.json()["error"]
 
 
@@ -107,11 +126,18 @@ def test_bodies_over_the_limit_are_refused_before_login(service) -> None:
         for _ in range(64):
             yield b"x" * 2**20  # 64 MiB, streamed without a length
 
-    r = httpx.post(f"{url}/api/annotate/submit", content=b"x" * (300 * 2**10),
-                   headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        f"{url}/api/annotate/submit",
+        content=b"x" * (300 * 2**10),
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 413 and "max_body_kib" in r.json()["error"]
-    r = httpx.post(f"{url}/api/annotate/submit", content=chunks(), headers={"Content-Type": "application/json"},
-                   timeout=60)
+    r = httpx.post(
+        f"{url}/api/annotate/submit",
+        content=chunks(),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
     assert r.status_code == 413
     r = httpx.post(f"{url}/annotate/gradio_api/upload", content=b"x" * (2 * 2**20))
     assert r.status_code == 413
@@ -119,19 +145,63 @@ def test_bodies_over_the_limit_are_refused_before_login(service) -> None:
 
 
 BAD = [  # (method, path, json body, who, status, words in the error)
-    ("POST", "/api/annotate/submit", {"task_id": 2**200, "submission_id": "a", "ranks": [1, 2]}, "sim", 422,
-     "task_id: Input should be less than or equal to"),
-    ("POST", "/api/annotate/submit", {"task_id": -1, "submission_id": "a", "ranks": [1, 2]}, "sim", 422, "task"),
-    ("POST", "/api/annotate/submit", {"task_id": 1, "submission_id": "", "ranks": [1, 2]}, "sim", 422,
-     "submission_id"),
-    ("POST", "/api/annotate/submit", {"task_id": 1, "submission_id": "a" * 200, "ranks": [1]}, "sim", 422,
-     "submission_id"),
+    (
+        "POST",
+        "/api/annotate/submit",
+        {"task_id": 2**200, "submission_id": "a", "ranks": [1, 2]},
+        "sim",
+        422,
+        "task_id: Input should be less than or equal to",
+    ),
+    (
+        "POST",
+        "/api/annotate/submit",
+        {"task_id": -1, "submission_id": "a", "ranks": [1, 2]},
+        "sim",
+        422,
+        "task",
+    ),
+    (
+        "POST",
+        "/api/annotate/submit",
+        {"task_id": 1, "submission_id": "", "ranks": [1, 2]},
+        "sim",
+        422,
+        "submission_id",
+    ),
+    (
+        "POST",
+        "/api/annotate/submit",
+        {"task_id": 1, "submission_id": "a" * 200, "ranks": [1]},
+        "sim",
+        422,
+        "submission_id",
+    ),
     ("POST", "/api/annotate/submit", {"task_id": 1, "submission_id": "a"}, "sim", 422, "ranks"),
-    ("POST", "/api/annotate/submit", {"task_id": 1, "submission_id": "a", "ranks": [1, 2], "skip_reason": "bored"},
-     "sim", 422, "skip"),
-    ("POST", "/api/annotate/submit", {"task_id": 1, "submission_id": "a", "ranks": [1.5, 2]}, "sim", 422, "ranks"),
-    ("POST", "/api/annotate/submit", {"task_id": 1, "submission_id": "a", "ranks": [1, 2], "extra": 1}, "sim", 422,
-     "extra"),
+    (
+        "POST",
+        "/api/annotate/submit",
+        {"task_id": 1, "submission_id": "a", "ranks": [1, 2], "skip_reason": "bored"},
+        "sim",
+        422,
+        "skip",
+    ),
+    (
+        "POST",
+        "/api/annotate/submit",
+        {"task_id": 1, "submission_id": "a", "ranks": [1.5, 2]},
+        "sim",
+        422,
+        "ranks",
+    ),
+    (
+        "POST",
+        "/api/annotate/submit",
+        {"task_id": 1, "submission_id": "a", "ranks": [1, 2], "extra": 1},
+        "sim",
+        422,
+        "extra",
+    ),
     ("POST", "/api/annotate/submit", [1, 2], "sim", 422, "object"),
     ("POST", "/api/annotate/login", '{"name": "\\ud800", "password": "x"}', None, 422, "unicode string"),
     ("POST", "/api/annotate/login", {"name": "a" * 2_000_000, "password": "x"}, None, 413, "max_body_kib"),
@@ -143,19 +213,55 @@ BAD = [  # (method, path, json body, who, status, words in the error)
     ("POST", "/admin/snapshots", {"min_gold_agreement": 7}, "admin", 422, "min_gold_agreement"),
     ("POST", "/admin/snapshots", {"exclude_annotators": ["nobody"]}, "admin", 400, "no annotator named"),
     ("POST", "/admin/jobs", {"kind": "bake", "config": {}}, "admin", 400, "unknown job kind"),
-    ("POST", "/admin/jobs", {"kind": "reward", "config": {"snapshot": "s", "base_model": "m", "epochs": -1}},
-     "admin", 422, "epochs"),
+    (
+        "POST",
+        "/admin/jobs",
+        {"kind": "reward", "config": {"snapshot": "s", "base_model": "m", "epochs": -1}},
+        "admin",
+        422,
+        "epochs",
+    ),
     ("POST", "/admin/jobs", {"kind": "reward", "config": {}}, "admin", 400, "no snapshot to train on"),
-    ("POST", "/admin/jobs", {"kind": "dpo", "config": {"snapshot": "s", "base_model": "m",
-                                                      "output_dir": "/etc/rankloop"}}, "admin", 400,
-     "outside the data directory"),
-    ("POST", "/admin/jobs", {"kind": "dpo", "config": {"snapshot": "/etc", "base_model": "/usr/lib"}}, "admin", 400,
-     "base_model /usr/lib is outside the data directory"),
-    ("POST", "/admin/jobs", {"kind": "sample", "config": {"models": ["/usr/lib"]}}, "admin", 400,
-     "models /usr/lib is outside"),
-    ("POST", "/admin/jobs", {"kind": "evaluate", "config": {"candidate": 1, "prompt_file": "/etc/passwd"}}, "admin",
-     400, "prompt_file /etc/passwd is outside"),
-    ("POST", "/admin/jobs", {"kind": "evaluate", "config": {"candidate": 2**200}}, "admin", 422, "out of range"),
+    (
+        "POST",
+        "/admin/jobs",
+        {"kind": "dpo", "config": {"snapshot": "s", "base_model": "m", "output_dir": "/etc/rankloop"}},
+        "admin",
+        400,
+        "outside the data directory",
+    ),
+    (
+        "POST",
+        "/admin/jobs",
+        {"kind": "dpo", "config": {"snapshot": "/etc", "base_model": "/usr/lib"}},
+        "admin",
+        400,
+        "base_model /usr/lib is outside the data directory",
+    ),
+    (
+        "POST",
+        "/admin/jobs",
+        {"kind": "sample", "config": {"models": ["/usr/lib"]}},
+        "admin",
+        400,
+        "models /usr/lib is outside",
+    ),
+    (
+        "POST",
+        "/admin/jobs",
+        {"kind": "evaluate", "config": {"candidate": 1, "prompt_file": "/etc/passwd"}},
+        "admin",
+        400,
+        "prompt_file /etc/passwd is outside",
+    ),
+    (
+        "POST",
+        "/admin/jobs",
+        {"kind": "evaluate", "config": {"candidate": 2**200}},
+        "admin",
+        422,
+        "out of range",
+    ),
     ("POST", "/admin/jobs", {"kind": "evaluate", "config": {"candidate": 999}}, "admin", 404, "no model"),
     ("POST", "/admin/jobs", {"kind": "sample", "config": {"models": []}}, "admin", 422, "models"),
     ("GET", "/admin/jobs/99999", None, "admin", 404, "no job 99999"),
@@ -164,13 +270,38 @@ BAD = [  # (method, path, json body, who, status, words in the error)
     ("GET", "/admin/models/12345", None, "admin", 404, "no model with id"),
     ("GET", f"/admin/models/{2**70}", None, "admin", 404, "no model with id"),
     ("POST", "/admin/models/1/promote", {}, "admin", 422, "reason"),
-    ("POST", "/admin/annotators", {"name": "bad name!", "role": "annotator", "password": "longenough"}, "admin", 400,
-     "not valid"),
-    ("POST", "/admin/annotators", {"name": "bob", "role": "king", "password": "longenough"}, "admin", 400, "role"),
-    ("POST", "/admin/annotators", {"name": "bob", "role": "annotator", "password": "short"}, "admin", 400,
-     "at least 8"),
-    ("POST", "/admin/annotators", '{"name": "\\ud800", "role": "annotator", "password": "longenough"}', "admin",
-     400, "not valid"),
+    (
+        "POST",
+        "/admin/annotators",
+        {"name": "bad name!", "role": "annotator", "password": "longenough"},
+        "admin",
+        400,
+        "not valid",
+    ),
+    (
+        "POST",
+        "/admin/annotators",
+        {"name": "bob", "role": "king", "password": "longenough"},
+        "admin",
+        400,
+        "role",
+    ),
+    (
+        "POST",
+        "/admin/annotators",
+        {"name": "bob", "role": "annotator", "password": "short"},
+        "admin",
+        400,
+        "at least 8",
+    ),
+    (
+        "POST",
+        "/admin/annotators",
+        '{"name": "\\ud800", "role": "annotator", "password": "longenough"}',
+        "admin",
+        400,
+        "not valid",
+    ),
     ("POST", "/admin/annotators/nobody/disable", {}, "admin", 404, "no annotator named"),
     ("POST", "/admin/annotators/nobody/logout", {}, "admin", 404, "no annotator named"),
     ("POST", "/admin/tasks/999/gold", {"ranks": [1, 2]}, "admin", 422, "no task"),
@@ -190,22 +321,43 @@ BAD = [  # (method, path, json body, who, status, words in the error)
     ("POST", "/annotate/gradio_api/queue/join", {"fn_index": 0}, None, 401, "log in"),
     ("POST", "/annotate/gradio_api/upload", None, None, 401, "log in"),
     ("GET", "/annotate/gradio_api/file=/etc/passwd", None, None, 401, "log in"),
-    ("POST", "/api/annotate/submit", {"task_id": 1, "submission_id": "a", "ranks": [1, 2]}, None, 401, "log in"),
+    (
+        "POST",
+        "/api/annotate/submit",
+        {"task_id": 1, "submission_id": "a", "ranks": [1, 2]},
+        None,
+        401,
+        "log in",
+    ),
     ("GET", "/api/annotate/next", None, "forged", 401, "invalid, expired or revoked"),
     ("GET", "/admin/status", None, "forged", 401, "Bearer ADMIN_KEY"),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "who", "status", "words"), BAD,
-                         ids=[f"{m} {p[:40]} {i}" for i, (m, p, *_rest) in enumerate(BAD)])
-def test_bad_inputs_get_a_clear_4xx_and_change_nothing(service, method, path, body, who, status, words) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "who", "status", "words"),
+    BAD,
+    ids=[f"{m} {p[:40]} {i}" for i, (m, p, *_rest) in enumerate(BAD)],
+)
+def test_bad_inputs_get_a_clear_4xx_and_change_nothing(
+    service, method, path, body, who, status, words
+) -> None:
     url, data = service
-    headers = (admin_headers(data) if who == "admin" else
-               {**admin_headers(data), "X-Rankloop-Annotator": "sim-0"} if who == "sim" else
-               {"Authorization": "Bearer 1.1700000000000.99999999999.forged"} if who == "forged" else {})
+    headers = (
+        admin_headers(data)
+        if who == "admin"
+        else {**admin_headers(data), "X-Rankloop-Annotator": "sim-0"}
+        if who == "sim"
+        else {"Authorization": "Bearer 1.1700000000000.99999999999.forged"}
+        if who == "forged"
+        else {}
+    )
     before = httpx.get(f"{url}/admin/status", headers=admin_headers(data)).json()
-    raw = {"content": body, "headers": {**headers, "Content-Type": "application/json"}} if isinstance(body, str) \
+    raw = (
+        {"content": body, "headers": {**headers, "Content-Type": "application/json"}}
+        if isinstance(body, str)
         else {"json": body, "headers": headers}
+    )
     r = httpx.request(method, url + path, timeout=30, **raw)
     assert r.status_code == status, (r.status_code, r.text[:300])
     if words:
@@ -219,8 +371,12 @@ def test_logins_can_be_revoked_and_app_sessions_expire(service) -> None:
     alice = {"Authorization": f"Bearer {r.json()['token']}"}
     assert httpx.get(f"{url}/api/annotate/progress", headers=alice).status_code == 200
     with httpx.Client(base_url=url) as browser:
-        assert browser.post("/annotate/login", data={"username": "alice", "password": "alice-password"}
-                            ).status_code == 200
+        assert (
+            browser.post(
+                "/annotate/login", data={"username": "alice", "password": "alice-password"}
+            ).status_code
+            == 200
+        )
         assert browser.get("/annotate/config").status_code == 200
         assert main(["--data", str(data), "annotators", "logout", "alice"]) == 0  # through the service
         assert httpx.get(f"{url}/api/annotate/progress", headers=alice).status_code == 401
@@ -271,7 +427,9 @@ def test_data_directory_and_secrets_are_private(tmp_path: Path, capsys) -> None:
     key.write_text("short")
     assert main(["--data", str(data), "serve", "--port", "0"]) == 2
     assert "at least 32" in capsys.readouterr().err
-    assert main(["--data", str(data), "--config", str(_settings(tmp_path, "admin_key: short")), "status"]) == 2
+    assert (
+        main(["--data", str(data), "--config", str(_settings(tmp_path, "admin_key: short")), "status"]) == 2
+    )
     assert "admin_key" in capsys.readouterr().err
 
 
@@ -292,8 +450,11 @@ def test_cli_refuses_bad_data_and_bad_outputs_with_a_message(tmp_path: Path, cap
         seed_tasks(store, n_prompts=2, k=2)
     out = tmp_path / "export.jsonl"
     out.write_text("previous export\n")
-    for target, words in [(tmp_path, "directory"), (Path("/dev/full"), "not a regular file"),
-                          (Path("/proc/rankloop/x.jsonl"), "")]:
+    for target, words in [
+        (tmp_path, "directory"),
+        (Path("/dev/full"), "not a regular file"),
+        (Path("/proc/rankloop/x.jsonl"), ""),
+    ]:
         assert main(["--data", str(data), "export", "--format", "jsonl", "--out", str(target)]) == 2
         assert words in capsys.readouterr().err
     assert out.read_text() == "previous export\n"
@@ -324,14 +485,21 @@ def test_kill_9_under_32_annotators_loses_and_duplicates_nothing(tmp_path: Path)
     lock = threading.Lock()
     for round_ in range(3):
         log = open(tmp_path / f"serve-{round_}.log", "w")  # noqa: SIM115 (closed below)
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "--data", str(data), "serve", "--port", "0"],
-                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "RANKLOOP_ANNOTATION__GOLD_RATE": "0"})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "--data", str(data), "serve", "--port", "0"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RANKLOOP_ANNOTATION__GOLD_RATE": "0"},
+        )
         deadline, url = time.monotonic() + 90, None
         while time.monotonic() < deadline and url is None:
             try:
                 info = json.loads((data / "service.json").read_text())
-                if info.get("pid") == proc.pid and httpx.get(f"{info['url']}/healthz", timeout=2).status_code == 200:
+                if (
+                    info.get("pid") == proc.pid
+                    and httpx.get(f"{info['url']}/healthz", timeout=2).status_code == 200
+                ):
                     url = info["url"]
             except (OSError, ValueError, httpx.HTTPError):
                 time.sleep(0.2)
@@ -342,9 +510,14 @@ def test_kill_9_under_32_annotators_loses_and_duplicates_nothing(tmp_path: Path)
             headers = {**admin_headers(data), "X-Rankloop-Annotator": name}
             with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
                 try:
-                    while not stop.is_set() and (task := c.get("/api/annotate/next").json()["task"]) is not None:
-                        body = {"task_id": task["task_id"], "submission_id": uuid.uuid4().hex,
-                                "ranks": list(range(1, len(task["candidates"]) + 1))}
+                    while (
+                        not stop.is_set() and (task := c.get("/api/annotate/next").json()["task"]) is not None
+                    ):
+                        body = {
+                            "task_id": task["task_id"],
+                            "submission_id": uuid.uuid4().hex,
+                            "ranks": list(range(1, len(task["candidates"]) + 1)),
+                        }
                         if c.post("/api/annotate/submit", json=body).status_code == 200:
                             with lock:
                                 acked.append(body["submission_id"])
@@ -365,8 +538,10 @@ def test_kill_9_under_32_annotators_loses_and_duplicates_nothing(tmp_path: Path)
         log.close()
         assert len(acked) > before, f"round {round_}: nothing was acknowledged"
     with Store.open(data / "rankloop.duckdb") as store:
-        stored = {r["submission_id"]: r["n"] for r in store.query(
-            "SELECT submission_id, count(*) AS n FROM rankings GROUP BY submission_id")}
+        stored = {
+            r["submission_id"]: r["n"]
+            for r in store.query("SELECT submission_id, count(*) AS n FROM rankings GROUP BY submission_id")
+        }
         over = store.query("SELECT task_id, count(*) AS n FROM rankings GROUP BY task_id HAVING count(*) > 2")
     assert all(stored.get(s) == 1 for s in acked), [s for s in acked if stored.get(s) != 1][:5]
     assert not over, over[:5]

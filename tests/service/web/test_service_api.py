@@ -37,13 +37,24 @@ def token(url: str, name: str, password: str) -> str:
 
 def test_nothing_answers_without_login(service) -> None:
     url, _ = service
-    for path in ["/annotate/config", "/annotate/gradio_api/info", "/annotate/gradio_api/queue/data",
-                 "/api/annotate/next", "/api/annotate/progress", "/admin/status", "/admin/quality"]:
+    for path in [
+        "/annotate/config",
+        "/annotate/gradio_api/info",
+        "/annotate/gradio_api/queue/data",
+        "/api/annotate/next",
+        "/api/annotate/progress",
+        "/admin/status",
+        "/admin/quality",
+    ]:
         r = httpx.get(url + path)
         assert r.status_code == 401, path
-    r = httpx.post(f"{url}/annotate/gradio_api/queue/join", json={"fn_index": 0, "data": [], "session_hash": "x"})
+    r = httpx.post(
+        f"{url}/annotate/gradio_api/queue/join", json={"fn_index": 0, "data": [], "session_hash": "x"}
+    )
     assert r.status_code == 401
-    r = httpx.post(f"{url}/api/annotate/submit", json={"task_id": 1, "submission_id": "x", "ranks": [1, 2, 3, 4]})
+    r = httpx.post(
+        f"{url}/api/annotate/submit", json={"task_id": 1, "submission_id": "x", "ranks": [1, 2, 3, 4]}
+    )
     assert r.status_code == 401 and "log in first" in r.json()["error"]
 
 
@@ -56,18 +67,26 @@ def test_roles(service) -> None:
     assert httpx.get(f"{url}/admin/status", headers=boss).json()["tasks"] == 250
     assert httpx.get(f"{url}/admin/status", headers=admin_headers(data)).status_code == 200
     # The admin key may act only for simulated accounts, never for people.
-    r = httpx.get(f"{url}/api/annotate/next", headers={**admin_headers(data), "X-Rankloop-Annotator": "alice"})
+    r = httpx.get(
+        f"{url}/api/annotate/next", headers={**admin_headers(data), "X-Rankloop-Annotator": "alice"}
+    )
     assert r.status_code == 403 and "not a simulated annotator" in r.json()["error"]
     r = httpx.get(f"{url}/api/annotate/next", headers={**alice, "X-Rankloop-Annotator": "sim-1"})
     assert r.status_code == 401  # a person's token is not the admin key
-    assert httpx.get(f"{url}/api/annotate/next", headers={"Authorization": "Bearer 1.99999999999.forged"}
-                     ).status_code == 401
+    assert (
+        httpx.get(
+            f"{url}/api/annotate/next", headers={"Authorization": "Bearer 1.99999999999.forged"}
+        ).status_code
+        == 401
+    )
 
 
 def test_failed_logins_are_throttled(service) -> None:
     url, _ = service
-    codes = [httpx.post(f"{url}/api/annotate/login", json={"name": "boss", "password": "guess"}).status_code
-             for _ in range(5)]
+    codes = [
+        httpx.post(f"{url}/api/annotate/login", json={"name": "boss", "password": "guess"}).status_code
+        for _ in range(5)
+    ]
     assert codes[:3] == [401, 401, 401] and 429 in codes[3:]
     r = httpx.post(f"{url}/api/annotate/login", json={"name": "boss", "password": "boss-password"})
     assert r.status_code == 429 and "try again in" in r.json()["error"]  # even the right password waits
@@ -76,7 +95,10 @@ def test_failed_logins_are_throttled(service) -> None:
 def test_gradio_serves_no_files_outside_its_assets(service) -> None:
     url, data = service
     with httpx.Client(base_url=url) as c:
-        assert c.post("/annotate/login", data={"username": "alice", "password": "alice-password"}).status_code == 200
+        assert (
+            c.post("/annotate/login", data={"username": "alice", "password": "alice-password"}).status_code
+            == 200
+        )
         assert c.get("/annotate/config").status_code == 200  # logged in now
         for path in ["/etc/passwd", str(data / "rankloop.duckdb"), str(data / "admin.key")]:
             r = c.get(f"/annotate/gradio_api/file={path}")
@@ -89,17 +111,22 @@ def test_bad_submissions_get_clear_4xx(service) -> None:
     sim = {**admin_headers(data), "X-Rankloop-Annotator": "sim-0"}
     task = httpx.get(f"{url}/api/annotate/next", headers=sim).json()["task"]
     before = httpx.get(f"{url}/admin/status", headers=admin_headers(data)).json()["rankings"]
-    cases = [({"ranks": [1, 2, 3]}, 422, "the task has 4 candidates but 3 ranks"),
-             ({"ranks": [1, 2, 3, 9]}, 422, "rank 9 is outside 1..4"),
-             ({"ranks": [1, 2, 3, 4], "task_id": task["task_id"] + 1}, 409, "not leased to you"),
-             ({"ranks": "best"}, 422, "ranks")]
+    cases = [
+        ({"ranks": [1, 2, 3]}, 422, "the task has 4 candidates but 3 ranks"),
+        ({"ranks": [1, 2, 3, 9]}, 422, "rank 9 is outside 1..4"),
+        ({"ranks": [1, 2, 3, 4], "task_id": task["task_id"] + 1}, 409, "not leased to you"),
+        ({"ranks": "best"}, 422, "ranks"),
+    ]
     for extra, code, message in cases:
         body = {"task_id": task["task_id"], "submission_id": uuid.uuid4().hex, **extra}
         r = httpx.post(f"{url}/api/annotate/submit", json=body, headers=sim)
         assert r.status_code == code and message in r.json()["error"], r.text
     assert httpx.get(f"{url}/admin/status", headers=admin_headers(data)).json()["rankings"] == before
-    r = httpx.post(f"{url}/api/annotate/submit", headers=sim, json={
-        "task_id": task["task_id"], "submission_id": uuid.uuid4().hex, "ranks": [1, 1, 2, 3]})
+    r = httpx.post(
+        f"{url}/api/annotate/submit",
+        headers=sim,
+        json={"task_id": task["task_id"], "submission_id": uuid.uuid4().hex, "ranks": [1, 1, 2, 3]},
+    )
     assert r.status_code == 200
 
 
@@ -118,14 +145,20 @@ def test_twenty_concurrent_annotators_store_exactly_500(tmp_path: Path) -> None:
                 try:
                     n = 0
                     while (task := c.get("/api/annotate/next").json()["task"]) is not None:
-                        body = {"task_id": task["task_id"], "submission_id": uuid.uuid4().hex,
-                                "ranks": list(range(1, len(task["candidates"]) + 1))}
+                        body = {
+                            "task_id": task["task_id"],
+                            "submission_id": uuid.uuid4().hex,
+                            "ranks": list(range(1, len(task["candidates"]) + 1)),
+                        }
                         first = c.post("/api/annotate/submit", json=body)
                         assert first.status_code == 200, first.text
                         n += 1
                         if n % 3 == 0:  # a retry after a "dropped connection": same submission id
                             again = c.post("/api/annotate/submit", json=body)
-                            assert again.status_code == 200 and again.json() == {**first.json(), "duplicate": True}
+                            assert again.status_code == 200 and again.json() == {
+                                **first.json(),
+                                "duplicate": True,
+                            }
                             retried.append(body["submission_id"])
                 except BaseException as e:
                     errors.append(e)
@@ -140,7 +173,9 @@ def test_twenty_concurrent_annotators_store_exactly_500(tmp_path: Path) -> None:
     with Store.open(data / "rankloop.duckdb") as store:  # the service has let go of the database
         assert store.scalar("SELECT count(*) FROM rankings") == 500
         assert store.scalar("SELECT count(DISTINCT submission_id) FROM rankings") == 500
-        per_task = store.query("SELECT task_id, count(*) AS n, count(DISTINCT annotator_id) AS people "
-                               "FROM rankings GROUP BY task_id")
+        per_task = store.query(
+            "SELECT task_id, count(*) AS n, count(DISTINCT annotator_id) AS people "
+            "FROM rankings GROUP BY task_id"
+        )
         assert len(per_task) == 250 and {(r["n"], r["people"]) for r in per_task} == {(2, 2)}
         assert store.scalar("SELECT count(DISTINCT annotator_id) FROM rankings") == 20
