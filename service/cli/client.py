@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from reward.configfile import ConfigError, format_errors
 from service.cli.output import print_table
-from service.control.commands import COMMANDS, Command, Context
+from service.control.commands import COMMANDS, Command
+from service.control.context import Context
 from service.control.scoring import ScorerCache
 from service.core.discovery import admin_key, find_service
 from service.core.errors import CommandFailed, DataDirBusy, UserError

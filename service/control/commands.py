@@ -26,26 +26,15 @@ from annotator.simulated import Profile
 from reward.conversation import check_messages
 from service.control import judges
 from service.control import serving_ops as serving
-from service.control.scoring import ScorerCache, prioritize
+from service.control.context import Context
+from service.control.scoring import prioritize
 from service.core import registry
 from service.core.errors import UserError
-from service.core.settings import Settings
 from service.core.store import Store
 from service.data import exchange, lineage, prompts, rounds
 from service.data.snapshots import SnapshotFilters, create_snapshot
 from service.jobs import runner as jobs
 from service.jobs.sample_job import SampleJobConfig
-
-
-@dataclass
-class Context:
-    """What an operation runs with: the process's store, settings, job runner and scorer."""
-
-    store: Store
-    settings: Settings
-    jobs: jobs.JobRunner
-    scorers: ScorerCache
-    gateway: Any = None  # the service's Gateway (service/gateway/router.py); None in a CLI process
 
 
 class Params(BaseModel):

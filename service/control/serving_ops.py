@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from service.control.context import Context
 from service.core.errors import UserError
 from service.data.traffic_prompts import prompts_from_traffic
 from service.gateway import key_records as keys
@@ -52,18 +53,18 @@ class Deploy(_Params):
     force: bool = Field(False, description="deploy a model that is not approved")
 
 
-def create_key(ctx: Any, p: NewKey) -> dict:
+def create_key(ctx: Context, p: NewKey) -> dict:
     key = keys.create_key(ctx.store, p.name, p.scope, p.rpm, p.tpm, p.log_traffic)
     return {"name": p.name, "scope": p.scope, "key": key, "note": "shown once: only its hash is stored"}
 
 
-def list_keys(ctx: Any, _: Any) -> list[dict]:
+def list_keys(ctx: Context, _: Any) -> list[dict]:
     if ctx.gateway is not None:  # this process's unsaved usage counts first
         ctx.gateway.keys.flush()
     return keys.list_keys(ctx.store)
 
 
-def revoke_key(ctx: Any, p: KeyName) -> dict:
+def revoke_key(ctx: Context, p: KeyName) -> dict:
     keys.revoke_key(ctx.store, p.name)
     return {"name": p.name, "revoked": True}
 
@@ -73,12 +74,12 @@ def revoke_key(ctx: Any, p: KeyName) -> dict:
 _CHANGE = threading.Lock()
 
 
-def deploy(ctx: Any, p: Deploy) -> dict:
+def deploy(ctx: Context, p: Deploy) -> dict:
     with _CHANGE:
         return _deploy(ctx, p)
 
 
-def _deploy(ctx: Any, p: Deploy) -> dict:
+def _deploy(ctx: Context, p: Deploy) -> dict:
     check_deployable(ctx.store, p.model_id, p.force)
     check_arms(ctx.store, p.system_prompts)
     if p.endpoint_key and not p.endpoint:
@@ -124,12 +125,12 @@ def _deploy(ctx: Any, p: Deploy) -> dict:
     return {"deployment": deployment, **_routes(ctx)}
 
 
-def promote(ctx: Any, _: Any) -> dict:
+def promote(ctx: Context, _: Any) -> dict:
     with _CHANGE:
         return _promote(ctx)
 
 
-def _promote(ctx: Any) -> dict:
+def _promote(ctx: Context) -> dict:
     current = current_deployment(ctx.store)
     if current is None or current["canary_model_id"] is None:
         raise UserError("there is no canary to promote; `rankloop deploy MODEL --canary PCT` starts one")
@@ -147,14 +148,14 @@ def _promote(ctx: Any) -> dict:
     return {"deployment": deployment, **_routes(ctx)}
 
 
-def rollback(ctx: Any, _: Any) -> dict:
+def rollback(ctx: Context, _: Any) -> dict:
     """Drop the canary if there is one; else serve the model deployed before the current one (so a
     second rollback undoes the first)."""
     with _CHANGE:
         return _rollback(ctx)
 
 
-def _rollback(ctx: Any) -> dict:
+def _rollback(ctx: Context) -> dict:
     current = current_deployment(ctx.store)
     if current is None:
         raise UserError("nothing is deployed, so there is nothing to roll back")
@@ -198,7 +199,7 @@ def _rollback(ctx: Any) -> dict:
     return {"deployment": deployment, **_routes(ctx)}
 
 
-def _routes(ctx: Any) -> dict:
+def _routes(ctx: Context) -> dict:
     """What serves now (the live state in a service; the record otherwise); None when nothing is deployed."""
     if ctx.gateway is not None:
         state = ctx.gateway.deployer.state()
@@ -215,11 +216,11 @@ def _routes(ctx: Any) -> dict:
     }
 
 
-def routes(ctx: Any, _: Any) -> dict:
+def routes(ctx: Context, _: Any) -> dict:
     return _routes(ctx)
 
 
-def from_traffic(ctx: Any, p: FromTraffic) -> dict:
+def from_traffic(ctx: Context, p: FromTraffic) -> dict:
     if ctx.gateway is not None:
         ctx.gateway.traffic.flush()
     return prompts_from_traffic(ctx.store, p.since, p.min_count)

@@ -24,7 +24,8 @@ from annotator.accounts import ExpiringSessions, LoginThrottle, SessionSigner, g
 from annotator.queue import NotLeased
 from annotator.ranking import RankingError
 from reward.configfile import ConfigError
-from service.control.commands import COMMANDS, Context
+from service.control.commands import COMMANDS
+from service.control.context import Context
 from service.control.scoring import ScorerCache
 from service.core.errors import CLIENT_ERRORS, UserError, describe
 from service.core.paths import DataPaths, write_private
