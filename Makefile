@@ -37,8 +37,12 @@ test-fast: install
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rankloop demo
 
+# The habits CI checks (`.ci/run`), and the same hooks in .pre-commit-config.yaml.
+LINT_PATHS := service annotator reward policy tests bench
 lint: install
-	$(VENV)/bin/ruff check service annotator reward policy tests bench
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint --config .hadolint.yaml Dockerfile
 
 clean:

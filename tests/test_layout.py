@@ -182,3 +182,100 @@ def test_the_rules_catch_a_wrong_import() -> None:
         "service.gateway.bad (line 1) imports annotator.queue: service.gateway may import only service.gateway, "
         "service.engine, service.data, service.core, reward",
     ]
+
+
+# -- size: no package folder holds more than a fifth of the code ----------------------------------------
+
+MAX_SHARE = 0.20
+
+
+def folder_lines() -> dict[str, int]:
+    """Lines of code per package folder (its own modules, not its subpackages'), over the four packages."""
+    lines: dict[str, int] = defaultdict(int)
+    for pkg in PACKAGES:
+        for p in (REPO / pkg).rglob("*.py"):
+            lines[str(p.parent.relative_to(REPO))] += len(p.read_text().splitlines())
+    return dict(lines)
+
+
+def oversized(lines: dict[str, int]) -> list[str]:
+    total = sum(lines.values())
+    return [
+        f"{d} holds {n / total:.0%} of the code's {total} lines (at most {MAX_SHARE:.0%})"
+        for d, n in sorted(lines.items())
+        if n > MAX_SHARE * total
+    ]
+
+
+def test_no_folder_holds_more_than_a_fifth_of_the_code() -> None:
+    assert not oversized(folder_lines())
+
+
+def test_the_size_rule_catches_a_catch_all() -> None:
+    assert oversized({"service/a": 15, "service/b": 85}) == [
+        "service/b holds 85% of the code's 100 lines (at most 20%)"
+    ]
+
+
+# -- typed seams: no `Any` carries a service object across a layer ---------------------------------------
+
+# Names that hold service objects (a store, the app's state, the control-plane context, the gateway, ...).
+SERVICE_OBJECTS = {
+    "state",
+    "ctx",
+    "context",
+    "gateway",
+    "store",
+    "app",
+    "runner",
+    "jobs",
+    "engines",
+    "scorers",
+    "serving",
+    "services",
+    "deployer",
+    "supervisor",
+    "settings",
+    "queue",
+    "book",
+}
+
+
+def untyped_seams(sources: dict[str, str] | None = None) -> list[str]:
+    """Class attributes annotated plain `Any`, and parameters named for a service object annotated `Any`."""
+    if sources is None:
+        sources = {_module_name(p): p.read_text() for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+    found = []
+    for name, source in sources.items():
+        for node in ast.walk(ast.parse(source, name)):
+            if isinstance(node, ast.ClassDef):
+                for stmt in node.body:
+                    if isinstance(stmt, ast.AnnAssign) and ast.unparse(stmt.annotation) in (
+                        "Any",
+                        "Any | None",
+                    ):
+                        found.append(f"{name}: {node.name}.{ast.unparse(stmt.target)} is typed Any")
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                    if (
+                        arg.arg in SERVICE_OBJECTS
+                        and arg.annotation is not None
+                        and ast.unparse(arg.annotation) in ("Any", "Any | None")
+                    ):
+                        found.append(f"{name}: {node.name}({arg.arg}) is typed Any")
+    return found
+
+
+def test_no_service_object_crosses_a_layer_as_any() -> None:
+    seams = untyped_seams()
+    assert not seams, "\n".join(seams)
+
+
+def test_the_seam_rule_catches_any() -> None:
+    found = untyped_seams(
+        {
+            "service.x": "from typing import Any\nclass C:\n    gateway: Any = None\n"
+            "def f(state: Any, body: Any) -> None: ...\n"
+        }
+    )
+    assert found == ["service.x: C.gateway is typed Any", "service.x: f(state) is typed Any"]

@@ -150,6 +150,11 @@ def _status(ctx: Context, _: NoParams) -> dict:
     }
 
 
+def _logout(ctx: Context, p: AnnotatorName) -> dict:
+    accounts.revoke_sessions(ctx.store, p.name)
+    return {"name": p.name, "logged_out": True}
+
+
 def _prompts_add(ctx: Context, p: PromptFile) -> dict:
     texts = prompts.read_prompt_file(p.file)  # validated whole before the database is touched
     added, skipped = prompts.add_prompts(
@@ -291,7 +296,7 @@ COMMANDS: dict[str, Command] = {
         "POST",
         "/annotators/{name}/logout",
         AnnotatorName,
-        lambda ctx, p: accounts.revoke_sessions(ctx.store, p.name) or {"name": p.name, "logged_out": True},
+        _logout,
     ),
     "simulated.ensure": Command(
         "POST", "/simulated", Simulated, lambda ctx, p: ensure_accounts(ctx.store, p.profiles)

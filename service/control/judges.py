@@ -22,7 +22,8 @@ import re
 import string
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+
+from openai import OpenAI
 
 from annotator.accounts import add_annotator
 from annotator.ranking import Submission
@@ -179,11 +180,9 @@ class GenerativeJudge:
     seed: int = 0
     max_tokens: int = 64
     name: str = "judge"
-    _client: Any = field(default=None, repr=False)
+    _client: OpenAI = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from openai import OpenAI
-
         self._client = OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=120)
 
     def check(self) -> None:

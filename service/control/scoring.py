@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from service.core.errors import UserError
 from service.core.registry import active_model
 from service.core.store import Store
+
+if TYPE_CHECKING:  # the scorer itself loads torch, only when a reward model is used
+    from reward.score import RewardScorer
 
 
 class ScorerCache:
@@ -24,9 +28,9 @@ class ScorerCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._model_id: int | None = None
-        self._scorer = None
+        self._scorer: RewardScorer | None = None
 
-    def get(self, store: Store):
+    def get(self, store: Store) -> tuple[int, RewardScorer]:
         from reward.score import RewardScorer
 
         active = active_model(store, "reward")
@@ -38,7 +42,8 @@ class ScorerCache:
         with self._lock:
             if self._model_id != active["id"]:
                 self._scorer, self._model_id = RewardScorer(active["path"]), active["id"]
-            return self._model_id, self._scorer
+            assert self._scorer is not None
+            return active["id"], self._scorer
 
 
 def uncertainty(scores: list[float]) -> float:

@@ -90,8 +90,9 @@ def _deploy(ctx: Context, p: Deploy) -> dict:
     if p.canary is not None and current is None:
         raise UserError("nothing is deployed yet to split traffic with; deploy without --canary first")
     endpoint = str(p.endpoint) if p.endpoint else None
-    fields = (
-        {
+    fields: dict[str, Any]
+    if current is not None and p.canary is not None:
+        fields = {
             "model_id": current["model_id"],
             "canary_model_id": p.model_id,
             "canary_pct": p.canary,
@@ -102,8 +103,8 @@ def _deploy(ctx: Context, p: Deploy) -> dict:
             "system_prompts": p.system_prompts or current["system_prompts"],
             "note": f"canary {p.canary}%",
         }
-        if p.canary is not None
-        else {
+    else:
+        fields = {
             "model_id": p.model_id,
             "replicas": p.replicas,
             "endpoint": endpoint,
@@ -111,7 +112,6 @@ def _deploy(ctx: Context, p: Deploy) -> dict:
             "system_prompts": p.system_prompts,
             "note": "deploy",
         }
-    )
     if ctx.gateway is not None:  # start and switch first: a failed start changes nothing
         ctx.gateway.deployer.deploy(
             p.model_id,

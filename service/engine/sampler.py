@@ -16,6 +16,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +24,9 @@ from tqdm.auto import tqdm
 
 from reward.conversation import from_row
 from service.core.store import Store
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 FLUSH_EVERY = 32
 
@@ -172,7 +176,10 @@ async def _run(
             t0 = time.perf_counter()
             resp = await client.chat.completions.create(
                 model=endpoint.served_name,
-                messages=messages(job.system_text, [{"role": r, "content": c} for r, c in job.prompt]),
+                messages=cast(  # OpenAI's per-role TypedDicts; these dicts carry exactly role and content
+                    "list[ChatCompletionMessageParam]",
+                    messages(job.system_text, [{"role": r, "content": c} for r, c in job.prompt]),
+                ),
                 n=len(job.indices),
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
@@ -205,7 +212,7 @@ async def _run(
 
     async def watch() -> None:
         # Cancellation is polled, so a stop request ends even a run whose requests are all in flight.
-        while not should_stop():
+        while not (should_stop and should_stop()):
             await asyncio.sleep(0.2)
         raise SamplingCancelled("cancelled")
 

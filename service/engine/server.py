@@ -229,6 +229,7 @@ def start_server(
         except EngineStartError as e:
             if attempt == attempts or "already in use" not in str(e):
                 raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _start(

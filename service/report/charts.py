@@ -95,7 +95,7 @@ def interval_chart(
 
 
 def bar_chart(
-    groups: list[tuple[str, dict[str, float]]], title: str, lo: float = 0.0, hi: float = 1.0
+    groups: list[tuple[str, dict[str, float | None]]], title: str, lo: float = 0.0, hi: float = 1.0
 ) -> str:
     """Grouped vertical bars: one group per label, one bar per named value (the legend on top)."""
     names = list(dict.fromkeys(n for _, values in groups for n in values))
@@ -116,9 +116,10 @@ def bar_chart(
         x0 = PAD_L + slot * i + slot * 0.1
         body += f'<text x="{PAD_L + slot * (i + 0.5):.1f}" y="{H - PAD_B + 14}" text-anchor="middle">{escape(label)}</text>'
         for j, name in enumerate(names):
-            if values.get(name) is None:
+            value = values.get(name)
+            if value is None:
                 continue
-            v = min(max(values[name], lo), hi)
+            v = min(max(value, lo), hi)
             body += (
                 f'<rect class="mark" x="{x0 + bar * j:.1f}" y="{y(v):.1f}" width="{bar - 2:.1f}" '
                 f'height="{y(lo) - y(v):.1f}" fill="{COLORS[j % 6]}"><title>{escape(name)}: '

@@ -36,7 +36,9 @@ def _metrics(store: Store, model_id: int | None) -> dict:
     return json.loads(row[0]["metrics"] or "{}") if row else {}
 
 
-def _table(rows: list[dict], columns: list[str], bad: set[str] = frozenset(), key: str = "") -> str:
+def _table(
+    rows: list[dict], columns: list[str], bad: frozenset[str] | set[str] = frozenset(), key: str = ""
+) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = ""
     for r in rows:
@@ -119,7 +121,7 @@ def round_section(store: Store, rnd: dict) -> str:
                 [
                     (
                         f"reward model #{rnd['reward_model_id']}",
-                        {
+                        {  # a figure a round did not measure is None: drawn as no bar
                             "vs labels (held out)": ev.get("pairwise_accuracy"),
                             "vs hidden preference": hidden.get("model_vs_hidden"),
                             "labels vs hidden (ceiling)": hidden.get("labels_vs_hidden"),

@@ -14,21 +14,11 @@ from service.core.settings import AnnotationOptions
 from service.core.store import Store
 from service.data.prompts import add_prompts, add_system_prompts, latest_system_prompts
 from service.data.tasks import build_tasks
+from tests.support.browser import ARGS, CHROMIUM
 from tests.support.seeding import seed_tasks
 from tests.support.servicectl import running_service
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
-# No GPU, no network beyond loopback, no first-run or background traffic.
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture

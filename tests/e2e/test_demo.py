@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_annotator_browser import ARGS, CHROMIUM
 
 from service.core.store import Store
 from service.data.lineage import snapshot_summary
 from tests.support import REPO
+from tests.support.browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.slow
 

@@ -268,9 +268,9 @@ def test_policy_training_jobs_register_with_lineage(
     snapshot: Path, tiny_model: Path, tmp_path: Path, capsys
 ) -> None:
     import yaml
-    from servicectl import running_service
 
     from service.cli.main import main
+    from tests.support.servicectl import running_service
 
     data = snapshot.parent.parent
     cfg = tmp_path / "dpo.yaml"
