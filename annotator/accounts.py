@@ -1,8 +1,10 @@
 """Annotator accounts: salted scrypt password hashes, roles, disabling, and login throttling.
 
-Roles: `annotator` ranks tasks, `admin` also sees the admin tab and its actions,
-`simulated` accounts are rankloop's own simulated annotators (no password: they act
-through the admin key), `import` owns rankings imported from public preference data.
+Roles (`service.core.enums.Role`): `annotator` ranks tasks, `admin` also sees the admin tab
+and its actions, `simulated` accounts are rankloop's own simulated annotators and `judge`
+accounts its model judges (no password: they act through the admin key), `import` owns
+rankings imported from public preference data. Who may call what is decided in
+`service/web/auth.py`; this module keeps the accounts and the failed-login throttle.
 
     rankloop annotators add alice --role annotator        # prompts for the password
 """
@@ -10,7 +12,6 @@ through the admin key), `import` owns rankings imported from public preference d
 from __future__ import annotations
 
 import base64
-import contextvars
 import functools
 import hashlib
 import hmac
@@ -21,11 +22,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from service.core.enums import HUMAN_ROLES, Role
 from service.core.errors import NotFound, UserError
 from service.core.store import Store
 
-ROLES = ("annotator", "admin", "simulated", "import", "judge")
-HUMAN_ROLES = ("annotator", "admin")
+ROLES = tuple(Role)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
 # scrypt at n=2**14, r=8: ~16 MiB and tens of milliseconds per check, RFC 7914's interactive setting.
@@ -63,10 +64,12 @@ def add_annotator(
     with store.write() as cur:
         if cur.execute("SELECT 1 FROM annotators WHERE name = ?", [name]).fetchone():
             raise UserError(f"annotator {name!r} already exists")
-        return cur.execute(
+        row = cur.execute(
             "INSERT INTO annotators (name, role, password_hash, profile) VALUES (?, ?, ?, ?) RETURNING id",
             [name, role, pw_hash, profile],
-        ).fetchone()[0]
+        ).fetchone()
+        assert row is not None  # RETURNING gives the inserted row
+        return int(row[0])
 
 
 # Every request looks up its account: rows are cached per store. Accounts change only through this
@@ -137,173 +140,150 @@ def authenticate(store: Store, name: str, password: str) -> dict | None:
     return acct
 
 
-# The address a login comes from, set per request by the web layer (Gradio's login check gets only
-# the name and password); None outside a request.
-CLIENT_ADDRESS: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
+@dataclass
+class _Count:
+    fails: int = 0  # failures not yet forgotten (a name's also counts its attempts in flight)
+    last: float = 0.0  # when the last of them counted
+    pending: int = 0  # an address's attempts in flight
 
 
 @dataclass
 class LoginThrottle:
-    """Slows down guessing, per account name and per client address: after `free` failed attempts
-    for a name (`free_per_address` from an address, so spraying one guess over many names is slowed
-    too), each further attempt must wait 1, 2, 4, ... s (capped at `max_wait_s`) after the last;
-    success resets the name's count. An attempt counts as failed when it starts, so parallel guesses
-    cannot slip through. Memory is bounded: keys are hashes of fixed size, at most `max_keys`; when
-    full, entries that no longer hold anyone back are dropped, and while every entry still does, new
-    keys wait (a full table of live throttles is an attack in progress)."""
+    """Slows down password guessing, per account name and per client address.
+
+    * A name: each attempt counts as a failure from the moment it starts, so parallel guesses at one
+      account cannot slip through; a success clears the name.
+    * An address: only failures count, so the people behind one office's NAT are never held back by
+      their own logins, while spraying one guess over many names is. Once an address is over its free
+      failures its attempts in flight count too (after a wait, one attempt gets through, not a burst),
+      and at most `max_in_flight` of its attempts run at once.
+
+    After `free` failures for a name (`free_per_address` for an address), each further attempt must
+    wait 1, 2, 4, ... s (at most `max_wait_s`) after the last. Counts decay: each `forget_s` without a
+    new failure forgets one. Memory is bounded: keys are hashes of fixed size, at most `max_keys`;
+    when full, entries that no longer hold anyone back are dropped, and while every entry still does,
+    new keys wait (a full table of live throttles is an attack in progress)."""
 
     free: int = 3
     free_per_address: int = 30
     max_wait_s: float = 60.0
+    forget_s: float = 600.0
+    max_in_flight: int = 64
     max_keys: int = 10_000
     clock: Callable[[], float] = time.monotonic  # injectable, so tests need no sleeps
-    _fails: dict[bytes, tuple[int, float]] = field(default_factory=dict)
+    _counts: dict[bytes, _Count] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @staticmethod
-    def _keys(name: str, address: str | None) -> list[tuple[bytes, int]]:
-        """Fixed-size keys (a 2 MB name costs 16 bytes), each with 1 when it is a client address."""
+    def _key(kind: str, value: str) -> bytes:
+        """A fixed-size key (a 2 MB name costs 16 bytes)."""
+        return hashlib.blake2b(f"{kind}:{value}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-        def key(kind: str, value: str) -> bytes:
-            return hashlib.blake2b(
-                f"{kind}:{value}".encode("utf-8", "surrogatepass"), digest_size=16
-            ).digest()
+    def _keys(self, name: str, address: str | None) -> tuple[bytes, bytes | None]:
+        return self._key("name", name), self._key("addr", address) if address else None
 
-        return [(key("name", name), 0)] + ([(key("addr", address), 1)] if address else [])
+    def _live(self, c: _Count, now: float) -> int:
+        """The failures not yet forgotten: one per whole `forget_s` since the last."""
+        return max(0, c.fails - int(max(0.0, now - c.last) // self.forget_s)) if c.fails else 0
 
-    def _wait_key(self, key: bytes, per_address: int) -> float:
-        count, last = self._fails.get(key, (0, 0.0))
-        free = self.free_per_address if per_address else self.free
-        if count < free:
+    def _wait_key(self, key: bytes | None, free: int, address: bool, now: float) -> float:
+        c = self._counts.get(key) if key else None
+        if c is None:
             return 0.0
-        return max(0.0, last + min(2.0 ** (count - free), self.max_wait_s) - self.clock())
+        count = self._live(c, now)
+        if address and count >= free:
+            count += c.pending
+        if count < free:
+            return 1.0 if address and c.pending >= self.max_in_flight else 0.0
+        return max(0.0, c.last + min(2.0 ** (count - free), self.max_wait_s) - now)
 
-    def _wait(self, name: str, address: str | None) -> float:
-        return max(self._wait_key(k, a) for k, a in self._keys(name, address))
+    def _wait(self, name: str, address: str | None, now: float) -> float:
+        name_key, addr_key = self._keys(name, address)
+        return max(
+            self._wait_key(name_key, self.free, False, now),
+            self._wait_key(addr_key, self.free_per_address, True, now),
+        )
 
     def wait_s(self, name: str, address: str | None = None) -> float:
         """Seconds before the next attempt for `name` from `address` is considered (0 = now)."""
         with self._lock:
-            return self._wait(name, address)
+            return self._wait(name, address, self.clock())
 
-    def _make_room(self, n: int) -> bool:
-        if len(self._fails) + n <= self.max_keys:
+    def _make_room(self, n: int, now: float) -> bool:
+        if len(self._counts) + n <= self.max_keys:
             return True
-        idle = [
-            k for k, (count, last) in self._fails.items() if self.clock() - last >= self.max_wait_s
-        ]  # past any wait: holds no one back
-        for k in sorted(idle, key=lambda k: self._fails[k][1])[: max(n, self.max_keys // 10)]:
-            del self._fails[k]
-        return len(self._fails) + n <= self.max_keys
+        idle = [  # past any wait and with nothing in flight: holds no one back
+            k
+            for k, c in self._counts.items()
+            if not c.pending and (not self._live(c, now) or now - c.last >= self.max_wait_s)
+        ]
+        for k in sorted(idle, key=lambda k: self._counts[k].last)[: max(n, self.max_keys // 10)]:
+            del self._counts[k]
+        return len(self._counts) + n <= self.max_keys
 
     def begin(self, name: str, address: str | None = None) -> bool:
-        """Reserve an attempt: False while `name` or `address` must wait (or the table is full of
-        live throttles); else the attempt counts as a failure until `succeeded` clears it."""
+        """Reserve an attempt: False while `name` or `address` must wait (or the table is full of live
+        throttles). Else the attempt counts against the name until `succeeded`, and is in flight for
+        the address until `succeeded` or `failed`; call exactly one of them."""
         with self._lock:
-            if self._wait(name, address) > 0:
+            now = self.clock()
+            if self._wait(name, address, now) > 0:
                 return False
-            keys = self._keys(name, address)
-            if not self._make_room(sum(k not in self._fails for k, _ in keys)):
+            name_key, addr_key = self._keys(name, address)
+            keys = [name_key] + ([addr_key] if addr_key else [])
+            if not self._make_room(sum(k not in self._counts for k in keys), now):
                 return False
-            for k, _ in keys:
-                count, _ = self._fails.get(k, (0, 0.0))
-                self._fails[k] = (count + 1, self.clock())
+            c = self._counts.setdefault(name_key, _Count())
+            c.fails, c.last = self._live(c, now) + 1, now
+            if addr_key:
+                c = self._counts.setdefault(addr_key, _Count())
+                c.pending += 1
+                live = self._live(c, now)
+                if live >= self.free_per_address:  # held back: its next attempt waits from this one
+                    c.fails, c.last = live, now
             return True
+
+    def _settle(self, addr_key: bytes | None, failed: bool, now: float) -> None:
+        c = self._counts.get(addr_key) if addr_key else None
+        if c is None or addr_key is None:
+            return
+        c.pending = max(0, c.pending - 1)
+        if failed:
+            c.fails, c.last = self._live(c, now) + 1, now
+        elif not c.pending and not self._live(c, now):
+            del self._counts[addr_key]
 
     def succeeded(self, name: str, address: str | None = None) -> None:
+        """The attempt begun for `name` from `address` logged in: the name's count is cleared, and the
+        address's is left as it was (a success neither counts nor forgives)."""
         with self._lock:
-            self._fails.pop(self._keys(name, address)[0][0], None)
+            name_key, addr_key = self._keys(name, address)
+            self._counts.pop(name_key, None)
+            self._settle(addr_key, False, self.clock())
+
+    def failed(self, name: str, address: str | None = None) -> None:
+        """The attempt begun for `name` from `address` failed: it counts against the address (the
+        name's count already has it)."""
+        with self._lock:
+            self._settle(self._keys(name, address)[1], True, self.clock())
 
 
-def login(store: Store, throttle: LoginThrottle, name: str, password: str) -> dict | None:
-    """authenticate() behind the throttle: attempts during a wait fail without checking the password."""
-    address = CLIENT_ADDRESS.get()
+def login(
+    store: Store, throttle: LoginThrottle, name: str, password: str, address: str | None = None
+) -> dict | None:
+    """authenticate() behind the throttle, for a client at `address` (None: unknown); attempts during a
+    wait fail without checking the password."""
     if not throttle.begin(name, address):
         return None
-    acct = authenticate(store, name, password)
-    if acct is not None:
-        throttle.succeeded(name, address)
+    acct = None
+    try:
+        acct = authenticate(store, name, password)
+    finally:
+        if acct is None:
+            throttle.failed(name, address)
+        else:
+            throttle.succeeded(name, address)
     return acct
-
-
-class ExpiringSessions(dict):
-    """Gradio's session table (cookie token -> user name), with an expiry and revocation: Gradio
-    reads it with `get`, `in` and `[]`, so an expired token, or one whose account `still_valid`
-    refuses (disabled, logged out everywhere since), simply reads as absent."""
-
-    def __init__(
-        self,
-        ttl_s: float,
-        clock: Callable[[], float] = time.time,
-        still_valid: Callable[[str, float], bool] = lambda user, born: True,
-    ):
-        super().__init__()
-        self.ttl_s, self.clock, self.still_valid, self._born = ttl_s, clock, still_valid, {}
-
-    def __setitem__(self, token, user) -> None:
-        super().__setitem__(token, user)
-        self._born[token] = self.clock()
-
-    def __delitem__(self, token) -> None:
-        super().__delitem__(token)
-        self._born.pop(token, None)
-
-    def _live(self, token) -> bool:
-        born = self._born.get(token)
-        if (
-            born is not None
-            and self.clock() - born <= self.ttl_s
-            and self.still_valid(super().get(token), born)
-        ):
-            return True
-        if born is not None:
-            del self[token]
-        return False
-
-    def get(self, token, default=None):
-        return super().get(token, default) if self._live(token) else default
-
-    def __contains__(self, token) -> bool:
-        return self._live(token)
-
-    def __getitem__(self, token):
-        if not self._live(token):
-            raise KeyError(token)
-        return super().__getitem__(token)
-
-    def revoke(self, user: str) -> int:
-        """End every session of `user`; how many there were."""
-        tokens = [t for t, u in list(self.items()) if u == user]
-        for t in tokens:
-            del self[t]
-        return len(tokens)
-
-
-class SessionSigner:
-    """Bearer tokens for the JSON API: `annotator_id.issued_ms.expiry.hmac`, signed with the data
-    directory's secret, so they survive a service restart and need no table. They expire, and
-    `revoke_sessions` ends every token (and app session) of an account issued before it."""
-
-    def __init__(self, secret: bytes, ttl_s: float = 12 * 3600):
-        self._secret, self.ttl_s = secret, ttl_s
-
-    def _mac(self, payload: str) -> str:
-        return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()
-
-    def issue(self, annotator_id: int) -> str:
-        now = time.time()
-        payload = f"{annotator_id}.{int(now * 1000)}.{int(now + self.ttl_s)}"
-        return f"{payload}.{self._mac(payload)}"
-
-    def verify(self, token: str) -> tuple[int, float] | None:
-        """(annotator id, issue time in seconds) of a genuine, unexpired token; else None."""
-        parts = token.split(".")
-        if len(parts) != 4 or not all(p.isdigit() and len(p) < 20 for p in parts[:3]):
-            return None
-        payload = ".".join(parts[:3])
-        if not hmac.compare_digest(self._mac(payload), parts[3]) or int(parts[2]) < time.time():
-            return None
-        return int(parts[0]), int(parts[1]) / 1000
 
 
 def session_valid(acct: dict, issued_s: float) -> bool:

@@ -17,7 +17,6 @@ order it the same way (both prefer i, both prefer j, or both tie them).
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from itertools import combinations, permutations
 
@@ -64,17 +63,17 @@ def krippendorff_alpha(units: Sequence[Sequence[float | None]], metric: str = "o
     alpha = 1 - D_o / D_e with D_o = sum o_ck d2_ck / n and D_e = sum n_c n_k d2_ck / (n (n - 1)),
     o the coincidence matrix (each unit's ordered value pairs weighted 1 / (m_u - 1)).
     """
-    coincidence: Counter[tuple[float, float]] = Counter()
+    coincidence: dict[tuple[float, float], float] = {}
     for unit in units:
         values = [v for v in unit if v is not None]
         m = len(values)
         if m < 2:
             continue  # a value nobody else coded carries no information about agreement
         for i, j in permutations(range(m), 2):
-            coincidence[(values[i], values[j])] += 1 / (m - 1)
-    marginals: Counter[float] = Counter()
+            coincidence[(values[i], values[j])] = coincidence.get((values[i], values[j]), 0.0) + 1 / (m - 1)
+    marginals: dict[float, float] = {}
     for (c, _), w in coincidence.items():
-        marginals[c] += w
+        marginals[c] = marginals.get(c, 0.0) + w
     n = sum(marginals.values())
     if n <= 1:
         return math.nan

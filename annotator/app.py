@@ -8,12 +8,18 @@ rank, Enter submits), an optional flag per candidate, a rationale, skip with a r
 one ranking. Admin tab (admins only, checked in every handler): agreement,
 throughput, flags, skips, the Bradley-Terry leaderboard, gold marking, and the serving
 buttons (deploy, promote a canary, roll back: the operations `rankloop deploy` runs).
+
+The service mounts it with what it needs, typed (`AnnotatorServices`):
+
+    services = AnnotatorServices(store, login=auth.login, queue_settings=..., serving=run_serving)
+    gr.mount_gradio_app(app, build_ui(services), path="/annotate", auth=gradio_auth(services))
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import gradio as gr
@@ -21,9 +27,11 @@ import pandas as pd
 from pydantic import ValidationError
 
 from annotator import quality, queue
-from annotator.accounts import get_annotator, login
+from annotator.accounts import get_annotator
 from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
 from annotator.render import chat_turns, escape_html
+from annotator.services import AnnotatorServices
+from service.core.enums import Role
 from service.core.errors import UserError, describe
 
 MAX_K = 8
@@ -31,21 +39,21 @@ HIDDEN = "undocumented"  # callable by the page (every handler checks the accoun
 NO_FLAG = "(no flag)"
 
 
-def gradio_auth(state: Any):
-    """Gradio's login check: the account store, behind the failed-login throttle. A coroutine, so that
+def gradio_auth(services: AnnotatorServices) -> Callable[[str, str], Awaitable[bool]]:
+    """Gradio's login check: `services.login`, behind the failed-login throttle. A coroutine, so that
     Gradio awaits it and the scrypt check runs on a worker thread, not on the event loop."""
     from starlette.concurrency import run_in_threadpool
 
     async def check(username: str, password: str) -> bool:
         if len(username) > 64 or len(password) > 1024:
             return False
-        return await run_in_threadpool(login, state.store, state.throttle, username, password) is not None
+        return await run_in_threadpool(services.login, username, password) is not None
 
     return check
 
 
-def _account(state: Any, request: gr.Request) -> dict:
-    acct = get_annotator(state.store, request.username or "")
+def _account(services: AnnotatorServices, request: gr.Request) -> dict:
+    acct = get_annotator(services.store, request.username or "")
     if acct is None or acct["disabled"]:
         raise gr.Error("your account is unknown or disabled; log out and ask an admin")
     return acct
@@ -55,12 +63,12 @@ def _progress_md(p: dict) -> str:
     return f"**Done today:** {p['today']} · **done in total:** {p['total']} · **left in the queue:** {p['queue']}"
 
 
-def _task_outputs(state: Any, acct: dict, status: str) -> list:
+def _task_outputs(services: AnnotatorServices, acct: dict, status: str) -> list:
     """Everything the Rank tab shows for the annotator's next task (or an empty queue)."""
-    task = queue.next_task(state.store, acct["id"], state.queue_settings)
-    prog = _progress_md(queue.progress(state.store, acct["id"], state.queue_settings))
+    task = queue.next_task(services.store, acct["id"], services.queue_settings)
+    prog = _progress_md(queue.progress(services.store, acct["id"], services.queue_settings))
     if task is None:
-        slots = [gr.update(visible=False)] * MAX_K + [gr.update(value="")] * MAX_K
+        slots: list[Any] = [gr.update(visible=False)] * MAX_K + [gr.update(value="")] * MAX_K
         slots += (
             [gr.update(choices=[], value=None)] * MAX_K + [gr.update(value=NO_FLAG)] * MAX_K + [""] * MAX_K
         )
@@ -106,20 +114,20 @@ def _task_outputs(state: Any, acct: dict, status: str) -> list:
     ]
 
 
-def _submit(state: Any, acct: dict, task: dict, **fields: Any) -> list:
+def _submit(services: AnnotatorServices, acct: dict, task: dict, **fields: Any) -> list:
     try:
         result = queue.submit(
-            state.store,
+            services.store,
             acct["id"],
             Submission(task_id=task["task_id"], submission_id=task["submission_id"], **fields),
-            state.queue_settings,
+            services.queue_settings,
         )
     except queue.NotLeased as e:
-        return _task_outputs(state, acct, f"⚠️ {e}")
+        return _task_outputs(services, acct, f"⚠️ {e}")
     except (RankingError, ValueError) as e:
         raise gr.Error(str(e)) from None
     what = "skip" if fields.get("skip_reason") else "ranking"
-    return _task_outputs(state, acct, f"✅ Stored your {what} of task {result.task_id}.")
+    return _task_outputs(services, acct, f"✅ Stored your {what} of task {result.task_id}.")
 
 
 def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -131,10 +139,10 @@ LEADERBOARD_COLUMNS = ["arm", "score", "ci_low", "ci_high", "comparisons", "win_
 JUDGE_COLUMNS = ["annotator", "role", "rankings", "skips", "agreement_with_people", "pairs", "gold_agreement"]
 
 
-def _admin_tables(state: Any, acct: dict) -> list:
-    if acct["role"] != "admin":
+def _admin_tables(services: AnnotatorServices, acct: dict) -> list:
+    if acct["role"] != Role.ADMIN:
         raise gr.Error("admins only")
-    store = state.store
+    store = services.store
     report = quality.annotator_report(store)
     report_cols = [
         "annotator",
@@ -170,7 +178,7 @@ def _admin_tables(state: Any, acct: dict) -> list:
     ]
 
 
-def build_ui(state: Any) -> gr.Blocks:
+def build_ui(services: AnnotatorServices) -> gr.Blocks:
     with gr.Blocks(title="rankloop annotator") as ui:
         task_state = gr.State(None)
         with gr.Row():
@@ -288,12 +296,12 @@ def build_ui(state: Any) -> gr.Blocks:
         ]
 
         def on_load(request: gr.Request):
-            acct = _account(state, request)
-            return [gr.update(visible=acct["role"] == "admin"), *_task_outputs(state, acct, "")]
+            acct = _account(services, request)
+            return [gr.update(visible=acct["role"] == Role.ADMIN), *_task_outputs(services, acct, "")]
 
         def on_submit(values: dict, request: gr.Request):
             # `values` maps each input component to its value (Gradio's set-of-inputs form).
-            acct = _account(state, request)
+            acct = _account(services, request)
             task = values[task_state]
             if not task:
                 raise gr.Error("there is no task on screen; reload the page")
@@ -314,7 +322,7 @@ def build_ui(state: Any) -> gr.Blocks:
                             f"candidate {i + 1}: {e.errors()[0]['msg'].removeprefix('Value error, ')}"
                         ) from None
             return _submit(
-                state,
+                services,
                 acct,
                 task,
                 ranks=[int(v) for v in given],
@@ -323,33 +331,33 @@ def build_ui(state: Any) -> gr.Blocks:
             )
 
         def on_skip(task, reason, request: gr.Request):
-            acct = _account(state, request)
+            acct = _account(services, request)
             if not task:
                 raise gr.Error("there is no task on screen; reload the page")
             if not reason:
                 raise gr.Error(f"choose a skip reason: {', '.join(SKIP_REASONS)}")
-            return _submit(state, acct, task, skip_reason=reason)
+            return _submit(services, acct, task, skip_reason=reason)
 
         def on_refresh(request: gr.Request):
-            return _admin_tables(state, _account(state, request))
+            return _admin_tables(services, _account(services, request))
 
         def on_gold(task_id, ranks_text, request: gr.Request):
-            acct = _account(state, request)
-            if acct["role"] != "admin":
+            acct = _account(services, request)
+            if acct["role"] != Role.ADMIN:
                 raise gr.Error("admins only")
             try:
                 ranks_list = [int(x) for x in str(ranks_text).replace(" ", "").split(",") if x]
-                queue.mark_gold(state.store, int(task_id or 0), ranks_list)
+                queue.mark_gold(services.store, int(task_id or 0), ranks_list)
             except (ValueError, UserError) as e:
                 raise gr.Error(str(e)) from None
             return f"Task {int(task_id)} is now a gold task with ranks {ranks_list}."
 
-        def serving(action: str, request: gr.Request, **params: Any) -> str:
-            # The same operations as `rankloop deploy|deploy promote|rollback` (state.serving runs them).
-            if _account(state, request)["role"] != "admin":
+        def serving(action: str, request: gr.Request, **params: object) -> str:
+            # The same operations as `rankloop deploy|deploy promote|rollback` (services.serving runs them).
+            if _account(services, request)["role"] != Role.ADMIN:
                 raise gr.Error("admins only")
             try:
-                result = state.serving(action, **params)
+                result = services.serving(action, **params)
             except (UserError, ValueError, RuntimeError) as e:
                 raise gr.Error(describe(e)) from None
             return (

@@ -21,7 +21,10 @@ from annotator.agreement import (
     ranking_units,
 )
 from annotator.leaderboard import RankedTask, leaderboard
+from service.core.enums import HUMAN_ROLES, Role
 from service.core.store import Store
+
+PEOPLE = (*HUMAN_ROLES, Role.SIMULATED)  # whose rankings a model judge is measured against
 
 
 def _ranked(store: Store, batch: str | None = None) -> list[dict]:
@@ -166,10 +169,10 @@ def judge_report(store: Store) -> list[dict]:
     )
     people: dict[int, list[list[int]]] = defaultdict(list)
     for r in rows:
-        if r["role"] in ("annotator", "admin", "simulated") and not r["skipped"]:
+        if r["role"] in PEOPLE and not r["skipped"]:
             people[r["task_id"]].append(r["ranks"])
     among = [pairwise_agreement(a, b) for ranks in people.values() for a, b in combinations(ranks, 2)]
-    gold = [r["gold_agreement"] for r in rows if r["role"] != "judge" and r["gold_agreement"] is not None]
+    gold = [r["gold_agreement"] for r in rows if r["role"] != Role.JUDGE and r["gold_agreement"] is not None]
     out = [
         {
             "annotator": "people, with each other",
@@ -183,7 +186,7 @@ def judge_report(store: Store) -> list[dict]:
     ]
     judges: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        if r["role"] == "judge":
+        if r["role"] == Role.JUDGE:
             judges[r["name"]].append(r)
     for name, mine in sorted(judges.items()):
         agree = [
@@ -192,7 +195,7 @@ def judge_report(store: Store) -> list[dict]:
         out.append(
             {
                 "annotator": name,
-                "role": "judge",
+                "role": Role.JUDGE,
                 "rankings": sum(not r["skipped"] for r in mine),
                 "skips": sum(r["skipped"] for r in mine),
                 "agreement_with_people": _mean(agree),

@@ -20,8 +20,13 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
-from service.core.store import Store
+import duckdb
+import pyarrow as pa
+
+from service.core.enums import Role
+from service.core.store import Store, registered
 
 RECENT = 20_000  # committed submission ids remembered, so a retry racing its own commit is a duplicate
 VIEWS = 4_096  # task views cached (a task's candidates never change)
@@ -150,7 +155,7 @@ class QueueBook:
         t = self.tasks.get(tid)
         if t is not None and not skipped:
             t.done_all += 1
-            t.done_people += role != "judge"
+            t.done_people += role != Role.JUDGE
             self._reopen(tid)
         last_day, n = self.today.get(aid, (day, 0))
         if day >= last_day:
@@ -172,7 +177,7 @@ class QueueBook:
         counts: dict[int, int] = {}
 
         def counted(a: int) -> bool:
-            return a != annotator_id and (judges_count or self.roles.get(a) != "judge")
+            return a != annotator_id and (judges_count or self.roles.get(a) != Role.JUDGE)
 
         for tid, leases in self.leases.items():
             n = sum(1 for a, lease in leases.items() if lease.expires > now and counted(a))
@@ -210,7 +215,12 @@ class QueueBook:
         while they hold one, so an older one has expired)."""
         tid = self.newest.get(annotator_id)
         lease = self.leases.get(tid, {}).get(annotator_id) if tid is not None else None
-        if lease and lease.expires > now and tid not in self.answered.get(annotator_id, set()):
+        if (
+            tid is not None
+            and lease
+            and lease.expires > now
+            and tid not in self.answered.get(annotator_id, set())
+        ):
             return tid, lease
         return None
 
@@ -251,7 +261,9 @@ class QueueBook:
                 for p in batch:
                     sid = p.row["submission_id"]
                     self.pending.pop(sid, None)
-                    if p.error is None:
+                    if p.error is None and p.ranking_id is None:
+                        p.error = RuntimeError(f"submission {sid!r} was not stored; send it again")
+                    if p.error is None and p.ranking_id is not None:
                         self._unlease(p.task_id, p.annotator_id)
                         self.recent[sid] = (p.ranking_id, p.task_id, p.annotator_id)
                     else:
@@ -268,15 +280,8 @@ class QueueBook:
         store = self.store
         with store.write_lock:
             in_sync, fresh = self.synced_gen == store.generation, self.fields_gen == store.generation
-            cols = list(batch[0].row)
-            values = ", ".join(f"({', '.join('?' for _ in cols)})" for _ in batch)
-            with store.write() as cur:  # one statement for the batch: a statement costs more than a row
-                stored = dict(
-                    cur.execute(
-                        f"INSERT INTO rankings ({', '.join(cols)}) VALUES {values} RETURNING submission_id, id",
-                        [p.row[c] for p in batch for c in cols],
-                    ).fetchall()
-                )
+            with store.write() as cur:
+                stored = insert_rankings(cur, [p.row for p in batch])
             # Committed: from here nothing may report these rankings as not stored.
             for p in batch:
                 p.ranking_id = stored[p.row["submission_id"]]
@@ -298,12 +303,53 @@ class QueueBook:
                     p.annotator_id,
                     p.row["skipped"],
                     p.row["created_at"].date(),
-                    self.roles.get(p.annotator_id, "annotator"),
+                    self.roles.get(p.annotator_id, Role.ANNOTATOR),
                 )
-            self.last_ranking = max(self.last_ranking, *(p.ranking_id for p in batch))
+            self.last_ranking = max([self.last_ranking, *(p.ranking_id for p in batch if p.ranking_id)])
             self.synced_gen = store.generation
             if fresh:  # and it changed no task
                 self.fields_gen = store.generation
+
+
+ARROW_ROWS = 64  # from this many rows on, an insert goes through Arrow: binding every value costs more
+
+RANKING_COLUMNS = pa.schema(
+    [
+        ("task_id", pa.int64()),
+        ("annotator_id", pa.int64()),
+        ("ranks", pa.list_(pa.int32())),
+        ("skipped", pa.bool_()),
+        ("skip_reason", pa.string()),
+        ("flags", pa.string()),
+        ("rationale", pa.string()),
+        ("time_spent_s", pa.float64()),
+        ("submission_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("gold_agreement", pa.float64()),
+    ]
+)
+
+
+def insert_rankings(cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """The one INSERT of rankings, in the caller's transaction: rows as `annotator.ranking.ranking_row`
+    makes them. Returns submission id -> ranking id. A submission id stored before breaks the unique
+    key (duckdb.ConstraintException)."""
+    if not rows:
+        return {}
+    cols = RANKING_COLUMNS.names
+    if len(rows) < ARROW_ROWS:  # one statement for the batch: a statement costs more than a row
+        values = ", ".join(f"({', '.join('?' for _ in cols)})" for _ in rows)
+        found = cur.execute(
+            f"INSERT INTO rankings ({', '.join(cols)}) VALUES {values} RETURNING submission_id, id",
+            [r[c] for r in rows for c in cols],
+        ).fetchall()
+        return dict(found)
+    with registered(cur, "_rankloop_rankings", pa.Table.from_pylist(rows, schema=RANKING_COLUMNS)):
+        found = cur.execute(
+            f"INSERT INTO rankings ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _rankloop_rankings "
+            "RETURNING submission_id, id"
+        ).fetchall()
+    return dict(found)
 
 
 _BOOKS_LOCK = threading.Lock()

@@ -1,15 +1,21 @@
-"""What a valid ranking submission is: pure validation, shared by the app, the API and the simulators.
+"""What a valid ranking submission is: pure validation, shared by every path that stores a ranking
+(the app, the API, the simulators, imports and clients' votes).
 
 A ranking gives each of a task's K candidates a rank 1..K; equal ranks are a tie.
 Both tie conventions are accepted, dense (1,1,2,3) and competition (1,1,3,4), and
 stored dense. A skip carries a reason instead of ranks. Flags mark single candidates.
+`ranking_row` turns a submission into the row the rankings table stores.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from annotator.agreement import pairwise_agreement
 
 FLAG_REASONS = ("unsafe", "broken", "off_topic", "other")
 SKIP_REASONS = ("cannot_judge", "all_bad", "duplicate", "unsafe_prompt", "other")
@@ -90,3 +96,32 @@ def check_flags(flags: list[Flag], k: int) -> None:
     positions = [f.position for f in flags]
     if len(positions) != len(set(positions)):
         raise RankingError("a candidate is flagged twice; give each flagged candidate one reason")
+
+
+def ranking_row(
+    sub: Submission,
+    k: int,
+    gold: list[int] | None,
+    annotator_id: int,
+    now: datetime,
+    time_spent_s: float | None = None,
+) -> dict[str, Any]:
+    """The rankings row for a submission to a task of `k` candidates (RankingError if it is not
+    valid): ranks checked and stored dense, flags checked, the skip reason with its text, and the
+    agreement with the task's gold ranking when it has one."""
+    ranks = normalize_ranks(sub.ranks, k) if sub.ranks is not None else None
+    check_flags(sub.flags, k)
+    skip = f"{sub.skip_reason}: {sub.skip_text}" if sub.skip_reason and sub.skip_text else sub.skip_reason
+    return {
+        "task_id": sub.task_id,
+        "annotator_id": annotator_id,
+        "ranks": ranks,
+        "skipped": ranks is None,
+        "skip_reason": skip,
+        "flags": json.dumps([f.model_dump() for f in sub.flags]),
+        "rationale": sub.rationale,
+        "time_spent_s": time_spent_s,
+        "submission_id": sub.submission_id,
+        "created_at": now,
+        "gold_agreement": pairwise_agreement(ranks, gold) if gold is not None and ranks is not None else None,
+    }

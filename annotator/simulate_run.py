@@ -23,6 +23,7 @@ from annotator import queue
 from annotator.accounts import add_annotator
 from annotator.ranking import Submission
 from annotator.simulated import Profile, rank
+from service.core.enums import Role
 from service.core.errors import UserError
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
@@ -102,9 +103,9 @@ def ensure_accounts(store: Store, profiles: dict[str, Profile]) -> dict[str, Pro
     for name, profile in profiles.items():
         row = store.query("SELECT role, profile FROM annotators WHERE name = ?", [name])
         if not row:
-            add_annotator(store, name, "simulated", profile=profile.model_dump_json())
+            add_annotator(store, name, Role.SIMULATED, profile=profile.model_dump_json())
             out[name] = profile
-        elif row[0]["role"] != "simulated":
+        elif row[0]["role"] != Role.SIMULATED:
             raise UserError(f"{name!r} exists and is not a simulated annotator; pick other names")
         else:  # an account made by hand without a profile gets the default one
             out[name] = Profile.model_validate_json(row[0]["profile"]) if row[0]["profile"] else Profile()

@@ -21,9 +21,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # This file is named like the `reward` package: take the script's own folder off the path.
-from policy.pretrain import PretrainConfig
+from policy.config import PretrainConfig
 from policy.pretrain import main as pretrain
-from reward.train import RewardTrainConfig
+from reward.config import RewardTrainConfig
 from reward.train import main as train
 from service.core.store import Store
 from service.data.snapshots import SnapshotFilters, create_snapshot

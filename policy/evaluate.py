@@ -15,7 +15,7 @@ which only the service knows). For every judge (the reward model, plus those giv
 Also the mean length of each side and an estimate of KL(candidate || reference): the mean
 over the candidate's responses of log p_candidate(y|x) - log p_reference(y|x), unbiased
 when the responses were sampled at temperature 1. TRL 1.16 has no judges or win-rate
-callback, so this is ours.
+callback, so this is ours. The config is `policy.config.EvalConfig`.
 
     python -m policy.evaluate --config eval.yaml      # writes <output_dir>/metrics.json
 """
@@ -27,29 +27,15 @@ import re
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from policy.config import EvalConfig
+from reward.checkpoint import write_metrics
 from reward.configfile import parse_cli
+from reward.score import RewardScorer
 
 _WORD = re.compile(r"\S+")
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    comparisons: Path = Field(description="JSONL: group, messages, candidate, baseline, optional scores")
-    output_dir: Path = Field(description="where metrics.json and judgments.jsonl are written")
-    reward_model: Path | None = Field(
-        None, description="reward model that judges (None: only the given scores)"
-    )
-    candidate_model: Path | None = Field(None, description="the candidate checkpoint, for the KL estimate")
-    reference_model: Path | None = Field(None, description="the reference checkpoint, for the KL estimate")
-    temperature: float = Field(1.0, ge=0, description="the temperature the responses were sampled at")
-    top_p: float = Field(1.0, gt=0, le=1, description="the nucleus mass the responses were sampled with")
-    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the intervals")
-    seed: int = Field(0, description="seed of the bootstrap")
-    max_length: int = Field(1024, ge=8, description="longest conversation + response scored, in tokens")
-    progress_file: Path | None = Field(None, description="JSON progress (step, total) for the job runner")
 
 
 def words(text: str) -> int:
@@ -159,9 +145,6 @@ def _completion_ids(
 
 def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> list[tuple[float, int]]:
     """(sum of log p(response | conversation), response tokens) under one checkpoint, per row."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     out = []
@@ -182,8 +165,6 @@ def kl_estimate(cfg: EvalConfig, rows: list[dict]) -> dict:
     """Mean log-ratio of the candidate's own responses under candidate and reference."""
     if cfg.candidate_model is None or cfg.reference_model is None:
         return {"skipped": "no candidate_model and reference_model given"}
-    from transformers import AutoTokenizer
-
     vocab = [AutoTokenizer.from_pretrained(m).get_vocab() for m in (cfg.candidate_model, cfg.reference_model)]
     if vocab[0] != vocab[1]:
         return {
@@ -244,8 +225,6 @@ def main(cfg: EvalConfig) -> Path:
             scores.setdefault(judge, []).append(pair)
     _progress(cfg, 0, 3)
     if cfg.reward_model is not None:
-        from reward.score import RewardScorer
-
         scorer = RewardScorer(cfg.reward_model, max_length=cfg.max_length)
         # The reward model reads the conversation without the system prompt, as it was trained.
         convs = [[m for m in r["messages"] if m["role"] != "system"] for r in rows]
@@ -277,7 +256,7 @@ def main(cfg: EvalConfig) -> Path:
     with (out / "judgments.jsonl").open("w") as f:
         for i, r in enumerate(rows):
             f.write(json.dumps({**r, "scores": {k: v[i] for k, v in scores.items()}}) + "\n")
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_metrics(out, report)
     _progress(cfg, 3, 3)
     return out
 

@@ -4,21 +4,33 @@ A byte-level BPE tokenizer is trained with `tokenizers` on transcripts from
 `policy.corpus`, a small Llama (head_dim 64: vLLM's CPU attention rejects 16) is
 initialised and pretrained with transformers' `Trainer`, and both are saved with
 `save_pretrained` into a plain Hugging Face directory that vLLM and transformers load
-as they are. The chat template renders system prompts.
+as they are. The chat template renders system prompts. The config is `policy.config.PretrainConfig`.
 
     python -m policy.pretrain --output-dir models/tiny --size tiny --steps 200
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    DataCollatorForLanguageModeling,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainingArguments,
+)
 
 from policy import corpus
+from policy.config import PretrainConfig
+from reward.checkpoint import write_metrics
 from reward.configfile import parse_cli
 
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -41,23 +53,8 @@ SIZES: dict[str, tuple[int, int, int, int, int]] = {
 }
 
 
-class PretrainConfig(BaseModel):
-    output_dir: Path = Field(description="directory to write the Hugging Face model into")
-    size: Literal["tiny", "small", "bench"] = Field("tiny", description="model size preset")
-    steps: int = Field(200, ge=0, description="optimizer steps of pretraining (0 = random init)")
-    batch_size: int = Field(16, ge=1, description="sequences per step")
-    seq_len: int = Field(128, ge=16, le=2048, description="tokens per training sequence")
-    learning_rate: float = Field(2e-3, gt=0, description="peak learning rate")
-    n_transcripts: int = Field(4000, ge=10, description="generated transcripts to train on")
-    max_position_embeddings: int = Field(1024, ge=64, description="longest context the model accepts")
-    seed: int = Field(0, description="random seed for corpus, init and training")
-
-
-def build_tokenizer(texts: list[str], vocab_size: int):
+def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on `texts`, wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -73,10 +70,9 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     return hf
 
 
-def build_model(size: str, tokenizer, max_positions: int, seed: int):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def build_model(
+    size: str, tokenizer: PreTrainedTokenizerBase, max_positions: int, seed: int
+) -> LlamaForCausalLM:
     hidden, layers, heads, inter, _ = SIZES[size]
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -96,11 +92,14 @@ def build_model(size: str, tokenizer, max_positions: int, seed: int):
     return LlamaForCausalLM(cfg)
 
 
-def _train(model, tokenizer, texts: list[str], cfg: PretrainConfig, workdir: Path) -> list[float]:
+def _train(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    cfg: PretrainConfig,
+    workdir: Path,
+) -> list[float]:
     """Causal-LM pretraining on packed blocks of the corpus; returns the logged losses."""
-    from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
     ids: list[int] = []
     for t in texts:
         ids.extend(tokenizer(t)["input_ids"])
@@ -131,11 +130,9 @@ def _train(model, tokenizer, texts: list[str], cfg: PretrainConfig, workdir: Pat
 
 def main(cfg: PretrainConfig) -> Path:
     """Build (and unless steps=0, pretrain) the model; write it, its tokenizer and metrics.json."""
-    from transformers import GenerationConfig
-
     convs = corpus.transcripts(cfg.n_transcripts, seed=cfg.seed)
     tokenizer = build_tokenizer([m["content"] for c in convs for m in c], vocab_size=SIZES[cfg.size][4])
-    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in convs]
+    texts = [str(tokenizer.apply_chat_template(c, tokenize=False)) for c in convs]
     model = build_model(cfg.size, tokenizer, cfg.max_position_embeddings, cfg.seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +150,7 @@ def main(cfg: PretrainConfig) -> Path:
         "loss_curve": losses,
         "config": cfg.model_dump(mode="json"),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(out, metrics)
     (out / "README.md").write_text(
         f"# rankloop tiny model ({cfg.size})\n\nPretrained from scratch on rankloop's generated corpus "
         f"(`policy.corpus`), {n_params:,} parameters, {cfg.steps} steps, seed {cfg.seed}.\n"

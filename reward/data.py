@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from reward.conversation import Messages, from_row
 from reward.snapshot_format import snapshot_file
@@ -101,7 +101,7 @@ def pairwise_rows(rows: list[dict], margin: bool = False, consensus: Consensus =
     out = []
     for r in apply_consensus(rows, consensus):
         for better, worse, gap in strict_pairs(r["ranks"]):
-            row = {
+            row: dict[str, Any] = {
                 "prompt": conversation(r),
                 "chosen": [{"role": "assistant", "content": r["texts"][better]}],
                 "rejected": [{"role": "assistant", "content": r["texts"][worse]}],

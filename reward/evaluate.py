@@ -22,6 +22,7 @@ import math
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 from reward.data import read_snapshot, strict_pairs
 
@@ -92,7 +93,7 @@ def metrics(rows: list[dict], scores: list[list[float]]) -> dict:
                 expected.append(_sigmoid(abs(u[i] - u[j]) / noise))
                 if r["ranks"][i] != r["ranks"][j]:
                     label_hidden.append(float(r["ranks"][hi] < r["ranks"][lo]))
-    out = {
+    out: dict[str, Any] = {
         "rankings": len(rows),
         "pairs": len(hits),
         "pairwise_accuracy": _acc(hits),

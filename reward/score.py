@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from reward.conversation import Messages, render_plain
 from reward.data import conversation
@@ -54,8 +55,6 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 def load_reward_model(model_dir: str | Path):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
     model.config.pad_token_id = ensure_pad_token(tokenizer)
@@ -87,7 +86,7 @@ class RewardScorer:
 
     def score_rankings(self, rows: list[dict]) -> list[list[float]]:
         """Every candidate of every snapshot row, each scored once."""
-        flat = [(conversation(r), t) for r in rows for t in r["texts"]]
+        flat: list[tuple[str | Messages, str]] = [(conversation(r), t) for r in rows for t in r["texts"]]
         scores = self.score_pairs(flat)
         out, at = [], 0
         for r in rows:

@@ -58,3 +58,9 @@ def read_manifest(path: str | Path) -> dict | None:
     p = Path(path)
     manifest = (p if p.is_dir() else p.parent) / MANIFEST_FILE
     return json.loads(manifest.read_text()) if manifest.exists() else None
+
+
+def snapshot_id(path: str | Path) -> str | None:
+    """The id (content hash) in a snapshot's manifest, or None when it has no manifest."""
+    manifest = read_manifest(path)
+    return manifest["id"] if manifest else None

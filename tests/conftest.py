@@ -48,3 +48,28 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def store(tmp_path: Path):
     with Store.open(tmp_path / "data" / "rankloop.duckdb") as s:
         yield s
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_vllm(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make test-fast` starts no vLLM server: a test that starts one in this process must be marked slow.
+    (A server started by a `rankloop serve` child is the child's; tests/support/servicectl.py checks those.)"""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    from service.engine import server
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a vLLM server: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(server, "_start", refuse)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The same promise for servers started by children (a `rankloop serve`, a command): every vLLM server
+    writes a `vllm-*.log` under pytest's temporary root, so a fast run that left one fails."""
+    if session.config.getoption("markexpr") != "not slow" or not hasattr(session.config, "_tmp_path_factory"):
+        return
+    logs = sorted(session.config._tmp_path_factory.getbasetemp().rglob("vllm-*.log"))
+    if logs:
+        print(f"\nmake test-fast started {len(logs)} vLLM server(s): {', '.join(str(p) for p in logs[:5])}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -4,16 +4,17 @@ one statement of the layers; the README's architecture section points here.
 Layers, and what each may import of ours besides itself (arrows point one way, down the list):
 
     service.cli      -> service.web (to start `serve`), service.control, service.jobs, service.engine,
-                        service.data, service.core, annotator, reward, policy
+                        service.data, service.core, annotator, the light trainer modules, policy.pretrain
     service.web      -> service.gateway, service.control, service.jobs, service.engine, service.report,
-                        service.core, annotator, reward
+                        service.core, annotator, the light reward modules
     service.control  -> service.jobs, service.report, service.gateway, service.engine, service.data,
-                        service.core, annotator, reward
-    service.jobs     -> service.engine, service.data, service.core, annotator, reward, policy
+                        service.core, annotator, the light reward modules, reward.score
+    service.jobs     -> service.engine, service.data, service.core, annotator, the light trainer modules
+                        (configs, checkpoint checks, data formats: no torch), reward.evaluate
     service.report   -> service.data, service.gateway.deploy_records, service.core, annotator
-    service.gateway  -> service.engine, service.data, service.core, reward (never annotator)
-    service.engine   -> service.core, reward
-    service.data     -> service.core, annotator, reward
+    service.gateway  -> service.engine, service.data, service.core, the light reward modules (never annotator)
+    service.engine   -> service.core, the light reward modules
+    service.data     -> service.core, annotator, the light reward modules
     annotator        -> service.core, reward.conversation (the conversation format)
     service.core     -> reward.configfile (the YAML/flags helper the trainers share)
     policy           -> reward
@@ -30,7 +31,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("service", "annotator", "reward", "policy")
+# The trainers' modules that import no torch (tests/reward/test_config_light.py checks that): the only parts
+# of reward/ and policy/ the service reads, besides the scorer and the reward gate's evaluation.
+REWARD_LIGHT = (
+    "reward.config",
+    "reward.checkpoint",
+    "reward.configfile",
+    "reward.conversation",
+    "reward.data",
+    "reward.snapshot_format",
+)
+POLICY_LIGHT = ("policy.config", "policy.data", "policy.corpus")
 RULES: dict[str, tuple[str, ...]] = {
+    # policy.pretrain: `rankloop demo` builds the tiny model in its own process
     "service.cli": (
         "service.cli",
         "service.web",
@@ -40,8 +53,9 @@ RULES: dict[str, tuple[str, ...]] = {
         "service.data",
         "service.core",
         "annotator",
-        "reward",
-        "policy",
+        *REWARD_LIGHT,
+        *POLICY_LIGHT,
+        "policy.pretrain",
     ),
     "service.web": (
         "service.web",
@@ -52,8 +66,9 @@ RULES: dict[str, tuple[str, ...]] = {
         "service.report",
         "service.core",
         "annotator",
-        "reward",
+        *REWARD_LIGHT,
     ),
+    # reward.score: the active reward model scores candidates in the service (active learning, the judge)
     "service.control": (
         "service.control",
         "service.jobs",
@@ -63,16 +78,19 @@ RULES: dict[str, tuple[str, ...]] = {
         "service.data",
         "service.core",
         "annotator",
-        "reward",
+        *REWARD_LIGHT,
+        "reward.score",
     ),
+    # reward.evaluate: the reward gate compares a candidate with the active model on held-out rankings
     "service.jobs": (
         "service.jobs",
         "service.engine",
         "service.data",
         "service.core",
         "annotator",
-        "reward",
-        "policy",
+        *REWARD_LIGHT,
+        *POLICY_LIGHT,
+        "reward.evaluate",
     ),
     "service.report": (
         "service.report",
@@ -81,9 +99,9 @@ RULES: dict[str, tuple[str, ...]] = {
         "service.core",
         "annotator",
     ),
-    "service.gateway": ("service.gateway", "service.engine", "service.data", "service.core", "reward"),
-    "service.engine": ("service.engine", "service.core", "reward"),
-    "service.data": ("service.data", "service.core", "annotator", "reward"),
+    "service.gateway": ("service.gateway", "service.engine", "service.data", "service.core", *REWARD_LIGHT),
+    "service.engine": ("service.engine", "service.core", *REWARD_LIGHT),
+    "service.data": ("service.data", "service.core", "annotator", *REWARD_LIGHT),
     "service.core": ("service.core", "reward.configfile"),
     "annotator": ("annotator", "service.core", "reward.conversation"),
     "policy": ("policy", "reward"),
@@ -166,22 +184,32 @@ def test_no_import_cycles() -> None:
 
 
 def test_the_rules_catch_a_wrong_import() -> None:
-    """The checker itself: a lazy import of the service from reward/, and the annotator from the gateway."""
+    """The checker itself: a lazy import of the service from reward/, the annotator from the gateway, a
+    trainer (torch) from a job kind, and the web layer from the control plane (upward)."""
     found = imports(
         {
             "reward.bad": "import os\n\ndef f():\n    from service.core.store import Store\n",
             "service.gateway.bad": "from annotator import queue\n",
+            "service.jobs.bad": "from policy import sft\n",
+            "service.control.bad": "from service.web.app import create_app\n",
             "annotator": "",
             "annotator.queue": "",
-            "service.web": "",
+            "policy.sft": "",
             "service.web.app": "",
         }
     )
-    assert broken_rules(found) == [
-        "reward.bad (line 4) imports service.core.store: reward may import only reward",
-        "service.gateway.bad (line 1) imports annotator.queue: service.gateway may import only service.gateway, "
-        "service.engine, service.data, service.core, reward",
+    broken = broken_rules(found)
+    assert [line.split(": ")[0] for line in broken] == [
+        "reward.bad (line 4) imports service.core.store",
+        "service.gateway.bad (line 1) imports annotator.queue",
+        "service.jobs.bad (line 1) imports policy.sft",
+        "service.control.bad (line 1) imports service.web.app",
     ]
+    assert broken[0].endswith("reward may import only reward")
+    assert (
+        "service.gateway may import only service.gateway, service.engine, service.data, service.core, "
+        in broken[1]
+    )
 
 
 # -- size: no package folder holds more than a fifth of the code ----------------------------------------

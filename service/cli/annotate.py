@@ -10,27 +10,39 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable
-from pathlib import Path
+
+from pydantic import BaseModel, Field
 
 from annotator import simulate_run
 from annotator.simulated import Profile
-from service.cli.client import connect
+from service.cli.client import annotation_queue, connect
+from service.cli.flags import POSITIONAL, Opt, add_model_flags, flag_values
 from service.cli.output import print_table
-from service.core.discovery import admin_key
+from service.cli.tree import CommandTree, op_params
+from service.core.enums import HUMAN_ROLES
 from service.core.errors import UserError
 from service.core.settings import Settings
+
+
+class SimulatedRun(BaseModel):
+    """`rankloop annotate-sim`: who the simulated annotators are and how long they rank."""
+
+    annotators: int = Field(3, description="reliable simulated annotators")
+    noise: float = Field(0.3, description="Bradley-Terry temperature")
+    unreliable: int = Field(0, description="extra annotators that rank at random")
+    position_bias: float = Field(0.0, description="preference for candidates shown first")
+    max_per_annotator: int | None = Field(None, description="stop each annotator after N tasks")
+    seed: int = Field(0, description="seed of the simulated rankings")
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from service.web.serve import serve  # the web layer only loads to serve
 
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    serve(settings.model_copy(update=overrides))
+    serve(settings.model_copy(update=flag_values(args, Settings)))
 
 
 def _password(args: argparse.Namespace) -> str | None:
-    if args.role not in ("annotator", "admin"):
+    if args.role not in HUMAN_ROLES:
         return None
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
@@ -43,7 +55,7 @@ def _password(args: argparse.Namespace) -> str | None:
 def cmd_annotators_add(args: argparse.Namespace, settings: Settings) -> None:
     password = _password(args)
     with connect(settings) as c:
-        c.call("annotators.add", name=args.name, role=args.role, password=password)
+        c.call("annotators.add", **op_params(args, "annotators.add"), password=password)
     print(f"added {args.role} {args.name!r}")
 
 
@@ -54,13 +66,13 @@ def cmd_annotators_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_annotators_disable(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        c.call("annotators.disable", name=args.name)
+        c.call("annotators.disable", **op_params(args, "annotators.disable"))
     print(f"disabled {args.name!r}: it can no longer log in or submit")
 
 
 def cmd_annotators_logout(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        c.call("annotators.logout", name=args.name)
+        c.call("annotators.logout", **op_params(args, "annotators.logout"))
     print(f"logged {args.name!r} out everywhere: its API tokens and app sessions no longer count")
 
 
@@ -72,98 +84,124 @@ def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
         profiles = c.call("simulated.ensure", profiles=wanted)
         profiles = {name: Profile.model_validate(p) for name, p in profiles.items()}
         # They rank through the annotation path itself: the service's JSON API, or the queue here.
-        queue = (
-            simulate_run.HttpQueue(c.url, admin_key(settings))
-            if c.remote
-            else simulate_run.LocalQueue(c.ctx.store, settings.annotation)
-        )
+        queue = annotation_queue(c, settings)
         report = simulate_run.run(queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator)
     for name, n in report.rankings.items():
         print(f"  {name}: {n} rankings")
     print(f"simulated annotators stored {report.total} rankings")
 
 
-def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
+def _ranks(text: str) -> list[int]:
     try:
-        ranks = [int(x) for x in args.ranks.split(",")]
+        return [int(x) for x in text.split(",")]
     except ValueError:
-        raise UserError(
-            f"--ranks {args.ranks!r}: expected comma-separated integers such as 1,2,2,3"
-        ) from None
+        raise UserError(f"--ranks {text!r}: expected comma-separated integers such as 1,2,2,3") from None
+
+
+def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
+    params = op_params(args, "tasks.gold")
     with connect(settings) as c:
-        c.call("tasks.gold", task_id=args.task_id, ranks=ranks)
-    print(f"task {args.task_id} is a gold task with ranks {ranks}")
+        c.call("tasks.gold", **params)
+    print(f"task {args.task_id} is a gold task with ranks {params['ranks']}")
 
 
 def cmd_leaderboard(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         print_table(
-            c.call("leaderboard", by=args.by),
+            c.call("leaderboard", **op_params(args, "leaderboard")),
             ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"],
         )
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        n = c.call("export", format=args.format, out=args.out)["rows"]
+        n = c.call("export", **op_params(args, "export"))["rows"]
     print(f"wrote {n} rows to {args.out} ({args.format})")
 
 
 def cmd_import_hh(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        r = c.call("import.hh", file=args.file, source_ref=str(args.file))
+        r = c.call("import.hh", **op_params(args, "import.hh"), source_ref=str(args.file))
     print(
         f"imported {r['added']} preference pairs from {args.file}"
         + (f" ({r['skipped']} already imported)" if r["skipped"] else "")
     )
 
 
-def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add(
+def add_parsers(tree: CommandTree) -> None:
+    p = tree.command(
         "serve", cmd_serve, "run the service: annotator app at /annotate, JSON API, /admin (holds the data)"
     )
-    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 8000; 0 = any free port)")
+    add_model_flags(p, Settings, only=("host", "port"), overrides=True)
 
-    ann = sub.add_parser("annotators", help="annotator accounts").add_subparsers(dest="action", required=True)
-    p = add("add", cmd_annotators_add, "add an account (password prompted, or one line on stdin)", ann)
-    p.add_argument("name", help="login name")
-    p.add_argument("--role", default="annotator", choices=["annotator", "admin"], help="default annotator")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    add("list", cmd_annotators_list, "list accounts", ann)
-    p = add("disable", cmd_annotators_disable, "disable an account (it keeps its rankings)", ann)
-    p.add_argument("name")
-    p = add(
-        "logout", cmd_annotators_logout, "end every login of an account (API tokens and app sessions)", ann
+    tree.group("annotators", "annotator accounts")
+    p = tree.command(
+        "add",
+        cmd_annotators_add,
+        "add an account (password prompted, or one line on stdin)",
+        "annotators",
+        op="annotators.add",
+        opts={"name": POSITIONAL, "role": Opt(choices=[r.value for r in HUMAN_ROLES])},
+        skip={
+            "password": "prompted, or --password-stdin",
+            "profile": "simulated accounts only (annotate-sim)",
+        },
     )
-    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    tree.command("list", cmd_annotators_list, "list accounts", "annotators", op="annotators.list")
+    tree.command(
+        "disable",
+        cmd_annotators_disable,
+        "disable an account (it keeps its rankings)",
+        "annotators",
+        op="annotators.disable",
+        opts={"name": POSITIONAL},
+    )
+    tree.command(
+        "logout",
+        cmd_annotators_logout,
+        "end every login of an account (API tokens and app sessions)",
+        "annotators",
+        op="annotators.logout",
+        opts={"name": POSITIONAL},
+    )
 
-    p = add(
+    p = tree.command(
         "annotate-sim", cmd_annotate_sim, "simulated annotators with a known preference rank the open queue"
     )
-    p.add_argument("--annotators", type=int, default=3, help="reliable simulated annotators (default 3)")
-    p.add_argument("--noise", type=float, default=0.3, help="Bradley-Terry temperature (default 0.3)")
-    p.add_argument("--unreliable", type=int, default=0, help="extra annotators that rank at random")
-    p.add_argument("--position-bias", type=float, default=0.0, help="preference for candidates shown first")
-    p.add_argument("--max-per-annotator", type=int, default=None, help="stop each annotator after N tasks")
-    p.add_argument("--seed", type=int, default=0)
+    add_model_flags(p, SimulatedRun)
 
-    tasks = sub.add_parser("tasks", help="ranking tasks").add_subparsers(dest="action", required=True)
-    p = add("gold", cmd_tasks_gold, "mark a task as gold with its correct ranking", tasks)
-    p.add_argument("task_id", type=int)
-    p.add_argument("--ranks", required=True, help="ranks in display order, e.g. 1,2,2,3")
+    tree.group("tasks", "ranking tasks")
+    tree.command(
+        "gold",
+        cmd_tasks_gold,
+        "mark a task as gold with its correct ranking",
+        "tasks",
+        op="tasks.gold",
+        opts={"task_id": POSITIONAL, "ranks": Opt(type=str, repeat=False, convert=_ranks)},
+    )
 
-    p = add("leaderboard", cmd_leaderboard, "Bradley-Terry leaderboard of system prompts or models")
-    p.add_argument("--by", default="system_prompt", choices=["system_prompt", "model"])
+    tree.command(
+        "leaderboard",
+        cmd_leaderboard,
+        "Bradley-Terry leaderboard of system prompts or models",
+        op="leaderboard",
+    )
 
-    p = add(
+    tree.command(
         "export",
         cmd_export,
         "write preference data: trl (prompt/chosen/rejected pairs), hh, or jsonl rankings",
+        op="export",
     )
-    p.add_argument("--format", required=True, choices=["trl", "hh", "jsonl"])
-    p.add_argument("--out", required=True, type=Path)
 
-    imp = sub.add_parser("import", help="import preference data").add_subparsers(dest="kind", required=True)
-    p = add("hh", cmd_import_hh, "import HH-RLHF-format JSONL (chosen/rejected transcripts)", imp)
-    p.add_argument("file", type=Path)
+    tree.group("import", "import preference data", dest="kind")
+    tree.command(
+        "hh",
+        cmd_import_hh,
+        "import HH-RLHF-format JSONL (chosen/rejected transcripts)",
+        "import",
+        op="import.hh",
+        opts={"file": POSITIONAL},
+        skip={"source_ref": "the file's path"},
+    )

@@ -24,18 +24,20 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from tqdm.auto import tqdm
 
+from annotator.simulate_run import HttpQueue, LocalQueue, QueueClient
 from reward.configfile import ConfigError, format_errors
 from service.cli.output import print_table
 from service.control.commands import COMMANDS, Command
 from service.control.context import Context
 from service.control.scoring import ScorerCache
 from service.core.discovery import admin_key, find_service
+from service.core.enums import FINISHED
 from service.core.errors import CommandFailed, DataDirBusy, UserError
 from service.core.paths import atomic_file
 from service.core.settings import Settings
 from service.core.store import Store
 from service.engine.supervisor import EngineSupervisor
-from service.jobs.runner import FINISHED, JobRunner
+from service.jobs.runner import JobRunner
 
 CHUNK = 1 << 20
 
@@ -127,8 +129,11 @@ class RemoteClient:
         self.http.close()
 
 
+Client = LocalClient | RemoteClient
+
+
 @contextmanager
-def connect(settings: Settings) -> Iterator[LocalClient | RemoteClient]:
+def connect(settings: Settings) -> Iterator[Client]:
     """A client for the data directory: through the running service, or in this process."""
     info = find_service(settings)
     if info.url:
@@ -160,7 +165,14 @@ def connect(settings: Settings) -> Iterator[LocalClient | RemoteClient]:
         store.close()
 
 
-def follow(client: LocalClient | RemoteClient, job_id: int, desc: str) -> dict:
+def annotation_queue(client: Client, settings: Settings) -> QueueClient:
+    """Where simulated annotators and judges rank: the service's annotation API, or the queue here."""
+    if isinstance(client, RemoteClient):
+        return HttpQueue(client.url, admin_key(settings))
+    return LocalQueue(client.ctx.store, settings.annotation)
+
+
+def follow(client: Client, job_id: int, desc: str) -> dict[str, Any]:
     """Show a job's progress until it ends. Ctrl-C: a job in the service keeps running (and this
     says how to follow it again); a job in this process is cancelled, keeping what it stored."""
     bar = tqdm(total=100, desc=desc, unit="%")

@@ -18,21 +18,41 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, Field
 
-from service.cli.client import connect, follow
-from service.cli.round_steps import RoundPlan, run_round
+from reward.checkpoint import is_model_dir, require_model_dir
+from service.cli.client import Client, LocalClient, connect, follow
+from service.cli.round_steps import PolicyMethod, RoundPlan, run_round
 from service.core.discovery import admin_key
+from service.core.enums import JobStatus, ModelKind, ModelStatus, Role
 from service.core.errors import CommandFailed, UserError
 from service.core.paths import private_dir
 from service.core.procs import log_tail, start_group, stop_group
 from service.core.registry import find_or_register
 from service.core.settings import Settings
 
+T = TypeVar("T")
+
+
+class DemoRun(BaseModel):
+    """`rankloop demo`: what it starts from and how far it goes."""
+
+    model: Path | None = Field(
+        None, description="start from this Hugging Face model directory instead of the tiny one"
+    )
+    method: PolicyMethod = Field("dpo", description="how the policy is trained")
+    small: bool = Field(False, description="a smaller, faster run (the test suite's)")
+    serve: bool = Field(True, description="keep the annotator app and the API running until Ctrl-C")
+    port: int | None = Field(None, description="the service's port (default 8000; 0 = any free port)")
+
+
 SYSTEM_PROMPTS = ("brief", "detailed", "friendly")
-SIZES = {  # --small: the size the test suite runs
+SIZES: dict[bool, dict[str, Any]] = {  # --small: the size the test suite runs
     False: {"pretrain_steps": 200, "sft_steps": 30, "plan": RoundPlan()},
     # Smaller models, the same evaluation: with 6 samples the DPO policy's 95% interval once reached 0.5.
     True: {
@@ -47,9 +67,10 @@ class Stages:
     """Prints each stage as it starts and keeps its wall time (bench/demo.py reads them)."""
 
     def __init__(self, path: Path):
-        self.path, self.seconds = path, {}
+        self.path = path
+        self.seconds: dict[str, float] = {}
 
-    def run(self, name: str, fn, *args, **kw):
+    def run(self, name: str, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         print(f"\n== {name}", flush=True)
         t0 = time.monotonic()
         out = fn(*args, **kw)
@@ -63,17 +84,17 @@ class Stages:
 
 def build_tiny_model(out: Path, steps: int) -> Path:
     """The built-in chat model, pretrained once and reused (its directory is the cache)."""
-    if (out / "config.json").exists():
+    if is_model_dir(out):
         print(f"using the tiny model already built in {out}")
         return out
-    from policy.pretrain import PretrainConfig
+    from policy.config import PretrainConfig
     from policy.pretrain import main as pretrain
 
     print(f"pretraining the tiny model into {out} ({steps} steps on the generated corpus)")
     return pretrain(PretrainConfig(output_dir=out, size="tiny", steps=steps, n_transcripts=600))
 
 
-def seed_data(c, data: Path) -> None:
+def seed_data(c: Client, data: Path) -> None:
     """Prompts and system prompts from the built-in corpus (the tiny model was trained on its topics)."""
     from policy.corpus import QUESTION_FORMS, SYSTEM_STYLES, TOPICS
 
@@ -86,10 +107,10 @@ def seed_data(c, data: Path) -> None:
     print(f"{added} new prompts; system prompts {', '.join(SYSTEM_PROMPTS)}")
 
 
-def sft(c, data: Path, base: Path, steps: int) -> int:
+def sft(c: Client, data: Path, base: Path, steps: int) -> int:
     """The SFT model of `base` (reused when one was trained before)."""
-    for m in c.call("models.list", kind="sft"):
-        if m["status"] != "failed":
+    for m in c.call("models.list", kind=ModelKind.SFT):
+        if m["status"] != ModelStatus.FAILED:
             print(f"using SFT model #{m['id']} trained before")
             return m["id"]
     from policy.corpus import transcripts
@@ -111,17 +132,17 @@ def sft(c, data: Path, base: Path, steps: int) -> int:
         )["job_id"],
         "supervised fine-tuning",
     )
-    if job["status"] != "succeeded":
+    if job["status"] != JobStatus.SUCCEEDED:
         raise CommandFailed(f"SFT job {job['id']} {job['status']}: {job['error']}", 1)
     return job["result_model_id"]
 
 
-def ensure_admin(c) -> str | None:
+def ensure_admin(c: Client) -> str | None:
     """An `admin` account for the person trying the demo; its password is shown once."""
     if any(a["name"] == "admin" for a in c.call("annotators.list")):
         return None
     password = secrets.token_urlsafe(9)
-    c.call("annotators.add", name="admin", role="admin", password=password)
+    c.call("annotators.add", name="admin", role=Role.ADMIN, password=password)
     return password
 
 
@@ -192,29 +213,27 @@ def first_completion(settings: Settings, url: str) -> str:
         max_tokens=48,
         extra_body={"system_prompt": "friendly"},
     )
+    usage = answer.usage
     print(
         f"POST {url}/v1/chat/completions (model 'current' = {answer.model}, system prompt 'friendly')\n"
         f"  user: {question}\n  assistant: {answer.choices[0].message.content!r}\n"
-        f"  usage: {answer.usage.prompt_tokens} prompt + {answer.usage.completion_tokens} completion tokens"
+        + (
+            f"  usage: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
+            if usage
+            else "  usage: not reported"
+        )
     )
     return key
 
 
-def run_demo(
-    settings: Settings,
-    model: Path | None = None,
-    method: str = "dpo",
-    small: bool = False,
-    serve: bool = True,
-    port: int | None = None,
-    config: str | None = None,
-) -> None:
-    if method not in ("dpo", "grpo", "rloo"):
-        raise UserError(f"--method {method!r}: valid: dpo, grpo, rloo")
-    if model is not None and not (model / "config.json").is_file():
-        raise UserError(
-            f"--model {model}: not a Hugging Face model directory (no config.json); give the directory "
-            "`save_pretrained` wrote, or leave --model out for the built-in tiny model"
+def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> None:
+    model, method, small = run.model, run.method, run.small
+    if model is not None:
+        require_model_dir(
+            model,
+            "--model",
+            "give the directory `save_pretrained` wrote, or leave --model out for the built-in tiny model",
+            UserError,
         )
     data = settings.data_dir
     wanted = {"model": str(model.resolve()) if model else None, "method": method, "small": small}
@@ -232,7 +251,7 @@ def run_demo(
             )
     chosen.write_text(json.dumps(wanted))
     size = SIZES[small]
-    plan = RoundPlan(**{**size["plan"].__dict__, "method": method})
+    plan: RoundPlan = size["plan"].model_copy(update={"method": method})
     stages = Stages(data / "demo-stages.json")
     base = model or stages.run(
         "pretraining the tiny chat model",
@@ -243,6 +262,7 @@ def run_demo(
     with connect(settings) as c:
         stages.run("prompts and system prompts", seed_data, c, data)
         if model is not None:  # a checkpoint of yours: registered, so jobs may read it from where it is
+            assert isinstance(c, LocalClient)  # checked above: no service runs on this data directory
             find_or_register(c.ctx.store, model.resolve())
         sft_id = stages.run(
             "supervised fine-tuning on generated instructions", sft, c, data, base, size["sft_steps"]
@@ -261,7 +281,7 @@ def run_demo(
         "starting the service (annotator app, admin API, OpenAI-compatible gateway)",
         start_service,
         settings,
-        settings.port if port is None else port,
+        settings.port if run.port is None else run.port,
         config,
     )
     try:
@@ -277,7 +297,7 @@ def run_demo(
             f"OpenAI API:      {url}/v1  (client key {key}; model 'current')\n"
             f"admin API key:   {admin_key(settings)[:6]}... in {settings.paths.admin_key}"
         )
-        if not serve:
+        if not run.serve:
             return
         print("\nserving until Ctrl-C", flush=True)
         proc.wait()

@@ -9,15 +9,21 @@ policy compares with a baseline, whether it passed the gate, and where it came f
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from reward.configfile import read_yaml
-from service.cli.client import connect, follow
+from service.cli.client import Client, connect, follow
+from service.cli.flags import Opt, add_model_flags, flag_values
 from service.cli.output import print_table
+from service.cli.tree import CommandTree, op_params
 from service.cli.vllm_flags import add_vllm_flags, job_vllm
+from service.core.enums import JobStatus
 from service.core.errors import CommandFailed
 from service.core.settings import Settings
+from service.jobs.runner import KINDS
+
+EVALUATE = KINDS["evaluate"].config  # the evaluate job's config: its flags follow it
 
 
 def _range(ci: list[float]) -> str:
@@ -68,7 +74,7 @@ def _snapshot_line(s: dict) -> str:
 
 def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        model = c.call("models.show", model_id=args.id)
+        model = c.call("models.show", **op_params(args, "models.show"))
     print(f"model #{model['id']} {model['name']} ({model['kind']}, {model['status']}): {model['path']}")
     if model.get("status_reason"):
         print(f"  {model['status_reason']}")
@@ -88,7 +94,7 @@ def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
             print_evaluation(ev)
 
 
-def evaluate(c, config: dict) -> None:
+def evaluate(c: Client, config: dict[str, Any]) -> None:
     """Start an evaluate job, follow it, print its figures and the gate's decision."""
     job_id = c.call("jobs.start", kind="evaluate", config=config)["job_id"]
     cfg = c.call("jobs.show", job_id=job_id)["config"]
@@ -97,7 +103,7 @@ def evaluate(c, config: dict) -> None:
         + (" (in the service)" if c.remote else "")
     )
     job = follow(c, job_id, "evaluating")
-    if job["status"] != "succeeded":
+    if job["status"] != JobStatus.SUCCEEDED:
         raise CommandFailed(f"job {job['id']} {job['status']}: {job['error']}", 1)
     model = c.call("models.show", model_id=cfg["candidate"])
     ev = next(e for e in reversed(model["evaluations"]) if e["job_id"] == job_id)
@@ -118,69 +124,54 @@ def evaluate(c, config: dict) -> None:
 
 def cmd_evaluate_policy(args: argparse.Namespace, settings: Settings) -> None:
     config = read_yaml(args.job_config) if args.job_config else {}
-    flags = {
-        "baseline": args.against,
-        "human": args.human,
-        "judge": args.judge,
-        "prompt_file": args.prompts,
-        "samples": args.samples,
-        "max_prompts": args.max_prompts,
-        "reward_model": args.reward_model,
-        "gate": args.gate,
-    }
-    config.update(
-        {k: str(Path(v).resolve()) if k == "prompt_file" else v for k, v in flags.items() if v is not None}
-    )
-    config.update({"candidate": args.id, **job_vllm(args, settings)})
+    config.update({**flag_values(args, EVALUATE), **job_vllm(args, settings)})
     with connect(settings) as c:
         evaluate(c, config)
 
 
-def add_parsers(sub, add: Callable[..., argparse.ArgumentParser], models_sub) -> None:
-    p = add("show", cmd_models_show, "a model: its lineage, data, reward model and evaluations", models_sub)
-    p.add_argument("id", type=int, help="model id")
-    evaluate = sub.add_parser("evaluate", help="evaluate a model").add_subparsers(dest="kind", required=True)
-    p = add(
+def _resolved(path: Path) -> str:
+    return str(path.resolve())  # the job may run in the service, in another working directory
+
+
+def add_parsers(tree: CommandTree) -> None:
+    tree.command(
+        "show",
+        cmd_models_show,
+        "a model: its lineage, data, reward model and evaluations",
+        "models",
+        op="models.show",
+        opts={"model_id": Opt(positional=True, metavar="id")},
+    )
+    tree.group("evaluate", "evaluate a model", dest="kind")
+    p = tree.command(
         "policy",
         cmd_evaluate_policy,
         "a policy against a baseline on held-out prompts, then the gate (a job)",
-        evaluate,
+        "evaluate",
         settings_flag=False,
     )
-    p.add_argument("id", type=int, help="the candidate's model id")
-    p.add_argument(
-        "--against",
-        type=int,
-        default=None,
-        metavar="ID",
-        help="the baseline (default: the active model of its kind, else its parent)",
-    )
-    p.add_argument(
-        "--human", type=int, default=None, metavar="N", help="put N blind pairwise tasks into the queue"
-    )
-    p.add_argument(
-        "--judge",
-        choices=["reward", "hidden"],
-        default=None,
-        help="the gate's judge: the reward model (default) or the simulated annotators' hidden preference",
-    )
-    p.add_argument(
-        "--prompts", default=None, metavar="FILE", help="more held-out prompts (kept out of training)"
-    )
-    p.add_argument(
-        "--samples", type=int, default=None, help="responses per prompt and system prompt (default 4)"
-    )
-    p.add_argument(
-        "--max-prompts", type=int, default=None, help="at most this many held-out prompts (default 64)"
-    )
-    p.add_argument(
-        "--reward-model", type=int, default=None, metavar="ID", help="judge with this reward model"
-    )
-    p.add_argument(
-        "--gate",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="approve the candidate when it wins (default on)",
+    add_model_flags(
+        p,
+        EVALUATE,
+        only=(
+            "candidate",
+            "baseline",
+            "human",
+            "judge",
+            "prompt_file",
+            "samples",
+            "max_prompts",
+            "reward_model",
+            "gate",
+        ),
+        opts={
+            "candidate": Opt(positional=True, metavar="id"),
+            "baseline": Opt(flag="--against", metavar="ID"),
+            "human": Opt(metavar="N"),
+            "prompt_file": Opt(flag="--prompts", metavar="FILE", convert=_resolved),
+            "reward_model": Opt(metavar="ID"),
+        },
+        overrides=True,
     )
     p.add_argument("--config", dest="job_config", metavar="FILE", help="YAML with the evaluate job's fields")
     add_vllm_flags(p)

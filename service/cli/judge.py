@@ -9,28 +9,48 @@ database here.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from annotator import simulate_run
-from service.cli.client import connect, show_table
+from pydantic import BaseModel, Field
+
+from service.cli.client import annotation_queue, connect, show_table
+from service.cli.flags import POSITIONAL, Opt, add_model_flags
+from service.cli.tree import CommandTree
 from service.control.judges import GenerativeJudge, RewardJudge, run_judge
-from service.core.discovery import admin_key
+from service.core.enums import ModelKind
 from service.core.errors import UserError
 from service.core.settings import Settings
-from service.engine.server import start_server
+from service.engine.server import VLLMServer, start_server
+
+
+class JudgeRun(BaseModel):
+    """`rankloop judge`: which model judges (one of the first three), and how."""
+
+    reward_model: int | None = Field(None, description="rank by this reward model's scores")
+    model: str | None = Field(None, description="serve this chat model with vLLM and ask it to rank")
+    endpoint: str | None = Field(None, description="an OpenAI-compatible server to ask (…/v1)")
+    served_name: str = Field("judge", description="the model name at --endpoint")
+    api_key: str = Field("rankloop", description="key for --endpoint")
+    template: str = Field("rank", description="judge template name (default: the built-in 'rank')")
+    retries: int = Field(2, description="asks again when an answer does not parse")
+    name: str | None = Field(None, description="the judge's account name (default from the model)")
+    max_tasks: int | None = Field(None, description="stop after N tasks")
+    seed: int = Field(0, description="seed of the candidate shuffles")
 
 
 def cmd_judge(args: argparse.Namespace, settings: Settings) -> None:
     given = [a for a in ("reward_model", "model", "endpoint") if getattr(args, a) is not None]
     if len(given) != 1:
         raise UserError("name one judge: --reward-model ID, --model DIR or --endpoint URL")
-    server = None
+    server: VLLMServer | None = None
+    judge: RewardJudge | GenerativeJudge
+    profile: dict[str, Any]
     with connect(settings) as c:
         try:
             if args.reward_model is not None:
                 model = c.call("models.show", model_id=args.reward_model)
-                if model["kind"] != "reward":
+                if model["kind"] != ModelKind.REWARD:
                     raise UserError(
                         f"model {args.reward_model} is a {model['kind']} model; --reward-model wants "
                         "a reward model (`rankloop models list --kind reward`)"
@@ -64,12 +84,7 @@ def cmd_judge(args: argparse.Namespace, settings: Settings) -> None:
                     "retries": args.retries,
                 }
             c.call("judges.ensure", name=name, profile=profile)
-            queue = (
-                simulate_run.HttpQueue(c.url, admin_key(settings))
-                if c.remote
-                else simulate_run.LocalQueue(c.ctx.store, settings.annotation)
-            )
-            report = run_judge(queue, name, judge, args.max_tasks)
+            report = run_judge(annotation_queue(c, settings), name, judge, args.max_tasks)
         finally:
             if server is not None:
                 server.stop()
@@ -92,37 +107,34 @@ def cmd_templates_list(args: argparse.Namespace, settings: Settings) -> None:
     show_table(settings, "judge_templates.list", ["name", "version", "text", "created_at"])
 
 
-def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add(
+def add_parsers(tree: CommandTree) -> None:
+    p = tree.command(
         "judge", cmd_judge, "a model ranks the open tasks through the queue, as an annotator of role judge"
     )
-    p.add_argument(
-        "--reward-model", type=int, default=None, metavar="ID", help="rank by this reward model's scores"
+    add_model_flags(
+        p,
+        JudgeRun,
+        opts={
+            "reward_model": Opt(metavar="ID"),
+            "model": Opt(metavar="DIR"),
+            "endpoint": Opt(metavar="URL"),
+        },
     )
-    p.add_argument(
-        "--model", default=None, metavar="DIR", help="serve this chat model with vLLM and ask it to rank"
-    )
-    p.add_argument(
-        "--endpoint", default=None, metavar="URL", help="an OpenAI-compatible server to ask (…/v1)"
-    )
-    p.add_argument("--served-name", default="judge", help="the model name at --endpoint")
-    p.add_argument("--api-key", default="rankloop", help="key for --endpoint")
-    p.add_argument("--template", default="rank", help="judge template name (default: the built-in 'rank')")
-    p.add_argument(
-        "--retries", type=int, default=2, help="asks again when an answer does not parse (default 2)"
-    )
-    p.add_argument("--name", default=None, help="the judge's account name (default from the model)")
-    p.add_argument("--max-tasks", type=int, default=None, help="stop after N tasks")
-    p.add_argument("--seed", type=int, default=0, help="seed of the candidate shuffles")
-    templates = sub.add_parser("judge-templates", help="versioned judge templates").add_subparsers(
-        dest="action", required=True
-    )
-    p = add(
+    tree.group("judge-templates", "versioned judge templates")
+    tree.command(
         "add",
         cmd_templates_add,
         "add templates from a YAML mapping name: text with {conversation} and "
         "{candidates} (and optionally {k}); new text under a name is a new version",
-        templates,
+        "judge-templates",
+        op="judge_templates.add",
+        opts={"file": POSITIONAL},
+        skip={"source_ref": "not recorded for judge templates"},
     )
-    p.add_argument("file", type=Path)
-    add("list", cmd_templates_list, "list every judge template version", templates)
+    tree.command(
+        "list",
+        cmd_templates_list,
+        "list every judge template version",
+        "judge-templates",
+        op="judge_templates.list",
+    )

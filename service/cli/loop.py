@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from pathlib import Path
 
-from service.cli.client import connect
+from pydantic import BaseModel, Field
+
+from service.cli.client import Client, connect
+from service.cli.demo import DemoRun, run_demo
+from service.cli.flags import Opt, add_model_flags, flag_values
 from service.cli.output import print_table
 from service.cli.round_steps import RoundPlan, run_round
+from service.cli.tree import CommandTree, op_params
 from service.cli.vllm_flags import add_vllm_flags, job_vllm
+from service.core.enums import ModelKind, ModelStatus
 from service.core.errors import UserError
 from service.core.settings import Settings
+
+
+class LoopRun(BaseModel):
+    """`rankloop loop`: how many rounds (each round's size is its `RoundPlan`)."""
+
+    rounds: int = Field(1, description="rounds to run")
 
 
 def _tiny_model_defaults(args: argparse.Namespace, settings: Settings) -> Settings:
@@ -23,23 +33,17 @@ def _tiny_model_defaults(args: argparse.Namespace, settings: Settings) -> Settin
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from service.cli.demo import run_demo
-
     run_demo(
         _tiny_model_defaults(args, settings),
-        model=Path(args.model) if args.model else None,
-        method=args.method,
-        small=args.small,
-        serve=args.serve,
-        port=args.port,
+        DemoRun(**flag_values(args, DemoRun)),
         config=getattr(args, "config", None),
     )
 
 
-def _start_model(c) -> int:
+def _start_model(c: Client) -> int:
     """What the first round samples when nothing is deployed: the active policy, else the newest SFT model."""
-    active = [m for m in c.call("models.list", kind="policy") if m["status"] == "active"]
-    sft = [m for m in c.call("models.list", kind="sft") if m["status"] != "failed"]
+    active = [m for m in c.call("models.list", kind=ModelKind.POLICY) if m["status"] == ModelStatus.ACTIVE]
+    sft = [m for m in c.call("models.list", kind=ModelKind.SFT) if m["status"] != ModelStatus.FAILED]
     if active or sft:
         return (active or sft)[-1]["id"]  # the newest
     raise UserError(
@@ -64,15 +68,7 @@ def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
             f"--annotators people with --method {args.method}: the policy would be judged by the reward "
             "model it was trained against, which the gate refuses; use --method dpo"
         )
-    plan = RoundPlan(
-        k=args.k,
-        annotators=args.annotators,
-        target_rankings=args.target_rankings,
-        method=args.method,
-        human_tasks=args.human_tasks,
-        seed=args.seed,
-        vllm=job_vllm(args, settings).get("vllm"),
-    )
+    plan = RoundPlan(**flag_values(args, RoundPlan), vllm=job_vllm(args, settings).get("vllm"))
     with connect(settings) as c:
         if args.annotators == "people" and not c.remote:
             raise UserError(
@@ -106,7 +102,7 @@ def cmd_rounds(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        q = c.call("quality", batch=args.batch)
+        q = c.call("quality", **op_params(args, "quality"))
     flagged = set(q["unreliable"])
     print_table(
         [{**r, "unreliable": "yes" if r["annotator"] in flagged else ""} for r in q["annotators"]],
@@ -135,61 +131,39 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
         print(f"report written to {c.call('report')['path']}")
 
 
-def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add(
+def add_parsers(tree: CommandTree) -> None:
+    p = tree.command(
         "demo",
         cmd_demo,
         "the whole loop on a tiny model built here (no download): pretrain, SFT, sample, "
         "simulated ranking, reward model, policy, evaluation, deploy, one completion through the API, report",
     )
-    p.add_argument(
-        "--model", default=None, help="start from this Hugging Face model directory instead of the tiny one"
-    )
-    p.add_argument(
-        "--method", default="dpo", choices=["dpo", "grpo", "rloo"], help="how the policy is trained"
-    )
-    p.add_argument("--small", action="store_true", help="a smaller, faster run (the test suite's)")
-    p.add_argument(
-        "--serve",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep the annotator app and the API running until Ctrl-C (default on)",
-    )
-    p.add_argument(
-        "--port", type=int, default=None, help="the service's port (default 8000; 0 = any free port)"
-    )
+    add_model_flags(p, DemoRun)
     add_vllm_flags(p)
 
-    p = add(
+    p = tree.command(
         "loop",
         cmd_loop,
         "run rounds of the loop: sample with the deployed policy, rank, retrain reward and "
         "policy, evaluate, deploy only a winner; resumes an unfinished round",
     )
-    p.add_argument("--rounds", type=int, default=1, help="rounds to run (default 1)")
-    p.add_argument(
-        "--annotators",
-        default="simulated",
-        choices=["simulated", "people"],
-        help="who ranks: simulated annotators, or people in the app of a running service",
+    add_model_flags(p, LoopRun)
+    add_model_flags(
+        p,
+        RoundPlan,
+        only=("annotators", "target_rankings", "method", "k", "human_tasks", "seed"),
+        opts={"target_rankings": Opt(metavar="M")},
     )
-    p.add_argument("--target-rankings", type=int, default=0, metavar="M", help="people: rankings to wait for")
-    p.add_argument(
-        "--method", default="dpo", choices=["dpo", "grpo", "rloo"], help="how the policy is trained"
-    )
-    p.add_argument("--k", type=int, default=8, help="samples per prompt and system prompt (default 8)")
-    p.add_argument(
-        "--human-tasks", type=int, default=8, help="blind policy-vs-baseline tasks left for people"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of sampling order and simulated rankings")
     add_vllm_flags(p)
 
-    p = add(
+    tree.command(
         "quality",
         cmd_quality,
         "annotator agreement (with consensus, Kendall tau, gold), the unreliable "
         "ones flagged, and Krippendorff's alpha per batch",
+        op="quality",
     )
-    p.add_argument("--batch", default=None, help="annotators' figures over this batch only")
-    add("rounds", cmd_rounds, "list the rounds of the loop with their steps")
-    add("report", cmd_report, "rebuild report.html in the data directory from the database")
+    tree.command("rounds", cmd_rounds, "list the rounds of the loop with their steps", op="rounds.list")
+    tree.command(
+        "report", cmd_report, "rebuild report.html in the data directory from the database", op="report"
+    )

@@ -35,13 +35,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from service.cli.annotate import add_parsers as add_annotation_parsers
 from service.cli.client import connect, follow, show_table
 from service.cli.evaluate import add_parsers as add_evaluate_parsers
+from service.cli.flags import POSITIONAL, Opt, add_model_flags, flag_values
 from service.cli.judge import add_parsers as add_judge_parsers
 from service.cli.loop import add_parsers as add_loop_parsers
 from service.cli.output import print_table, report_job
@@ -49,10 +48,12 @@ from service.cli.policy import add_parsers as add_policy_parsers
 from service.cli.reward import add_parsers as add_reward_parsers
 from service.cli.serving import add_parsers as add_serving_parsers
 from service.cli.serving import add_prompt_parsers
+from service.cli.tree import CommandTree, op_params
 from service.cli.vllm_flags import add_vllm_flags, job_vllm, vllm_overrides
 from service.core.errors import CommandFailed, describe, exit_code
 from service.core.settings import Settings, load_settings
 from service.core.store import Store
+from service.engine.sampler import SamplingParams
 
 # -- commands ---------------------------------------------------------------
 
@@ -66,7 +67,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_prompts_add(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        r = c.call("prompts.add", file=args.file, source=args.source, source_ref=str(args.file))
+        r = c.call("prompts.add", **op_params(args, "prompts.add"), source_ref=str(args.file))
     print(
         f"added {r['added']} prompts from {args.file}"
         + (f" ({r['skipped']} already stored, skipped)" if r["skipped"] else "")
@@ -83,21 +84,14 @@ def cmd_system_prompts_list(args: argparse.Namespace, settings: Settings) -> Non
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> None:
     config = {
-        "models": args.model,
-        "k": args.k,
-        "system_prompts": args.system_prompt,
-        "params": {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p},
-        "task_size": args.task_size,
-        "mix": args.mix,
-        "rankings_per_task": args.rankings_per_task,
-        "seed": args.seed,
-        "concurrency": args.concurrency,
+        **op_params(args, "sample"),
+        "params": flag_values(args, SamplingParams),
+        **job_vllm(args, settings),
     }
-    config.update(job_vllm(args, settings))
     with connect(settings) as c:
         job_id = c.call("sample", **config)["job_id"]
         where = "in the service" if c.remote else "here"
-        print(f"job {job_id}: sampling {', '.join(map(str, args.model))} ({where})")
+        print(f"job {job_id}: sampling {', '.join(map(str, args.models))} ({where})")
         report_job(follow(c, job_id, "sampling"))
 
 
@@ -106,7 +100,7 @@ MODEL_COLUMNS = ["id", "kind", "name", "status", "parent_id", "snapshot_id", "pa
 
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        print_table(c.call("models.list", kind=args.kind), MODEL_COLUMNS)
+        print_table(c.call("models.list", **op_params(args, "models.list")), MODEL_COLUMNS)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
@@ -141,21 +135,23 @@ def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_jobs_follow(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        job = c.call("jobs.show", job_id=args.id)
-        report_job(follow(c, args.id, job["kind"]))
+        job = c.call("jobs.show", job_id=args.job_id)
+        report_job(follow(c, args.job_id, job["kind"]))
 
 
 def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        job = c.call("jobs.cancel", job_id=args.id)
-    print(f"job {args.id} {job['status']}: {job['error']}")
+        job = c.call("jobs.cancel", job_id=args.job_id)
+    print(f"job {args.job_id} {job['status']}: {job['error']}")
 
 
 # -- parser -----------------------------------------------------------------
 
+JOB_ID = Opt(positional=True, metavar="id")
+
 
 def _common(with_config: bool = True) -> argparse.ArgumentParser:
-    """--data/--config, accepted before or after the subcommand."""
+    """--data/--config, accepted before or after the subcommand (how settings load: no model's fields)."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--data",
@@ -169,119 +165,92 @@ def _common(with_config: bool = True) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    data_only = _common(with_config=False)
     ap = argparse.ArgumentParser(
         prog="rankloop",
         description=__doc__,
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tree = CommandTree(ap, common, _common(with_config=False))
+    tree.command("init", cmd_init, "create the data directory and database (or upgrade an existing one)")
 
-    def add(
-        name: str, fn: Callable, help: str, parent=sub, settings_flag: bool = True
-    ) -> argparse.ArgumentParser:
-        # settings_flag=False: the command's own --config means something else (a job's config);
-        # settings then come from `rankloop --config FILE COMMAND` or RANKLOOP_CONFIG.
-        p = parent.add_parser(
-            name, parents=[common if settings_flag else data_only], help=help, description=help
-        )
-        p.set_defaults(fn=fn)
-        return p
-
-    add("init", cmd_init, "create the data directory and database (or upgrade an existing one)")
-
-    prompts = sub.add_parser("prompts", help="manage prompts").add_subparsers(dest="action", required=True)
-    p = add(
+    tree.group("prompts", "manage prompts")
+    tree.command(
         "add",
         cmd_prompts_add,
         "add prompts from JSONL (`prompt` field), CSV (`prompt` column) "
         "or a text file (one per line); a file with any bad row is rejected whole",
-        prompts,
+        "prompts",
+        op="prompts.add",
+        opts={"file": POSITIONAL},
+        skip={"source_ref": "the file's path"},
     )
-    p.add_argument("file", type=Path, help="the prompt file")
-    p.add_argument(
-        "--source", default="seed", choices=["seed", "import"], help="recorded origin (default seed)"
-    )
-    add_prompt_parsers(prompts, add)
+    add_prompt_parsers(tree)
 
-    sps = sub.add_parser("system-prompts", help="manage versioned system prompts").add_subparsers(
-        dest="action", required=True
-    )
-    p = add(
+    tree.group("system-prompts", "manage versioned system prompts")
+    tree.command(
         "add",
         cmd_system_prompts_add,
         "add system prompts from a YAML mapping name: text; "
         "new text under an existing name becomes a new version",
-        sps,
+        "system-prompts",
+        op="system_prompts.add",
+        opts={"file": POSITIONAL},
+        skip={"source_ref": "not recorded for system prompts"},
     )
-    p.add_argument("file", type=Path, help="the YAML file")
-    add("list", cmd_system_prompts_list, "list every system prompt version", sps)
+    tree.command(
+        "list",
+        cmd_system_prompts_list,
+        "list every system prompt version",
+        "system-prompts",
+        op="system_prompts.list",
+    )
 
-    p = add(
+    p = tree.command(
         "sample",
         cmd_sample,
         "serve each model with vLLM, sample K responses per prompt and system "
         "prompt, store them and build ranking tasks; rerunning fills in only what is missing",
+        op="sample",
+        opts={
+            "models": Opt(flag="--model", metavar="DIR"),
+            "system_prompts": Opt(flag="--system-prompt", metavar="NAME"),
+            "mix": Opt(metavar="NAME=WEIGHT"),
+        },
+        skip={"params": "flags of their own (sampling)", "vllm": "the vLLM server flags"},
     )
-    p.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        metavar="DIR",
-        help="Hugging Face model directory (repeat for several models)",
+    add_model_flags(
+        p.add_argument_group("sampling"),
+        SamplingParams,
+        only=("max_tokens", "temperature", "top_p"),
+        record=p,
     )
-    p.add_argument("--k", type=int, default=4, help="samples per prompt and system prompt, 1..16 (default 4)")
-    p.add_argument(
-        "--system-prompt",
-        action="append",
-        metavar="NAME",
-        help="system prompt name (repeat; default all; 'none' for no system prompt)",
-    )
-    p.add_argument("--max-tokens", type=int, default=64, help="most tokens per response (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    p.add_argument(
-        "--task-size", type=int, default=None, help="candidates per ranking task, 2..8 (default K)"
-    )
-    p.add_argument(
-        "--mix",
-        action="append",
-        metavar="NAME=WEIGHT",
-        help="weight of a system prompt among a task's candidates (default equal)",
-    )
-    p.add_argument(
-        "--rankings-per-task", type=int, default=1, help="rankings each task needs (overlap; default 1)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed for task composition and order")
-    p.add_argument("--concurrency", type=int, default=256, help="requests in flight at once (default 256)")
     add_vllm_flags(p)
 
-    models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
-    add_policy_parsers(add_reward_parsers(sub, add, models), add)
-    p = add("list", cmd_models_list, "list registered models", models)
-    p.add_argument(
-        "--kind", choices=["pretrained", "sft", "reward", "policy", "external"], help="only this kind"
-    )
-    add_evaluate_parsers(sub, add, models)
+    tree.group("models", "the model registry")
+    add_reward_parsers(tree)
+    add_policy_parsers(tree)
+    tree.command("list", cmd_models_list, "list registered models", "models", op="models.list")
+    add_evaluate_parsers(tree)
 
-    jobs = sub.add_parser("jobs", help="long work: sampling and training").add_subparsers(
-        dest="action", required=True
+    tree.group("jobs", "long work: sampling and training")
+    tree.command("list", cmd_jobs_list, "list jobs with their status", "jobs", op="jobs.list")
+    opts = {"job_id": JOB_ID}
+    tree.command(
+        "follow", cmd_jobs_follow, "show a job's progress until it ends", "jobs", op="jobs.show", opts=opts
     )
-    add("list", cmd_jobs_list, "list jobs with their status", jobs)
-    p = add("follow", cmd_jobs_follow, "show a job's progress until it ends", jobs)
-    p.add_argument("id", type=int, help="job id")
-    p = add("cancel", cmd_jobs_cancel, "stop a job; what it stored stays", jobs)
-    p.add_argument("id", type=int, help="job id")
+    tree.command(
+        "cancel", cmd_jobs_cancel, "stop a job; what it stored stays", "jobs", op="jobs.cancel", opts=opts
+    )
 
-    p = add("status", cmd_status, "counts of everything in the data directory")
+    p = tree.command("status", cmd_status, "counts of everything in the data directory", op="status")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    add_annotation_parsers(sub, add)
-    add_judge_parsers(sub, add)
-    add_serving_parsers(sub, add)
+    add_annotation_parsers(tree)
+    add_judge_parsers(tree)
+    add_serving_parsers(tree)
 
-    add_loop_parsers(sub, add)
+    add_loop_parsers(tree)
     return ap
 
 

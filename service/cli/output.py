@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.core.enums import JobStatus
 from service.core.errors import CommandFailed
 
 
@@ -18,11 +19,11 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
-def report_job(job: dict) -> None:
+def report_job(job: dict[str, Any]) -> None:
     """What a finished job did; a failed or cancelled one raises with its reason."""
-    if job["status"] == "cancelled":
+    if job["status"] == JobStatus.CANCELLED:
         raise CommandFailed(f"job {job['id']} was cancelled: {job['error']}", 1)
-    if job["status"] != "succeeded":
+    if job["status"] != JobStatus.SUCCEEDED:
         raise CommandFailed(f"job {job['id']} failed: {job['error']}", 1)
     result = job["result"] or {}
     for name, r in result.get("per_model", {}).items():

@@ -4,14 +4,16 @@ job, followed to its end (in the service when one runs), then optionally its eva
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from reward.configfile import read_yaml
 from service.cli.client import connect, follow
 from service.cli.evaluate import evaluate
+from service.cli.tree import CommandTree
 from service.cli.vllm_flags import add_vllm_flags, job_vllm
+from service.core.enums import JobStatus
 from service.core.errors import CommandFailed
 from service.core.settings import Settings
+from service.jobs.policy_job import CONFIGS
 
 
 def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
@@ -26,7 +28,7 @@ def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
         )
         job = follow(c, job_id, f"training ({args.method})")
         model = c.call("models.show", model_id=job["result_model_id"]) if job["result_model_id"] else None
-    if job["status"] != "succeeded" or model is None:
+    if job["status"] != JobStatus.SUCCEEDED or model is None:
         raise CommandFailed(f"job {job['id']} {job['status']}: {job['error']}", 1)
     train = model["metrics"]["train"]
     losses = [p["loss"] for p in model["metrics"]["loss_curve"]]
@@ -42,15 +44,16 @@ def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
             evaluate(c, {"candidate": model["id"], **job_vllm(args, settings)})
 
 
-def add_parsers(train_sub, add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add(
+def add_parsers(tree: CommandTree) -> None:
+    p = tree.command(
         "policy",
         cmd_train_policy,
         "train a policy (SFT, DPO, GRPO or RLOO) as a job",
-        train_sub,
+        "train",
         settings_flag=False,
     )
-    p.add_argument("--method", required=True, choices=["sft", "dpo", "grpo", "rloo"], help="how to train")
+    # Which job kind (and so which config class) runs: a choice among configs, not a field of one.
+    p.add_argument("--method", required=True, choices=list(CONFIGS), help="how to train")
     p.add_argument(
         "--config",
         dest="job_config",

@@ -7,25 +7,23 @@ a job that this command follows.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from reward.configfile import read_yaml
 from service.cli.client import connect, follow
+from service.cli.flags import Opt, add_model_flags, flag_values
+from service.cli.tree import CommandTree, op_params
+from service.core.enums import JobStatus
 from service.core.errors import CommandFailed
 from service.core.settings import Settings
+from service.jobs.runner import KINDS
+
+# The reward job's config and options, whatever classes the job kind uses: their flags follow them.
+REWARD = KINDS["reward"]
 
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> None:
-    filters = {
-        "exclude_flagged": args.exclude_flagged,
-        "min_gold_agreement": args.min_gold_agreement,
-        "exclude_annotators": args.exclude_annotator or [],
-        "eval_fraction": args.eval_fraction,
-        "include_judges": args.include_judges,
-        "include_traffic": not args.exclude_traffic,
-    }
     with connect(settings) as c:
-        snap = c.call("snapshot", **filters)
+        snap = c.call("snapshot", **op_params(args, "snapshot"))
     counts = snap["counts"]
     print(
         f"snapshot {snap['id']} {'written' if snap['created'] else 'unchanged (same data as before)'}: "
@@ -39,7 +37,7 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _report(job: dict, model: dict | None) -> None:
-    if job["status"] != "succeeded" or model is None:
+    if job["status"] != JobStatus.SUCCEEDED or model is None:
         raise CommandFailed(f"job {job['id']} {job['status']}: {job['error']}", 1)
     ev = model["metrics"]["eval"]
     print(f"job {job['id']} succeeded: reward model #{model['id']} at {model['path']}")
@@ -63,12 +61,11 @@ def _report(job: dict, model: dict | None) -> None:
 def cmd_train_reward(args: argparse.Namespace, settings: Settings) -> None:
     config = {
         **(read_yaml(args.job_config) if args.job_config else {}),
-        **({"mode": args.mode} if args.mode else {}),
+        **flag_values(args, REWARD.config),
     }
+    options = flag_values(args, REWARD.options)
     with connect(settings) as c:
-        job_id = c.call(
-            "jobs.start", kind="reward", config=config, options={"min_accuracy": args.min_accuracy}
-        )["job_id"]
+        job_id = c.call("jobs.start", kind="reward", config=config, options=options)["job_id"]
         job = c.call("jobs.show", job_id=job_id)
         cfg = job["config"]
         print(
@@ -82,8 +79,8 @@ def cmd_train_reward(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        c.call("models.promote", model_id=args.id, reason=args.reason)
-    print(f"model {args.id} is active ({args.reason})")
+        c.call("models.promote", **op_params(args, "models.promote"))
+    print(f"model {args.model_id} is active ({args.reason})")
 
 
 def cmd_prioritize(args: argparse.Namespace, settings: Settings) -> None:
@@ -94,35 +91,25 @@ def cmd_prioritize(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
-def add_parsers(sub, add: Callable[..., argparse.ArgumentParser], models_sub):
-    """Adds the reward stage's commands; returns the `train` group (policy training joins it)."""
-    p = add(
-        "snapshot", cmd_snapshot, "freeze the rankings into a Parquet snapshot with a prompt-disjoint split"
-    )
-    p.add_argument("--exclude-flagged", action="store_true", help="drop rankings that flag a candidate")
-    p.add_argument(
-        "--min-gold-agreement",
-        type=float,
-        default=None,
-        help="drop annotators whose agreement with gold tasks is below this (0..1)",
-    )
-    p.add_argument(
-        "--exclude-annotator", action="append", metavar="NAME", help="drop this annotator (repeat)"
-    )
-    p.add_argument("--eval-fraction", type=float, default=0.2, help="share of prompts held out (default 0.2)")
-    p.add_argument(
-        "--include-judges", action="store_true", help="keep model judges' rankings (default: people only)"
-    )
-    p.add_argument(
-        "--exclude-traffic", action="store_true", help="drop rankings from served traffic (clients' votes)"
+def add_parsers(tree: CommandTree) -> None:
+    """The reward stage's commands, and the `train` group (policy training joins it)."""
+    tree.command(
+        "snapshot",
+        cmd_snapshot,
+        "freeze the rankings into a Parquet snapshot with a prompt-disjoint split",
+        op="snapshot",
+        opts={
+            "exclude_annotators": Opt(flag="--exclude-annotator", metavar="NAME"),
+            "include_traffic": Opt(negative="--exclude-traffic"),
+        },
     )
 
-    train = sub.add_parser("train", help="training jobs").add_subparsers(dest="kind", required=True)
-    p = add(
+    tree.group("train", "training jobs", dest="kind")
+    p = tree.command(
         "reward",
         cmd_train_reward,
         "train a reward model from the newest snapshot as a job",
-        train,
+        "train",
         settings_flag=False,
     )
     p.add_argument(
@@ -131,17 +118,21 @@ def add_parsers(sub, add: Callable[..., argparse.ArgumentParser], models_sub):
         metavar="FILE",
         help="YAML with reward.train fields (snapshot, base_model, epochs, lora, ...)",
     )
-    p.add_argument("--mode", choices=["listwise", "pairwise"], default=None, help="loss (default listwise)")
-    p.add_argument(
-        "--min-accuracy",
-        type=float,
-        default=0.55,
-        help="held-out accuracy the first reward model needs to become active (default 0.55)",
+    add_model_flags(p, REWARD.config, only=("mode",), overrides=True)
+    add_model_flags(p, REWARD.options)
+
+    tree.command(
+        "promote",
+        cmd_models_promote,
+        "make a model active by hand, recording why",
+        "models",
+        op="models.promote",
+        opts={"model_id": Opt(positional=True, metavar="id")},
     )
 
-    p = add("promote", cmd_models_promote, "make a model active by hand, recording why", models_sub)
-    p.add_argument("id", type=int)
-    p.add_argument("--reason", required=True, help="why (recorded in the registry)")
-
-    add("prioritize", cmd_prioritize, "order the queue by the active reward model's uncertainty")
-    return train
+    tree.command(
+        "prioritize",
+        cmd_prioritize,
+        "order the queue by the active reward model's uncertainty",
+        op="prioritize",
+    )

@@ -11,48 +11,70 @@ crash or Ctrl-C resumes at the step it was in.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from annotator import simulate_run
 from annotator.simulated import Preference, Profile
-from service.cli.client import follow
+from service.cli.client import Client, annotation_queue, follow
 from service.cli.output import print_table, report_job
-from service.core.discovery import admin_key
+from service.core.enums import JobStatus, ModelStatus
 from service.core.errors import CommandFailed
 from service.core.settings import Settings
 from service.data.rounds import STEPS, next_step
 
+PolicyMethod = Literal["dpo", "grpo", "rloo"]  # how a round trains its policy (offline, online RL)
+Say = Callable[[str], None]
 
-@dataclass
-class RoundPlan:
-    """How big each step is; the defaults are the demo's (see `rankloop demo --help`)."""
 
-    k: int = 8  # samples per prompt and system prompt
-    max_tokens: int = 48
-    rankings_per_task: int = 2  # overlap, so agreement can be measured
-    annotators: str = "simulated"  # or "people"
-    target_rankings: int = 0  # people: rankings of the round's batch to wait for
-    reliable: int = 3
-    unreliable: int = 1
-    noise: float = 0.3
-    method: str = "dpo"
-    reward: dict = field(default_factory=lambda: {"epochs": 2, "batch_size": 8, "max_length": 256})
-    policy: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "max_length": 256})  # DPO
-    rl: dict = field(
+class RoundPlan(BaseModel):
+    """How big each step is; the defaults are the demo's (see `rankloop demo --help`). `rankloop loop`
+    takes some of them as flags."""
+
+    k: int = Field(8, description="samples per prompt and system prompt")
+    max_tokens: int = Field(48, description="most tokens per sampled response")
+    rankings_per_task: int = Field(2, description="rankings per task (overlap, so agreement can be measured)")
+    annotators: Literal["simulated", "people"] = Field(
+        "simulated",
+        description="who ranks: simulated annotators, or people in the app of a running service",
+    )
+    target_rankings: int = Field(0, description="people: rankings of the round's batch to wait for")
+    reliable: int = Field(3, description="simulated annotators that share the hidden preference")
+    unreliable: int = Field(1, description="simulated annotators that rank at random")
+    noise: float = Field(0.3, description="the simulated annotators' Bradley-Terry temperature")
+    method: PolicyMethod = Field("dpo", description="how the policy is trained")
+    reward: dict[str, Any] = Field(
+        default_factory=lambda: {"epochs": 2, "batch_size": 8, "max_length": 256},
+        description="reward job config fields",
+    )
+    policy: dict[str, Any] = Field(
+        default_factory=lambda: {"max_steps": 60, "batch_size": 8, "max_length": 256},
+        description="DPO job config fields",
+    )
+    rl: dict[str, Any] = Field(
         default_factory=lambda: {
             "max_steps": 80,
             "batch_size": 8,
             "num_generations": 4,
             "learning_rate": 1e-4,
             "max_length": 256,
-        }
-    )  # GRPO, RLOO
-    eval_samples: int = 8
-    eval_prompts: int = 64
-    human_tasks: int = 8  # blind policy-vs-baseline tasks left for people
-    seed: int = 0
-    vllm: dict | None = None  # vLLM flags given on the command line, for the service's jobs too
+        },
+        description="GRPO and RLOO job config fields",
+    )
+    eval_samples: int = Field(8, description="evaluation: responses per prompt and system prompt")
+    eval_prompts: int = Field(64, description="evaluation: at most this many held-out prompts")
+    human_tasks: int = Field(8, description="blind policy-vs-baseline tasks left for people")
+    seed: int = Field(0, description="seed of sampling order and simulated rankings")
+    vllm: dict[str, Any] | None = Field(
+        None, description="vLLM flags given on the command line, for the service's jobs too"
+    )
+
+
+# One step of a round: (client, settings, plan, the round's row, the model sampled when nothing is
+# deployed, how to report) -> the values recorded on the round.
+Step = Callable[[Client, Settings, RoundPlan, dict[str, Any], int, Say], dict[str, Any]]
 
 
 def simulated_profiles(plan: RoundPlan) -> dict[str, Profile]:
@@ -67,11 +89,15 @@ def simulated_profiles(plan: RoundPlan) -> dict[str, Profile]:
     }
 
 
-def _job(c, row: dict, kind: str, config: dict, desc: str) -> dict:
+def _job(c: Client, row: dict[str, Any], kind: str, config: dict[str, Any], desc: str) -> dict[str, Any]:
     """The step's job: the one a stopped run started, when it still runs or succeeded (a service keeps
     jobs running when the command is gone), else a new one, recorded on the round before it is followed."""
     job = c.call("jobs.show", job_id=row["job_id"]) if row.get("job_id") else None
-    if job is not None and job["kind"] == kind and job["status"] not in ("failed", "cancelled"):
+    if (
+        job is not None
+        and job["kind"] == kind
+        and job["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED)
+    ):
         print(f"following job {job['id']}, started before the round stopped")
     else:
         start = (
@@ -82,24 +108,26 @@ def _job(c, row: dict, kind: str, config: dict, desc: str) -> dict:
         job = {"id": start()["job_id"]}
         c.call("rounds.job", round_id=row["id"], job_id=job["id"])
     job = follow(c, job["id"], desc)
-    if job["status"] != "succeeded":
+    if job["status"] != JobStatus.SUCCEEDED:
         raise CommandFailed(f"{desc}: job {job['id']} {job['status']}: {job['error']}", 1)
     return job
 
 
-def serving_model(c, fallback: int) -> int:
+def serving_model(c: Client, fallback: int) -> int:
     """The deployed model (what the loop samples from), else `fallback`."""
     routes = c.call("routes")["routes"] or {}
     current = routes.get("current") if isinstance(routes.get("current"), dict) else None
     return (current or {}).get("model_id") or routes.get("model_id") or fallback
 
 
-def run_round(c, settings: Settings, plan: RoundPlan, kind: str, base_model: int, say=print) -> dict:
+def run_round(
+    c: Client, settings: Settings, plan: RoundPlan, kind: str, base_model: int, say: Say = print
+) -> dict[str, Any]:
     """Run (or resume) a round of `kind`; `base_model` is sampled when nothing is deployed. The round's row."""
     row = c.call("rounds.open", kind=kind)
     if row["step"]:
         say(f"resuming round {row['id']} after its '{row['step']}' step")
-    steps = {
+    steps: dict[str, Step] = {
         "sample": _sample,
         "rank": _rank,
         "snapshot": _snapshot,
@@ -134,7 +162,9 @@ STEP_TITLES = {
 }
 
 
-def _sample(c, settings, plan: RoundPlan, row: dict, base_model: int, say) -> dict:
+def _sample(
+    c: Client, settings: Settings, plan: RoundPlan, row: dict[str, Any], base_model: int, say: Say
+) -> dict[str, Any]:
     model = serving_model(c, base_model)
     path = c.call("models.show", model_id=model)["path"]
     job = _job(
@@ -155,7 +185,9 @@ def _sample(c, settings, plan: RoundPlan, row: dict, base_model: int, say) -> di
     return {"sampled_model_id": model, "batch": job["result"]["batch"]}
 
 
-def _rank(c, settings: Settings, plan: RoundPlan, row: dict, base_model: int, say) -> dict:
+def _rank(
+    c: Client, settings: Settings, plan: RoundPlan, row: dict[str, Any], base_model: int, say: Say
+) -> dict[str, Any]:
     if plan.annotators == "people":
         batch = c.call("rounds.batch", batch=row["batch"])
         if plan.target_rankings > batch["needed"]:  # it would wait forever
@@ -177,12 +209,7 @@ def _rank(c, settings: Settings, plan: RoundPlan, row: dict, base_model: int, sa
             n: Profile.model_validate(p)
             for n, p in c.call("simulated.ensure", profiles=simulated_profiles(plan)).items()
         }
-        queue = (
-            simulate_run.HttpQueue(c.url, admin_key(settings))
-            if c.remote
-            else simulate_run.LocalQueue(c.ctx.store, settings.annotation)
-        )
-        sim = simulate_run.run(queue, profiles, seed=plan.seed + row["id"])
+        sim = simulate_run.run(annotation_queue(c, settings), profiles, seed=plan.seed + row["id"])
         say(
             f"simulated annotators stored {sim.total} rankings ({', '.join(f'{n} {k}' for n, k in sim.rankings.items())})"
         )
@@ -198,7 +225,9 @@ def _rank(c, settings: Settings, plan: RoundPlan, row: dict, base_model: int, sa
     return {"excluded": flagged}
 
 
-def _snapshot(c, settings, plan, row: dict, base_model, say) -> dict:
+def _snapshot(
+    c: Client, settings: Settings, plan: RoundPlan, row: dict[str, Any], base_model: int, say: Say
+) -> dict[str, Any]:
     snap = c.call("snapshot", exclude_annotators=row["excluded"] or [])
     say(
         f"snapshot {snap['id']}: {snap['counts']['train_rankings']} train / {snap['counts']['eval_rankings']} "
@@ -211,7 +240,9 @@ def _snapshot_dir(settings: Settings, snapshot_id: str) -> str:
     return str(settings.paths.snapshot_dir(snapshot_id))  # the service's data directory is ours
 
 
-def _reward(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
+def _reward(
+    c: Client, settings: Settings, plan: RoundPlan, row: dict[str, Any], base_model: int, say: Say
+) -> dict[str, Any]:
     job = _job(
         c,
         row,
@@ -230,7 +261,9 @@ def _reward(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
     return {"reward_model_id": model["id"]}
 
 
-def _policy(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
+def _policy(
+    c: Client, settings: Settings, plan: RoundPlan, row: dict[str, Any], base_model: int, say: Say
+) -> dict[str, Any]:
     base = c.call("models.show", model_id=row["sampled_model_id"])["path"]
     config: dict[str, Any] = {"base_model": base, "snapshot": _snapshot_dir(settings, row["snapshot_id"])}
     if plan.method in (
@@ -251,7 +284,9 @@ def _policy(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
     return {"policy_model_id": job["result_model_id"]}
 
 
-def _evaluate(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
+def _evaluate(
+    c: Client, settings: Settings, plan: RoundPlan, row: dict[str, Any], base_model: int, say: Say
+) -> dict[str, Any]:
     _job(
         c,
         row,
@@ -280,9 +315,11 @@ def _evaluate(c, settings, plan: RoundPlan, row: dict, base_model, say) -> dict:
     return {}
 
 
-def _deploy(c, settings, plan, row: dict, base_model, say) -> dict:
+def _deploy(
+    c: Client, settings: Settings, plan: RoundPlan, row: dict[str, Any], base_model: int, say: Say
+) -> dict[str, Any]:
     model = c.call("models.show", model_id=row["policy_model_id"])
-    if model["status"] == "active":  # the gate approved it
+    if model["status"] == ModelStatus.ACTIVE:  # the gate approved it
         c.call("deploy", model_id=model["id"])
         say(f"deployed policy #{model['id']}")
         return {"deployed_model_id": model["id"], "note": "deployed the new policy"}

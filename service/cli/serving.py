@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from typing import Any
 
 from service.cli.client import connect
+from service.cli.flags import POSITIONAL, Opt
 from service.cli.output import print_table
+from service.cli.tree import CommandTree, op_params
 from service.core.errors import UserError
 from service.core.settings import Settings
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        r = c.call(
-            "keys.create",
-            name=args.name,
-            scope=args.scope,
-            rpm=args.rpm,
-            tpm=args.tpm,
-            log_traffic=args.log_traffic,
-        )
+        r = c.call("keys.create", **op_params(args, "keys.create"))
     print(f"key {r['name']} ({r['scope']}): {r['key']}\n  shown once: only its hash is stored")
 
 
@@ -56,13 +51,11 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        c.call("keys.revoke", name=args.name)
+        c.call("keys.revoke", **op_params(args, "keys.revoke"))
     print(f"key {args.name} revoked")
 
 
-def _arms(items: list[str] | None) -> dict[str, float] | None:
-    if not items:
-        return None
+def _arms(items: list[str]) -> dict[str, float]:
     arms = {}
     for item in items:
         name, _, weight = item.partition("=")
@@ -73,7 +66,7 @@ def _arms(items: list[str] | None) -> dict[str, float] | None:
     return arms
 
 
-def _print_routes(r: dict) -> None:
+def _print_routes(r: dict[str, Any]) -> None:
     print(json.dumps(r, indent=2, default=str))
 
 
@@ -89,18 +82,7 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> None:
             f"deploy takes a registered model's id (`rankloop models list`) or 'promote', not {args.model!r}"
         ) from None
     with connect(settings) as c:
-        _print_routes(
-            c.call(
-                "deploy",
-                model_id=model_id,
-                canary=args.canary,
-                replicas=args.replicas,
-                endpoint=args.endpoint,
-                endpoint_key=args.endpoint_key,
-                system_prompts=_arms(args.system_prompt),
-                force=args.force,
-            )
-        )
+        _print_routes(c.call("deploy", model_id=model_id, **op_params(args, "deploy")))
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
@@ -115,64 +97,66 @@ def cmd_routes(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_prompts_from_traffic(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        r = c.call("prompts.from_traffic", since=args.since, min_count=args.min_count)
+        r = c.call("prompts.from_traffic", **op_params(args, "prompts.from_traffic"))
     print(
         f"{r['added']} prompts from served traffic added to the pool ({r['chosen']} of {r['logged_prompts']} "
         f"logged prompts asked at least {args.min_count} times; {r['already_stored']} already stored)"
     )
 
 
-def add_prompt_parsers(prompts, add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add(
+def add_prompt_parsers(tree: CommandTree) -> None:
+    tree.command(
         "from-traffic",
         cmd_prompts_from_traffic,
         "move prompts clients asked (logged traffic) into the pool, "
         "deduplicated, so the next sampling round covers them",
-        prompts,
+        "prompts",
+        op="prompts.from_traffic",
+        opts={"since": Opt(metavar="DATE")},
     )
-    p.add_argument("--since", default=None, metavar="DATE", help="only traffic since then (ISO date or time)")
-    p.add_argument("--min-count", type=int, default=1, help="only prompts asked at least N times (default 1)")
 
 
-def add_parsers(sub, add: Callable[..., argparse.ArgumentParser]) -> None:
-    keys = sub.add_parser("keys", help="API keys for the OpenAI-compatible gateway").add_subparsers(
-        dest="action", required=True
+def add_parsers(tree: CommandTree) -> None:
+    tree.group("keys", "API keys for the OpenAI-compatible gateway")
+    tree.command(
+        "create",
+        cmd_keys_create,
+        "make a key; it is printed once, only its hash is stored",
+        "keys",
+        op="keys.create",
+        opts={"name": POSITIONAL},
     )
-    p = add("create", cmd_keys_create, "make a key; it is printed once, only its hash is stored", keys)
-    p.add_argument("name", help="who the key is for")
-    p.add_argument(
-        "--scope", default="client", choices=["client", "admin"], help="client: /v1; admin: also /admin"
+    tree.command(
+        "list", cmd_keys_list, "keys with their usage (never the keys themselves)", "keys", op="keys.list"
     )
-    p.add_argument("--rpm", type=int, default=None, help="requests per minute (default: no limit)")
-    p.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: no limit)")
-    p.add_argument("--log-traffic", action="store_true", help="store this key's requests and responses")
-    add("list", cmd_keys_list, "keys with their usage (never the keys themselves)", keys)
-    p = add("revoke", cmd_keys_revoke, "revoke a key at once", keys)
-    p.add_argument("name")
+    tree.command(
+        "revoke", cmd_keys_revoke, "revoke a key at once", "keys", op="keys.revoke", opts={"name": POSITIONAL}
+    )
 
-    p = add(
+    p = tree.command(
         "deploy",
         cmd_deploy,
         "serve a registered model as the route `current` (blue/green: the old one "
         "serves until the new one generates), or `deploy promote` a canary",
+        op="deploy",
+        opts={
+            "canary": Opt(metavar="PCT"),
+            "endpoint": Opt(metavar="URL"),
+            "endpoint_key": Opt(metavar="KEY"),
+            "system_prompts": Opt(
+                flag="--system-prompt", metavar="NAME[=WEIGHT]", type=str, repeat=True, convert=_arms
+            ),
+        },
+        skip={"model_id": "the positional MODEL_ID|promote, which also takes `promote`"},
     )
+    # Hand-written: it also takes the word `promote` (`rankloop deploy promote`).
     p.add_argument(
         "model", metavar="MODEL_ID|promote", help="a model id, or 'promote' to give the canary all traffic"
     )
-    p.add_argument(
-        "--canary", type=float, default=None, metavar="PCT", help="send only PCT%% of traffic to it"
+    tree.command(
+        "rollback",
+        cmd_rollback,
+        "drop the canary, else serve the model deployed before the current one",
+        op="rollback",
     )
-    p.add_argument("--replicas", type=int, default=1, help="vLLM servers for the model (default 1)")
-    p.add_argument(
-        "--endpoint", default=None, metavar="URL", help="a vLLM server elsewhere that serves the model"
-    )
-    p.add_argument("--endpoint-key", default=None, metavar="KEY", help="that server's API key")
-    p.add_argument(
-        "--system-prompt",
-        action="append",
-        metavar="NAME[=WEIGHT]",
-        help="split traffic across stored system prompts (repeat)",
-    )
-    p.add_argument("--force", action="store_true", help="deploy a model that is not approved")
-    add("rollback", cmd_rollback, "drop the canary, else serve the model deployed before the current one")
-    add("routes", cmd_routes, "what the gateway serves, replica by replica")
+    tree.command("routes", cmd_routes, "what the gateway serves, replica by replica", op="routes")

@@ -59,74 +59,87 @@ class NoParams(Params):
 
 
 class FileParams(Params):
-    file: Path
+    file: Path = Field(description="the file to read")
     source_ref: str | None = Field(
         None, description="recorded as where the data came from (default the file name)"
     )
 
 
 class PromptFile(FileParams):
-    source: Literal["seed", "import"] = "seed"
+    file: Path = Field(description="the prompt file")
+    source: Literal["seed", "import"] = Field("seed", description="recorded origin")
 
 
 class KindFilter(Params):
-    kind: Literal["pretrained", "sft", "reward", "policy", "external"] | None = None
+    kind: Literal["pretrained", "sft", "reward", "policy", "external"] | None = Field(
+        None, description="only this kind"
+    )
 
 
 class ModelId(Params):
-    model_id: int
+    model_id: int = Field(description="model id")
 
 
 class Promote(ModelId):
-    reason: str = Field(min_length=1)
+    reason: str = Field(min_length=1, description="why (recorded in the registry)")
 
 
 class JobId(Params):
-    job_id: int
+    job_id: int = Field(description="job id")
 
 
 class StartJob(Params):
-    kind: str
-    config: dict[str, Any] = Field(default_factory=dict)
-    options: dict[str, Any] = Field(default_factory=dict)
+    kind: str = Field(description="the job kind: sample, reward, sft, dpo, grpo, rloo or evaluate")
+    config: dict[str, Any] = Field(default_factory=dict, description="the fields of the kind's config")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="how the job is judged, not what it trains (reward: min_accuracy)"
+    )
 
 
 class Export(Params):
-    format: Literal["trl", "hh", "jsonl"]
-    out: Path
+    format: Literal["trl", "hh", "jsonl"] = Field(
+        description="trl (prompt/chosen/rejected pairs), hh (chosen/rejected transcripts) or jsonl rankings"
+    )
+    out: Path = Field(description="the file to write")
 
 
 class NewAnnotator(Params):
-    name: str
-    role: str = Field("annotator", description="annotator | admin | simulated | import")
-    password: str | None = None
+    name: str = Field(description="login name")
+    role: str = Field(
+        "annotator",
+        description="annotator (ranks) or admin (also manages); simulated, import and judge accounts "
+        "are made by rankloop",
+    )
+    password: str | None = Field(None, description="a person's password (annotator and admin accounts)")
     profile: str | None = Field(None, description="simulated annotators: their profile as JSON")
 
 
 class AnnotatorName(Params):
-    name: str
+    name: str = Field(description="the account's login name")
 
 
 class Simulated(Params):
-    profiles: dict[str, Profile]
+    profiles: dict[str, Profile] = Field(description="simulated annotators by name, with their profiles")
 
 
 class Gold(Params):
-    task_id: int
-    ranks: list[int]
+    task_id: int = Field(description="the task's id")
+    ranks: list[int] = Field(description="ranks in display order, e.g. 1,2,2,3")
 
 
 class JudgeAccount(Params):
-    name: str
-    profile: dict[str, Any]
+    name: str = Field(description="the judge's account name")
+    profile: dict[str, Any] = Field(description="what judges: its kind, model and template")
 
 
 class TemplateName(Params):
-    name: str
+    name: str = Field(description="the judge template's name")
 
 
 class Board(Params):
-    by: Literal["system_prompt", "model"] = "system_prompt"
+    by: Literal["system_prompt", "model"] = Field(
+        "system_prompt", description="rank system prompts, or model versions"
+    )
 
 
 class Rewards(Params):
@@ -134,7 +147,7 @@ class Rewards(Params):
     messages: list[dict[str, str]] | None = Field(
         None, description="the whole conversation the responses answer"
     )
-    responses: list[str] = Field(min_length=1, max_length=64)
+    responses: list[str] = Field(min_length=1, max_length=64, description="the responses to score")
 
 
 # -- operations that are more than one call ----------------------------------

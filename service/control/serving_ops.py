@@ -33,7 +33,7 @@ class NewKey(_Params):
 
 
 class KeyName(_Params):
-    name: str
+    name: str = Field(description="the key's name")
 
 
 class FromTraffic(_Params):

@@ -24,6 +24,54 @@ class NotFound(UserError):
     """An id that names nothing (a model, a job, a task)."""
 
 
+class StorageError(UserError):
+    """The database file cannot be read or written: cut short, overwritten, not a DuckDB file, or on a
+    full disk. The message names the file, what is wrong and what to do."""
+
+
+# DuckDB's words for a file it cannot trust (raised as a plain duckdb.Error, an IOException or a
+# FatalException, depending on where the read failed).
+_DAMAGE = (
+    "corrupt database file",
+    "could not read enough bytes",
+    "database has been invalidated",
+    "deserialize",
+)
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """A DuckDB error about the file itself rather than the query (a lock held elsewhere is not one:
+    that is DataDirBusy)."""
+    low = str(exc).lower()
+    if not isinstance(exc, duckdb.Error) or "could not set lock" in low or "extension" in low:
+        return False  # held by another process (DataDirBusy), or an extension DuckDB could not load
+    return isinstance(exc, duckdb.IOException | duckdb.FatalException) or any(w in low for w in _DAMAGE)
+
+
+def storage_problem(path: object, exc: BaseException | None = None, what: str | None = None) -> StorageError:
+    """The user's message for a storage error on the database `path`: DuckDB's own words (`exc`) or
+    what a check found (`what`)."""
+    first = what or (str(exc).splitlines()[0] if exc is not None and str(exc) else type(exc).__name__)
+    low = first.lower()
+    if "no space left" in low or "disk is full" in low:
+        return StorageError(
+            f"cannot write the database {path}: the disk is full ({first}); nothing was written. "
+            "Free space on that disk and run the command again"
+        )
+    if "permission denied" in low:
+        return StorageError(
+            f"cannot use the database {path}: permission denied ({first}); run rankloop as the user "
+            "that owns it, or use another --data directory"
+        )
+    return StorageError(
+        f"the database {path} is damaged: {first}"
+        + ("" if what else " (a file cut short by an interrupted copy or a full disk, or overwritten)")
+        + ". rankloop changed nothing. Restore it from a backup (a copy made while no rankloop service "
+        "ran), or use another --data directory; the rankings of every snapshot are also kept as "
+        "Parquet files in the data directory's snapshots/ folder"
+    )
+
+
 # Errors in what a client sent, wherever they surface: a value that does not fit the database
 # (an id of 2**200: duckdb.DataError or InvalidInputException), a number too large to compute with, text that is not valid
 # Unicode (a lone surrogate: UnicodeError is a ValueError).
@@ -36,12 +84,14 @@ def describe(exc: BaseException) -> str:
         return "text must be valid Unicode (it holds a lone surrogate or an undecodable byte)"
     if isinstance(exc, duckdb.DataError | duckdb.InvalidInputException | OverflowError):
         return f"a value is out of range: {str(exc).splitlines()[0]} (integers must fit in 64 bits)"
+    if is_storage_error(exc):  # one that escaped the store's own translation
+        return str(storage_problem("rankloop.duckdb", exc))
     return str(exc)
 
 
 def exit_code(exc: BaseException) -> int | None:
     """2 for an error the user can fix, 1 for a failure of the work itself, None for a bug."""
-    if isinstance(exc, (*CLIENT_ERRORS, OSError)):
+    if isinstance(exc, (*CLIENT_ERRORS, OSError)) or is_storage_error(exc):
         return 2
     if isinstance(exc, RuntimeError):
         return 1

@@ -56,13 +56,14 @@ def start_group(cmd: list[str], log_path: Path, env: dict[str, str] | None = Non
             env=env,
             start_new_session=True,
         )
-    proc.leash = subprocess.Popen(  # type: ignore[attr-defined] - waited for in stop_group
+    leash = subprocess.Popen(
         [sys.executable, "-c", LEASH, str(os.getpid()), str(proc.pid)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    setattr(proc, "leash", leash)  # noqa: B010 - carried on the Popen, waited for in stop_group
     return proc
 
 

@@ -12,12 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
+from service.core.enums import ModelKind, ModelStatus
 from service.core.errors import NotFound, UserError
 from service.core.store import Store
 
 # external: responses that came from outside rankloop (imported preference data).
-KINDS = ("pretrained", "sft", "reward", "policy", "external")
-STATUSES = ("registered", "candidate", "active", "retired", "failed")
+KINDS = tuple(ModelKind)
+STATUSES = tuple(ModelStatus)
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +40,7 @@ def register_model(
     snapshot_id: str | None = None,
     config: dict | None = None,
     metrics: dict | None = None,
-    status: str = "registered",
+    status: str = ModelStatus.REGISTERED,
     status_reason: str | None = None,
 ) -> int:
     """Add a checkpoint to the registry and return its id."""
@@ -52,21 +55,23 @@ def register_model(
             and not cur.execute("SELECT 1 FROM models WHERE id = ?", [parent_id]).fetchone()
         ):
             raise UserError(f"parent model {parent_id} is not in the registry")
-        return cur.execute(
-            """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-            [
-                kind,
-                name or path.name,
-                str(path),
-                parent_id,
-                snapshot_id,
-                json.dumps(config or {}),
-                json.dumps(metrics or {}),
-                status,
-                status_reason,
-            ],
-        ).fetchone()[0]
+        return _new_id(
+            cur.execute(
+                """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status,
+                   status_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+                [
+                    str(kind),
+                    name or path.name,
+                    str(path),
+                    parent_id,
+                    snapshot_id,
+                    json.dumps(config or {}),
+                    json.dumps(metrics or {}),
+                    str(status),
+                    status_reason,
+                ],
+            ).fetchone()
+        )
 
 
 def get_model(store: Store, model_id: int) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def get_model(store: Store, model_id: int) -> dict[str, Any]:
     return _row(rows[0])
 
 
-def find_or_register(store: Store, path: str | Path, kind: str = "pretrained") -> int:
+def find_or_register(store: Store, path: str | Path, kind: str = ModelKind.PRETRAINED) -> int:
     """The id of the newest model registered at `path`, registering it when it is new."""
     resolved = str(Path(path).resolve())
     found = store.scalar("SELECT id FROM models WHERE path = ? ORDER BY id DESC LIMIT 1", [resolved])
@@ -109,7 +114,8 @@ def lineage(store: Store, model_id: int) -> list[dict[str, Any]]:
 
 def active_model(store: Store, kind: str) -> dict[str, Any] | None:
     rows = store.query(
-        "SELECT * FROM models WHERE kind = ? AND status = 'active' ORDER BY id DESC LIMIT 1", [kind]
+        "SELECT * FROM models WHERE kind = ? AND status = ? ORDER BY id DESC LIMIT 1",
+        [kind, ModelStatus.ACTIVE],
     )
     return _row(rows[0]) if rows else None
 
@@ -117,22 +123,29 @@ def active_model(store: Store, kind: str) -> dict[str, Any] | None:
 def promote(store: Store, model_id: int, reason: str) -> None:
     """Make a model the active one of its kind; the previous active one is retired. Both say why."""
     model = get_model(store, model_id)
-    if model["kind"] == "external":
+    if model["kind"] == ModelKind.EXTERNAL:
         raise UserError(f"model {model_id} is external (imported responses); it cannot be made active")
     with store.write() as cur:
         _activate(cur, model_id, model["kind"], reason)
 
 
-def _activate(cur, model_id: int, kind: str, reason: str) -> None:
+def _activate(cur: duckdb.DuckDBPyConnection, model_id: int, kind: str, reason: str) -> None:
     cur.execute(
-        "UPDATE models SET status = 'retired', status_reason = ? WHERE kind = ? AND status = 'active' AND id <> ?",
-        [f"replaced by #{model_id}", kind, model_id],
+        "UPDATE models SET status = ?, status_reason = ? WHERE kind = ? AND status = ? AND id <> ?",
+        [ModelStatus.RETIRED, f"replaced by #{model_id}", kind, ModelStatus.ACTIVE, model_id],
     )
-    cur.execute("UPDATE models SET status = 'active', status_reason = ? WHERE id = ?", [reason, model_id])
+    cur.execute(
+        "UPDATE models SET status = ?, status_reason = ? WHERE id = ?", [ModelStatus.ACTIVE, reason, model_id]
+    )
+
+
+def _new_id(row: tuple[Any, ...] | None) -> int:
+    assert row is not None  # an INSERT ... RETURNING gives its row
+    return row[0]
 
 
 def register_trained(
-    cur,
+    cur: duckdb.DuckDBPyConnection,
     kind: str,
     path: str | Path,
     base_model: str | Path,
@@ -153,52 +166,67 @@ def register_trained(
     parent_id = (
         parent[0]
         if parent
-        else cur.execute(
-            "INSERT INTO models (kind, name, path) VALUES ('pretrained', ?, ?) RETURNING id",
-            [Path(base).name, base],
-        ).fetchone()[0]
+        else _new_id(
+            cur.execute(
+                "INSERT INTO models (kind, name, path) VALUES (?, ?, ?) RETURNING id",
+                [ModelKind.PRETRAINED, Path(base).name, base],
+            ).fetchone()
+        )
     )
-    status, prefix = ("active", "gate passed: ") if approved else ("candidate", "gate refused: ")
+    status, prefix = (
+        (ModelStatus.ACTIVE, "gate passed: ") if approved else (ModelStatus.CANDIDATE, "gate refused: ")
+    )
     prefix = prefix if gate else ""
-    model_id = cur.execute(
-        """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-        [
-            kind,
-            name,
-            str(Path(path).resolve()),
-            parent_id,
-            snapshot_id,
-            json.dumps(config),
-            json.dumps(metrics),
-            status,
-            prefix + reason,
-        ],
-    ).fetchone()[0]
+    model_id = _new_id(
+        cur.execute(
+            """INSERT INTO models (kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+            [
+                kind,
+                name,
+                str(Path(path).resolve()),
+                parent_id,
+                snapshot_id,
+                json.dumps(config),
+                json.dumps(metrics),
+                status,
+                prefix + reason,
+            ],
+        ).fetchone()
+    )
     if approved:
         _activate(cur, model_id, kind, prefix + reason)
     return model_id
 
 
 def record_evaluation(
-    cur, model_id: int, evaluation: dict, wins: bool | None, reason: str, baseline_id: int
+    cur: duckdb.DuckDBPyConnection,
+    model_id: int,
+    evaluation: dict,
+    wins: bool | None,
+    reason: str,
+    baseline_id: int,
 ) -> tuple[str, str]:
     """Add an evaluation to a model's metrics inside the caller's transaction and apply the gate
     (`wins` None: not asked). The gate decides only for a candidate compared with the model it
     would replace: the active model of its kind, or its parent when none is active (checked here,
     in the transaction, so a promotion meanwhile is seen). Returns (status, gate outcome)."""
-    kind, status, metrics, parent = cur.execute(
+    found = cur.execute(
         "SELECT kind, status, metrics, parent_id FROM models WHERE id = ?", [model_id]
     ).fetchone()
+    if found is None:
+        raise NotFound(f"no model with id {model_id}; `rankloop models list` shows the registry")
+    kind, status, metrics, parent = found
     metrics = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
     metrics["evaluations"] = [*metrics.get("evaluations", []), evaluation]
     cur.execute("UPDATE models SET metrics = ? WHERE id = ?", [json.dumps(metrics), model_id])
     if wins is None:
         return status, "not applied"
-    if status != "candidate":
+    if status != ModelStatus.CANDIDATE:
         return status, f"not applied (the model is {status}, not a candidate)"
     active = cur.execute(
-        "SELECT id FROM models WHERE kind = ? AND status = 'active' ORDER BY id DESC LIMIT 1", [kind]
+        "SELECT id FROM models WHERE kind = ? AND status = ? ORDER BY id DESC LIMIT 1",
+        [kind, ModelStatus.ACTIVE],
     ).fetchone()
     expected = active[0] if active else parent
     if baseline_id != expected:
@@ -208,6 +236,6 @@ def record_evaluation(
         )
     if wins:
         _activate(cur, model_id, kind, "gate passed: " + reason)
-        return "active", "passed"
+        return ModelStatus.ACTIVE, "passed"
     cur.execute("UPDATE models SET status_reason = ? WHERE id = ?", ["gate refused: " + reason, model_id])
     return status, "refused"

@@ -305,6 +305,69 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
   finished_at TIMESTAMPTZ""",
         ),
     ),
+    Migration(
+        13,
+        "model and job statuses are checked like kinds and roles (tables rebuilt, ids and columns kept)",
+        # A status no rankloop writes any more (a job left 'registering' by a crash) becomes 'failed',
+        # saying so, rather than failing the migration.
+        """CREATE TABLE models_v13 (
+  id BIGINT PRIMARY KEY DEFAULT nextval('seq_models'),
+  kind VARCHAR NOT NULL CHECK (kind IN ('pretrained', 'sft', 'reward', 'policy', 'external')),
+  name VARCHAR NOT NULL,
+  path VARCHAR NOT NULL,
+  parent_id BIGINT,
+  snapshot_id VARCHAR,
+  config JSON,
+  metrics JSON,
+  status VARCHAR NOT NULL DEFAULT 'registered'
+    CHECK (status IN ('registered', 'candidate', 'active', 'retired', 'failed')),
+  status_reason VARCHAR,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+INSERT INTO models_v13 (id, kind, name, path, parent_id, snapshot_id, config, metrics, status, status_reason,
+                        created_at)
+  SELECT id, kind, name, path, parent_id, snapshot_id, config, metrics,
+         CASE WHEN status IN ('registered', 'candidate', 'active', 'retired', 'failed') THEN status
+              ELSE 'failed' END,
+         CASE WHEN status IN ('registered', 'candidate', 'active', 'retired', 'failed') THEN status_reason
+              ELSE concat_ws('; ', status_reason, 'status ' || status || ' is no longer used') END,
+         created_at
+  FROM models;
+DROP TABLE models;
+ALTER TABLE models_v13 RENAME TO models;
+CREATE TABLE jobs_v13 (
+  id BIGINT PRIMARY KEY DEFAULT nextval('seq_jobs'),
+  kind VARCHAR NOT NULL,
+  config JSON,
+  status VARCHAR NOT NULL DEFAULT 'queued'
+    CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+  progress DOUBLE NOT NULL DEFAULT 0,
+  log_path VARCHAR,
+  error VARCHAR,
+  result_model_id BIGINT,
+  started_at TIMESTAMPTZ,
+  finished_at TIMESTAMPTZ,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+  pid INTEGER,
+  output_dir VARCHAR,
+  options JSON,
+  result JSON,
+  worker_pid INTEGER
+);
+INSERT INTO jobs_v13 (id, kind, config, status, progress, log_path, error, result_model_id, started_at,
+                      finished_at, created_at, pid, output_dir, options, result, worker_pid)
+  SELECT id, kind, config,
+         CASE WHEN status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled') THEN status
+              ELSE 'failed' END,
+         progress, log_path,
+         CASE WHEN status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled') THEN error
+              ELSE concat_ws('; ', error, 'left ' || status || ' by an older rankloop') END,
+         result_model_id, started_at, finished_at, created_at, pid, output_dir, options, result, worker_pid
+  FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v13 RENAME TO jobs;
+""",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -6,6 +6,8 @@ service runs) opens it through `Store`; everything else gets Parquet snapshots.
 Inside the process: one connection, a `cursor()` per thread, one explicit
 transaction per logical write, writes serialised by a lock (two DuckDB transactions
 updating the same row would otherwise fail with a conflict), bulk inserts via Arrow.
+A damaged file (cut short, overwritten) is refused on open when its length shows it, and any
+read or write that hits damage raises StorageError, the user error that says what to do.
 
     with Store.open(settings.paths.db) as store:
         with store.write() as cur:
@@ -24,9 +26,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from service.core.errors import DataDirBusy, UserError
+from service.core.errors import DataDirBusy, StorageError, UserError, is_storage_error, storage_problem
 from service.core.paths import private_dir, private_file
 from service.core.schema import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
+
+HEADER_BYTES = 3 * 4096  # a DuckDB file's main header and its two database headers, before the blocks
 
 
 class Store:
@@ -45,19 +49,14 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, migrate: bool = True, target_version: int | None = None) -> Store:
-        """Open (creating if needed) the database and bring its schema up to date."""
+        """Open (creating if needed) the database and bring its schema up to date. A damaged file is
+        refused (StorageError) before anything is written to it."""
         path = Path(path)
         private_dir(path.parent)
         existed = path.exists()
         try:
             con = duckdb.connect(str(path))
         except duckdb.Error as e:
-            if not isinstance(e, duckdb.IOException) or "lock" not in str(e).lower():
-                raise UserError(
-                    f"cannot open the database {path}: it is damaged or not a DuckDB file "
-                    f"({str(e).splitlines()[0]}); restore it from a backup or use another --data "
-                    "directory"
-                ) from None
             if "lock" in str(e).lower():
                 pid = re.search(r"PID (\d+)", str(e))
                 raise DataDirBusy(
@@ -66,34 +65,64 @@ class Store:
                     f"{path.parent}. Send the command to that service (rankloop finds it through "
                     f"{path.parent / 'service.json'}), stop it, or use another --data directory."
                 ) from None
-            raise UserError(f"cannot open the database {path}: {e}") from None
+            raise StorageError(
+                f"cannot open the database {path}: it is damaged or not a DuckDB file "
+                f"({str(e).splitlines()[0]}); rankloop changed nothing. Restore it from a backup "
+                "(a copy made while no rankloop service ran) or use another --data directory"
+            ) from None
         if existed:
             private_file(path)  # it holds password hashes: a looser one is fixed, with a warning
         else:
             path.chmod(0o600)
         store = cls(con, path)
-        if migrate:
-            try:
+        try:
+            if existed:
+                store.check_length()
+            if migrate:
                 store.migrate(target_version)
-            except duckdb.Error as e:
-                con.close()
-                raise UserError(
-                    f"cannot read the database {path}: it is damaged ({str(e).splitlines()[0]}); "
-                    "restore it from a backup or use another --data directory"
-                ) from None
+        except BaseException as e:
+            con.close()
+            if isinstance(e, duckdb.Error):  # migrations on a file that reads wrong
+                raise storage_problem(path, e) from None
+            raise
         return store
+
+    def check_length(self) -> None:
+        """Refuse a file shorter than the blocks its header says are in use: it was cut short (a copy
+        interrupted, a full disk), and reading or writing past its end would fail or make it worse."""
+        with self.storage_errors():
+            row = self._con.execute(
+                "SELECT block_size, used_blocks FROM pragma_database_size() "
+                "WHERE database_name = current_database()"
+            ).fetchone()
+        if row is None:
+            return
+        block_size, used = row
+        have, need = self.path.stat().st_size, HEADER_BYTES + used * block_size
+        if have < need:
+            raise storage_problem(
+                self.path,
+                what=f"the file has {have:,} bytes but the data it holds needs at least {need:,}, so it "
+                "was cut short (an interrupted copy, a full disk)",
+            )
 
     def check_readable(self) -> None:
         """Read every table's size and newest row: a damaged file fails here, not on some later request."""
-        try:
+        with self.storage_errors():
             for (table,) in self._con.execute("SELECT table_name FROM duckdb_tables()").fetchall():
                 self._con.execute(f'SELECT count(*) FROM "{table}"').fetchall()
                 self._con.execute(f'SELECT * FROM "{table}" ORDER BY 1 DESC LIMIT 1').fetchall()
+
+    @contextmanager
+    def storage_errors(self) -> Iterator[None]:
+        """Turn DuckDB's errors about the file itself (damaged, cut short, disk full) into the
+        StorageError a user sees: it names the file, what is wrong and what to do."""
+        try:
+            yield
         except duckdb.Error as e:
-            raise UserError(
-                f"cannot read the database {self.path}: it is damaged ({str(e).splitlines()[0]}); "
-                "restore it from a backup or use another --data directory"
-            ) from None
+            if not is_storage_error(e):
+                raise
+            raise storage_problem(self.path, e) from None
 
     def close(self) -> None:
         self._con.close()
@@ -115,26 +144,38 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One logical write: BEGIN ... COMMIT, or ROLLBACK on any error; serialised."""
+        """One logical write: BEGIN ... COMMIT, or ROLLBACK on any error; serialised. A storage
+        error anywhere in it becomes a StorageError (after the rollback)."""
         with self.write_lock:
             cur = self.cursor()
-            cur.execute("BEGIN TRANSACTION")
+            with self.storage_errors():
+                cur.execute("BEGIN TRANSACTION")
             try:
                 yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
+            except BaseException as e:
+                damaged = is_storage_error(e)
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    if not damaged:  # a rollback that fails is the news: the connection is broken
+                        raise
+                if damaged:
+                    raise storage_problem(self.path, e) from None
                 raise
-            cur.execute("COMMIT")
+            with self.storage_errors():
+                cur.execute("COMMIT")
             self.generation += 1
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Rows as dicts."""
-        cur = self.cursor().execute(sql, params or [])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        with self.storage_errors():
+            cur = self.cursor().execute(sql, params or [])
+            names = [d[0] for d in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        row = self.cursor().execute(sql, params or []).fetchone()
+        with self.storage_errors():
+            row = self.cursor().execute(sql, params or []).fetchone()
         return row[0] if row else None
 
     def insert_arrow(
@@ -145,23 +186,21 @@ class Store:
         if data.num_rows == 0:
             return []
         cols = ", ".join(data.column_names)
-        cur.complete()  # DuckDB 2.0 refuses register() while an earlier result is unread
-        cur.register("_rankloop_rows", data)
-        try:
+        with registered(cur, "_rankloop_rows", data):
             rows = cur.execute(
                 f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rankloop_rows"
                 f"{' ON CONFLICT DO NOTHING' if skip_existing else ''} RETURNING id"
             ).fetchall()
-        finally:
-            cur.unregister("_rankloop_rows")
         return [r[0] for r in rows]
 
     # -- schema ------------------------------------------------------------
 
     def schema_version(self) -> int:
-        cur = self.cursor()
-        cur.execute(SCHEMA_VERSION_TABLE)
-        return cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        with self.storage_errors():
+            cur = self.cursor()
+            cur.execute(SCHEMA_VERSION_TABLE)
+            row = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        return row[0] if row else 0
 
     def migrate(self, target_version: int | None = None) -> list[int]:
         """Run the migrations this database has not run yet (up to target), each in its own transaction."""
@@ -204,3 +243,21 @@ class Store:
                  (SELECT count(*) FROM rankings r WHERE r.task_id = t.id AND NOT r.skipped)"""
         )
         return out
+
+
+@contextmanager
+def registered(cur: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> Iterator[None]:
+    """`data` as the view `name` on `cur` for the block's statements. When a statement failed, the
+    transaction may refuse the unregister too: the statement's error is the one that propagates."""
+    cur.complete()  # DuckDB 2.0 refuses register() while an earlier result is unread
+    cur.register(name, data)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        try:
+            cur.unregister(name)
+        except duckdb.Error:
+            if not failed:
+                raise

@@ -10,7 +10,8 @@ answer becomes the prompt's conversation and the two final answers the candidate
 write the whole conversation back (TRL's conversational `prompt`, HH transcripts with every
 turn), so import -> export -> import is lossless. An import file with any malformed row is
 rejected whole, naming the lines; a row imported before (same content) is skipped, so
-importing twice adds nothing.
+importing twice adds nothing. Imports write prompts, tasks and rankings through the same
+functions as everything else (`import_rankings`), so a ranking is checked as a submit is.
 """
 
 from __future__ import annotations
@@ -19,17 +20,29 @@ import hashlib
 import json
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
+from annotator.queue import account_id, record_rankings, stored_submissions
+from annotator.ranking import RankingError, Submission, normalize_ranks
 from reward.conversation import Messages, conversation_key, from_row
 from reward.data import pairwise_rows
+from service.core.enums import ModelKind, PromptSource, Role
 from service.core.errors import UserError
 from service.core.paths import write_atomic
 from service.core.registry import register_model
 from service.core.store import Store
-from service.data.prompts import InputFileError, jsonl_rows, latest_system_prompts, read_text, reject
+from service.data.prompts import (
+    InputFileError,
+    insert_prompts,
+    jsonl_rows,
+    no_system_prompt_id,
+    read_text,
+    reject,
+)
+from service.data.tasks import insert_tasks
 
 FORMATS = ("trl", "hh", "jsonl")
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
@@ -163,6 +176,7 @@ def read_hh(path: Path) -> list[dict]:
                     "chosen": chosen[1],
                     "rejected": rejected[1],
                     "id": hashlib.sha256(content.encode()).hexdigest()[:32],
+                    "line": n,
                 }
             )
     if problems:
@@ -174,105 +188,104 @@ def read_hh(path: Path) -> list[dict]:
     return rows
 
 
+@dataclass(frozen=True)
+class ImportedRanking:
+    """One ranking from outside rankloop: a conversation, its candidate answers, their ranks (1 =
+    best, as a submit gives them), and the content id that makes importing it again a no-op."""
+
+    messages: Messages
+    texts: list[str]
+    ranks: list[int]
+    content_id: str
+    line: int | None = None  # where the file has it, for messages
+
+
 def import_hh(store: Store, path: Path, seed: int = 0, source_ref: str | None = None) -> tuple[int, int]:
-    """Import validated HH rows as prompts, two samples, a two-candidate task and its ranking."""
-    rows = read_hh(path)
-    none_sp = latest_system_prompts(store, ["none"])[0]["id"]
-    model_id = store.scalar("SELECT id FROM models WHERE kind = 'external' AND name = ?", [IMPORT_MODEL])
+    """Import validated HH rows: each a two-candidate task (chosen ranked first) and its ranking."""
+    rows = [
+        ImportedRanking(r["messages"], [r["chosen"], r["rejected"]], [1, 2], r["id"], r["line"])
+        for r in read_hh(path)
+    ]
+    return import_rankings(store, rows, path, seed=seed, source_ref=source_ref, prefix="hh")
+
+
+def import_rankings(
+    store: Store,
+    rows: list[ImportedRanking],
+    path: Path,
+    *,
+    seed: int = 0,
+    source_ref: str | None = None,
+    prefix: str = "import",
+) -> tuple[int, int]:
+    """Store imported rankings by the paths everything else takes: prompts by `insert_prompts`,
+    candidates as samples of the external model `hh-import`, tasks (display order shuffled, as for
+    sampled tasks) by `insert_tasks`, and the rankings by the `import` account through the queue's
+    `record_rankings`, so they are checked as a submit is. All in one transaction; a row with a
+    ranking a submit would refuse rejects the file whole. Returns (added, already imported)."""
+    problems = []
+    for n, r in enumerate(rows, 1):
+        try:
+            normalize_ranks(r.ranks, len(r.texts))  # the check record_rankings repeats, before any write
+        except RankingError as e:
+            problems.append(f"line {r.line or n}: {e}")
+    if problems:
+        raise reject(path, problems, "nothing was imported")
+    model_id = store.scalar(
+        "SELECT id FROM models WHERE kind = ? AND name = ?", [ModelKind.EXTERNAL, IMPORT_MODEL]
+    )
     if model_id is None:
         model_id = register_model(
             store,
-            "external",
+            ModelKind.EXTERNAL,
             Path(IMPORT_MODEL),
             name=IMPORT_MODEL,
             config={"source": "HH-RLHF-format import"},
         )
+    annotator_id = account_id(store, IMPORT_ANNOTATOR, Role.IMPORT)
     rng = random.Random(seed)
     with store.write() as cur:  # one transaction, bulk inserts through Arrow
-        annotator = cur.execute("SELECT id FROM annotators WHERE name = ?", [IMPORT_ANNOTATOR]).fetchone()
-        annotator_id = (
-            annotator[0]
-            if annotator
-            else cur.execute(
-                "INSERT INTO annotators (name, role) VALUES (?, 'import') RETURNING id", [IMPORT_ANNOTATOR]
-            ).fetchone()[0]
-        )
-        seen = {
-            r[0]
-            for r in cur.execute(
-                "SELECT submission_id FROM rankings WHERE annotator_id = ?", [annotator_id]
-            ).fetchall()
-        }
-        new = list({r["id"]: r for r in rows if f"hh:{r['id']}" not in seen}.values())
+        unique = {f"{prefix}:{r.content_id}": r for r in rows}
+        seen = stored_submissions(cur, list(unique))
+        new = [(sid, r) for sid, r in unique.items() if sid not in seen]
         if not new:
             return 0, len(rows)
-        conversations = {r["prompt"]: r["messages"] for r in new}  # key -> the whole conversation
-        texts = list(conversations)
-        known = {
-            t
-            for (t,) in cur.execute(
-                "SELECT text FROM prompts WHERE list_contains(?, text)", [texts]
-            ).fetchall()
-        }
-        fresh = [t for t in texts if t not in known]
-        store.insert_arrow(
-            cur,
-            "prompts",
-            pa.table(
-                {
-                    "text": fresh,
-                    "messages": [json.dumps(conversations[t]) for t in fresh],
-                    "source": ["import"] * len(fresh),
-                    "source_ref": [source_ref or str(path)] * len(fresh),
-                }
-            ),
+        prompt_ids, _ = insert_prompts(
+            cur, [r.messages for _, r in new], PromptSource.IMPORT, source_ref or str(path)
         )
-        prompt_id = dict(
-            cur.execute("SELECT text, id FROM prompts WHERE list_contains(?, text)", [texts]).fetchall()
-        )
+        none_sp = no_system_prompt_id(cur)
         sample_ids = store.insert_arrow(
             cur,
             "samples",
             pa.table(
                 {
-                    "prompt_id": [prompt_id[r["prompt"]] for r in new for _ in (0, 1)],
-                    "system_prompt_id": [none_sp] * (2 * len(new)),
-                    "model_id": [model_id] * (2 * len(new)),
-                    "params": ["{}"] * (2 * len(new)),
-                    "params_hash": [f"import:{r['id'][:16]}" for r in new for _ in (0, 1)],
-                    "sample_index": [i for _ in new for i in (0, 1)],
-                    "text": [t for r in new for t in (r["chosen"], r["rejected"])],
+                    "prompt_id": [prompt_ids[conversation_key(r.messages)] for _, r in new for _ in r.texts],
+                    "system_prompt_id": [none_sp for _, r in new for _ in r.texts],
+                    "model_id": [model_id for _, r in new for _ in r.texts],
+                    "params": ["{}" for _, r in new for _ in r.texts],
+                    "params_hash": [f"import:{r.content_id[:16]}" for _, r in new for _ in r.texts],
+                    "sample_index": [i for _, r in new for i in range(len(r.texts))],
+                    "text": [t for _, r in new for t in r.texts],
                 }
             ),
         )
-        orders = [rng.sample([0, 1], 2) for _ in new]  # display order, shuffled as for sampled tasks
-        task_ids = store.insert_arrow(
-            cur,
-            "tasks",
-            pa.table(
+        tasks, rankings, at = [], [], 0
+        for sid, r in new:
+            order = rng.sample(range(len(r.texts)), len(r.texts))  # display order
+            tasks.append(
                 {
-                    "prompt_id": [prompt_id[r["prompt"]] for r in new],
-                    "sample_ids": pa.array(
-                        [[sample_ids[2 * n + i] for i in order] for n, order in enumerate(orders)],
-                        pa.list_(pa.int64()),
-                    ),
-                    "batch": ["import"] * len(new),
+                    "prompt_id": prompt_ids[conversation_key(r.messages)],
+                    "sample_ids": [sample_ids[at + i] for i in order],
                 }
-            ),
-        )
-        store.insert_arrow(
+            )
+            rankings.append((sid, [r.ranks[i] for i in order]))
+            at += len(r.texts)
+        task_ids = insert_tasks(store, cur, tasks, 1, "import")
+        record_rankings(
             cur,
-            "rankings",
-            pa.table(
-                {
-                    "task_id": task_ids,
-                    "annotator_id": [annotator_id] * len(new),
-                    "ranks": pa.array(
-                        [[1 if i == 0 else 2 for i in order] for order in orders], pa.list_(pa.int32())
-                    ),
-                    "flags": ["[]"] * len(new),
-                    "submission_id": [f"hh:{r['id']}" for r in new],
-                }
-            ),
+            [
+                (annotator_id, Submission(task_id=tid, submission_id=sid, ranks=ranks))
+                for tid, (sid, ranks) in zip(task_ids, rankings, strict=True)
+            ],
         )
     return len(new), len(rows) - len(new)

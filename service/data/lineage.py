@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from service.core.enums import ModelKind
 from service.core.registry import get_model, lineage
 from service.core.store import Store
 
@@ -77,6 +78,8 @@ def describe(store: Store, model_id: int) -> dict:
         **model,
         "lineage": chain,
         "snapshots": list(snapshots.values()),
-        "reward_model": _reward_model(store, model) if model["kind"] in ("sft", "policy") else None,
+        "reward_model": _reward_model(store, model)
+        if model["kind"] in (ModelKind.SFT, ModelKind.POLICY)
+        else None,
         "evaluations": (model.get("metrics") or {}).get("evaluations", []),
     }

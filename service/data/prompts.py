@@ -5,7 +5,9 @@ format, per line), CSV (a `prompt` column) or plain text (one prompt per line). 
 is stored as its conversation; see `reward.conversation`. System prompt files are YAML mappings name -> text;
 adding a name again with new text makes a new version and never overwrites.
 A file with any bad row is rejected whole, with every bad line named, before
-anything is written.
+anything is written. Every prompt is stored by `insert_prompts` (seed files, imports, served
+traffic, clients' votes, held-out evaluation prompts), the reserved empty system prompt by
+`no_system_prompt_id`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import yaml
 
 from reward.conversation import Messages, check_messages, conversation_key, normalized
+from service.core.enums import PromptSource
 from service.core.errors import UserError
-from service.core.store import Store
+from service.core.store import Store, registered
 
 MAX_PROMPT_CHARS = 32_000
 MAX_REPORTED = 20
@@ -120,28 +124,47 @@ def read_prompt_file(path: str | Path) -> list[Messages]:
 
 
 def add_prompts(
-    store: Store, prompts: list[Messages | str], source: str = "seed", source_ref: str | None = None
+    store: Store,
+    prompts: Sequence[Messages | str],
+    source: str = PromptSource.SEED,
+    source_ref: str | None = None,
 ) -> tuple[int, int]:
     """Store new conversations (a string is a one-message one); a conversation already stored is
     skipped. Returns (added, skipped)."""
+    with store.write() as cur:
+        _, added = insert_prompts(cur, prompts, source, source_ref)
+    return added, len(prompts) - added
+
+
+def insert_prompts(
+    cur: duckdb.DuckDBPyConnection,
+    prompts: Sequence[Messages | str],
+    source: str = PromptSource.SEED,
+    source_ref: str | None = None,
+) -> tuple[dict[str, int], int]:
+    """The one INSERT of prompts, in the caller's transaction: new conversations are stored with
+    their `source` (a PromptSource), stored ones are kept as they are. Returns (conversation key ->
+    prompt id for every conversation given, how many were new)."""
+    if source not in set(PromptSource):
+        raise UserError(f"unknown prompt source {source!r}; valid: {', '.join(PromptSource)}")
     convs = [[{"role": "user", "content": p}] if isinstance(p, str) else normalized(p) for p in prompts]
     unique = {conversation_key(c): c for c in convs}
-    with store.write() as cur:
-        cur.complete()  # DuckDB 2.0 refuses register() while an earlier result is unread
-        cur.register(
-            "_new_prompts",
-            pa.table({"text": list(unique), "messages": [json.dumps(c) for c in unique.values()]}),
-        )
-        try:
-            added = cur.execute(
-                """INSERT INTO prompts (text, messages, source, source_ref)
-                   SELECT n.text, n.messages::JSON, ?, ? FROM _new_prompts n
-                   WHERE n.text NOT IN (SELECT text FROM prompts) RETURNING id""",
-                [source, source_ref],
+    if not unique:
+        return {}, 0
+    new = pa.table({"text": list(unique), "messages": [json.dumps(c) for c in unique.values()]})
+    with registered(cur, "_new_prompts", new):
+        added = cur.execute(
+            """INSERT INTO prompts (text, messages, source, source_ref)
+               SELECT n.text, n.messages::JSON, ?, ? FROM _new_prompts n
+               WHERE n.text NOT IN (SELECT text FROM prompts) RETURNING id""",
+            [str(source), source_ref],
+        ).fetchall()
+        ids = dict(
+            cur.execute(
+                "SELECT p.text, p.id FROM prompts p JOIN _new_prompts n ON n.text = p.text"
             ).fetchall()
-        finally:
-            cur.unregister("_new_prompts")
-    return len(added), len(prompts) - len(added)
+        )
+    return ids, len(added)
 
 
 def read_system_prompt_file(path: str | Path) -> dict[str, str]:
@@ -206,8 +229,21 @@ def latest_system_prompts(store: Store, names: list[str] | None = None) -> list[
         )
     if NO_SYSTEM_PROMPT in names and NO_SYSTEM_PROMPT not in by_name:
         with store.write() as cur:
-            cur.execute(
-                "INSERT INTO system_prompts (name, version, text) VALUES (?, 1, '')", [NO_SYSTEM_PROMPT]
-            )
+            no_system_prompt_id(cur)
         return latest_system_prompts(store, names)
     return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def no_system_prompt_id(cur: duckdb.DuckDBPyConnection) -> int:
+    """The id of the reserved empty system prompt (`none`), stored in the caller's transaction when
+    it is not yet."""
+    row = cur.execute(
+        "SELECT id FROM system_prompts WHERE name = ? ORDER BY version DESC LIMIT 1", [NO_SYSTEM_PROMPT]
+    ).fetchone()
+    if row is not None:
+        return row[0]
+    made = cur.execute(
+        "INSERT INTO system_prompts (name, version, text) VALUES (?, 1, '') RETURNING id", [NO_SYSTEM_PROMPT]
+    ).fetchone()
+    assert made is not None  # RETURNING gives the inserted row
+    return made[0]

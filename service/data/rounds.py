@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.errors import UserError
 from service.core.store import Store
 
-STEPS = ("sample", "rank", "snapshot", "reward", "policy", "evaluate", "deploy")
+Step = Literal["sample", "rank", "snapshot", "reward", "policy", "evaluate", "deploy"]
+STEPS: tuple[Step, ...] = get_args(Step)
 
 
 class RoundValues(BaseModel):
@@ -44,7 +45,7 @@ class RoundStart(BaseModel):
 class RoundStep(BaseModel):
     model_config = ConfigDict(extra="forbid")
     round_id: int = Field(ge=1, le=2**63 - 1)
-    step: Literal[STEPS] = Field(description="the step just finished")
+    step: Step = Field(description="the step just finished")
     seconds: float = Field(0.0, ge=0, allow_inf_nan=False, description="its wall time")
     values: RoundValues = Field(default_factory=RoundValues, description="what it made")
     finished: bool = Field(False, description="the round is done")
@@ -72,13 +73,14 @@ def open_round(store: Store, p: RoundStart) -> dict:
         found = cur.execute(
             "SELECT id FROM rounds WHERE kind = ? AND status = 'running' ORDER BY id DESC LIMIT 1", [p.kind]
         ).fetchone()
-        round_id = (
-            found[0]
+        made = (
+            None
             if found
             else cur.execute(
                 "INSERT INTO rounds (kind, stages) VALUES (?, '{}') RETURNING id", [p.kind]
-            ).fetchone()[0]
+            ).fetchone()
         )
+        round_id = (found or made or (0,))[0]
     return _row(store, round_id)
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from reward.data import split_of
 from reward.snapshot_format import MANIFEST_FILE, SCHEMA, SNAPSHOT_FILE
+from service.core.enums import PromptSource, Role
 from service.core.errors import UserError
 from service.core.paths import DataPaths
 from service.core.store import Store
@@ -51,7 +52,13 @@ class SnapshotFilters(BaseModel):
     )
 
 
-TRAFFIC_ANNOTATOR = "traffic:"  # a key's clients vote as the account `traffic:KEYNAME`
+# A key's clients vote as the account `traffic.KEYNAME` (`traffic:KEYNAME` in databases from before
+# account names were checked): import accounts with these prefixes hold served traffic's rankings.
+TRAFFIC_ANNOTATOR, LEGACY_TRAFFIC_ANNOTATOR = "traffic.", "traffic:"
+
+
+def is_traffic_account(name: str, role: str) -> bool:
+    return role == Role.IMPORT and name.startswith((TRAFFIC_ANNOTATOR, LEGACY_TRAFFIC_ANNOTATOR))
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ GROUP BY ALL ORDER BY r.task_id, a.name
 
 def _hidden_utilities(row: dict) -> list[float] | None:
     """Ground truth for rankings by simulated annotators: their hidden utility of each candidate."""
-    if row["annotator_role"] != "simulated" or not row["annotator_profile"]:
+    if row["annotator_role"] != Role.SIMULATED or not row["annotator_profile"]:
         return None
     from annotator.simulated import Profile, utility
 
@@ -113,9 +120,9 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
     dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0, "judges": 0, "traffic": 0}
     kept = []
     for r in rows:
-        if r["annotator_role"] == "judge" and not filters.include_judges:
+        if r["annotator_role"] == Role.JUDGE and not filters.include_judges:
             dropped["judges"] += 1
-        elif r["annotator"].startswith(TRAFFIC_ANNOTATOR) and not filters.include_traffic:
+        elif is_traffic_account(r["annotator"], r["annotator_role"]) and not filters.include_traffic:
             dropped["traffic"] += 1
         elif r["annotator"] in filters.exclude_annotators:
             dropped["excluded_annotators"] += 1
@@ -130,7 +137,9 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
         else:
             # A prompt stored for evaluation is held out whatever its hash says (e.g. human-evaluation pairs).
             r["split"] = (
-                "eval" if r.pop("prompt_source") == "eval" else split_of(r["prompt"], filters.eval_fraction)
+                "eval"
+                if r.pop("prompt_source") == PromptSource.EVAL
+                else split_of(r["prompt"], filters.eval_fraction)
             )
             r["hidden_utility"] = _hidden_utilities(r)
             kept.append(r)

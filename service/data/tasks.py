@@ -4,14 +4,17 @@ Candidates are drawn from a configurable mix of arms (an arm is a system prompt 
 model pair) by weight: each task gets the arms' shares of its K slots (highest
 averages, so equal weights give balanced tasks), shuffled, and the order is stored
 as the task's `sample_ids`. A sample goes into at most one task, so building again
-after a rerun only uses samples that have no task yet.
+after a rerun only uses samples that have no task yet. Every task is stored by `insert_tasks`.
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from service.core.store import Store
@@ -86,8 +89,25 @@ def build_tasks(
         return insert_tasks(store, cur, rows, required_rankings, batch)
 
 
-def insert_tasks(store: Store, cur, rows: list[dict], required_rankings: int, batch: str | None) -> list[int]:
-    """Store tasks given as {prompt_id, sample_ids (in display order)} in the transaction `cur`."""
+def insert_tasks(
+    store: Store,
+    cur: duckdb.DuckDBPyConnection,
+    rows: Sequence[dict[str, Any]],
+    required_rankings: int,
+    batch: str | None,
+) -> list[int]:
+    """The one INSERT of tasks, in the caller's transaction `cur`: rows are {prompt_id, sample_ids
+    (in display order)}; returns the new ids in row order. Every path that makes tasks comes here
+    (sampling, human evaluation, imports, clients' votes)."""
+    if required_rankings < 1:
+        raise ValueError(f"required rankings per task must be at least 1, got {required_rankings}")
+    for r in rows:
+        ids = r["sample_ids"]
+        if len(ids) < MIN_CANDIDATES or len(set(ids)) != len(ids):
+            raise ValueError(
+                f"a task holds {MIN_CANDIDATES} or more different samples, got {list(ids)} "
+                f"for prompt {r['prompt_id']}"
+            )
     if not rows:
         return []
     table = pa.table(

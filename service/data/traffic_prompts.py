@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 
 from reward.conversation import conversation_key, normalized
+from service.core.enums import PromptSource
 from service.core.store import Store
 from service.data.prompts import add_prompts
 
@@ -34,5 +35,5 @@ def prompts_from_traffic(store: Store, since: datetime | None, min_count: int) -
             k = conversation_key(conv)
             counts[k] = (counts.get(k, (0, conv))[0] + 1, conv)
     chosen = [conv for n, conv in counts.values() if n >= min_count]
-    added, skipped = add_prompts(store, chosen, source="served", source_ref="traffic") if chosen else (0, 0)
+    added, skipped = add_prompts(store, chosen, PromptSource.SERVED, "traffic") if chosen else (0, 0)
     return {"logged_prompts": len(counts), "chosen": len(chosen), "added": added, "already_stored": skipped}

@@ -100,7 +100,8 @@ class Deployer:
                 )
         except BaseException:
             for u in started:
-                u.server.stop(grace_s=5)
+                if u.server is not None:
+                    u.server.stop(grace_s=5)
             raise
         return Pool(model_id, name, model["path"], started, opts)
 
@@ -223,6 +224,8 @@ class Deployer:
                 continue
             if u.server is None or u.alive() or time.monotonic() < u.next_restart or self._stop.is_set():
                 continue
+            if pool.path is None or pool.opts is None:  # an endpoint the service did not start
+                continue
             u.next_restart = time.monotonic() + BACKOFF_S[min(u.failures, len(BACKOFF_S) - 1)]
             u.failures += 1
             u.server.stop(grace_s=5)  # what is left of it (the engine's processes) goes first
@@ -243,4 +246,5 @@ class Deployer:
                         0,
                     )
                     continue
-            fresh.server.stop()  # the pool was replaced while this replica started
+            if fresh.server is not None:
+                fresh.server.stop()  # the pool was replaced while this replica started

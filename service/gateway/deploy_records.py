@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from service.core.enums import ModelKind, ModelStatus
 from service.core.errors import UserError
 from service.core.registry import get_model
 from service.core.store import Store
 from service.data.prompts import latest_system_prompts
 
-SERVABLE = ("pretrained", "sft", "policy")
+SERVABLE = (ModelKind.PRETRAINED, ModelKind.SFT, ModelKind.POLICY)
 
 
 def current_deployment(store: Store) -> dict | None:
@@ -31,7 +32,7 @@ def check_deployable(store: Store, model_id: int, force: bool) -> dict:
         raise UserError(
             f"model {model_id} is a {model['kind']} model; deploy a chat model ({', '.join(SERVABLE)})"
         )
-    if model["status"] != "active" and not force:
+    if model["status"] != ModelStatus.ACTIVE and not force:
         raise UserError(
             f"model {model_id} is {model['status']}, not approved: it passes the gate or "
             "`rankloop models promote`, or deploy it anyway with --force"
@@ -57,8 +58,10 @@ def record(store: Store, fields: dict[str, Any]) -> int:
     with store.write() as cur:
         cur.execute("UPDATE deployments SET status = 'replaced' WHERE status = 'active'")
         cols = list(fields)
-        return cur.execute(
+        row = cur.execute(
             f"INSERT INTO deployments ({', '.join(cols)}, status) VALUES ({', '.join('?' for _ in cols)}, 'active') "
             "RETURNING id",
             [json.dumps(v) if k == "system_prompts" and v is not None else v for k, v in fields.items()],
-        ).fetchone()[0]
+        ).fetchone()
+    assert row is not None  # RETURNING gives the inserted row
+    return row[0]

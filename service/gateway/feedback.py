@@ -6,9 +6,10 @@ votes (prompts for the next round: service/data/traffic_prompts.py).
 
 A vote between the choices of one response (`n > 1`, or an arena's two models) becomes a
 ranking: its prompt joins the pool (source 'served'), the choices are stored as samples of the
-models that wrote them, and the key's account `traffic:KEYNAME` ranks the preferred one first,
-the others tied after it. Votes need the response's text, so they work for keys (or a
-service) that log traffic, and arena answers, which are always logged.
+models that wrote them, and the key's account `traffic.KEYNAME` ranks the preferred one first,
+the others tied after it (service/data/votes.py, through the same functions as every other
+ranking). Votes need the response's text, so they work for keys (or a service) that log
+traffic, and arena answers, which are always logged.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from reward.conversation import conversation_key
 from service.core.store import Store
-from service.data.prompts import NO_SYSTEM_PROMPT
-from service.data.snapshots import TRAFFIC_ANNOTATOR
 from service.data.traffic_prompts import conversation
+from service.data.votes import Vote, VoteRefused, store_vote, vote_account
 from service.gateway.keys import Key
 from service.gateway.schemas import GatewayError
 
@@ -62,20 +61,26 @@ def record_feedback(store: Store, key: Key, fb: Feedback) -> dict:
             "response this key received",
             param="response_id",
         )
-    row = rows[0]
-    ranking_id = None
-    with store.write() as cur:
-        if fb.preferred_index is not None:
-            ranking_id = _vote(store, cur, key, row, fb.preferred_index)
-        feedback_id = cur.execute(
-            "INSERT INTO feedback (response_id, key_id, score, thumbs, preferred_index, comment, ranking_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [fb.response_id, key.id, fb.score, fb.thumbs, fb.preferred_index, fb.comment, ranking_id],
-        ).fetchone()[0]
-    return {"id": feedback_id, "response_id": fb.response_id, "ranking_id": ranking_id}
+    vote = _vote(key, rows[0], fb.preferred_index) if fb.preferred_index is not None else None
+    try:
+        annotator_id = vote_account(store, vote) if vote is not None else None
+        with store.write() as cur:
+            ranking_id = None
+            if vote is not None and annotator_id is not None:
+                ranking_id = store_vote(store, cur, vote, annotator_id)
+            found = cur.execute(
+                "INSERT INTO feedback (response_id, key_id, score, thumbs, preferred_index, comment, ranking_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                [fb.response_id, key.id, fb.score, fb.thumbs, fb.preferred_index, fb.comment, ranking_id],
+            ).fetchone()
+    except VoteRefused as e:
+        raise GatewayError(e.status, str(e), param="preferred_index") from None
+    assert found is not None  # RETURNING gives the inserted row
+    return {"id": found[0], "response_id": fb.response_id, "ranking_id": ranking_id}
 
 
-def _vote(store: Store, cur, key: Key, row: dict, preferred: int) -> int:
+def _vote(key: Key, row: dict, preferred: int) -> Vote:
+    """The vote a logged response allows (GatewayError 400 when it cannot be one)."""
     if row["request"] is None or row["response"] is None:
         raise GatewayError(
             400,
@@ -98,11 +103,6 @@ def _vote(store: Store, cur, key: Key, row: dict, preferred: int) -> int:
             f"choices (0..{len(texts) - 1})",
             param="preferred_index",
         )
-    submission = f"traffic:{row['response_id']}"
-    if cur.execute("SELECT 1 FROM rankings WHERE submission_id = ?", [submission]).fetchone():
-        raise GatewayError(
-            409, f"a vote for response {row['response_id']!r} was already recorded", param="preferred_index"
-        )
     conv = conversation(request)
     if not conv or conv[-1]["role"] != "user":
         raise GatewayError(400, "only a chat conversation that ends with a user turn can become a ranking")
@@ -114,60 +114,13 @@ def _vote(store: Store, cur, key: Key, row: dict, preferred: int) -> int:
             "stored one with system_prompt instead",
             param="preferred_index",
         )
-    text = conversation_key(conv)
-    if cur.execute("SELECT 1 FROM prompts WHERE text = ? AND source = 'eval'", [text]).fetchone():
-        raise GatewayError(
-            400,
-            "this prompt is held out for evaluation, so a vote on it is not training data",
-            param="preferred_index",
-        )
-    cur.execute(
-        "INSERT INTO prompts (text, messages, source, source_ref) SELECT ?, ?::JSON, 'served', ? "
-        "WHERE ? NOT IN (SELECT text FROM prompts)",
-        [text, json.dumps(conv), row["response_id"], text],
-    )
-    prompt_id = cur.execute("SELECT id FROM prompts WHERE text = ?", [text]).fetchone()[0]
-    system_id = row["system_prompt_id"] or _no_system_prompt(cur)
-    models = response.get("rankloop_models") or [row["model_id"]] * len(texts)
-    params = {k: v for k, v in request.items() if k in ("temperature", "top_p", "max_tokens", "n")}
-    sample_ids = [
-        cur.execute(
-            "INSERT INTO samples (prompt_id, system_prompt_id, model_id, params, params_hash, sample_index, text) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [prompt_id, system_id, models[i], json.dumps(params), submission, i, t],
-        ).fetchone()[0]
-        for i, t in enumerate(texts)
-    ]
-    task_id = cur.execute(
-        "INSERT INTO tasks (prompt_id, sample_ids, required_rankings, batch) "
-        "VALUES (?, ?, 1, 'traffic') RETURNING id",
-        [prompt_id, sample_ids],
-    ).fetchone()[0]
-    name = TRAFFIC_ANNOTATOR + key.name
-    annotator = cur.execute("SELECT id FROM annotators WHERE name = ?", [name]).fetchone()
-    annotator_id = (
-        annotator[0]
-        if annotator
-        else cur.execute(
-            "INSERT INTO annotators (name, role) VALUES (?, 'import') RETURNING id", [name]
-        ).fetchone()[0]
-    )
-    ranks = [1 if i == preferred else 2 for i in range(len(texts))]
-    return cur.execute(
-        "INSERT INTO rankings (task_id, annotator_id, ranks, submission_id) VALUES (?, ?, ?, ?) RETURNING id",
-        [task_id, annotator_id, ranks, submission],
-    ).fetchone()[0]
-
-
-def _no_system_prompt(cur) -> int:
-    row = cur.execute(
-        "SELECT id FROM system_prompts WHERE name = ? ORDER BY version DESC LIMIT 1", [NO_SYSTEM_PROMPT]
-    ).fetchone()
-    return (
-        row[0]
-        if row
-        else cur.execute(
-            "INSERT INTO system_prompts (name, version, text) VALUES (?, 1, '') RETURNING id",
-            [NO_SYSTEM_PROMPT],
-        ).fetchone()[0]
+    return Vote(
+        response_id=row["response_id"],
+        key_name=key.name,
+        conversation=conv,
+        texts=texts,
+        model_ids=response.get("rankloop_models") or [row["model_id"]] * len(texts),
+        preferred=preferred,
+        system_prompt_id=row["system_prompt_id"],
+        params={k: v for k, v in request.items() if k in ("temperature", "top_p", "max_tokens", "n")},
     )

@@ -9,11 +9,20 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from enum import StrEnum
 
 from service.core.errors import NotFound, UserError
 from service.core.store import Store
 
-SCOPES = ("client", "admin")
+
+class KeyScope(StrEnum):
+    """What a key opens: `client` the /v1 gateway; `admin` the gateway and /admin (service/web/auth.py)."""
+
+    CLIENT = "client"
+    ADMIN = "admin"
+
+
+SCOPES = tuple(KeyScope)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Moved by every create and revoke, after its commit. While the service runs it is the only writer
 # of the database, so its in-memory view of the keys (service/gateway/keys.py) is current exactly
@@ -37,7 +46,7 @@ def key_hash(key: str) -> str:
 def create_key(
     store: Store,
     name: str,
-    scope: str = "client",
+    scope: str = KeyScope.CLIENT,
     rpm: int | None = None,
     tpm: int | None = None,
     log_traffic: bool = False,

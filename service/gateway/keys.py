@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from service.core.store import Store
 from service.gateway.flusher import PeriodicFlush
-from service.gateway.key_records import changes, key_hash
+from service.gateway.key_records import KeyScope, changes, key_hash
 
 WINDOW_S = 60.0
 
@@ -27,7 +27,7 @@ WINDOW_S = 60.0
 class Key:
     id: int
     name: str
-    scope: str
+    scope: KeyScope
     rpm: int | None
     tpm: int | None
     log_traffic: bool
@@ -68,7 +68,7 @@ class KeyBook(PeriodicFlush):
                 "SELECT key_hash, id, name, scope, rpm, tpm, log_traffic FROM api_keys "
                 "WHERE revoked_at IS NULL"
             )
-            active = {r.pop("key_hash"): Key(**r) for r in rows}
+            active = {r.pop("key_hash"): Key(**{**r, "scope": KeyScope(r["scope"])}) for r in rows}
             with self._lock:
                 if now >= self._view[0]:
                     self._view = (now, active)

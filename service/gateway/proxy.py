@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -134,6 +134,15 @@ async def _whole(pool: Pool, upstream: Upstream, resp: aiohttp.ClientResponse, s
     return Outcome(resp.status, answer, *_usage(answer), (time.perf_counter() - start) * 1000)
 
 
+@dataclass
+class _Seen:
+    """What a relayed stream has shown so far."""
+
+    tail: bytes = b""  # the last bytes, where the usage event is
+    kept: list[bytes] = field(default_factory=list)  # every chunk, when the answer is logged
+    finished: bool = False
+
+
 async def forward(
     client: aiohttp.ClientSession,
     pool: Pool,
@@ -151,25 +160,25 @@ async def forward(
         done(out)
         return JSONResponse(out.body, status_code=out.status, headers=headers)
 
-    seen = {"tail": b"", "kept": [], "finished": False}
+    seen = _Seen()
 
     async def finish() -> None:
         """Once, however the stream ends (also when the client leaves before it starts)."""
-        if seen["finished"]:
+        if seen.finished:
             return
-        seen["finished"] = True
+        seen.finished = True
         pool.release(upstream)
-        last = _last_usage(seen["tail"])
-        answer = rebuild(b"".join(seen["kept"])) if keep_chunks else last
+        last = _last_usage(seen.tail)
+        answer = rebuild(b"".join(seen.kept)) if keep_chunks else last
         done(Outcome(200, answer, *_usage(last), (time.perf_counter() - start) * 1000))
         resp.close()  # a stream cut short leaves its connection unusable; a finished one was released
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
             async for chunk in resp.content.iter_any():  # whatever has arrived: several events when behind
-                seen["tail"] = (seen["tail"] + chunk)[-TAIL:]
+                seen.tail = (seen.tail + chunk)[-TAIL:]
                 if keep_chunks:
-                    seen["kept"].append(chunk)
+                    seen.kept.append(chunk)
                 yield chunk
         finally:
             await finish()

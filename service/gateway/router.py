@@ -10,6 +10,9 @@ prompt first; a route with a system-prompt experiment assigns one per user. Each
 headers name the model and system prompt it got (`x-rankloop-model-id`, `x-rankloop-system-prompt`).
 `model: "arena"` answers with two anonymous choices from the deployed model and its canary;
 `POST /v1/feedback` records a judgment of a response, and a vote between choices becomes a ranking.
+
+The web app builds the routes with `build_router(gateway, authenticate)`: `authenticate(request)`
+returns the caller's API key (service/web/auth.py provides it; the gateway imports no web code).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from service.core.errors import UserError
@@ -39,7 +43,6 @@ from service.gateway.proxy import Outcome, fetch, forward
 from service.gateway.schemas import ChatRequest, CompletionRequest, GatewayError, parse
 from service.gateway.traffic import TrafficLog
 
-router = APIRouter(prefix="/v1", tags=["gateway"])
 ARENA = "arena"
 
 
@@ -105,53 +108,53 @@ class Gateway:
         return found[0] if found else None
 
 
-def authenticate(request: Request) -> Key:
-    gw: Gateway = request.app.state.gateway
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise GatewayError(
-            401,
-            "send your API key: 'Authorization: Bearer rk-...' (`rankloop keys create NAME`)",
-            code="missing_api_key",
-        )
-    key = gw.keys.lookup(header[7:].strip())
-    if key is None:
-        raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
-    wait = gw.keys.admit(key)
-    if wait > 0:
-        raise GatewayError(
-            429,
-            f"rate limit of key {key.name!r} reached ({key.rpm} requests or {key.tpm} tokens "
-            "per minute); retry later",
-            type_="rate_limit_error",
-            code="rate_limit_exceeded",
-            retry_after=wait,
-        )
-    return key
+class Authenticate(Protocol):
+    """Who is calling /v1: the request's API key, admitted under its rate limits, or a `GatewayError`
+    (401, 429). The web layer provides it (`service.web.auth.Auth.client_key`): the gateway knows keys,
+    not how a service authenticates."""
+
+    def __call__(self, request: Request, /) -> Key: ...
 
 
-@router.get("/models")
-async def models(request: Request) -> dict:
-    authenticate(request)
-    dep = request.app.state.gateway.deployer
-    names = (["current"] if dep.primary else []) + [p.name for p in (dep.primary, dep.canary) if p]
-    names += [ARENA] if dep.primary and dep.canary else []
-    return {
-        "object": "list",
-        "data": [
-            {"id": n, "object": "model", "created": 0, "owned_by": "rankloop"} for n in dict.fromkeys(names)
-        ],
-    }
+def build_router(gw: Gateway, authenticate: Authenticate) -> APIRouter:
+    """The /v1 routes of `gw`, each request authenticated by `authenticate`."""
+    router = APIRouter(prefix="/v1", tags=["gateway"])
 
+    @router.get("/models")
+    async def models(request: Request) -> dict:
+        authenticate(request)
+        dep = gw.deployer
+        names = (["current"] if dep.primary else []) + [p.name for p in (dep.primary, dep.canary) if p]
+        names += [ARENA] if dep.primary and dep.canary else []
+        return {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "rankloop"}
+                for n in dict.fromkeys(names)
+            ],
+        }
 
-@router.post("/chat/completions")
-async def chat_completions(request: Request):
-    return await _complete(request, ChatRequest, "/v1/chat/completions")
+    @router.post("/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _complete(gw, authenticate(request), request, ChatRequest, "/v1/chat/completions")
 
+    @router.post("/completions")
+    async def completions(request: Request) -> Response:
+        return await _complete(gw, authenticate(request), request, CompletionRequest, "/v1/completions")
 
-@router.post("/completions")
-async def completions(request: Request):
-    return await _complete(request, CompletionRequest, "/v1/completions")
+    @router.post("/feedback")
+    async def feedback(request: Request) -> dict:
+        key = authenticate(request)
+        try:
+            fb = Feedback.model_validate(await _json(request))
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "body"
+            raise GatewayError(400, f"{field}: {err['msg']}", param=field) from None
+        await run_in_threadpool(gw.traffic.flush)  # the response may still wait in the log's queue
+        return await run_in_threadpool(record_feedback, gw.store, key, fb)
+
+    return router
 
 
 async def _json(request: Request) -> dict:
@@ -161,24 +164,8 @@ async def _json(request: Request) -> dict:
         raise GatewayError(400, f"the request body is not valid JSON: {e}") from None
 
 
-@router.post("/feedback")
-async def feedback(request: Request) -> dict:
-    gw: Gateway = request.app.state.gateway
-    key = authenticate(request)
-    try:
-        fb = Feedback.model_validate(await _json(request))
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise GatewayError(400, f"{field}: {err['msg']}", param=field) from None
-    await run_in_threadpool(gw.traffic.flush)  # the response may still wait in the log's queue
-    return await run_in_threadpool(record_feedback, gw.store, key, fb)
-
-
-async def _complete(request: Request, model: type, path: str):
-    gw: Gateway = request.app.state.gateway
+async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: str) -> Response:
     limits = gw.settings.gateway
-    key = authenticate(request)
     body = await _json(request)
     req = parse(model, body, limits.max_n, limits.max_tokens)
     sticky = req.user or f"key:{key.id}"
@@ -265,9 +252,9 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONRespo
     bad = next((o for o in outs if o.status != 200), None)
     if bad is not None:
         return JSONResponse(bad.body, status_code=bad.status)
+    bodies = [o.body or {} for o in outs]  # a 200 from fetch() always has its body
     usage = {
-        k: sum(o.body["usage"][k] for o in outs)
-        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+        k: sum(b["usage"][k] for b in bodies) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
     }
     answer = {
         "id": f"arena-{uuid.uuid4().hex}",
@@ -275,7 +262,7 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONRespo
         "created": int(time.time()),
         "model": ARENA,
         "usage": usage,
-        "choices": [{**o.body["choices"][0], "index": i} for i, o in enumerate(outs)],
+        "choices": [{**b["choices"][0], "index": i} for i, b in enumerate(bodies)],
     }
     gw.keys.record(key, usage["prompt_tokens"], usage["completion_tokens"])
     gw.traffic.add(

@@ -29,12 +29,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from annotator.simulated import Profile, utility
-from policy.evaluate import EvalConfig
+from policy.config import EvalConfig
+from reward.checkpoint import read_metrics, require_model_dir, write_metrics
 from reward.configfile import validate
 from reward.conversation import conversation_key, normalized
 from reward.data import read_snapshot
+from service.core.enums import ModelKind, PromptSource
 from service.core.errors import UserError
-from service.core.paths import write_atomic
 from service.core.registry import active_model, get_model, lineage, record_evaluation
 from service.core.settings import Settings, VLLMOptions
 from service.core.store import Store
@@ -50,7 +51,7 @@ from service.engine.sampler import (
 )
 from service.jobs.running import JobCancelled, RunningJob, check_job_paths
 
-POLICY_KINDS = ("pretrained", "sft", "policy")
+POLICY_KINDS = (ModelKind.PRETRAINED, ModelKind.SFT, ModelKind.POLICY)
 
 
 class EvalJobConfig(BaseModel):
@@ -155,15 +156,17 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
             raise UserError(
                 f"model {m['id']} is a {m['kind']} model; compare policies (pretrained, sft or policy)"
             )
-        if not (Path(m["path"]) / "config.json").is_file():
-            raise UserError(
-                f"model {m['id']} at {m['path']} is not a Hugging Face model directory (no config.json)"
-            )
+        require_model_dir(
+            m["path"],
+            f"model {m['id']} at",
+            "its checkpoint was moved or deleted; evaluate a model whose directory is in place",
+            UserError,
+        )
     reward = cfg.reward_model
     if reward is None:
-        active = active_model(store, "reward")
+        active = active_model(store, ModelKind.REWARD)
         reward = active["id"] if active else None
-    elif get_model(store, reward)["kind"] != "reward":
+    elif get_model(store, reward)["kind"] != ModelKind.REWARD:
         raise UserError(f"model {reward} is not a reward model")
     if reward is None and cfg.judge == "reward":
         raise UserError(
@@ -208,15 +211,15 @@ def held_out(store: Store, cfg: EvalJobConfig) -> tuple[list[dict], list[dict], 
     overlap = 0
     if cfg.prompt_file is not None:
         convs = read_prompt_file(cfg.prompt_file)
-        add_prompts(store, convs, source="eval", source_ref=str(cfg.prompt_file))
+        add_prompts(store, convs, source=PromptSource.EVAL, source_ref=str(cfg.prompt_file))
         keys = list(dict.fromkeys(conversation_key(normalized(c)) for c in convs))
         # A file's prompt already stored for training (source seed/import/served) is not held out.
         kept = {
             r["text"]
             for r in store.query(
                 "SELECT text FROM prompts WHERE list_contains(?, text) AND "
-                "(source = 'eval' OR list_contains(?, text))",
-                [keys, texts],
+                "(source = ? OR list_contains(?, text))",
+                [keys, PromptSource.EVAL, texts],
             )
         }
         overlap = len(keys) - len(kept)
@@ -346,7 +349,8 @@ def gate_verdict(
 
 
 def run(job: RunningJob) -> dict:
-    cfg: EvalJobConfig = job.config
+    cfg = job.config
+    assert isinstance(cfg, EvalJobConfig) and cfg.baseline is not None, cfg  # `prepare` chose the baseline
     store = job.store
     candidate, baseline = get_model(store, cfg.candidate), get_model(store, cfg.baseline)
     prompts, sps, profiles, overlap = held_out(store, cfg)
@@ -384,11 +388,10 @@ def run(job: RunningJob) -> dict:
         "params": cfg.params.model_dump(),
     }
     wins, reason = gate_verdict(cfg, report, baseline, candidate, reward, len(prompts))
-    metrics_file = Path(candidate["path"]) / "metrics.json"
-    if metrics_file.exists():  # the checkpoint carries its evaluations too (a copy; the registry decides)
-        metrics = json.loads(metrics_file.read_text())
+    metrics = read_metrics(candidate["path"])
+    if metrics is not None:  # the checkpoint carries its evaluations too (a copy; the registry decides)
         metrics["evaluations"] = [*metrics.get("evaluations", []), evaluation]
-        write_atomic(metrics_file, json.dumps(metrics, indent=2).encode())
+        write_metrics(candidate["path"], metrics)
     tasks = human_tasks(store, cfg, rows) if cfg.human else []
     with store.write() as cur:  # the evaluation, the gate, the human tasks and the finished job, together
         status, gate = record_evaluation(

@@ -16,7 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from reward.evaluate import evaluate
 from reward.snapshot_format import read_manifest
+from service.core.enums import ModelKind
 from service.core.registry import active_model
 from service.core.store import Store
 
@@ -29,18 +31,21 @@ class Verdict:
 
 
 def _eval_fraction(snapshot_path: Path) -> float:
-    return read_manifest(snapshot_path)["filters"]["eval_fraction"]
+    manifest = read_manifest(snapshot_path)
+    if manifest is None:
+        raise ValueError(
+            f"the snapshot {snapshot_path} has no manifest; take it again with `rankloop snapshot`"
+        )
+    return manifest["filters"]["eval_fraction"]
 
 
 def reward_verdict(
     store: Store, model_dir: Path, metrics: dict, snapshot: Path, min_accuracy: float
 ) -> Verdict:
-    from reward.evaluate import evaluate
-
     acc = (metrics.get("eval") or {}).get("pairwise_accuracy")
     if acc is None:
         return Verdict(False, "it has no held-out accuracy (its eval split has no strict pairs)")
-    active = active_model(store, "reward")
+    active = active_model(store, ModelKind.REWARD)
     if active is None:
         ok = acc >= min_accuracy
         return Verdict(

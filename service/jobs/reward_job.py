@@ -1,7 +1,7 @@
 """Job kind `reward`: train a reward model from a snapshot in a child process, then judge it
 at the promotion gate and register it.
 
-The config is `reward.train.RewardTrainConfig`, filled from the data directory where a
+The config is `reward.config.RewardTrainConfig`, filled from the data directory where a
 field is unset (the newest snapshot, the newest fine-tuned or pretrained checkpoint, a fresh
 output directory under models/) and validated before the job exists. Only a trainer that
 exits cleanly and wrote its metrics registers a model; the gate (`promotion`) decides
@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from reward.config import RewardTrainConfig
 from reward.configfile import validate
 from reward.snapshot_format import snapshot_file
-from reward.train import RewardTrainConfig
+from service.core.enums import ModelKind
 from service.core.errors import UserError
 from service.core.registry import register_trained
 from service.core.settings import Settings
@@ -26,7 +27,7 @@ from service.jobs.running import RunningJob, check_training_config, training_def
 
 def prepare(store: Store, settings: Settings, values: dict[str, Any], source: str) -> RewardTrainConfig:
     """The job's config: given values, then defaults from the data directory; validated."""
-    values = training_defaults(store, settings, values, "reward", ("sft", "pretrained"))
+    values = training_defaults(store, settings, values, "reward", (ModelKind.SFT, ModelKind.PRETRAINED))
     cfg = validate(RewardTrainConfig, values, source)
     check_training_config(store, settings, cfg, "reward")
     try:
@@ -37,7 +38,8 @@ def prepare(store: Store, settings: Settings, values: dict[str, Any], source: st
 
 
 def run(job: RunningJob) -> dict:
-    cfg: RewardTrainConfig = job.fresh_output(job.config, "reward")
+    assert isinstance(job.config, RewardTrainConfig), type(job.config)
+    cfg = job.fresh_output(job.config, "reward")
     metrics = job.run_trainer("reward.train", cfg)
     try:
         return _register(job, cfg, metrics)
@@ -55,7 +57,7 @@ def _register(job: RunningJob, cfg: RewardTrainConfig, metrics: dict) -> dict:
     with job.store.write() as cur:
         model_id = register_trained(
             cur,
-            "reward",
+            ModelKind.REWARD,
             cfg.output_dir,
             cfg.base_model,
             name=f"reward-{job.job_id}",

@@ -25,8 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reward.config import RewardTrainConfig
 from reward.configfile import validate
-from reward.train import RewardTrainConfig
+from service.core.enums import FINISHED, JobStatus
 from service.core.errors import NotFound, UserError
 from service.core.procs import pid_alive, signal_group
 from service.core.settings import Settings
@@ -35,8 +36,6 @@ from service.engine.supervisor import EngineSupervisor
 from service.jobs import evaluate_job, policy_job, reward_job
 from service.jobs import sample_job as sample_run
 from service.jobs.running import JobCancelled, RunningJob
-
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class NoOptions(BaseModel):
@@ -99,27 +98,36 @@ def get_job(store: Store, job_id: int) -> dict:
 
 
 def _finish(
-    store: Store, job_id: int, status: str, error: str | None = None, result: dict | None = None
+    store: Store, job_id: int, status: JobStatus, error: str | None = None, result: dict | None = None
 ) -> None:
     with store.write() as cur:
         cur.execute(
             "UPDATE jobs SET status = ?, error = ?, result = coalesce(?, result), "
-            "progress = CASE WHEN ? = 'succeeded' THEN 1 ELSE progress END, "
+            "progress = CASE WHEN ? THEN 1 ELSE progress END, "
             "finished_at = coalesce(finished_at, now()) WHERE id = ?",
-            [status, error, json.dumps(result) if result is not None else None, status, job_id],
+            [
+                status,
+                error,
+                json.dumps(result) if result is not None else None,
+                status == JobStatus.SUCCEEDED,
+                job_id,
+            ],
         )
 
 
 def reap_stale(store: Store) -> None:
     """Mark jobs whose owning process is gone as failed, and stop a trainer they left behind."""
-    for job in store.query("SELECT id, pid, worker_pid FROM jobs WHERE status IN ('queued', 'running')"):
+    unfinished = [JobStatus.QUEUED, JobStatus.RUNNING]
+    for job in store.query(
+        "SELECT id, pid, worker_pid FROM jobs WHERE list_contains(?, status)", [unfinished]
+    ):
         if not pid_alive(job["pid"]):
             if job["worker_pid"]:
                 signal_group(job["worker_pid"], 9)
             _finish(
                 store,
                 job["id"],
-                "failed",
+                JobStatus.FAILED,
                 "interrupted: the process running this job is gone; "
                 "nothing was registered (stored samples stay)",
             )
@@ -147,10 +155,12 @@ class JobRunner:
         cfg = spec.prepare(self.store, self.settings, values, source)
         opts = validate(spec.options, options or {}, f"{source} (options)")
         with self.store.write() as cur:
-            job_id = cur.execute(
+            row = cur.execute(
                 "INSERT INTO jobs (kind, config, options, pid) VALUES (?, ?, ?, ?) RETURNING id",
                 [kind, cfg.model_dump_json(), opts.model_dump_json(), os.getpid()],
-            ).fetchone()[0]
+            ).fetchone()
+            assert row is not None  # RETURNING gives the row just inserted
+            job_id: int = row[0]
             run = RunningJob(self.store, self.settings, self.engines, job_id, cfg, opts.model_dump())
             cur.execute("UPDATE jobs SET log_path = ? WHERE id = ?", [str(run.log_path), job_id])
         thread = threading.Thread(target=self._run, args=(spec, run), daemon=True, name=f"job-{job_id}")
@@ -164,17 +174,18 @@ class JobRunner:
             run.dir.mkdir(parents=True, exist_ok=True)
             with self.store.write() as cur:
                 cur.execute(
-                    "UPDATE jobs SET status = 'running', started_at = now() WHERE id = ?", [run.job_id]
+                    "UPDATE jobs SET status = ?, started_at = now() WHERE id = ?",
+                    [JobStatus.RUNNING, run.job_id],
                 )
             result = spec.run(run)
-            _finish(self.store, run.job_id, "succeeded", None, result)
+            _finish(self.store, run.job_id, JobStatus.SUCCEEDED, None, result)
         except JobCancelled as e:
-            _finish(self.store, run.job_id, "cancelled", str(e))
+            _finish(self.store, run.job_id, JobStatus.CANCELLED, str(e))
         except Exception as e:  # the job's own failure: recorded, never raised into the service
             _finish(
                 self.store,
                 run.job_id,
-                "failed",
+                JobStatus.FAILED,
                 f"{e}" if isinstance(e, UserError | RuntimeError) else f"{type(e).__name__}: {e}",
             )
         finally:
@@ -200,7 +211,7 @@ class JobRunner:
         if entry is None:  # no process runs it any more (only one process holds the database)
             if job["worker_pid"]:
                 signal_group(job["worker_pid"], 9)
-            _finish(self.store, job_id, "cancelled", "cancelled; nothing was registered")
+            _finish(self.store, job_id, JobStatus.CANCELLED, "cancelled; nothing was registered")
             return get_job(self.store, job_id)
         entry[0].cancel_event.set()
         return self.wait(job_id, timeout_s)

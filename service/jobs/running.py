@@ -14,11 +14,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel
 
+from policy.config import EvalConfig
+from reward.checkpoint import read_metrics, require_model_dir
+from reward.config import TrainingFields
+from service.core.enums import JobStatus, ModelKind
 from service.core.errors import UserError
 from service.core.procs import log_tail, signal_group, start_group
 from service.core.settings import Settings
@@ -43,7 +47,7 @@ def check_output_dir(store: Store, out: Path) -> None:
 
 
 def training_defaults(
-    store: Store, settings: Settings, values: dict[str, Any], name: str, base_kinds: tuple[str, ...]
+    store: Store, settings: Settings, values: dict[str, Any], name: str, base_kinds: tuple[ModelKind, ...]
 ) -> dict[str, Any]:
     """A trainer's unset fields from the data directory: the newest snapshot (unless `data` is given),
     the newest checkpoint of `base_kinds`, and a placeholder output directory."""
@@ -86,14 +90,21 @@ def check_job_paths(store: Store, settings: Settings, cfg: BaseModel) -> None:
                 )
 
 
-def check_training_config(store: Store, settings: Settings, cfg: BaseModel, name: str) -> None:
+Training = TypeVar("Training", bound=TrainingFields)
+
+
+def check_training_config(store: Store, settings: Settings, cfg: TrainingFields, name: str) -> None:
     """What validation cannot see: paths where jobs may go, a fresh output directory, and a real
     starting checkpoint."""
     check_job_paths(store, settings, cfg)
     if Path(cfg.output_dir).name != next_dir(name):
         check_output_dir(store, cfg.output_dir)
-    if not (Path(cfg.base_model) / "config.json").is_file():
-        raise UserError(f"base_model {cfg.base_model} is not a Hugging Face model directory (no config.json)")
+    require_model_dir(
+        cfg.base_model,
+        "base_model",
+        "give a directory that save_pretrained wrote, or leave base_model unset for the newest checkpoint",
+        UserError,
+    )
 
 
 class JobCancelled(Exception):
@@ -122,7 +133,7 @@ class RunningJob:
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
-    def fresh_output(self, cfg: BaseModel, name: str) -> BaseModel:
+    def fresh_output(self, cfg: Training, name: str) -> Training:
         """The placeholder output directory becomes `<name>-<job id>`: one directory per job."""
         if Path(cfg.output_dir).name != next_dir(name):
             return cfg
@@ -134,9 +145,15 @@ class RunningJob:
         """Mark the job succeeded inside the transaction `cur` that registered its model (with its
         result, so whoever sees it succeeded sees what it found)."""
         cur.execute(
-            "UPDATE jobs SET status = 'succeeded', finished_at = now(), progress = 1, result_model_id = ?, "
+            "UPDATE jobs SET status = ?, finished_at = now(), progress = 1, result_model_id = ?, "
             "output_dir = ?, error = NULL, result = coalesce(?, result) WHERE id = ?",
-            [model_id, str(output_dir), json.dumps(result) if result is not None else None, self.job_id],
+            [
+                JobStatus.SUCCEEDED,
+                model_id,
+                str(output_dir),
+                json.dumps(result) if result is not None else None,
+                self.job_id,
+            ],
         )
 
     def progress(self, done: int, total: int) -> None:
@@ -148,7 +165,7 @@ class RunningJob:
         with self.store.write() as cur:
             cur.execute("UPDATE jobs SET progress = ? WHERE id = ?", [done / max(total, 1), self.job_id])
 
-    def run_trainer(self, module: str, config: BaseModel) -> dict:
+    def run_trainer(self, module: str, config: TrainingFields | EvalConfig) -> dict[str, Any]:
         """`python -m MODULE --config <job dir>/config.yaml` in its own process group, its progress
         mirrored into the row; returns the metrics.json it wrote. Cancelling kills it."""
         progress_file = self.dir / "progress.json"
@@ -174,8 +191,8 @@ class RunningJob:
             proc.wait()
             raise
         self._mirror(progress_file)
-        metrics_file = Path(config.output_dir) / "metrics.json"
-        if proc.returncode != 0 or not metrics_file.exists():
+        metrics = read_metrics(config.output_dir) if proc.returncode == 0 else None
+        if metrics is None:
             why = (
                 f"killed by signal {-proc.returncode}"
                 if proc.returncode < 0
@@ -187,7 +204,7 @@ class RunningJob:
                 f"{why}; nothing was registered. Last lines of {self.log_path}:\n"
                 f"{log_tail(self.log_path, 15)}"
             )
-        return json.loads(metrics_file.read_text())
+        return metrics
 
     def _mirror(self, progress_file: Path) -> None:
         try:

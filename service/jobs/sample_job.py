@@ -11,10 +11,12 @@ keeps every stored sample.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.core.enums import PromptSource
 from service.core.errors import UserError
 from service.core.registry import find_or_register
 from service.core.settings import Settings, VLLMOptions
@@ -36,12 +38,14 @@ class SampleJobConfig(BaseModel):
     )
     k: int = Field(4, description="samples per prompt and system prompt, 1..16")
     system_prompts: list[str] | None = Field(
-        None, description="system prompt names (None: all; 'none': no system prompt)"
+        None, description="system prompt names (default all; 'none': no system prompt)"
     )
-    params: SamplingParams = Field(default_factory=SamplingParams)
+    params: SamplingParams = Field(
+        default_factory=SamplingParams, description="how responses are sampled (max_tokens, temperature, ...)"
+    )
     task_size: int | None = Field(None, description="candidates per ranking task (default K, within 2..8)")
     mix: list[str] | None = Field(
-        None, description="NAME=WEIGHT: weight of a system prompt among a task's candidates"
+        None, description="weight of a system prompt among a task's candidates, NAME=WEIGHT (default equal)"
     )
     rankings_per_task: int = Field(1, description="rankings each task needs (overlap)")
     seed: int = Field(0, description="seed for task composition and order")
@@ -82,7 +86,7 @@ def prepare(store: Store, settings: Settings, cfg: SampleJobConfig) -> SampleJob
             "no system prompts stored; add some with `rankloop system-prompts add FILE` "
             "or pass --system-prompt none"
         )
-    if not store.scalar("SELECT count(*) FROM prompts WHERE source <> 'eval'"):
+    if not store.scalar("SELECT count(*) FROM prompts WHERE source <> ?", [PromptSource.EVAL]):
         raise UserError("no prompts stored; add some with `rankloop prompts add FILE`")
     size = cfg.task_size or min(max(cfg.k, MIN_CANDIDATES), MAX_CANDIDATES)
     if not MIN_CANDIDATES <= size <= MAX_CANDIDATES:
@@ -94,12 +98,20 @@ def prepare(store: Store, settings: Settings, cfg: SampleJobConfig) -> SampleJob
     return cfg.model_copy(update={"models": models, "task_size": size})
 
 
+def _progress(job: RunningJob, model: int, n_models: int, done: int, total: int) -> None:
+    """Progress over all models: model `model` of `n_models` has `done` of its `total` responses."""
+    job.progress(model * total + done, n_models * total)
+
+
 def run(job: RunningJob) -> dict:
-    cfg: SampleJobConfig = job.config
+    cfg = job.config
+    assert isinstance(cfg, SampleJobConfig) and cfg.task_size is not None, cfg  # `prepare` set task_size
     store = job.store
     system_prompts = latest_system_prompts(store, cfg.system_prompts)
     # Prompts stored for evaluation stay held out: training data is never sampled from them.
-    prompts = store.query("SELECT id, text, messages FROM prompts WHERE source <> 'eval' ORDER BY id")
+    prompts = store.query(
+        "SELECT id, text, messages FROM prompts WHERE source <> ? ORDER BY id", [PromptSource.EVAL]
+    )
     weights_by_name = parse_mix(cfg.mix, [s["name"] for s in system_prompts])
     per_model, model_ids = {}, []
     n_models = len(cfg.models)
@@ -118,7 +130,7 @@ def run(job: RunningJob) -> dict:
                     cfg.params,
                     progress=False,
                     concurrency=cfg.concurrency,
-                    on_progress=lambda done, total, i=i: job.progress(i * total + done, n_models * total),
+                    on_progress=partial(_progress, job, i, n_models),
                     should_stop=job.cancelled,
                 )
             except SamplingCancelled as e:

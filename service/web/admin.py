@@ -8,8 +8,10 @@ the data directory's uploads/ under a size limit, with its other parameters as J
 Errors answer 4xx (5xx for a failure of the work) with `{"error", "exit_code"}`: the
 message and exit code the command prints and returns in-process.
 
-Authenticated by the admin key (`Authorization: Bearer ADMIN_KEY`) or by the token of
-an account with role `admin`.
+Authenticated by the admin key (`Authorization: Bearer ADMIN_KEY`), an API key of scope
+`admin`, or the token of an account with role `admin` (service/web/auth.py).
+
+    app.include_router(build_router(auth, ctx))
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,46 +30,20 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from starlette.background import BackgroundTask
 
-from annotator.accounts import get_annotator, session_valid
-from annotator.api import admin_key_ok, bearer_token
 from reward.configfile import format_errors
 from service.control.commands import COMMANDS, Command
+from service.control.context import Context
 from service.core.errors import NotFound, UserError, describe, exit_code
-
-router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-def require_admin(request: Request, authorization: str | None = Header(None)) -> str:
-    token = bearer_token(authorization)
-    if token and admin_key_ok(request, token):
-        return "admin-key"
-    if token and token.startswith("rk-"):  # an API key: admin scope only
-        key = request.app.state.gateway.keys.lookup(token)
-        if key is None:
-            raise HTTPException(401, "invalid or revoked API key")
-        if key.scope != "admin":
-            raise HTTPException(
-                403, f"key {key.name!r} has scope {key.scope}; /admin needs an admin-scope key"
-            )
-        return f"key:{key.name}"
-    session = request.app.state.signer.verify(token) if token else None
-    if session is not None:
-        acct = get_annotator(request.app.state.store, id=session[0])
-        if acct is None or not session_valid(acct, session[1]):
-            raise HTTPException(401, "invalid, expired or revoked token; log in again")
-        if acct["role"] == "admin":
-            return acct["name"]
-        raise HTTPException(403, "admins only")
-    raise HTTPException(401, "send 'Authorization: Bearer ADMIN_KEY' or an admin account's token")
+from service.web.auth import Auth
 
 
 def _error(message: str, code: int, status: int) -> JSONResponse:
     return JSONResponse({"error": message, "exit_code": code}, status_code=status)
 
 
-async def _receive_upload(request: Request, folder: Path, name: str) -> Path:
+async def _receive_upload(request: Request, folder: Path, name: str, limit_mib: int) -> Path:
     """Stream the body into folder/name; 413 past the limit (what was written is removed)."""
-    limit = request.app.state.settings.max_upload_mib * 2**20
+    limit = limit_mib * 2**20
     folder.mkdir(parents=True, exist_ok=True)
     path, size = folder / name, 0
     with open(path, "wb") as f:
@@ -75,17 +52,16 @@ async def _receive_upload(request: Request, folder: Path, name: str) -> Path:
             if size > limit:
                 raise HTTPException(
                     413,
-                    f"the file is over the upload limit of "
-                    f"{request.app.state.settings.max_upload_mib} MiB (setting max_upload_mib)",
+                    f"the file is over the upload limit of {limit_mib} MiB (setting max_upload_mib)",
                 )
             f.write(chunk)
     return path
 
 
-def _route(name: str, cmd: Command):
+def _route(name: str, cmd: Command, ctx: Context, require_admin: Callable[..., str]) -> Callable[..., Any]:
     async def endpoint(request: Request, _: str = Depends(require_admin)) -> Any:
-        paths = request.app.state.settings.paths
-        scratch = None
+        paths = ctx.settings.paths
+        scratch: Path | None = None
         try:
             if cmd.upload:
                 values = json.loads(request.query_params.get("params", "{}"))
@@ -97,23 +73,26 @@ def _route(name: str, cmd: Command):
                 return _error("the parameters must be a JSON object", 2, 422)
             values.update(request.path_params)
             shown: dict[str, str] = {}  # server path -> the caller's, for messages
+            folder = (paths.uploads if cmd.upload else paths.downloads) / secrets.token_hex(8)
             if cmd.upload or cmd.download:
-                scratch = (paths.uploads if cmd.upload else paths.downloads) / secrets.token_hex(8)
+                scratch = folder
             if cmd.upload:
                 given = str(values.get(cmd.upload, "upload"))
-                server_path = await _receive_upload(request, scratch, Path(given).name or "upload")
+                server_path = await _receive_upload(
+                    request, folder, Path(given).name or "upload", ctx.settings.max_upload_mib
+                )
                 values[cmd.upload], shown[str(server_path)] = str(server_path), given
             if cmd.download:
                 given = str(values.get(cmd.download, "download"))
-                values[cmd.download] = str(scratch / (Path(given).name or "download"))
-                scratch.mkdir(parents=True, exist_ok=True)
+                values[cmd.download] = str(folder / (Path(given).name or "download"))
+                folder.mkdir(parents=True, exist_ok=True)
                 shown[values[cmd.download]] = given
             try:
                 params = cmd.params.model_validate(values)
             except ValidationError as e:
                 return _error(format_errors(e, f"the {name} parameters"), 2, 422)
             try:
-                result = to_jsonable_python(await run_in_threadpool(cmd.run, request.app.state.ctx, params))
+                result = to_jsonable_python(await run_in_threadpool(cmd.run, ctx, params))
             except Exception as e:
                 code = exit_code(e)
                 if code is None:
@@ -132,11 +111,11 @@ def _route(name: str, cmd: Command):
                 )
                 return _error(message, code, status)
             if cmd.download:
-                done, scratch = scratch, None  # removed once the file has been sent
+                scratch = None  # removed once the file has been sent
                 return FileResponse(
                     values[cmd.download],
                     headers={"X-Rankloop-Result": json.dumps(result)},
-                    background=BackgroundTask(shutil.rmtree, done, ignore_errors=True),
+                    background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
                 )
             return JSONResponse(result)
         except json.JSONDecodeError as e:
@@ -149,5 +128,13 @@ def _route(name: str, cmd: Command):
     return endpoint
 
 
-for _name, _cmd in COMMANDS.items():
-    router.add_api_route(_cmd.path, _route(_name, _cmd), methods=[_cmd.method], name=_name)
+def build_router(auth: Auth, ctx: Context) -> APIRouter:
+    """One route per command, each run with `ctx` for a caller `auth` accepts as an admin."""
+    router = APIRouter(prefix="/admin", tags=["admin"])
+
+    def require_admin(authorization: str | None = Header(None)) -> str:
+        return auth.admin(authorization)
+
+    for name, cmd in COMMANDS.items():
+        router.add_api_route(cmd.path, _route(name, cmd, ctx, require_admin), methods=[cmd.method], name=name)
+    return router

@@ -1,8 +1,10 @@
 """The service's FastAPI app: the annotator (Gradio, at /annotate), its JSON API, /admin, the
 OpenAI-compatible gateway (/v1), /healthz.
 
-One process owns the database: the app holds the only `Store` on `app.state`, and
-every route and Gradio handler uses it. Errors a client can fix come back as 4xx
+One process owns the database: the app holds the only `Store`, and every route and
+Gradio handler uses it; who may call what is decided in service/web/auth.py. Each part
+gets what it needs passed in, typed: the routers are built by factories, the gateway's
+with the web layer's `authenticate`, and the Gradio app with an `AnnotatorServices`. Errors a client can fix come back as 4xx
 with a JSON body `{"error": "..."}`, never a stack trace.
 
     app = create_app(settings, store)      # then: uvicorn.run(app, ...)
@@ -19,24 +21,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount
 
-from annotator import api as annotate_api
-from annotator.accounts import ExpiringSessions, LoginThrottle, SessionSigner, get_annotator, session_valid
+from annotator.accounts import LoginThrottle
 from annotator.queue import NotLeased
 from annotator.ranking import RankingError
 from reward.configfile import ConfigError
 from service.control.commands import COMMANDS
 from service.control.context import Context
 from service.control.scoring import ScorerCache
-from service.core.errors import CLIENT_ERRORS, UserError, describe
+from service.core.errors import CLIENT_ERRORS, StorageError, UserError, describe
 from service.core.paths import DataPaths, write_private
 from service.core.settings import Settings
 from service.core.store import Store
 from service.engine.supervisor import EngineSupervisor
-from service.gateway.router import Gateway
-from service.gateway.router import router as gateway_router
+from service.gateway.router import Gateway, build_router
 from service.gateway.schemas import GatewayError
 from service.jobs.runner import JobRunner
-from service.web import admin
+from service.web import admin, annotate_api
+from service.web.auth import Auth, ExpiringSessions, SessionSigner
 from service.web.guard import AnnotatorLogin, BodyLimit, ClientAddress, SameOrigin, headers_of
 
 
@@ -56,40 +57,26 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        client, app.state.gateway.client = app.state.gateway.client, None
+        client, gateway.client = gateway.client, None
         if client is not None:  # the upstream connections, closed in their own event loop
             await client.close()
 
     app = FastAPI(title="rankloop", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.store = store
-    app.state.throttle = LoginThrottle()
-    app.state.signer = SessionSigner(data_secret(settings.paths), ttl_s=settings.session_ttl_h * 3600)
-
-    def account_accepts(
-        user: str | None, born: float
-    ) -> bool:  # disabled or logged out since: the session ends
-        acct = get_annotator(store, user or "")
-        return acct is not None and session_valid(acct, born)
-
-    app.state.ui_sessions = ExpiringSessions(settings.session_ttl_h * 3600, still_valid=account_accepts)
-    # The control plane: every admin operation runs with this context, jobs on its runner.
-    app.state.gateway = Gateway.create(store, settings)
-    app.state.ctx = Context(
+    gateway = Gateway.create(store, settings)
+    auth = Auth(
         store,
-        settings,
-        JobRunner(store, settings, EngineSupervisor(settings)),
-        ScorerCache(),
-        app.state.gateway,
+        settings.admin_key,
+        SessionSigner(data_secret(settings.paths), ttl_s=settings.session_ttl_h * 3600),
+        gateway.keys,
+        LoginThrottle(),
     )
-    app.state.scorers = app.state.ctx.scorers
-
-    def serving(name: str, **params: object) -> dict:  # the admin tab's deploy, promote and rollback buttons
-        command = COMMANDS[name]
-        return command.run(app.state.ctx, command.params.model_validate(params))
-
-    app.state.serving = serving
-    app.state.queue_settings = settings.annotation
+    # The control plane: every admin operation runs with this context, jobs on its runner.
+    ctx = Context(
+        store, settings, JobRunner(store, settings, EngineSupervisor(settings)), ScorerCache(), gateway
+    )
+    # What `serve` and tests reach: the gateway (started and stopped by serve) and the control plane.
+    app.state.settings, app.state.store, app.state.auth = settings, store, auth
+    app.state.gateway, app.state.ctx = gateway, ctx
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -100,8 +87,10 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
         parts = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
         return _error(422, "; ".join(parts))
 
-    # Errors a client can fix; the most specific class wins (NotLeased is a UserError).
+    # Errors a client can fix; the most specific class wins (NotLeased is a UserError). A damaged database
+    # is the operator's to fix, not the client's: 503, with the same message the command line prints.
     for error, status in [
+        (StorageError, 503),
         (RankingError, 422),
         (ConfigError, 422),
         (NotLeased, 409),
@@ -116,65 +105,82 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"ok": True, "routes": app.state.gateway.deployer.state()}
+        return {"ok": True, "routes": gateway.deployer.state()}
 
-    app.include_router(annotate_api.router)
-    app.include_router(gateway_router)
-    app.include_router(admin.router)
+    app.include_router(annotate_api.build_router(auth, store, settings.annotation))
+    app.include_router(build_router(gateway, auth.client_key))
+    app.include_router(admin.build_router(auth, ctx))
     if mount_ui:
-        import gradio as gr
-
-        from annotator.app import build_ui, gradio_auth
-        from annotator.render import SHORTCUTS_CSS, SHORTCUTS_JS
-
-        blocks = build_ui(app.state)
-        app = gr.mount_gradio_app(
-            app,
-            blocks,
-            path="/annotate",
-            auth=gradio_auth(app.state),
-            auth_message="rankloop: log in with your annotator account",
-            allowed_paths=[],
-            blocked_paths=[str(settings.data_dir.resolve())],
-            show_error=True,
-            footer_links=[],
-            ssr_mode=False,
-            mcp_server=False,
-            head=SHORTCUTS_JS,
-            css=SHORTCUTS_CSS,
-        )
-        # Gradio's queue polls for work every 1 ms on Linux, in the event loop the /v1 gateway relays its
-        # streams in: 1,000 wake-ups a second, measurable on 2 cores (bench/serve.py). Every 20 ms adds at
-        # most that to an annotator's click. (A private attribute: gradio is pinned below 7.)
-        if getattr(blocks, "_queue", None) is not None:
-            blocks._queue.sleep_when_free = 0.02
-        ui = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "/annotate")
-        ui.tokens = app.state.ui_sessions  # Gradio's session table, with an expiry and revocation
-        cookies = (f"access-token-{ui.cookie_id}", f"access-token-unsecure-{ui.cookie_id}")
-
-        def logged_in(scope: dict) -> bool:
-            jar = SimpleCookie(headers_of(scope).get("cookie", ""))
-            return any(name in jar and ui.tokens.get(jar[name].value) for name in cookies)
-
-        app.add_middleware(AnnotatorLogin, prefix="/annotate", logged_in=logged_in)
-
-        @app.get("/report", include_in_schema=False)
-        def report(request: Request) -> HTMLResponse:
-            """The loop's report, rebuilt from the database, for an admin logged in to the app (the admin
-            tab links here)."""
-            jar = SimpleCookie(request.headers.get("cookie", ""))
-            user = next((ui.tokens.get(jar[n].value) for n in cookies if n in jar), None)
-            acct = get_annotator(store, user) if user else None
-            if acct is None or acct["role"] != "admin":
-                raise HTTPException(403, "admins only: log in to the annotator app with an admin account")
-            from service.report.report import build_report
-
-            return HTMLResponse(build_report(store))
+        app = _mount_annotator(app, settings, store, auth, ctx)
 
     # Outermost last: the size limit before anything reads the body, then the origin check.
     app.add_middleware(SameOrigin)
     app.add_middleware(ClientAddress)
     app.add_middleware(BodyLimit, limit_for=body_limit(settings))
+    return app
+
+
+def _mount_annotator(app: FastAPI, settings: Settings, store: Store, auth: Auth, ctx: Context) -> FastAPI:
+    """The Gradio app at /annotate, behind its login, with sessions that expire and can be revoked."""
+    import gradio as gr
+    from gradio.routes import App as GradioApp
+
+    from annotator.app import build_ui, gradio_auth
+    from annotator.render import SHORTCUTS_CSS, SHORTCUTS_JS
+    from annotator.services import AnnotatorServices
+
+    def serving(name: str, /, **params: object) -> dict:  # the admin tab's deploy, promote and rollback
+        command = COMMANDS[name]
+        return command.run(ctx, command.params.model_validate(params))
+
+    services = AnnotatorServices(store, auth.login, settings.annotation, serving)
+    blocks = build_ui(services)
+    app = gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/annotate",
+        auth=gradio_auth(services),
+        auth_message="rankloop: log in with your annotator account",
+        allowed_paths=[],
+        blocked_paths=[str(settings.data_dir.resolve())],
+        show_error=True,
+        footer_links=[],
+        ssr_mode=False,
+        mcp_server=False,
+        head=SHORTCUTS_JS,
+        css=SHORTCUTS_CSS,
+    )
+    # Gradio's queue polls for work every 1 ms on Linux, in the event loop the /v1 gateway relays its
+    # streams in: 1,000 wake-ups a second, measurable on 2 cores (bench/serve.py). Every 20 ms adds at
+    # most that to an annotator's click. (A private attribute: gradio is pinned below 7.)
+    if getattr(blocks, "_queue", None) is not None:
+        blocks._queue.sleep_when_free = 0.02
+    ui = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "/annotate")
+    assert isinstance(ui, GradioApp), ui
+    # Gradio's session table, with an expiry and revocation (disabled or logged out since: it ends).
+    sessions = ExpiringSessions(settings.session_ttl_h * 3600, still_valid=auth.app_session_valid)
+    ui.tokens = sessions
+    cookies = (f"access-token-{ui.cookie_id}", f"access-token-unsecure-{ui.cookie_id}")
+
+    def session_user(cookie_header: str) -> str | None:
+        jar = SimpleCookie(cookie_header)
+        return next((u for n in cookies if n in jar and (u := sessions.get(jar[n].value))), None)
+
+    def logged_in(scope: dict) -> bool:
+        return session_user(headers_of(scope).get("cookie", "")) is not None
+
+    app.add_middleware(AnnotatorLogin, prefix="/annotate", logged_in=logged_in)
+
+    @app.get("/report", include_in_schema=False)
+    def report(request: Request) -> HTMLResponse:
+        """The loop's report, rebuilt from the database, for an admin logged in to the app (the admin
+        tab links here)."""
+        if not auth.is_admin(session_user(request.headers.get("cookie", ""))):
+            raise HTTPException(403, "admins only: log in to the annotator app with an admin account")
+        from service.report.report import build_report
+
+        return HTMLResponse(build_report(store))
+
     return app
 
 
@@ -191,7 +197,7 @@ def body_limit(settings: Settings):
                 f"the upload limit of {settings.max_upload_mib} MiB (setting max_upload_mib)"
             )
         return (
-            settings.max_body_kib * 2** 10,
+            settings.max_body_kib * 2**10,
             f"the limit of {settings.max_body_kib} KiB (setting max_body_kib)",
         )
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from annotator.accounts import CLIENT_ADDRESS
+from service.web.auth import CLIENT_ADDRESS
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
@@ -110,7 +110,11 @@ class SameOrigin:
         claimed = h.get("origin") or (_origin_of(h["referer"]) if "referer" in h else None)
         host = h.get("x-forwarded-host") or h.get("host", "")
         scheme = h.get("x-forwarded-proto") or scope.get("scheme", "http")
-        foreign = bool(claimed) and claimed != "null" and _origin_of(claimed) != f"{scheme}://{host}".lower()
+        foreign = (
+            claimed is not None
+            and claimed not in ("", "null")
+            and _origin_of(claimed) != f"{scheme}://{host}".lower()
+        )
         if foreign and scope["method"] == "OPTIONS":
             return await _refuse(send, 403, "cross-origin requests are not allowed")
         if scope["method"] in WRITES and "cookie" in h and (foreign or claimed == "null"):

@@ -59,7 +59,7 @@ def test_annotate_sim_local_recovers_the_hidden_preference(tmp_path: Path, capsy
                 f"{better} (true mean utility {true_mean[better]:.2f}) should outscore {worse} "
                 f"({true_mean[worse]:.2f}); leaderboard {board}"
             )
-        best, worst = max(true_mean, key=true_mean.get), min(true_mean, key=true_mean.get)
+        best, worst = max(true_mean, key=lambda a: true_mean[a]), min(true_mean, key=lambda a: true_mean[a])
         assert board[best]["ci_low"] > board[worst]["ci_high"], (
             f"best and worst arms should be told apart with confidence: {board[best]} vs {board[worst]}"
         )

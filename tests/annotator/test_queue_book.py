@@ -18,6 +18,13 @@ from tests.support.seeding import seed_tasks
 NO_GOLD = AnnotationOptions(lease_s=600, gold_rate=0.0)
 
 
+def leased(store: Store, who: int, opts: AnnotationOptions) -> dict:
+    """The annotator's next task, which these tests know there is."""
+    task = queue.next_task(store, who, opts)
+    assert task is not None, f"no task left for annotator {who}"
+    return task
+
+
 def ranked(task: dict, sid: str | None = None) -> Submission:
     return Submission(
         task_id=task["task_id"],
@@ -29,7 +36,7 @@ def ranked(task: dict, sid: str | None = None) -> Submission:
 def test_submits_sent_together_share_commits_and_each_is_stored_once(store: Store) -> None:
     seed_tasks(store, n_prompts=32, k=2)
     who = [add_annotator(store, f"sim{i}", "simulated") for i in range(32)]
-    tasks = {a: queue.next_task(store, a, NO_GOLD) for a in who}
+    tasks = {a: leased(store, a, NO_GOLD) for a in who}
     assert len({t["task_id"] for t in tasks.values()}) == 32  # R = 1: a task each
     start, results, before = threading.Barrier(32), {}, store.generation
 
@@ -49,14 +56,14 @@ def test_submits_sent_together_share_commits_and_each_is_stored_once(store: Stor
     assert commits < 16, f"32 submits sent at once took {commits} commits: they were not grouped"
     # Every answer counts at once: each annotator's next task is new, and their progress says one.
     for a in who:
-        assert queue.next_task(store, a, NO_GOLD)["task_id"] != tasks[a]["task_id"]
+        assert leased(store, a, NO_GOLD)["task_id"] != tasks[a]["task_id"]
         assert queue.progress(store, a, NO_GOLD)["total"] == 1
 
 
 def test_a_retry_racing_its_first_send_is_stored_once(store: Store) -> None:
     seed_tasks(store, n_prompts=1, k=2, styles=("brief",))
     a = add_annotator(store, "sim", "simulated")
-    task = queue.next_task(store, a, NO_GOLD)
+    task = leased(store, a, NO_GOLD)
     sub, start, answers = ranked(task, "retry-me"), threading.Barrier(8), []
 
     def send() -> None:
@@ -77,11 +84,11 @@ def test_leases_do_not_survive_a_restart(tmp_path: Path) -> None:
     with Store.open(db) as store:
         seed_tasks(store, n_prompts=2, k=2, styles=("brief",))  # 2 tasks, R = 1
         a, b = add_annotator(store, "a", "simulated"), add_annotator(store, "b", "simulated")
-        held = queue.next_task(store, a, NO_GOLD)
-        assert queue.next_task(store, b, NO_GOLD)["task_id"] != held["task_id"]
+        held = leased(store, a, NO_GOLD)
+        assert leased(store, b, NO_GOLD)["task_id"] != held["task_id"]
     with Store.open(db) as store:  # a crash or restart: both leased tasks are back in the queue
         c = add_annotator(store, "c", "simulated")
-        assert queue.next_task(store, c, NO_GOLD)["task_id"] == held["task_id"]
+        assert leased(store, c, NO_GOLD)["task_id"] == held["task_id"]
         with pytest.raises(queue.NotLeased, match="not leased to you"):
             queue.submit(store, a, ranked(held))
         assert store.scalar("SELECT count(*) FROM rankings") == 0
@@ -90,7 +97,7 @@ def test_leases_do_not_survive_a_restart(tmp_path: Path) -> None:
 def test_rankings_and_tasks_written_by_other_paths_are_counted(store: Store) -> None:
     seed_tasks(store, n_prompts=2, k=2, styles=("brief",), required=1)  # 2 tasks
     a = add_annotator(store, "a", "simulated")
-    first = queue.next_task(store, a, NO_GOLD)  # the book now exists
+    first = leased(store, a, NO_GOLD)  # the book now exists
     queue.submit(store, a, ranked(first))
     other = store.scalar("SELECT id FROM tasks WHERE id <> ?", [first["task_id"]])
     imported = add_annotator(store, "importer", "import")
@@ -105,7 +112,7 @@ def test_rankings_and_tasks_written_by_other_paths_are_counted(store: Store) -> 
     newest = store.scalar("SELECT max(id) FROM tasks")
     with store.write() as cur:
         cur.execute("UPDATE tasks SET priority = 5 WHERE id = ?", [newest])
-    assert queue.next_task(store, a, NO_GOLD)["task_id"] == newest
+    assert leased(store, a, NO_GOLD)["task_id"] == newest
     with pytest.raises(RankingError, match="already used for another task"):
         queue.submit(store, a, ranked({"task_id": newest, "candidates": [1, 2]}, "x"))
     assert store.scalar("SELECT count(*) FROM rankings") == 2
@@ -116,11 +123,11 @@ def test_a_late_submit_counts_judges_where_they_count(store: Store, monkeypatch)
     a, b = add_annotator(store, "a", "simulated"), add_annotator(store, "b", "simulated")
     judge = add_annotator(store, "j", "judge")
     opts = AnnotationOptions(lease_s=60, gold_rate=0, judges_count=True)
-    late = queue.next_task(store, a, opts)
+    late = leased(store, a, opts)
     real = queue._now
     monkeypatch.setattr(queue, "_now", lambda: real() + timedelta(seconds=120))  # a's lease has expired
     for who in (judge, b):
-        queue.submit(store, who, ranked(queue.next_task(store, who, opts)), opts)
+        queue.submit(store, who, ranked(leased(store, who, opts)), opts)
     with pytest.raises(queue.NotLeased, match="expired and others have completed"):
         queue.submit(store, a, ranked(late), opts)
     assert store.scalar("SELECT count(*) FROM rankings WHERE task_id = ?", [late["task_id"]]) == 2

@@ -2,6 +2,7 @@
 
 import math
 import random
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -44,7 +45,8 @@ def test_invalid_rankings_say_what_is_valid(ranks, k, message) -> None:
 def test_submission_shape() -> None:
     Submission(task_id=1, submission_id="x", ranks=[1, 2])
     Submission(task_id=1, submission_id="x", skip_reason="cannot_judge")
-    for bad in [dict(ranks=[1, 2], skip_reason="other"), dict(), dict(skip_reason="bored")]:
+    bads: list[dict[str, Any]] = [dict(ranks=[1, 2], skip_reason="other"), dict(), dict(skip_reason="bored")]
+    for bad in bads:
         with pytest.raises(ValidationError):
             Submission(task_id=1, submission_id="x", **bad)
     with pytest.raises(ValidationError, match="needs a text"):

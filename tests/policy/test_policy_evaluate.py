@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy.evaluate import EvalConfig, judgments, length_controlled, main, read_comparisons, win_rate
+from policy.config import EvalConfig
+from policy.evaluate import judgments, length_controlled, main, read_comparisons, win_rate
 
 
 def test_judgments_are_win_tie_loss() -> None:

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from policy.dpo import DPOTrainConfig, dpo_pairs
+from policy.config import DPOTrainConfig, PretrainConfig, RLTrainConfig, SFTTrainConfig
+from policy.data import dpo_pairs
 from policy.dpo import main as train_dpo
-from policy.rl import RLTrainConfig
 from policy.rl import main as train_rl
-from policy.sft import SFTTrainConfig
 from policy.sft import main as train_sft
-from reward.train import RewardTrainConfig
+from reward.config import RewardTrainConfig
 from reward.train import main as train_reward
 from service.core.store import Store
 from service.data.snapshots import SnapshotFilters, create_snapshot
@@ -122,7 +121,6 @@ def test_dpo(snapshot: Path, tiny_model: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def foreign_reward_model(snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A reward model on another checkpoint whose tokenizer was trained on other text (another vocabulary)."""
-    from policy.pretrain import PretrainConfig
     from policy.pretrain import main as pretrain
 
     root = tmp_path_factory.mktemp("foreign")

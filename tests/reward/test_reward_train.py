@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reward.config import RewardTrainConfig
 from reward.score import RewardScorer
-from reward.train import RewardTrainConfig, main
+from reward.train import main
 from service.core.store import Store
 from service.data.snapshots import SnapshotFilters, create_snapshot
 from tests.support import REPO

@@ -55,7 +55,7 @@ def model_row(data: Path, model: int) -> dict:
 
 
 def chat_model(dest: Path) -> Path:
-    from policy.pretrain import PretrainConfig
+    from policy.config import PretrainConfig
     from policy.pretrain import main as pretrain
 
     return pretrain(PretrainConfig(output_dir=dest, size="tiny", steps=200, n_transcripts=600))

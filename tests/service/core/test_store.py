@@ -108,7 +108,7 @@ def test_database_held_by_another_process(tmp_path: Path) -> None:
     Store.open(db).close()
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "holding"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         with pytest.raises(DataDirBusy) as e:
             Store.open(db)
         msg = str(e.value)
@@ -136,6 +136,7 @@ def test_acknowledged_writes_survive_a_crash(tmp_path: Path) -> None:
         [sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, text=True, cwd=REPO
     )
     acknowledged = -1
+    assert writer.stdout is not None
     deadline = time.monotonic() + 60
     while acknowledged < 49 and time.monotonic() < deadline:
         acknowledged = int(writer.stdout.readline())

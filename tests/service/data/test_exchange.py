@@ -7,11 +7,13 @@ import pytest
 
 from annotator import queue
 from annotator.accounts import add_annotator
-from annotator.ranking import Submission
+from annotator.ranking import RankingError, Submission
 from service.cli.main import main
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
-from service.data.exchange import export, parse_hh
+from service.data import exchange
+from service.data.exchange import ImportedRanking, export, import_hh, import_rankings, parse_hh
+from service.data.prompts import InputFileError
 from tests.support.seeding import seed_tasks
 
 
@@ -21,8 +23,10 @@ def ranked_store(path: Path) -> Path:
         seed_tasks(store, n_prompts=2, k=3, styles=("brief",))  # 2 tasks of 3 candidates
         who = add_annotator(store, "sim", "simulated")
         first = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
+        assert first is not None
         queue.submit(store, who, Submission(task_id=first["task_id"], submission_id="a", ranks=[1, 1, 2]))
         second = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
+        assert second is not None
         queue.submit(store, who, Submission(task_id=second["task_id"], submission_id="b", ranks=[3, 1, 2]))
     return db
 
@@ -188,3 +192,75 @@ def test_multi_turn_hh_round_trip_is_lossless(tmp_path: Path, capsys) -> None:
         texts = sorted(r["text"] for r in store.query("SELECT text FROM samples"))
     assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, convs))
     assert texts == sorted(t for r in rows for t in (parse_hh(r["chosen"])[1], parse_hh(r["rejected"])[1]))
+
+
+def test_imports_store_through_the_queue_and_prompt_paths(store: Store, tmp_path: Path) -> None:
+    """An HH import's rankings are the queue's rows (dense, by the `import` account, counted by the
+    queue), its prompts are the prompt store's (source 'import'), its tasks the task store's."""
+    f = tmp_path / "hh.jsonl"
+    f.write_text(
+        "".join(
+            json.dumps({"chosen": hh(q, "A fine answer."), "rejected": hh(q, "No.")}) + "\n"
+            for q in ("Why is the sky blue?", "How do bees fly?")
+        )
+    )
+    person = add_annotator(store, "sim", "simulated")
+    assert queue.progress(store, person, AnnotationOptions(gold_rate=0))["queue"] == 0  # the book exists
+    assert import_hh(store, f) == (2, 0)
+    rows = store.query(
+        """SELECT r.ranks, r.flags, r.skipped, r.submission_id, a.name, a.role, t.batch, t.required_rankings,
+                  len(t.sample_ids) AS k, p.source FROM rankings r JOIN annotators a ON a.id = r.annotator_id
+           JOIN tasks t ON t.id = r.task_id JOIN prompts p ON p.id = t.prompt_id"""
+    )
+    assert len(rows) == 2
+    for r in rows:
+        assert sorted(r["ranks"]) == [1, 2] and r["flags"] == "[]" and not r["skipped"]
+        assert (r["name"], r["role"], r["batch"], r["required_rankings"], r["k"], r["source"]) == (
+            "import",
+            "import",
+            "import",
+            1,
+            2,
+            "import",
+        )
+        assert r["submission_id"].startswith("hh:")
+    assert queue.next_task(store, person, AnnotationOptions(gold_rate=0)) is None  # both count as done
+    assert import_hh(store, f) == (0, 2)
+
+
+def test_an_import_row_with_an_invalid_ranking_is_refused_as_a_submit_is(
+    store: Store, tmp_path: Path
+) -> None:
+    (tid,) = seed_tasks(store, n_prompts=1, k=2, styles=("brief",))
+    person = add_annotator(store, "sim", "simulated")
+    queue.next_task(store, person, AnnotationOptions(gold_rate=0))
+    with pytest.raises(RankingError) as submitted:
+        queue.submit(store, person, Submission(task_id=tid, submission_id="s", ranks=[1, 3]))
+    before = store.counts()
+    conv = [{"role": "user", "content": "Pick one."}]
+    rows = [
+        ImportedRanking(conv, ["yes", "no"], [1, 2], "good"),
+        ImportedRanking(conv, ["maybe", "never"], [1, 3], "bad", line=7),
+    ]
+    with pytest.raises(InputFileError) as refused:
+        import_rankings(store, rows, tmp_path / "in.jsonl")
+    assert f"line 7: {submitted.value}" in str(refused.value) and "nothing was imported" in str(refused.value)
+    assert store.counts() == before
+
+
+def test_an_import_is_one_transaction(store: Store, tmp_path: Path, monkeypatch) -> None:
+    """A failure while storing the rankings (after prompts, samples and tasks were written) leaves none
+    of them."""
+    f = tmp_path / "hh.jsonl"
+    f.write_text(json.dumps({"chosen": hh("Hi", "Hello!"), "rejected": hh("Hi", "Go away.")}) + "\n")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(exchange, "record_rankings", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        import_hh(store, f)
+    c = store.counts()
+    assert (c["prompts"], c["samples"], c["tasks"], c["rankings"]) == (0, 0, 0, 0)
+    monkeypatch.undo()
+    assert import_hh(store, f) == (1, 0)

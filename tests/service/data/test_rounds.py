@@ -13,7 +13,7 @@ from annotator import queue
 from annotator.accounts import add_annotator
 from annotator.quality import unreliable
 from annotator.ranking import Submission
-from service.cli.client import connect
+from service.cli.client import LocalClient, connect
 from service.cli.round_steps import RoundPlan, run_round
 from service.core.errors import UserError
 from service.core.settings import AnnotationOptions, load_settings
@@ -82,6 +82,7 @@ def test_the_unreliable_annotator_is_the_one_far_below_the_others() -> None:
 def test_the_loop_waits_for_people_until_the_target(tmp_path: Path, capsys) -> None:
     settings = load_settings(None, {"data_dir": tmp_path / "data"}, environ={})
     with connect(settings) as c:
+        assert isinstance(c, LocalClient)  # no service runs on a fresh data directory
         store = c.ctx.store
         seed_tasks(store, n_prompts=6, k=4)
         people = [add_annotator(store, name, "annotator", f"{name}-password") for name in ("alice", "bob")]
@@ -98,6 +99,7 @@ def test_the_loop_waits_for_people_until_the_target(tmp_path: Path, capsys) -> N
             for who in people:
                 for _ in range(4):
                     task = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
+                    assert task is not None
                     queue.submit(
                         store,
                         who,

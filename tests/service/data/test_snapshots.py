@@ -58,6 +58,7 @@ def test_filters(ranked) -> None:
     who = add_annotator(store, "flagger", "simulated")
     seed_tasks(store, n_prompts=1, k=2, styles=("brief",), seed=7)
     t = queue.next_task(store, who, AnnotationOptions(gold_rate=0))
+    assert t is not None
     queue.submit(
         store,
         who,

@@ -13,10 +13,13 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types import Completion, CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 from service.cli.main import main
 from service.core.registry import register_model
@@ -26,7 +29,15 @@ from service.data.prompts import add_system_prompts
 from service.engine.server import start_server
 from tests.support.servicectl import admin_headers, running_service
 
-CHAT = [{"role": "user", "content": "What is a cat?"}]
+pytestmark = pytest.mark.slow  # every test here runs vLLM servers behind a running service
+
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is a cat?"}]
+
+
+def usage(r: ChatCompletion | ChatCompletionChunk | Completion) -> CompletionUsage:
+    """The usage the gateway always reports."""
+    assert r.usage is not None, r
+    return r.usage
 
 
 def cli(data: Path, *args: str) -> str:
@@ -64,14 +75,14 @@ def test_openai_client_sync_async_streaming_and_n(service) -> None:
     c = client(service)
     assert [m.id for m in c.models.list().data] == ["current", "blue"]
     r = c.chat.completions.create(model="current", messages=CHAT, max_tokens=8)
-    assert r.id and r.model == "blue" and r.usage.completion_tokens >= 1 and r.usage.prompt_tokens > 1
+    assert r.id and r.model == "blue" and usage(r).completion_tokens >= 1 and usage(r).prompt_tokens > 1
     many = c.chat.completions.create(model="blue", messages=CHAT, max_tokens=8, n=3)
-    assert [ch.index for ch in many.choices] == [0, 1, 2] and many.usage.completion_tokens >= 3
+    assert [ch.index for ch in many.choices] == [0, 1, 2] and usage(many).completion_tokens >= 3
     chunks = list(c.chat.completions.create(model="current", messages=CHAT, max_tokens=8, stream=True))
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert len(chunks) >= 3 and text and chunks[-1].usage.completion_tokens >= 1  # usage even unasked
+    assert len(chunks) >= 3 and text and usage(chunks[-1]).completion_tokens >= 1  # usage even unasked
     done = c.completions.create(model="current", prompt="Once upon a time", max_tokens=5)
-    assert done.choices[0].text is not None and done.usage.completion_tokens >= 1
+    assert done.choices[0].text is not None and usage(done).completion_tokens >= 1
 
     async def both() -> list:
         ac = openai.AsyncOpenAI(base_url=service["url"] + "/v1", api_key=service["key"], max_retries=0)
@@ -95,7 +106,7 @@ def test_keys_scopes_limits_and_bad_requests(service) -> None:
     with pytest.raises(openai.AuthenticationError, match="invalid or revoked"):
         openai.OpenAI(base_url=url + "/v1", api_key="rk-wrong", max_retries=0).models.list()
     c = client(service)
-    bad = [
+    bad: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"n": 99}, openai.BadRequestError, "n = 99 is over this server's limit of 8"),
         (
             {"max_tokens": 10_000},
@@ -116,7 +127,8 @@ def test_keys_scopes_limits_and_bad_requests(service) -> None:
     ]
     for change, error, words in bad:
         with pytest.raises(error, match=words.replace("(", r"\(")):
-            c.chat.completions.create(**{"model": "current", "messages": CHAT, "max_tokens": 4, **change})
+            kwargs: dict[str, Any] = {"model": "current", "messages": CHAT, "max_tokens": 4, **change}
+            c.chat.completions.create(**kwargs)
     auth = {"Authorization": f"Bearer {service['key']}"}
     r = httpx.post(url + "/v1/chat/completions", headers=auth, content=b"{not json")
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
@@ -207,7 +219,7 @@ def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, 
             for name, s in servers.items()
         }
         cli(service["data"], "deploy", str(service["blue"]), *endpoint["blue"])
-        stop, seen, failures = threading.Event(), [], []
+        stop, seen, failures = threading.Event(), list[tuple[float, str]](), list[str]()
         threads = [threading.Thread(target=_steady, args=(service, stop, seen, failures)) for _ in range(3)]
         for t in threads:
             t.start()
@@ -269,7 +281,7 @@ def test_canary_arms_and_arena(service) -> None:
     key = cli(service["data"], "keys", "create", "voter").split(": ")[1].split()[0]
     vc = openai.OpenAI(base_url=service["url"] + "/v1", api_key=key, max_retries=0)
     duel = vc.chat.completions.create(model="arena", messages=CHAT, max_tokens=4)
-    assert duel.model == "arena" and len(duel.choices) == 2 and duel.usage.completion_tokens >= 2
+    assert duel.model == "arena" and len(duel.choices) == 2 and usage(duel).completion_tokens >= 2
     vote = httpx.post(
         service["url"] + "/v1/feedback",
         headers={"Authorization": f"Bearer {key}"},
@@ -297,7 +309,7 @@ def _replica_pids(service) -> list[int]:
     pids = []
     for port in ports:
         for conn in psutil.net_connections("tcp"):
-            if conn.status == "LISTEN" and conn.laddr.port == port:
+            if conn.status == "LISTEN" and getattr(conn.laddr, "port", None) == port and conn.pid:
                 pids.append(conn.pid)
     return pids
 
@@ -350,7 +362,7 @@ def test_traffic_feedback_and_prompts_flow_back(service) -> None:
     url, data = service["url"], service["data"]
     key = cli(data, "keys", "create", "logged", "--log-traffic").split(": ")[1].split()[0]
     c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
-    asked = [{"role": "user", "content": "Which birds can swim?"}]
+    asked: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Which birds can swim?"}]
     pair = c.chat.completions.create(model="current", messages=asked, max_tokens=6, n=2)
     streamed = list(c.chat.completions.create(model="current", messages=asked, max_tokens=6, stream=True))
 
@@ -362,7 +374,7 @@ def test_traffic_feedback_and_prompts_flow_back(service) -> None:
     assert (
         feedback({"response_id": streamed[0].id, "thumbs": "down", "comment": "too short"}).status_code == 200
     )
-    refused = [
+    refused: list[tuple[dict[str, Any], str, int, str]] = [
         ({"response_id": pair.id, "preferred_index": 1}, key, 409, "already recorded"),
         ({"response_id": pair.id, "preferred_index": 5}, key, 400, "out of range"),
         ({"response_id": "chatcmpl-nope", "score": 1}, key, 404, "no response"),

@@ -1,7 +1,7 @@
 """The service against a careless user and an attacker: bad inputs answer 4xx (never 500) and change
 nothing; every route the app registers refuses anonymous callers (enumerated from the app); no
 cross-origin use of a login; bodies over the limit refused before they are read; files private;
-the login throttle bounded and per address; logins revocable."""
+logins revocable (the login throttle: test_auth.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import httpx
 import pytest
 from starlette.routing import Mount
 
-from annotator.accounts import ExpiringSessions, LoginThrottle, add_annotator
+from annotator.accounts import add_annotator
 from service.cli.main import main
 from service.core.settings import load_settings
 from service.core.store import Store
+from service.web.auth import ExpiringSessions
 from tests.support import REPO
 from tests.support.seeding import seed_tasks
 from tests.support.servicectl import admin_headers, running_service
@@ -387,22 +388,6 @@ def test_logins_can_be_revoked_and_app_sessions_expire(service) -> None:
     assert sessions.get("t") == "alice" and "t" in sessions
     now[0] = 61
     assert sessions.get("t") is None and "t" not in sessions
-
-
-def test_login_throttle_is_per_address_and_bounded() -> None:
-    now = [0.0]
-    throttle = LoginThrottle(free=3, free_per_address=5, max_keys=50, clock=lambda: now[0])
-    # One guess per name from one address: the address is throttled after 5.
-    assert all(throttle.begin(f"user{i}", "10.0.0.1") for i in range(5))
-    assert not throttle.begin("user99", "10.0.0.1") and throttle.begin("user99", "10.0.0.2")
-    # Names of any length take one fixed-size key; a full table of live throttles refuses newcomers
-    # rather than forgetting who is throttled.
-    for i in range(60):
-        throttle.begin("x" * 100_000 + str(i), f"10.1.{i}.1")
-    assert len(throttle._fails) <= 50
-    assert throttle.wait_s("user0", "10.0.0.1") > 0  # still throttled after the flood
-    now[0] += 120  # everyone's wait is over: their entries may go
-    assert throttle.begin("newcomer", "10.9.9.9")
 
 
 def test_data_directory_and_secrets_are_private(tmp_path: Path, capsys) -> None:
