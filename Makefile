@@ -28,8 +28,10 @@ browser:
 	@{ command -v chromium >/dev/null && ldconfig -p | grep -q libtcmalloc_minimal; } || \
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium libtcmalloc-minimal4; }
 
+# Two workers, a whole test file each: most of the suite waits on one core at a time (a vLLM server or the
+# service importing, a child process training), so two files at once use both (tests/conftest.py orders them).
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
@@ -46,4 +48,4 @@ lint: install
 	$(VENV)/bin/hadolint --config .hadolint.yaml Dockerfile
 
 clean:
-	rm -rf $(VENV) rankloop-data .pytest_cache
+	rm -rf $(VENV) rankloop-data .pytest_cache .mypy_cache .ruff_cache

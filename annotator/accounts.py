@@ -50,6 +50,9 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
+RESERVED_PREFIX = "traffic."
+
+
 def add_annotator(
     store: Store, name: str, role: str, password: str | None = None, profile: str | None = None
 ) -> int:
@@ -58,6 +61,11 @@ def add_annotator(
         raise UserError(f"annotator name {name!r} is not valid: 1-64 letters, digits, '_', '.', '@', '-'")
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+    if name.startswith(RESERVED_PREFIX) and role != Role.IMPORT:
+        # served traffic votes as `traffic.KEYNAME` (service/data/votes.py): a person may not take that name
+        raise UserError(
+            f"annotator names starting with {RESERVED_PREFIX!r} are kept for votes from served traffic"
+        )
     if role in HUMAN_ROLES and (password is None or len(password) < MIN_PASSWORD):
         raise UserError(f"a password of at least {MIN_PASSWORD} characters is required for role {role}")
     pw_hash = hash_password(password) if password else None

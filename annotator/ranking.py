@@ -16,12 +16,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from annotator.agreement import pairwise_agreement
+from service.core.errors import UserError
 
 FLAG_REASONS = ("unsafe", "broken", "off_topic", "other")
 SKIP_REASONS = ("cannot_judge", "all_bad", "duplicate", "unsafe_prompt", "other")
 
 
-class RankingError(ValueError):
+class RankingError(UserError, ValueError):  # a ValueError too: pydantic validators raise it
     """A submission that cannot be stored as given; the message says what would be valid."""
 
 

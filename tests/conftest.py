@@ -73,3 +73,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if logs:
         print(f"\nmake test-fast started {len(logs)} vLLM server(s): {', '.join(str(p) for p in logs[:5])}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# `make test` runs the suite on two workers, a whole file each (`-n 2 --dist loadfile`), handing out files
+# in collection order: the longest go first, so neither worker is left with one at the end.
+LONGEST_FIRST = (
+    "tests/e2e/test_demo.py",
+    "tests/service/gateway/test_gateway.py",
+    "tests/e2e/test_policy_loop.py",
+    "tests/service/engine/test_sampling_vllm.py",
+    "tests/service/jobs/test_reward_jobs.py",
+    "tests/policy/test_policy_train.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file

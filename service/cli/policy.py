@@ -58,7 +58,7 @@ def add_parsers(tree: CommandTree) -> None:
         "--config",
         dest="job_config",
         metavar="FILE",
-        help="YAML with the method's fields (policy/sft.py, dpo.py, rl.py); unset ones come from the data",
+        help="YAML with the method's fields (policy/config.py: SFTTrainConfig, DPOTrainConfig, RLTrainConfig); unset ones come from the data",
     )
     p.add_argument(
         "--evaluate",

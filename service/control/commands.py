@@ -24,16 +24,16 @@ from annotator.queue import mark_gold
 from annotator.simulate_run import ensure_accounts
 from annotator.simulated import Profile
 from reward.conversation import check_messages
-from service.control import judges
-from service.control import serving_ops as serving
+from service.control import judges, serving_ops
 from service.control.context import Context
 from service.control.scoring import prioritize
 from service.core import registry
+from service.core.enums import JobStatus, ModelKind, Role
 from service.core.errors import UserError
 from service.core.store import Store
 from service.data import exchange, lineage, prompts, rounds
 from service.data.snapshots import SnapshotFilters, create_snapshot
-from service.jobs import runner as jobs
+from service.jobs import runner
 from service.jobs.sample_job import SampleJobConfig
 
 
@@ -71,9 +71,7 @@ class PromptFile(FileParams):
 
 
 class KindFilter(Params):
-    kind: Literal["pretrained", "sft", "reward", "policy", "external"] | None = Field(
-        None, description="only this kind"
-    )
+    kind: ModelKind | None = Field(None, description="only this kind")
 
 
 class ModelId(Params):
@@ -105,8 +103,8 @@ class Export(Params):
 
 class NewAnnotator(Params):
     name: str = Field(description="login name")
-    role: str = Field(
-        "annotator",
+    role: Role = Field(
+        Role.ANNOTATOR,
         description="annotator (ranks) or admin (also manages); simulated, import and judge accounts "
         "are made by rankloop",
     )
@@ -158,8 +156,12 @@ def _status(ctx: Context, _: NoParams) -> dict:
         "data_dir": str(ctx.settings.data_dir),
         "schema_version": ctx.store.schema_version(),
         **ctx.store.counts(),
-        "jobs_running": len(ctx.store.query("SELECT id FROM jobs WHERE status IN ('queued', 'running')")),
-        **serving.routes(ctx, None),
+        "jobs_running": len(
+            ctx.store.query(
+                "SELECT id FROM jobs WHERE status IN (?, ?)", [JobStatus.QUEUED, JobStatus.RUNNING]
+            )
+        ),
+        **serving_ops.routes(ctx, None),
     }
 
 
@@ -225,8 +227,8 @@ def _templates_add(ctx: Context, p: FileParams) -> list[dict]:
 
 
 def _start_job(ctx: Context, p: StartJob) -> dict:
-    if p.kind not in jobs.KINDS:
-        raise UserError(f"unknown job kind {p.kind!r}; valid: {', '.join(jobs.KINDS)}")
+    if p.kind not in runner.KINDS:
+        raise UserError(f"unknown job kind {p.kind!r}; valid: {', '.join(runner.KINDS)}")
     return {"job_id": ctx.jobs.submit(p.kind, p.config, p.options, source=f"the {p.kind} job's config")}
 
 
@@ -279,8 +281,8 @@ COMMANDS: dict[str, Command] = {
         lambda ctx, p: {"job_id": ctx.jobs.submit("sample", p.model_dump(mode="json"))},
     ),
     "jobs.start": Command("POST", "/jobs", StartJob, _start_job),
-    "jobs.list": Command("GET", "/jobs", NoParams, lambda ctx, p: jobs.list_jobs(ctx.store)),
-    "jobs.show": Command("GET", "/jobs/{job_id}", JobId, lambda ctx, p: jobs.get_job(ctx.store, p.job_id)),
+    "jobs.list": Command("GET", "/jobs", NoParams, lambda ctx, p: runner.list_jobs(ctx.store)),
+    "jobs.show": Command("GET", "/jobs/{job_id}", JobId, lambda ctx, p: runner.get_job(ctx.store, p.job_id)),
     "jobs.cancel": Command("POST", "/jobs/{job_id}/cancel", JobId, lambda ctx, p: ctx.jobs.cancel(p.job_id)),
     "models.list": Command(
         "GET", "/models", KindFilter, lambda ctx, p: registry.list_models(ctx.store, p.kind)
@@ -333,15 +335,15 @@ COMMANDS: dict[str, Command] = {
     "leaderboard": Command(
         "GET", "/leaderboard", Board, lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by)
     ),
-    "keys.create": Command("POST", "/keys", serving.NewKey, serving.create_key),
-    "keys.list": Command("GET", "/keys", NoParams, serving.list_keys),
-    "keys.revoke": Command("POST", "/keys/{name}/revoke", serving.KeyName, serving.revoke_key),
-    "deploy": Command("POST", "/deploy", serving.Deploy, serving.deploy),
-    "deploy.promote": Command("POST", "/deploy/promote", NoParams, serving.promote),
-    "rollback": Command("POST", "/rollback", NoParams, serving.rollback),
-    "routes": Command("GET", "/routes", NoParams, serving.routes),
+    "keys.create": Command("POST", "/keys", serving_ops.NewKey, serving_ops.create_key),
+    "keys.list": Command("GET", "/keys", NoParams, serving_ops.list_keys),
+    "keys.revoke": Command("POST", "/keys/{name}/revoke", serving_ops.KeyName, serving_ops.revoke_key),
+    "deploy": Command("POST", "/deploy", serving_ops.Deploy, serving_ops.deploy),
+    "deploy.promote": Command("POST", "/deploy/promote", NoParams, serving_ops.promote),
+    "rollback": Command("POST", "/rollback", NoParams, serving_ops.rollback),
+    "routes": Command("GET", "/routes", NoParams, serving_ops.routes),
     "prompts.from_traffic": Command(
-        "POST", "/prompts/from-traffic", serving.FromTraffic, serving.from_traffic
+        "POST", "/prompts/from-traffic", serving_ops.FromTraffic, serving_ops.from_traffic
     ),
     "rounds.open": Command(
         "POST", "/rounds", rounds.RoundStart, lambda ctx, p: rounds.open_round(ctx.store, p)

@@ -29,6 +29,7 @@ from annotator.accounts import add_annotator
 from annotator.ranking import Submission
 from annotator.simulate_run import QueueClient
 from reward.conversation import render_plain
+from service.core.enums import Role
 from service.core.errors import NotFound, UserError
 from service.core.store import Store
 
@@ -118,9 +119,9 @@ def ensure_judge(store: Store, name: str, profile: dict) -> dict:
     """The judge's account, created with this profile; an existing judge keeps its own."""
     rows = store.query("SELECT role, profile FROM annotators WHERE name = ?", [name])
     if not rows:
-        add_annotator(store, name, "judge", profile=json.dumps(profile))
+        add_annotator(store, name, Role.JUDGE, profile=json.dumps(profile))
         return profile
-    if rows[0]["role"] != "judge":
+    if rows[0]["role"] != Role.JUDGE:
         raise UserError(f"{name!r} exists and is not a judge; pick another --name")
     return json.loads(rows[0]["profile"] or "{}")
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from service.core.enums import ModelKind, Role
 from service.core.errors import UserError
 from service.core.registry import active_model
 from service.core.store import Store
@@ -33,7 +34,7 @@ class ScorerCache:
     def get(self, store: Store) -> tuple[int, RewardScorer]:
         from reward.score import RewardScorer
 
-        active = active_model(store, "reward")
+        active = active_model(store, ModelKind.REWARD)
         if active is None:
             raise UserError(
                 "no reward model is active: train one with `rankloop train reward` "
@@ -52,18 +53,19 @@ def uncertainty(scores: list[float]) -> float:
     return 2 * (1 - 1 / (1 + math.exp(-min(gap, 60))))
 
 
-def prioritize(store: Store, scorer) -> int:
+def prioritize(store: Store, scorer: RewardScorer) -> int:
     """Set the priority of every task that still needs rankings; returns how many were scored."""
     tasks = store.query(
         """WITH open AS (SELECT t.* FROM tasks t WHERE t.gold_ranks IS NULL AND t.required_rankings >
                          (SELECT count(*) FROM rankings r WHERE r.task_id = t.id AND NOT r.skipped
-                          AND r.annotator_id NOT IN (SELECT id FROM annotators WHERE role = 'judge'))),
+                          AND r.annotator_id NOT IN (SELECT id FROM annotators WHERE role = ?))),
                 cand AS (SELECT o.id, u.sample_id, u.position
                          FROM open o, unnest(o.sample_ids) WITH ORDINALITY AS u(sample_id, position))
            SELECT o.id, p.text AS prompt, p.messages::VARCHAR AS messages, list(s.text ORDER BY c.position) AS texts
            FROM open o JOIN prompts p ON p.id = o.prompt_id JOIN cand c ON c.id = o.id
            JOIN samples s ON s.id = c.sample_id
-           GROUP BY o.id, p.text, p.messages::VARCHAR ORDER BY o.id"""
+           GROUP BY o.id, p.text, p.messages::VARCHAR ORDER BY o.id""",
+        [Role.JUDGE],
     )
     if not tasks:
         return 0

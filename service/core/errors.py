@@ -1,9 +1,12 @@
 """Errors a user can act on. Their message says what was wrong and what would be valid.
 
-Every command maps them the same way, in-process and through the service: a user error
-(`UserError`, `ConfigError`, `ValueError`) is exit code 2 (HTTP 4xx); a failure of the
-work itself (`RuntimeError`: a vLLM server that would not start, sampling stopped part-way)
-is exit code 1.
+Every command maps them the same way, in-process and through the service: a user error is
+`UserError` (and its kinds: NotFound, DataDirBusy, StorageError, the queue's NotLeased, the ranking
+checks' RankingError), exit code 2 (HTTP 4xx; 503 for a damaged database). Two more are treated
+alike where they surface: reward/'s `ConfigError` (the trainers run on machines without the service,
+so they cannot import this module) and the low-level kinds in CLIENT_ERRORS (a value DuckDB cannot
+store, text that is not Unicode). A failure of the work itself (`RuntimeError`: a vLLM server that
+would not start, sampling stopped part-way) is exit code 1.
 """
 
 from __future__ import annotations

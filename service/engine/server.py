@@ -187,7 +187,7 @@ def server_command(model_dir: Path, served_name: str, host: str, port: int, opts
     if (
         is_cpu_build()
         and (opts.tensor_parallel_size or 1) == 1
-        and "--distributed-executor-backend" not in opts.extra_args
+        and not any(a.split("=")[0] == "--distributed-executor-backend" for a in opts.extra_args)
     ):
         # The CPU build starts its one worker in a process of its own, which imports torch and vLLM a third
         # time after the frontend and the engine core; in the engine core's process the server is up ~20%

@@ -49,6 +49,13 @@ class EngineSupervisor:
             with self._lock:
                 self._users[key] -= 1
 
+    def is_live(self, model_dir: Path, opts: VLLMOptions | None = None) -> bool:
+        """Whether `use` would find this model's server already running (no start)."""
+        key = (Path(model_dir).resolve(), (opts or self.settings.vllm).model_dump_json())
+        with self._lock:
+            server = self._servers.get(key)
+            return server is not None and server.alive()
+
     def running(self) -> list[dict]:
         with self._lock:
             return [

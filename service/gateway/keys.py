@@ -47,7 +47,7 @@ class KeyBook(PeriodicFlush):
     """The service's view of keys: lookups from memory, limits and usage.
 
     The active keys are held in memory and read again only after a key was created or revoked
-    (`api_keys.changes()`), so a request does not wait for the database: a query on the event loop
+    (`key_records.changes()`), so a request does not wait for the database: a query on the event loop
     each second per key cost ~10% of the gateway's time and stalled every stream it relays. A revoke takes
     effect at the next request."""
 
@@ -56,7 +56,10 @@ class KeyBook(PeriodicFlush):
         self.store = store
         self._lock = threading.Lock()
         self._usage: dict[int, _Usage] = {}
-        self._view: tuple[int, dict[str, Key]] = (-1, {})  # (api_keys.changes() it reflects, the active keys)
+        self._view: tuple[int, dict[str, Key]] = (
+            -1,
+            {},
+        )  # (key_records.changes() it reflects, the active keys)
 
     def lookup(self, key: str) -> Key | None:
         """The active key, or None (unknown or revoked). Called from the event loop and from threads:

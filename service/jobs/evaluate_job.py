@@ -34,7 +34,7 @@ from reward.checkpoint import read_metrics, require_model_dir, write_metrics
 from reward.configfile import validate
 from reward.conversation import conversation_key, normalized
 from reward.data import read_snapshot
-from service.core.enums import ModelKind, PromptSource
+from service.core.enums import ModelKind, PromptSource, Role
 from service.core.errors import UserError
 from service.core.registry import active_model, get_model, lineage, record_evaluation
 from service.core.settings import Settings, VLLMOptions
@@ -108,7 +108,7 @@ def _profiles(rows: list[dict]) -> list[Profile]:
     seen = {
         r["annotator"]: r["annotator_profile"]
         for r in rows
-        if r["annotator_role"] == "simulated" and r["annotator_profile"]
+        if r["annotator_role"] == Role.SIMULATED and r["annotator_profile"]
     }
     profiles = [Profile.model_validate_json(p) for p in seen.values()]
     return [p for p in profiles if not p.unreliable]
@@ -354,8 +354,13 @@ def run(job: RunningJob) -> dict:
     store = job.store
     candidate, baseline = get_model(store, cfg.candidate), get_model(store, cfg.baseline)
     prompts, sps, profiles, overlap = held_out(store, cfg)
-    _sample(job, candidate, prompts, sps, cfg, 0)
-    _sample(job, baseline, prompts, sps, cfg, 1)
+    # The model whose server already runs answers first (the baseline, right after a round sampled it):
+    # one vLLM start fewer, since the supervisor keeps one checkpoint in memory at a time.
+    sides = [(candidate, 0), (baseline, 1)]
+    if job.engines.is_live(Path(baseline["path"]), cfg.vllm):
+        sides.reverse()
+    for model, stage in sides:
+        _sample(job, model, prompts, sps, cfg, stage)
     rows = comparisons(store, cfg, prompts, sps, profiles)
     data = job.dir / "comparisons.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -33,8 +33,7 @@ from service.core.procs import pid_alive, signal_group
 from service.core.settings import Settings
 from service.core.store import Store
 from service.engine.supervisor import EngineSupervisor
-from service.jobs import evaluate_job, policy_job, reward_job
-from service.jobs import sample_job as sample_run
+from service.jobs import evaluate_job, policy_job, reward_job, sample_job
 from service.jobs.running import JobCancelled, RunningJob
 
 
@@ -60,11 +59,11 @@ class JobKind:
 
 KINDS: dict[str, JobKind] = {
     "sample": JobKind(
-        sample_run.SampleJobConfig,
-        lambda store, settings, values, source: sample_run.prepare(
-            store, settings, validate(sample_run.SampleJobConfig, values, source)
+        sample_job.SampleJobConfig,
+        lambda store, settings, values, source: sample_job.prepare(
+            store, settings, validate(sample_job.SampleJobConfig, values, source)
         ),
-        sample_run.run,
+        sample_job.run,
     ),
     "reward": JobKind(RewardTrainConfig, reward_job.prepare, reward_job.run, RewardOptions),
     **{

@@ -33,7 +33,7 @@ from starlette.background import BackgroundTask
 from reward.configfile import format_errors
 from service.control.commands import COMMANDS, Command
 from service.control.context import Context
-from service.core.errors import NotFound, UserError, describe, exit_code
+from service.core.errors import NotFound, StorageError, UserError, describe, exit_code, is_storage_error
 from service.web.auth import Auth
 
 
@@ -101,7 +101,9 @@ def _route(name: str, cmd: Command, ctx: Context, require_admin: Callable[..., s
                 for server, caller in shown.items():
                     message = message.replace(server, caller)
                 status = (
-                    404
+                    503  # a damaged database: the operator's to fix, as on every other route
+                    if isinstance(e, StorageError) or is_storage_error(e)
+                    else 404
                     if isinstance(e, NotFound)
                     else 400
                     if isinstance(e, UserError | OSError)

@@ -1,16 +1,17 @@
 """`rankloop sample`: bad input changes nothing; a real run fills the database and leaves no vLLM behind."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from service.cli.main import main
 from service.core.store import Store
 from tests.support import REPO
+from tests.support.procs import MARK, new_mark, vllm_processes
 
 EXAMPLES = REPO / "examples"
 
@@ -93,22 +94,13 @@ def test_held_data_directory(data: Path, capsys) -> None:
         holder.wait()
 
 
-def vllm_processes() -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline", "name"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "vllm.entrypoints" in cmd or (p.info["name"] or "").startswith("VLLM::"):
-            out.append(p)
-    return out
-
-
 @pytest.mark.slow
 def test_rankloop_sample_end_to_end(data: Path, tiny_model: Path) -> None:
     """The real command in its own process: vLLM started, samples and tasks stored, vLLM gone after.
 
     24 prompts x 2 system prompts x K=2 gives 96 samples; tasks of K=2 candidates, 2 per prompt.
     """
-    before = {p.pid for p in vllm_processes()}
+    mark = new_mark()  # tells this command's vLLM processes from those of tests running beside it
     cmd = [
         sys.executable,
         "-m",
@@ -129,10 +121,10 @@ def test_rankloop_sample_end_to_end(data: Path, tiny_model: Path) -> None:
         "--dtype",
         "float32",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, MARK: mark})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "96 new samples" in done.stdout and "built 48 ranking tasks" in done.stdout
-    assert {p.pid for p in vllm_processes()} <= before  # no server, EngineCore or worker left
+    assert vllm_processes(mark) == set()  # no server, EngineCore or worker left
     status = subprocess.run(
         [sys.executable, "-m", "service.cli", "--data", str(data), "status", "--json"],
         capture_output=True,

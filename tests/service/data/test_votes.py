@@ -12,6 +12,7 @@ import pytest
 from annotator import queue
 from annotator.accounts import add_annotator
 from annotator.ranking import RankingError, Submission
+from service.core.errors import UserError
 from service.core.registry import register_model
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
@@ -146,3 +147,11 @@ def test_a_vote_recorded_meanwhile_is_refused_inside_the_transaction(store: Stor
     with pytest.raises(VoteRefused) as late, store.write() as cur:
         store_vote(store, cur, ballot, who)
     assert late.value.status == 409 and store.counts() == before
+
+
+def test_a_person_cannot_take_a_traffic_account_name(store: Store) -> None:
+    """A person named `traffic.my-app` would block every vote of key `my-app`: the name is refused."""
+    with pytest.raises(UserError, match="kept for votes from served traffic"):
+        add_annotator(store, traffic_account_name("my-app"), "annotator", "a-long-password")
+    assert store.scalar("SELECT count(*) FROM annotators") == 0
+    add_annotator(store, "trafficlight", "annotator", "a-long-password")  # only the prefix is kept

@@ -5,11 +5,11 @@ import shutil
 import socket
 from pathlib import Path
 
-import psutil
 import pytest
 
 from service.core.settings import VLLMOptions
 from service.engine.server import EngineStartError, diagnose, start_server
+from tests.support.procs import MARK, new_mark, vllm_processes
 
 
 def test_missing_directory(tmp_path: Path) -> None:
@@ -62,16 +62,13 @@ def test_unsupported_architecture_fails_with_reason(tiny_model: Path, tmp_path: 
 
 
 @pytest.mark.slow
-def test_unloadable_weights_fail_with_reason(tiny_model: Path, tmp_path: Path) -> None:
+def test_unloadable_weights_fail_with_reason(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
     model = tmp_path / "broken"
     shutil.copytree(tiny_model, model)
     (model / "model.safetensors").write_bytes(b"this is not a safetensors file")
-    before = vllm_pids()  # other servers (of other tests or suites) may run meanwhile
+    mark = new_mark()  # other servers (of other tests or suites) may run meanwhile
+    monkeypatch.setenv(MARK, mark)
     with pytest.raises(EngineStartError) as e:
         start_server(model, VLLMOptions(), tmp_path / "logs")
     assert "failed to start" in str(e.value) and "Last lines of" in str(e.value)
-    assert vllm_pids() <= before, "the failed server left an engine or worker behind"
-
-
-def vllm_pids() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::")}
+    assert vllm_processes(mark) == set(), "the failed server left an engine or worker behind"

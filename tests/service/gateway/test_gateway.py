@@ -50,21 +50,42 @@ def cli(data: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One service for the module. It starts as an operator's first start does: blue was deployed while no
+    service ran (recorded only), and `rankloop serve` brings it up behind a service that answers at once."""
     data = tmp_path_factory.mktemp("gateway") / "data"
     with Store.open(data / "rankloop.duckdb") as store:
         blue = register_model(store, "policy", tiny_model, name="blue", status="active")
         green = register_model(store, "policy", tiny_model, name="green", status="active")
         draft = register_model(store, "policy", tiny_model, name="draft")
         add_system_prompts(store, {"brief": "Answer in one short sentence.", "detailed": "Answer in detail."})
+    recorded = cli(data, "deploy", str(blue))  # no service runs
+    key = cli(data, "keys", "create", "app").split(": ")[1].split()[0]
     env = {
         "RANKLOOP_VLLM__DTYPE": "float32",
         "RANKLOOP_VLLM__MAX_MODEL_LEN": "256",
         "RANKLOOP_GATEWAY__MAX_TOKENS": "64",
     }
     with running_service(data, env=env) as url:
-        key = cli(data, "keys", "create", "app").split(": ")[1].split()[0]
-        cli(data, "deploy", str(blue))
-        yield {"url": url, "data": data, "key": key, "blue": blue, "green": green, "draft": draft}
+        c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        deadline, waits = time.monotonic() + 240, []
+        while time.monotonic() < deadline:  # the service answers at once; the model comes up behind it
+            try:
+                first = c.chat.completions.create(model="current", messages=CHAT, max_tokens=2).model
+                break
+            except openai.InternalServerError as e:
+                waits.append((e.status_code, e.response.headers.get("retry-after")))
+                time.sleep(1)
+        else:
+            pytest.fail("the recorded deployment did not start")
+        yield {
+            "url": url,
+            "data": data,
+            "key": key,
+            "blue": blue,
+            "green": green,
+            "draft": draft,
+            "start": {"recorded": recorded, "first": first, "waits": waits, "status": cli(data, "status")},
+        }
 
 
 def client(service) -> openai.OpenAI:
@@ -196,60 +217,6 @@ def _after_answers(seen: list, since: float, count: int, timeout: float = 60.0) 
         assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout}s"
         time.sleep(0.05)
     return since
-
-
-def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, tmp_path: Path) -> None:
-    # The two models run on vLLM servers started here and deployed as endpoints: on 2 CPU cores a
-    # vLLM engine does not come up beside one serving steady traffic (see DESIGN.md), so the servers
-    # start before the load; the switch, the drain and the rollback are the gateway's, under load.
-    keys = {name: secrets.token_urlsafe(16) for name in ("blue", "green")}
-    servers = {
-        name: start_server(
-            tiny_model,
-            VLLMOptions(dtype="float32", max_model_len=256),
-            tmp_path,
-            served_name=name,
-            api_key=keys[name],
-        )
-        for name in keys
-    }
-    try:
-        endpoint = {
-            name: ["--endpoint", f"http://127.0.0.1:{s.port}", "--endpoint-key", keys[name]]
-            for name, s in servers.items()
-        }
-        cli(service["data"], "deploy", str(service["blue"]), *endpoint["blue"])
-        stop, seen, failures = threading.Event(), list[tuple[float, str]](), list[str]()
-        threads = [threading.Thread(target=_steady, args=(service, stop, seen, failures)) for _ in range(3)]
-        for t in threads:
-            t.start()
-        try:
-            _after_answers(seen, 0.0, 3)
-            cli(service["data"], "deploy", str(service["green"]), *endpoint["green"])
-            green_at = time.monotonic()
-            _after_answers(seen, green_at, 3)
-            rolling_back = time.monotonic()  # requests from here on may get either until rollback returns
-            cli(service["data"], "rollback")
-            blue_at = time.monotonic()
-            _after_answers(seen, blue_at, 3)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join()
-        assert failures == []
-        # Every request that started after a switch returned went to the model switched to.
-        phases = {
-            "blue": [m for t, m in seen if t < green_at],
-            "green": [m for t, m in seen if green_at <= t < rolling_back],
-            "rollback": [m for t, m in seen if t >= blue_at],
-        }
-        assert len(phases["green"]) >= 3 and set(phases["green"]) == {"green"}, phases
-        assert len(phases["rollback"]) >= 3 and set(phases["rollback"]) == {"blue"}, phases
-        assert phases["blue"][0] == "blue"
-    finally:
-        cli(service["data"], "deploy", str(service["blue"]))  # back to a server the service runs
-        for s in servers.values():
-            s.stop()
 
 
 def test_canary_arms_and_arena(service) -> None:
@@ -407,24 +374,64 @@ def test_traffic_feedback_and_prompts_flow_back(service) -> None:
     assert cli(data, "prompts", "from-traffic", "--min-count", "2").startswith("0 prompts")
 
 
-def test_a_recorded_deployment_serves_when_the_service_starts(tiny_model: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    with Store.open(data / "rankloop.duckdb") as store:
-        model = register_model(store, "policy", tiny_model, name="solo", status="active")
-    assert "recorded; `rankloop serve` starts it" in cli(data, "deploy", str(model))  # no service runs
-    key = cli(data, "keys", "create", "k").split(": ")[1].split()[0]
-    with running_service(
-        data, env={"RANKLOOP_VLLM__DTYPE": "float32", "RANKLOOP_VLLM__MAX_MODEL_LEN": "256"}
-    ) as url:
-        c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # the service answers at once; the model comes up behind it
-            try:
-                assert c.chat.completions.create(model="current", messages=CHAT, max_tokens=2).model == "solo"
-                break
-            except openai.InternalServerError as e:
-                assert e.status_code == 503 and e.response.headers["retry-after"]
-                time.sleep(1)
-        else:
-            pytest.fail("the recorded deployment did not start")
-        assert "solo" in cli(data, "status")
+def test_a_recorded_deployment_serves_when_the_service_starts(service) -> None:
+    """Deployed with no service running: recorded, and served once `rankloop serve` starts; until the model
+    is up every answer is 503 with a Retry-After (the module's service started this way)."""
+    start = service["start"]
+    assert "recorded; `rankloop serve` starts it" in start["recorded"]
+    assert start["first"] == "blue"
+    assert all(status == 503 and retry for status, retry in start["waits"]), start["waits"]
+    assert "blue" in start["status"]
+
+
+def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, tmp_path: Path) -> None:
+    # The two models run on vLLM servers started here and deployed as endpoints: on 2 CPU cores a
+    # vLLM engine does not come up beside one serving steady traffic (see DESIGN.md), so the servers
+    # start before the load; the switch, the drain and the rollback are the gateway's, under load.
+    keys = {name: secrets.token_urlsafe(16) for name in ("blue", "green")}
+    servers = {
+        name: start_server(
+            tiny_model,
+            VLLMOptions(dtype="float32", max_model_len=256),
+            tmp_path,
+            served_name=name,
+            api_key=keys[name],
+        )
+        for name in keys
+    }
+    try:
+        endpoint = {
+            name: ["--endpoint", f"http://127.0.0.1:{s.port}", "--endpoint-key", keys[name]]
+            for name, s in servers.items()
+        }
+        cli(service["data"], "deploy", str(service["blue"]), *endpoint["blue"])
+        stop, seen, failures = threading.Event(), list[tuple[float, str]](), list[str]()
+        threads = [threading.Thread(target=_steady, args=(service, stop, seen, failures)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            _after_answers(seen, 0.0, 3)
+            cli(service["data"], "deploy", str(service["green"]), *endpoint["green"])
+            green_at = time.monotonic()
+            _after_answers(seen, green_at, 3)
+            rolling_back = time.monotonic()  # requests from here on may get either until rollback returns
+            cli(service["data"], "rollback")
+            blue_at = time.monotonic()
+            _after_answers(seen, blue_at, 3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert failures == []
+        # Every request that started after a switch returned went to the model switched to.
+        phases = {
+            "blue": [m for t, m in seen if t < green_at],
+            "green": [m for t, m in seen if green_at <= t < rolling_back],
+            "rollback": [m for t, m in seen if t >= blue_at],
+        }
+        assert len(phases["green"]) >= 3 and set(phases["green"]) == {"green"}, phases
+        assert len(phases["rollback"]) >= 3 and set(phases["rollback"]) == {"blue"}, phases
+        assert phases["blue"][0] == "blue"
+    finally:  # the module's last test: what serves afterwards no longer matters
+        for s in servers.values():
+            s.stop()
