@@ -31,7 +31,7 @@ browser:
 # Two workers, a whole test file each: most of the suite waits on one core at a time (a vLLM server or the
 # service importing, a child process training), so two files at once use both (tests/conftest.py orders them).
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from starlette.background import BackgroundTask
 
+from annotator.ranking import RankingError
 from reward.configfile import format_errors
 from service.control.commands import COMMANDS, Command
 from service.control.context import Context
@@ -105,6 +106,8 @@ def _route(name: str, cmd: Command, ctx: Context, require_admin: Callable[..., s
                     if isinstance(e, StorageError) or is_storage_error(e)
                     else 404
                     if isinstance(e, NotFound)
+                    else 422  # a ranking that cannot be stored as given, as on the annotation API
+                    if isinstance(e, RankingError)
                     else 400
                     if isinstance(e, UserError | OSError)
                     else 422

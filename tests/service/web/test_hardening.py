@@ -279,7 +279,7 @@ BAD = [  # (method, path, json body, who, status, words in the error)
         "/admin/annotators",
         {"name": "bob", "role": "king", "password": "longenough"},
         "admin",
-        400,
+        422,
         "role",
     ),
     (
