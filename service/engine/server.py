@@ -190,8 +190,8 @@ def server_command(model_dir: Path, served_name: str, host: str, port: int, opts
         and not any(a.split("=")[0] == "--distributed-executor-backend" for a in opts.extra_args)
     ):
         # The CPU build starts its one worker in a process of its own, which imports torch and vLLM a third
-        # time after the frontend and the engine core; in the engine core's process the server is up ~20%
-        # sooner with the same tokens/s (bench/engine_start.py). GPU builds already do this for one GPU.
+        # time, after the frontend and the engine core; in the engine core's process the server answers
+        # /health sooner at the same tokens/s (bench/engine_start.py measures both). vLLM does this on one GPU.
         cmd += ["--distributed-executor-backend", "uni"]
     return cmd + list(opts.extra_args)
 
