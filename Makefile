@@ -28,10 +28,8 @@ browser:
 	@{ command -v chromium >/dev/null && ldconfig -p | grep -q libtcmalloc_minimal; } || \
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium libtcmalloc-minimal4; }
 
-# Two workers, a whole test file each: most of the suite waits on one core at a time (a vLLM server or the
-# service importing, a child process training), so two files at once use both (tests/conftest.py orders them).
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"

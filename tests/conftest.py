@@ -73,30 +73,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if logs:
         print(f"\nmake test-fast started {len(logs)} vLLM server(s): {', '.join(str(p) for p in logs[:5])}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-# `make test` runs the suite on two workers, a whole file each (`-n 2 --dist loadfile --no-loadscope-reorder`),
-# handing out files in collection order, two to each worker first (odd places to one, even to the other):
-# the longest go first and are split between the workers, so neither is left with a long one at the end.
-LONGEST_FIRST = (
-    "tests/e2e/test_demo.py",  # worker 1
-    "tests/e2e/test_policy_loop.py",  # worker 2
-    "tests/service/engine/test_sampling_vllm.py",  # worker 1
-    "tests/service/gateway/test_gateway.py",  # worker 2
-    "tests/service/jobs/test_reward_jobs.py",
-    "tests/policy/test_policy_train.py",
-    "tests/service/jobs/test_sample_job.py",
-    "tests/service/web/test_hardening.py",
-    "tests/annotator/test_annotator_browser.py",
-    "tests/reward/test_reward_train.py",
-    "tests/service/cli/test_sample_cli.py",
-    "tests/service/control/test_judges.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::")[0]
-        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: tests keep their order within a file

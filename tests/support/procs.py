@@ -7,7 +7,7 @@ import uuid
 
 import psutil
 
-MARK = "RANKLOOP_TEST_MARK"
+MARK = "TESTS_VLLM_MARK"  # not RANKLOOP_*: those are settings, and an unknown one is refused
 
 
 def new_mark() -> str:
