@@ -23,7 +23,8 @@ from policy.pretrain import main as pretrain
 from service.core.settings import VLLMOptions
 from service.engine.server import start_server
 
-WAYS = {"mp (vLLM's CPU default)": "mp", "uni (rankloop's)": "uni"}
+# vLLM's CPU default, named explicitly; and rankloop's default (no flag: `worker_in_engine_core`).
+WAYS = {"mp (vLLM's CPU default)": ["--distributed-executor-backend", "mp"], "uni (rankloop's)": []}
 
 
 async def tokens_per_s(url: str, served: str, requests: int = 32) -> float:
@@ -45,10 +46,8 @@ async def tokens_per_s(url: str, served: str, requests: int = 32) -> float:
     return sum(a.usage.completion_tokens for a in answers if a.usage) / (time.perf_counter() - t0)
 
 
-def measure(model: Path, backend: str, logs: Path) -> dict:
-    opts = VLLMOptions(
-        dtype="float32", max_model_len=256, extra_args=["--distributed-executor-backend", backend]
-    )
+def measure(model: Path, extra_args: list[str], logs: Path) -> dict:
+    opts = VLLMOptions(dtype="float32", max_model_len=256, extra_args=extra_args)
     t0 = time.perf_counter()
     server = start_server(model, opts, logs)
     start_s = time.perf_counter() - t0
@@ -71,8 +70,8 @@ def main() -> None:
         )
         runs: dict[str, list[dict]] = {name: [] for name in WAYS}
         for i in range(args.repeat):
-            for name, backend in WAYS.items():
-                runs[name].append(measure(model, backend, Path(tmp) / f"logs-{backend}-{i}"))
+            for j, (name, extra_args) in enumerate(WAYS.items()):
+                runs[name].append(measure(model, extra_args, Path(tmp) / f"logs-{j}-{i}"))
                 print(name, runs[name][-1], flush=True)
     summary = {
         name: {k: statistics.median(r[k] for r in rs) for k in ("start_s", "tokens_per_s")}

@@ -184,16 +184,22 @@ def server_command(model_dir: Path, served_name: str, host: str, port: int, opts
         cmd += ["--gpu-memory-utilization", str(opts.gpu_memory_utilization)]
     if opts.tensor_parallel_size:
         cmd += ["--tensor-parallel-size", str(opts.tensor_parallel_size)]
-    if (
+    if worker_in_engine_core(opts):
+        cmd += ["--distributed-executor-backend", "uni"]
+    return cmd + list(opts.extra_args)
+
+
+def worker_in_engine_core(opts: VLLMOptions) -> bool:
+    """Whether the server runs its one worker inside the engine core's process. The CPU build starts it in a
+    process of its own, which imports torch and vLLM a third time after the frontend and the engine core
+    (~10 s here); vLLM's CPU platform turns `uni` back into `mp` unless VLLM_ENABLE_V1_MULTIPROCESSING=0
+    (set with it in `_start`; the frontend still talks to the engine core over its socket, whatever that
+    variable says). bench/engine_start.py measures both ways' start and tokens/s."""
+    return (
         is_cpu_build()
         and (opts.tensor_parallel_size or 1) == 1
         and not any(a.split("=")[0] == "--distributed-executor-backend" for a in opts.extra_args)
-    ):
-        # The CPU build starts its one worker in a process of its own, which imports torch and vLLM a third
-        # time, after the frontend and the engine core; in the engine core's process the server answers
-        # /health sooner at the same tokens/s (bench/engine_start.py measures both). vLLM does this on one GPU.
-        cmd += ["--distributed-executor-backend", "uni"]
-    return cmd + list(opts.extra_args)
+    )
 
 
 def start_server(
@@ -253,6 +259,8 @@ def _start(
     env.pop("VLLM_SERVER_DEV_MODE", None)  # never the development routes (/collective_rpc, /sleep, weights)
     if api_key:
         env["VLLM_API_KEY"] = api_key
+    if worker_in_engine_core(opts):
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     proc = start_group(server_command(model_dir, served_name, host, port, opts), log_path, env)
     server = VLLMServer(model_dir, served_name, host, port, log_path, proc)
     if on_start is not None:

@@ -16,37 +16,14 @@ from service.core.store import Store
 from service.data.lineage import snapshot_summary
 from tests.support import REPO
 from tests.support.browser import ARGS, CHROMIUM
+from tests.support.demo_round import DemoRound, demo
 
 pytestmark = pytest.mark.slow
 
 
-def demo(data: Path) -> str:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "--data",
-            str(data),
-            "demo",
-            "--small",
-            "--no-serve",
-            "--port",
-            "0",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
-def first(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    data = tmp_path_factory.mktemp("demo") / "data"
-    return {"data": data, "out": demo(data)}
+def first(demo_round: DemoRound) -> dict:
+    return {"data": demo_round.data, "out": demo_round.out}
 
 
 def figures(data: Path) -> dict:

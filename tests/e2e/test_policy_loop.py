@@ -1,7 +1,8 @@
-"""The policy stage end to end, through the `rankloop` command: pretrained -> SFT on instructions ->
-sampled with vLLM -> ranked by simulated annotators (fixed seeds) -> reward model -> DPO and GRPO
-from the SFT model -> each evaluated against its parent on held-out prompts, both sampled by real
-vLLM servers -> the gate; RLOO is evaluated the same way. An SFT policy that writes long answers is refused;
+"""The policy stage end to end, through the `rankloop` command, on the session's demo round
+(tests/support/demo_round.py: pretrained -> SFT on instructions -> sampled with vLLM -> ranked by
+simulated annotators -> reward model -> DPO -> evaluated against its parent on held-out prompts, both
+sampled by real vLLM servers -> the gate). From there, in a copy of its data directory: GRPO and RLOO
+from the same SFT model, evaluated the same way; an SFT policy that writes long answers is refused;
 lineage prints pretrained -> sft -> dpo with data and reward model; blind human-evaluation tasks
 reach an annotator's queue and move the model leaderboard."""
 
@@ -21,17 +22,30 @@ from annotator.ranking import Submission
 from policy.corpus import SYSTEM_STYLES, transcripts
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
-from tests.support.loopkit import VLLM, build_loop, chat_model, evaluation, model_id, model_row, write_yaml
+from tests.support.demo_round import DemoRound
+from tests.support.loopkit import VLLM, evaluation, model_id, model_row, write_yaml
 from tests.support.loopkit import rankloop as run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Everything up to a trained reward model (tests/support/loopkit.py), with the ids and paths the tests need."""
+def loop(demo_round: DemoRound, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A copy of the demo's data directory, with the ids and paths the tests need."""
     root = tmp_path_factory.mktemp("loop")
-    return build_loop(root, chat_model(root / "chat"))
+    data = demo_round.copy(root / "data")
+    with Store.open(data / "rankloop.duckdb") as store:
+        [rnd] = store.query("SELECT * FROM rounds WHERE kind = 'demo'")
+        chat = store.scalar("SELECT path FROM models WHERE kind = 'pretrained'")
+    return {
+        "root": root,
+        "data": data,
+        "out": demo_round.out,
+        "chat_model": chat,
+        "sft": rnd["sampled_model_id"],
+        "dpo": rnd["policy_model_id"],
+        "reward": rnd["reward_model_id"],
+    }
 
 
 def check_win(ev: dict, judge: str, name: str) -> None:
@@ -43,22 +57,13 @@ def check_win(ev: dict, judge: str, name: str) -> None:
 
 
 def test_dpo_beats_its_parent_passes_the_gate_and_shows_its_lineage(loop: dict) -> None:
-    data, root = loop["data"], loop["root"]
-    out = run(
-        data,
-        "train",
-        "policy",
-        "--method",
-        "dpo",
-        "--config",
-        write_yaml(root / "dpo.yaml", {"max_steps": 60, "batch_size": 8, "max_length": 256}),
-    )
-    dpo = model_id(out)
-    # 8 answers per prompt and system prompt (the SFT parent's come from the sampling run): a tighter interval.
-    printed, ev = evaluation(data, dpo, "--judge", "hidden", "--human", "4", "--samples", "8")
+    data, dpo = loop["data"], loop["dpo"]
+    row = model_row(data, dpo)
+    ev = {**row["metrics"]["evaluations"][-1], "status": row["status"]}
     check_win(ev, "hidden", "DPO")
-    assert ev["baseline"] == loop["sft"] and ev["status"] == "active"
-    assert "gate passed" in printed and "hidden" in printed and "reward" in printed
+    assert ev["baseline"] == loop["sft"] and ev["status"] == "active" and ev["judge"] == "hidden"
+    printed = loop["out"]
+    assert "gate passed" in printed and "hidden judge" in printed and "reward judge" in printed
     lc = ev["judges"]["hidden"]
     assert ev["kl"]["estimate"] > 0 and lc["lc_ci"][0] <= lc["lc_win_rate"] <= lc["lc_ci"][1]
     assert ev["length"]["baseline_words"] > 0
@@ -68,7 +73,7 @@ def test_dpo_beats_its_parent_passes_the_gate_and_shows_its_lineage(loop: dict) 
     assert [c[2] for c in chain] == ["policy", "sft", "pretrained"], shown  # dpo -> sft -> pretrained
     assert str(loop["chat_model"]) in shown
     assert re.search(
-        r"data: snapshot \w+: \d+ rankings .* by 2 annotators \(sim-0, sim-1\); system prompts "
+        r"data: snapshot \w+: \d+ rankings .* by 3 annotators \(sim-1, sim-2, sim-3\); system prompts "
         r"brief v1, detailed v1, friendly v1",
         shown,
     ), shown
@@ -82,9 +87,10 @@ def test_human_evaluation_tasks_reach_the_queue_and_move_the_model_leaderboard(l
     data = loop["data"]
     with Store.open(data / "rankloop.duckdb") as store:
         tasks = store.query(
-            "SELECT id, sample_ids FROM tasks WHERE batch LIKE 'human evaluation%' ORDER BY id"
+            "SELECT id, sample_ids FROM tasks WHERE batch LIKE ? ORDER BY id",
+            [f"human evaluation job %: #{loop['dpo']} vs #{loop['sft']}"],
         )
-        assert len(tasks) == 4 and all(len(t["sample_ids"]) == 2 for t in tasks)
+        assert len(tasks) == 8 and all(len(t["sample_ids"]) == 2 for t in tasks)  # the demo's --human
         before = {r["arm"]: r for r in leaderboard_rows(store, "model")}
         alice = add_annotator(store, "alice", "annotator", "a-long-password")
         opts = AnnotationOptions(gold_rate=0)
@@ -107,7 +113,7 @@ def test_human_evaluation_tasks_reach_the_queue_and_move_the_model_leaderboard(l
         after = {r["arm"]: r for r in leaderboard_rows(store, "model")}
     dpo_arm = next(a for a in after if a.startswith("dpo"))
     sft_arm = next(a for a in after if a.startswith("sft"))
-    assert after[dpo_arm]["comparisons"] == before.get(dpo_arm, {}).get("comparisons", 0) + 4
+    assert after[dpo_arm]["comparisons"] == before.get(dpo_arm, {}).get("comparisons", 0) + 8
     assert after[dpo_arm]["score"] > after[sft_arm]["score"]
     assert before.get(dpo_arm) is None or after[dpo_arm]["score"] > before[dpo_arm]["score"]
     shown = run(data, "leaderboard", "--by", "model")

@@ -1,5 +1,6 @@
-"""One turn of the loop through the `rankloop` command, in this process (no service), up to a
-trained reward model: shared by tests/e2e/test_policy_loop.py and bench/policy.py.
+"""The `rankloop` command in this process (no service), for tests/e2e/test_policy_loop.py and bench/policy.py,
+and one turn of the loop up to a trained reward model (`build_loop`, bench/policy.py's; the tests read
+the session's demo round instead, tests/support/demo_round.py):
 
 A tiny chat Llama pretrained for 200 steps -> SFT on instruction chats -> 72 prompts x 3 system
 prompts x 8 samples from vLLM -> two simulated annotators rank them (fixed seeds; their hidden
