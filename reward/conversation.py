@@ -12,6 +12,7 @@ Kept in `reward/` (the data format's reader side) so trainers, scoring and the s
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 ROLES = ("user", "assistant")
@@ -65,6 +66,26 @@ def conversation_key(messages: Messages) -> str:
     if len(messages) == 1:
         return messages[0]["content"]
     return json.dumps(normalized(messages), ensure_ascii=False, separators=(",", ":"))
+
+
+_LEADING_NUMBER = re.compile(r"^\s*(\d+[.):]|[#(\[]\s*\d+[)\]]?)\s+")
+_TRAILING_NUMBER = re.compile(r"(\s*([#(\[]\s*[\w-]*\d[\w-]*[)\]]?|\d+[.)]?))+\s*$")
+
+
+def split_key(prompt: str) -> str:
+    """What decides which side of a train/eval split a prompt falls on: the conversation's opening (its
+    first user message, so the follow-ups of one opening stay together) with case, whitespace,
+    punctuation and numbering before or after it ("#0-3", "(2)", "3.") taken away, so near-duplicates
+    such as "What is a cat?" and "what is a cat #0-3" land on the same side. Grouping too much only
+    unbalances the split; grouping too little would leak held-out prompts into training."""
+    opening = prompt
+    if prompt.startswith("["):  # a conversation's canonical JSON (conversation_key)
+        try:
+            opening = next(m["content"] for m in json.loads(prompt) if m["role"] == "user")
+        except (ValueError, TypeError, KeyError, StopIteration):
+            pass
+    text = _TRAILING_NUMBER.sub("", _LEADING_NUMBER.sub("", opening.lower()))
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text).split()) or opening.strip().lower()
 
 
 def from_row(prompt: str, messages: str | list | None) -> Messages:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from reward.conversation import Messages, from_row
+from reward.conversation import Messages, from_row, split_key
 from reward.snapshot_format import snapshot_file
 
 Consensus = Literal["all", "aggregate"]
@@ -35,9 +35,10 @@ def strict_pairs(ranks: list[int]) -> list[tuple[int, int, int]]:
 
 
 def split_of(prompt: str, eval_fraction: float) -> str:
-    """train or eval, from the prompt's text alone: stable as data grows, and the same prompt
-    always lands on one side. A prompt held out at fraction f is held out at every f' >= f."""
-    bucket = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    """train or eval, from the prompt's text alone: stable as data grows, and the same prompt, every
+    near-duplicate of it and every conversation with its opening (`split_key`) land on one side. A
+    prompt held out at fraction f is held out at every f' >= f."""
+    bucket = int(hashlib.sha256(split_key(prompt).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "eval" if bucket < eval_fraction else "train"
 
 

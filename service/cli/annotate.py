@@ -124,8 +124,13 @@ def cmd_import_hh(args: argparse.Namespace, settings: Settings) -> None:
         r = c.call("import.hh", **op_params(args, "import.hh"), source_ref=str(args.file))
     print(
         f"imported {r['added']} preference pairs from {args.file}"
-        + (f" ({r['skipped']} already imported)" if r["skipped"] else "")
+        + (f" ({r['already']} already imported)" if r["already"] else "")
     )
+    if r["repaired"]:
+        print(f"{r['repaired']} of them had turns of one speaker in a row joined or empty turns dropped")
+    if r["skipped"]:
+        print(f"skipped {len(r['skipped'])} lines (--strict rejects the file instead):")
+        print("".join(f"  {why}\n" for why in r["skipped"]), end="")
 
 
 def add_parsers(tree: CommandTree) -> None:
@@ -199,7 +204,7 @@ def add_parsers(tree: CommandTree) -> None:
     tree.command(
         "hh",
         cmd_import_hh,
-        "import HH-RLHF-format JSONL (chosen/rejected transcripts)",
+        "import HH-RLHF-format JSONL, plain or .gz (chosen/rejected transcripts; unreadable lines skipped)",
         "import",
         op="import.hh",
         opts={"file": POSITIONAL},

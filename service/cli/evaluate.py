@@ -30,6 +30,15 @@ def _range(ci: list[float]) -> str:
     return f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
+def _similar(figure: dict | None) -> str:
+    """The win rate on pairs of similar length: rate, interval, how many, within what."""
+    if not figure:
+        return "-"
+    if not figure["n"]:
+        return f"no pairs within {figure['tolerance']:.0%}"
+    return f"{figure['win_rate']:.3f} ({_range(figure['ci'])}, n={figure['n']}, within {figure['tolerance']:.0%})"
+
+
 def print_evaluation(ev: dict) -> None:
     print(
         f"  job {ev['job_id']}: against #{ev['baseline']} {ev['baseline_name']} on {ev['comparisons']} comparisons "
@@ -43,18 +52,23 @@ def print_evaluation(ev: dict) -> None:
                 "95% CI": _range(j["ci"]),
                 "LC win rate": f"{j['lc_win_rate']:.3f}",
                 "LC 95% CI": _range(j["lc_ci"]),
+                "similar length": _similar(j.get("similar_length")),
                 "mean score": f"{j['mean_candidate']:.3f} vs {j['mean_baseline']:.3f}",
             }
             for name, j in ev["judges"].items()
         ],
-        ["judge", "win_rate", "95% CI", "LC win rate", "LC 95% CI", "mean score"],
+        ["judge", "win_rate", "95% CI", "LC win rate", "LC 95% CI", "similar length", "mean score"],
     )
     kl = ev.get("kl") or {}
-    kl_text = (
-        f"KL to the reference {kl['estimate']:.2f} nats ({kl['per_token']:.3f} per token)"
-        if "estimate" in kl
-        else f"KL not estimated: {kl.get('skipped', 'no reference')}"
-    )
+    if "estimate" not in kl:
+        kl_text = f"KL not estimated: {kl.get('skipped', 'no reference')}"
+    elif kl.get("note") or "ci" not in kl:  # an interval reaching 0 (or an evaluation from before intervals)
+        kl_text = f"KL to the reference: {kl.get('note', 'recorded without an interval')} (estimate {kl['estimate']:.2f})"
+    else:
+        kl_text = (
+            f"KL to the reference {kl['estimate']:.2f} nats (95% CI {_range(kl['ci'])}; "
+            f"{kl['per_token']:.3f} per token, on the {kl.get('token_ids', 'sampled')} token ids)"
+        )
     print(
         f"  length {ev['length']['candidate_words']:.1f} vs {ev['length']['baseline_words']:.1f} words; {kl_text}"
     )

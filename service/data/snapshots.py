@@ -93,12 +93,17 @@ GROUP BY ALL ORDER BY r.task_id, a.name
 
 
 def _hidden_utilities(row: dict) -> list[float] | None:
-    """Ground truth for rankings by simulated annotators: their hidden utility of each candidate."""
-    if row["annotator_role"] != Role.SIMULATED or not row["annotator_profile"]:
+    """Ground truth for held-out rankings by reliable simulated annotators: their hidden utility of each
+    candidate. None for training rows (a trainer never sees the truth it is measured against) and for an
+    annotator who ranks at random (its rankings follow no utility)."""
+    if row["split"] != "eval" or row["annotator_role"] != Role.SIMULATED or not row["annotator_profile"]:
         return None
     from annotator.simulated import Profile, utility
 
-    pref = Profile.model_validate_json(row["annotator_profile"]).preference
+    profile = Profile.model_validate_json(row["annotator_profile"])
+    if profile.unreliable:
+        return None
+    pref = profile.preference
     return [
         utility(pref, text, sp) for text, sp in zip(row["texts"], row["system_prompt_texts"], strict=True)
     ]

@@ -189,7 +189,8 @@ async def _run(
             latency_ms = (time.perf_counter() - t0) * 1000
         prompt_tokens = resp.usage.prompt_tokens if resp.usage else None
         for index, choice in zip(job.indices, sorted(resp.choices, key=lambda c: c.index), strict=True):
-            n_tokens = len(getattr(choice, "token_ids", None) or [])  # vLLM's per-choice token ids
+            token_ids = getattr(choice, "token_ids", None)  # vLLM's per-choice ids, its stop token included
+            n_tokens = len(token_ids or [])
             buffer.append(
                 {
                     "prompt_id": job.prompt_id,
@@ -200,6 +201,7 @@ async def _run(
                     "completion_tokens": n_tokens,
                     "finish_reason": choice.finish_reason,
                     "latency_ms": latency_ms,
+                    "token_ids": list(token_ids) if token_ids else None,
                 }
             )
             report.generated += 1

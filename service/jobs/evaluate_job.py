@@ -260,7 +260,8 @@ def comparisons(
     """Sample i of the candidate against sample i of the baseline, per prompt and system prompt; a
     prompt's comparisons form one bootstrap group (answers to one prompt are not independent)."""
     rows = store.query(
-        """SELECT id, prompt_id, system_prompt_id, model_id, sample_index, text, finish_reason FROM samples
+        """SELECT id, prompt_id, system_prompt_id, model_id, sample_index, text, finish_reason, token_ids
+           FROM samples
            WHERE list_contains(?, prompt_id) AND list_contains(?, system_prompt_id) AND list_contains(?, model_id)
              AND params_hash = ? AND sample_index < ?""",
         [
@@ -286,6 +287,9 @@ def comparisons(
                     "candidate": cand["text"],
                     "baseline": base["text"],
                     "candidate_finish": cand["finish_reason"],
+                    "candidate_token_ids": cand[
+                        "token_ids"
+                    ],  # what the KL estimate scores (None: re-tokenize)
                     "sample_ids": [cand["id"], base["id"]],
                     "prompt_id": p["id"],
                 }

@@ -159,6 +159,15 @@ def round_section(store: Store, rnd: dict) -> str:
                 if j.get("lc_win_rate") is not None:
                     lc_ci = j.get("lc_ci") or [j["lc_win_rate"]] * 2
                     rows.append((f"{name}: length-controlled", j["lc_win_rate"], *lc_ci))
+                similar = j.get("similar_length") or {}
+                if similar.get("n"):
+                    rows.append(
+                        (
+                            f"{name}: similar length (±{similar['tolerance']:.0%})",
+                            similar["win_rate"],
+                            *similar["ci"],
+                        )
+                    )
             grid.append(
                 charts.interval_chart(
                     rows,

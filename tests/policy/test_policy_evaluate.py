@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from policy.config import EvalConfig
-from policy.evaluate import judgments, length_controlled, main, read_comparisons, win_rate
+from policy.evaluate import kl_figures, main, read_comparisons, sequence_logprobs
+from policy.length_control import length_controlled, similar_length
+from policy.stats import judgments, logistic, win_rate
 
 
 def test_judgments_are_win_tie_loss() -> None:
@@ -32,20 +34,48 @@ def test_win_rate_interval_covers_the_rate_and_resamples_groups() -> None:
     assert clustered["ci"][1] - clustered["ci"][0] > 2 * (hi - lo) * 0.9, (clustered, spread)
 
 
-def test_length_controlled_win_rate_removes_a_win_that_is_only_length() -> None:
+def _duel(rng: np.random.Generator, cand: np.ndarray, base: np.ndarray, utility, edge: float = 0.0):
+    """Judgments by a judge that scores utility(words) (+ `edge` for the candidate) with logistic noise."""
+    noise = rng.logistic(0, 1, (2, len(cand)))
+    return judgments(utility(cand) + edge + noise[0], utility(base) + noise[1])
+
+
+def test_length_control_holds_for_a_judge_that_likes_a_length_not_more_of_it() -> None:
+    """A policy that differs only in length shows no length-controlled win, whether the judge wants more
+    words or about 12 (the rule world's preference): a tanh-of-the-difference control (AlpacaEval's)
+    keeps most of the raw win under the peaked judge."""
     rng = np.random.default_rng(0)
-    # The candidate is longer 80% of the time, and the judge likes length and nothing else: at equal
-    # length it is a coin flip (P(win) = sigmoid(2 tanh(d / sd)), d = candidate minus baseline words).
-    longer = np.abs(rng.normal(0, 10, 400)) * np.where(rng.random(400) < 0.8, 1, -1)
-    p_win = 1 / (1 + np.exp(-2 * np.tanh(longer / longer.std())))
-    wins = (rng.random(400) < p_win).astype(float)
-    raw = win_rate(wins, [str(i) for i in range(400)])["win_rate"]
-    lc = length_controlled(wins, longer, [str(i) for i in range(400)], n_boot=100)
-    assert raw > 0.65 and abs(lc["lc_win_rate"] - 0.5) < 0.1, (raw, lc)
-    # A candidate that wins at every length keeps its win rate.
-    better = np.where(rng.random(400) < 0.75, 1.0, 0.0)
-    lc = length_controlled(better, longer, [str(i) for i in range(400)], n_boot=100)
-    assert abs(lc["lc_win_rate"] - better.mean()) < 0.05 and lc["lc_ci"][0] > 0.6, lc
+    n, group = 800, [f"p{i // 2}" for i in range(800)]
+    base = rng.integers(1, 41, n).astype(float)
+    near_12 = np.clip(np.round(rng.normal(12, 3, n)), 1, 60)
+    for cand, utility in [
+        (near_12, lambda w: -np.abs(w - 12) / 2),  # peaked: the candidate sits at the favourite length
+        (base + rng.integers(0, 10, n), lambda w: w / 3),  # monotone: the candidate is longer
+    ]:
+        wins = _duel(rng, cand, base, utility)
+        lc = length_controlled(wins, cand, base, group, n_boot=200)
+        raw = win_rate(wins, group)["win_rate"]
+        assert raw > 0.65 and lc["lc_ci"][0] < 0.5 < lc["lc_ci"][1], (raw, lc)
+        assert abs(lc["lc_win_rate"] - 0.5) < 0.06, lc
+    peaked = _duel(rng, near_12, base, lambda w: -np.abs(w - 12) / 2)
+    d = near_12 - base
+    x = np.column_stack([np.ones(n), np.tanh(d / d.std())])
+    tanh_lc = 1 / (1 + np.exp(-logistic(x, peaked, np.ones(n), np.array([0.0, 1e-3]))[0]))
+    assert tanh_lc > 0.75  # the old control calls most of a length-only win real
+
+
+def test_length_control_keeps_a_win_at_every_length() -> None:
+    rng = np.random.default_rng(1)
+    n, group = 800, [f"p{i // 2}" for i in range(800)]
+    base = rng.integers(1, 41, n).astype(float)
+    cand = np.clip(np.round(rng.normal(12, 3, n)), 1, 60)
+    wins = _duel(rng, cand, base, lambda w: -np.abs(w - 12) / 2, edge=1.5)  # better at equal length
+    lc = length_controlled(wins, cand, base, group, n_boot=200)
+    truth = 1 / (1 + np.exp(-1.5 / np.sqrt(2)))  # logistic noise on both sides, roughly
+    assert lc["lc_ci"][0] > 0.6 and abs(lc["lc_win_rate"] - truth) < 0.08, (lc, truth)
+    similar = similar_length(wins, cand, base, group)
+    assert similar["tolerance"] == 0.2 and 0 < similar["n"] < n and similar["ci"][0] > 0.55, similar
+    assert similar_length(wins, cand * 0 + 5, cand * 0 + 50, group)["n"] == 0  # none alike: no figure
 
 
 def test_evaluate_writes_figures_for_every_judge(tiny_model: Path, tmp_path: Path) -> None:
@@ -113,6 +143,48 @@ def reply_logprob(model: Path, row: dict) -> float:
     with torch.no_grad():
         logp = m(torch.tensor([ids])).logits[0].log_softmax(-1)
     return float(sum(logp[i - 1, ids[i]] for i in range(start, len(ids))))
+
+
+def test_kl_on_sampled_token_ids_matches_the_exact_kl_within_its_interval(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Two-token responses sampled from the candidate, scored on the ids it sampled (no text at all): the
+    estimate's interval holds the exact KL(candidate || reference), summed over the whole vocabulary at
+    each of the two steps for every prefix drawn. An interval that reaches 0 gives a note that the estimate
+    is too noisy, never a negative KL to quote."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reference = perturbed(tiny_model, tmp_path / "ref")
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    cand_m, ref_m = (AutoModelForCausalLM.from_pretrained(m).eval() for m in (tiny_model, reference))
+    torch.manual_seed(0)
+    rows, exact = [], []
+    with torch.inference_mode():
+        for p in range(12):
+            chat = [{"role": "user", "content": f"Tell me about topic {p}."}]
+            prompt = tok.apply_chat_template(chat, add_generation_prompt=True)["input_ids"]
+            for _ in range(40):
+                ids, kl = list(prompt), 0.0
+                for _step in range(2):  # KL of the two-token sequence = expected sum of per-step KLs
+                    lp = cand_m(torch.tensor([ids])).logits[0, -1].log_softmax(-1)
+                    lq = ref_m(torch.tensor([ids])).logits[0, -1].log_softmax(-1)
+                    kl += float((lp.exp() * (lp - lq)).sum())
+                    ids.append(int(torch.multinomial(lp.exp(), 1)))
+                exact.append(kl)
+                rows.append(
+                    {"group": str(p), "messages": chat, "candidate": "", "candidate_token_ids": ids[-2:]}
+                )
+    cand = sequence_logprobs(tiny_model, rows, 256)
+    ref = sequence_logprobs(reference, rows, 256)
+    kl = kl_figures(cand, ref, [r["group"] for r in rows])
+    truth = float(np.mean(exact))  # the exact KL, averaged over the same prefixes
+    assert kl["ci"][0] <= truth <= kl["ci"][1] and kl["ci"][0] > 0 and "note" not in kl, (kl, truth)
+    assert kl["per_token"] == pytest.approx(kl["estimate"] / 2)
+    # Log-ratios -1, 0.5, 0.2 (mean below 0): no KL to print, a note saying why.
+    few = kl_figures([(-1.0, 2), (0.5, 2), (0.2, 2)], [(0.0, 2)] * 3, ["a", "b", "c"])
+    assert few["estimate"] < 0 and few["ci"][0] < 0 < few["ci"][1]
+    assert few["note"].startswith("too noisy to tell from 0 (3 responses to 3 prompts)")
 
 
 def test_bad_comparison_files_are_named(tmp_path: Path) -> None:

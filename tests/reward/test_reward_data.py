@@ -1,6 +1,7 @@
 """Ranking transforms with ties: strict pairs with margins, consensus, lists."""
 
-from reward.data import apply_consensus, dense_ranks, listwise_groups, pairwise_rows, strict_pairs
+from reward.conversation import conversation_key, split_key
+from reward.data import apply_consensus, dense_ranks, listwise_groups, pairwise_rows, split_of, strict_pairs
 
 
 def row(task_id: int, ranks: list[int], annotator: str = "a") -> dict:
@@ -47,3 +48,33 @@ def test_listwise_groups_keep_display_order_and_ties() -> None:
             "ranks": [2, 1, 1, 3],
         }
     ]
+
+
+def test_near_duplicates_and_one_opening_land_on_one_side() -> None:
+    """Held out means held out: a prompt planted again with other case, spacing, punctuation or
+    numbering, and every conversation that opens with it, falls on the side the prompt falls on,
+    at every eval fraction."""
+    base = "What is a cat?"
+    planted = [
+        "what is a cat #0-3",
+        "  What  is a CAT?? (2)",
+        "1. What is a cat",
+        "What is a cat?\n",
+        conversation_key(
+            [
+                {"role": "user", "content": "What is a cat?"},
+                {"role": "assistant", "content": "An animal."},
+                {"role": "user", "content": "Which one?"},
+            ]
+        ),
+    ]
+    assert {split_key(p) for p in planted} == {split_key(base)} == {"what is a cat"}
+    for fraction in (0.1, 0.3, 0.5, 0.9):
+        assert {split_of(p, fraction) for p in planted} == {split_of(base, fraction)}
+    # Different questions are still told apart, so both sides fill.
+    questions = [
+        f"Why is the {thing} {colour}?" for thing in ("sky", "sea", "grass") for colour in ("blue", "red")
+    ]
+    assert len({split_key(q) for q in questions}) == 6
+    sides = {split_of(f"Question number {word} about birds?", 0.5) for word in "abcdefghijklmnop"}
+    assert sides == {"train", "eval"}

@@ -12,9 +12,20 @@ from service.cli.main import main
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
 from service.data import exchange
-from service.data.exchange import ImportedRanking, export, import_hh, import_rankings, parse_hh
+from service.data.exchange import ImportedRanking, export, import_hh, import_rankings
+from service.data.hh import parse_hh
 from service.data.prompts import InputFileError
 from tests.support.seeding import seed_tasks
+
+
+def answer(transcript: str) -> str:
+    parsed = parse_hh(transcript)
+    assert not isinstance(parsed, str), parsed
+    return parsed.answer
+
+
+def added(result: dict) -> tuple[int, int]:
+    return result["added"], result["already"]
 
 
 def ranked_store(path: Path) -> Path:
@@ -125,7 +136,9 @@ def test_export_import_round_trip_through_the_cli(tmp_path: Path, capsys) -> Non
         ),
     ],
 )
-def test_malformed_hh_is_rejected_whole(tmp_path: Path, capsys, content: str, message: str) -> None:
+def test_malformed_hh_is_rejected_whole_with_strict(
+    tmp_path: Path, capsys, content: str, message: str
+) -> None:
     good = (
         '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: yes", "rejected": "\\n\\nHuman: a\\n\\nAssistant: no"}\n'
     )
@@ -133,7 +146,7 @@ def test_malformed_hh_is_rejected_whole(tmp_path: Path, capsys, content: str, me
     f.write_text(good + content)
     data = tmp_path / "data"
     main(["--data", str(data), "init"])
-    assert main(["--data", str(data), "import", "hh", str(f)]) == 2
+    assert main(["--data", str(data), "import", "hh", "--strict", str(f)]) == 2
     err = capsys.readouterr().err
     assert message in err  # line numbers count the good row before the bad one
     with Store.open(data / "rankloop.duckdb") as store:
@@ -191,7 +204,7 @@ def test_multi_turn_hh_round_trip_is_lossless(tmp_path: Path, capsys) -> None:
         again = [json.loads(r["messages"]) for r in store.query("SELECT messages FROM prompts ORDER BY id")]
         texts = sorted(r["text"] for r in store.query("SELECT text FROM samples"))
     assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, convs))
-    assert texts == sorted(t for r in rows for t in (parse_hh(r["chosen"])[1], parse_hh(r["rejected"])[1]))
+    assert texts == sorted(t for r in rows for t in (answer(r["chosen"]), answer(r["rejected"])))
 
 
 def test_imports_store_through_the_queue_and_prompt_paths(store: Store, tmp_path: Path) -> None:
@@ -206,7 +219,7 @@ def test_imports_store_through_the_queue_and_prompt_paths(store: Store, tmp_path
     )
     person = add_annotator(store, "sim", "simulated")
     assert queue.progress(store, person, AnnotationOptions(gold_rate=0))["queue"] == 0  # the book exists
-    assert import_hh(store, f) == (2, 0)
+    assert added(import_hh(store, f)) == (2, 0)
     rows = store.query(
         """SELECT r.ranks, r.flags, r.skipped, r.submission_id, a.name, a.role, t.batch, t.required_rankings,
                   len(t.sample_ids) AS k, p.source FROM rankings r JOIN annotators a ON a.id = r.annotator_id
@@ -225,7 +238,7 @@ def test_imports_store_through_the_queue_and_prompt_paths(store: Store, tmp_path
         )
         assert r["submission_id"].startswith("hh:")
     assert queue.next_task(store, person, AnnotationOptions(gold_rate=0)) is None  # both count as done
-    assert import_hh(store, f) == (0, 2)
+    assert added(import_hh(store, f)) == (0, 2)
 
 
 def test_an_import_row_with_an_invalid_ranking_is_refused_as_a_submit_is(
@@ -263,4 +276,4 @@ def test_an_import_is_one_transaction(store: Store, tmp_path: Path, monkeypatch)
     c = store.counts()
     assert (c["prompts"], c["samples"], c["tasks"], c["rankings"]) == (0, 0, 0, 0)
     monkeypatch.undo()
-    assert import_hh(store, f) == (1, 0)
+    assert added(import_hh(store, f)) == (1, 0)

@@ -42,7 +42,9 @@ def test_same_data_same_id_and_prompt_disjoint_split(ranked) -> None:
     task = store.query("SELECT sample_ids FROM tasks WHERE id = ?", [row["task_id"]])[0]
     assert row["sample_ids"] == task["sample_ids"] and len(row["texts"]) == len(row["ranks"]) == 4
     assert row["system_prompts"][0].endswith(" v1") and row["annotator_role"] == "simulated"
-    assert len(row["hidden_utility"]) == 4  # ground truth from the simulated annotator's profile
+    # Ground truth from the simulated annotator's profile, for held-out rows only.
+    assert all(len(r["hidden_utility"]) == 4 for r in rows if r["split"] == "eval")
+    assert all(r["hidden_utility"] is None for r in rows if r["split"] == "train")
     assert all(0 <= r["task_agreement"] <= 1 for r in rows)  # every task here was ranked twice
     manifest = json.loads((first.path.parent / "manifest.json").read_text())
     assert manifest["id"] == first.id and manifest["filters"]["eval_fraction"] == 0.2
@@ -103,3 +105,26 @@ def test_snapshot_command_and_bad_input(tmp_path: Path, capsys) -> None:
     assert "eval_fraction" in capsys.readouterr().err
     with Store.open(data / "rankloop.duckdb") as store:
         assert store.scalar("SELECT count(*) FROM snapshots") == 1
+
+
+def test_hidden_utilities_only_for_held_out_rows_of_annotators_who_follow_one(tmp_path: Path) -> None:
+    """A snapshot carries the simulated ground truth only where it is used to measure (eval rows) and only
+    for annotators whose rankings follow it: never for one who ranks at random."""
+    from annotator import simulate_run
+    from annotator.simulated import Profile
+
+    with Store.open(tmp_path / "data" / "rankloop.duckdb") as store:
+        seed_tasks(store, n_prompts=40, k=3, styles=("brief",), required=2)
+        profiles = simulate_run.ensure_accounts(
+            store, {"steady": Profile(noise=0.3), "coin": Profile(unreliable=True)}
+        )
+        simulate_run.run(
+            simulate_run.LocalQueue(store, AnnotationOptions(gold_rate=0)), profiles, seed=0, parallel=False
+        )
+        rows = read_snapshot(
+            create_snapshot(store, tmp_path / "data", SnapshotFilters(eval_fraction=0.5)).path
+        )
+    held = [r for r in rows if r["split"] == "eval"]
+    assert {r["annotator"] for r in held} == {"steady", "coin"}
+    assert all(len(r["hidden_utility"]) == 3 for r in held if r["annotator"] == "steady")
+    assert all(r["hidden_utility"] is None for r in rows if r["annotator"] == "coin" or r["split"] == "train")

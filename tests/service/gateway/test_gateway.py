@@ -401,7 +401,8 @@ def test_deploy_and_rollback_under_load_drop_nothing(service, tiny_model: Path, 
     }
     try:
         endpoint = {
-            name: ["--endpoint", f"http://127.0.0.1:{s.port}", "--endpoint-key", keys[name]]
+            # `--endpoint-key=KEY`: a generated key may start with "-", which argparse would take for a flag.
+            name: ["--endpoint", f"http://127.0.0.1:{s.port}", f"--endpoint-key={keys[name]}"]
             for name, s in servers.items()
         }
         cli(service["data"], "deploy", str(service["blue"]), *endpoint["blue"])
