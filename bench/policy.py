@@ -36,12 +36,29 @@ from tests.support.loopkit import (
 
 
 def figures(data: Path, model: int, against: int) -> dict:
-    """Win rates under both judges, KL and lengths of `model` against `against` (no gate)."""
+    """Win rates under each judge, KL and lengths of `model` against `against` (no gate). The reward model
+    an online-RL policy was trained against is its proxy: recorded as such, never as a win rate."""
     _, ev = evaluation(data, model, "--against", str(against), "--judge", "hidden", "--no-gate")
-    return {
-        name: {"win_rate": j["win_rate"], "ci": j["ci"], "lc_win_rate": j["lc_win_rate"]}
+    judges = {
+        name: (
+            {
+                "trained_against": True,
+                "mean_candidate": j["mean_candidate"],
+                "mean_baseline": j["mean_baseline"],
+            }
+            if j.get("trained_against")
+            else {
+                "win_rate": j["win_rate"],
+                "ci": j["ci"],
+                "lc_win_rate": j["lc_win_rate"],
+                "lc_ci": j["lc_ci"],
+                "similar_length": j["similar_length"],
+            }
+        )
         for name, j in ev["judges"].items()
-    } | {"kl": ev["kl"].get("estimate"), "comparisons": ev["comparisons"], "words": ev["length"]}
+    }
+    kl = {k: ev["kl"].get(k) for k in ("estimate", "ci", "note", "token_ids")}
+    return judges | {"kl": kl, "comparisons": ev["comparisons"], "words": ev["length"]}
 
 
 def grpo(work: Path, data: Path, steps: int, generation: str) -> dict:

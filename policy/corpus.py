@@ -92,6 +92,24 @@ def transcripts(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
     return out
 
 
+def training_transcripts(n: int, seed: int = 0, eval_fraction: float = 0.2) -> list[list[dict[str, str]]]:
+    """`n` transcripts whose question lands on the training side of a snapshot split at `eval_fraction`
+    (`reward.data.split_of`, by the question's normalized opening): supervised fine-tuning on them leaves
+    the held-out prompts unseen, so an evaluation on those prompts measures what it says."""
+    from reward.data import split_of
+
+    out: list[list[dict[str, str]]] = []
+    batch = 0
+    while len(out) < n:
+        out += [
+            t
+            for t in transcripts(n, seed + 1000 * batch)
+            if split_of(t[1]["content"], eval_fraction) == "train"
+        ]
+        batch += 1
+    return out[:n]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5, help="how many transcripts to print")

@@ -107,16 +107,22 @@ def seed_data(c: Client, data: Path) -> None:
     print(f"{added} new prompts; system prompts {', '.join(SYSTEM_PROMPTS)}")
 
 
-def sft(c: Client, data: Path, base: Path, steps: int) -> int:
-    """The SFT model of `base` (reused when one was trained before)."""
+def sft(c: Client, data: Path, base: Path, steps: int, eval_fraction: float) -> int:
+    """The SFT model of `base` (reused when one was trained before), on instructions whose questions the
+    round's snapshot will not hold out: the evaluation's prompts stay unseen."""
     for m in c.call("models.list", kind=ModelKind.SFT):
         if m["status"] != ModelStatus.FAILED:
             print(f"using SFT model #{m['id']} trained before")
             return m["id"]
-    from policy.corpus import transcripts
+    from policy.corpus import training_transcripts
 
     chats = data / "demo-instructions.jsonl"
-    chats.write_text("".join(json.dumps({"messages": t}) + "\n" for t in transcripts(400, seed=7)))
+    chats.write_text(
+        "".join(
+            json.dumps({"messages": t}) + "\n"
+            for t in training_transcripts(400, seed=7, eval_fraction=eval_fraction)
+        )
+    )
     job = follow(
         c,
         c.call(
@@ -265,7 +271,13 @@ def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> Non
             assert isinstance(c, LocalClient)  # checked above: no service runs on this data directory
             find_or_register(c.ctx.store, model.resolve())
         sft_id = stages.run(
-            "supervised fine-tuning on generated instructions", sft, c, data, base, size["sft_steps"]
+            "supervised fine-tuning on generated instructions",
+            sft,
+            c,
+            data,
+            base,
+            size["sft_steps"],
+            plan.eval_fraction,
         )
         done = [r for r in c.call("rounds.list") if r["kind"] == "demo" and r["status"] == "done"]
         if done:  # the loop ran before: serve its result (`rankloop loop` runs further rounds)

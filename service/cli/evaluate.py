@@ -30,6 +30,17 @@ def _range(ci: list[float]) -> str:
     return f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
+# A reward model the policy was trained against: its figures are the proxy's own, not a verdict.
+SELF_JUDGED = {
+    "judge": "reward (trained against it: proxy only)",
+    "win_rate": "-",
+    "95% CI": "not a fair judge",
+    "LC win rate": "-",
+    "LC 95% CI": "-",
+    "similar length": "-",
+}
+
+
 def _similar(figure: dict | None) -> str:
     """The win rate on pairs of similar length: rate, interval, how many, within what."""
     if not figure:
@@ -44,6 +55,12 @@ def print_evaluation(ev: dict) -> None:
         f"  job {ev['job_id']}: against #{ev['baseline']} {ev['baseline_name']} on {ev['comparisons']} comparisons "
         f"({ev['prompts']} held-out prompts x {', '.join(ev['system_prompts'])}); gate judge: {ev['judge']}"
     )
+    left = {
+        "in the SFT data behind the models": ev.get("prompts_left_out_as_trained_on"),
+        "of the prompt file in a training pool": ev.get("prompts_left_out_of_file"),
+    }
+    if any(left.values()):
+        print("  left out as not held out: " + ", ".join(f"{n} {why}" for why, n in left.items() if n))
     print_table(
         [
             {
@@ -54,6 +71,7 @@ def print_evaluation(ev: dict) -> None:
                 "LC 95% CI": _range(j["lc_ci"]),
                 "similar length": _similar(j.get("similar_length")),
                 "mean score": f"{j['mean_candidate']:.3f} vs {j['mean_baseline']:.3f}",
+                **(SELF_JUDGED if j.get("trained_against") else {}),  # last: it replaces the figures
             }
             for name, j in ev["judges"].items()
         ],

@@ -63,6 +63,12 @@ class RoundPlan(BaseModel):
         },
         description="GRPO and RLOO job config fields",
     )
+    eval_fraction: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="share of prompts the snapshot holds out (the tiny world has 72: 0.3 keeps 21 for evaluation)",
+    )
     eval_samples: int = Field(8, description="evaluation: responses per prompt and system prompt")
     eval_prompts: int = Field(64, description="evaluation: at most this many held-out prompts")
     human_tasks: int = Field(8, description="blind policy-vs-baseline tasks left for people")
@@ -228,7 +234,7 @@ def _rank(
 def _snapshot(
     c: Client, settings: Settings, plan: RoundPlan, row: dict[str, Any], base_model: int, say: Say
 ) -> dict[str, Any]:
-    snap = c.call("snapshot", exclude_annotators=row["excluded"] or [])
+    snap = c.call("snapshot", exclude_annotators=row["excluded"] or [], eval_fraction=plan.eval_fraction)
     say(
         f"snapshot {snap['id']}: {snap['counts']['train_rankings']} train / {snap['counts']['eval_rankings']} "
         f"held-out rankings" + (f", without {', '.join(row['excluded'])}" if row["excluded"] else "")
@@ -307,6 +313,9 @@ def _evaluate(
     model = c.call("models.show", model_id=row["policy_model_id"])
     ev = model["evaluations"][-1]
     for name, j in ev["judges"].items():
+        if j.get("trained_against"):
+            say(f"  {name} judge: the policy was trained against it (proxy figures only, not a verdict)")
+            continue
         say(
             f"  {name} judge: win rate {j['win_rate']:.3f} (95% CI {j['ci'][0]:.3f}-{j['ci'][1]:.3f}), "
             f"length-controlled {j['lc_win_rate']:.3f} over {j['n']} comparisons"

@@ -4,9 +4,7 @@ Both models answer the same held-out prompts (the snapshot's eval split, plus an
 file, stored with source 'eval' so that sampling for training never uses them) under the
 same system prompts, sampled with vLLM through the engine supervisor; samples already stored
 are reused, so a baseline's answers are generated once for every policy compared with it.
-Held out means held out from everything behind the candidate and the judge: the eval split at
-the smallest eval fraction of the snapshots in the candidate's lineage and the reward model's,
-and from a prompt file only prompts that no training pool holds.
+Held out means held out from everything behind the candidate and the judge (service/jobs/held_out.py).
 Sample i of the candidate meets sample i of the baseline. Judges: the reward model (in
 `python -m policy.evaluate`, a child process like a trainer) and, when the snapshot's rankings
 came from simulated annotators, their hidden preference (the mean utility of their profiles).
@@ -24,112 +22,28 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from annotator.simulated import Profile, utility
 from policy.config import EvalConfig
 from reward.checkpoint import read_metrics, require_model_dir, write_metrics
 from reward.configfile import validate
-from reward.conversation import conversation_key, normalized
-from reward.data import read_snapshot
-from service.core.enums import ModelKind, PromptSource, Role
+from service.core.enums import ModelKind
 from service.core.errors import UserError
-from service.core.registry import active_model, get_model, lineage, record_evaluation
-from service.core.settings import Settings, VLLMOptions
+from service.core.registry import active_model, get_model, record_evaluation
+from service.core.settings import Settings
 from service.core.store import Store
-from service.data.prompts import add_prompts, latest_system_prompts, read_prompt_file
+from service.data.prompts import latest_system_prompts, read_prompt_file
 from service.data.tasks import insert_tasks
 from service.engine.sampler import (
     Endpoint,
     SamplingCancelled,
-    SamplingParams,
     messages,
     missing_samples,
     sample,
 )
+from service.jobs.evaluate_config import POLICY_KINDS, EvalJobConfig
+from service.jobs.held_out import eval_rows, held_out, profiles, snapshot_for, system_prompt_names
 from service.jobs.running import JobCancelled, RunningJob, check_job_paths
-
-POLICY_KINDS = (ModelKind.PRETRAINED, ModelKind.SFT, ModelKind.POLICY)
-
-
-class EvalJobConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    candidate: int = Field(description="the model id to evaluate (`rankloop models list`)")
-    baseline: int | None = Field(
-        None,
-        description="the model to beat (default: the active model of the "
-        "candidate's kind, else the candidate's parent)",
-    )
-    snapshot: str | None = Field(
-        None,
-        description="snapshot id whose eval split gives the held-out prompts "
-        "(default: the candidate's, else the newest)",
-    )
-    prompt_file: Path | None = Field(
-        None, description="more held-out prompts (a file `rankloop prompts add` reads)"
-    )
-    system_prompts: list[str] | None = Field(
-        None, description="system prompt names (default: the snapshot's)"
-    )
-    max_prompts: int = Field(64, ge=1, description="at most this many held-out prompts")
-    samples: int = Field(4, ge=1, le=16, description="responses per prompt and system prompt from each model")
-    params: SamplingParams = Field(default_factory=SamplingParams, description="how both models are sampled")
-    judge: Literal["reward", "hidden"] = Field(
-        "reward",
-        description="the judge the gate uses: the reward model, "
-        "or the simulated annotators' hidden preference",
-    )
-    reward_model: int | None = Field(None, description="reward model id (default: the active one)")
-    gate: bool = Field(True, description="approve the candidate when it wins (95% interval above 0.5)")
-    min_prompts: int = Field(10, ge=1, description="held-out prompts the gate needs (fewer: figures only)")
-    human: int = Field(0, ge=0, description="blind pairwise tasks to put into the annotation queue")
-    seed: int = Field(0, description="seed of the bootstrap and of the human tasks' order")
-    vllm: VLLMOptions | None = Field(
-        None, description="how to start the vLLM servers (default: the settings')"
-    )
-
-
-def _snapshot(store: Store, cfg: EvalJobConfig, candidate: dict) -> dict | None:
-    snap_id = cfg.snapshot or candidate["snapshot_id"]
-    sql = "SELECT id, path FROM snapshots " + (
-        "WHERE id = ?" if snap_id else "ORDER BY created_at DESC LIMIT 1"
-    )
-    rows = store.query(sql, [snap_id] if snap_id else [])
-    if snap_id and not rows:
-        raise UserError(f"no snapshot {snap_id!r}; `rankloop snapshot` takes one")
-    return rows[0] if rows else None
-
-
-def _profiles(rows: list[dict]) -> list[Profile]:
-    """The hidden preferences of the simulated annotators behind a snapshot (unreliable ones left out)."""
-    seen = {
-        r["annotator"]: r["annotator_profile"]
-        for r in rows
-        if r["annotator_role"] == Role.SIMULATED and r["annotator_profile"]
-    }
-    profiles = [Profile.model_validate_json(p) for p in seen.values()]
-    return [p for p in profiles if not p.unreliable]
-
-
-def _held_out_fraction(store: Store, cfg: EvalJobConfig, snapshot_id: str) -> float:
-    """The smallest eval fraction among the snapshots the candidate, its ancestors and the reward model
-    learned from: a prompt held out at it was held out from all of them."""
-    ids = {m["snapshot_id"] for m in lineage(store, cfg.candidate) if m["snapshot_id"]} | {snapshot_id}
-    if cfg.reward_model is not None:
-        ids.add(get_model(store, cfg.reward_model)["snapshot_id"])
-    rows = store.query("SELECT filters FROM snapshots WHERE list_contains(?, id)", [[i for i in ids if i]])
-    return min(json.loads(r["filters"]).get("eval_fraction", 0.2) for r in rows)
-
-
-def _eval_rows(store: Store, cfg: EvalJobConfig, snap: dict | None) -> list[dict]:
-    return (
-        read_snapshot(snap["path"], "eval", held_out_at=_held_out_fraction(store, cfg, snap["id"]))
-        if snap
-        else []
-    )
 
 
 def prepare(store: Store, settings: Settings, values: dict, source: str) -> EvalJobConfig:
@@ -174,9 +88,9 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
             "reward_model, or judge by the simulated annotators' hidden preference (--judge hidden)"
         )
     cfg = cfg.model_copy(update={"baseline": baseline, "reward_model": reward})
-    snap = _snapshot(store, cfg, candidate)
-    rows = _eval_rows(store, cfg, snap)
-    if cfg.judge == "hidden" and not _profiles(rows):
+    snap = snapshot_for(store, cfg, candidate)
+    rows = eval_rows(store, cfg, snap)
+    if cfg.judge == "hidden" and not profiles(rows):
         raise UserError("judge 'hidden' needs a snapshot ranked by simulated annotators; none was found")
     if cfg.prompt_file is not None:
         read_prompt_file(cfg.prompt_file)  # a bad file stops here, before anything is stored
@@ -185,50 +99,9 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
             f"no held-out prompts: {'snapshot ' + snap['id'] + ' holds none out' if snap else 'no snapshot'}"
             "; take a snapshot (`rankloop snapshot --eval-fraction F`) or pass --prompts FILE"
         )
-    if not latest_system_prompts(store, _system_prompt_names(cfg, rows)):
+    if not latest_system_prompts(store, system_prompt_names(cfg, rows)):
         raise UserError("no system prompts to sample under; add some with `rankloop system-prompts add FILE`")
     return cfg.model_copy(update={"snapshot": snap["id"] if snap else None})
-
-
-def _system_prompt_names(cfg: EvalJobConfig, rows: list[dict]) -> list[str] | None:
-    return (
-        cfg.system_prompts
-        or sorted({n.rsplit(" v", 1)[0] for r in rows for n in r["system_prompts"]})
-        or None
-    )
-
-
-def held_out(store: Store, cfg: EvalJobConfig) -> tuple[list[dict], list[dict], list[Profile], int]:
-    """The prompts, the system prompts and the hidden preferences of this evaluation, and how many
-    prompts of the file were left out because a training pool holds them."""
-    snap = (
-        store.query("SELECT id, path FROM snapshots WHERE id = ?", [cfg.snapshot])[0]
-        if cfg.snapshot
-        else None
-    )
-    rows = _eval_rows(store, cfg, snap)
-    texts = list(dict.fromkeys(r["prompt"] for r in rows))
-    overlap = 0
-    if cfg.prompt_file is not None:
-        convs = read_prompt_file(cfg.prompt_file)
-        add_prompts(store, convs, source=PromptSource.EVAL, source_ref=str(cfg.prompt_file))
-        keys = list(dict.fromkeys(conversation_key(normalized(c)) for c in convs))
-        # A file's prompt already stored for training (source seed/import/served) is not held out.
-        kept = {
-            r["text"]
-            for r in store.query(
-                "SELECT text FROM prompts WHERE list_contains(?, text) AND "
-                "(source = ? OR list_contains(?, text))",
-                [keys, PromptSource.EVAL, texts],
-            )
-        }
-        overlap = len(keys) - len(kept)
-        texts += [k for k in keys if k in kept]
-    prompts = store.query(
-        "SELECT id, text, messages FROM prompts WHERE list_contains(?, text) ORDER BY id",
-        [list(dict.fromkeys(texts))],
-    )[: cfg.max_prompts]
-    return prompts, latest_system_prompts(store, _system_prompt_names(cfg, rows)), _profiles(rows), overlap
 
 
 def _sample(
@@ -323,6 +196,13 @@ def human_tasks(store: Store, cfg: EvalJobConfig, rows: list[dict]) -> list[dict
     ]
 
 
+def trained_against(candidate: dict, reward: dict | None) -> bool:
+    """Whether the candidate was trained against this reward model (online RL): it may have learned the
+    model's mistakes, so that model's verdict on it is no evidence (Gao et al. 2022)."""
+    against = (candidate.get("config") or {}).get("reward_model")
+    return bool(reward and against and Path(against).resolve() == Path(reward["path"]).resolve())
+
+
 def gate_verdict(
     cfg: EvalJobConfig, report: dict, baseline: dict, candidate: dict, reward: dict | None, prompts: int
 ) -> tuple[bool | None, str]:
@@ -336,13 +216,8 @@ def gate_verdict(
         f"{baseline['name']} under {judge} on {figures['n']} comparisons ({prompts} held-out prompts)"
         f"{'' if wins else '; the interval must lie above 0.5'}"
     )
-    trained_against = (candidate.get("config") or {}).get("reward_model")
-    if (
-        cfg.judge == "reward"
-        and reward
-        and trained_against
-        and Path(trained_against).resolve() == Path(reward["path"]).resolve()
-    ):
+    if cfg.judge == "reward" and trained_against(candidate, reward):
+        assert reward is not None
         return None, reason + (
             f"; not gated: it was trained against this reward model (#{reward['id']}); judge "
             "with another reward model, --judge hidden, or --human N"
@@ -357,7 +232,13 @@ def run(job: RunningJob) -> dict:
     assert isinstance(cfg, EvalJobConfig) and cfg.baseline is not None, cfg  # `prepare` chose the baseline
     store = job.store
     candidate, baseline = get_model(store, cfg.candidate), get_model(store, cfg.baseline)
-    prompts, sps, profiles, overlap = held_out(store, cfg)
+    held = held_out(store, cfg)
+    prompts, sps = held.prompts, held.system_prompts
+    if not prompts:
+        raise UserError(
+            f"no held-out prompts left: {held.left_out_as_trained_on} are in the SFT data behind the models, "
+            f"{held.left_out_of_file} of the file's are in a training pool; hold out prompts the models never saw"
+        )
     # The model whose server already runs answers first (the baseline, right after a round sampled it):
     # one vLLM start fewer, since the supervisor keeps one checkpoint in memory at a time.
     sides = [(candidate, 0), (baseline, 1)]
@@ -365,7 +246,7 @@ def run(job: RunningJob) -> dict:
         sides.reverse()
     for model, stage in sides:
         _sample(job, model, prompts, sps, cfg, stage)
-    rows = comparisons(store, cfg, prompts, sps, profiles)
+    rows = comparisons(store, cfg, prompts, sps, held.profiles)
     data = job.dir / "comparisons.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reference = get_model(store, candidate["parent_id"]) if candidate["parent_id"] else None
@@ -383,6 +264,8 @@ def run(job: RunningJob) -> dict:
             seed=cfg.seed,
         ),
     )
+    if "reward" in report["judges"] and trained_against(candidate, reward):
+        report["judges"]["reward"]["trained_against"] = True  # kept as the proxy's figure, never as a win
     evaluation = {
         **report,
         "job_id": job.job_id,
@@ -392,7 +275,9 @@ def run(job: RunningJob) -> dict:
         "snapshot": cfg.snapshot,
         "judge": cfg.judge,
         "prompts": len(prompts),
-        "prompts_left_out_of_file": overlap,
+        "prompts_left_out_of_file": held.left_out_of_file,
+        "prompts_left_out_as_trained_on": held.left_out_as_trained_on,
+        **({"sft_data_not_checked": held.unchecked_sft_data} if held.unchecked_sft_data else {}),
         "system_prompts": [f"{s['name']} v{s['version']}" for s in sps],
         "params": cfg.params.model_dump(),
     }
@@ -418,7 +303,8 @@ def run(job: RunningJob) -> dict:
                 k: {x: v[x] for x in ("win_rate", "ci", "lc_win_rate")} for k, v in report["judges"].items()
             },
             "human_tasks": len(tasks),
-            "prompts_left_out_of_file": overlap,
+            "prompts_left_out_of_file": held.left_out_of_file,
+            "prompts_left_out_as_trained_on": held.left_out_as_trained_on,
         }
         job.finish(cur, candidate["id"], job.dir / "evaluation", result)
     return result

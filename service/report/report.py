@@ -155,6 +155,8 @@ def round_section(store: Store, rnd: dict) -> str:
             ev = evals[-1]
             rows = []
             for name, j in ev["judges"].items():
+                if j.get("trained_against"):  # the policy's own reward model: no verdict to chart
+                    continue
                 rows.append((f"{name}: raw", j["win_rate"], *j["ci"]))
                 if j.get("lc_win_rate") is not None:
                     lc_ci = j.get("lc_ci") or [j["lc_win_rate"]] * 2

@@ -2,7 +2,8 @@
 (tests/support/demo_round.py: pretrained -> SFT on instructions -> sampled with vLLM -> ranked by
 simulated annotators -> reward model -> DPO -> evaluated against its parent on held-out prompts, both
 sampled by real vLLM servers -> the gate). From there, in a copy of its data directory: GRPO and RLOO
-from the same SFT model, evaluated the same way; an SFT policy that writes long answers is refused;
+from the same SFT model, evaluated the same way (under the hidden preference: the reward model they were
+trained against is reported as their proxy, never as a verdict); an SFT policy that writes long answers is refused;
 lineage prints pretrained -> sft -> dpo with data and reward model; blind human-evaluation tasks
 reach an annotator's queue and move the model leaderboard."""
 
@@ -19,7 +20,7 @@ from annotator import queue
 from annotator.accounts import add_annotator
 from annotator.quality import leaderboard_rows
 from annotator.ranking import Submission
-from policy.corpus import SYSTEM_STYLES, transcripts
+from policy.corpus import SYSTEM_STYLES, training_transcripts
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
 from tests.support.demo_round import DemoRound
@@ -146,7 +147,9 @@ def test_online_rl_beats_its_parent_against_the_reward_model(method: str, loop: 
         data, policy, "--against", str(loop["sft"]), "--judge", "hidden", "--no-gate", "--samples", "8"
     )
     check_win(ev, "hidden", method.upper())
-    check_win(ev, "reward", method.upper())
+    # The reward model it was trained against is the proxy: its figures are kept, marked, never a win.
+    assert ev["judges"]["reward"]["trained_against"] is True
+    assert "reward (trained against it: proxy only)" in printed and "not a fair judge" in printed
     assert ev["status"] == "candidate" and "gate not applied" in printed  # figures recorded, status unchanged
     shown = run(data, "models", "show", str(policy))
     assert f"reward model (trained against): #{loop['reward']}" in shown
@@ -160,7 +163,7 @@ def test_the_gate_refuses_a_policy_that_does_not_win(loop: dict) -> None:
     detailed.write_text(
         "".join(
             json.dumps({"messages": t}) + "\n"
-            for t in transcripts(400, seed=8)
+            for t in training_transcripts(400, seed=8, eval_fraction=0.3)  # what the demo round holds out
             if t[0]["content"] == SYSTEM_STYLES["detailed"]
         )
     )

@@ -22,7 +22,7 @@ import yaml
 
 from annotator import simulate_run
 from annotator.simulated import Preference, Profile
-from policy.corpus import QUESTION_FORMS, SYSTEM_STYLES, TOPICS, transcripts
+from policy.corpus import QUESTION_FORMS, SYSTEM_STYLES, TOPICS, training_transcripts
 from service.cli.main import main
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
@@ -73,7 +73,7 @@ def build_loop(root: Path, chat: Path) -> dict:
         return out
 
     (root / "instructions.jsonl").write_text(
-        "".join(json.dumps({"messages": t}) + "\n" for t in transcripts(400, seed=7))
+        "".join(json.dumps({"messages": t}) + "\n" for t in training_transcripts(400, seed=7))
     )
     sft = model_id(
         stage(

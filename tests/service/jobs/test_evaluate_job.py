@@ -4,6 +4,7 @@ and an evaluation go through the registry. (The whole evaluation, with vLLM, is 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from service.cli.main import main
 from service.core.registry import get_model, record_evaluation, register_model
 from service.core.settings import Settings
 from service.core.store import Store
+from service.data.prompts import add_prompts, add_system_prompts
 from service.data.snapshots import SnapshotFilters, create_snapshot
+from service.jobs.evaluate_config import EvalJobConfig
+from service.jobs.held_out import held_out
 from service.jobs.sample_job import SampleJobConfig, prepare
 from tests.support.seeding import seed_rankings
 
@@ -75,19 +79,17 @@ def test_hidden_judge_needs_simulated_rankings(tmp_path: Path, tiny_model: Path,
     assert "needs a snapshot ranked by simulated annotators" in capsys.readouterr().err
 
 
-def test_held_out_prompts_are_never_sampled_for_training(tmp_path: Path) -> None:
-    from service.jobs.evaluate_job import EvalJobConfig, held_out
-
+def test_held_out_prompts_are_never_sampled_for_training(tmp_path: Path, tiny_model: Path) -> None:
     data = tmp_path / "data"
     prompts = tmp_path / "held.txt"
     prompts.write_text("A question kept for evaluation?\nAnother one?\n")
     with Store.open(data / "rankloop.duckdb") as store:
-        from service.data.prompts import add_system_prompts
-
         add_system_prompts(store, {"brief": "Answer in one short sentence."})
-        got, sps, profiles, overlap = held_out(store, EvalJobConfig(candidate=1, prompt_file=prompts))
-        assert [p["text"] for p in got] == ["A question kept for evaluation?", "Another one?"]
-        assert [s["name"] for s in sps] == ["brief"] and profiles == [] and overlap == 0
+        model = register_model(store, "pretrained", tiny_model)
+        held = held_out(store, EvalJobConfig(candidate=model, prompt_file=prompts))
+        assert [p["text"] for p in held.prompts] == ["A question kept for evaluation?", "Another one?"]
+        assert [s["name"] for s in held.system_prompts] == ["brief"] and held.profiles == []
+        assert held.left_out_of_file == held.left_out_as_trained_on == 0
         assert store.scalar("SELECT count(*) FROM prompts WHERE source = 'eval'") == 2
         with pytest.raises(Exception, match="no prompts stored"):  # eval prompts are not a training pool
             prepare(
@@ -134,6 +136,35 @@ def test_the_gate_records_figures_and_decides_only_against_the_model_it_would_re
         assert [e["job_id"] for e in get_model(store, orphan)["metrics"]["evaluations"]] == [4, 5, 6, 7]
 
 
+def test_a_planted_near_duplicate_of_training_or_sft_data_is_not_held_out(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """Held out means held out: a prompt the training pool holds, or whose opening the SFT data behind the
+    candidate holds, is left out of the evaluation even written another way, and counted."""
+    data, sft_data, prompts = tmp_path / "data", tmp_path / "sft.jsonl", tmp_path / "held.txt"
+    sft_data.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "How do tides work?"},
+                    {"role": "assistant", "content": "The moon."},
+                ]
+            }
+        )
+        + "\n"
+    )
+    prompts.write_text("what is a cat #2\nHOW do tides work??\nWhy is the sea salty?\n")
+    with Store.open(data / "rankloop.duckdb") as store:
+        add_prompts(store, ["What is a cat?"])  # the training pool
+        add_system_prompts(store, {"brief": "Answer in one short sentence."})
+        base = register_model(store, "pretrained", tiny_model)
+        sft = register_model(store, "sft", tiny_model, parent_id=base, config={"data": str(sft_data)})
+        policy = register_model(store, "policy", tiny_model, parent_id=sft)
+        held = held_out(store, EvalJobConfig(candidate=policy, baseline=sft, prompt_file=prompts))
+    assert [p["text"] for p in held.prompts] == ["Why is the sea salty?"]
+    assert (held.left_out_of_file, held.left_out_as_trained_on) == (1, 1)
+
+
 def test_prompts_stored_for_evaluation_stay_out_of_training_splits(data: dict) -> None:
     with Store.open(data["dir"] / "rankloop.duckdb") as store:
         held = store.query("SELECT id FROM prompts ORDER BY id LIMIT 3")
@@ -145,3 +176,48 @@ def test_prompts_stored_for_evaluation_stay_out_of_training_splits(data: dict) -
     rows = read_snapshot(snap.path)
     assert {r["prompt_id"] for r in rows if r["split"] == "eval"} == {r["id"] for r in held}
     assert len(rows) > 3 * 3
+
+
+def test_the_reward_model_a_policy_was_trained_against_is_no_verdict(tmp_path: Path, capsys) -> None:
+    """An online-RL policy against its own reward model: the gate does not decide by it, and the figures
+    print as the proxy's, with no win rate to quote; another reward model judges normally."""
+    from service.cli.evaluate import print_evaluation
+    from service.jobs.evaluate_job import gate_verdict, trained_against
+
+    rm, other = tmp_path / "rm", tmp_path / "other-rm"
+    candidate = {"id": 5, "config": {"reward_model": str(rm)}}
+    proxy, fresh = {"id": 2, "path": str(rm)}, {"id": 3, "path": str(other)}
+    assert trained_against(candidate, proxy) and not trained_against(candidate, fresh)
+    assert not trained_against({"id": 6, "config": {}}, proxy)  # DPO: trained on rankings, not a model
+    figures = {"win_rate": 0.9, "ci": [0.85, 0.95], "n": 400, "lc_win_rate": 0.8, "lc_ci": [0.7, 0.9]}
+    report = {"judges": {"reward": figures}}
+    cfg = EvalJobConfig(candidate=5, baseline=1, judge="reward", min_prompts=1)
+    wins, reason = gate_verdict(cfg, report, {"id": 1, "name": "sft"}, candidate, proxy, 50)
+    assert wins is None and "not gated: it was trained against this reward model (#2)" in reason
+    assert gate_verdict(cfg, report, {"id": 1, "name": "sft"}, candidate, fresh, 50)[0] is True
+    ev = {
+        "job_id": 9,
+        "baseline": 1,
+        "baseline_name": "sft",
+        "comparisons": 400,
+        "prompts": 50,
+        "system_prompts": ["brief v1"],
+        "judge": "hidden",
+        "judges": {
+            "hidden": {**figures, "win_rate": 0.7, "mean_candidate": 1.0, "mean_baseline": 0.5},
+            "reward": {
+                **figures,
+                "win_rate": 0.987,
+                "mean_candidate": 2.0,
+                "mean_baseline": 1.0,
+                "trained_against": True,
+            },
+        },
+        "length": {"candidate_words": 10.0, "baseline_words": 12.0},
+        "kl": {"estimate": 1.2, "ci": [0.9, 1.5], "per_token": 0.1, "token_ids": "sampled"},
+    }
+    print_evaluation(ev)
+    out = capsys.readouterr().out
+    assert "reward (trained against it: proxy only)" in out and "not a fair judge" in out
+    assert "0.987" not in out and "0.700" in out  # the proxy's win rate is nowhere; the hidden judge's is
+    assert "KL to the reference 1.20 nats (95% CI 0.900-1.500" in out

@@ -1,0 +1,52 @@
+"""The `evaluate` job's parameters (service/jobs/evaluate_job.py runs it; held_out.py picks its prompts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.core.enums import ModelKind
+from service.core.settings import VLLMOptions
+from service.engine.sampler import SamplingParams
+
+POLICY_KINDS = (ModelKind.PRETRAINED, ModelKind.SFT, ModelKind.POLICY)
+
+
+class EvalJobConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: int = Field(description="the model id to evaluate (`rankloop models list`)")
+    baseline: int | None = Field(
+        None,
+        description="the model to beat (default: the active model of the "
+        "candidate's kind, else the candidate's parent)",
+    )
+    snapshot: str | None = Field(
+        None,
+        description="snapshot id whose eval split gives the held-out prompts "
+        "(default: the candidate's, else the newest)",
+    )
+    prompt_file: Path | None = Field(
+        None, description="more held-out prompts (a file `rankloop prompts add` reads)"
+    )
+    system_prompts: list[str] | None = Field(
+        None, description="system prompt names (default: the snapshot's)"
+    )
+    max_prompts: int = Field(64, ge=1, description="at most this many held-out prompts")
+    samples: int = Field(4, ge=1, le=16, description="responses per prompt and system prompt from each model")
+    params: SamplingParams = Field(default_factory=SamplingParams, description="how both models are sampled")
+    judge: Literal["reward", "hidden"] = Field(
+        "reward",
+        description="the judge the gate uses: the reward model, "
+        "or the simulated annotators' hidden preference",
+    )
+    reward_model: int | None = Field(None, description="reward model id (default: the active one)")
+    gate: bool = Field(True, description="approve the candidate when it wins (95% interval above 0.5)")
+    min_prompts: int = Field(10, ge=1, description="held-out prompts the gate needs (fewer: figures only)")
+    human: int = Field(0, ge=0, description="blind pairwise tasks to put into the annotation queue")
+    seed: int = Field(0, description="seed of the bootstrap and of the human tasks' order")
+    vllm: VLLMOptions | None = Field(
+        None, description="how to start the vLLM servers (default: the settings')"
+    )
