@@ -56,6 +56,9 @@ def judge_report(
     wins = judgments(np.array(candidate), np.array(baseline))
     return {
         **win_rate(wins, group, n_boot, seed),
+        # What the gate decides on: a t-interval with prompts as clusters holds with few of them, where a
+        # percentile bootstrap over ~20 prompts is too narrow.
+        "t_interval": cluster_mean_interval(wins, group),
         **length_controlled(wins, cand_words, base_words, group, n_boot // 4, seed),
         "similar_length": similar_length(wins, cand_words, base_words, group, n_boot, seed),
         "mean_candidate": float(np.mean(candidate)),

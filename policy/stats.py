@@ -67,8 +67,24 @@ def cluster_mean_interval(values: np.ndarray, group: list[str], level: float = 0
     g, n_groups = groups(group)
     mean = float(values.mean())
     if n_groups < 2:
-        return {"mean": mean, "ci": [float("-inf"), float("inf")], "groups": n_groups}
+        return {
+            "mean": mean,
+            "ci": [float("-inf"), float("inf")],
+            "se": float("inf"),
+            "df": 0,
+            "groups": n_groups,
+        }
     residual_sums = np.bincount(g, values - mean, n_groups)
     se = float(np.sqrt(n_groups / (n_groups - 1) * (residual_sums**2).sum()) / len(values))
     half = float(t.ppf(0.5 + level / 2, n_groups - 1)) * se
-    return {"mean": mean, "ci": [mean - half, mean + half], "groups": n_groups}
+    return {"mean": mean, "ci": [mean - half, mean + half], "se": se, "df": n_groups - 1, "groups": n_groups}
+
+
+def t_bounds(mean: float, se: float, df: int, level: float) -> list[float]:
+    """The two-sided t-interval at `level` around `mean` (what `cluster_mean_interval` gives at 95%)."""
+    from scipy.stats import t
+
+    if df < 1:
+        return [float("-inf"), float("inf")]
+    half = float(t.ppf(0.5 + level / 2, df)) * se
+    return [mean - half, mean + half]

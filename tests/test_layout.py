@@ -41,7 +41,7 @@ REWARD_LIGHT = (
     "reward.data",
     "reward.snapshot_format",
 )
-POLICY_LIGHT = ("policy.config", "policy.data", "policy.corpus")
+POLICY_LIGHT = ("policy.config", "policy.data", "policy.corpus", "policy.stats")
 RULES: dict[str, tuple[str, ...]] = {
     # policy.pretrain: `rankloop demo` builds the tiny model in its own process
     "service.cli": (

@@ -9,8 +9,10 @@ Sample i of the candidate meets sample i of the baseline. Judges: the reward mod
 `python -m policy.evaluate`, a child process like a trainer) and, when the snapshot's rankings
 came from simulated annotators, their hidden preference (the mean utility of their profiles).
 
-The gate: a candidate whose win rate under the configured judge has a 95% interval above 0.5
-(bootstrapped over prompts, at least `min_prompts` of them) against the model it would replace
+The gate: a candidate whose win rate under the configured judge has a 95% t-interval above 0.5
+(prompts as clusters, at least `min_prompts` of them; widened by Bonferroni for each earlier
+evaluation of the same candidate, so evaluating again until it passes does not make a winner)
+against the model it would replace
 (the active one of its kind, else its parent) becomes active; otherwise it stays a candidate
 with the figures as the reason. A policy is not gated by the reward model it was trained
 against (it may have learned that model's mistakes). `human: N` also puts N blind pairwise tasks (candidate vs baseline, order shuffled)
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from annotator.simulated import Profile, utility
 from policy.config import EvalConfig
+from policy.stats import t_bounds
 from reward.checkpoint import read_metrics, require_model_dir, write_metrics
 from reward.configfile import validate
 from service.core.enums import ModelKind
@@ -204,17 +207,29 @@ def trained_against(candidate: dict, reward: dict | None) -> bool:
 
 
 def gate_verdict(
-    cfg: EvalJobConfig, report: dict, baseline: dict, candidate: dict, reward: dict | None, prompts: int
+    cfg: EvalJobConfig,
+    report: dict,
+    baseline: dict,
+    candidate: dict,
+    reward: dict | None,
+    prompts: int,
+    earlier: int = 0,
 ) -> tuple[bool | None, str]:
-    """(wins, reason); wins None when the gate cannot decide on this evaluation."""
+    """(wins, reason); wins None when the gate cannot decide on this evaluation. It decides on the
+    t-interval over prompts of the win rate, widened for the candidate's `earlier` evaluations
+    (Bonferroni: evaluating again until an interval clears 0.5 does not make a winner)."""
     figures = report["judges"][cfg.judge]
-    lo, hi = figures["ci"]
+    tries = earlier + 1
+    level = 1 - 0.05 / tries
+    spread = figures.get("t_interval")  # evaluations from before it had only the bootstrap interval
+    lo, hi = t_bounds(spread["mean"], spread["se"], spread["df"], level) if spread else figures["ci"]
     judge = "the reward model" if cfg.judge == "reward" else "the simulated annotators' hidden preference"
     wins = lo > 0.5
     reason = (
-        f"win rate {figures['win_rate']:.3f} (95% CI {lo:.3f}-{hi:.3f}) against #{baseline['id']} "
-        f"{baseline['name']} under {judge} on {figures['n']} comparisons ({prompts} held-out prompts)"
-        f"{'' if wins else '; the interval must lie above 0.5'}"
+        f"win rate {figures['win_rate']:.3f} ({level:.1%} CI {lo:.3f}-{hi:.3f} over prompts"
+        + (f", widened for {tries} evaluations of this model" if tries > 1 else "")
+        + f") against #{baseline['id']} {baseline['name']} under {judge} on {figures['n']} comparisons "
+        f"({prompts} held-out prompts){'' if wins else '; the interval must lie above 0.5'}"
     )
     if cfg.judge == "reward" and trained_against(candidate, reward):
         assert reward is not None
@@ -281,7 +296,8 @@ def run(job: RunningJob) -> dict:
         "system_prompts": [f"{s['name']} v{s['version']}" for s in sps],
         "params": cfg.params.model_dump(),
     }
-    wins, reason = gate_verdict(cfg, report, baseline, candidate, reward, len(prompts))
+    earlier = len((candidate.get("metrics") or {}).get("evaluations") or [])
+    wins, reason = gate_verdict(cfg, report, baseline, candidate, reward, len(prompts), earlier)
     metrics = read_metrics(candidate["path"])
     if metrics is not None:  # the checkpoint carries its evaluations too (a copy; the registry decides)
         metrics["evaluations"] = [*metrics.get("evaluations", []), evaluation]

@@ -10,7 +10,14 @@ import sys
 
 from tests.support import REPO
 
-LIGHT = ["reward.config", "reward.checkpoint", "policy.config", "policy.data", "service.jobs.runner"]
+LIGHT = [
+    "reward.config",
+    "reward.checkpoint",
+    "policy.config",
+    "policy.data",
+    "policy.stats",
+    "service.jobs.runner",
+]
 HEAVY = ["torch", "transformers", "trl", "peft", "datasets"]
 TRAINERS = [
     "reward.train",

@@ -4,6 +4,7 @@ imported, the others skipped with their line and reason; `--strict` rejects the 
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from service.core.store import Store
 from service.data.hh import parse_hh
 from tests.support import REPO
 
-REAL = REPO.parent / "shared" / "data" / "hh-harmless-base-dev.jsonl.gz"
+# The workplace's shared data beside the checkout (../shared/data), or where RANKLOOP_TEST_SHARED_DATA says.
+SHARED = Path(os.environ.get("RANKLOOP_TEST_SHARED_DATA") or REPO.parent / "shared" / "data")
+REAL = SHARED / "hh-harmless-base-dev.jsonl.gz"
 
 
 def hh(*turns: tuple[str, str]) -> str:

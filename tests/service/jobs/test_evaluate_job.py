@@ -221,3 +221,29 @@ def test_the_reward_model_a_policy_was_trained_against_is_no_verdict(tmp_path: P
     assert "reward (trained against it: proxy only)" in out and "not a fair judge" in out
     assert "0.987" not in out and "0.700" in out  # the proxy's win rate is nowhere; the hidden judge's is
     assert "KL to the reference 1.20 nats (95% CI 0.900-1.500" in out
+
+
+def test_the_gate_decides_on_a_t_interval_over_prompts_and_counts_re_evaluations() -> None:
+    """At the boundary: a lower bound just above 0.5 passes, one at 0.5 does not; a second evaluation of
+    the same candidate widens the interval (Bonferroni), so the same figures no longer pass."""
+    from policy.stats import t_bounds
+    from service.jobs.evaluate_job import gate_verdict
+
+    cfg = EvalJobConfig(candidate=5, baseline=1, judge="hidden", min_prompts=20)
+    baseline, candidate = {"id": 1, "name": "sft"}, {"id": 5, "config": {}}
+
+    def report(mean: float, se: float) -> dict:
+        spread = {"mean": mean, "se": se, "df": 20, "ci": t_bounds(mean, se, 20, 0.95), "groups": 21}
+        return {"judges": {"hidden": {"win_rate": mean, "ci": [0.0, 1.0], "n": 500, "t_interval": spread}}}
+
+    se = 0.02
+    half = t_bounds(0.0, se, 20, 0.95)[1]  # t(0.975, 20) x se
+    passing, at_boundary = report(0.5 + half + 1e-4, se), report(0.5 + half, se)
+    wins, reason = gate_verdict(cfg, passing, baseline, candidate, None, 21)
+    assert wins is True and "95.0% CI 0.500-" in reason and "widened" not in reason
+    assert gate_verdict(cfg, at_boundary, baseline, candidate, None, 21)[0] is False
+    again, reason = gate_verdict(cfg, passing, baseline, candidate, None, 21, earlier=1)
+    assert again is False and "97.5% CI" in reason and "widened for 2 evaluations of this model" in reason
+    assert "the interval must lie above 0.5" in reason
+    # The bootstrap interval it once decided on would have passed: [0.0, 1.0] is ignored for the t-interval.
+    assert gate_verdict(cfg, passing, baseline, candidate, None, 19)[0] is None  # too few prompts: no verdict
