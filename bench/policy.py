@@ -104,6 +104,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        # The chat model and the configs live beside the data directory: jobs may read them there.
+        os.environ["RANKLOOP_ALLOWED_ROOTS"] = json.dumps([str(work)])
         loop = build_loop(work, chat_model(work / "chat"))
         data, stages = loop["data"], loop["stages_s"]
         t0 = time.perf_counter()

@@ -14,8 +14,8 @@ from service.core.store import Store
 from service.data.hh import parse_hh
 from tests.support import REPO
 
-# The workplace's shared data beside the checkout (../shared/data), or where RANKLOOP_TEST_SHARED_DATA says.
-SHARED = Path(os.environ.get("RANKLOOP_TEST_SHARED_DATA") or REPO.parent / "shared" / "data")
+# The workplace's shared data beside the checkout (../shared/data), or where TESTS_SHARED_DATA says.
+SHARED = Path(os.environ.get("TESTS_SHARED_DATA") or REPO.parent / "shared" / "data")
 REAL = SHARED / "hh-harmless-base-dev.jsonl.gz"
 
 
