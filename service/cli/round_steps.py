@@ -316,9 +316,15 @@ def _evaluate(
         if j.get("trained_against"):
             say(f"  {name} judge: the policy was trained against it (proxy figures only, not a verdict)")
             continue
+        similar = j.get("similar_length") or {}
         say(
             f"  {name} judge: win rate {j['win_rate']:.3f} (95% CI {j['ci'][0]:.3f}-{j['ci'][1]:.3f}), "
             f"length-controlled {j['lc_win_rate']:.3f} over {j['n']} comparisons"
+            + (
+                f"; {similar['win_rate']:.3f} on the {similar['n']} pairs of similar length"
+                if similar.get("n")
+                else ""
+            )
         )
     say(f"  policy #{model['id']} is {model['status']}: {model['status_reason']}")
     return {}

@@ -43,7 +43,9 @@ class EvalJobConfig(BaseModel):
         "or the simulated annotators' hidden preference",
     )
     reward_model: int | None = Field(None, description="reward model id (default: the active one)")
-    gate: bool = Field(True, description="approve the candidate when it wins (95% interval above 0.5)")
+    gate: bool = Field(
+        True, description="approve the candidate when it wins (95% t-interval over prompts above 0.5)"
+    )
     min_prompts: int = Field(10, ge=1, description="held-out prompts the gate needs (fewer: figures only)")
     human: int = Field(0, ge=0, description="blind pairwise tasks to put into the annotation queue")
     seed: int = Field(0, description="seed of the bootstrap and of the human tasks' order")
