@@ -67,11 +67,14 @@ def judge_report(
 
 
 def _completion_ids(
-    tokenizer, messages: list[dict], response: str, finished: bool
+    tokenizer, messages: list[dict], response: str, finished: bool, sampled: list[int] | None = None
 ) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) as the policy produced them: the chat template up to the assistant
-    turn, then the response and, when it ended by itself (not cut at max_tokens), its end of turn."""
+    turn, then the ids it sampled when known, else the response and, when it ended by itself (not cut
+    at max_tokens), its end of turn."""
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"]
+    if sampled:
+        return prompt, list(sampled)
     text = tokenizer(response, add_special_tokens=False)["input_ids"]
     if not finished:
         return prompt, text
@@ -92,15 +95,13 @@ def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> lis
     out = []
     with torch.inference_mode():
         for r in rows:
-            if r.get("candidate_token_ids"):
-                prompt, completion = (
-                    _completion_ids(tokenizer, r["messages"], "", False)[0],
-                    r["candidate_token_ids"],
-                )
-            else:
-                prompt, completion = _completion_ids(
-                    tokenizer, r["messages"], r["candidate"], r.get("candidate_finish", "stop") != "length"
-                )
+            prompt, completion = _completion_ids(
+                tokenizer,
+                r["messages"],
+                r["candidate"],
+                r.get("candidate_finish", "stop") != "length",
+                r.get("candidate_token_ids"),
+            )
             ids = (prompt + completion)[-max_length:]
             n = min(len(completion), len(ids) - 1)
             logits = model(input_ids=torch.tensor([ids])).logits[0, -n - 1 : -1].float()

@@ -61,23 +61,15 @@ def logistic(
 def cluster_mean_interval(values: np.ndarray, group: list[str], level: float = 0.95) -> dict:
     """A mean and its t-interval with a cluster-robust standard error (prompts are the clusters): it holds
     with few clusters where a percentile bootstrap over them is too narrow."""
-    from scipy.stats import t
-
     values = np.asarray(values, float)
     g, n_groups = groups(group)
     mean = float(values.mean())
-    if n_groups < 2:
-        return {
-            "mean": mean,
-            "ci": [float("-inf"), float("inf")],
-            "se": float("inf"),
-            "df": 0,
-            "groups": n_groups,
-        }
-    residual_sums = np.bincount(g, values - mean, n_groups)
-    se = float(np.sqrt(n_groups / (n_groups - 1) * (residual_sums**2).sum()) / len(values))
-    half = float(t.ppf(0.5 + level / 2, n_groups - 1)) * se
-    return {"mean": mean, "ci": [mean - half, mean + half], "se": se, "df": n_groups - 1, "groups": n_groups}
+    se = float("inf")  # one cluster: no spread to estimate, an interval without bounds
+    if n_groups >= 2:
+        residual_sums = np.bincount(g, values - mean, n_groups)
+        se = float(np.sqrt(n_groups / (n_groups - 1) * (residual_sums**2).sum()) / len(values))
+    df = n_groups - 1
+    return {"mean": mean, "ci": t_bounds(mean, se, df, level), "se": se, "df": df, "groups": n_groups}
 
 
 def t_bounds(mean: float, se: float, df: int, level: float) -> list[float]:

@@ -41,7 +41,7 @@ REWARD_LIGHT = (
     "reward.data",
     "reward.snapshot_format",
 )
-POLICY_LIGHT = ("policy.config", "policy.data", "policy.corpus", "policy.stats")
+POLICY_LIGHT = ("policy.config", "policy.data", "policy.corpus", "policy.stats", "policy.packaged")
 RULES: dict[str, tuple[str, ...]] = {
     # policy.pretrain: `rankloop demo` builds the tiny model in its own process
     "service.cli": (
@@ -80,6 +80,7 @@ RULES: dict[str, tuple[str, ...]] = {
         "annotator",
         *REWARD_LIGHT,
         "reward.score",
+        "policy.packaged",  # which packaged models exist (it converts them in a child process)
     ),
     # reward.evaluate: the reward gate compares a candidate with the active model on held-out rankings
     "service.jobs": (

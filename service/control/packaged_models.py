@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from policy.packaged import PACKAGED  # torch-free at import: the conversion loads torch itself
 from reward.checkpoint import is_model_dir
 from service.control.context import Context
 from service.core import registry
@@ -18,11 +19,9 @@ from service.core.enums import ModelKind
 from service.core.errors import UserError
 from service.core.procs import log_tail
 
-NAMES = {"smollm2": "SmolLM2-135M-Instruct"}  # policy.packaged.PACKAGED's names, without importing torch
-
 
 def add_packaged(ctx: Context, model: Literal["smollm2"]) -> dict:
-    name = NAMES[model]
+    name = PACKAGED[model].name
     dest = ctx.settings.paths.model_dir(name)
     if not is_model_dir(dest):
         partial = dest.with_name(dest.name + ".partial")  # a conversion cut short is never registered

@@ -16,6 +16,8 @@ LIGHT = [
     "policy.config",
     "policy.data",
     "policy.stats",
+    "policy.packaged",
+    "service.control.packaged_models",
     "service.jobs.runner",
 ]
 HEAVY = ["torch", "transformers", "trl", "peft", "datasets"]
