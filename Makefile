@@ -31,11 +31,16 @@ browser:
 	@{ command -v chromium >/dev/null && ldconfig -p | grep -q libtcmalloc_minimal; } || \
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium libtcmalloc-minimal4; }
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, each pinned to cores of its own and taking whole
+# modules (tests/conftest.py); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS)
+
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(XDIST)
 
 test-fast: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(XDIST) -m "not slow"
 
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rankloop demo

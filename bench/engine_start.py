@@ -1,6 +1,8 @@
-"""How long a vLLM server takes to answer /health, and its tokens/s, with the CPU build's worker in a
-process of its own (vLLM's default there: `--distributed-executor-backend mp`) and in the engine core's
-process (`uni`, what rankloop starts on one CPU or GPU). Runs alternate, so both see the same machine.
+"""How long a vLLM server takes to answer /health, its tokens/s and what it answers, three ways: vLLM's
+CPU default (the worker in a process of its own, `--distributed-executor-backend mp`, and processes
+spawned), the worker in the engine core's process (`uni`, what rankloop starts on one CPU or GPU) with
+the engine core spawned, and that with the engine core forked (rankloop's default, `vllm.engine_start`;
+see service/engine/vllm_main.py). Runs alternate, so all see the same machine.
 
     python -m bench.engine_start [--repeat 2] [--json bench/engine_start.json]
 """
@@ -23,8 +25,13 @@ from policy.pretrain import main as pretrain
 from service.core.settings import VLLMOptions
 from service.engine.server import start_server
 
-# vLLM's CPU default, named explicitly; and rankloop's default (no flag: `worker_in_engine_core`).
-WAYS = {"mp (vLLM's CPU default)": ["--distributed-executor-backend", "mp"], "uni (rankloop's)": []}
+MP, UNI_SPAWN, UNI_FORK = "mp, spawn (vLLM's CPU default)", "uni, spawn", "uni, fork (rankloop's)"
+# (extra_args, engine_start): no flag is rankloop's `worker_in_engine_core` (uni)
+WAYS = {
+    MP: (["--distributed-executor-backend", "mp"], "spawn"),
+    UNI_SPAWN: ([], "spawn"),
+    UNI_FORK: ([], "fork"),
+}
 
 
 async def tokens_per_s(url: str, served: str, requests: int = 32) -> float:
@@ -46,16 +53,29 @@ async def tokens_per_s(url: str, served: str, requests: int = 32) -> float:
     return sum(a.usage.completion_tokens for a in answers if a.usage) / (time.perf_counter() - t0)
 
 
-def measure(model: Path, extra_args: list[str], logs: Path) -> dict:
-    opts = VLLMOptions(dtype="float32", max_model_len=256, extra_args=extra_args)
+def greedy_answer(url: str, served: str) -> str:
+    client = openai.OpenAI(base_url=url, api_key="bench", max_retries=0)
+    answer = client.chat.completions.create(
+        model=served,
+        messages=[{"role": "user", "content": "Tell me about the sea."}],
+        max_tokens=24,
+        temperature=0,
+    )
+    return answer.choices[0].message.content or ""
+
+
+def measure(model: Path, way: tuple[list[str], str], logs: Path) -> dict:
+    extra_args, engine_start = way
+    opts = VLLMOptions(dtype="float32", max_model_len=256, extra_args=extra_args, engine_start=engine_start)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     server = start_server(model, opts, logs)
     start_s = time.perf_counter() - t0
     try:
+        answer = greedy_answer(server.base_url, server.served_name)
         rate = asyncio.run(tokens_per_s(server.base_url, server.served_name))
     finally:
         server.stop()
-    return {"start_s": round(start_s, 1), "tokens_per_s": round(rate)}
+    return {"start_s": round(start_s, 1), "tokens_per_s": round(rate), "greedy_answer": answer}
 
 
 def main() -> None:
@@ -70,27 +90,28 @@ def main() -> None:
         )
         runs: dict[str, list[dict]] = {name: [] for name in WAYS}
         for i in range(args.repeat):
-            for j, (name, extra_args) in enumerate(WAYS.items()):
-                runs[name].append(measure(model, extra_args, Path(tmp) / f"logs-{j}-{i}"))
+            for j, (name, way) in enumerate(WAYS.items()):
+                runs[name].append(measure(model, way, Path(tmp) / f"logs-{j}-{i}"))
                 print(name, runs[name][-1], flush=True)
     summary = {
         name: {k: statistics.median(r[k] for r in rs) for k in ("start_s", "tokens_per_s")}
         for name, rs in runs.items()
     }
-    mp, uni = summary["mp (vLLM's CPU default)"], summary["uni (rankloop's)"]
+    mp, spawn, fork = summary[MP], summary[UNI_SPAWN], summary[UNI_FORK]
     result = {
         "machine": f"{os.cpu_count()} cores",
         "model": "tiny chat Llama (policy.pretrain size=tiny), float32, max_model_len 256",
         "runs": runs,
         "median": summary,
-        "start_ratio_uni_vs_mp": round(uni["start_s"] / mp["start_s"], 3),
-        "tokens_per_s_ratio_uni_vs_mp": round(uni["tokens_per_s"] / mp["tokens_per_s"], 3),
+        "start_ratio_uni_spawn_vs_mp": round(spawn["start_s"] / mp["start_s"], 3),
+        "start_ratio_uni_fork_vs_mp": round(fork["start_s"] / mp["start_s"], 3),
+        "start_ratio_fork_vs_spawn": round(fork["start_s"] / spawn["start_s"], 3),
+        "tokens_per_s_ratio_uni_fork_vs_mp": round(fork["tokens_per_s"] / mp["tokens_per_s"], 3),
+        "tokens_per_s_ratio_fork_vs_spawn": round(fork["tokens_per_s"] / spawn["tokens_per_s"], 3),
+        # the same seed and a greedy request: every way must give the same answer
+        "same_greedy_answer": len({r["greedy_answer"] for rs in runs.values() for r in rs}) == 1,
     }
-    print(
-        json.dumps(
-            {k: result[k] for k in ("median", "start_ratio_uni_vs_mp", "tokens_per_s_ratio_uni_vs_mp")}
-        )
-    )
+    print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "machine", "model")}))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

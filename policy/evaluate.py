@@ -23,6 +23,7 @@ callback, so this is ours. The config is `policy.config.EvalConfig`.
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from reward.configfile import parse_cli
 from reward.score import RewardScorer
 
 _WORD = re.compile(r"\S+")
+EXAMPLES = 6  # comparisons an evaluation keeps for people to read: enough to see a pattern
 
 
 def words(text: str) -> int:
@@ -186,6 +188,19 @@ def read_comparisons(path: Path, reward_judge: bool = False) -> list[dict]:
     return rows
 
 
+def pick_examples(rows: list[dict], seed: int, n: int = EXAMPLES) -> list[dict]:
+    """`n` comparisons on different prompts, side by side for the report, in prompt order: the prompts
+    and, for each, one of its comparisons (so any system prompt and sample) drawn with `seed`."""
+    by_prompt: dict[str, list[dict]] = {}
+    for row in rows:
+        by_prompt.setdefault(str(row["group"]), []).append(row)
+    rng, order = random.Random(seed), list(by_prompt)
+    chosen = sorted(rng.sample(order, min(n, len(order))), key=order.index)
+    keep = ("messages", "baseline", "candidate", "scores")
+    picked = [rng.choice(by_prompt[g]) for g in chosen]
+    return [{k: row[k] for k in keep if row.get(k) is not None} for row in picked]
+
+
 def main(cfg: EvalConfig) -> Path:
     rows = read_comparisons(cfg.comparisons, cfg.reward_model is not None)
     scores: dict[str, list[list[float]]] = {}
@@ -225,13 +240,14 @@ def main(cfg: EvalConfig) -> Path:
         },
         "reward_model": str(cfg.reward_model) if cfg.reward_model else None,
     }
+    judged = [{**r, "scores": {k: v[i] for k, v in scores.items()}} for i, r in enumerate(rows)]
+    report["examples"] = pick_examples(judged, cfg.seed)
     _progress(cfg, 2, 3)
     report["kl"] = kl_estimate(cfg, rows)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "judgments.jsonl").open("w") as f:
-        for i, r in enumerate(rows):
-            f.write(json.dumps({**r, "scores": {k: v[i] for k, v in scores.items()}}) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in judged)
     write_metrics(out, report)
     _progress(cfg, 3, 3)
     return out

@@ -18,6 +18,27 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 for _key in [k for k in os.environ if k.startswith("RANKLOOP_")]:
     del os.environ[_key]  # tests set their own settings
 
+
+def _share_cores_between_xdist_workers() -> None:
+    """Under `pytest -n N` (pytest-xdist) each worker's processes run torch on one thread per core the
+    worker owns, and its vLLM engines bind their OpenMP threads to those cores only; everything else
+    floats, so a worker that waits lends its core. Left alone, every process of both workers ran an
+    OpenMP team as wide as the machine, the teams spun against each other, and the whole-loop tests took
+    twice as long as alone."""
+    worker, count = (
+        os.environ.get("PYTEST_XDIST_WORKER"),
+        int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")),
+    )
+    if not worker or count < 2 or not hasattr(os, "sched_getaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    mine = cores[int(worker.removeprefix("gw")) % count :: count] if len(cores) >= count else cores
+    os.environ["OMP_NUM_THREADS"] = str(len(mine))
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, mine))
+
+
+_share_cores_between_xdist_workers()
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -62,6 +83,43 @@ def _fast_tests_start_no_vllm(request: pytest.FixtureRequest, monkeypatch: pytes
         raise AssertionError(f"{request.node.nodeid} starts a vLLM server: mark it @pytest.mark.slow")
 
     monkeypatch.setattr(server, "_start", refuse)
+
+
+WHOLE_LOOP = "tests/e2e/"  # one worker takes all of it: its tests share the session's demo round
+
+
+def scope_of(nodeid: str) -> str:
+    return WHOLE_LOOP if nodeid.startswith(WHOLE_LOOP) else nodeid.split("::")[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`make test` runs the suite on every core (pytest-xdist). A worker takes a whole module at a time,
+    so a module's fixtures are built once, and the whole-loop tests together, so the demo round is; in the
+    order pytest_collection_modifyitems gives. Another `--dist` mode asked for by name is left to xdist."""
+    if config.getvalue("dist") not in ("load", "loadscope"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # our order, not the largest module first
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return ByModule(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest work first: the whole-loop tests, then modules with slow tests, then the rest, each
+    module kept together; under xdist the many short modules at the end even out the workers' finish."""
+    rank: dict[str, int] = {}
+    for item in items:
+        scope = scope_of(item.nodeid)
+        mine = 0 if scope == WHOLE_LOOP else 1 if item.get_closest_marker("slow") is not None else 2
+        rank[scope] = min(rank.get(scope, mine), mine)
+    first = {scope: i for i, scope in reversed(list(enumerate(scope_of(it.nodeid) for it in items)))}
+    items.sort(key=lambda it: (rank[scope_of(it.nodeid)], first[scope_of(it.nodeid)]))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -52,13 +52,23 @@ class DemoRun(BaseModel):
 
 
 SYSTEM_PROMPTS = ("brief", "detailed", "friendly")
+# The tiny world has 72 prompts and holds out 21 for evaluation (RoundPlan.eval_fraction); the gate's
+# default needs 50, so the demo's gate decides on 20 and says so (`rankloop loop` keeps the default).
+TINY_WORLD_GATE_PROMPTS = 20
 SIZES: dict[bool, dict[str, Any]] = {  # --small: the size the test suite runs
-    False: {"pretrain_steps": 200, "sft_steps": 30, "plan": RoundPlan()},
+    False: {
+        "pretrain_steps": 200,
+        "sft_steps": 30,
+        "plan": RoundPlan(gate_min_prompts=TINY_WORLD_GATE_PROMPTS),
+    },
     # Smaller models, the same evaluation: with 6 samples the DPO policy's 95% interval once reached 0.5.
     True: {
         "pretrain_steps": 120,
         "sft_steps": 20,
-        "plan": RoundPlan(policy={"max_steps": 80, "batch_size": 8, "max_length": 256}),
+        "plan": RoundPlan(
+            policy={"max_steps": 80, "batch_size": 8, "max_length": 256},
+            gate_min_prompts=TINY_WORLD_GATE_PROMPTS,
+        ),
     },
 }
 
@@ -286,6 +296,11 @@ def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> Non
                 f"\nusing round {row['id']} of an earlier run ({row['note']}); `rankloop loop` runs another"
             )
         else:
+            print(
+                f"\nthe tiny world holds out {plan.eval_fraction:.0%} of its prompts for evaluation; its gate "
+                f"decides on at least {plan.gate_min_prompts} of them (the default, for real prompt sets, is "
+                f"{RoundPlan.model_fields['gate_min_prompts'].default})"
+            )
             row = stages.run("one round of the loop", run_round, c, settings, plan, "demo", sft_id)
             stages.add({f"  round step: {k}": v for k, v in row["stages"].items()})
         password = ensure_admin(c)

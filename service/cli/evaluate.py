@@ -193,6 +193,7 @@ def add_parsers(tree: CommandTree) -> None:
             "prompt_file",
             "samples",
             "max_prompts",
+            "min_prompts",
             "reward_model",
             "gate",
         ),

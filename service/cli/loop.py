@@ -151,7 +151,16 @@ def add_parsers(tree: CommandTree) -> None:
     add_model_flags(
         p,
         RoundPlan,
-        only=("annotators", "target_rankings", "method", "k", "human_tasks", "seed"),
+        only=(
+            "annotators",
+            "target_rankings",
+            "method",
+            "k",
+            "eval_samples",
+            "gate_min_prompts",
+            "human_tasks",
+            "seed",
+        ),
         opts={"target_rankings": Opt(metavar="M")},
     )
     add_vllm_flags(p)

@@ -7,16 +7,19 @@ import argparse
 
 from reward.configfile import read_yaml
 from service.cli.client import connect, follow
-from service.cli.evaluate import evaluate
+from service.cli.evaluate import EVALUATE, evaluate
+from service.cli.flags import add_model_flags, flag_values
 from service.cli.tree import CommandTree
 from service.cli.vllm_flags import add_vllm_flags, job_vllm
 from service.core.enums import JobStatus
-from service.core.errors import CommandFailed
+from service.core.errors import CommandFailed, UserError
 from service.core.settings import Settings
 from service.jobs.policy_job import CONFIGS
 
 
 def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
+    if flag_values(args, EVALUATE) and not args.evaluate:  # before a job is started for nothing
+        raise UserError("--samples and --min-prompts are for the evaluation after training: add --evaluate")
     config = read_yaml(args.job_config) if args.job_config else {}
     with connect(settings) as c:
         job_id = c.call("jobs.start", kind=args.method, config=config)["job_id"]
@@ -41,7 +44,7 @@ def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
     print(f"  status {model['status']}: {model['status_reason']}")
     if args.evaluate:  # the same as `rankloop evaluate policy ID` right after
         with connect(settings) as c:
-            evaluate(c, {"candidate": model["id"], **job_vllm(args, settings)})
+            evaluate(c, {"candidate": model["id"], **flag_values(args, EVALUATE), **job_vllm(args, settings)})
 
 
 def add_parsers(tree: CommandTree) -> None:
@@ -65,4 +68,5 @@ def add_parsers(tree: CommandTree) -> None:
         action="store_true",
         help="then evaluate it against the active policy (else its parent) and apply the gate",
     )
+    add_model_flags(p, EVALUATE, only=["samples", "min_prompts"], overrides=True)
     add_vllm_flags(p)

@@ -71,6 +71,7 @@ class RoundPlan(BaseModel):
     )
     eval_samples: int = Field(8, description="evaluation: responses per prompt and system prompt")
     eval_prompts: int = Field(64, description="evaluation: at most this many held-out prompts")
+    gate_min_prompts: int = Field(50, ge=1, description="held-out prompts the gate needs to decide")
     human_tasks: int = Field(8, description="blind policy-vs-baseline tasks left for people")
     seed: int = Field(0, description="seed of sampling order and simulated rankings")
     vllm: dict[str, Any] | None = Field(
@@ -304,6 +305,7 @@ def _evaluate(
             "reward_model": row["reward_model_id"],
             "samples": plan.eval_samples,
             "max_prompts": plan.eval_prompts,
+            "min_prompts": plan.gate_min_prompts,
             "human": plan.human_tasks,
             "seed": plan.seed + row["id"],
             **({"vllm": plan.vllm} if plan.vllm else {}),

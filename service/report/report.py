@@ -3,7 +3,8 @@
 Per round (service/data/rounds.py): the annotators' agreement with the unreliable ones marked,
 Krippendorff's alpha of the round's batch, the reward model's accuracy against the labels and
 against the hidden preference next to the labels' own (the ceiling), the policy's win rates (raw
-and length-controlled) with 95% intervals, and the loss and reward curves. Then the leaderboards
+and length-controlled) with 95% intervals, and the loss and reward curves, and a few held-out prompts answered by both models side by side
+(service/report/answers.py). Then the leaderboards
 of system prompts and models with intervals, and the lineage of the deployed model as a picture.
 Charts are inline SVG (service/report/charts.py), so the file opens offline.
 """
@@ -22,11 +23,13 @@ from service.data.lineage import describe
 from service.data.rounds import list_rounds
 from service.gateway.deploy_records import current_deployment
 from service.report import charts
+from service.report.answers import answers_table
 
 STYLE = """body{font-family:sans-serif;max-width:1180px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f5f5f5}td:first-child{text-align:left}.bad{background:#fde2e2}.grid{display:flex;flex-wrap:wrap;gap:12px}
-h2{border-bottom:2px solid #1f77b4;padding-bottom:4px;margin-top:2em}.note{color:#555}"""
+h2{border-bottom:2px solid #1f77b4;padding-bottom:4px;margin-top:2em}.note{color:#555}
+td.text{text-align:left;vertical-align:top;max-width:380px;white-space:pre-wrap}"""
 
 
 def _metrics(store: Store, model_id: int | None) -> dict:
@@ -181,6 +184,15 @@ def round_section(store: Store, rnd: dict) -> str:
                 )
             )
     out.append(f'<div class="grid">{"".join(grid)}</div>')
+    if policy.get("evaluations"):  # what the numbers above are about: the same prompts answered by both
+        ev = policy["evaluations"][-1]
+        out.append(
+            answers_table(
+                ev.get("examples") or [],
+                f"model {ev['baseline']} {ev.get('baseline_name') or ''}".strip(),
+                f"policy #{rnd['policy_model_id']}",
+            )
+        )
     return "".join(out)
 
 

@@ -8,10 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 
 import pytest
 
+from service.cli.demo import TINY_WORLD_GATE_PROMPTS
 from service.core.store import Store
 from service.data.lineage import snapshot_summary
 from tests.support import REPO
@@ -82,6 +84,10 @@ def test_demo_closes_the_loop(first: dict) -> None:
     assert [t["status"] for t in f["traffic"]] == [200] and f["traffic"][0]["completion_tokens"] > 0
     report = (first["data"] / "report.html").read_text()
     assert "yes: left out of training" in report and f"Deployed model #{policy['id']}" in report
+    assert (
+        "Answers side by side (6 held-out prompts)" in report
+        and escape(ev["examples"][0]["candidate"]) in report
+    )
 
 
 def test_report_renders_every_chart_in_chromium(first: dict) -> None:
@@ -127,7 +133,11 @@ def loop(data: Path, *args: str) -> subprocess.Popen:
             "--rounds",
             "1",
             "--k",
-            "4",
+            "2",
+            "--eval-samples",  # the round's evaluation is not what this test checks: a small one
+            "2",
+            "--gate-min-prompts",  # the tiny world holds out 21 prompts: the gate decides on them
+            str(TINY_WORLD_GATE_PROMPTS),
             *args,
         ],
         cwd=REPO,

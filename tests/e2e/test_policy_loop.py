@@ -21,6 +21,7 @@ from annotator.accounts import add_annotator
 from annotator.quality import leaderboard_rows
 from annotator.ranking import Submission
 from policy.corpus import SYSTEM_STYLES, training_transcripts
+from service.cli.demo import TINY_WORLD_GATE_PROMPTS
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
 from tests.support.demo_round import DemoRound
@@ -175,6 +176,10 @@ def test_the_gate_refuses_a_policy_that_does_not_win(loop: dict) -> None:
         "--method",
         "sft",
         "--evaluate",
+        "--min-prompts",
+        str(TINY_WORLD_GATE_PROMPTS),  # the tiny world holds out 21 prompts; the gate's default needs 50
+        "--samples",
+        "2",  # 126 comparisons: a refusal needs no more
         *VLLM,
         "--config",
         write_yaml(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from policy.config import EvalConfig
-from policy.evaluate import kl_figures, main, read_comparisons, sequence_logprobs
+from policy.evaluate import kl_figures, main, pick_examples, read_comparisons, sequence_logprobs
 from policy.length_control import length_controlled, similar_length
 from policy.stats import judgments, logistic, win_rate
 
@@ -115,6 +115,35 @@ def test_evaluate_writes_figures_for_every_judge(tiny_model: Path, tmp_path: Pat
     assert report["kl"]["estimate"] == pytest.approx(expected, abs=1e-3) and abs(expected) > 0.01
     judged = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(judged) == 20 and set(judged[0]["scores"]) == {"hidden", "reward"}
+    # Answers kept for people to read, side by side, with every judge's score of each.
+    assert len(report["examples"]) == 5 and all(
+        set(e["scores"]) == {"hidden", "reward"} for e in report["examples"]
+    )
+    assert report["examples"][0]["baseline"] == "Cats." and report["examples"][0]["scores"]["hidden"] == [
+        1.0,
+        0.0,
+    ]
+
+
+def test_examples_are_one_per_prompt_drawn_with_the_seed_in_prompt_order() -> None:
+    rows = [
+        {
+            "group": f"p{g}",
+            "messages": [{"role": "user", "content": f"q{g}"}],
+            "candidate": f"c{g}-{i}",
+            "baseline": f"b{g}-{i}",
+        }
+        for g in range(10)
+        for i in range(3)
+    ]
+    picked = pick_examples(rows, seed=1, n=6)
+    prompts = [e["messages"][0]["content"] for e in picked]
+    assert len(set(prompts)) == 6 and prompts == sorted(prompts, key=lambda q: int(q[1:]))
+    assert all(e["candidate"][1:] == e["baseline"][1:] for e in picked)  # one comparison: both sides
+    assert len({e["candidate"][-1] for e in picked}) > 1  # not always the first system prompt
+    assert pick_examples(rows, seed=1, n=6) == picked and pick_examples(rows, seed=2, n=6) != picked
+    assert len(pick_examples(rows[:6], seed=1, n=6)) == 2  # fewer prompts than asked: all of them
+    assert "scores" not in picked[0]  # no judge scored these rows
 
 
 def perturbed(model: Path, dest: Path) -> Path:

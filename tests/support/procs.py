@@ -19,7 +19,7 @@ def vllm_processes(mark: str) -> set[int]:
     found = set()
     for p in psutil.process_iter(["name", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "vllm.entrypoints" not in cmd and not (p.info["name"] or "").startswith("VLLM::"):
+        if "service.engine.vllm_main" not in cmd and not (p.info["name"] or "").startswith("VLLM::"):
             continue
         try:
             if p.environ().get(MARK) == mark and p.status() != psutil.STATUS_ZOMBIE:

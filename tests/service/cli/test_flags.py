@@ -180,6 +180,17 @@ def test_k_out_of_range_exits_2_naming_the_flag_and_its_range(
     assert "--k must be between 1 and 16, got 99" in capsys.readouterr().err
 
 
+def test_an_evaluation_flag_without_the_evaluation_exits_2_before_any_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert main(["--data", str(data), "train", "policy", "--method", "dpo", "--min-prompts", "20"]) == 2
+    assert "--samples and --min-prompts are for the evaluation after training: add --evaluate" in (
+        capsys.readouterr().err
+    )
+    assert not data.exists()  # refused before anything was opened
+
+
 def parse(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(list(argv))
 

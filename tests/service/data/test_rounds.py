@@ -16,6 +16,7 @@ from annotator.ranking import Submission
 from service.cli.client import LocalClient, connect
 from service.cli.round_steps import RoundPlan, run_round
 from service.core.errors import UserError
+from service.core.registry import register_model
 from service.core.settings import AnnotationOptions, load_settings
 from service.data.rounds import RoundJob, RoundStart, RoundStep, finish_step, next_step, open_round, set_job
 from service.report.report import build_report
@@ -136,6 +137,35 @@ def test_the_report_has_every_section_and_no_outside_reference(store) -> None:
     assert "Round 1 (demo, running)" in html and "Annotators (batch batch-0)" in html
     for outside in ("http://", "https://", "<script", "src="):  # opens offline, runs nothing
         assert outside not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_the_report_shows_answers_side_by_side_escaped_with_their_scores(store, tmp_path: Path) -> None:
+    seed_tasks(store, n_prompts=2, k=2)
+    example = {
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is <b> bold?"}],
+        "baseline": "Yes it is <script>alert(1)</script>",
+        "candidate": "",
+        "scores": {"hidden": [0.25, -1.5]},
+    }
+    evaluation = {"baseline": 1, "baseline_name": "sft-1", "judges": {}, "examples": [example]}
+    policy = register_model(store, "policy", tmp_path / "dpo", metrics={"evaluations": [evaluation]})
+    row = open_round(store, RoundStart(kind="demo"))
+    for step, values in (("sample", {"batch": "b"}), ("rank", {}), ("snapshot", {}), ("reward", {})):
+        finish_step(store, RoundStep(round_id=row["id"], step=step, values=values))
+    finish_step(store, RoundStep(round_id=row["id"], step="policy", values={"policy_model_id": policy}))
+    html = build_report(store)
+    assert (
+        "Answers side by side (1 held-out prompts)" in html
+        and "model 1 sft-1" in html
+        and f"policy #{policy}" in html
+    )
+    assert (
+        "Is &lt;b&gt; bold?" in html
+        and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        and "<script" not in html
+    )
+    assert "<i>(empty)</i>" in html  # an empty answer is shown as one, not as a blank cell
+    assert "hidden -1.50" in html and "hidden 0.25" in html  # each side's score under the judge
 
 
 def test_bad_loop_flags_are_refused_before_a_round_is_opened(tmp_path: Path, capsys) -> None:

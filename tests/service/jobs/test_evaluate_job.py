@@ -247,3 +247,8 @@ def test_the_gate_decides_on_a_t_interval_over_prompts_and_counts_re_evaluations
     assert "the interval must lie above 0.5" in reason
     # The bootstrap interval it once decided on would have passed: [0.0, 1.0] is ignored for the t-interval.
     assert gate_verdict(cfg, passing, baseline, candidate, None, 19)[0] is None  # too few prompts: no verdict
+    # By default the gate needs 50 held-out prompts: at 49 it gives figures only, at 50 a verdict.
+    default = EvalJobConfig(candidate=5, baseline=1, judge="hidden")
+    few, reason = gate_verdict(default, passing, baseline, candidate, None, 49)
+    assert few is None and "the gate needs at least 50 held-out prompts" in reason
+    assert gate_verdict(default, passing, baseline, candidate, None, 50)[0] is True

