@@ -60,8 +60,12 @@ def greedy_answer(url: str, served: str) -> str:
         messages=[{"role": "user", "content": "Tell me about the sea."}],
         max_tokens=24,
         temperature=0,
+        logprobs=True,
+        extra_body={"ignore_eos": True},  # 24 tokens even from the untrained model, which ends at once
     )
-    return answer.choices[0].message.content or ""
+    # The tokens, not the text: the untrained model's greedy tokens decode to nothing visible.
+    tokens = answer.choices[0].logprobs.content if answer.choices[0].logprobs else None
+    return "|".join(t.token for t in tokens or [])
 
 
 def measure(model: Path, way: tuple[list[str], str], logs: Path) -> dict:
@@ -86,7 +90,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         model = pretrain(
-            PretrainConfig(output_dir=Path(tmp) / "tiny", size="tiny", steps=0, n_transcripts=100)
+            PretrainConfig(output_dir=Path(tmp) / "tiny", size="tiny", steps=30, n_transcripts=300)
         )
         runs: dict[str, list[dict]] = {name: [] for name in WAYS}
         for i in range(args.repeat):
@@ -100,7 +104,7 @@ def main() -> None:
     mp, spawn, fork = summary[MP], summary[UNI_SPAWN], summary[UNI_FORK]
     result = {
         "machine": f"{os.cpu_count()} cores",
-        "model": "tiny chat Llama (policy.pretrain size=tiny), float32, max_model_len 256",
+        "model": "tiny chat Llama (policy.pretrain size=tiny, 30 steps), float32, max_model_len 256",
         "runs": runs,
         "median": summary,
         "start_ratio_uni_spawn_vs_mp": round(spawn["start_s"] / mp["start_s"], 3),
