@@ -32,7 +32,9 @@ def _share_cores_between_xdist_workers() -> None:
     if not worker or count < 2 or not hasattr(os, "sched_getaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))
-    mine = cores[int(worker.removeprefix("gw")) % count :: count] if len(cores) >= count else cores
+    index = int(worker.removeprefix("gw"))
+    # More workers than cores: each still binds its engines to one core, so that no engine spans them all.
+    mine = cores[index % count :: count] if len(cores) >= count else [cores[index % len(cores)]]
     os.environ["OMP_NUM_THREADS"] = str(len(mine))
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, mine))
 
