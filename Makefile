@@ -31,8 +31,9 @@ browser:
 	@{ command -v chromium >/dev/null && ldconfig -p | grep -q libtcmalloc_minimal; } || \
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium libtcmalloc-minimal4; }
 
-# The suite runs on TEST_WORKERS pytest-xdist workers, each pinned to cores of its own and taking whole
-# modules (tests/conftest.py); TEST_WORKERS=0 runs it in this process.
+# The suite runs on TEST_WORKERS pytest-xdist workers, each taking whole modules, with torch on one
+# thread and its vLLM engines bound to a core of its own (tests/conftest.py); TEST_WORKERS=0 runs it in
+# this process.
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS)
 

@@ -64,7 +64,7 @@ class VLLMOptions(BaseModel):
     )
     engine_start: Literal["fork", "spawn"] = Field(
         "fork",
-        description="CPU, one worker: how a server starts its engine core: fork (~10 s sooner, "
+        description="CPU, one worker: how a server starts its engine core: fork (~11 s sooner, "
         "bench/engine_start.py) or spawn (vLLM's choice; always used on GPUs)",
     )
     seed: int = Field(0, description="engine-level seed (a per-request seed crashes the CPU engine)")

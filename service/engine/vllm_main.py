@@ -8,7 +8,7 @@ its CPU platform insists), which imports torch and vLLM a second time in the new
 it from the frontend already loaded. rankloop forks only for a one-worker CPU server (`engine_start` in
 server.py), where this process has loaded vLLM but run no torch work when the engine core starts, so no
 thread or OpenMP team is forked half-done; bench/engine_start.py measures the start and checks that
-every way gives the same answer.
+every way gives the same greedy tokens.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Per round (service/data/rounds.py): the annotators' agreement with the unreliable ones marked,
 Krippendorff's alpha of the round's batch, the reward model's accuracy against the labels and
 against the hidden preference next to the labels' own (the ceiling), the policy's win rates (raw
-and length-controlled) with 95% intervals, and the loss and reward curves, and a few held-out prompts answered by both models side by side
-(service/report/answers.py). Then the leaderboards
+and length-controlled) with 95% intervals, the loss and reward curves, and a few held-out prompts
+answered by both models side by side (service/report/answers.py). Then the leaderboards
 of system prompts and models with intervals, and the lineage of the deployed model as a picture.
 Charts are inline SVG (service/report/charts.py), so the file opens offline.
 """
