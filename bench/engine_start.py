@@ -1,8 +1,10 @@
-"""How long a vLLM server takes to answer /health, its tokens/s and what it answers, three ways: vLLM's
+"""How long a vLLM server takes to answer /health, its tokens/s and what it answers, four ways: vLLM's
 CPU default (the worker in a process of its own, `--distributed-executor-backend mp`, and processes
 spawned), the worker in the engine core's process (`uni`, what rankloop starts on one CPU or GPU) with
-the engine core spawned, and that with the engine core forked (rankloop's default, `vllm.engine_start`;
-see service/engine/vllm_main.py). Runs alternate, so all see the same machine.
+the engine core spawned, that with the engine core forked (`vllm.engine_start: fork`; see
+service/engine/vllm_main.py), each as a new Python process, and that forked from the warm launcher that
+imported vLLM once (rankloop's default, `vllm.warm_start`; service/engine/launcher.py), timed once the
+launcher runs (its own first start is reported apart). Runs alternate, so all see the same machine.
 
     python -m bench.engine_start [--repeat 2] [--json bench/engine_start.json]
 """
@@ -25,12 +27,14 @@ from policy.pretrain import main as pretrain
 from service.core.settings import VLLMOptions
 from service.engine.server import start_server
 
-MP, UNI_SPAWN, UNI_FORK = "mp, spawn (vLLM's CPU default)", "uni, spawn", "uni, fork (rankloop's)"
-# (extra_args, engine_start): no flag is rankloop's `worker_in_engine_core` (uni)
+MP, UNI_SPAWN, UNI_FORK = "mp, spawn (vLLM's CPU default)", "uni, spawn", "uni, fork"
+WARM = "uni, fork, from the warm launcher (rankloop's)"
+# (extra_args, engine_start, warm_start): no flag is rankloop's `worker_in_engine_core` (uni)
 WAYS = {
-    MP: (["--distributed-executor-backend", "mp"], "spawn"),
-    UNI_SPAWN: ([], "spawn"),
-    UNI_FORK: ([], "fork"),
+    MP: (["--distributed-executor-backend", "mp"], "spawn", False),
+    UNI_SPAWN: ([], "spawn", False),
+    UNI_FORK: ([], "fork", False),
+    WARM: ([], "fork", True),
 }
 
 
@@ -68,9 +72,15 @@ def greedy_answer(url: str, served: str) -> str:
     return "|".join(t.token for t in tokens or [])
 
 
-def measure(model: Path, way: tuple[list[str], str], logs: Path) -> dict:
-    extra_args, engine_start = way
-    opts = VLLMOptions(dtype="float32", max_model_len=256, extra_args=extra_args, engine_start=engine_start)  # type: ignore[arg-type]
+def measure(model: Path, way: tuple[list[str], str, bool], logs: Path) -> dict:
+    extra_args, engine_start, warm = way
+    opts = VLLMOptions(
+        dtype="float32",
+        max_model_len=256,
+        extra_args=extra_args,
+        engine_start=engine_start,  # type: ignore[arg-type]
+        warm_start=warm,
+    )
     t0 = time.perf_counter()
     server = start_server(model, opts, logs)
     start_s = time.perf_counter() - t0
@@ -92,6 +102,12 @@ def main() -> None:
         model = pretrain(
             PretrainConfig(output_dir=Path(tmp) / "tiny", size="tiny", steps=30, n_transcripts=300)
         )
+        # A launcher of the bench's own, started by its first warm start (reported apart).
+        runtime = Path(tmp) / "run"
+        runtime.mkdir(mode=0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        first_warm = measure(model, WAYS[WARM], Path(tmp) / "logs-first-warm")
+        print("the launcher's own first start", first_warm, flush=True)
         runs: dict[str, list[dict]] = {name: [] for name in WAYS}
         for i in range(args.repeat):
             for j, (name, way) in enumerate(WAYS.items()):
@@ -101,16 +117,20 @@ def main() -> None:
         name: {k: statistics.median(r[k] for r in rs) for k in ("start_s", "tokens_per_s")}
         for name, rs in runs.items()
     }
-    mp, spawn, fork = summary[MP], summary[UNI_SPAWN], summary[UNI_FORK]
+    mp, spawn, fork, warm = summary[MP], summary[UNI_SPAWN], summary[UNI_FORK], summary[WARM]
     result = {
         "machine": f"{os.cpu_count()} cores",
         "model": "tiny chat Llama (policy.pretrain size=tiny, 30 steps), float32, max_model_len 256",
         "runs": runs,
         "median": summary,
+        "first_warm_start_s": first_warm["start_s"],  # the launcher starting: imports vLLM, then forks
         "start_ratio_uni_spawn_vs_mp": round(spawn["start_s"] / mp["start_s"], 3),
         "start_ratio_uni_fork_vs_mp": round(fork["start_s"] / mp["start_s"], 3),
         "start_ratio_fork_vs_spawn": round(fork["start_s"] / spawn["start_s"], 3),
+        "start_ratio_warm_vs_mp": round(warm["start_s"] / mp["start_s"], 3),
+        "start_ratio_warm_vs_fork": round(warm["start_s"] / fork["start_s"], 3),
         "tokens_per_s_ratio_uni_fork_vs_mp": round(fork["tokens_per_s"] / mp["tokens_per_s"], 3),
+        "tokens_per_s_ratio_warm_vs_mp": round(warm["tokens_per_s"] / mp["tokens_per_s"], 3),
         "tokens_per_s_ratio_fork_vs_spawn": round(fork["tokens_per_s"] / spawn["tokens_per_s"], 3),
         # the same seed and a greedy request: every way must give the same answer
         "same_greedy_answer": len({r["greedy_answer"] for rs in runs.values() for r in rs}) == 1,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 LOG_TAIL_LINES = 30
 
@@ -56,6 +57,12 @@ def start_group(cmd: list[str], log_path: Path, env: dict[str, str] | None = Non
             env=env,
             start_new_session=True,
         )
+    return leashed(proc)
+
+
+def leashed(proc: Any) -> Any:
+    """`proc` (a Popen, or a process it leads a group of that behaves like one), with a watcher that stops
+    its group if this process dies without stopping it."""
     leash = subprocess.Popen(
         [sys.executable, "-c", LEASH, str(os.getpid()), str(proc.pid)],
         stdin=subprocess.DEVNULL,
@@ -63,7 +70,7 @@ def start_group(cmd: list[str], log_path: Path, env: dict[str, str] | None = Non
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    setattr(proc, "leash", leash)  # noqa: B010 - carried on the Popen, waited for in stop_group
+    setattr(proc, "leash", leash)  # noqa: B010 - carried on the process, waited for in stop_group
     return proc
 
 
@@ -96,8 +103,8 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM the group `proc` leads, SIGKILL what is left after `grace_s`; wait until none remain."""
+def stop_group(proc: Any, grace_s: float = 20.0) -> None:
+    """SIGTERM the group `proc` (a Popen or the like: pid, wait) leads, SIGKILL what is left after `grace_s`; wait until none remain."""
     pgid = proc.pid
     signal_group(pgid, signal.SIGTERM)
     try:

@@ -67,6 +67,11 @@ class VLLMOptions(BaseModel):
         description="CPU, one worker: how a server starts its engine core: fork (~11 s sooner, "
         "bench/engine_start.py) or spawn (vLLM's choice; always used on GPUs)",
     )
+    warm_start: bool = Field(
+        True,
+        description="CPU build: fork servers from a launcher that has imported vLLM once (~10 s sooner "
+        "after the first, bench/engine_start.py) instead of starting each as a new Python process",
+    )
     seed: int = Field(0, description="engine-level seed (a per-request seed crashes the CPU engine)")
     startup_timeout_s: float = Field(300.0, gt=0, description="how long to wait for /health")
     extra_args: list[str] = Field(

@@ -1,7 +1,8 @@
 """Start and stop vLLM OpenAI-compatible servers, one subprocess per served checkpoint.
 
-The server runs as `python -m service.engine.vllm_main` (vLLM's server, with its engine core forked:
-see there) in its own process group, so stopping it (SIGTERM, then
+The server runs `service.engine.vllm_main` (vLLM's server, with its engine core forked: see there),
+forked on CPU by a warm launcher that has imported vLLM already (service/engine/launcher.py), else as
+`python -m service.engine.vllm_main`; either way in its own process group, so stopping it (SIGTERM, then
 SIGKILL) also ends its EngineCore and worker processes. A server that fails to start
 raises EngineStartError saying why, with the tail of its log.
 
@@ -29,8 +30,9 @@ import httpx
 import psutil
 
 from reward.checkpoint import CONFIG_FILE, require_model_dir
-from service.core.procs import log_tail, start_group, stop_group
+from service.core.procs import leashed, log_tail, start_group, stop_group
 from service.core.settings import VLLMOptions
+from service.engine.launcher import LaunchedProcess, LaunchError, launch
 
 # Substrings of the server log -> what to tell the user. The first match wins.
 DIAGNOSES = [
@@ -105,7 +107,7 @@ class VLLMServer:
     host: str
     port: int
     log_path: Path
-    process: subprocess.Popen = field(repr=False)
+    process: subprocess.Popen | LaunchedProcess = field(repr=False)  # the group's leader
 
     @property
     def base_url(self) -> str:
@@ -269,7 +271,16 @@ def _start(
         env["VLLM_API_KEY"] = api_key
     if worker_in_engine_core(opts):
         env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    proc = start_group(server_command(model_dir, served_name, host, port, opts), log_path, env)
+    cmd = server_command(model_dir, served_name, host, port, opts)
+    if warm_start(opts):
+        log_path.touch()
+        try:
+            pid = launch(cmd[3:], env, log_path, opts.startup_timeout_s)  # after `python -m MODULE`
+        except LaunchError as e:
+            raise EngineStartError(f"vLLM server for {model_dir} could not be started: {e}") from None
+        proc: subprocess.Popen | LaunchedProcess = leashed(LaunchedProcess(pid, log_path))
+    else:
+        proc = start_group(cmd, log_path, env)
     server = VLLMServer(model_dir, served_name, host, port, log_path, proc)
     if on_start is not None:
         on_start(server)
@@ -280,6 +291,12 @@ def _start(
         raise
     lower_engine_priority(server, engine_nice(opts))
     return server
+
+
+def warm_start(opts: VLLMOptions) -> bool:
+    """Whether the server is forked by the warm launcher (service/engine/launcher.py): CPU builds, where it
+    was measured, unless `vllm.warm_start` is off."""
+    return opts.warm_start and is_cpu_build()
 
 
 def engine_nice(opts: VLLMOptions) -> int:

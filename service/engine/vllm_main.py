@@ -48,6 +48,12 @@ def keep_start_method(method: str) -> None:
     cpu.CpuPlatform.check_and_update_config = classmethod(check_and_update_config)  # type: ignore[method-assign,assignment]
 
 
+def preload() -> None:
+    """Import what `main` runs (most of a server's start on CPU), for service/engine/launcher.py."""
+    import vllm.entrypoints.launchers.api_server.entry  # noqa: F401
+    import vllm.platforms.cpu  # noqa: F401
+
+
 def main() -> None:
     method, sys.argv[1:] = start_method(sys.argv[1:])
     os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = method

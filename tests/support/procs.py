@@ -1,29 +1,26 @@
 """vLLM processes a test started, told apart from those of tests running beside it (`make test` runs two
-at once): the test gives its children a mark in their environment, which every descendant inherits."""
+at once): a server and every process it starts (its engine core, workers) write to the server's log, so
+they are found by where their output goes: the log directory the test gave. (Not by the environment:
+on CPU servers are forked by the warm launcher, service/engine/launcher.py, whose children keep the
+environment the launcher started with.)"""
 
 from __future__ import annotations
 
-import uuid
+import os
+from pathlib import Path
 
 import psutil
 
-MARK = "TESTS_VLLM_MARK"  # not RANKLOOP_*: those are settings, and an unknown one is refused
 
-
-def new_mark() -> str:
-    return uuid.uuid4().hex
-
-
-def vllm_processes(mark: str) -> set[int]:
-    """Live vLLM servers, engine cores and workers carrying `mark`."""
+def vllm_processes(log_dir: Path) -> set[int]:
+    """Live processes whose output goes to a file in `log_dir` (a vLLM server's log, and so its engine)."""
+    where = str(Path(log_dir).resolve()) + os.sep
     found = set()
-    for p in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "service.engine.vllm_main" not in cmd and not (p.info["name"] or "").startswith("VLLM::"):
-            continue
+    for p in psutil.process_iter():
         try:
-            if p.environ().get(MARK) == mark and p.status() != psutil.STATUS_ZOMBIE:
+            out = os.readlink(f"/proc/{p.pid}/fd/1")
+            if out.startswith(where) and p.status() != psutil.STATUS_ZOMBIE:
                 found.add(p.pid)
-        except psutil.Error:  # gone meanwhile
+        except (OSError, psutil.Error):  # gone meanwhile, or not ours to read
             continue
     return found

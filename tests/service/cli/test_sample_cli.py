@@ -11,7 +11,7 @@ import pytest
 from service.cli.main import main
 from service.core.store import Store
 from tests.support import REPO
-from tests.support.procs import MARK, new_mark, vllm_processes
+from tests.support.procs import vllm_processes
 
 EXAMPLES = REPO / "examples"
 
@@ -100,7 +100,6 @@ def test_rankloop_sample_end_to_end(data: Path, tiny_model: Path) -> None:
 
     24 prompts x 2 system prompts x K=2 gives 96 samples; tasks of K=2 candidates, 2 per prompt.
     """
-    mark = new_mark()  # tells this command's vLLM processes from those of tests running beside it
     cmd = [
         sys.executable,
         "-m",
@@ -121,10 +120,10 @@ def test_rankloop_sample_end_to_end(data: Path, tiny_model: Path) -> None:
         "--dtype",
         "float32",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, MARK: mark})
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "96 new samples" in done.stdout and "built 48 ranking tasks" in done.stdout
-    assert vllm_processes(mark) == set()  # no server, EngineCore or worker left
+    assert vllm_processes(data / "logs") == set()  # no server, EngineCore or worker left
     status = subprocess.run(
         [sys.executable, "-m", "service.cli", "--data", str(data), "status", "--json"],
         capture_output=True,

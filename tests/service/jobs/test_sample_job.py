@@ -15,7 +15,7 @@ import pytest
 from service.cli import client as cli_client
 from service.cli.main import main
 from service.core.store import Store
-from tests.support.procs import MARK, new_mark, vllm_processes
+from tests.support.procs import vllm_processes
 from tests.support.servicectl import admin_headers, running_service
 
 pytestmark = pytest.mark.slow
@@ -29,8 +29,7 @@ def test_sampling_jobs_in_the_service(tmp_path: Path, tiny_model: Path, capsys, 
     system.write_text("brief: Answer in one short sentence.\nfriendly: Answer in a warm and friendly way.\n")
     monkeypatch.setattr(sys, "stdin", io.StringIO("alice-password\n"))
     assert main(["--data", str(data), "annotators", "add", "alice", "--password-stdin"]) == 0
-    mark = new_mark()  # tells this service's vLLM processes from those of tests running beside it
-    with running_service(data, env={"RANKLOOP_ANNOTATION__GOLD_RATE": "0", MARK: mark}) as url:
+    with running_service(data, env={"RANKLOOP_ANNOTATION__GOLD_RATE": "0"}) as url:
         # From a second shell, while the service holds the data directory:
         assert main(["--data", str(data), "prompts", "add", str(prompts)]) == 0
         assert main(["--data", str(data), "system-prompts", "add", str(system)]) == 0
@@ -121,7 +120,7 @@ def test_sampling_jobs_in_the_service(tmp_path: Path, tiny_model: Path, capsys, 
         assert jobs[cancel_id]["status"] == "cancelled" and jobs[job_id]["status"] == "succeeded"
         assert main(["--data", str(data), "jobs", "cancel", str(job_id)]) == 2  # finished: nothing to cancel
         assert "already succeeded" in capsys.readouterr().err
-    assert vllm_processes(mark) == set(), "the service's vLLM server outlived the service"
+    assert vllm_processes(data / "logs") == set(), "the service's vLLM server outlived the service"
     with Store.open(data / "rankloop.duckdb") as store:
         assert store.scalar("SELECT count(*) FROM samples") == 96 + 384
         assert (
