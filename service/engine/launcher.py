@@ -38,6 +38,7 @@ IDLE_S = 300.0  # an idle launcher exits; the next start pays the import once mo
 KEYED = ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH")  # fixed once loaded
 EXIT_LINE = "rankloop launcher: the server exited with code "
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the checkout whose vllm_main the launcher runs
+MAX_SOCKET_PATH = 100  # Linux allows 107 bytes in a Unix socket's path
 
 
 class LaunchError(RuntimeError):
@@ -45,7 +46,11 @@ class LaunchError(RuntimeError):
 
 
 def launcher_dir() -> Path:
+    """This user's private directory for launcher sockets: in XDG_RUNTIME_DIR when a socket path there fits
+    the ~108 bytes Unix sockets allow, else in the temporary directory."""
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    if len(str(base / f"rankloop-{os.getuid()}" / "vllm-0123456789abcdef.partial")) > MAX_SOCKET_PATH:
+        base = Path(tempfile.gettempdir())
     path = base / f"rankloop-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
     if path.stat().st_uid != os.getuid() or path.stat().st_mode & 0o077:
@@ -65,13 +70,13 @@ def launch(args: list[str], env: dict[str, str], log_path: Path, timeout_s: floa
     request = {"args": args, "env": env, "log": str(log_path), "cwd": os.getcwd()}
     try:
         return _ask(sock_path, request)
-    except (FileNotFoundError, ConnectionRefusedError):
+    except (FileNotFoundError, ConnectionError):  # none yet, or one that died or was leaving
         pass
     with open(launcher_dir() / f"vllm-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter: the others wait here, then find it listening
         try:
             return _ask(sock_path, request)
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, ConnectionError):
             pass
         sock_path.unlink(missing_ok=True)  # a launcher that died leaves its socket file
         log = launcher_dir() / f"vllm-{key}.log"
@@ -98,9 +103,12 @@ def _ask(sock_path: Path, request: dict) -> int:
         s.settimeout(30)
         s.connect(str(sock_path))
         s.sendall(json.dumps(request).encode() + b"\n")
-        answer = json.loads(s.makefile().readline() or "{}")
+        line = s.makefile().readline()
+    if not line:  # it closed without answering: it was exiting when this connected
+        raise ConnectionResetError("the vLLM launcher closed the connection")
+    answer = json.loads(line)
     if "pid" not in answer:
-        raise LaunchError(f"the vLLM launcher refused the request: {answer.get('error', 'no answer')}")
+        raise LaunchError(f"the vLLM launcher refused the request: {answer.get('error', answer)}")
     return int(answer["pid"])
 
 

@@ -6,7 +6,9 @@ suite's shared one is never killed under another test."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +20,11 @@ from service.core.settings import VLLMOptions
 from service.engine import launcher
 from service.engine.server import free_port, is_cpu_build, start_server
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not is_cpu_build(), reason="the warm launcher serves CPU builds of vLLM"),
-]
-
 
 @pytest.fixture
-def own_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
+def own_launcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # Short: a Unix socket's path must fit ~108 bytes, and pytest's tmp_path may not leave room.
+    runtime = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     yield runtime
     for p in psutil.process_iter():  # the test's launcher, whatever state the test left it in
@@ -36,6 +33,7 @@ def own_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
                 p.kill()
         except psutil.Error:
             continue
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 def launcher_of(server) -> psutil.Process:
@@ -44,6 +42,8 @@ def launcher_of(server) -> psutil.Process:
     return parent
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not is_cpu_build(), reason="the warm launcher serves CPU builds of vLLM")
 def test_servers_fork_from_one_launcher_which_is_replaced_when_it_dies_and_bad_requests_fail_alone(
     own_launcher: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -91,3 +91,14 @@ def a_bad_request_fails_alone(runtime: Path, tiny_model: Path, tmp_path: Path) -
     killed = launcher.launch(args, env, tmp_path / "killed.log")
     os.kill(killed, signal.SIGKILL)
     assert launcher.LaunchedProcess(killed, tmp_path / "killed.log").wait(10) == -9
+
+
+def test_a_runtime_directory_too_deep_for_a_socket_falls_back_to_the_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+    assert launcher.launcher_dir() == Path(tempfile.gettempdir()) / f"rankloop-{os.getuid()}"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/tmp")
+    assert launcher.launcher_dir() == Path("/tmp") / f"rankloop-{os.getuid()}"
