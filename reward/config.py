@@ -49,4 +49,9 @@ class RewardTrainConfig(TrainingFields):
         "all", description="several rankings of a task: keep all, or merge"
     )
     margin: bool = Field(False, description="pairwise: use the rank gap as Bradley-Terry margin")
+    frozen_backbone: bool = Field(
+        False,
+        description="train only the reward head, on the frozen model's last-token states computed once "
+        "(one forward pass per response: fits a CPU; reward/head.py); mode, LoRA and epochs do not apply",
+    )
     batch_size: int = Field(8, ge=1, description="rankings per step (listwise) or pairs per step (pairwise)")

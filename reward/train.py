@@ -34,6 +34,7 @@ from reward.config import RewardTrainConfig
 from reward.configfile import parse_cli
 from reward.data import listwise_groups, pairwise_rows, read_snapshot
 from reward.evaluate import evaluate
+from reward.head import fit_head
 from reward.listwise import ListwiseCollator, ListwiseTrainer
 from reward.scaffold import fit, lora_config, model_card, training_kind, trl_args, write_outputs
 from reward.score import encode, ensure_pad_token
@@ -104,15 +105,19 @@ def main(cfg: RewardTrainConfig) -> Path:
     ensure_pad_token(tokenizer)
     out = Path(cfg.output_dir)
     build = _build_pairwise if cfg.mode == "pairwise" else _build_listwise
-    done = fit(
-        cfg, lambda workdir: build(cfg, train_rows, tokenizer, reward_args(cfg, workdir)), tokenizer, out
+    done = (
+        fit_head(cfg, train_rows, tokenizer, out)
+        if cfg.frozen_backbone
+        else fit(
+            cfg, lambda workdir: build(cfg, train_rows, tokenizer, reward_args(cfg, workdir)), tokenizer, out
+        )
     )
     if done is None:  # not the main process
         return out
     epochs_run = done.epochs or cfg.epochs
     metrics = {
         "kind": "reward",
-        "mode": cfg.mode,
+        "mode": "head on a frozen backbone" if cfg.frozen_backbone else cfg.mode,
         "base_model": str(cfg.base_model),
         "snapshot": snapshot_id(cfg.snapshot),
         "loss_curve": done.loss_curve,
@@ -121,6 +126,7 @@ def main(cfg: RewardTrainConfig) -> Path:
             **done.train_metrics(),
             "epochs": epochs_run,
             "rankings_per_s": len(train_rows) * epochs_run / done.seconds if done.seconds else None,
+            **({"head": done.history[-1]} if cfg.frozen_backbone else {}),  # the L2 chosen, accuracies
         },
         "eval": evaluate(out, cfg.snapshot, "eval"),
         "config": cfg.model_dump(mode="json"),
@@ -135,7 +141,8 @@ def reward_card(cfg: RewardTrainConfig, metrics: dict) -> str:
         f"base checkpoint: `{cfg.base_model}`",
         f"snapshot: `{metrics['snapshot']}` ({cfg.snapshot})",
         f"training: {metrics['train']['rankings']} rankings, {metrics['train']['steps']} steps, "
-        f"{training_kind(cfg)}, consensus `{cfg.consensus}`",
+        f"{'the head alone, on a frozen backbone' if cfg.frozen_backbone else training_kind(cfg)}, "
+        f"consensus `{cfg.consensus}`",
         f"held-out pairwise accuracy: {ev['pairwise_accuracy']} on {ev['pairs']} pairs; ECE {ev['ece']}",
     ]
     if hidden:

@@ -69,8 +69,8 @@ def cmd_train_reward(args: argparse.Namespace, settings: Settings) -> None:
         job = c.call("jobs.show", job_id=job_id)
         cfg = job["config"]
         print(
-            f"job {job_id}: {cfg['mode']} reward model on {cfg['base_model']}, snapshot {cfg['snapshot']}"
-            + (" (in the service)" if c.remote else "")
+            f"job {job_id}: {'a reward head on the frozen' if cfg.get('frozen_backbone') else cfg['mode'] + ' reward model on'} "
+            f"{cfg['base_model']}, snapshot {cfg['snapshot']}" + (" (in the service)" if c.remote else "")
         )
         job = follow(c, job_id, "training")
         model = c.call("models.show", model_id=job["result_model_id"]) if job["result_model_id"] else None
@@ -118,7 +118,7 @@ def add_parsers(tree: CommandTree) -> None:
         metavar="FILE",
         help="YAML with reward.train fields (snapshot, base_model, epochs, lora, ...)",
     )
-    add_model_flags(p, REWARD.config, only=("mode",), overrides=True)
+    add_model_flags(p, REWARD.config, only=("mode", "frozen_backbone"), overrides=True)
     add_model_flags(p, REWARD.options)
 
     tree.command(
