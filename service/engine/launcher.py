@@ -46,10 +46,11 @@ class LaunchError(RuntimeError):
 
 
 def launcher_dir() -> Path:
-    """This user's private directory for launcher sockets: in XDG_RUNTIME_DIR when a socket path there fits
-    the ~108 bytes Unix sockets allow, else in the temporary directory."""
+    """This user's private directory for launcher sockets: in XDG_RUNTIME_DIR when it is a writable directory
+    and a socket path there fits the ~108 bytes Unix sockets allow, else in the temporary directory."""
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
-    if len(str(base / f"rankloop-{os.getuid()}" / "vllm-0123456789abcdef.partial")) > MAX_SOCKET_PATH:
+    fits = len(str(base / f"rankloop-{os.getuid()}" / "vllm-0123456789abcdef.partial")) <= MAX_SOCKET_PATH
+    if not (fits and base.is_dir() and os.access(base, os.W_OK)):
         base = Path(tempfile.gettempdir())
     path = base / f"rankloop-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)

@@ -93,12 +93,14 @@ def a_bad_request_fails_alone(runtime: Path, tiny_model: Path, tmp_path: Path) -
     assert launcher.LaunchedProcess(killed, tmp_path / "killed.log").wait(10) == -9
 
 
-def test_a_runtime_directory_too_deep_for_a_socket_falls_back_to_the_temporary_one(
+def test_a_runtime_directory_too_deep_or_missing_falls_back_to_the_temporary_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deep = tmp_path / ("d" * 90)
     deep.mkdir()
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+    assert launcher.launcher_dir() == Path(tempfile.gettempdir()) / f"rankloop-{os.getuid()}"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))  # set, but never created
     assert launcher.launcher_dir() == Path(tempfile.gettempdir()) / f"rankloop-{os.getuid()}"
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/tmp")
     assert launcher.launcher_dir() == Path("/tmp") / f"rankloop-{os.getuid()}"
