@@ -13,9 +13,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Protocol, TypeVar
 
 LOG_TAIL_LINES = 30
+
+
+class GroupLeader(Protocol):
+    """What stopping a process group needs of its leader: a Popen, or service/engine/launcher.py's
+    LaunchedProcess for a server another process forked."""
+
+    pid: int
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+Leader = TypeVar("Leader", bound=GroupLeader)
 
 
 # A watcher beside each group: when the process that started the group dies (kill -9 included),
@@ -60,9 +72,8 @@ def start_group(cmd: list[str], log_path: Path, env: dict[str, str] | None = Non
     return leashed(proc)
 
 
-def leashed(proc: Any) -> Any:
-    """`proc` (a Popen, or a process it leads a group of that behaves like one), with a watcher that stops
-    its group if this process dies without stopping it."""
+def leashed(proc: Leader) -> Leader:
+    """`proc`, with a watcher that stops the group it leads if this process dies without stopping it."""
     leash = subprocess.Popen(
         [sys.executable, "-c", LEASH, str(os.getpid()), str(proc.pid)],
         stdin=subprocess.DEVNULL,
@@ -103,8 +114,8 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_group(proc: Any, grace_s: float = 20.0) -> None:
-    """SIGTERM the group `proc` (a Popen or the like: pid, wait) leads, SIGKILL what is left after `grace_s`; wait until none remain."""
+def stop_group(proc: GroupLeader, grace_s: float = 20.0) -> None:
+    """SIGTERM the group `proc` leads, SIGKILL what is left after `grace_s`; wait until none remain."""
     pgid = proc.pid
     signal_group(pgid, signal.SIGTERM)
     try:

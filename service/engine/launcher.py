@@ -34,6 +34,8 @@ import time
 import traceback
 from pathlib import Path
 
+from service.core.procs import log_tail
+
 IDLE_S = 300.0  # an idle launcher exits; the next start pays the import once more
 KEYED = ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH")  # fixed once loaded
 EXIT_LINE = "rankloop launcher: the server exited with code "
@@ -94,7 +96,7 @@ def launch(args: list[str], env: dict[str, str], log_path: Path, timeout_s: floa
         deadline = time.monotonic() + timeout_s
         while not sock_path.exists():  # bound once vLLM is imported
             if starter.poll() is not None or time.monotonic() > deadline:
-                raise LaunchError(f"the vLLM launcher did not start; its log ({log}) ends:\n{_tail(log)}")
+                raise LaunchError(f"the vLLM launcher did not start; its log ({log}) ends:\n{log_tail(log)}")
             time.sleep(0.1)
     return _ask(sock_path, request)
 
@@ -111,13 +113,6 @@ def _ask(sock_path: Path, request: dict) -> int:
     if "pid" not in answer:
         raise LaunchError(f"the vLLM launcher refused the request: {answer.get('error', answer)}")
     return int(answer["pid"])
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 class LaunchedProcess:
@@ -143,7 +138,7 @@ class LaunchedProcess:
     def _exit_code(self) -> int:
         """What the launcher wrote when it reaped the server (it reaps within a second); -9 if unknown."""
         for _ in range(20):
-            found = re.findall(re.escape(EXIT_LINE) + r"(-?\d+)", _tail(self.log_path, 5))
+            found = re.findall(re.escape(EXIT_LINE) + r"(-?\d+)", log_tail(self.log_path, 5))
             if found:
                 return int(found[-1])
             time.sleep(0.1)
