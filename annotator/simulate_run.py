@@ -9,6 +9,9 @@ Each ranking's randomness comes from a generator seeded by (seed, annotator, tas
 from a stream shared across tasks: which task a thread is handed next depends on how the
 threads interleave, so the same seed and the same tasks give the same rankings whatever the
 thread order (and locally or through a service alike).
+
+Gold annotators (`Profile.gold_model`) rank by a gold reward model's scores, which the caller
+computes (`gold(model_dir, task)`: this package runs no models; service/control/gold.py does).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import random
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,11 +92,21 @@ class HttpQueue:
         )
 
 
-def default_profiles(n: int, noise: float, unreliable: int, position_bias: float = 0.0) -> dict[str, Profile]:
+def default_profiles(
+    n: int, noise: float, unreliable: int, position_bias: float = 0.0, gold_model: str | None = None
+) -> dict[str, Profile]:
     """`sim-1..sim-n` share one hidden preference (the ground truth) at the given noise;
-    `sim-u1..` rank at random."""
-    out = {f"sim-{i + 1}": Profile(noise=noise, position_bias=position_bias) for i in range(n)}
-    out |= {f"sim-u{i + 1}": Profile(noise=noise, unreliable=True) for i in range(unreliable)}
+    `sim-u1..` rank at random. With `gold_model` they are `gold-1..`, `gold-u1..` and the ground
+    truth is that gold reward model (other names: an account keeps the profile it was made with)."""
+    prefix = "gold" if gold_model else "sim"
+    out = {
+        f"{prefix}-{i + 1}": Profile(noise=noise, position_bias=position_bias, gold_model=gold_model)
+        for i in range(n)
+    }
+    out |= {
+        f"{prefix}-u{i + 1}": Profile(noise=noise, unreliable=True, gold_model=gold_model)
+        for i in range(unreliable)
+    }
     return out
 
 
@@ -127,16 +141,24 @@ def ranking_rng(seed: int, annotator: str, task_id: int) -> random.Random:
     return random.Random(f"{seed}:{annotator}:{task_id}")
 
 
+GoldScores = Callable[[str, dict], list[float]]  # (gold model directory, task) -> a score per candidate
+
+
 def run(
     client: QueueClient,
     profiles: dict[str, Profile],
     seed: int = 0,
     max_per_annotator: int | None = None,
     parallel: bool = True,
+    gold: GoldScores | None = None,
 ) -> SimReport:
     """Every annotator ranks tasks until the queue has none left for it: each in its own thread,
     or (`parallel=False`) taking turns in one thread, so that who ranks which task is fixed too
-    (needed when a task wants fewer rankings than there are annotators)."""
+    (needed when a task wants fewer rankings than there are annotators). `gold` scores tasks for
+    the gold annotators among `profiles`."""
+    needs_gold = sorted(n for n, p in profiles.items() if p.gold_model and not p.unreliable)
+    if needs_gold and gold is None:
+        raise UserError(f"{', '.join(needs_gold)} rank by a gold reward model, and no gold scorer was given")
     counts = dict.fromkeys(profiles, 0)
     errors: list[BaseException] = []
 
@@ -147,7 +169,10 @@ def run(
         task = client.next(name)
         if task is None:
             return False
-        ranks = rank(profile, task["candidates"], ranking_rng(seed, name, task["task_id"]))
+        scores = (
+            gold(profile.gold_model, task) if gold and profile.gold_model and not profile.unreliable else None
+        )
+        ranks = rank(profile, task["candidates"], ranking_rng(seed, name, task["task_id"]), scores)
         client.submit(name, Submission(task_id=task["task_id"], submission_id=uuid.uuid4().hex, ranks=ranks))
         counts[name] += 1
         return True

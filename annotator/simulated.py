@@ -12,6 +12,13 @@ annotator ranks at random. Candidates whose utilities are within `tie_margin` ti
 
 The profile is stored with the account, so later stages can score any response with
 the ground truth (`utility`).
+
+Two worlds: the rule-based preference above (fast, for tests and the tiny demo), and a gold
+one (`gold_model`), as in Gao et al. 2022 and AlpacaFarm: the utility of a response is the
+score of a *gold* reward model trained on real human labels the loop never sees, and the same
+Bradley-Terry noise, position bias, ties and unreliability apply. This package does not run
+models: whoever runs a gold annotator passes the gold scores to `rank`
+(`annotator.simulate_run.run(gold=...)`).
 """
 
 from __future__ import annotations
@@ -49,6 +56,20 @@ class Profile(BaseModel):
     )
     tie_margin: float = Field(0.02, ge=0, description="utilities closer than this tie")
     unreliable: bool = Field(False, description="ranks uniformly at random")
+    gold_model: str | None = Field(
+        None,
+        description="rank by this gold reward model's scores (its directory) instead of the rule-based "
+        "preference; its scores are the Bradley-Terry logits, so noise 1 is the model's own confidence",
+    )
+
+    @property
+    def judge(self) -> str:
+        """Which world's truth this annotator follows, in words a figure can cite."""
+        return (
+            f"the gold reward model {self.gold_model}"
+            if self.gold_model
+            else "the rule-based simulated preference"
+        )
 
 
 # How a warm answer opens (the built-in corpus's friendly answers start "Happy to help!").
@@ -86,15 +107,22 @@ def utility(pref: Preference, response: str, system_prompt: str | None) -> float
     return u
 
 
-def rank(profile: Profile, candidates: list[dict], rng: random.Random) -> list[int]:
+def rank(
+    profile: Profile, candidates: list[dict], rng: random.Random, gold: list[float] | None = None
+) -> list[int]:
     """Ranks (1 = best, ties shared) for candidates shown in this order; each has `text` and
-    optionally `system_prompt_text`."""
+    optionally `system_prompt_text`. A gold annotator needs `gold`, the gold model's scores of them."""
     k = len(candidates)
     if profile.unreliable:
         order = list(range(1, k + 1))
         rng.shuffle(order)
         return order
-    true_u = [utility(profile.preference, c["text"], c.get("system_prompt_text")) for c in candidates]
+    if profile.gold_model:
+        if gold is None or len(gold) != k:
+            raise ValueError(f"a gold annotator ranks by the gold model's scores: give {k} of them")
+        true_u = list(gold)
+    else:
+        true_u = [utility(profile.preference, c["text"], c.get("system_prompt_text")) for c in candidates]
     bias = [profile.position_bias * (k - 1 - i) / max(k - 1, 1) for i in range(k)]
     # Candidates whose true utilities lie within tie_margin of each other form a tie group.
     groups: list[list[int]] = []

@@ -80,6 +80,9 @@ class EvalConfig(BaseModel):
     reward_model: Path | None = Field(
         None, description="reward model that judges (None: only the given scores)"
     )
+    gold_model: Path | None = Field(
+        None, description="a gold reward model (trained on labels the loop never saw): the judge 'gold'"
+    )
     candidate_model: Path | None = Field(None, description="the candidate checkpoint, for the KL estimate")
     reference_model: Path | None = Field(None, description="the reference checkpoint, for the KL estimate")
     temperature: float = Field(1.0, ge=0, description="the temperature the responses were sampled at")

@@ -158,12 +158,23 @@ def kl_figures(cand: list[tuple[float, int]], ref: list[tuple[float, int]], grou
     return out
 
 
+def model_scores(model_dir: Path, rows: list[dict], max_length: int) -> list[list[float]]:
+    """[candidate, baseline] scores by a reward model, which reads the conversation without the system
+    prompt, as reward models here are trained and as gold annotators judge."""
+    scorer = RewardScorer(model_dir, max_length=max_length)
+    convs = [[m for m in r["messages"] if m["role"] != "system"] for r in rows]
+    cand = scorer.score_pairs([(c, r["candidate"]) for c, r in zip(convs, rows, strict=True)])
+    base = scorer.score_pairs([(c, r["baseline"]) for c, r in zip(convs, rows, strict=True)])
+    return [list(p) for p in zip(cand, base, strict=True)]
+
+
 def _progress(cfg: EvalConfig, step: int, total: int) -> None:
     if cfg.progress_file:
         cfg.progress_file.write_text(json.dumps({"step": step, "total": total}))
 
 
-def read_comparisons(path: Path, reward_judge: bool = False) -> list[dict]:
+def read_comparisons(path: Path, model_judges: tuple[str, ...] = ()) -> list[dict]:
+    """The comparisons, checked; `model_judges` are the judge names this run's models take."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     if not rows:
         raise ValueError(f"{path} holds no comparisons; sample some held-out prompts first")
@@ -181,10 +192,8 @@ def read_comparisons(path: Path, reward_judge: bool = False) -> list[dict]:
                 f"{path} line {i}: scores must give every row the same judges "
                 f"({', '.join(sorted(judges)) or 'none'}), each [candidate, baseline] numbers"
             )
-    if reward_judge and "reward" in judges:
-        raise ValueError(
-            f"{path}: the judge name 'reward' is the reward model's; name given scores otherwise"
-        )
+    for name in sorted(judges & set(model_judges)):
+        raise ValueError(f"{path}: the judge name {name!r} is a model's; name given scores otherwise")
     return rows
 
 
@@ -202,19 +211,18 @@ def pick_examples(rows: list[dict], seed: int, n: int = EXAMPLES) -> list[dict]:
 
 
 def main(cfg: EvalConfig) -> Path:
-    rows = read_comparisons(cfg.comparisons, cfg.reward_model is not None)
+    rows = read_comparisons(
+        cfg.comparisons,
+        tuple(n for n, m in (("reward", cfg.reward_model), ("gold", cfg.gold_model)) if m is not None),
+    )
     scores: dict[str, list[list[float]]] = {}
     for r in rows:
         for judge, pair in (r.get("scores") or {}).items():
             scores.setdefault(judge, []).append(pair)
     _progress(cfg, 0, 3)
-    if cfg.reward_model is not None:
-        scorer = RewardScorer(cfg.reward_model, max_length=cfg.max_length)
-        # The reward model reads the conversation without the system prompt, as it was trained.
-        convs = [[m for m in r["messages"] if m["role"] != "system"] for r in rows]
-        cand = scorer.score_pairs([(c, r["candidate"]) for c, r in zip(convs, rows, strict=True)])
-        base = scorer.score_pairs([(c, r["baseline"]) for c, r in zip(convs, rows, strict=True)])
-        scores["reward"] = [list(p) for p in zip(cand, base, strict=True)]
+    for name, model in (("reward", cfg.reward_model), ("gold", cfg.gold_model)):
+        if model is not None:
+            scores[name] = model_scores(model, rows, cfg.max_length)
     _progress(cfg, 1, 3)
     group = [str(r["group"]) for r in rows]
     cand_words = np.array([words(r["candidate"]) for r in rows], float)

@@ -59,7 +59,7 @@ def bradley_terry(diffs: torch.Tensor, l2: float, history: list[dict] | None = N
         loss = torch.nn.functional.softplus(-diffs @ w).mean() + l2 * (w * w).sum() / len(diffs)
         loss.backward()
         if history is not None:
-            history.append({"step": len(history) + 1, "loss": round(float(loss), 6)})
+            history.append({"step": len(history) + 1, "loss": round(loss.item(), 6)})
         return loss
 
     opt.step(closure)

@@ -4,7 +4,8 @@ one statement of the layers; the README's architecture section points here.
 Layers, and what each may import of ours besides itself (arrows point one way, down the list):
 
     service.cli      -> service.web (to start `serve`), service.control, service.jobs, service.engine,
-                        service.data, service.core, annotator, the light trainer modules, policy.pretrain
+                        service.data, service.core, annotator, the light trainer modules, policy.pretrain,
+                        reward.train
     service.web      -> service.gateway, service.control, service.jobs, service.engine, service.report,
                         service.core, annotator, the light reward modules
     service.control  -> service.jobs, service.report, service.gateway, service.engine, service.data,
@@ -43,7 +44,8 @@ REWARD_LIGHT = (
 )
 POLICY_LIGHT = ("policy.config", "policy.data", "policy.corpus", "policy.stats", "policy.packaged")
 RULES: dict[str, tuple[str, ...]] = {
-    # policy.pretrain: `rankloop demo` builds the tiny model in its own process
+    # policy.pretrain: `rankloop demo` builds the tiny model in its own process; reward.train: `demo --real`
+    # fits its world's gold reward model the same way
     "service.cli": (
         "service.cli",
         "service.web",
@@ -56,6 +58,7 @@ RULES: dict[str, tuple[str, ...]] = {
         *REWARD_LIGHT,
         *POLICY_LIGHT,
         "policy.pretrain",
+        "reward.train",
     ),
     "service.web": (
         "service.web",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -19,6 +20,7 @@ from service.cli.client import annotation_queue, connect
 from service.cli.flags import POSITIONAL, Opt, add_model_flags, flag_values
 from service.cli.output import print_table
 from service.cli.tree import CommandTree, op_params
+from service.control.gold import GoldScores
 from service.core.enums import HUMAN_ROLES
 from service.core.errors import UserError
 from service.core.settings import Settings
@@ -33,6 +35,12 @@ class SimulatedRun(BaseModel):
     position_bias: float = Field(0.0, description="preference for candidates shown first")
     max_per_annotator: int | None = Field(None, description="stop each annotator after N tasks")
     seed: int = Field(0, description="seed of the simulated rankings")
+    gold_model: Path | None = Field(
+        None,
+        description="rank by this gold reward model's scores (a directory `train reward` wrote, trained on "
+        "labels the loop never sees) instead of the rule-based preference; the accounts are gold-1.., "
+        "and noise 1 follows the model's own confidence",
+    )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -79,13 +87,21 @@ def cmd_annotators_logout(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
     if args.annotators < 0 or args.unreliable < 0 or args.annotators + args.unreliable == 0:
         raise UserError("--annotators and --unreliable must be >= 0, and at least one annotator is needed")
-    wanted = simulate_run.default_profiles(args.annotators, args.noise, args.unreliable, args.position_bias)
+    gold_model = str(args.gold_model.resolve()) if args.gold_model else None
+    gold = GoldScores() if gold_model else None
+    if gold and gold_model:
+        gold.scorer(gold_model)  # a wrong directory is refused before any account is made
+    wanted = simulate_run.default_profiles(
+        args.annotators, args.noise, args.unreliable, args.position_bias, gold_model
+    )
     with connect(settings) as c:
         profiles = c.call("simulated.ensure", profiles=wanted)
         profiles = {name: Profile.model_validate(p) for name, p in profiles.items()}
         # They rank through the annotation path itself: the service's JSON API, or the queue here.
         queue = annotation_queue(c, settings)
-        report = simulate_run.run(queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator)
+        report = simulate_run.run(
+            queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator, gold=gold
+        )
     for name, n in report.rankings.items():
         print(f"  {name}: {n} rankings")
     print(f"simulated annotators stored {report.total} rankings")

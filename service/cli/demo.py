@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from reward.checkpoint import is_model_dir, require_model_dir
 from service.cli.client import Client, LocalClient, connect, follow
+from service.cli.demo_real import real_round
 from service.cli.round_steps import PolicyMethod, RoundPlan, run_round
 from service.core.discovery import admin_key
 from service.core.enums import JobStatus, ModelKind, ModelStatus, Role
@@ -49,6 +50,14 @@ class DemoRun(BaseModel):
     small: bool = Field(False, description="a smaller, faster run (the test suite's)")
     serve: bool = Field(True, description="keep the annotator app and the API running until Ctrl-C")
     port: int | None = Field(None, description="the service's port (default 8000; 0 = any free port)")
+    real: bool = Field(
+        False,
+        description="SmolLM2-135M-Instruct toward Anthropic HH preferences, judged by a gold reward model "
+        "trained on HH pairs the loop never sees, instead of the tiny world",
+    )
+    hh: Path | None = Field(
+        None, description="--real: the HH-RLHF pairs (default: ../shared/data's harmless-base)"
+    )
 
 
 SYSTEM_PROMPTS = ("brief", "detailed", "friendly")
@@ -207,7 +216,7 @@ def start_service(settings: Settings, port: int, config: str | None) -> tuple[su
     raise CommandFailed(f"rankloop serve did not become healthy in 120 s; see {log}", 1)
 
 
-def first_completion(settings: Settings, url: str) -> str:
+def first_completion(settings: Settings, url: str, question: str, system_prompt: str) -> str:
     """Wait for the deployed model to serve, then one chat completion through the gateway with `openai`."""
     import openai
 
@@ -222,16 +231,15 @@ def first_completion(settings: Settings, url: str) -> str:
             raise CommandFailed(f"the deployed model did not start: {routes.get('error') or 'timed out'}", 1)
         time.sleep(1)
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
-    question = "Tell me about the weather in the mountains."
     answer = client.chat.completions.create(
         model="current",
         messages=[{"role": "user", "content": question}],
         max_tokens=48,
-        extra_body={"system_prompt": "friendly"},
+        extra_body={"system_prompt": system_prompt},
     )
     usage = answer.usage
     print(
-        f"POST {url}/v1/chat/completions (model 'current' = {answer.model}, system prompt 'friendly')\n"
+        f"POST {url}/v1/chat/completions (model 'current' = {answer.model}, system prompt {system_prompt!r})\n"
         f"  user: {question}\n  assistant: {answer.choices[0].message.content!r}\n"
         + (
             f"  usage: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
@@ -251,8 +259,12 @@ def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> Non
             "give the directory `save_pretrained` wrote, or leave --model out for the built-in tiny model",
             UserError,
         )
+    if run.real and (model is not None or method != "dpo"):
+        raise UserError("--real runs DPO from SmolLM2-135M-Instruct; leave out --model and --method")
     data = settings.data_dir
     wanted = {"model": str(model.resolve()) if model else None, "method": method, "small": small}
+    if run.real:
+        wanted["real"] = True
     chosen = data / "demo-args.json"  # what an earlier run here was asked for: reuse only the same
     if chosen.exists() and (earlier := json.loads(chosen.read_text())) != wanted:
         raise UserError(
@@ -266,43 +278,12 @@ def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> Non
                 f"a rankloop serve runs on {data}: the demo starts its own; stop it or pass another --data"
             )
     chosen.write_text(json.dumps(wanted))
-    size = SIZES[small]
-    plan: RoundPlan = size["plan"].model_copy(update={"method": method})
     stages = Stages(data / "demo-stages.json")
-    base = model or stages.run(
-        "pretraining the tiny chat model",
-        build_tiny_model,
-        settings.paths.model_dir("tiny"),
-        size["pretrain_steps"],
-    )
     with connect(settings) as c:
-        stages.run("prompts and system prompts", seed_data, c, data)
-        if model is not None:  # a checkpoint of yours: registered, so jobs may read it from where it is
-            assert isinstance(c, LocalClient)  # checked above: no service runs on this data directory
-            find_or_register(c.ctx.store, model.resolve())
-        sft_id = stages.run(
-            "supervised fine-tuning on generated instructions",
-            sft,
-            c,
-            data,
-            base,
-            size["sft_steps"],
-            plan.eval_fraction,
-        )
-        done = [r for r in c.call("rounds.list") if r["kind"] == "demo" and r["status"] == "done"]
-        if done:  # the loop ran before: serve its result (`rankloop loop` runs further rounds)
-            row = done[-1]
-            print(
-                f"\nusing round {row['id']} of an earlier run ({row['note']}); `rankloop loop` runs another"
-            )
+        if run.real:
+            row = real_round(c, settings, data, run.hh, small, stages)
         else:
-            print(
-                f"\nthe tiny world holds out {plan.eval_fraction:.0%} of its prompts for evaluation; its gate "
-                f"decides on at least {plan.gate_min_prompts} of them (the default, for real prompt sets, is "
-                f"{RoundPlan.model_fields['gate_min_prompts'].default})"
-            )
-            row = stages.run("one round of the loop", run_round, c, settings, plan, "demo", sft_id)
-            stages.add({f"  round step: {k}": v for k, v in row["stages"].items()})
+            row = tiny_round(c, settings, run, stages)
         password = ensure_admin(c)
     proc, url = stages.run(
         "starting the service (annotator app, admin API, OpenAI-compatible gateway)",
@@ -312,7 +293,14 @@ def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> Non
         config,
     )
     try:
-        key = stages.run("a chat completion through the gateway", first_completion, settings, url)
+        question, system_prompt = (
+            ("How do I tell a friend that I am upset with them?", "assistant")
+            if run.real
+            else ("Tell me about the weather in the mountains.", "friendly")
+        )
+        key = stages.run(
+            "a chat completion through the gateway", first_completion, settings, url, question, system_prompt
+        )
         with connect(settings) as c:
             report = stages.run("the report", c.call, "report")["path"]
         print(
@@ -320,7 +308,7 @@ def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> Non
             f"report:          {report}\n"
             f"annotator app:   {url}/annotate  (log in as 'admin'"
             + (f", password {password!r})" if password else "; its password was shown on the first run)")
-            + f"\n                 blind tasks (the deployed policy vs SFT) wait in the queue\n"
+            + f"\n                 blind tasks (the deployed policy vs its parent) wait in the queue\n"
             f"OpenAI API:      {url}/v1  (client key {key}; model 'current')\n"
             f"admin API key:   {admin_key(settings)[:6]}... in {settings.paths.admin_key}"
         )
@@ -332,3 +320,42 @@ def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> Non
         print("\nstopping the service")
     finally:
         stop_group(proc, grace_s=60)
+
+
+def tiny_round(c: Client, settings: Settings, run: DemoRun, stages: Stages) -> dict[str, Any]:
+    """The tiny world up to the service: pretrain (cached), SFT, one round. The round's row."""
+    model, small, data = run.model, run.small, settings.data_dir
+    size = SIZES[small]
+    plan: RoundPlan = size["plan"].model_copy(update={"method": run.method})
+    base = model or stages.run(
+        "pretraining the tiny chat model",
+        build_tiny_model,
+        settings.paths.model_dir("tiny"),
+        size["pretrain_steps"],
+    )
+    stages.run("prompts and system prompts", seed_data, c, data)
+    if model is not None:  # a checkpoint of yours: registered, so jobs may read it from where it is
+        assert isinstance(c, LocalClient)  # checked above: no service runs on this data directory
+        find_or_register(c.ctx.store, model.resolve())
+    sft_id = stages.run(
+        "supervised fine-tuning on generated instructions",
+        sft,
+        c,
+        data,
+        base,
+        size["sft_steps"],
+        plan.eval_fraction,
+    )
+    done = [r for r in c.call("rounds.list") if r["kind"] == "demo" and r["status"] == "done"]
+    if done:  # the loop ran before: serve its result (`rankloop loop` runs further rounds)
+        row = done[-1]
+        print(f"\nusing round {row['id']} of an earlier run ({row['note']}); `rankloop loop` runs another")
+    else:
+        print(
+            f"\nthe tiny world holds out {plan.eval_fraction:.0%} of its prompts for evaluation; its gate "
+            f"decides on at least {plan.gate_min_prompts} of them (the default, for real prompt sets, is "
+            f"{RoundPlan.model_fields['gate_min_prompts'].default})"
+        )
+        row = stages.run("one round of the loop", run_round, c, settings, plan, "demo", sft_id)
+        stages.add({f"  round step: {k}": v for k, v in row["stages"].items()})
+    return row

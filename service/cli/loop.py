@@ -28,7 +28,9 @@ def _tiny_model_defaults(args: argparse.Namespace, settings: Settings) -> Settin
     """The built-in model is small and float32; vLLM's bf16 default breaks it on CPU (DESIGN.md)."""
     if args.model or args.dtype is not None:
         return settings
-    vllm = settings.vllm.model_copy(update={"dtype": "float32", "max_model_len": args.max_model_len or 512})
+    # --real: SmolLM2 in float32 as its trainers and the KL estimate read it, with room for HH openings.
+    length = args.max_model_len or (1024 if getattr(args, "real", False) else 512)
+    vllm = settings.vllm.model_copy(update={"dtype": "float32", "max_model_len": length})
     return settings.model_copy(update={"vllm": vllm})
 
 

@@ -20,6 +20,7 @@ from annotator import simulate_run
 from annotator.simulated import Preference, Profile
 from service.cli.client import Client, annotation_queue, follow
 from service.cli.output import print_table, report_job
+from service.control.gold import GoldScores
 from service.core.enums import JobStatus, ModelStatus
 from service.core.errors import CommandFailed
 from service.core.settings import Settings
@@ -44,6 +45,11 @@ class RoundPlan(BaseModel):
     reliable: int = Field(3, description="simulated annotators that share the hidden preference")
     unreliable: int = Field(1, description="simulated annotators that rank at random")
     noise: float = Field(0.3, description="the simulated annotators' Bradley-Terry temperature")
+    gold_model: str | None = Field(
+        None,
+        description="simulated annotators rank by this gold reward model (a directory), and the evaluation "
+        "judges by it, instead of the rule-based preference",
+    )
     method: PolicyMethod = Field("dpo", description="how the policy is trained")
     reward: dict[str, Any] = Field(
         default_factory=lambda: {"epochs": 2, "batch_size": 8, "max_length": 256},
@@ -88,6 +94,10 @@ def simulated_profiles(plan: RoundPlan) -> dict[str, Profile]:
     """Reliable annotators share one hidden preference (length and liked words, not the system prompt's
     instruction, which a reward model reading the conversation without it cannot see); the
     `sim-u` ones rank at random."""
+    if plan.gold_model:  # the gold world: the gold reward model is the truth (annotator/simulated.py)
+        return simulate_run.default_profiles(
+            plan.reliable, plan.noise, plan.unreliable, gold_model=plan.gold_model
+        )
     pref = Preference(instruction_weight=0.0)
     out = {f"sim-{i + 1}": Profile(preference=pref, noise=plan.noise) for i in range(plan.reliable)}
     return out | {
@@ -162,7 +172,7 @@ STEP_TITLES = {
     "sample": "sampling responses with vLLM under every system prompt",
     "rank": "collecting rankings",
     "snapshot": "snapshotting the rankings (unreliable annotators left out)",
-    "reward": "training the reward model (listwise)",
+    "reward": "training the reward model",
     "policy": "training the policy",
     "evaluate": "evaluating the policy against the model it started from",
     "deploy": "deploying through the gate",
@@ -216,7 +226,8 @@ def _rank(
             n: Profile.model_validate(p)
             for n, p in c.call("simulated.ensure", profiles=simulated_profiles(plan)).items()
         }
-        sim = simulate_run.run(annotation_queue(c, settings), profiles, seed=plan.seed + row["id"])
+        gold = GoldScores() if plan.gold_model else None
+        sim = simulate_run.run(annotation_queue(c, settings), profiles, seed=plan.seed + row["id"], gold=gold)
         say(
             f"simulated annotators stored {sim.total} rankings ({', '.join(f'{n} {k}' for n, k in sim.rankings.items())})"
         )
@@ -261,9 +272,13 @@ def _reward(
     ev = model["metrics"]["eval"]
     hidden = ev.get("hidden") or {}
     say(
-        f"reward model #{model['id']} ({model['status']}): held-out pairwise accuracy {ev['pairwise_accuracy']}; "
-        f"agreement with the hidden preference {hidden.get('model_vs_hidden')} (the labels' own: "
-        f"{hidden.get('labels_vs_hidden')})"
+        f"reward model #{model['id']} ({model['status']}): held-out pairwise accuracy {ev['pairwise_accuracy']}"
+        + (
+            f"; agreement with the hidden preference {hidden.get('model_vs_hidden')} (the labels' own: "
+            f"{hidden.get('labels_vs_hidden')})"
+            if hidden
+            else ""
+        )
     )
     return {"reward_model_id": model["id"]}
 
@@ -301,7 +316,9 @@ def _evaluate(
         {
             "candidate": row["policy_model_id"],
             "baseline": row["sampled_model_id"],
-            "judge": "hidden" if plan.annotators == "simulated" else "reward",
+            "judge": ("gold" if plan.gold_model else "hidden")
+            if plan.annotators == "simulated"
+            else "reward",
             "reward_model": row["reward_model_id"],
             "samples": plan.eval_samples,
             "max_prompts": plan.eval_prompts,

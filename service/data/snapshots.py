@@ -101,7 +101,7 @@ def _hidden_utilities(row: dict) -> list[float] | None:
     from annotator.simulated import Profile, utility
 
     profile = Profile.model_validate_json(row["annotator_profile"])
-    if profile.unreliable:
+    if profile.unreliable or profile.gold_model:  # a gold model's truth is not computed here (no torch)
         return None
     pref = profile.preference
     return [

@@ -37,10 +37,10 @@ class EvalJobConfig(BaseModel):
     max_prompts: int = Field(64, ge=1, description="at most this many held-out prompts")
     samples: int = Field(4, ge=1, le=16, description="responses per prompt and system prompt from each model")
     params: SamplingParams = Field(default_factory=SamplingParams, description="how both models are sampled")
-    judge: Literal["reward", "hidden"] = Field(
+    judge: Literal["reward", "hidden", "gold"] = Field(
         "reward",
-        description="the judge the gate uses: the reward model, "
-        "or the simulated annotators' hidden preference",
+        description="the judge the gate uses: the reward model, the rule-based simulated annotators' "
+        "hidden preference, or the gold reward model the gold simulated annotators rank by",
     )
     reward_model: int | None = Field(None, description="reward model id (default: the active one)")
     gate: bool = Field(

@@ -7,7 +7,8 @@ are reused, so a baseline's answers are generated once for every policy compared
 Held out means held out from everything behind the candidate and the judge (service/jobs/held_out.py).
 Sample i of the candidate meets sample i of the baseline. Judges: the reward model (in
 `python -m policy.evaluate`, a child process like a trainer) and, when the snapshot's rankings
-came from simulated annotators, their hidden preference (the mean utility of their profiles).
+came from simulated annotators, their hidden preference (the mean utility of their rule-based
+profiles, judge `hidden`) or the gold reward model they rank by (judge `gold`, scored in the child).
 
 The gate: a candidate whose win rate under the configured judge has a 95% t-interval above 0.5
 (prompts as clusters, at least `min_prompts` of them; widened by Bonferroni for each earlier
@@ -30,7 +31,7 @@ from policy.config import EvalConfig
 from policy.stats import t_bounds
 from reward.checkpoint import read_metrics, require_model_dir, write_metrics
 from reward.configfile import validate
-from service.core.enums import ModelKind
+from service.core.enums import ModelKind, ModelStatus
 from service.core.errors import UserError
 from service.core.registry import active_model, get_model, record_evaluation
 from service.core.settings import Settings
@@ -45,7 +46,15 @@ from service.engine.sampler import (
     sample,
 )
 from service.jobs.evaluate_config import POLICY_KINDS, EvalJobConfig
-from service.jobs.held_out import eval_rows, held_out, profiles, snapshot_for, system_prompt_names
+from service.jobs.held_out import (
+    eval_rows,
+    gold_models,
+    held_out,
+    profiles,
+    rule_profiles,
+    snapshot_for,
+    system_prompt_names,
+)
 from service.jobs.running import JobCancelled, RunningJob, check_job_paths
 
 
@@ -93,8 +102,21 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
     cfg = cfg.model_copy(update={"baseline": baseline, "reward_model": reward})
     snap = snapshot_for(store, cfg, candidate)
     rows = eval_rows(store, cfg, snap)
-    if cfg.judge == "hidden" and not profiles(rows):
-        raise UserError("judge 'hidden' needs a snapshot ranked by simulated annotators; none was found")
+    if cfg.judge == "hidden" and not rule_profiles(profiles(rows)):
+        raise UserError(
+            "judge 'hidden' needs a snapshot ranked by rule-based simulated annotators; none was found"
+            + (
+                "; its annotators rank by a gold reward model: --judge gold"
+                if gold_models(profiles(rows))
+                else ""
+            )
+        )
+    if cfg.judge == "gold" and len(gold_models(profiles(rows))) != 1:
+        found = gold_models(profiles(rows))
+        raise UserError(
+            "judge 'gold' needs a snapshot ranked by gold simulated annotators of one gold model; "
+            + (f"it has {len(found)}: {', '.join(found)}" if found else "none was found")
+        )
     if cfg.prompt_file is not None:
         read_prompt_file(cfg.prompt_file)  # a bad file stops here, before anything is stored
     elif not rows:
@@ -206,6 +228,13 @@ def trained_against(candidate: dict, reward: dict | None) -> bool:
     return bool(reward and against and Path(against).resolve() == Path(reward["path"]).resolve())
 
 
+JUDGE_NAMES = {  # every figure names its judge
+    "reward": "the reward model",
+    "hidden": "the rule-based simulated preference",
+    "gold": "the gold reward model the simulated annotators rank by",
+}
+
+
 def gate_verdict(
     cfg: EvalJobConfig,
     report: dict,
@@ -223,7 +252,7 @@ def gate_verdict(
     level = 1 - 0.05 / tries
     spread = figures.get("t_interval")  # evaluations from before it had only the bootstrap interval
     lo, hi = t_bounds(spread["mean"], spread["se"], spread["df"], level) if spread else figures["ci"]
-    judge = "the reward model" if cfg.judge == "reward" else "the simulated annotators' hidden preference"
+    judge = JUDGE_NAMES[cfg.judge]
     wins = lo > 0.5
     reason = (
         f"win rate {figures['win_rate']:.3f} ({level:.1%} CI {lo:.3f}-{hi:.3f} over prompts"
@@ -263,7 +292,8 @@ def run(job: RunningJob) -> dict:
         sides.reverse()
     for model, stage in sides:
         _sample(job, model, prompts, sps, cfg, stage)
-    rows = comparisons(store, cfg, prompts, sps, held.profiles)
+    rows = comparisons(store, cfg, prompts, sps, rule_profiles(held.profiles))
+    gold = gold_models(held.profiles)
     data = job.dir / "comparisons.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reference = get_model(store, candidate["parent_id"]) if candidate["parent_id"] else None
@@ -274,6 +304,7 @@ def run(job: RunningJob) -> dict:
             comparisons=data,
             output_dir=job.dir / "evaluation",
             reward_model=reward["path"] if reward else None,
+            gold_model=gold[0] if len(gold) == 1 else None,
             candidate_model=candidate["path"],
             reference_model=reference["path"] if reference else None,
             temperature=cfg.params.temperature,
@@ -293,6 +324,7 @@ def run(job: RunningJob) -> dict:
         "reward_model": reward["id"] if reward else None,
         "snapshot": cfg.snapshot,
         "judge": cfg.judge,
+        **({"gold_model": gold[0]} if len(gold) == 1 else {}),
         "prompts": len(prompts),
         "prompts_left_out_of_file": held.left_out_of_file,
         "prompts_left_out_as_trained_on": held.left_out_as_trained_on,
@@ -311,6 +343,8 @@ def run(job: RunningJob) -> dict:
         status, gate = record_evaluation(
             cur, candidate["id"], evaluation, wins if cfg.gate else None, reason, baseline["id"]
         )
+        if cfg.gate and wins is None and status == ModelStatus.CANDIDATE:  # asked, but it could not decide
+            cur.execute("UPDATE models SET status_reason = ? WHERE id = ?", [reason, candidate["id"]])
         insert_tasks(
             store, cur, tasks, 1, f"human evaluation job {job.job_id}: #{cfg.candidate} vs #{cfg.baseline}"
         )

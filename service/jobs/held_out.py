@@ -46,6 +46,16 @@ def profiles(rows: list[dict]) -> list[Profile]:
     return [p for p in profiles if not p.unreliable]
 
 
+def gold_models(profiles: list[Profile]) -> list[str]:
+    """The gold reward models behind the gold simulated annotators among `profiles`."""
+    return sorted({p.gold_model for p in profiles if p.gold_model})
+
+
+def rule_profiles(profiles: list[Profile]) -> list[Profile]:
+    """The simulated annotators who follow the rule-based preference (the `hidden` judge)."""
+    return [p for p in profiles if not p.gold_model]
+
+
 def held_out_fraction(store: Store, cfg: EvalJobConfig, snapshot_id: str) -> float:
     """The smallest eval fraction among the snapshots the candidate, its ancestors and the reward model
     learned from: a prompt held out at it was held out from all of them."""

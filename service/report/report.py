@@ -4,7 +4,8 @@ Per round (service/data/rounds.py): the annotators' agreement with the unreliabl
 Krippendorff's alpha of the round's batch, the reward model's accuracy against the labels and
 against the hidden preference next to the labels' own (the ceiling), the policy's win rates (raw
 and length-controlled) with 95% intervals, the loss and reward curves, and a few held-out prompts
-answered by both models side by side (service/report/answers.py). Then the leaderboards
+answered by both models side by side (service/report/answers.py). In the gold world, the
+reward-overoptimization picture (service/report/overoptimization.py). Then the leaderboards
 of system prompts and models with intervals, and the lineage of the deployed model as a picture.
 Charts are inline SVG (service/report/charts.py), so the file opens offline.
 """
@@ -22,7 +23,7 @@ from service.core.store import Store
 from service.data.lineage import describe
 from service.data.rounds import list_rounds
 from service.gateway.deploy_records import current_deployment
-from service.report import charts
+from service.report import charts, overoptimization
 from service.report.answers import answers_table
 
 STYLE = """body{font-family:sans-serif;max-width:1180px;margin:2em auto;color:#222}
@@ -250,7 +251,7 @@ def build_report(store: Store) -> str:
     body += [round_section(store, r) for r in rounds] or [
         "<p>No round has run yet: <code>rankloop demo</code> or <code>rankloop loop</code>.</p>"
     ]
-    body += [leaderboards(store), lineage_picture(store)]
+    body += [overoptimization.section(store), leaderboards(store), lineage_picture(store)]
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>rankloop report</title>"
         f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"

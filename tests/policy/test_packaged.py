@@ -57,6 +57,12 @@ def test_models_add_smollm2_registers_a_loadable_chat_model_once(smollm2: dict, 
     assert main(["--data", str(smollm2["data"]), "models", "add", "smollm2"]) == 0  # again: reused
     assert f"model #{smollm2['id']} SmolLM2-135M-Instruct" in capsys.readouterr().out
     assert not path.with_name(path.name + ".partial").exists()
+    # Another data directory gets it from the user's cache of conversions, without converting again.
+    other = smollm2["data"].parent / "other"
+    assert main(["--data", str(other), "models", "add", "smollm2"]) == 0
+    copy = other / "models" / path.name
+    assert not (other / "logs" / "models-add-smollm2.log").exists()  # no conversion ran
+    assert (copy / "model.safetensors").read_bytes() == (path / "model.safetensors").read_bytes()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)  # tied embeddings

@@ -229,5 +229,9 @@ def test_bad_comparison_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="line 2: scores must give every row the same judges"):
         read_comparisons(bad)
     bad.write_text(json.dumps({**row, "scores": {"reward": [1, 0]}}) + "\n")
-    with pytest.raises(ValueError, match="'reward' is the reward model's"):
-        read_comparisons(bad, reward_judge=True)
+    with pytest.raises(ValueError, match="'reward' is a model's"):
+        read_comparisons(bad, ("reward",))
+    bad.write_text(json.dumps({**row, "scores": {"gold": [1, 0]}}) + "\n")
+    with pytest.raises(ValueError, match="'gold' is a model's"):
+        read_comparisons(bad, ("reward", "gold"))
+    assert read_comparisons(bad, ("reward",))[0]["scores"] == {"gold": [1, 0]}

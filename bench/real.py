@@ -1,0 +1,186 @@
+"""The loop on a real chat model toward real human preferences, in one run: `rankloop demo --real`
+(SmolLM2-135M-Instruct, Anthropic HH harmless-base, the gold-judge world of service/cli/demo_world.py)
+timed first and cached, then its figures, each with its judge:
+
+* the reward model trained on HH labels (the world's gold model: a head on frozen SmolLM2 fitted to the
+  gold part's pairs) on every held-out pair of the loop part, with a 95% Wilson interval, beside
+  baselines measured on the same pairs: chance, the shorter answer, a bag-of-words logistic regression
+  trained on the same pairs. Judged by the people who labelled HH.
+* the DPO policy against SmolLM2 under the gold reward model (the simulated annotators' truth, trained on
+  HH pairs the loop never saw): win rate with its 95% t-interval over prompts, length-controlled and
+  similar-length; the proxy reward model's figures beside it; KL; the overoptimization points.
+* seconds per stage.
+
+    python -m bench.real [--hh FILE] [--json bench/real.json]
+
+On a GPU the same script runs (torch finds CUDA; vLLM needs its GPU build) and says which it ran on.
+TRL's pairwise RewardTrainer on the same backbone is not among the baselines: one full fine-tuning epoch
+of SmolLM2 on these pairs takes hours on 2 cores (bench/reward_hh.py's docstring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def demo(data: Path, hh: Path) -> dict:
+    """`rankloop demo --real --no-serve`: wall time and its stages."""
+    t0 = time.perf_counter()
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "--data",
+        str(data),
+        "demo",
+        "--real",
+        "--no-serve",
+        "--port",
+        "0",
+    ]
+    with (data.parent / "demo.log").open("a") as log:
+        done = subprocess.run(
+            [*cmd, "--hh", str(hh)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        sys.exit(f"rankloop demo --real failed ({done.returncode}); see {data.parent / 'demo.log'}")
+    stages = json.loads((data / "demo-stages.json").read_text())
+    (data / "demo-stages.json").unlink()  # the next run writes its own
+    print(f"demo --real: {wall:.0f} s", flush=True)
+    return {"wall_s": round(wall, 1), "stages_s": stages}
+
+
+def gold_on_held_out(data: Path, hh: Path) -> dict:
+    """The world's gold model and the baselines on every loop-part pair (none shares an opening with
+    the pairs it was fitted to)."""
+    from bench.reward_hh import bag_of_words, interval
+    from reward.score import RewardScorer
+    from service.cli.demo_real import REAL_SIZES
+    from service.cli.demo_world import read_world
+
+    parts = read_world(hh)
+    size = REAL_SIZES[False]["world"]
+    train, held = parts["gold"][: size.gold_pairs], parts["loop"]
+    t0 = time.perf_counter()
+    scorer = RewardScorer(data / "world" / "gold-reward", batch_size=16, max_length=size.max_length)
+    chosen = scorer.score_pairs([(r["messages"], r["chosen"]) for r in held])
+    rejected = scorer.score_pairs([(r["messages"], r["rejected"]) for r in held])
+    return {
+        "data": f"{hh.name}: {len(train)} gold-part pairs to fit, {len(held)} loop-part pairs held out (no shared opening)",
+        "judge": "the people who labelled Anthropic HH (harmless-base)",
+        "reward model (gold: head on frozen SmolLM2-135M-Instruct)": interval(
+            [c > r for c, r in zip(chosen, rejected, strict=True)]
+        ),
+        "baselines": {
+            "chance": {"accuracy": 0.5},
+            "shorter answer wins": interval([len(r["chosen"]) < len(r["rejected"]) for r in held]),
+            "bag-of-words logistic regression": interval(bag_of_words(train, held)),
+        },
+        "scoring_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def loop_figures(data: Path) -> dict:
+    from service.core.store import Store
+    from service.report.overoptimization import points
+
+    with Store.open(data / "rankloop.duckdb") as store:
+        [rnd] = store.query("SELECT * FROM rounds WHERE kind = 'demo'")
+        policy = json.loads(
+            store.query("SELECT metrics FROM models WHERE id = ?", [rnd["policy_model_id"]])[0]["metrics"]
+        )
+        status = store.query(
+            "SELECT status, status_reason FROM models WHERE id = ?", [rnd["policy_model_id"]]
+        )[0]
+        reward = json.loads(
+            store.query("SELECT metrics FROM models WHERE id = ?", [rnd["reward_model_id"]])[0]["metrics"]
+        )
+        overoptimization = points(store)
+    ev = policy["evaluations"][-1]
+    keep = (
+        "win_rate",
+        "ci",
+        "t_interval",
+        "lc_win_rate",
+        "similar_length",
+        "mean_candidate",
+        "mean_baseline",
+        "n",
+    )
+    return {
+        "world": "gold simulated annotators (Bradley-Terry at the gold model's confidence) rank SmolLM2's samples "
+        "of HH openings; the proxy reward model and DPO learn only from those rankings",
+        "dpo_vs_smollm2": {
+            "prompts": ev["prompts"],
+            "comparisons": ev["comparisons"],
+            "under the gold reward model trained on HH labels": {
+                k: ev["judges"]["gold"].get(k) for k in keep
+            },
+            "under the proxy reward model (trained on the gold annotators' rankings)": {
+                k: ev["judges"]["reward"].get(k) for k in keep
+            },
+            "kl_to_smollm2": ev["kl"],
+            "gate": f"{status['status']}: {status['status_reason']}",
+        },
+        "proxy_reward_model_held_out_accuracy": reward["eval"].get("pairwise_accuracy"),
+        "policy_steps": policy["train"]["steps"],
+        "overoptimization": overoptimization,
+        "examples": ev.get("examples", [])[:3],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from service.cli.demo_world import DEFAULT_HH
+
+    ap.add_argument("--hh", type=Path, default=DEFAULT_HH, help="HH-RLHF pairs (JSONL, .gz or not)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    import torch
+
+    device = (
+        f"GPU ({torch.cuda.get_device_name(0)})"
+        if torch.cuda.is_available()
+        else f"CPU ({os.cpu_count()} cores)"
+    )
+    print(f"running on {device}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        first = demo(data, args.hh)
+        cached = demo(data, args.hh)
+        result = {
+            "device": device,
+            "demo_real": {
+                "first_run": first,
+                "cached_run": cached,
+                "targets_s": {"first": 1800, "cached": 300},
+            },
+            "loop": loop_figures(data),
+            "reward_model_on_hh": gold_on_held_out(data, args.hh),
+        }
+    rm = result["reward_model_on_hh"]
+    print(json.dumps({k: v for k, v in rm.items() if k != "data"}, indent=1))
+    print(json.dumps({k: v for k, v in result["loop"].items() if k != "examples"}, indent=1))
+    print(
+        f"demo --real: first run {first['wall_s']} s (target 1800), cached {cached['wall_s']} s (target 300)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
