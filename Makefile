@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_INDEX ?=
 PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: install browser test test-fast demo lint clean
+.PHONY: install browser test test-fast demo demo-real lint clean
 
 install: $(STAMP)
 
@@ -45,6 +45,9 @@ test-fast: install
 
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rankloop demo
+
+demo-real: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rankloop --data rankloop-real demo --real
 
 # The habits CI checks (`.ci/run`), and the same hooks in .pre-commit-config.yaml.
 LINT_PATHS := service annotator reward policy tests bench

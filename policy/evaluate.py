@@ -36,7 +36,7 @@ from policy.length_control import length_controlled, similar_length
 from policy.stats import cluster_mean_interval, judgments, win_rate
 from reward.checkpoint import write_metrics
 from reward.configfile import parse_cli
-from reward.score import RewardScorer
+from reward.score import RewardScorer, trained_max_length
 
 _WORD = re.compile(r"\S+")
 EXAMPLES = 6  # comparisons an evaluation keeps for people to read: enough to see a pattern
@@ -160,8 +160,8 @@ def kl_figures(cand: list[tuple[float, int]], ref: list[tuple[float, int]], grou
 
 def model_scores(model_dir: Path, rows: list[dict], max_length: int) -> list[list[float]]:
     """[candidate, baseline] scores by a reward model, which reads the conversation without the system
-    prompt, as reward models here are trained and as gold annotators judge."""
-    scorer = RewardScorer(model_dir, max_length=max_length)
+    prompt, as reward models here are trained and as gold annotators judge, cut as it was trained."""
+    scorer = RewardScorer(model_dir, max_length=min(max_length, trained_max_length(model_dir)))
     convs = [[m for m in r["messages"] if m["role"] != "system"] for r in rows]
     cand = scorer.score_pairs([(c, r["candidate"]) for c, r in zip(convs, rows, strict=True)])
     base = scorer.score_pairs([(c, r["baseline"]) for c, r in zip(convs, rows, strict=True)])

@@ -112,9 +112,14 @@ def metrics(rows: list[dict], scores: list[list[float]]) -> dict:
 
 
 def evaluate(
-    model_dir: str | Path, snapshot: str | Path, split: str = "eval", held_out_at: float | None = None
+    model_dir: str | Path,
+    snapshot: str | Path,
+    split: str = "eval",
+    held_out_at: float | None = None,
+    max_length: int | None = None,
 ) -> dict:
-    """Metrics of a model on a snapshot split (`held_out_at`: only prompts held out at that fraction too)."""
+    """Metrics of a model on a snapshot split (`held_out_at`: only prompts held out at that fraction too),
+    reading inputs cut as in training (`max_length`, else the model's own)."""
     from reward.score import RewardScorer
 
     rows = read_snapshot(snapshot, split, held_out_at)
@@ -123,7 +128,7 @@ def evaluate(
             f"the snapshot's {split!r} split is empty; take a snapshot with more prompts "
             "or a larger eval_fraction"
         )
-    return metrics(rows, RewardScorer(model_dir).score_rankings(rows))
+    return metrics(rows, RewardScorer(model_dir, max_length=max_length).score_rankings(rows))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from reward.checkpoint import read_metrics
 from reward.conversation import Messages, render_plain
 from reward.data import conversation
 
@@ -62,11 +63,29 @@ def load_reward_model(model_dir: str | Path):
     return model.to(device).eval(), tokenizer
 
 
+DEFAULT_MAX_LENGTH = 1024
+
+
+def trained_max_length(model_dir: str | Path) -> int:
+    """The tokens per (conversation, response) a reward model was trained on (its metrics.json config):
+    it scores best as it learned, since its score is read at the last token of what it sees. 1024 for a
+    model rankloop did not train."""
+    try:
+        config = (read_metrics(model_dir) or {}).get("config") or {}
+    except (ValueError, OSError):
+        config = {}
+    length = config.get("max_length")
+    return length if isinstance(length, int) and length > 0 else DEFAULT_MAX_LENGTH
+
+
 class RewardScorer:
-    def __init__(self, model_dir: str | Path, batch_size: int = 32, max_length: int = 1024):
+    """Scores with a reward model; `max_length` None reads inputs as long as the model was trained on."""
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 32, max_length: int | None = None):
         self.model_dir = Path(model_dir)
         self.model, self.tokenizer = load_reward_model(model_dir)
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size = batch_size
+        self.max_length = max_length or trained_max_length(model_dir)
 
     @torch.inference_mode()
     def score_pairs(self, items: list[tuple[str | Messages, str]]) -> list[float]:

@@ -128,7 +128,7 @@ def main(cfg: RewardTrainConfig) -> Path:
             "rankings_per_s": len(train_rows) * epochs_run / done.seconds if done.seconds else None,
             **({"head": done.history[-1]} if cfg.frozen_backbone else {}),  # the L2 chosen, accuracies
         },
-        "eval": evaluate(out, cfg.snapshot, "eval"),
+        "eval": evaluate(out, cfg.snapshot, "eval", max_length=cfg.max_length),  # read as it learned
         "config": cfg.model_dump(mode="json"),
     }
     return write_outputs(out, metrics, reward_card(cfg, metrics))

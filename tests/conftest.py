@@ -88,10 +88,13 @@ def _fast_tests_start_no_vllm(request: pytest.FixtureRequest, monkeypatch: pytes
 
 
 WHOLE_LOOP = "tests/e2e/"  # one worker takes all of it: its tests share the session's demo round
+# Whole-loop modules with a world of their own: scheduled first too, but on either worker.
+OWN_WORLD = ("tests/e2e/test_demo_real.py",)
 
 
 def scope_of(nodeid: str) -> str:
-    return WHOLE_LOOP if nodeid.startswith(WHOLE_LOOP) else nodeid.split("::")[0]
+    module = nodeid.split("::")[0]
+    return WHOLE_LOOP if nodeid.startswith(WHOLE_LOOP) and module not in OWN_WORLD else module
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -118,7 +121,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     rank: dict[str, int] = {}
     for item in items:
         scope = scope_of(item.nodeid)
-        mine = 0 if scope == WHOLE_LOOP else 1 if item.get_closest_marker("slow") is not None else 2
+        mine = (
+            0
+            if scope == WHOLE_LOOP or scope in OWN_WORLD
+            else 1
+            if item.get_closest_marker("slow") is not None
+            else 2
+        )
         rank[scope] = min(rank.get(scope, mine), mine)
     first = {scope: i for i, scope in reversed(list(enumerate(scope_of(it.nodeid) for it in items)))}
     items.sort(key=lambda it: (rank[scope_of(it.nodeid)], first[scope_of(it.nodeid)]))

@@ -39,7 +39,7 @@ REAL_SIZES: dict[bool, dict[str, Any]] = {
             eval_samples=2,
             human_tasks=8,
         ),
-        "early_steps": 8,
+        "early": {"max_steps": 8},  # the same DPO, stopped sooner
     },
     True: {  # the test suite's: every stage, a few steps each
         "world": WorldSize(gold_pairs=24, eval_pairs=16, max_length=64, prompts=12),
@@ -57,7 +57,8 @@ REAL_SIZES: dict[bool, dict[str, Any]] = {
             eval_prompts=8,
             human_tasks=2,
         ),
-        "early_steps": 1,
+        # Full fine-tuning here, where the round's DPO uses LoRA: the suite runs both on SmolLM2.
+        "early": {"max_steps": 1, "lora": False},
     },
 }
 
@@ -85,15 +86,16 @@ def prepare_world(c: Client, data: Path, hh: Path | None, small: bool) -> tuple[
     return model, plan
 
 
-def early_checkpoint(c: Client, settings: Settings, row: dict, plan: RoundPlan, steps: int) -> int | None:
-    """The round's DPO stopped after `steps`, evaluated like the round's policy without a gate: a second
-    point on the KL axis of the overoptimization picture. Reused when done before."""
+def early_checkpoint(c: Client, settings: Settings, row: dict, plan: RoundPlan, early: dict) -> int | None:
+    """The round's DPO with `early`'s fields (fewer steps), evaluated like the round's policy without a
+    gate: another point on the KL axis of the overoptimization picture. Reused when done before."""
     done = settings.data_dir / "world" / "early.json"
     if done.exists():
         return json.loads(done.read_text())["model_id"]
     base = c.call("models.show", model_id=row["sampled_model_id"])["path"]
     snapshot = str(settings.paths.snapshot_dir(row["snapshot_id"]))  # the data directory is ours
-    config = {"base_model": base, "snapshot": snapshot, **plan.policy, "max_steps": steps}
+    config = {"base_model": base, "snapshot": snapshot, **plan.policy, **early}
+    steps = config["max_steps"]
     job = follow(
         c, c.call("jobs.start", kind="dpo", config=config)["job_id"], f"DPO stopped at {steps} steps"
     )
@@ -148,6 +150,6 @@ def real_round(c: Client, settings: Settings, data: Path, hh: Path | None, small
         settings,
         row,
         plan,
-        REAL_SIZES[small]["early_steps"],
+        REAL_SIZES[small]["early"],
     )
     return row

@@ -57,7 +57,7 @@ def read_world(hh: Path) -> dict[str, list[dict]]:
     return parts
 
 
-def _snapshot_rows(rows: list[dict], split: str) -> list[dict]:
+def snapshot_rows(rows: list[dict], split: str) -> list[dict]:
     """HH pairs as snapshot rows (`reward.snapshot_format.SCHEMA`): chosen ranked above rejected."""
     return [
         {
@@ -96,7 +96,7 @@ def build_gold(parts: dict[str, list[dict]], base: Path, out: Path, size: WorldS
     held = parts["loop"][: size.eval_pairs or None]
     snap = out / "gold-snapshot"
     snap.mkdir(parents=True, exist_ok=True)
-    rows = _snapshot_rows(gold, "train") + _snapshot_rows(held, "eval")
+    rows = snapshot_rows(gold, "train") + snapshot_rows(held, "eval")
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), snap / "rankings.parquet")
     print(
         f"training the gold reward model: a head on frozen {base.name} fitted to {len(gold)} HH pairs "

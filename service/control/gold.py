@@ -20,8 +20,8 @@ from service.core.errors import UserError
 class GoldScores:
     """`(model_dir, task) -> a score per candidate`, the `gold` argument of `annotator.simulate_run.run`."""
 
-    def __init__(self, max_length: int = 512):
-        self.max_length = max_length
+    def __init__(self, max_length: int | None = None):
+        self.max_length = max_length  # None: as the gold model was trained
         self._scorers: dict[str, Any] = {}
         self._scores: dict[tuple[str, int], list[float]] = {}
         self._lock = threading.Lock()

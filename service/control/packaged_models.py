@@ -10,12 +10,15 @@ directory gets the model by a copy (hard links where the filesystem allows) inst
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +58,23 @@ def _copy_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, copy_function=link_or_copy)
 
 
+@contextmanager
+def _cache_lock(cache: Path | None) -> Iterator[None]:
+    """An exclusive lock on the cache entry while it is read or filled; none when there is no cache."""
+    if cache is None:
+        yield
+        return
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(cache.with_name(cache.name + ".lock"), "w")  # noqa: SIM115 (held for the block)
+    except OSError:  # an unwritable cache: convert without it
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _fill_cache(converted: Path, cache: Path | None) -> None:
     if cache is None or is_model_dir(cache):
         return
@@ -73,11 +93,12 @@ def add_packaged(ctx: Context, model: Literal["smollm2"]) -> dict:
         partial = dest.with_name(dest.name + ".partial")  # a conversion cut short is never registered
         shutil.rmtree(partial, ignore_errors=True)
         cache = cache_dir(model)
-        if cache is not None and is_model_dir(cache):
-            _copy_tree(cache, partial)
-        else:
-            _convert(ctx, model, partial)
-            _fill_cache(partial, cache)
+        with _cache_lock(cache):  # two data directories adding it at once convert it once
+            if cache is not None and is_model_dir(cache):
+                _copy_tree(cache, partial)
+            else:
+                _convert(ctx, model, partial)
+                _fill_cache(partial, cache)
         partial.rename(dest)
     model_id = registry.find_or_register(ctx.store, dest, ModelKind.PRETRAINED)
     return registry.get_model(ctx.store, model_id)

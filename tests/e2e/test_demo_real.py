@@ -108,12 +108,28 @@ def test_the_loop_runs_on_smollm2_toward_the_gold_judge(real: dict) -> None:
             for r in store.query("SELECT * FROM models")
         }
         prompts = [r["text"] for r in store.query("SELECT text FROM prompts")]
+        samples = store.query(
+            "SELECT text, finish_reason, completion_tokens, token_ids, params FROM samples WHERE model_id = ?",
+            [rnd["sampled_model_id"]],
+        )
+    # vLLM sampled SmolLM2 under the system prompt with its own template: answers, no template tokens, and
+    # the ids it sampled (what the KL estimate scores), its end-of-turn token included where it stopped.
+    stops = json.loads((data / "models" / "SmolLM2-135M-Instruct" / "generation_config.json").read_text())
+    assert samples and all(r["text"].strip() and "<|im_" not in r["text"] for r in samples)
+    assert all(len(r["token_ids"]) == r["completion_tokens"] for r in samples)
+    assert all(r["token_ids"][-1] in stops["eos_token_id"] for r in samples if r["finish_reason"] == "stop")
+    assert all(
+        r["completion_tokens"] == json.loads(r["params"])["max_tokens"]
+        for r in samples
+        if r["finish_reason"] == "length"
+    )
     assert set(profiles) == {"gold-1", "gold-2"} and all(p["gold_model"] == gold for p in profiles.values())
     assert models[rnd["sampled_model_id"]]["name"] == "SmolLM2-135M-Instruct"
     reward = models[rnd["reward_model_id"]]["metrics"]
     assert reward["mode"] == "head on a frozen backbone"
     policies = [m for m in models.values() if m["kind"] == "policy"]
-    assert len(policies) == 2  # the round's and the one stopped earlier
+    assert len(policies) == 2  # the round's (LoRA) and the one stopped earlier (full fine-tuning)
+    assert sorted(p["metrics"]["config"]["lora"] for p in policies) == [False, True]
     for policy in policies:
         ev = policy["metrics"]["evaluations"][-1]
         assert (

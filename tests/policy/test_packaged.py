@@ -82,34 +82,90 @@ def test_models_add_smollm2_registers_a_loadable_chat_model_once(smollm2: dict, 
     assert out[-1] == stop and len(answer.split()) >= 1 and "<|" not in answer  # answers, then stops
 
 
+def _answers_then_stops(model_dir: Path) -> None:
+    """A checkpoint of SmolLM2 still chats: its template, its tied embeddings, and it ends its turn."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    stop = tok.convert_tokens_to_ids("<|im_end|>")
+    assert stop in json.loads((model_dir / "generation_config.json").read_text())["eos_token_id"]
+    chat = [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "Capital of France?"},
+    ]
+    ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=32, do_sample=False)[0, ids["input_ids"].shape[1] :].tolist()
+    assert out[-1] == stop and tok.decode(out, skip_special_tokens=True).strip(), tok.decode(out)
+
+
 @pytest.mark.slow
-def test_vllm_samples_smollm2_under_system_prompts(smollm2: dict, tmp_path: Path) -> None:
-    data = smollm2["data"]
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("What is a cat?\nHow do I boil an egg?\n")
-    styles = tmp_path / "styles.yaml"
-    styles.write_text('brief: "Answer in one short sentence."\npirate: "Answer like a pirate."\n')
-    assert main(["--data", str(data), "prompts", "add", str(prompts)]) == 0
-    assert main(["--data", str(data), "system-prompts", "add", str(styles)]) == 0
-    args = ["--model", smollm2["path"], "--k", "2", "--max-tokens", "96", "--max-model-len", "1024"]
-    assert main(["--data", str(data), "--config", str(_float32(tmp_path)), "sample", *args]) == 0
-    with Store.open(data / "rankloop.duckdb") as store:
-        rows = store.query("SELECT text, finish_reason, completion_tokens, token_ids FROM samples")
-    assert len(rows) == 2 * 2 * 2 and all(r["text"].strip() for r in rows)
-    assert all("<|im_end|>" not in r["text"] and "<|im_start|>" not in r["text"] for r in rows)
-    stopped = [r for r in rows if r["finish_reason"] == "stop"]
-    # Each answer ends at its end-of-turn token or at the token limit; sampled at temperature 1, how
-    # many do which varies (a pirate rambles), but some stop by themselves.
-    assert stopped and all(
-        r["finish_reason"] == "length" and r["completion_tokens"] == 96 for r in rows if r not in stopped
+def test_sft_and_grpo_train_smollm2(smollm2: dict, tmp_path: Path) -> None:
+    """The trainers on the real model (DPO, LoRA and full, runs in tests/e2e/test_demo_real.py): a step of
+    SFT and of GRPO against a reward model on its backbone, each saved as a checkpoint that still chats."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from policy.config import RLTrainConfig, SFTTrainConfig
+    from policy.rl import main as rl
+    from policy.sft import main as sft
+    from reward.snapshot_format import SCHEMA
+
+    base = Path(smollm2["path"])
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": q},
+                        {"role": "assistant", "content": a},
+                    ]
+                }
+            )
+            + "\n"
+            for q, a in [("What is a cat?", "A small pet."), ("Boil an egg?", "Ten minutes in water.")]
+        )
     )
-    # The ids it sampled are stored (the KL estimate scores them), the end-of-turn token included.
-    stops = json.loads((Path(smollm2["path"]) / "generation_config.json").read_text())["eos_token_id"]
-    assert all(len(r["token_ids"]) == r["completion_tokens"] for r in rows)
-    assert all(r["token_ids"][-1] in stops for r in stopped)
-
-
-def _float32(tmp_path: Path) -> Path:
-    cfg = tmp_path / "settings.yaml"
-    cfg.write_text("vllm:\n  dtype: float32\n")
-    return cfg
+    done = sft(
+        SFTTrainConfig(
+            base_model=base, output_dir=tmp_path / "sft", data=chats, max_steps=1, batch_size=2, max_length=64
+        )
+    )
+    _answers_then_stops(done)
+    reward = tmp_path / "reward"
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(reward)
+    AutoTokenizer.from_pretrained(base).save_pretrained(reward)
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    rows = [
+        {
+            "ranking_id": i,
+            "prompt": q,
+            "split": "train",
+            "ranks": [1, 2],
+            "texts": ["a", "b"],
+            "system_prompts": ["none v1"] * 2,
+            "system_prompt_texts": ["", ""],
+            "messages": json.dumps([{"role": "user", "content": q}]),
+        }
+        for i, q in enumerate(["What is a cat?", "Boil an egg?"])
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), snapshot / "rankings.parquet")
+    done = rl(
+        RLTrainConfig(
+            base_model=base,
+            output_dir=tmp_path / "grpo",
+            snapshot=snapshot,
+            reward_model=reward,
+            num_generations=2,
+            batch_size=2,
+            max_completion_length=8,
+            max_steps=1,
+            max_length=64,
+        )
+    )
+    _answers_then_stops(done)

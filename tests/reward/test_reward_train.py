@@ -186,7 +186,11 @@ def test_a_head_on_the_frozen_backbone_changes_the_head_alone(
     from reward.data import pairwise_rows, read_snapshot
 
     cfg = RewardTrainConfig(
-        snapshot=snapshot, base_model=tiny_model, output_dir=tmp_path / "head", frozen_backbone=True
+        snapshot=snapshot,
+        base_model=tiny_model,
+        output_dir=tmp_path / "head",
+        frozen_backbone=True,
+        max_length=96,
     )
     out = main(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -199,7 +203,8 @@ def test_a_head_on_the_frozen_backbone_changes_the_head_alone(
     assert str(head["l2"]) in head["validation_accuracy"]  # chosen on the validation split
     # The saved model reproduces the fit: its scores order the training pairs as the head did.
     pairs = pairwise_rows(read_snapshot(snapshot, "train"))
-    scorer = RewardScorer(out, max_length=cfg.max_length)
+    scorer = RewardScorer(out)  # reads inputs cut as it was trained, from its metrics.json
+    assert scorer.max_length == 96 and RewardScorer(tiny_model).max_length == 1024  # 1024: not ours
     chosen = scorer.score_pairs([(p["prompt"], p["chosen"][0]["content"]) for p in pairs])
     rejected = scorer.score_pairs([(p["prompt"], p["rejected"][0]["content"]) for p in pairs])
     agree = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs)

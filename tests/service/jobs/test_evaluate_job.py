@@ -76,7 +76,7 @@ def test_hidden_judge_needs_simulated_rankings(tmp_path: Path, tiny_model: Path,
         base = register_model(store, "pretrained", tiny_model)
         policy = register_model(store, "sft", tiny_model, parent_id=base, status="candidate")
     assert main(["--data", str(data), "evaluate", "policy", str(policy), "--judge", "hidden"]) == 2
-    assert "needs a snapshot ranked by simulated annotators" in capsys.readouterr().err
+    assert "needs a snapshot ranked by rule-based simulated annotators" in capsys.readouterr().err
 
 
 def test_held_out_prompts_are_never_sampled_for_training(tmp_path: Path, tiny_model: Path) -> None:
@@ -252,3 +252,44 @@ def test_the_gate_decides_on_a_t_interval_over_prompts_and_counts_re_evaluations
     few, reason = gate_verdict(default, passing, baseline, candidate, None, 49)
     assert few is None and "the gate needs at least 50 held-out prompts" in reason
     assert gate_verdict(default, passing, baseline, candidate, None, 50)[0] is True
+
+
+def _gold_world(data: dict, gold_models: list[str]) -> int:
+    """The fixture's annotators turned gold (one gold model each, in turn), a snapshot of their rankings,
+    and a policy trained on it (its id)."""
+    from annotator.simulated import Profile
+
+    with Store.open(data["dir"] / "rankloop.duckdb") as store:
+        names = [r["name"] for r in store.query("SELECT name FROM annotators ORDER BY id")]
+        for i, name in enumerate(names):
+            profile = Profile(gold_model=gold_models[i % len(gold_models)]).model_dump_json()
+            with store.write() as cur:
+                cur.execute("UPDATE annotators SET profile = ? WHERE name = ?", [profile, name])
+        snap = create_snapshot(store, data["dir"], SnapshotFilters(eval_fraction=0.3))
+        path = data["dir"].parent / "dpo"
+        return register_model(
+            store, "policy", path, parent_id=data["base"], snapshot_id=snap.id, status="candidate"
+        )
+
+
+@pytest.mark.parametrize(
+    ("gold_models", "judge", "message"),
+    [
+        (
+            [],
+            "gold",
+            "judge 'gold' needs a snapshot ranked by gold simulated annotators of one gold model; none",
+        ),
+        (["/m/gold"], "hidden", "its annotators rank by a gold reward model: --judge gold"),
+        (["/m/gold", "/m/other"], "gold", "it has 2: /m/gold, /m/other"),
+    ],
+)
+def test_the_gold_judge_needs_the_gold_annotators_of_one_gold_model(
+    gold_models: list[str], judge: str, message: str, data: dict, capsys
+) -> None:
+    policy = _gold_world(data, gold_models) if gold_models else data["policy"]
+    argv = ["--data", str(data["dir"]), "evaluate", "policy", str(policy), "--judge", judge]
+    assert main([*argv, "--reward-model", str(data["reward"])]) == 2
+    assert message in capsys.readouterr().err
+    with Store.open(data["dir"] / "rankloop.duckdb") as store:
+        assert store.scalar("SELECT count(*) FROM jobs") == 0
