@@ -87,9 +87,7 @@ def trl_baseline(
     snap = tmp / "hh-snapshot"
     snap.mkdir()
     pq.write_table(
-        pa.Table.from_pylist(
-            snapshot_rows(train, "train") + snapshot_rows(test[:8], "eval"), schema=SCHEMA
-        ),
+        pa.Table.from_pylist(snapshot_rows(train, "train") + snapshot_rows(test[:8], "eval"), schema=SCHEMA),
         snap / "rankings.parquet",
     )
     t0 = time.perf_counter()
