@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def demo(data: Path, hh: Path) -> dict:
-    """`rankloop demo --real --no-serve`: wall time and its stages."""
+    """`rankloop demo --real --no-serve`: wall time and its stages. Its user cache is the run's own, so the
+    first run converts SmolLM2 as a new user's does."""
     t0 = time.perf_counter()
     cmd = [
         sys.executable,
@@ -53,7 +54,7 @@ def demo(data: Path, hh: Path) -> dict:
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(data.parent / "cache")},
         )
     wall = time.perf_counter() - t0
     if done.returncode != 0:

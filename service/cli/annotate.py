@@ -20,7 +20,7 @@ from service.cli.client import annotation_queue, connect
 from service.cli.flags import POSITIONAL, Opt, add_model_flags, flag_values
 from service.cli.output import print_table
 from service.cli.tree import CommandTree, op_params
-from service.control.gold import GoldScores
+from service.control.gold import GoldScores, check_gold_model
 from service.core.enums import HUMAN_ROLES
 from service.core.errors import UserError
 from service.core.settings import Settings
@@ -88,9 +88,9 @@ def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
     if args.annotators < 0 or args.unreliable < 0 or args.annotators + args.unreliable == 0:
         raise UserError("--annotators and --unreliable must be >= 0, and at least one annotator is needed")
     gold_model = str(args.gold_model.resolve()) if args.gold_model else None
+    if gold_model:
+        check_gold_model(gold_model)  # a wrong directory is refused before any account is made
     gold = GoldScores() if gold_model else None
-    if gold and gold_model:
-        gold.scorer(gold_model)  # a wrong directory is refused before any account is made
     wanted = simulate_run.default_profiles(
         args.annotators, args.noise, args.unreliable, args.position_bias, gold_model
     )

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from reward.checkpoint import is_model_dir, require_model_dir
 from service.cli.client import Client, LocalClient, connect, follow
 from service.cli.demo_real import real_round
+from service.cli.demo_world import DEFAULT_HH, require_hh_file
 from service.cli.round_steps import PolicyMethod, RoundPlan, run_round
 from service.core.discovery import admin_key
 from service.core.enums import JobStatus, ModelKind, ModelStatus, Role
@@ -261,6 +262,10 @@ def run_demo(settings: Settings, run: DemoRun, config: str | None = None) -> Non
         )
     if run.real and (model is not None or method != "dpo"):
         raise UserError("--real runs DPO from SmolLM2-135M-Instruct; leave out --model and --method")
+    if run.hh is not None and not run.real:
+        raise UserError("--hh is for --real (the gold-judge world); the tiny world has its own prompts")
+    if run.real:
+        require_hh_file(run.hh or DEFAULT_HH)  # before anything is stored
     data = settings.data_dir
     wanted = {"model": str(model.resolve()) if model else None, "method": method, "small": small}
     if run.real:

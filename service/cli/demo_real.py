@@ -74,15 +74,12 @@ def prepare_world(c: Client, data: Path, hh: Path | None, small: bool) -> tuple[
         f"HH pairs: {len(parts['gold'])} in the gold part, {len(parts['loop'])} in the loop part (no shared opening)"
     )
     world = data / "world"
-    gold = build_gold(parts, Path(model["path"]), world, size["world"])
+    build_gold(parts, Path(model["path"]), world, size["world"])
     prompts, system = write_prompts(parts, world, size["world"].prompts)
     added = c.call("prompts.add", file=prompts)["added"]
     c.call("system_prompts.add", file=system)
     print(f"{added} new prompts (HH openings of the loop part); system prompt 'assistant'")
     plan = size["plan"].model_copy(update={"gold_model": str((world / "gold-reward").resolve())})
-    (world / "gold.json").write_text(
-        json.dumps({"eval": gold.get("eval"), "head": gold["train"].get("head")})
-    )
     return model, plan
 
 
@@ -131,7 +128,10 @@ def real_round(c: Client, settings: Settings, data: Path, hh: Path | None, small
     done = [r for r in c.call("rounds.list") if r["kind"] == "demo" and r["status"] == "done"]
     if done:
         row = done[-1]
-        print(f"\nusing round {row['id']} of an earlier run ({row['note']}); `rankloop loop` runs another")
+        print(
+            f"\nusing round {row['id']} of an earlier run ({row['note']}); another in the same world: "
+            f"`rankloop loop --gold-model {plan.gold_model}`"
+        )
     else:
         row = stages.run(
             "one round of the loop (gold simulated annotators)",

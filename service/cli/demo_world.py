@@ -44,12 +44,16 @@ class WorldSize:
     prompts: int  # loop prompts (HH openings)
 
 
-def read_world(hh: Path) -> dict[str, list[dict]]:
+def require_hh_file(hh: Path) -> None:
     if not hh.is_file():
         raise UserError(
             f"--hh {hh}: no such file; give Anthropic HH-RLHF pairs as JSONL (.gz or not), such as "
             f"{HH_FILE} from the HH-RLHF repository (MIT)"
         )
+
+
+def read_world(hh: Path) -> dict[str, list[dict]]:
+    require_hh_file(hh)
     rows = read_hh(hh).rows
     parts: dict[str, list[dict]] = {"gold": [], "loop": []}
     for r in rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -13,6 +14,7 @@ from service.cli.output import print_table
 from service.cli.round_steps import RoundPlan, run_round
 from service.cli.tree import CommandTree, op_params
 from service.cli.vllm_flags import add_vllm_flags, job_vllm
+from service.control.gold import check_gold_model
 from service.core.enums import ModelKind, ModelStatus
 from service.core.errors import UserError
 from service.core.settings import Settings
@@ -70,6 +72,9 @@ def cmd_loop(args: argparse.Namespace, settings: Settings) -> None:
             f"--annotators people with --method {args.method}: the policy would be judged by the reward "
             "model it was trained against, which the gate refuses; use --method dpo"
         )
+    if args.gold_model is not None:
+        check_gold_model(args.gold_model)
+        args.gold_model = str(Path(args.gold_model).resolve())  # the accounts' profiles name it
     plan = RoundPlan(**flag_values(args, RoundPlan), vllm=job_vllm(args, settings).get("vllm"))
     with connect(settings) as c:
         if args.annotators == "people" and not c.remote:
@@ -162,6 +167,7 @@ def add_parsers(tree: CommandTree) -> None:
             "gate_min_prompts",
             "human_tasks",
             "seed",
+            "gold_model",
         ),
         opts={"target_rankings": Opt(metavar="M")},
     )

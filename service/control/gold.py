@@ -17,6 +17,22 @@ from reward.checkpoint import require_model_dir
 from service.core.errors import UserError
 
 
+def check_gold_model(model_dir: str | Path) -> None:
+    """A gold model is a reward model directory; a UserError naming what is wrong otherwise."""
+    require_model_dir(
+        model_dir,
+        "gold model",
+        "a gold annotator's model must stay where it was trained (its profile names it)",
+        UserError,
+    )
+    architectures = json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise UserError(
+            f"gold model {model_dir} is not a reward model ({', '.join(architectures) or 'no architecture'}); "
+            "give a directory `rankloop train reward` wrote"
+        )
+
+
 class GoldScores:
     """`(model_dir, task) -> a score per candidate`, the `gold` argument of `annotator.simulate_run.run`."""
 
@@ -28,20 +44,7 @@ class GoldScores:
 
     def scorer(self, model_dir: str) -> Any:
         if model_dir not in self._scorers:
-            require_model_dir(
-                model_dir,
-                "gold model",
-                "a gold annotator's model must stay where it was trained (its profile names it)",
-                UserError,
-            )
-            architectures = (
-                json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or []
-            )
-            if not any(a.endswith("ForSequenceClassification") for a in architectures):
-                raise UserError(
-                    f"gold model {model_dir} is not a reward model ({', '.join(architectures) or 'no architecture'}); "
-                    "give a directory `rankloop train reward` wrote"
-                )
+            check_gold_model(model_dir)
             from reward.score import RewardScorer  # torch only where gold annotators run
 
             self._scorers[model_dir] = RewardScorer(Path(model_dir), max_length=self.max_length)

@@ -183,6 +183,9 @@ def test_bad_demo_input_is_refused_before_anything_is_stored(tmp_path: Path) -> 
     for args, message in (
         (["--model", str(tmp_path)], "not a Hugging Face model directory"),
         (["--method", "ppo"], "invalid choice: 'ppo'"),
+        (["--real", "--method", "grpo"], "--real runs DPO from SmolLM2-135M-Instruct"),
+        (["--real", "--hh", str(tmp_path / "hh.jsonl")], "no such file; give Anthropic HH-RLHF pairs"),
+        (["--hh", str(tmp_path / "hh.jsonl")], "--hh is for --real"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "service.cli", "--data", str(data), "demo", *args],

@@ -175,6 +175,7 @@ def test_bad_loop_flags_are_refused_before_a_round_is_opened(tmp_path: Path, cap
     for flags, message in (
         (["--k", "0"], "--k 0: samples per prompt and system prompt are 1..16"),
         (["--human-tasks", "-1"], "--human-tasks and --target-rankings are 0 or more"),
+        (["--gold-model", str(tmp_path)], f"gold model {tmp_path} is not a Hugging Face model directory"),
     ):
         assert main(["--data", str(data), "loop", *flags]) == 2
         assert message in capsys.readouterr().err
