@@ -99,8 +99,13 @@ def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
         profiles = {name: Profile.model_validate(p) for name, p in profiles.items()}
         # They rank through the annotation path itself: the service's JSON API, or the queue here.
         queue = annotation_queue(c, settings)
-        report = simulate_run.run(
-            queue, profiles, seed=args.seed, max_per_annotator=args.max_per_annotator, gold=gold
+        report = simulate_run.run(  # gold annotators take turns (round_steps.py says why)
+            queue,
+            profiles,
+            seed=args.seed,
+            max_per_annotator=args.max_per_annotator,
+            parallel=gold is None,
+            gold=gold,
         )
     for name, n in report.rankings.items():
         print(f"  {name}: {n} rankings")

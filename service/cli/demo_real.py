@@ -28,11 +28,11 @@ from service.core.settings import Settings
 # the gold and proxy models read is one forward pass of the backbone.
 REAL_SIZES: dict[bool, dict[str, Any]] = {
     False: {
-        "world": WorldSize(gold_pairs=600, eval_pairs=150, max_length=128, prompts=170),
+        "world": WorldSize(gold_pairs=600, eval_pairs=100, max_length=128, prompts=170),
         "plan": RoundPlan(
             k=4,
             max_tokens=64,
-            noise=1.0,
+            noise=0.2,  # a gold annotator agrees with the gold model on ~0.88 of pairs (measured)
             reward={"frozen_backbone": True, "max_length": 256, "batch_size": 16},
             policy={"lora": True, "learning_rate": 5e-4, "max_steps": 24, "batch_size": 4, "max_length": 192},
             eval_fraction=0.4,
@@ -49,7 +49,7 @@ REAL_SIZES: dict[bool, dict[str, Any]] = {
             rankings_per_task=1,
             reliable=2,
             unreliable=0,
-            noise=1.0,
+            noise=0.2,  # a gold annotator agrees with the gold model on ~0.88 of pairs (measured)
             reward={"frozen_backbone": True, "max_length": 128, "batch_size": 16},
             policy={"lora": True, "learning_rate": 5e-4, "max_steps": 2, "batch_size": 2, "max_length": 128},
             eval_fraction=0.4,

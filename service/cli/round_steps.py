@@ -227,7 +227,15 @@ def _rank(
             for n, p in c.call("simulated.ensure", profiles=simulated_profiles(plan)).items()
         }
         gold = GoldScores() if plan.gold_model else None
-        sim = simulate_run.run(annotation_queue(c, settings), profiles, seed=plan.seed + row["id"], gold=gold)
+        # Gold annotators take turns: scoring is serialized, and in threads the random ranker, which
+        # scores nothing, would take most of the tasks.
+        sim = simulate_run.run(
+            annotation_queue(c, settings),
+            profiles,
+            seed=plan.seed + row["id"],
+            parallel=gold is None,
+            gold=gold,
+        )
         say(
             f"simulated annotators stored {sim.total} rankings ({', '.join(f'{n} {k}' for n, k in sim.rankings.items())})"
         )
