@@ -154,8 +154,8 @@ def run(
 ) -> SimReport:
     """Every annotator ranks tasks until the queue has none left for it: each in its own thread,
     or (`parallel=False`) taking turns in one thread, so that who ranks which task is fixed too
-    (needed when a task wants fewer rankings than there are annotators). `gold` scores tasks for
-    the gold annotators among `profiles`."""
+    (needed when a task wants fewer rankings than there are annotators), in a seeded order that changes
+    every turn. `gold` scores tasks for the gold annotators among `profiles`."""
     needs_gold = sorted(n for n, p in profiles.items() if p.gold_model and not p.unreliable)
     if needs_gold and gold is None:
         raise UserError(f"{', '.join(needs_gold)} rank by a gold reward model, and no gold scorer was given")
@@ -178,9 +178,11 @@ def run(
         return True
 
     if not parallel:
-        active = dict(profiles)
+        # Turns in a new order each pass (seeded): in a fixed order the same annotators would always share
+        # a task, and an annotator paired only with a random ranker would look unreliable.
+        order, active = random.Random(f"{seed}:turns"), list(profiles)
         while active:
-            active = {name: p for name, p in active.items() if one(name, p)}
+            active = [name for name in order.sample(active, len(active)) if one(name, profiles[name])]
         return SimReport(counts)
 
     def work(name: str, profile: Profile) -> None:

@@ -105,3 +105,21 @@ def test_annotate_sim_with_a_gold_model_ranks_by_its_scores(
     import pyarrow.parquet as pq
 
     assert all(u is None for u in pq.read_table(snapshot).column("hidden_utility").to_pylist())
+
+
+def test_annotators_taking_turns_meet_on_tasks_in_every_pairing(tmp_path: Path) -> None:
+    """In turns (how gold annotators rank), who shares a task with whom varies: in a fixed order two
+    annotators would always meet, and one paired only with a random ranker would be flagged unreliable."""
+    from service.core.settings import AnnotationOptions
+
+    with Store.open(tmp_path / "rankloop.duckdb") as store:
+        seed_tasks(store, n_prompts=12, k=2, styles=("brief", "detailed"), required=2)
+        profiles = simulate_run.ensure_accounts(store, simulate_run.default_profiles(3, 0.3, 1))
+        simulate_run.run(
+            simulate_run.LocalQueue(store, AnnotationOptions(gold_rate=0)), profiles, parallel=False
+        )
+        pairs = store.query(
+            """SELECT DISTINCT list_sort(list(a.name)) AS pair FROM rankings r
+               JOIN annotators a ON a.id = r.annotator_id GROUP BY r.task_id"""
+        )
+    assert len(pairs) >= 4, pairs  # of the 6 possible; a fixed order gives 2
