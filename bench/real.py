@@ -123,7 +123,7 @@ def loop_figures(data: Path) -> dict:
         "n",
     )
     return {
-        "world": "gold simulated annotators (Bradley-Terry at the gold model's confidence) rank SmolLM2's samples "
+        "world": "gold simulated annotators (Bradley-Terry, noise 0.2 on the gold model's logits) and a random one rank SmolLM2's samples "
         "of HH openings; the proxy reward model and DPO learn only from those rankings",
         "dpo_vs_smollm2": {
             "prompts": ev["prompts"],

@@ -30,7 +30,6 @@ def points(store: Store) -> list[dict]:
                 out.append(
                     {
                         "model_id": m["id"],
-                        "steps": ev.get("policy_steps"),
                         "kl": kl["estimate"],
                         "gold": judges["gold"]["mean_candidate"] - judges["gold"]["mean_baseline"],
                         "proxy": judges["reward"]["mean_candidate"] - judges["reward"]["mean_baseline"],

@@ -2,7 +2,7 @@
 pairs in the repository (tests/data, 95 readable rows of Anthropic's harmless-base test split, MIT):
 gold reward model on the gold part, HH openings as prompts, vLLM sampling under a system prompt, gold
 simulated annotators, a proxy reward model on the frozen backbone, DPO (LoRA) from SmolLM2, evaluation
-under the gold judge, a second DPO checkpoint for the overoptimization picture, deploy, and the real
+under the gold judge, the overoptimization picture (one point), deploy, and the real
 model's answers through the gateway with the `openai` client: non-empty, ended by its end-of-turn
 token, and built from its chat template (its own default system prompt when none is given)."""
 
@@ -92,7 +92,6 @@ def test_the_loop_runs_on_smollm2_toward_the_gold_judge(real: dict) -> None:
         "gold reward model: held-out accuracy against the HH labellers",
         "simulated annotators stored",
         "gold judge: win rate",
-        "DPO stopped at 1 steps",
         "POST http",
     ):
         assert stage in out, f"{stage!r} missing from the demo's output:\n{out[-4000:]}"
@@ -128,8 +127,7 @@ def test_the_loop_runs_on_smollm2_toward_the_gold_judge(real: dict) -> None:
     reward = models[rnd["reward_model_id"]]["metrics"]
     assert reward["mode"] == "head on a frozen backbone"
     policies = [m for m in models.values() if m["kind"] == "policy"]
-    assert len(policies) == 2  # the round's (LoRA) and the one stopped earlier (full fine-tuning)
-    assert sorted(p["metrics"]["config"]["lora"] for p in policies) == [False, True]
+    assert len(policies) == 1 and policies[0]["metrics"]["config"]["lora"]  # --small: no earlier checkpoint
     for policy in policies:
         ev = policy["metrics"]["evaluations"][-1]
         assert (

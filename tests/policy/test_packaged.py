@@ -101,14 +101,16 @@ def _answers_then_stops(model_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sft_and_grpo_train_smollm2(smollm2: dict, tmp_path: Path) -> None:
-    """The trainers on the real model (DPO, LoRA and full, runs in tests/e2e/test_demo_real.py): a step of
-    SFT and of GRPO against a reward model on its backbone, each saved as a checkpoint that still chats."""
+def test_sft_dpo_and_grpo_train_smollm2(smollm2: dict, tmp_path: Path) -> None:
+    """The trainers on the real model (DPO with LoRA runs in tests/e2e/test_demo_real.py): a step of SFT,
+    of GRPO against a reward model on its backbone and of full DPO, each saved as a checkpoint that still
+    chats."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from policy.config import RLTrainConfig, SFTTrainConfig
+    from policy.config import DPOTrainConfig, RLTrainConfig, SFTTrainConfig
+    from policy.dpo import main as dpo
     from policy.rl import main as rl
     from policy.sft import main as sft
     from reward.snapshot_format import SCHEMA
@@ -168,4 +170,15 @@ def test_sft_and_grpo_train_smollm2(smollm2: dict, tmp_path: Path) -> None:
             max_length=64,
         )
     )
+    _answers_then_stops(done)
+    done = dpo(
+        DPOTrainConfig(
+            base_model=base,
+            output_dir=tmp_path / "dpo",
+            snapshot=snapshot,
+            max_steps=1,
+            batch_size=2,
+            max_length=64,
+        )
+    )  # full fine-tuning (LoRA: the real demo's test)
     _answers_then_stops(done)

@@ -117,7 +117,10 @@ def test_every_help_prints(command: str, capsys: pytest.CaptureFixture[str]) -> 
         ("keys create", ["--scope {client,admin}", "--rpm RPM", "requests per minute (default: no limit)"]),
         ("snapshot", ["--include-traffic, --exclude-traffic", "--exclude-annotator NAME", "(repeat)"]),
         ("deploy", ["MODEL_ID|promote", "--canary PCT", "send this percent of traffic to it"]),
-        ("evaluate policy", ["--against ID", "--judge {reward,hidden}", "--gate, --no-gate", "(default on)"]),
+        (
+            "evaluate policy",
+            ["--against ID", "--judge {reward,hidden,gold}", "--gate, --no-gate", "(default on)"],
+        ),
         ("models list", ["--kind {pretrained,sft,reward,policy,external}", "only this kind"]),
     ],
 )
