@@ -20,15 +20,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run(data: Path, small: bool) -> dict:
+def run(data: Path, flags: list[str], env: dict[str, str] | None = None) -> dict:
+    """`rankloop demo --no-serve FLAGS` on `data`: wall time, its stages and the end of its output
+    (bench/real.py times `demo --real` with it)."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "service.cli", "--data", str(data), "demo", "--no-serve", "--port", "0"]
     done = subprocess.run(
-        cmd + (["--small"] if small else []),
+        cmd + flags,
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
@@ -45,7 +47,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        first, cached = run(data, args.small), run(data, args.small)
+        flags = ["--small"] if args.small else []
+        first, cached = run(data, flags), run(data, flags)
     names = list(dict.fromkeys([*first["stages_s"], *cached["stages_s"]]))
     print(f"{'stage':60} {'first':>8} {'cached':>8}")
     for name in names:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,34 +33,11 @@ REPO = Path(__file__).resolve().parent.parent
 def demo(data: Path, hh: Path) -> dict:
     """`rankloop demo --real --no-serve`: wall time and its stages. Its user cache is the run's own, so the
     first run converts SmolLM2 as a new user's does."""
-    t0 = time.perf_counter()
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "--data",
-        str(data),
-        "demo",
-        "--real",
-        "--no-serve",
-        "--port",
-        "0",
-    ]
-    with (data.parent / "demo.log").open("a") as log:
-        done = subprocess.run(
-            [*cmd, "--hh", str(hh)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(data.parent / "cache")},
-        )
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.exit(f"rankloop demo --real failed ({done.returncode}); see {data.parent / 'demo.log'}")
-    stages = json.loads((data / "demo-stages.json").read_text())
-    (data / "demo-stages.json").unlink()  # the next run writes its own
-    print(f"demo --real: {wall:.0f} s", flush=True)
-    return {"wall_s": round(wall, 1), "stages_s": stages}
+    from bench.demo import run
+
+    out = run(data, ["--real", "--hh", str(hh)], {"XDG_CACHE_HOME": str(data.parent / "cache")})
+    print(f"demo --real: {out['wall_s']:.0f} s", flush=True)
+    return {"wall_s": out["wall_s"], "stages_s": out["stages_s"]}
 
 
 def gold_on_held_out(data: Path, hh: Path) -> dict:

@@ -3,11 +3,11 @@ model of them that the loop never trains on (the gold-judge world, service/cli/d
 
 SmolLM2-135M-Instruct from its PyPI package -> the world: a gold reward model fitted to half of
 Anthropic's HH pairs, the other half's openings as prompts -> one round of the loop
-(service/cli/round_steps.py): sample with vLLM, gold simulated annotators rank (Bradley-Terry noise at
-the gold model's own confidence, one of them at random and left out), snapshot, a proxy reward model
+(service/cli/round_steps.py): sample with vLLM, gold simulated annotators rank (Bradley-Terry noise 0.2 on the
+gold model's logits, taking turns; one of them at random and left out), snapshot, a proxy reward model
 (a head on frozen SmolLM2) from those rankings, DPO (LoRA) from SmolLM2, evaluation against SmolLM2
 under the gold judge with the gate, deploy -> the same DPO stopped earlier, evaluated too, so the
-report can draw gold and proxy reward against KL -> the service, a completion through the gateway,
+report can draw gold and proxy reward against KL (not in --small) -> the service, a completion through the gateway,
 the report. Every stage prints as it starts; running it again reuses what is done.
 """
 
