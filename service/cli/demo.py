@@ -225,7 +225,8 @@ def first_completion(settings: Settings, url: str, question: str, system_prompt:
         key = c.call("keys.create", name=f"demo-{secrets.token_hex(3)}", log_traffic=True)["key"]
     deadline = time.monotonic() + 300
     while True:
-        routes = httpx.get(f"{url}/healthz", timeout=5).json()["routes"]
+        with connect(settings) as c:
+            routes = c.call("routes")["routes"] or {}
         if any(r["healthy"] for r in (routes.get("current") or {}).get("replicas", [])):
             break
         if routes.get("error") or time.monotonic() > deadline:

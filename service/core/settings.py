@@ -122,6 +122,19 @@ class AnnotationOptions(BaseModel):
     )
 
 
+class MetricsOptions(BaseModel):
+    """Prometheus metrics (`GET /metrics`) and logs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public: bool = Field(False, description="/metrics answers without the admin key")
+    listen: str | None = Field(
+        None,
+        pattern=r"^[^\s:]*:[0-9]{1,5}$",
+        description="also serve the metrics, with no key, on this HOST:PORT (a private scrape address)",
+    )
+
+
 class Settings(BaseModel):
     """Everything `rankloop` needs to know about where it runs."""
 
@@ -155,6 +168,10 @@ class Settings(BaseModel):
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
+    metrics: MetricsOptions = Field(default_factory=MetricsOptions)
+    log_format: Literal["text", "json"] = Field(
+        "text", description="the service's logs on stderr: text, or JSON lines with request and trace ids"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

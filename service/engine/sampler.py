@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
+from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from reward.conversation import from_row
 from service.core.store import Store
+from service.core.tracing import TRACER
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -144,6 +147,23 @@ def _store_batch(store: Store, rows: list[dict], model_id: int, params: Sampling
         return store.insert_arrow(cur, "samples", table, skip_existing=True)
 
 
+async def _ask(client, endpoint: Endpoint, job: _Job, params: SamplingParams, headers: dict[str, str]):
+    """One request with n = the missing samples: vLLM renders and prefills the prompt once."""
+    return await client.chat.completions.create(
+        model=endpoint.served_name,
+        messages=cast(  # OpenAI's per-role TypedDicts; these dicts carry exactly role and content
+            "list[ChatCompletionMessageParam]",
+            messages(job.system_text, [{"role": r, "content": c} for r, c in job.prompt]),
+        ),
+        n=len(job.indices),
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        extra_body={"min_tokens": params.min_tokens, "return_token_ids": True},
+        extra_headers=headers,
+    )
+
+
 async def _run(
     jobs: list[_Job],
     endpoint: Endpoint,
@@ -171,21 +191,20 @@ async def _run(
         buffer.clear()
 
     async def one(job: _Job) -> None:
-        # One request with n = the missing samples: vLLM renders and prefills the prompt once.
         async with sem:
             t0 = time.perf_counter()
-            resp = await client.chat.completions.create(
-                model=endpoint.served_name,
-                messages=cast(  # OpenAI's per-role TypedDicts; these dicts carry exactly role and content
-                    "list[ChatCompletionMessageParam]",
-                    messages(job.system_text, [{"role": r, "content": c} for r, c in job.prompt]),
-                ),
-                n=len(job.indices),
-                max_tokens=params.max_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                extra_body={"min_tokens": params.min_tokens, "return_token_ids": True},
-            )
+            with TRACER.start_as_current_span(
+                f"chat {endpoint.served_name}",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": endpoint.served_name,
+                    "gen_ai.request.choice.count": len(job.indices),
+                },
+            ):
+                headers: dict[str, str] = {}
+                inject(headers)  # vLLM receives the traceparent (nothing when tracing is off)
+                resp = await _ask(client, endpoint, job, params, headers)
             latency_ms = (time.perf_counter() - t0) * 1000
         prompt_tokens = resp.usage.prompt_tokens if resp.usage else None
         for index, choice in zip(job.indices, sorted(resp.choices, key=lambda c: c.index), strict=True):
@@ -268,19 +287,24 @@ def sample(
     jobs, existing = _missing_jobs(store, prompts, system_prompts, endpoint.model_id, k, params.key())
     report = SampleReport(requested=sum(len(j.indices) for j in jobs) + existing, already_stored=existing)
     t0 = time.perf_counter()
-    asyncio.run(
-        _run(
-            jobs,
-            endpoint,
-            params,
-            concurrency,
-            store,
-            report,
-            progress,
-            request_timeout_s,
-            on_progress,
-            should_stop,
-        )
+    span = TRACER.start_as_current_span(
+        "sample",
+        attributes={"gen_ai.request.model": endpoint.served_name, "rankloop.samples": report.requested},
     )
+    with span:  # the requests' spans are its children (asyncio.run copies the current context)
+        asyncio.run(
+            _run(
+                jobs,
+                endpoint,
+                params,
+                concurrency,
+                store,
+                report,
+                progress,
+                request_timeout_s,
+                on_progress,
+                should_stop,
+            )
+        )
     report.seconds = time.perf_counter() - t0
     return report

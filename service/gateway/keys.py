@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from service.core.metrics import RATE_LIMITED
 from service.core.store import Store
 from service.gateway.flusher import PeriodicFlush
 from service.gateway.key_records import KeyScope, changes, key_hash
@@ -87,8 +88,10 @@ class KeyBook(PeriodicFlush):
             while u.tokens and now - u.tokens[0][0] >= WINDOW_S:
                 u.tokens.popleft()
             if key.rpm is not None and len(u.times) >= key.rpm:
+                RATE_LIMITED.labels(key.name, "rpm").inc()
                 return WINDOW_S - (now - u.times[0])
             if key.tpm is not None and sum(n for _, n in u.tokens) >= key.tpm:
+                RATE_LIMITED.labels(key.name, "tpm").inc()
                 return WINDOW_S - (now - u.tokens[0][0])
             u.times.append(now)
             u.requests += 1

@@ -20,7 +20,12 @@ from typing import Any
 
 import aiohttp
 from fastapi.responses import JSONResponse, StreamingResponse
+from opentelemetry import trace
+from opentelemetry.propagate import inject
+from opentelemetry.trace import Span, SpanKind
 
+from service.core.metrics import GATEWAY_TOKEN_GAP, GATEWAY_TTFT, UPSTREAM_ERRORS, UPSTREAM_RETRIES
+from service.core.tracing import TRACER, end_span
 from service.gateway.schemas import GatewayError
 from service.gateway.upstreams import Pool, Upstream
 
@@ -58,12 +63,30 @@ def _last_usage(tail: bytes) -> dict | None:
 
 async def _connect(
     client: aiohttp.ClientSession, pool: Pool, path: str, body: dict
+) -> tuple[Upstream, aiohttp.ClientResponse, Span]:
+    """A replica's answer to `body`, under a client span (the caller ends it when the answer is read)
+    whose `traceparent` the model server receives."""
+    span = TRACER.start_span(f"POST {path}", kind=SpanKind.CLIENT, attributes={"rankloop.model": pool.name})
+    try:
+        upstream, resp = await _send(client, pool, path, body, span)
+    except BaseException as e:
+        end_span(span, getattr(e, "status", 499), str(e))
+        raise
+    span.set_attribute("server.address", upstream.url)
+    return upstream, resp, span
+
+
+async def _send(
+    client: aiohttp.ClientSession, pool: Pool, path: str, body: dict, span: Span
 ) -> tuple[Upstream, aiohttp.ClientResponse]:
+    headers: dict[str, str] = {}
+    inject(headers, context=trace.set_span_in_context(span))  # traceparent (nothing when tracing is off)
     tried: set[int] = set()
     stale = 0
     while True:
         upstream = pool.acquire(skip=tried)
         if upstream is None:
+            UPSTREAM_ERRORS.labels(pool.name, "no_replica").inc()
             raise GatewayError(
                 503,
                 f"no replica of {pool.name} is up; the supervisor is restarting it",
@@ -75,7 +98,7 @@ async def _connect(
             return upstream, await client.post(
                 upstream.url + path,
                 json={**body, "model": upstream.served_name},
-                headers={"Authorization": f"Bearer {upstream.key}"},
+                headers={**headers, "Authorization": f"Bearer {upstream.key}"},
             )
         except (
             aiohttp.ClientConnectorError
@@ -83,23 +106,29 @@ async def _connect(
             pool.release(upstream)
             upstream.healthy = False
             tried.add(id(upstream))
+            UPSTREAM_ERRORS.labels(pool.name, "refused").inc()
+            UPSTREAM_RETRIES.labels(pool.name).inc()
         except (
             TimeoutError,
             aiohttp.ServerTimeoutError,
         ):  # no connection or no answer in time: never retried
             pool.release(upstream)
+            UPSTREAM_ERRORS.labels(pool.name, "timeout").inc()
             raise GatewayError(
                 504, f"the model server of {pool.name} did not answer in time", type_="server_error"
             ) from None
         except aiohttp.ClientConnectionError:  # a kept-alive connection it had closed (reset or disconnected)
             pool.release(upstream)
+            UPSTREAM_ERRORS.labels(pool.name, "closed").inc()
             stale += 1
             if stale > 2:
                 raise GatewayError(
                     502, f"the model server of {pool.name} closed the connection", type_="server_error"
                 ) from None
+            UPSTREAM_RETRIES.labels(pool.name).inc()
         except aiohttp.ClientError as e:  # anything else from the client library: the upstream's fault
             pool.release(upstream)
+            UPSTREAM_ERRORS.labels(pool.name, "failed").inc()
             raise GatewayError(
                 502, f"the model server of {pool.name} failed: {e!r}", type_="server_error"
             ) from None
@@ -111,20 +140,25 @@ async def _connect(
 async def fetch(client: aiohttp.ClientSession, pool: Pool, path: str, body: dict) -> Outcome:
     """A whole (not streamed) answer from a replica of `pool`."""
     start = time.perf_counter()
-    upstream, resp = await _connect(client, pool, path, body)
-    return await _whole(pool, upstream, resp, start)
+    upstream, resp, span = await _connect(client, pool, path, body)
+    return await _whole(pool, upstream, resp, span, start)
 
 
-async def _whole(pool: Pool, upstream: Upstream, resp: aiohttp.ClientResponse, start: float) -> Outcome:
+async def _whole(
+    pool: Pool, upstream: Upstream, resp: aiohttp.ClientResponse, span: Span, start: float
+) -> Outcome:
     try:
         raw = await resp.read()
     except (aiohttp.ClientError, TimeoutError) as e:
+        UPSTREAM_ERRORS.labels(pool.name, "broken").inc()
+        end_span(span, 502, repr(e))
         raise GatewayError(
             502, f"the model server of {pool.name} broke off its answer ({e!r})", type_="server_error"
         ) from None
     finally:
         pool.release(upstream)
         resp.release()
+    end_span(span, resp.status)
     try:
         answer = json.loads(raw)
     except json.JSONDecodeError:
@@ -139,6 +173,7 @@ class _Seen:
     """What a relayed stream has shown so far."""
 
     tail: bytes = b""  # the last bytes, where the usage event is
+    last: float = 0.0  # when the last chunk was relayed (0: none yet)
     kept: list[bytes] = field(default_factory=list)  # every chunk, when the answer is logged
     finished: bool = False
 
@@ -154,13 +189,14 @@ async def forward(
 ) -> Any:
     """Send `body` to `path` on a replica of `pool`; `done` gets the outcome when the answer is complete."""
     start = time.perf_counter()
-    upstream, resp = await _connect(client, pool, path, body)
+    upstream, resp, span = await _connect(client, pool, path, body)
     if not (body.get("stream") and resp.status == 200):
-        out = await _whole(pool, upstream, resp, start)
+        out = await _whole(pool, upstream, resp, span, start)
         done(out)
         return JSONResponse(out.body, status_code=out.status, headers=headers)
 
     seen = _Seen()
+    ttft, gap = GATEWAY_TTFT.labels(pool.name), GATEWAY_TOKEN_GAP.labels(pool.name)
 
     async def finish() -> None:
         """Once, however the stream ends (also when the client leaves before it starts)."""
@@ -168,6 +204,7 @@ async def forward(
             return
         seen.finished = True
         pool.release(upstream)
+        end_span(span, 200)
         last = _last_usage(seen.tail)
         answer = rebuild(b"".join(seen.kept)) if keep_chunks else last
         done(Outcome(200, answer, *_usage(last), (time.perf_counter() - start) * 1000))
@@ -176,6 +213,12 @@ async def forward(
     async def chunks() -> AsyncIterator[bytes]:
         try:
             async for chunk in resp.content.iter_any():  # whatever has arrived: several events when behind
+                now = time.perf_counter()
+                if seen.last:
+                    gap.observe(now - seen.last)
+                else:
+                    ttft.observe(now - start)
+                seen.last = now
                 seen.tail = (seen.tail + chunk)[-TAIL:]
                 if keep_chunks:
                     seen.kept.append(chunk)

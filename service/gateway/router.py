@@ -30,12 +30,17 @@ import aiohttp
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import context
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from service.core.errors import UserError
+from service.core.logs import REQUEST_ID
 from service.core.settings import Settings
 from service.core.store import Store
+from service.core.tracing import end_span
 from service.data.prompts import latest_system_prompts
+from service.gateway import observe
 from service.gateway.deploy import Deployer
 from service.gateway.feedback import Feedback, record_feedback
 from service.gateway.keys import Key, KeyBook
@@ -136,11 +141,11 @@ def build_router(gw: Gateway, authenticate: Authenticate) -> APIRouter:
 
     @router.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await _complete(gw, authenticate(request), request, ChatRequest, "/v1/chat/completions")
+        return await _counted(gw, authenticate, request, ChatRequest, "/v1/chat/completions")
 
     @router.post("/completions")
     async def completions(request: Request) -> Response:
-        return await _complete(gw, authenticate(request), request, CompletionRequest, "/v1/completions")
+        return await _counted(gw, authenticate, request, CompletionRequest, "/v1/completions")
 
     @router.post("/feedback")
     async def feedback(request: Request) -> dict:
@@ -164,13 +169,41 @@ async def _json(request: Request) -> dict:
         raise GatewayError(400, f"the request body is not valid JSON: {e}") from None
 
 
-async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: str) -> Response:
+async def _counted(
+    gw: Gateway, authenticate: Authenticate, request: Request, model: type, path: str
+) -> Response:
+    """A completion under its server span and request id; a refusal is counted, logged and its span
+    ended here (an answer does that itself when its last byte is out)."""
+    start = time.perf_counter()
+    span, token = observe.begin(request, "chat" if model is ChatRequest else "text_completion", path)
+    try:
+        return await _complete(gw, authenticate(request), request, model, path, span)
+    except GatewayError as e:
+        observe.refused(path, getattr(request.state, "model", "none"), e.status, e.message, span, start)
+        raise
+    except BaseException:
+        end_span(span, 500, "internal error")
+        raise
+    finally:
+        context.detach(token)
+
+
+async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: str, span: Span) -> Response:
     limits = gw.settings.gateway
     body = await _json(request)
     req = parse(model, body, limits.max_n, limits.max_tokens)
+    span.update_name(f"{span.name} {req.model}")  # GenAI convention: "{operation} {request model}"
+    span.set_attributes(
+        {
+            "gen_ai.request.model": req.model,
+            "gen_ai.request.max_tokens": req.max_tokens or req.max_completion_tokens or limits.max_tokens,
+            "gen_ai.request.choice.count": req.n,
+        }
+    )
     sticky = req.user or f"key:{key.id}"
     if req.model == ARENA:
-        return await _arena(gw, key, req, body, path)
+        request.state.model = ARENA
+        return await _arena(gw, key, req, body, path, span)
     pool = gw.deployer.choose(req.model, sticky)
     if pool is None:
         dep = gw.deployer
@@ -192,6 +225,7 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
             param="model",
             code="model_not_found",
         )
+    request.state.model = pool.name
     forwarded = {k: v for k, v in body.items() if k != "system_prompt"}
     system = _system_prompt(gw, req, forwarded, sticky)
     if req.stream:
@@ -202,6 +236,7 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
 
     def done(out: Outcome) -> None:
         gw.keys.record(key, out.prompt_tokens, out.completion_tokens)
+        observe.answered(path, pool.name, key.name, out, span, forwarded if log_all else None)
         gw.traffic.add(
             {
                 "response_id": (out.body or {}).get("id"),
@@ -221,13 +256,14 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
         )
 
     headers = {
+        "x-request-id": REQUEST_ID.get() or "",
         "x-rankloop-model-id": str(pool.model_id),
         "x-rankloop-system-prompt": system["name"] if system else "",
     }
     return await forward(gw.http(), pool, path, forwarded, headers, done, keep_chunks=log_all)
 
 
-async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONResponse:
+async def _arena(gw: Gateway, key: Key, req, body: dict, path: str, span: Span) -> JSONResponse:
     """Two anonymous answers, one from each deployed model (current and canary) in random order; the
     client's vote (`POST /v1/feedback` with preferred_index) becomes a ranking. Always logged."""
     dep = gw.deployer
@@ -251,6 +287,7 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONRespo
     outs = await asyncio.gather(*[fetch(gw.http(), p, path, forwarded) for p in pools])
     bad = next((o for o in outs if o.status != 200), None)
     if bad is not None:
+        observe.answered(path, ARENA, key.name, bad, span, None)
         return JSONResponse(bad.body, status_code=bad.status)
     bodies = [o.body or {} for o in outs]  # a 200 from fetch() always has its body
     usage = {
@@ -265,6 +302,11 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONRespo
         "choices": [{**b["choices"][0], "index": i} for i, b in enumerate(bodies)],
     }
     gw.keys.record(key, usage["prompt_tokens"], usage["completion_tokens"])
+    whole = Outcome(
+        200, answer, usage["prompt_tokens"], usage["completion_tokens"], max(o.latency_ms for o in outs)
+    )
+    log_all = gw.settings.gateway.log_traffic or key.log_traffic
+    observe.answered(path, ARENA, key.name, whole, span, forwarded if log_all else None)
     gw.traffic.add(
         {
             "response_id": answer["id"],
@@ -277,7 +319,7 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str) -> JSONRespo
             "status": 200,
             "prompt_tokens": usage["prompt_tokens"],
             "completion_tokens": usage["completion_tokens"],
-            "latency_ms": max(o.latency_ms for o in outs),
+            "latency_ms": whole.latency_ms,
             "request": forwarded,
             "response": {**answer, "rankloop_models": [p.model_id for p in pools]},
         }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -29,9 +30,11 @@ from reward.config import RewardTrainConfig
 from reward.configfile import validate
 from service.core.enums import FINISHED, JobStatus
 from service.core.errors import NotFound, UserError
+from service.core.metrics import JOB_DURATION
 from service.core.procs import pid_alive, signal_group
 from service.core.settings import Settings
 from service.core.store import Store
+from service.core.tracing import TRACER
 from service.engine.supervisor import EngineSupervisor
 from service.jobs import evaluate_job, policy_job, reward_job, sample_job
 from service.jobs.running import JobCancelled, RunningJob
@@ -162,13 +165,14 @@ class JobRunner:
             job_id: int = row[0]
             run = RunningJob(self.store, self.settings, self.engines, job_id, cfg, opts.model_dump())
             cur.execute("UPDATE jobs SET log_path = ? WHERE id = ?", [str(run.log_path), job_id])
-        thread = threading.Thread(target=self._run, args=(spec, run), daemon=True, name=f"job-{job_id}")
+        thread = threading.Thread(target=self._run, args=(kind, spec, run), daemon=True, name=f"job-{job_id}")
         with self._lock:
             self._runs[job_id] = (run, thread)
         thread.start()
         return job_id
 
-    def _run(self, spec: JobKind, run: RunningJob) -> None:
+    def _run(self, kind: str, spec: JobKind, run: RunningJob) -> None:
+        start, state = time.perf_counter(), JobStatus.FAILED
         try:
             run.dir.mkdir(parents=True, exist_ok=True)
             with self.store.write() as cur:
@@ -176,10 +180,15 @@ class JobRunner:
                     "UPDATE jobs SET status = ?, started_at = now() WHERE id = ?",
                     [JobStatus.RUNNING, run.job_id],
                 )
-            result = spec.run(run)
+            with TRACER.start_as_current_span(
+                f"job {kind}", attributes={"rankloop.job.id": run.job_id, "rankloop.job.kind": kind}
+            ):
+                result = spec.run(run)
             _finish(self.store, run.job_id, JobStatus.SUCCEEDED, None, result)
+            state = JobStatus.SUCCEEDED
         except JobCancelled as e:
             _finish(self.store, run.job_id, JobStatus.CANCELLED, str(e))
+            state = JobStatus.CANCELLED
         except Exception as e:  # the job's own failure: recorded, never raised into the service
             _finish(
                 self.store,
@@ -188,6 +197,7 @@ class JobRunner:
                 f"{e}" if isinstance(e, UserError | RuntimeError) else f"{type(e).__name__}: {e}",
             )
         finally:
+            JOB_DURATION.labels(kind, state).observe(time.perf_counter() - start)
             with self._lock:
                 self._runs.pop(run.job_id, None)
 

@@ -36,7 +36,7 @@ from service.engine.supervisor import EngineSupervisor
 from service.gateway.router import Gateway, build_router
 from service.gateway.schemas import GatewayError
 from service.jobs.runner import JobRunner
-from service.web import admin, annotate_api
+from service.web import admin, annotate_api, metrics
 from service.web.auth import Auth, ExpiringSessions, SessionSigner
 from service.web.guard import AnnotatorLogin, BodyLimit, ClientAddress, SameOrigin, headers_of
 
@@ -103,10 +103,15 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         return exc.response()
 
+    # Anonymous: up or down only (replicas and errors are at /admin/routes). /health too, the path
+    # vLLM and load balancers probe, so a service can stand behind another's gateway as an endpoint.
     @app.get("/healthz")
+    @app.get("/health")
     def healthz() -> dict:
-        return {"ok": True, "routes": gateway.deployer.state()}
+        return {"ok": True}
 
+    app.state.metrics = metrics.registry_for(store, gateway)
+    app.include_router(metrics.build_router(app.state.metrics, settings.metrics.public, auth.admin))
     app.include_router(annotate_api.build_router(auth, store, settings.annotation))
     app.include_router(build_router(gateway, auth.client_key))
     app.include_router(admin.build_router(auth, ctx))

@@ -16,8 +16,10 @@ import sys
 
 from service.core.discovery import admin_key, write_service_file
 from service.core.errors import UserError
+from service.core.logs import setup_logging
 from service.core.settings import Settings
 from service.core.store import Store
+from service.core.tracing import setup_tracing
 from service.jobs.runner import reap_stale
 
 
@@ -27,6 +29,8 @@ def serve(settings: Settings) -> None:
 
     from service.web.app import create_app
 
+    setup_logging(settings.log_format)
+    setup_tracing()  # only when the OTEL_* variables ask for traces
     store = Store.open(settings.paths.db)
     try:  # a damaged database or a bad key stops here, before the port is taken
         store.check_readable()
@@ -47,7 +51,7 @@ def serve(settings: Settings) -> None:
             "pick another --port (0 = any free port)"
         ) from None
     url = f"http://{settings.host}:{sock.getsockname()[1]}"
-    app = None
+    app = scrape = None
     try:
         reap_stale(store)  # jobs of a service that died are marked failed, not left running
         app = create_app(settings, store)
@@ -57,6 +61,7 @@ def serve(settings: Settings) -> None:
         # skips them (vLLM's frontend does the same).
         gc.collect()
         gc.freeze()
+        scrape = _metrics_listener(settings, app.state.metrics)
         write_service_file(settings, url)
         print(
             f"rankloop serving {settings.data_dir} at {url}\n  annotator: {url}/annotate\n"
@@ -67,7 +72,9 @@ def serve(settings: Settings) -> None:
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it; as SystemExit it lets `finally` clean up.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         # Open browser tabs keep event streams open: give them 5 s, then close them.
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)).run(
+        # log_config=None: uvicorn's records go through setup_logging's handler (text or JSON).
+        config = uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(
             sockets=[sock]
         )
     finally:
@@ -75,6 +82,26 @@ def serve(settings: Settings) -> None:
             app.state.ctx.jobs.stop_all()
             app.state.ctx.jobs.engines.stop_all()
             app.state.gateway.stop()
+        if scrape is not None:
+            scrape.shutdown()
         info.unlink(missing_ok=True)
         sock.close()
         store.close()
+
+
+def _metrics_listener(settings: Settings, registry):
+    """`metrics.listen`: the same metrics on a separate address, with no key (prometheus_client's server)."""
+    if settings.metrics.listen is None:
+        return None
+    from prometheus_client import start_http_server
+
+    host, port = settings.metrics.listen.rsplit(":", 1)
+    try:
+        server, _ = start_http_server(int(port), host or "0.0.0.0", registry=registry)
+    except OSError as e:
+        raise UserError(
+            f"cannot serve metrics on {settings.metrics.listen}: {e.strerror}; "
+            "set metrics.listen to a free HOST:PORT"
+        ) from None
+    print(f"  metrics: http://{settings.metrics.listen}/metrics (no key)", flush=True)
+    return server

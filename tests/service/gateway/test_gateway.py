@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
+import re
 import secrets
 import signal
 import threading
@@ -18,78 +20,27 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai.types import Completion, CompletionUsage
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+from fastapi.testclient import TestClient
+from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.cli.main import main
+from service.control.commands import COMMANDS
 from service.core.registry import register_model
-from service.core.settings import VLLMOptions
+from service.core.settings import Settings, VLLMOptions
 from service.core.store import Store
-from service.data.prompts import add_system_prompts
 from service.engine.server import start_server
-from tests.support.servicectl import admin_headers, running_service
+from service.gateway.key_records import create_key
+from service.web.app import create_app
+from tests.service.gateway.conftest import CHAT, cli, client, usage
+from tests.support.servicectl import admin_headers
 
 pytestmark = pytest.mark.slow  # every test here runs vLLM servers behind a running service
-
-CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is a cat?"}]
-
-
-def usage(r: ChatCompletion | ChatCompletionChunk | Completion) -> CompletionUsage:
-    """The usage the gateway always reports."""
-    assert r.usage is not None, r
-    return r.usage
-
-
-def cli(data: Path, *args: str) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["--data", str(data), *args])
-    assert code == 0, out.getvalue()
-    return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One service for the module. It starts as an operator's first start does: blue was deployed while no
-    service ran (recorded only), and `rankloop serve` brings it up behind a service that answers at once."""
-    data = tmp_path_factory.mktemp("gateway") / "data"
-    with Store.open(data / "rankloop.duckdb") as store:
-        blue = register_model(store, "policy", tiny_model, name="blue", status="active")
-        green = register_model(store, "policy", tiny_model, name="green", status="active")
-        draft = register_model(store, "policy", tiny_model, name="draft")
-        add_system_prompts(store, {"brief": "Answer in one short sentence.", "detailed": "Answer in detail."})
-    recorded = cli(data, "deploy", str(blue))  # no service runs
-    key = cli(data, "keys", "create", "app").split(": ")[1].split()[0]
-    env = {
-        "RANKLOOP_VLLM__DTYPE": "float32",
-        "RANKLOOP_VLLM__MAX_MODEL_LEN": "256",
-        "RANKLOOP_GATEWAY__MAX_TOKENS": "64",
-    }
-    with running_service(data, env=env) as url:
-        c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
-        deadline, waits = time.monotonic() + 240, []
-        while time.monotonic() < deadline:  # the service answers at once; the model comes up behind it
-            try:
-                first = c.chat.completions.create(model="current", messages=CHAT, max_tokens=2).model
-                break
-            except openai.InternalServerError as e:
-                waits.append((e.status_code, e.response.headers.get("retry-after")))
-                time.sleep(1)
-        else:
-            pytest.fail("the recorded deployment did not start")
-        yield {
-            "url": url,
-            "data": data,
-            "key": key,
-            "blue": blue,
-            "green": green,
-            "draft": draft,
-            "start": {"recorded": recorded, "first": first, "waits": waits, "status": cli(data, "status")},
-        }
-
-
-def client(service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=service["url"] + "/v1", api_key=service["key"], max_retries=0)
 
 
 def test_openai_client_sync_async_streaming_and_n(service) -> None:
@@ -118,6 +69,122 @@ def test_openai_client_sync_async_streaming_and_n(service) -> None:
         json={"model": "current", "messages": CHAT, "max_tokens": 4},
     )
     assert raw.headers["x-rankloop-model-id"] == str(service["blue"])
+
+
+def test_metrics_traces_and_json_logs_of_real_traffic(service, tiny_model: Path, tmp_path: Path) -> None:
+    """/metrics moves with real traffic and shows the replica's vLLM metrics; a gateway in this process
+    (in front of the service, as an endpoint) makes a server span and a child upstream span whose
+    traceparent the service receives and continues down to its own call to vLLM; logs are JSON lines."""
+    url, data = service["url"], service["data"]
+    assert httpx.get(url + "/metrics").status_code == 401
+
+    def scrape() -> dict:
+        r = httpx.get(url + "/metrics", headers=admin_headers(data))
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for f in text_string_to_metric_families(r.text)
+            for s in f.samples
+        }
+
+    def moved(after: dict, before: dict, name: str, **labels: str) -> float:
+        k = (name, frozenset(labels.items()))
+        return after.get(k, 0) - before.get(k, 0)
+
+    before = scrape()
+    c = client(service)
+    c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
+    # 48 tokens, so that the stream arrives in more than one read
+    long = {"min_tokens": 48}
+    streamed = list(
+        c.chat.completions.create(model="current", messages=CHAT, max_tokens=48, stream=True, extra_body=long)
+    )
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model="nope", messages=CHAT, max_tokens=4)
+    after = scrape()
+    route = "/v1/chat/completions"
+    assert (
+        moved(after, before, "rankloop_gateway_requests_total", route=route, model="blue", status="200") == 2
+    )
+    assert (
+        moved(after, before, "rankloop_gateway_requests_total", route=route, model="none", status="404") == 1
+    )
+    assert moved(after, before, "rankloop_gateway_time_to_first_token_seconds_count", model="blue") == 1
+    assert moved(after, before, "rankloop_gateway_inter_token_latency_seconds_count", model="blue") >= 1
+    assert (
+        moved(after, before, "rankloop_gateway_request_duration_seconds_count", route=route, model="blue")
+        == 2
+    )
+    completion = usage(streamed[-1]).completion_tokens
+    assert (
+        moved(after, before, "rankloop_gateway_tokens_total", key="app", model="blue", kind="completion")
+        >= completion
+    )
+    assert after[("rankloop_gateway_replica_up", frozenset({"model": "blue", "replica": "0"}.items()))] == 1
+    vllm = [dict(labels) for name, labels in after if name == "vllm:num_requests_running"]
+    assert vllm and all(v["model"] == "blue" and v["replica"] == "0" for v in vllm)
+
+    # Spans: an in-memory exporter on a gateway in this process.
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+        provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    front = tmp_path / "front"
+    with Store.open(front / "rankloop.duckdb") as store:
+        blue = register_model(store, "policy", tiny_model, name="blue", status="active")
+        front_key = create_key(store, "front")
+        app = create_app(Settings(data_dir=front, admin_key="a" * 32), store, mount_ui=False)
+        deploy = COMMANDS["deploy"]
+        deploy.run(
+            app.state.ctx,
+            deploy.params.model_validate({"model_id": blue, "endpoint": url, "endpoint_key": service["key"]}),
+        )
+        with TestClient(app) as front_client:
+            r = front_client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {front_key}", "x-request-id": "req-observed-1"},
+                json={"model": "current", "messages": CHAT, "max_tokens": 4},
+            )
+        app.state.gateway.stop()
+    assert r.status_code == 200 and r.headers["x-request-id"] == "req-observed-1"
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server, upstream = spans["chat current"], spans["POST /v1/chat/completions"]
+    assert server.kind == SpanKind.SERVER and upstream.kind == SpanKind.CLIENT
+    assert upstream.parent is not None and upstream.parent.span_id == server.context.span_id
+    assert upstream.context.trace_id == server.context.trace_id
+    attrs = server.attributes or {}
+    assert attrs["gen_ai.request.model"] == "current" and attrs["gen_ai.response.model"] == "blue"
+    assert attrs["gen_ai.usage.output_tokens"] >= 1 and attrs["rankloop.request_id"] == "req-observed-1"
+    # The service printed its spans (console exporter) and its logs (JSON lines) on its output: its server
+    # span continues our upstream span's trace, and its own upstream span is the call vLLM received.
+    trace_id = format(server.context.trace_id, "032x")
+    deadline = time.monotonic() + 10
+    while True:
+        text = service["log"].read_text()
+        theirs = [x for x in _json_objects(text) if x.get("context", {}).get("trace_id") == "0x" + trace_id]
+        if len(theirs) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    by_kind = {x["kind"]: x for x in theirs}
+    assert by_kind["SpanKind.SERVER"]["parent_id"] == "0x" + format(upstream.context.span_id, "016x")
+    assert by_kind["SpanKind.CLIENT"]["parent_id"] == by_kind["SpanKind.SERVER"]["context"]["span_id"]
+    lines = [x for x in _json_objects(text) if x.get("logger") == "rankloop.gateway"]
+    ours = [x for x in lines if x.get("trace_id") == trace_id]
+    assert ours and ours[0]["request_id"] and ours[0]["key"] == "app" and ours[0]["status"] == 200
+    assert all("messages" not in json.dumps(x) and service["key"] not in json.dumps(x) for x in lines)
+
+
+def _json_objects(text: str) -> list[dict]:
+    """Every JSON object that starts a line of a log (JSON log lines and multi-line printed spans)."""
+    decoder, found = json.JSONDecoder(), []
+    for m in re.finditer(r"^\{", text, re.MULTILINE):
+        try:
+            found.append(decoder.raw_decode(text, m.start())[0])
+        except json.JSONDecodeError:
+            continue
+    return found
 
 
 def test_keys_scopes_limits_and_bad_requests(service) -> None:
@@ -300,8 +367,9 @@ def test_killed_server_gives_503_then_recovers_without_a_restart(service) -> Non
             time.sleep(1)
     else:
         pytest.fail("the supervisor did not bring the server back")
-    health = httpx.get(service["url"] + "/healthz").json()["routes"]["current"]
-    assert all(r["healthy"] for r in health["replicas"])
+    health = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()
+    assert all(r["healthy"] for r in health["routes"]["current"]["replicas"])
+    assert httpx.get(service["url"] + "/healthz").json() == {"ok": True}  # anonymous: nothing more
 
 
 def test_two_replicas_lose_nothing_when_one_dies(service) -> None:
