@@ -5,7 +5,11 @@ every few seconds and when the service stops: counters are statistics, not ackno
 writes, and a write per request would cost the gateway more than the request.
 
 Limits: `rpm` requests and `tpm` tokens (prompt + completion) per 60-second window; a request
-over either gets 429 with the seconds until the window has room.
+over either gets 429 with the seconds until the window has room. A request reserves what it may
+use when it is admitted (its prompt, estimated at one token per 4 bytes, plus `max_tokens` per
+choice) and settles at its real usage when it ends, so a burst of concurrent long requests cannot
+pass `tpm` on tokens not yet generated: the window can exceed `tpm` only by the prompt tokens the
+estimate missed. A request that could never fit (it asks for more than `tpm` alone) is told so.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class _Usage:
     completion_tokens: int = 0
     last_used: datetime | None = None
     times: deque = field(default_factory=deque)  # request times in the window
-    tokens: deque = field(default_factory=deque)  # (time, tokens) in the window
+    tokens: deque = field(default_factory=deque)  # [time, tokens] in the window: reserved, then settled
 
 
 class KeyBook(PeriodicFlush):
@@ -98,12 +102,33 @@ class KeyBook(PeriodicFlush):
             u.last_used = datetime.now(UTC)
         return 0.0
 
-    def record(self, key: Key, prompt_tokens: int, completion_tokens: int) -> None:
+    def reserve(self, key: Key, tokens: int) -> tuple[float, list | None]:
+        """Hold `tokens` of the key's `tpm` for a request: (0, the reservation to settle) when they fit,
+        else (seconds until the window has room, None). Keys without `tpm` reserve nothing."""
+        if key.tpm is None:
+            return 0.0, None
+        now = time.monotonic()
+        with self._lock:
+            u = self._usage.setdefault(key.id, _Usage())
+            while u.tokens and now - u.tokens[0][0] >= WINDOW_S:
+                u.tokens.popleft()
+            if sum(n for _, n in u.tokens) + tokens > key.tpm:
+                RATE_LIMITED.labels(key.name, "tpm").inc()
+                return (WINDOW_S - (now - u.tokens[0][0]) if u.tokens else 1.0), None
+            held = [now, tokens]
+            u.tokens.append(held)
+            return 0.0, held
+
+    def record(self, key: Key, prompt_tokens: int, completion_tokens: int, held: list | None = None) -> None:
+        """A finished request's usage; it replaces its reservation (`held`) in the window."""
         with self._lock:
             u = self._usage.setdefault(key.id, _Usage())
             u.prompt_tokens += prompt_tokens
             u.completion_tokens += completion_tokens
-            u.tokens.append((time.monotonic(), prompt_tokens + completion_tokens))
+            if held is not None:
+                held[1] = prompt_tokens + completion_tokens  # still in the window, or already gone
+            else:
+                u.tokens.append([time.monotonic(), prompt_tokens + completion_tokens])
 
     def flush(self) -> None:
         """Add the counts since the last flush to the stored ones."""

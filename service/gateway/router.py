@@ -232,10 +232,11 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
         forwarded["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     if req.max_tokens is None and req.max_completion_tokens is None:
         forwarded["max_tokens"] = limits.max_tokens
+    held = _reserve(gw, key, forwarded, req.n)
     log_all = limits.log_traffic or key.log_traffic
 
     def done(out: Outcome) -> None:
-        gw.keys.record(key, out.prompt_tokens, out.completion_tokens)
+        gw.keys.record(key, out.prompt_tokens, out.completion_tokens, held)
         observe.answered(path, pool.name, key.name, out, span, forwarded if log_all else None)
         gw.traffic.add(
             {
@@ -260,7 +261,39 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
         "x-rankloop-model-id": str(pool.model_id),
         "x-rankloop-system-prompt": system["name"] if system else "",
     }
-    return await forward(gw.http(), pool, path, forwarded, headers, done, keep_chunks=log_all)
+    try:
+        return await forward(gw.http(), pool, path, forwarded, headers, done, keep_chunks=log_all)
+    except BaseException:
+        gw.keys.record(key, 0, 0, held)  # it never reached the model: nothing was used
+        raise
+
+
+def _reserve(gw: Gateway, key: Key, forwarded: dict, n: int) -> list | None:
+    """Hold what the request may use of the key's `tpm` (service/gateway/keys.py), or refuse it."""
+    if key.tpm is None:
+        return None
+    budget = forwarded.get("max_completion_tokens") or forwarded.get("max_tokens") or 0
+    prompt = -(-len(json.dumps(forwarded.get("messages") or forwarded.get("prompt") or "")) // 4)
+    tokens = prompt + budget * n
+    if tokens > key.tpm:
+        raise GatewayError(
+            400,
+            f"this request may use {tokens} tokens (a prompt of about {prompt} plus max_tokens {budget} x n "
+            f"{n}), more than key {key.name!r} may use in a minute (tpm {key.tpm}); lower max_tokens or n",
+            param="max_tokens",
+        )
+    wait, held = gw.keys.reserve(key, tokens)
+    if wait > 0:
+        raise GatewayError(
+            429,
+            f"rate limit of key {key.name!r} reached: this request may use {tokens} tokens and "
+            f"{key.tpm} per minute are allowed, with requests in flight counted at their max_tokens; "
+            "retry later",
+            type_="rate_limit_error",
+            code="rate_limit_exceeded",
+            retry_after=wait,
+        )
+    return held
 
 
 async def _arena(gw: Gateway, key: Key, req, body: dict, path: str, span: Span) -> JSONResponse:

@@ -74,9 +74,7 @@ def serve(settings: Settings) -> None:
         # Open browser tabs keep event streams open: give them 5 s, then close them.
         # log_config=None: uvicorn's records go through setup_logging's handler (text or JSON).
         config = uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=5)
-        uvicorn.Server(config).run(
-            sockets=[sock]
-        )
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         if app is not None:  # a job, a trainer or a vLLM server must not outlive the service that runs it
             app.state.ctx.jobs.stop_all()

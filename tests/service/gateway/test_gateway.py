@@ -176,6 +176,36 @@ def test_metrics_traces_and_json_logs_of_real_traffic(service, tiny_model: Path,
     assert all("messages" not in json.dumps(x) and service["key"] not in json.dumps(x) for x in lines)
 
 
+def _tpm_burst(url: str, key: str) -> None:
+    """Eight concurrent requests that may use 48 tokens each (and do) against tpm 200: what passes stays
+    within tpm plus the prompt tokens the gateway's estimate (4 bytes a token) missed."""
+    c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="more than key 'burst' may use in a minute"):
+        c.chat.completions.create(model="current", messages=CHAT, max_tokens=64, n=8)
+    start, done, refused = threading.Barrier(8), [], []
+
+    def one() -> None:
+        start.wait()
+        try:
+            done.append(
+                c.chat.completions.create(
+                    model="current", messages=CHAT, max_tokens=48, extra_body={"min_tokens": 48}
+                )
+            )
+        except openai.RateLimitError as e:
+            refused.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    estimate = -(-len(json.dumps(CHAT)) // 4)
+    missed = sum(max(0, usage(r).prompt_tokens - estimate) for r in done)
+    assert refused and "requests in flight counted at their max_tokens" in str(refused[0])
+    assert sum(usage(r).total_tokens for r in done) <= 200 + missed
+
+
 def _json_objects(text: str) -> list[dict]:
     """Every JSON object that starts a line of a log (JSON log lines and multi-line printed spans)."""
     decoder, found = json.JSONDecoder(), []
@@ -239,6 +269,7 @@ def test_keys_scopes_limits_and_bad_requests(service) -> None:
     cli(data, "keys", "revoke", "slow")
     with pytest.raises(openai.AuthenticationError):
         sc.models.list()
+    _tpm_burst(url, cli(data, "keys", "create", "burst", "--tpm", "200").split(": ")[1].split()[0])
     listed = cli(data, "keys", "list")
     assert (
         "app" in listed and service["key"] not in listed and service["key"][:7] in listed

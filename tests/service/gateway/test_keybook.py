@@ -1,5 +1,8 @@
 """The gateway's key book on a real DuckDB file: keys are looked up from memory, a key created or
-revoked counts at the next lookup, limits and usage are counted per key."""
+revoked counts at the next lookup, limits and usage are counted per key, and `tpm` holds what
+requests in flight may still use."""
+
+import threading
 
 from service.core.store import Store
 from service.gateway.key_records import create_key, revoke_key
@@ -42,3 +45,28 @@ def test_limits_and_usage(store: Store) -> None:
         0
     ]
     assert row == {"requests": 2, "prompt_tokens": 5, "completion_tokens": 7}
+
+
+def test_tpm_reserves_requests_in_flight_and_settles_them(store: Store) -> None:
+    """Twenty concurrent requests that may use 40 tokens each against tpm 100: two fit; the window
+    holds their reservations until they settle at what they used, which makes room again."""
+    book = KeyBook(store)
+    key = book.lookup(create_key(store, "burst", tpm=100))
+    results: list[tuple[float, list | None]] = []
+    start = threading.Barrier(20)
+
+    def ask() -> None:
+        start.wait()
+        results.append(book.reserve(key, 40))
+
+    threads = [threading.Thread(target=ask) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    held = [h for wait, h in results if h is not None]
+    assert len(held) == 2 and all(0 < wait <= 60 for wait, h in results if h is None)
+    book.record(key, 4, 6, held[0])  # used 10 of its 40
+    assert book.reserve(key, 40)[1] is not None  # 40 + 10 + 40 = 90
+    assert book.reserve(key, 40)[1] is None  # 130 > 100
+    assert book.reserve(book.lookup(create_key(store, "free")), 10**9) == (0.0, None)  # no tpm: nothing held
