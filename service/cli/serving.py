@@ -102,6 +102,9 @@ def cmd_prompts_from_traffic(args: argparse.Namespace, settings: Settings) -> No
         f"{r['added']} prompts from served traffic added to the pool ({r['chosen']} of {r['logged_prompts']} "
         f"logged prompts asked at least {args.min_count} times; {r['already_stored']} already stored)"
     )
+    removed = r.get("personal_data_removed") or {}
+    if removed:
+        print("personal data removed first: " + ", ".join(f"{n} {kind}" for kind, n in sorted(removed.items())))
 
 
 def add_prompt_parsers(tree: CommandTree) -> None:

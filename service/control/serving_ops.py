@@ -223,4 +223,4 @@ def routes(ctx: Context, _: Any) -> dict:
 def from_traffic(ctx: Context, p: FromTraffic) -> dict:
     if ctx.gateway is not None:
         ctx.gateway.traffic.flush()
-    return prompts_from_traffic(ctx.store, p.since, p.min_count)
+    return prompts_from_traffic(ctx.store, p.since, p.min_count, ctx.settings.gateway)

@@ -103,6 +103,13 @@ COMMIT_LATENCY = Histogram(
     registry=None,
 )
 
+PII_REMOVED = Counter(
+    "rankloop_pii_removed",
+    "Personal data taken out of served traffic on its way to annotation, by kind and where (prompts, votes)",
+    ["kind", "source"],
+    registry=None,
+)
+
 JOB_DURATION = Histogram(
     "rankloop_job_duration_seconds",
     "Jobs this process ran, from start to end, by kind and final state",
@@ -125,5 +132,6 @@ ALL = (
     LEASE_EXPIRIES,
     COMMIT_BATCH,
     COMMIT_LATENCY,
+    PII_REMOVED,
     JOB_DURATION,
 )

@@ -99,6 +99,26 @@ class GatewayOptions(BaseModel):
     drain_timeout_s: float = Field(
         120.0, gt=0, description="how long a replaced server may finish its requests"
     )
+    traffic_to_annotation: bool = Field(
+        True,
+        description="served traffic may become prompts (`prompts from-traffic`) and votes rankings; "
+        "personal data is taken out first (false: neither, ever)",
+    )
+    phone_regions: list[str] = Field(
+        ["US"],
+        description="regions whose national phone formats are found and removed from traffic "
+        "(numbers with a country code are found whatever the region)",
+    )
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, v: list[str]) -> list[str]:
+        import phonenumbers
+
+        bad = [r for r in v if r not in phonenumbers.SUPPORTED_REGIONS]
+        if bad:
+            raise ValueError(f"unknown region(s) {', '.join(bad)}: use ISO 3166 codes such as US, GB, DE, IN")
+        return v
 
 
 class AnnotationOptions(BaseModel):

@@ -15,12 +15,15 @@ traffic, and arena answers, which are always logged.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.core.settings import GatewayOptions
 from service.core.store import Store
-from service.data.traffic_prompts import conversation
+from service.data.pii import count, scrub, scrub_messages
+from service.data.traffic_prompts import KEPT_OUT, conversation
 from service.data.votes import Vote, VoteRefused, store_vote, vote_account
 from service.gateway.keys import Key
 from service.gateway.schemas import GatewayError
@@ -48,8 +51,12 @@ def choice_texts(response: dict) -> list[str]:
     ]
 
 
-def record_feedback(store: Store, key: Key, fb: Feedback) -> dict:
-    """Store feedback on one of this key's responses (and a ranking for a vote); all or nothing."""
+def record_feedback(store: Store, key: Key, fb: Feedback, opts: GatewayOptions | None = None) -> dict:
+    """Store feedback on one of this key's responses (and a ranking for a vote, its texts without
+    personal data); all or nothing."""
+    opts = opts or GatewayOptions()
+    if fb.preferred_index is not None and not opts.traffic_to_annotation:
+        raise GatewayError(403, KEPT_OUT, param="preferred_index")
     rows = store.query(
         "SELECT * FROM traffic WHERE response_id = ? AND key_id = ? AND status = 200 ORDER BY id LIMIT 1",
         [fb.response_id, key.id],
@@ -61,7 +68,7 @@ def record_feedback(store: Store, key: Key, fb: Feedback) -> dict:
             "response this key received",
             param="response_id",
         )
-    vote = _vote(key, rows[0], fb.preferred_index) if fb.preferred_index is not None else None
+    vote = _vote(key, rows[0], fb.preferred_index, opts) if fb.preferred_index is not None else None
     try:
         annotator_id = vote_account(store, vote) if vote is not None else None
         with store.write() as cur:
@@ -79,8 +86,8 @@ def record_feedback(store: Store, key: Key, fb: Feedback) -> dict:
     return {"id": found[0], "response_id": fb.response_id, "ranking_id": ranking_id}
 
 
-def _vote(key: Key, row: dict, preferred: int) -> Vote:
-    """The vote a logged response allows (GatewayError 400 when it cannot be one)."""
+def _vote(key: Key, row: dict, preferred: int, opts: GatewayOptions) -> Vote:
+    """The vote a logged response allows, personal data removed (GatewayError 400 when it cannot be one)."""
     if row["request"] is None or row["response"] is None:
         raise GatewayError(
             400,
@@ -114,6 +121,10 @@ def _vote(key: Key, row: dict, preferred: int) -> Vote:
             "stored one with system_prompt instead",
             param="preferred_index",
         )
+    removed: Counter = Counter()
+    conv = scrub_messages(conv, opts.phone_regions, removed)
+    texts = [scrub(t, opts.phone_regions, removed) for t in texts]
+    count(removed, "votes")
     return Vote(
         response_id=row["response_id"],
         key_name=key.name,

@@ -157,7 +157,7 @@ def build_router(gw: Gateway, authenticate: Authenticate) -> APIRouter:
             field = ".".join(str(p) for p in err["loc"]) or "body"
             raise GatewayError(400, f"{field}: {err['msg']}", param=field) from None
         await run_in_threadpool(gw.traffic.flush)  # the response may still wait in the log's queue
-        return await run_in_threadpool(record_feedback, gw.store, key, fb)
+        return await run_in_threadpool(record_feedback, gw.store, key, fb, gw.settings.gateway)
 
     return router
 
