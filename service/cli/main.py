@@ -38,6 +38,7 @@ import sys
 from typing import Any
 
 from service.cli.annotate import add_parsers as add_annotation_parsers
+from service.cli.backup import add_parsers as add_backup_parsers
 from service.cli.client import connect, follow, show_table
 from service.cli.evaluate import add_parsers as add_evaluate_parsers
 from service.cli.flags import POSITIONAL, Opt, add_model_flags, flag_values
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_annotation_parsers(tree)
     add_judge_parsers(tree)
     add_serving_parsers(tree)
+    add_backup_parsers(tree)
 
     add_loop_parsers(tree)
     return ap

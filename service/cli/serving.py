@@ -104,7 +104,9 @@ def cmd_prompts_from_traffic(args: argparse.Namespace, settings: Settings) -> No
     )
     removed = r.get("personal_data_removed") or {}
     if removed:
-        print("personal data removed first: " + ", ".join(f"{n} {kind}" for kind, n in sorted(removed.items())))
+        print(
+            "personal data removed first: " + ", ".join(f"{n} {kind}" for kind, n in sorted(removed.items()))
+        )
 
 
 def add_prompt_parsers(tree: CommandTree) -> None:

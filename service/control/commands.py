@@ -33,6 +33,7 @@ from service.core.enums import JobStatus, ModelKind, Role
 from service.core.errors import UserError
 from service.core.store import Store
 from service.data import exchange, lineage, prompts, rounds
+from service.data.backup import backup_name, make_backup
 from service.data.snapshots import SnapshotFilters, create_snapshot
 from service.jobs import runner
 from service.jobs.sample_job import SampleJobConfig
@@ -53,6 +54,18 @@ class Command:
 
 
 # -- parameters -------------------------------------------------------------
+
+
+class BackupParams(Params):
+    to: Path | None = Field(
+        None, description="a new directory for the backup (default <data>/backups/<UTC time>)"
+    )
+    models: bool = Field(False, description="also copy the model checkpoints kept in the data directory")
+
+
+def _backup(ctx: Context, p: BackupParams) -> dict:
+    paths = ctx.settings.paths
+    return make_backup(ctx.store, paths, p.to or paths.root / "backups" / backup_name(), p.models)
 
 
 class NoParams(Params):
@@ -373,4 +386,5 @@ COMMANDS: dict[str, Command] = {
     "rounds.list": Command("GET", "/rounds", NoParams, lambda ctx, p: rounds.list_rounds(ctx.store)),
     "report": Command("POST", "/report", NoParams, lambda ctx, p: _report(ctx)),
     "quality": Command("GET", "/quality", QualityFilter, lambda ctx, p: _quality(ctx.store, p.batch)),
+    "backup": Command("POST", "/backup", BackupParams, _backup),
 }

@@ -29,6 +29,8 @@ class NewKey(_Params):
     scope: Literal["client", "admin"] = Field("client", description="client: /v1; admin: /v1 and /admin")
     rpm: int | None = Field(None, ge=1, description="requests per minute (default: no limit)")
     tpm: int | None = Field(None, ge=1, description="tokens per minute (default: no limit)")
+    tokens_per_day: int | None = Field(None, ge=1, description="tokens per UTC day (default: no budget)")
+    tokens_per_month: int | None = Field(None, ge=1, description="tokens per UTC month (default: no budget)")
     log_traffic: bool = Field(False, description="store this key's requests and responses")
 
 
@@ -54,7 +56,9 @@ class Deploy(_Params):
 
 
 def create_key(ctx: Context, p: NewKey) -> dict:
-    key = keys.create_key(ctx.store, p.name, p.scope, p.rpm, p.tpm, p.log_traffic)
+    key = keys.create_key(
+        ctx.store, p.name, p.scope, p.rpm, p.tpm, p.log_traffic, p.tokens_per_day, p.tokens_per_month
+    )
     return {"name": p.name, "scope": p.scope, "key": key, "note": "shown once: only its hash is stored"}
 
 

@@ -69,8 +69,8 @@ def storage_problem(path: object, exc: BaseException | None = None, what: str | 
     return StorageError(
         f"the database {path} is damaged: {first}"
         + ("" if what else " (a file cut short by an interrupted copy or a full disk, or overwritten)")
-        + ". rankloop changed nothing. Restore it from a backup (a copy made while no rankloop service "
-        "ran), or use another --data directory; the rankings of every snapshot are also kept as "
+        + ". rankloop changed nothing. Restore a backup into a new data directory (`rankloop --data NEW "
+        "restore BACKUP`), or use another --data directory; the rankings of every snapshot are also kept as "
         "Parquet files in the data directory's snapshots/ folder"
     )
 

@@ -376,6 +376,19 @@ ALTER TABLE jobs_v13 RENAME TO jobs;
         # came from outside (imports) or from before this version.
         "ALTER TABLE samples ADD COLUMN token_ids INTEGER[];",
     ),
+    Migration(
+        15,
+        "token budgets per key per day and month, and the tokens each key used per period",
+        """ALTER TABLE api_keys ADD COLUMN tokens_per_day BIGINT;
+ALTER TABLE api_keys ADD COLUMN tokens_per_month BIGINT;
+CREATE TABLE key_usage (
+  key_id BIGINT NOT NULL,
+  period VARCHAR NOT NULL,
+  tokens BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (key_id, period)
+);
+""",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

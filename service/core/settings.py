@@ -142,6 +142,16 @@ class AnnotationOptions(BaseModel):
     )
 
 
+class BackupOptions(BaseModel):
+    """Scheduled backups while the service runs (`rankloop backup` makes one at any time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every_h: float | None = Field(None, gt=0, description="hours between scheduled backups (none: off)")
+    keep: int = Field(7, ge=1, description="scheduled backups kept (the oldest are deleted)")
+    dir: Path | None = Field(None, description="where scheduled backups go (default <data>/backups)")
+
+
 class MetricsOptions(BaseModel):
     """Prometheus metrics (`GET /metrics`) and logs."""
 
@@ -189,6 +199,7 @@ class Settings(BaseModel):
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
     metrics: MetricsOptions = Field(default_factory=MetricsOptions)
+    backup: BackupOptions = Field(default_factory=BackupOptions)
     log_format: Literal["text", "json"] = Field(
         "text", description="the service's logs on stderr: text, or JSON lines with request and trace ids"
     )

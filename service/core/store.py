@@ -67,8 +67,8 @@ class Store:
                 ) from None
             raise StorageError(
                 f"cannot open the database {path}: it is damaged or not a DuckDB file "
-                f"({str(e).splitlines()[0]}); rankloop changed nothing. Restore it from a backup "
-                "(a copy made while no rankloop service ran) or use another --data directory"
+                f"({str(e).splitlines()[0]}); rankloop changed nothing. Restore a backup into a new data "
+                "directory (`rankloop --data NEW restore BACKUP`) or use another --data directory"
             ) from None
         if existed:
             private_file(path)  # it holds password hashes: a looser one is fixed, with a warning

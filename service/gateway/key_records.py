@@ -50,6 +50,8 @@ def create_key(
     rpm: int | None = None,
     tpm: int | None = None,
     log_traffic: bool = False,
+    tokens_per_day: int | None = None,
+    tokens_per_month: int | None = None,
 ) -> str:
     """Store a new key's hash; returns the key itself, which is shown once and never again."""
     if not NAME.match(name or ""):
@@ -59,17 +61,22 @@ def create_key(
         )
     if scope not in SCOPES:
         raise UserError(f"unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
-    for limit, value in (("rpm", rpm), ("tpm", tpm)):
-        if value is not None and not 1 <= value <= 10**9:
-            raise UserError(f"--{limit} must be between 1 and 1000000000, got {value}")
+    for limit, value, top in (
+        ("rpm", rpm, 10**9),
+        ("tpm", tpm, 10**9),
+        ("tokens-per-day", tokens_per_day, 10**15),
+        ("tokens-per-month", tokens_per_month, 10**15),
+    ):
+        if value is not None and not 1 <= value <= top:
+            raise UserError(f"--{limit} must be between 1 and {top}, got {value}")
     key = "rk-" + secrets.token_urlsafe(32)
     with store.write() as cur:
         if cur.execute("SELECT 1 FROM api_keys WHERE name = ?", [name]).fetchone():
             raise UserError(f"a key named {name!r} exists; revoke it or pick another name")
         cur.execute(
-            "INSERT INTO api_keys (name, key_hash, prefix, scope, rpm, tpm, log_traffic) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [name, key_hash(key), key[:7], scope, rpm, tpm, log_traffic],
+            "INSERT INTO api_keys (name, key_hash, prefix, scope, rpm, tpm, log_traffic, tokens_per_day, "
+            "tokens_per_month) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [name, key_hash(key), key[:7], scope, rpm, tpm, log_traffic, tokens_per_day, tokens_per_month],
         )
     _changed()
     return key
@@ -91,7 +98,8 @@ def revoke_key(store: Store, name: str) -> None:
 def list_keys(store: Store) -> list[dict]:
     """Every key with its usage; never the key itself."""
     return store.query(
-        "SELECT name, prefix, scope, rpm, tpm, log_traffic, requests, prompt_tokens, "
-        "completion_tokens, last_used_at, revoked_at IS NOT NULL AS revoked, created_at "
-        "FROM api_keys ORDER BY id"
+        "SELECT name, prefix, scope, rpm, tpm, tokens_per_day, tokens_per_month, log_traffic, requests, "
+        "prompt_tokens, completion_tokens, (SELECT coalesce(sum(tokens), 0) FROM key_usage u WHERE "
+        "u.key_id = k.id AND u.period = strftime(current_date, '%Y-%m-%d')) AS tokens_today, last_used_at, "
+        "revoked_at IS NOT NULL AS revoked, created_at FROM api_keys k ORDER BY id"
     )

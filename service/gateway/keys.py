@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from service.core.metrics import RATE_LIMITED
 from service.core.store import Store
+from service.gateway.budgets import Budgets, Held
 from service.gateway.flusher import PeriodicFlush
 from service.gateway.key_records import KeyScope, changes, key_hash
 
@@ -36,6 +37,20 @@ class Key:
     rpm: int | None
     tpm: int | None
     log_traffic: bool
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
+
+    @property
+    def budgets(self) -> dict[str, int | None]:
+        return {"day": self.tokens_per_day, "month": self.tokens_per_month}
+
+
+@dataclass
+class Reservation:
+    """What a request in flight holds: its entry in the tpm window, its part of the budgets."""
+
+    window: list | None
+    budget: Held | None
 
 
 @dataclass
@@ -61,6 +76,7 @@ class KeyBook(PeriodicFlush):
         self.store = store
         self._lock = threading.Lock()
         self._usage: dict[int, _Usage] = {}
+        self.budgets = Budgets(store)
         self._view: tuple[int, dict[str, Key]] = (
             -1,
             {},
@@ -73,8 +89,8 @@ class KeyBook(PeriodicFlush):
         now = changes()
         if now != seen:  # read before the query: a change during it is read again next time
             rows = self.store.query(
-                "SELECT key_hash, id, name, scope, rpm, tpm, log_traffic FROM api_keys "
-                "WHERE revoked_at IS NULL"
+                "SELECT key_hash, id, name, scope, rpm, tpm, log_traffic, tokens_per_day, tokens_per_month "
+                "FROM api_keys WHERE revoked_at IS NULL"
             )
             active = {r.pop("key_hash"): Key(**{**r, "scope": KeyScope(r["scope"])}) for r in rows}
             with self._lock:
@@ -102,11 +118,13 @@ class KeyBook(PeriodicFlush):
             u.last_used = datetime.now(UTC)
         return 0.0
 
-    def reserve(self, key: Key, tokens: int) -> tuple[float, list | None]:
-        """Hold `tokens` of the key's `tpm` for a request: (0, the reservation to settle) when they fit,
-        else (seconds until the window has room, None). Keys without `tpm` reserve nothing."""
+    def reserve(self, key: Key, tokens: int) -> tuple[float, Reservation | None]:
+        """Hold `tokens` of the key's `tpm` and budgets for a request: (0, the reservation to settle)
+        when they fit, else (seconds until the tpm window has room, None). A spent budget raises
+        BudgetSpent (service/gateway/budgets.py)."""
+        budget = self.budgets.hold(key.id, key.budgets, tokens)
         if key.tpm is None:
-            return 0.0, None
+            return 0.0, Reservation(None, budget)
         now = time.monotonic()
         with self._lock:
             u = self._usage.setdefault(key.id, _Usage())
@@ -114,21 +132,28 @@ class KeyBook(PeriodicFlush):
                 u.tokens.popleft()
             if sum(n for _, n in u.tokens) + tokens > key.tpm:
                 RATE_LIMITED.labels(key.name, "tpm").inc()
-                return (WINDOW_S - (now - u.tokens[0][0]) if u.tokens else 1.0), None
-            held = [now, tokens]
-            u.tokens.append(held)
-            return 0.0, held
+                wait = WINDOW_S - (now - u.tokens[0][0]) if u.tokens else 1.0
+            else:
+                held = [now, tokens]
+                u.tokens.append(held)
+                return 0.0, Reservation(held, budget)
+        self.budgets.settle(key.id, 0, budget)
+        return wait, None
 
-    def record(self, key: Key, prompt_tokens: int, completion_tokens: int, held: list | None = None) -> None:
-        """A finished request's usage; it replaces its reservation (`held`) in the window."""
+    def record(
+        self, key: Key, prompt_tokens: int, completion_tokens: int, held: Reservation | None = None
+    ) -> None:
+        """A finished request's usage; it replaces its reservation (`held`) in the window and budgets."""
+        used = prompt_tokens + completion_tokens
         with self._lock:
             u = self._usage.setdefault(key.id, _Usage())
             u.prompt_tokens += prompt_tokens
             u.completion_tokens += completion_tokens
-            if held is not None:
-                held[1] = prompt_tokens + completion_tokens  # still in the window, or already gone
+            if held is not None and held.window is not None:
+                held.window[1] = used  # still in the window, or already gone
             else:
-                u.tokens.append([time.monotonic(), prompt_tokens + completion_tokens])
+                u.tokens.append([time.monotonic(), used])
+        self.budgets.settle(key.id, used, held.budget if held else None)
 
     def flush(self) -> None:
         """Add the counts since the last flush to the stored ones."""
@@ -144,9 +169,8 @@ class KeyBook(PeriodicFlush):
             }
             for u in self._usage.values():
                 u.requests = u.prompt_tokens = u.completion_tokens = 0
-        if not pending:
-            return
         with self.store.write() as cur:
+            self.budgets.write(cur)
             for kid, (req, pt, ct, last) in pending.items():
                 cur.execute(
                     "UPDATE api_keys SET requests = requests + ?, prompt_tokens = prompt_tokens + ?, "

@@ -76,6 +76,21 @@ async def _connect(
     return upstream, resp, span
 
 
+def prefix_of(body: dict) -> str | None:
+    """What requests must share to reuse a replica's prefix cache: a chat's messages but its last
+    (the system prompt and the conversation so far), or all of a one-turn chat's (so K samples of one
+    question meet, and different questions under one system prompt still spread), or the start of a
+    completion's prompt."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages:
+        head = messages[:-1]
+        if not any(isinstance(m, dict) and m.get("role") == "user" for m in head):
+            head = messages
+        return json.dumps(head, sort_keys=True)
+    prompt = body.get("prompt")
+    return prompt[:512] if isinstance(prompt, str) else None
+
+
 async def _send(
     client: aiohttp.ClientSession, pool: Pool, path: str, body: dict, span: Span
 ) -> tuple[Upstream, aiohttp.ClientResponse]:
@@ -84,7 +99,7 @@ async def _send(
     tried: set[int] = set()
     stale = 0
     while True:
-        upstream = pool.acquire(skip=tried)
+        upstream = pool.acquire(skip=tried, prefix=prefix_of(body))
         if upstream is None:
             UPSTREAM_ERRORS.labels(pool.name, "no_replica").inc()
             raise GatewayError(

@@ -41,9 +41,10 @@ from service.core.store import Store
 from service.core.tracing import end_span
 from service.data.prompts import latest_system_prompts
 from service.gateway import observe
+from service.gateway.budgets import BudgetSpent
 from service.gateway.deploy import Deployer
 from service.gateway.feedback import Feedback, record_feedback
-from service.gateway.keys import Key, KeyBook
+from service.gateway.keys import Key, KeyBook, Reservation
 from service.gateway.proxy import Outcome, fetch, forward
 from service.gateway.schemas import ChatRequest, CompletionRequest, GatewayError, parse
 from service.gateway.traffic import TrafficLog
@@ -268,21 +269,33 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
         raise
 
 
-def _reserve(gw: Gateway, key: Key, forwarded: dict, n: int) -> list | None:
-    """Hold what the request may use of the key's `tpm` (service/gateway/keys.py), or refuse it."""
-    if key.tpm is None:
+def _reserve(gw: Gateway, key: Key, forwarded: dict, n: int) -> Reservation | None:
+    """Hold what the request may use of the key's `tpm` and budgets (service/gateway/keys.py), or
+    refuse it."""
+    if key.tpm is None and not any(key.budgets.values()):
         return None
     budget = forwarded.get("max_completion_tokens") or forwarded.get("max_tokens") or 0
     prompt = -(-len(json.dumps(forwarded.get("messages") or forwarded.get("prompt") or "")) // 4)
     tokens = prompt + budget * n
-    if tokens > key.tpm:
+    if key.tpm is not None and tokens > key.tpm:
         raise GatewayError(
             400,
             f"this request may use {tokens} tokens (a prompt of about {prompt} plus max_tokens {budget} x n "
             f"{n}), more than key {key.name!r} may use in a minute (tpm {key.tpm}); lower max_tokens or n",
             param="max_tokens",
         )
-    wait, held = gw.keys.reserve(key, tokens)
+    try:
+        wait, held = gw.keys.reserve(key, tokens)
+    except BudgetSpent as e:
+        raise GatewayError(
+            429,
+            f"the {'daily' if e.period == 'day' else 'monthly'} token budget of key {key.name!r} is spent "
+            f"({e.used} of {e.limit} tokens, requests in flight counted at their max_tokens; this one may "
+            f"use {tokens}); it renews when the next UTC {e.period} begins",
+            type_="insufficient_quota",
+            code="insufficient_quota",
+            retry_after=e.reset_s,
+        ) from None
     if wait > 0:
         raise GatewayError(
             429,

@@ -2,12 +2,13 @@
 key of its own) or vLLM endpoints elsewhere (`--endpoint URL` with their key).
 
 A pool holds one model's replicas and balances by fewest requests in flight among the healthy
-ones. The supervisor (service/gateway/deploy.py) marks a replica unhealthy when its process
+ones, or by the request's prompt prefix (`acquire`). The supervisor (service/gateway/deploy.py) marks a replica unhealthy when its process
 dies or /health stops answering, restarts it with backoff, and puts it back when it answers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time
@@ -19,6 +20,10 @@ import httpx
 
 from service.core.settings import VLLMOptions
 from service.engine.server import EngineStartError, VLLMServer, start_server
+
+# Requests in flight a prefix's replica may have beyond the least busy one before a request goes there
+# instead: the cache is worth a short wait, not a queue.
+PREFIX_SLACK = 4
 
 
 @dataclass
@@ -48,13 +53,23 @@ class Pool:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     retired: bool = False  # replaced: the supervisor no longer restarts its replicas
 
-    def acquire(self, skip: set[int] | None = None) -> Upstream | None:
-        """The healthy replica with fewest requests in flight (not one in `skip`), counted as busy."""
+    def acquire(self, skip: set[int] | None = None, prefix: str | None = None) -> Upstream | None:
+        """A healthy replica (not one in `skip`), counted as busy: with a `prefix` (the system prompt and
+        conversation so far), the one that prefix hashes to, so requests that share it meet vLLM's
+        prefix cache, unless that one is busier than the least busy by more than PREFIX_SLACK; else the
+        one with fewest requests in flight."""
         with self.lock:
             ready = [u for u in self.upstreams if u.healthy and id(u) not in (skip or set())]
             if not ready:
                 return None
             best = min(ready, key=lambda u: u.in_flight)
+            if prefix is not None and len(ready) > 1:
+                # Rendezvous hashing: a replica that leaves moves only its own prefixes elsewhere.
+                home = max(
+                    ready, key=lambda u: hashlib.blake2b(f"{u.url}|{prefix}".encode(), digest_size=8).digest()
+                )
+                if home.in_flight <= best.in_flight + PREFIX_SLACK:
+                    best = home
             best.in_flight += 1
             return best
 

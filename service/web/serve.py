@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 
+from service.control.backup_schedule import BackupSchedule
 from service.core.discovery import admin_key, write_service_file
 from service.core.errors import UserError
 from service.core.logs import setup_logging
@@ -51,7 +52,7 @@ def serve(settings: Settings) -> None:
             "pick another --port (0 = any free port)"
         ) from None
     url = f"http://{settings.host}:{sock.getsockname()[1]}"
-    app = scrape = None
+    app = scrape = schedule = None
     try:
         reap_stale(store)  # jobs of a service that died are marked failed, not left running
         app = create_app(settings, store)
@@ -62,6 +63,15 @@ def serve(settings: Settings) -> None:
         gc.collect()
         gc.freeze()
         scrape = _metrics_listener(settings, app.state.metrics)
+        if settings.backup.every_h:
+            schedule = BackupSchedule(
+                store,
+                settings.paths,
+                settings.backup.every_h,
+                settings.backup.dir or settings.paths.root / "backups",
+                settings.backup.keep,
+            )
+            schedule.start()
         write_service_file(settings, url)
         print(
             f"rankloop serving {settings.data_dir} at {url}\n  annotator: {url}/annotate\n"
@@ -82,6 +92,8 @@ def serve(settings: Settings) -> None:
             app.state.gateway.stop()
         if scrape is not None:
             scrape.shutdown()
+        if schedule is not None:
+            schedule.stop()
         info.unlink(missing_ok=True)
         sock.close()
         store.close()

@@ -206,6 +206,17 @@ def _tpm_burst(url: str, key: str) -> None:
     assert sum(usage(r).total_tokens for r in done) <= 200 + missed
 
 
+def _prefix_cache(service) -> dict[str, tuple[float, float]]:
+    """Per replica: vLLM's prefix-cache queries and hits (tokens) so far."""
+    r = httpx.get(service["url"] + "/metrics", headers=admin_headers(service["data"]))
+    out: dict[str, list[float]] = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            if s.name in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"):
+                out.setdefault(s.labels["replica"], [0.0, 0.0])[s.name.endswith("hits_total")] += s.value
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def _json_objects(text: str) -> list[dict]:
     """Every JSON object that starts a line of a log (JSON log lines and multi-line printed spans)."""
     decoder, found = json.JSONDecoder(), []
@@ -270,6 +281,18 @@ def test_keys_scopes_limits_and_bad_requests(service) -> None:
     with pytest.raises(openai.AuthenticationError):
         sc.models.list()
     _tpm_burst(url, cli(data, "keys", "create", "burst", "--tpm", "200").split(": ")[1].split()[0])
+    # A daily budget: served until spent, then 429 until the next UTC day, also after usage is saved.
+    daily = cli(data, "keys", "create", "daily", "--tokens-per-day", "80").split(": ")[1].split()[0]
+    dc = openai.OpenAI(base_url=url + "/v1", api_key=daily, max_retries=0)
+    with pytest.raises(openai.RateLimitError, match="daily token budget of key 'daily' is spent") as spent:
+        for _ in range(10):
+            dc.chat.completions.create(model="current", messages=CHAT, max_tokens=8)
+    assert int(spent.value.response.headers["retry-after"]) >= 1
+    assert spent.value.code == "insufficient_quota"
+    listed_daily = next(
+        r for r in httpx.get(url + "/admin/keys", headers=admin_headers(data)).json() if r["name"] == "daily"
+    )
+    assert 0 < listed_daily["tokens_today"] <= 80 and listed_daily["tokens_per_day"] == 80
     listed = cli(data, "keys", "list")
     assert (
         "app" in listed and service["key"] not in listed and service["key"][:7] in listed
@@ -409,6 +432,21 @@ def test_two_replicas_lose_nothing_when_one_dies(service) -> None:
     c = client(service)
     for _ in range(4):
         c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
+    # Requests that share a long system prompt and conversation go to one replica, whose prefix cache
+    # they hit (vLLM's own counters, per replica, through /metrics).
+    before = _prefix_cache(service)
+    shared: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You answer questions about animals. " * 40},
+        *CHAT,
+    ]
+    for _ in range(8):
+        c.chat.completions.create(model="current", messages=shared, max_tokens=2)
+    after = _prefix_cache(service)
+    queried = {r: after[r][0] - before.get(r, (0, 0))[0] for r in after}
+    assert sorted(q > 0 for q in queried.values()) == [False, True], queried  # one replica took them all
+    (home,) = [r for r, q in queried.items() if q > 0]
+    hit_rate = (after[home][1] - before.get(home, (0, 0))[1]) / queried[home]
+    assert hit_rate > 0.5, hit_rate
     os.killpg(os.getpgid(first), signal.SIGKILL)
     results = [
         c.chat.completions.create(model="current", messages=CHAT, max_tokens=4).model for _ in range(10)

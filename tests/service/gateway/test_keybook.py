@@ -4,8 +4,12 @@ requests in flight may still use."""
 
 import threading
 
+import pytest
+
+from service.core.errors import UserError
 from service.core.store import Store
-from service.gateway.key_records import create_key, revoke_key
+from service.gateway.budgets import BudgetSpent
+from service.gateway.key_records import create_key, list_keys, revoke_key
 from service.gateway.keys import KeyBook
 
 
@@ -69,4 +73,29 @@ def test_tpm_reserves_requests_in_flight_and_settles_them(store: Store) -> None:
     book.record(key, 4, 6, held[0])  # used 10 of its 40
     assert book.reserve(key, 40)[1] is not None  # 40 + 10 + 40 = 90
     assert book.reserve(key, 40)[1] is None  # 130 > 100
-    assert book.reserve(book.lookup(create_key(store, "free")), 10**9) == (0.0, None)  # no tpm: nothing held
+    wait, free = book.reserve(book.lookup(create_key(store, "free")), 10**9)
+    assert wait == 0 and free is not None and free.window is None and free.budget is None  # no limits
+
+
+def test_budgets_per_day_hold_requests_in_flight_and_survive_a_restart(store: Store) -> None:
+    book = KeyBook(store)
+    key = book.lookup(create_key(store, "budgeted", tokens_per_day=100, tokens_per_month=1000))
+    assert key.budgets == {"day": 100, "month": 1000}
+    _, first = book.reserve(key, 60)
+    with pytest.raises(BudgetSpent) as e:
+        book.reserve(key, 60)  # 60 held + 60 > 100
+    assert e.value.period == "day" and e.value.limit == 100 and 0 < e.value.reset_s <= 86400
+    book.record(key, 20, 10, first)  # used 30 of its 60
+    _, second = book.reserve(key, 60)  # 30 + 60 = 90
+    book.record(key, 30, 30, second)  # 90 used today
+    book.flush()
+    again = KeyBook(store)  # a restarted service reads what was used
+    with pytest.raises(BudgetSpent, match="day budget 100 spent"):
+        again.reserve(key, 20)
+    assert (
+        store.scalar("SELECT sum(tokens) FROM key_usage WHERE period = strftime(current_date, '%Y-%m')") == 90
+    )
+    row = next(r for r in list_keys(store) if r["name"] == "budgeted")
+    assert row["tokens_today"] == 90 and row["tokens_per_day"] == 100
+    with pytest.raises(UserError, match="--tokens-per-day must be between 1"):
+        create_key(store, "zero", tokens_per_day=0)
