@@ -53,6 +53,12 @@ class Deploy(_Params):
         None, description="split traffic across stored system prompts by weight (an experiment)"
     )
     force: bool = Field(False, description="deploy a model that is not approved")
+    fallback: str | None = Field(
+        None,
+        pattern=r"^(previous|[1-9][0-9]{0,18})$",
+        description="a model that answers when every replica of this one fails: `previous` (the one "
+        "serving now keeps its servers) or a registered model's id",
+    )
 
 
 def create_key(ctx: Context, p: NewKey) -> dict:
@@ -93,6 +99,7 @@ def _deploy(ctx: Context, p: Deploy) -> dict:
     current = current_deployment(ctx.store)
     if p.canary is not None and current is None:
         raise UserError("nothing is deployed yet to split traffic with; deploy without --canary first")
+    fallback = _fallback_id(ctx, p, current)
     endpoint = str(p.endpoint) if p.endpoint else None
     fields: dict[str, Any]
     if current is not None and p.canary is not None:
@@ -105,6 +112,7 @@ def _deploy(ctx: Context, p: Deploy) -> dict:
             "endpoint": current["endpoint"],
             "endpoint_key": current["endpoint_key"],
             "system_prompts": p.system_prompts or current["system_prompts"],
+            "fallback_model_id": current.get("fallback_model_id"),
             "note": f"canary {p.canary}%",
         }
     else:
@@ -114,6 +122,7 @@ def _deploy(ctx: Context, p: Deploy) -> dict:
             "endpoint": endpoint,
             "endpoint_key": p.endpoint_key,
             "system_prompts": p.system_prompts,
+            "fallback_model_id": fallback,
             "note": "deploy",
         }
     if ctx.gateway is not None:  # start and switch first: a failed start changes nothing
@@ -124,9 +133,25 @@ def _deploy(ctx: Context, p: Deploy) -> dict:
             endpoint if p.canary is None else None,
             p.endpoint_key,
             fields["system_prompts"],
+            fallback,
         )
     deployment = record(ctx.store, fields)
     return {"deployment": deployment, **_routes(ctx)}
+
+
+def _fallback_id(ctx: Context, p: Deploy, current: dict | None) -> int | None:
+    if p.fallback is None:
+        return None
+    if p.canary is not None:
+        raise UserError("--fallback goes with a deploy, not a canary (the canary falls back with the rest)")
+    if p.fallback == "previous":
+        if current is None:
+            raise UserError("nothing is deployed yet to fall back to; deploy without --fallback first")
+        if current["endpoint"]:
+            raise UserError("the model serving now is an endpoint; name a registered model as --fallback")
+        return int(current["model_id"])
+    check_deployable(ctx.store, int(p.fallback), p.force)
+    return int(p.fallback)
 
 
 def promote(ctx: Context, _: Any) -> dict:
@@ -146,6 +171,7 @@ def _promote(ctx: Context) -> dict:
             "model_id": current["canary_model_id"],
             "replicas": current["canary_replicas"] or 1,
             "system_prompts": current["system_prompts"],
+            "fallback_model_id": current.get("fallback_model_id"),
             "note": "canary promoted",
         },
     )
@@ -167,7 +193,15 @@ def _rollback(ctx: Context) -> dict:
         if ctx.gateway is not None:
             ctx.gateway.deployer.drop_canary()
         fields = {
-            k: current[k] for k in ("model_id", "replicas", "endpoint", "endpoint_key", "system_prompts")
+            k: current.get(k)
+            for k in (
+                "model_id",
+                "replicas",
+                "endpoint",
+                "endpoint_key",
+                "system_prompts",
+                "fallback_model_id",
+            )
         }
         deployment = record(ctx.store, {**fields, "note": "canary rolled back"})
         return {"deployment": deployment, **_routes(ctx)}

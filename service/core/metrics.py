@@ -66,6 +66,12 @@ UPSTREAM_RETRIES = Counter(
     ["model"],
     registry=None,
 )
+FALLBACKS = Counter(
+    "rankloop_gateway_fallbacks",
+    "Requests the fallback model answered because no replica of the chosen one did",
+    ["model", "fallback"],
+    registry=None,
+)
 RATE_LIMITED = Counter(
     "rankloop_gateway_rate_limited",
     "Requests refused with 429, by key name and the limit reached (rpm, tpm)",
@@ -126,6 +132,7 @@ ALL = (
     GATEWAY_TOKENS,
     UPSTREAM_ERRORS,
     UPSTREAM_RETRIES,
+    FALLBACKS,
     RATE_LIMITED,
     RANKINGS,
     SUBMIT_LATENCY,

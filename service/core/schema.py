@@ -378,8 +378,10 @@ ALTER TABLE jobs_v13 RENAME TO jobs;
     ),
     Migration(
         15,
-        "token budgets per key per day and month, and the tokens each key used per period",
-        """ALTER TABLE api_keys ADD COLUMN tokens_per_day BIGINT;
+        "token budgets per key per day and month, the tokens each key used per period, and the model a "
+        "deployment falls back to",
+        """ALTER TABLE deployments ADD COLUMN fallback_model_id BIGINT;
+ALTER TABLE api_keys ADD COLUMN tokens_per_day BIGINT;
 ALTER TABLE api_keys ADD COLUMN tokens_per_month BIGINT;
 CREATE TABLE key_usage (
   key_id BIGINT NOT NULL,

@@ -42,6 +42,7 @@ class Deployer:
         self.store, self.settings = store, settings
         self.primary: Pool | None = None
         self.canary: Pool | None = None
+        self.fallback: Pool | None = None  # serves `current` when every replica of the chosen pool fails
         self.canary_pct = 0.0
         self.arms: dict[str, float] | None = None
         self.error: str | None = None  # why the recorded deployment is not serving
@@ -72,6 +73,8 @@ class Deployer:
                 if row["canary_model_id"] is not None:
                     self.canary = self._pool(row["canary_model_id"], row["canary_replicas"] or 1, None, None)
                     self.canary_pct = row["canary_pct"]
+                if row.get("fallback_model_id") is not None:
+                    self.fallback = self._pool(row["fallback_model_id"], 1, None, None)
                 self.arms = row["system_prompts"]
             except (EngineStartError, UserError) as e:
                 self.error = f"the recorded deployment {row['id']} did not start: {e}"
@@ -79,7 +82,11 @@ class Deployer:
     def stop_all(self) -> None:
         self._stop.set()
         with self._change:  # a deploy in progress finishes first, so nothing starts after this
-            pools = [p for p in (self.primary, self.canary, *self._draining.values()) if p is not None]
+            pools = [
+                p
+                for p in (self.primary, self.canary, self.fallback, *self._draining.values())
+                if p is not None
+            ]
         for pool in pools:
             pool.stop()
         for server in list(self._spawned):  # e.g. one the supervisor is still starting
@@ -130,10 +137,13 @@ class Deployer:
         endpoint: str | None,
         endpoint_key: str | None,
         arms: dict[str, float] | None,
+        fallback: int | None = None,
     ) -> dict:
+        """Switch to `model_id` (or add it as a canary). `fallback`: a model id that serves when every
+        replica of the deployed model fails (the one serving now keeps its servers; another starts one)."""
         with self._change:
             new = self._pool(model_id, replicas, endpoint, endpoint_key)  # the old pool serves meanwhile
-            old_primary, old_canary = self.primary, self.canary
+            old_primary, old_canary, old_fallback = self.primary, self.canary, self.fallback
             if canary_pct is not None:
                 if self.primary is None:
                     new.stop()
@@ -143,12 +153,31 @@ class Deployer:
                 self.canary, self.canary_pct = new, canary_pct
                 retired = [old_canary]
             else:
-                self.primary, self.canary, self.canary_pct = new, None, 0.0
-                retired = [old_primary, old_canary]
+                try:
+                    backup = self._fallback_pool(fallback)
+                except BaseException:
+                    new.stop()
+                    raise
+                self.primary, self.canary, self.canary_pct, self.fallback = new, None, 0.0, backup
+                retired = [p for p in (old_primary, old_canary, old_fallback) if p is not backup]
             self.arms, self.error = arms, None
             for pool in retired:
                 self._retire(pool)
         return self.state()
+
+    def _fallback_pool(self, model_id: int | None) -> Pool | None:
+        """The pool a deploy falls back to: one already serving that model, else a new one-replica pool."""
+        if model_id is None:
+            return None
+        for pool in (self.primary, self.fallback, self.canary):
+            if pool is not None and pool.model_id == model_id and pool.path is not None:
+                return pool
+        return self._pool(model_id, 1, None, None)
+
+    def fallback_for(self, pool: Pool) -> Pool | None:
+        """Where a request goes when no replica of `pool` answers (None: nowhere)."""
+        fallback = self.fallback
+        return fallback if fallback is not None and fallback is not pool and not fallback.retired else None
 
     def promote(self) -> dict:
         with self._change:
@@ -196,6 +225,7 @@ class Deployer:
         return {
             "current": self.primary.state() if self.primary else None,
             "canary": {**self.canary.state(), "percent": self.canary_pct} if self.canary else None,
+            "fallback": self.fallback.state() if self.fallback else None,
             "system_prompts": self.arms,
             "error": self.error,
         }
@@ -205,7 +235,7 @@ class Deployer:
         restarted with backoff; one that answers again comes back."""
         with httpx.Client(timeout=2.0) as http:
             while not self._stop.wait(1.0):
-                for pool in (self.primary, self.canary):
+                for pool in (self.primary, self.canary, self.fallback):
                     if pool is not None and not pool.retired:
                         try:
                             self._check(pool, http)

@@ -14,6 +14,7 @@ estimate missed. A request that could never fit (it asks for more than `tpm` alo
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -22,9 +23,10 @@ from datetime import UTC, datetime
 
 from service.core.metrics import RATE_LIMITED
 from service.core.store import Store
-from service.gateway.budgets import Budgets, Held
+from service.gateway.budgets import Budgets, BudgetSpent, Held
 from service.gateway.flusher import PeriodicFlush
 from service.gateway.key_records import KeyScope, changes, key_hash
+from service.gateway.schemas import GatewayError
 
 WINDOW_S = 60.0
 
@@ -139,6 +141,45 @@ class KeyBook(PeriodicFlush):
                 return 0.0, Reservation(held, budget)
         self.budgets.settle(key.id, 0, budget)
         return wait, None
+
+    def hold(self, key: Key, forwarded: dict, n: int) -> Reservation | None:
+        """Hold what a request (`forwarded`, asking `n` choices) may use of the key's `tpm` and budgets:
+        its prompt at 4 bytes a token plus max_tokens per choice; or refuse it (GatewayError 400, 429)."""
+        if key.tpm is None and not any(key.budgets.values()):
+            return None
+        budget = forwarded.get("max_completion_tokens") or forwarded.get("max_tokens") or 0
+        prompt = -(-len(json.dumps(forwarded.get("messages") or forwarded.get("prompt") or "")) // 4)
+        tokens = prompt + budget * n
+        if key.tpm is not None and tokens > key.tpm:
+            raise GatewayError(
+                400,
+                f"this request may use {tokens} tokens (a prompt of about {prompt} plus max_tokens {budget} x n "
+                f"{n}), more than key {key.name!r} may use in a minute (tpm {key.tpm}); lower max_tokens or n",
+                param="max_tokens",
+            )
+        try:
+            wait, held = self.reserve(key, tokens)
+        except BudgetSpent as e:
+            raise GatewayError(
+                429,
+                f"the {'daily' if e.period == 'day' else 'monthly'} token budget of key {key.name!r} is spent "
+                f"({e.used} of {e.limit} tokens, requests in flight counted at their max_tokens; this one may "
+                f"use {tokens}); it renews when the next UTC {e.period} begins",
+                type_="insufficient_quota",
+                code="insufficient_quota",
+                retry_after=e.reset_s,
+            ) from None
+        if wait > 0:
+            raise GatewayError(
+                429,
+                f"rate limit of key {key.name!r} reached: this request may use {tokens} tokens and "
+                f"{key.tpm} per minute are allowed, with requests in flight counted at their max_tokens; "
+                "retry later",
+                type_="rate_limit_error",
+                code="rate_limit_exceeded",
+                retry_after=wait,
+            )
+        return held
 
     def record(
         self, key: Key, prompt_tokens: int, completion_tokens: int, held: Reservation | None = None

@@ -17,7 +17,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import Span, SpanKind
 
 from service.core.logs import request_id
-from service.core.metrics import GATEWAY_LATENCY, GATEWAY_REQUESTS, GATEWAY_TOKENS
+from service.core.metrics import FALLBACKS, GATEWAY_LATENCY, GATEWAY_REQUESTS, GATEWAY_TOKENS
 from service.core.tracing import TRACER, end_span
 from service.gateway.proxy import Outcome
 
@@ -74,3 +74,11 @@ def answered(path: str, model: str, key: str, out: Outcome, span: Span, logged: 
     if logged is not None:
         extra["request"] = logged
     LOG.info("%s %s %s %.0f ms", path, model, out.status, out.latency_ms, extra=extra)
+
+
+def fell_back(model: str, fallback: str) -> None:
+    """No replica of `model` answered and `fallback` takes the request."""
+    FALLBACKS.labels(model, fallback).inc()
+    LOG.warning(
+        "%s is unavailable: %s answers", model, fallback, extra={"model": model, "fallback": fallback}
+    )

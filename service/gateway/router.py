@@ -41,10 +41,9 @@ from service.core.store import Store
 from service.core.tracing import end_span
 from service.data.prompts import latest_system_prompts
 from service.gateway import observe
-from service.gateway.budgets import BudgetSpent
 from service.gateway.deploy import Deployer
 from service.gateway.feedback import Feedback, record_feedback
-from service.gateway.keys import Key, KeyBook, Reservation
+from service.gateway.keys import Key, KeyBook
 from service.gateway.proxy import Outcome, fetch, forward
 from service.gateway.schemas import ChatRequest, CompletionRequest, GatewayError, parse
 from service.gateway.traffic import TrafficLog
@@ -233,18 +232,20 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
         forwarded["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     if req.max_tokens is None and req.max_completion_tokens is None:
         forwarded["max_tokens"] = limits.max_tokens
-    held = _reserve(gw, key, forwarded, req.n)
+    held = gw.keys.hold(key, forwarded, req.n)
     log_all = limits.log_traffic or key.log_traffic
+
+    served = [pool]  # the pool that answers: `pool`, or its fallback
 
     def done(out: Outcome) -> None:
         gw.keys.record(key, out.prompt_tokens, out.completion_tokens, held)
-        observe.answered(path, pool.name, key.name, out, span, forwarded if log_all else None)
+        observe.answered(path, served[0].name, key.name, out, span, forwarded if log_all else None)
         gw.traffic.add(
             {
                 "response_id": (out.body or {}).get("id"),
                 "key_id": key.id,
                 "route": req.model,
-                "model_id": pool.model_id,
+                "model_id": served[0].model_id,
                 "system_prompt_id": system["id"] if system else None,
                 "n": req.n,
                 "stream": req.stream,
@@ -263,50 +264,24 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
         "x-rankloop-system-prompt": system["name"] if system else "",
     }
     try:
-        return await forward(gw.http(), pool, path, forwarded, headers, done, keep_chunks=log_all)
+        try:
+            return await forward(gw.http(), pool, path, forwarded, headers, done, keep_chunks=log_all)
+        except GatewayError as e:  # no replica of `pool` answered: its fallback, if it has one
+            backup = gw.deployer.fallback_for(pool) if e.code == "model_unavailable" else None
+            if backup is None:
+                raise
+        served[0] = backup
+        request.state.model = backup.name
+        observe.fell_back(pool.name, backup.name)
+        headers = {
+            **headers,
+            "x-rankloop-model-id": str(backup.model_id),
+            "x-rankloop-fallback": f"{pool.name} is unavailable; {backup.name} answered",
+        }
+        return await forward(gw.http(), backup, path, forwarded, headers, done, keep_chunks=log_all)
     except BaseException:
-        gw.keys.record(key, 0, 0, held)  # it never reached the model: nothing was used
+        gw.keys.record(key, 0, 0, held)  # it never reached a model: nothing was used
         raise
-
-
-def _reserve(gw: Gateway, key: Key, forwarded: dict, n: int) -> Reservation | None:
-    """Hold what the request may use of the key's `tpm` and budgets (service/gateway/keys.py), or
-    refuse it."""
-    if key.tpm is None and not any(key.budgets.values()):
-        return None
-    budget = forwarded.get("max_completion_tokens") or forwarded.get("max_tokens") or 0
-    prompt = -(-len(json.dumps(forwarded.get("messages") or forwarded.get("prompt") or "")) // 4)
-    tokens = prompt + budget * n
-    if key.tpm is not None and tokens > key.tpm:
-        raise GatewayError(
-            400,
-            f"this request may use {tokens} tokens (a prompt of about {prompt} plus max_tokens {budget} x n "
-            f"{n}), more than key {key.name!r} may use in a minute (tpm {key.tpm}); lower max_tokens or n",
-            param="max_tokens",
-        )
-    try:
-        wait, held = gw.keys.reserve(key, tokens)
-    except BudgetSpent as e:
-        raise GatewayError(
-            429,
-            f"the {'daily' if e.period == 'day' else 'monthly'} token budget of key {key.name!r} is spent "
-            f"({e.used} of {e.limit} tokens, requests in flight counted at their max_tokens; this one may "
-            f"use {tokens}); it renews when the next UTC {e.period} begins",
-            type_="insufficient_quota",
-            code="insufficient_quota",
-            retry_after=e.reset_s,
-        ) from None
-    if wait > 0:
-        raise GatewayError(
-            429,
-            f"rate limit of key {key.name!r} reached: this request may use {tokens} tokens and "
-            f"{key.tpm} per minute are allowed, with requests in flight counted at their max_tokens; "
-            "retry later",
-            type_="rate_limit_error",
-            code="rate_limit_exceeded",
-            retry_after=wait,
-        )
-    return held
 
 
 async def _arena(gw: Gateway, key: Key, req, body: dict, path: str, span: Span) -> JSONResponse:

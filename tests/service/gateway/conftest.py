@@ -7,6 +7,7 @@ import io
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from openai.types import Completion, CompletionUsage
@@ -16,7 +17,7 @@ from service.cli.main import main
 from service.core.registry import register_model
 from service.core.store import Store
 from service.data.prompts import add_system_prompts
-from tests.support.servicectl import running_service
+from tests.support.servicectl import admin_headers, running_service
 
 CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is a cat?"}]
 
@@ -82,3 +83,18 @@ def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def client(service) -> openai.OpenAI:
     return openai.OpenAI(base_url=service["url"] + "/v1", api_key=service["key"], max_retries=0)
+
+
+def replica_pids(service) -> list[int]:
+    routes = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()[
+        "routes"
+    ]
+    ports = [int(r["url"].rsplit(":", 1)[1]) for r in routes["current"]["replicas"]]
+    import psutil
+
+    pids = []
+    for port in ports:
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == "LISTEN" and getattr(conn.laddr, "port", None) == port and conn.pid:
+                pids.append(conn.pid)
+    return pids

@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import secrets
 import signal
 import threading
@@ -20,24 +19,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletionMessageParam
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.cli.main import main
-from service.control.commands import COMMANDS
-from service.core.registry import register_model
-from service.core.settings import Settings, VLLMOptions
-from service.core.store import Store
+from service.core.settings import VLLMOptions
 from service.engine.server import start_server
-from service.gateway.key_records import create_key
-from service.web.app import create_app
-from tests.service.gateway.conftest import CHAT, cli, client, usage
+from tests.service.gateway.conftest import CHAT, cli, client, replica_pids, usage
 from tests.support.servicectl import admin_headers
 
 pytestmark = pytest.mark.slow  # every test here runs vLLM servers behind a running service
@@ -69,111 +57,6 @@ def test_openai_client_sync_async_streaming_and_n(service) -> None:
         json={"model": "current", "messages": CHAT, "max_tokens": 4},
     )
     assert raw.headers["x-rankloop-model-id"] == str(service["blue"])
-
-
-def test_metrics_traces_and_json_logs_of_real_traffic(service, tiny_model: Path, tmp_path: Path) -> None:
-    """/metrics moves with real traffic and shows the replica's vLLM metrics; a gateway in this process
-    (in front of the service, as an endpoint) makes a server span and a child upstream span whose
-    traceparent the service receives and continues down to its own call to vLLM; logs are JSON lines."""
-    url, data = service["url"], service["data"]
-    assert httpx.get(url + "/metrics").status_code == 401
-
-    def scrape() -> dict:
-        r = httpx.get(url + "/metrics", headers=admin_headers(data))
-        return {
-            (s.name, frozenset(s.labels.items())): s.value
-            for f in text_string_to_metric_families(r.text)
-            for s in f.samples
-        }
-
-    def moved(after: dict, before: dict, name: str, **labels: str) -> float:
-        k = (name, frozenset(labels.items()))
-        return after.get(k, 0) - before.get(k, 0)
-
-    before = scrape()
-    c = client(service)
-    c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
-    # 48 tokens, so that the stream arrives in more than one read
-    long = {"min_tokens": 48}
-    streamed = list(
-        c.chat.completions.create(model="current", messages=CHAT, max_tokens=48, stream=True, extra_body=long)
-    )
-    with pytest.raises(openai.NotFoundError):
-        c.chat.completions.create(model="nope", messages=CHAT, max_tokens=4)
-    after = scrape()
-    route = "/v1/chat/completions"
-    assert (
-        moved(after, before, "rankloop_gateway_requests_total", route=route, model="blue", status="200") == 2
-    )
-    assert (
-        moved(after, before, "rankloop_gateway_requests_total", route=route, model="none", status="404") == 1
-    )
-    assert moved(after, before, "rankloop_gateway_time_to_first_token_seconds_count", model="blue") == 1
-    assert moved(after, before, "rankloop_gateway_inter_token_latency_seconds_count", model="blue") >= 1
-    assert (
-        moved(after, before, "rankloop_gateway_request_duration_seconds_count", route=route, model="blue")
-        == 2
-    )
-    completion = usage(streamed[-1]).completion_tokens
-    assert (
-        moved(after, before, "rankloop_gateway_tokens_total", key="app", model="blue", kind="completion")
-        >= completion
-    )
-    assert after[("rankloop_gateway_replica_up", frozenset({"model": "blue", "replica": "0"}.items()))] == 1
-    vllm = [dict(labels) for name, labels in after if name == "vllm:num_requests_running"]
-    assert vllm and all(v["model"] == "blue" and v["replica"] == "0" for v in vllm)
-
-    # Spans: an in-memory exporter on a gateway in this process.
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    front = tmp_path / "front"
-    with Store.open(front / "rankloop.duckdb") as store:
-        blue = register_model(store, "policy", tiny_model, name="blue", status="active")
-        front_key = create_key(store, "front")
-        app = create_app(Settings(data_dir=front, admin_key="a" * 32), store, mount_ui=False)
-        deploy = COMMANDS["deploy"]
-        deploy.run(
-            app.state.ctx,
-            deploy.params.model_validate({"model_id": blue, "endpoint": url, "endpoint_key": service["key"]}),
-        )
-        with TestClient(app) as front_client:
-            r = front_client.post(
-                "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {front_key}", "x-request-id": "req-observed-1"},
-                json={"model": "current", "messages": CHAT, "max_tokens": 4},
-            )
-        app.state.gateway.stop()
-    assert r.status_code == 200 and r.headers["x-request-id"] == "req-observed-1"
-    spans = {s.name: s for s in exporter.get_finished_spans()}
-    server, upstream = spans["chat current"], spans["POST /v1/chat/completions"]
-    assert server.kind == SpanKind.SERVER and upstream.kind == SpanKind.CLIENT
-    assert upstream.parent is not None and upstream.parent.span_id == server.context.span_id
-    assert upstream.context.trace_id == server.context.trace_id
-    attrs = server.attributes or {}
-    assert attrs["gen_ai.request.model"] == "current" and attrs["gen_ai.response.model"] == "blue"
-    assert attrs["gen_ai.usage.output_tokens"] >= 1 and attrs["rankloop.request_id"] == "req-observed-1"
-    # The service printed its spans (console exporter) and its logs (JSON lines) on its output: its server
-    # span continues our upstream span's trace, and its own upstream span is the call vLLM received.
-    trace_id = format(server.context.trace_id, "032x")
-    deadline = time.monotonic() + 10
-    while True:
-        text = service["log"].read_text()
-        theirs = [x for x in _json_objects(text) if x.get("context", {}).get("trace_id") == "0x" + trace_id]
-        if len(theirs) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    by_kind = {x["kind"]: x for x in theirs}
-    assert by_kind["SpanKind.SERVER"]["parent_id"] == "0x" + format(upstream.context.span_id, "016x")
-    assert by_kind["SpanKind.CLIENT"]["parent_id"] == by_kind["SpanKind.SERVER"]["context"]["span_id"]
-    lines = [x for x in _json_objects(text) if x.get("logger") == "rankloop.gateway"]
-    ours = [x for x in lines if x.get("trace_id") == trace_id]
-    assert ours and ours[0]["request_id"] and ours[0]["key"] == "app" and ours[0]["status"] == 200
-    assert all("messages" not in json.dumps(x) and service["key"] not in json.dumps(x) for x in lines)
 
 
 def _tpm_burst(url: str, key: str) -> None:
@@ -215,17 +98,6 @@ def _prefix_cache(service) -> dict[str, tuple[float, float]]:
             if s.name in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"):
                 out.setdefault(s.labels["replica"], [0.0, 0.0])[s.name.endswith("hits_total")] += s.value
     return {k: (v[0], v[1]) for k, v in out.items()}
-
-
-def _json_objects(text: str) -> list[dict]:
-    """Every JSON object that starts a line of a log (JSON log lines and multi-line printed spans)."""
-    decoder, found = json.JSONDecoder(), []
-    for m in re.finditer(r"^\{", text, re.MULTILINE):
-        try:
-            found.append(decoder.raw_decode(text, m.start())[0])
-        except json.JSONDecodeError:
-            continue
-    return found
 
 
 def test_keys_scopes_limits_and_bad_requests(service) -> None:
@@ -387,23 +259,8 @@ def test_canary_arms_and_arena(service) -> None:
     } == {"blue"}
 
 
-def _replica_pids(service) -> list[int]:
-    routes = httpx.get(service["url"] + "/admin/routes", headers=admin_headers(service["data"])).json()[
-        "routes"
-    ]
-    ports = [int(r["url"].rsplit(":", 1)[1]) for r in routes["current"]["replicas"]]
-    import psutil
-
-    pids = []
-    for port in ports:
-        for conn in psutil.net_connections("tcp"):
-            if conn.status == "LISTEN" and getattr(conn.laddr, "port", None) == port and conn.pid:
-                pids.append(conn.pid)
-    return pids
-
-
 def test_killed_server_gives_503_then_recovers_without_a_restart(service) -> None:
-    (pid,) = _replica_pids(service)
+    (pid,) = replica_pids(service)
     os.killpg(os.getpgid(pid), signal.SIGKILL)
     c = client(service)
     t0 = time.monotonic()
@@ -428,7 +285,7 @@ def test_killed_server_gives_503_then_recovers_without_a_restart(service) -> Non
 
 def test_two_replicas_lose_nothing_when_one_dies(service) -> None:
     cli(service["data"], "deploy", str(service["blue"]), "--replicas", "2")
-    first, second = _replica_pids(service)
+    first, second = replica_pids(service)
     c = client(service)
     for _ in range(4):
         c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
