@@ -15,6 +15,7 @@ last one ends (a closed loop); `--think-ms` adds a random pause, as real clients
 
     python -m bench.serve [--requests 96] [--tokens 64] [--repeat 3] [--levels 1 8 32] [--think-ms 0]
                           [--engine-nice N] [--reserved-cores N] [--json out.json]
+    python -m bench.serve --upstream stub [--rate 20] ...   # the gateway's own cost: bench/serve_stub.py
 """
 
 from __future__ import annotations
@@ -82,10 +83,18 @@ async def one(
 
 
 async def level(
-    base_url: str, key: str, model: str, clients: int, requests: int, tokens: int, think_s: float = 0.0
+    base_url: str,
+    key: str,
+    model: str,
+    clients: int,
+    requests: int,
+    tokens: int,
+    think_s: float = 0.0,
+    limit: int = 64,
 ) -> dict:
+    """`clients` streaming clients send `requests` in all; `limit`: connections at most (0: one each)."""
     http = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=600), connector=aiohttp.TCPConnector(limit=64)
+        timeout=aiohttp.ClientTimeout(total=600), connector=aiohttp.TCPConnector(limit=limit)
     )
     queue = list(range(requests))
     ttfts, slow, total = [], [], 0
@@ -208,11 +217,28 @@ def main() -> None:
         help="mean pause of a client between its requests "
         "(uniform from 0 to twice this; default 0: each sends its next request at once)",
     )
+    ap.add_argument(
+        "--upstream",
+        choices=["vllm", "stub"],
+        default="vllm",
+        help="vllm: a real engine (default); stub: a server that streams prepared chunks (bench/serve_stub.py), "
+        "with nginx as a baseline, at 1, 32, 128 and 512 streams unless --levels says otherwise",
+    )
+    ap.add_argument("--rate", type=float, default=20.0, help="--upstream stub: tokens/s per stream")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument(
         "--work", type=Path, default=None, help="where the model, logs and data go (removed after)"
     )
     args = ap.parse_args()
+    if args.upstream == "stub":
+        from bench.serve_stub import run
+
+        out = run(args)
+        if args.json:
+            args.json.write_text(
+                json.dumps({**out, "args": {k: str(v) for k, v in vars(args).items()}}, indent=2)
+            )
+        return
 
     from policy.pretrain import PretrainConfig
     from policy.pretrain import main as build

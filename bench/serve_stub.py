@@ -1,0 +1,151 @@
+"""The gateway's own cost, measured where it can be: `python -m bench.serve --upstream stub`.
+
+A stub OpenAI-compatible server (bench/stub_upstream.py) streams prepared chunks at a fixed rate per
+stream and computes nothing. In one run, at each level of concurrent streaming clients, the same
+requests go three ways: straight to the stub, through nginx (Debian's, `proxy_buffering off`, a C
+reverse proxy as the baseline) and through `rankloop serve`'s gateway (the stub deployed as an
+`--endpoint`). Reported per way: completion tokens/s and its ratio to direct, time to first token
+p50/p99 and what each way adds to direct's, and CPU milliseconds per 1,000 tokens of each process
+(clients, stub, nginx, gateway). Needs nginx on PATH (`apt-get install nginx-light`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.serve import combine, level, measured
+from service.core.registry import register_model
+from service.core.store import Store
+from tests.support.servicectl import admin_headers, running_service
+
+NGINX = """worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  upstream stub {{ server 127.0.0.1:{stub}; keepalive 1024; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://stub;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 600s;
+    }}
+  }}
+}}
+"""
+WAYS = ("direct", "nginx", "gateway")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer {url}")
+
+
+def run(args: argparse.Namespace) -> dict:
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx_bin).exists():
+        sys.exit("bench.serve --upstream stub needs nginx: apt-get install nginx-light")
+    levels = args.levels if args.levels != [1, 8, 32] else [1, 32, 128, 512]
+    results = []
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        stub_port, nginx_port = free_port(), free_port()
+        stub = subprocess.Popen(
+            [sys.executable, "-m", "bench.stub_upstream", "--port", str(stub_port), "--rate", str(args.rate)]
+        )
+        (Path(tmp) / "nginx.conf").write_text(NGINX.format(tmp=tmp, stub=stub_port, port=nginx_port))
+        nginx = subprocess.Popen([nginx_bin, "-c", f"{tmp}/nginx.conf", "-p", tmp, "-g", "daemon off;"])
+        try:
+            wait_for(f"http://127.0.0.1:{stub_port}/health", stub, "the stub")
+            wait_for(f"http://127.0.0.1:{nginx_port}/health", nginx, "nginx")
+            data = Path(tmp) / "data"
+            (Path(tmp) / "stub-model").mkdir()
+            with Store.open(data / "rankloop.duckdb") as store:
+                model_id = register_model(
+                    store, "policy", Path(tmp) / "stub-model", name="stub", status="active"
+                )
+            with running_service(data) as url:
+                admin = admin_headers(data)
+                key = httpx.post(f"{url}/admin/keys", headers=admin, json={"name": "bench"}).json()["key"]
+                deploy = {
+                    "model_id": model_id,
+                    "endpoint": f"http://127.0.0.1:{stub_port}",
+                    "endpoint_key": "x",
+                }
+                httpx.post(f"{url}/admin/deploy", headers=admin, timeout=60, json=deploy).raise_for_status()
+                gateway = psutil.Process(json.loads((data / "service.json").read_text())["pid"])
+                procs = {
+                    "bench_clients": [psutil.Process()],
+                    "stub": [psutil.Process(stub.pid)],
+                    "nginx": [psutil.Process(nginx.pid), *psutil.Process(nginx.pid).children()],
+                    "gateway": [gateway],
+                }
+                bases = {
+                    "direct": (f"http://127.0.0.1:{stub_port}/v1", "x", "stub"),
+                    "nginx": (f"http://127.0.0.1:{nginx_port}/v1", "x", "stub"),
+                    "gateway": (f"{url}/v1", key, "current"),
+                }
+                for clients in levels:
+                    n = max(args.requests, 2 * clients)
+                    runs: dict[str, list[dict]] = {w: [] for w in WAYS}
+                    for _ in range(args.repeat):  # interleaved, so drift on this noisy VM hits every way
+                        for way in WAYS:
+                            base, k, model = bases[way]
+                            runs[way].append(
+                                measured(procs, level(base, k, model, clients, n, args.tokens, 0.0, 0))
+                            )
+                    row: dict = {"clients": clients, **{w: combine(runs[w]) for w in WAYS}}
+                    for way in ("nginx", "gateway"):
+                        row[f"{way}_ratio"] = row[way]["tokens_per_s"] / row["direct"]["tokens_per_s"]
+                        for q in ("p50", "p99"):
+                            row[f"{way}_ttft_{q}_added_ms"] = (
+                                row[way][f"ttft_{q}_ms"] - row["direct"][f"ttft_{q}_ms"]
+                            )
+                    results.append(row)
+                    print(
+                        f"{clients:4d} streams: nginx {row['nginx_ratio']:.3f}x, gateway {row['gateway_ratio']:.3f}x "
+                        f"direct; TTFT added p50/p99: nginx {row['nginx_ttft_p50_added_ms']:+.1f}/"
+                        f"{row['nginx_ttft_p99_added_ms']:+.1f} ms, gateway {row['gateway_ttft_p50_added_ms']:+.1f}/"
+                        f"{row['gateway_ttft_p99_added_ms']:+.1f} ms; CPU ms/1k tokens: nginx "
+                        f"{row['nginx']['cpu_ms_per_1k_tokens']['nginx']:.0f}, gateway "
+                        f"{row['gateway']['cpu_ms_per_1k_tokens']['gateway']:.0f}",
+                        flush=True,
+                    )
+        finally:
+            nginx.terminate()
+            stub.terminate()
+            nginx.wait(10)
+            stub.wait(10)
+    return {
+        "upstream": f"stub, {args.rate:g} tokens/s per stream, {args.tokens} tokens per request",
+        "machine": f"{psutil.cpu_count()} cores",
+        "levels": results,
+    }
