@@ -86,7 +86,8 @@ def make_backup(store: Store, paths: DataPaths, dest: Path, models: bool = False
                 cur.execute("COMMIT")
         finally:
             cur.execute(f"DETACH {ATTACHED}")
-        copied = [Path(p) for _, p in snapshots] + [Path(p) for (p,) in checkpoints]
+        # A snapshot's path is its rankings file, a model's its folder: the folders are copied.
+        copied = [Path(p).parent for _, p in snapshots] + [Path(p) for (p,) in checkpoints]
         for src in copied:
             rel = _inside(str(src), paths.root)
             if rel is not None and src.is_dir():

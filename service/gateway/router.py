@@ -192,7 +192,8 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
     limits = gw.settings.gateway
     body = await _json(request)
     req = parse(model, body, limits.max_n, limits.max_tokens)
-    span.update_name(f"{span.name} {req.model}")  # GenAI convention: "{operation} {request model}"
+    op = "chat" if model is ChatRequest else "text_completion"
+    span.update_name(f"{op} {req.model}")  # GenAI convention: "{operation} {request model}"
     span.set_attributes(
         {
             "gen_ai.request.model": req.model,

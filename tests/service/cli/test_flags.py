@@ -32,6 +32,7 @@ HAND_WRITTEN = {
     ("evaluate policy", "job_config"),
     ("train policy", "method"),  # which job kind, so which config class
     ("train policy", "evaluate"),  # then run `evaluate policy`
+    ("restore", "backup"),  # the backup's folder: restore runs here, never through a service
 }
 # Commands that run no single command-table row (jobs started with a config, loops, processes).
 NOT_ONE_ROW = {
@@ -44,6 +45,7 @@ NOT_ONE_ROW = {
     "evaluate policy",
     "demo",
     "loop",
+    "restore",
 }
 GLOBAL = {"help", "data", "config"}
 

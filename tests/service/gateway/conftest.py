@@ -37,7 +37,7 @@ def cli(data: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     """One service for the module. It starts as an operator's first start does: blue was deployed while no
     service ran (recorded only), and `rankloop serve` brings it up behind a service that answers at once."""
     data = tmp_path_factory.mktemp("gateway") / "data"
@@ -49,10 +49,7 @@ def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     recorded = cli(data, "deploy", str(blue))  # no service runs
     key = cli(data, "keys", "create", "app").split(": ")[1].split()[0]
     env = {
-        # Spans printed as JSON on the service's output (test_observed reads them), logs as JSON lines.
-        "OTEL_TRACES_EXPORTER": "console",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "RANKLOOP_LOG_FORMAT": "json",
+        **getattr(request.module, "SERVICE_ENV", {}),  # what a module adds (traces, JSON logs)
         "RANKLOOP_VLLM__DTYPE": "float32",
         "RANKLOOP_VLLM__MAX_MODEL_LEN": "256",
         "RANKLOOP_GATEWAY__MAX_TOKENS": "64",

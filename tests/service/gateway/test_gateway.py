@@ -293,7 +293,7 @@ def test_two_replicas_lose_nothing_when_one_dies(service) -> None:
     # they hit (vLLM's own counters, per replica, through /metrics).
     before = _prefix_cache(service)
     shared: list[ChatCompletionMessageParam] = [
-        {"role": "system", "content": "You answer questions about animals. " * 40},
+        {"role": "system", "content": "You answer questions about animals. " * 25},
         *CHAT,
     ]
     for _ in range(8):

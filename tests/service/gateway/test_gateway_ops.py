@@ -35,6 +35,14 @@ from tests.support.servicectl import admin_headers
 
 pytestmark = pytest.mark.slow
 
+# This module's service prints its spans as JSON (the console exporter, flushed every 0.1 s) and logs
+# JSON lines; test_gateway.py's runs with neither, as a service does by default.
+SERVICE_ENV = {
+    "OTEL_TRACES_EXPORTER": "console",
+    "OTEL_BSP_SCHEDULE_DELAY": "100",
+    "RANKLOOP_LOG_FORMAT": "json",
+}
+
 
 def test_metrics_traces_and_json_logs_of_real_traffic(service, tiny_model: Path, tmp_path: Path) -> None:
     """/metrics moves with real traffic and shows the replica's vLLM metrics; a gateway in this process

@@ -126,7 +126,7 @@ def test_a_backup_under_load_restores_to_identical_tables_and_snapshots(tmp_path
     assert live_snapshots and files(restored / "snapshots") == live_snapshots
     with Store.open(restored / "rankloop.duckdb") as store:  # paths point into the new directory
         (path,) = [r["path"] for r in store.query("SELECT path FROM snapshots")]
-        assert path.startswith(str(restored.resolve())) and Path(path, "rankings.parquet").exists()
+        assert path.startswith(str(restored.resolve())) and Path(path).exists()
     code, out = cli(restored, "status")
     assert code == 0
 

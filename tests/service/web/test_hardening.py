@@ -21,10 +21,11 @@ from tests.support.servicectl import admin_headers, running_service
 
 pytestmark = pytest.mark.slow
 
-# Reachable without a login: the health check, the annotator's login page, its login and logout
-# calls and the static assets the login page needs.
+# Reachable without a login: the health checks (up or down, nothing more), the annotator's login page,
+# its login and logout calls and the static assets the login page needs.
 OPEN = {
     "/healthz",
+    "/health",
     "/annotate",
     "/annotate/",
     "/annotate/login",
