@@ -58,6 +58,11 @@ def _inside(path: str, root: Path) -> Path | None:
         return None
 
 
+def _one(row: tuple | None):
+    assert row is not None  # an aggregate or current_database() always gives a row
+    return row[0]
+
+
 def backup_name() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
@@ -72,7 +77,7 @@ def make_backup(store: Store, paths: DataPaths, dest: Path, models: bool = False
     partial.mkdir(parents=True, mode=0o700)
     try:
         cur = store.cursor()
-        db_name = cur.execute("SELECT current_database()").fetchone()[0]
+        db_name = _one(cur.execute("SELECT current_database()").fetchone())
         quoted = str(partial / DB_FILE).replace("'", "''")
         cur.execute(f"ATTACH '{quoted}' AS {ATTACHED}")
         try:
@@ -81,7 +86,7 @@ def make_backup(store: Store, paths: DataPaths, dest: Path, models: bool = False
                 cur.execute(f"COPY FROM DATABASE {db_name} TO {ATTACHED}")
                 snapshots = cur.execute("SELECT id, path FROM snapshots").fetchall()
                 checkpoints = cur.execute("SELECT path FROM models").fetchall() if models else []
-                version = cur.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+                version = _one(cur.execute("SELECT max(version) FROM schema_version").fetchone())
             finally:
                 cur.execute("COMMIT")
         finally:

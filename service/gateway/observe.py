@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import Token
 
 from fastapi import Request
 from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.propagate import extract
 from opentelemetry.trace import Span, SpanKind
 
@@ -24,7 +26,7 @@ from service.gateway.proxy import Outcome
 LOG = logging.getLogger("rankloop.gateway")
 
 
-def begin(request: Request, op: str, path: str) -> tuple[Span, object]:
+def begin(request: Request, op: str, path: str) -> tuple[Span, Token[Context]]:
     """The request's span, made current (detach the returned token when the handler returns)."""
     rid = request_id(request.headers.get("x-request-id"))
     span = TRACER.start_span(

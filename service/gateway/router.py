@@ -236,17 +236,17 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
     held = gw.keys.hold(key, forwarded, req.n)
     log_all = limits.log_traffic or key.log_traffic
 
-    served = [pool]  # the pool that answers: `pool`, or its fallback
+    answering = [pool]  # the pool that answers: `pool`, or its fallback
 
     def done(out: Outcome) -> None:
         gw.keys.record(key, out.prompt_tokens, out.completion_tokens, held)
-        observe.answered(path, served[0].name, key.name, out, span, forwarded if log_all else None)
+        observe.answered(path, answering[0].name, key.name, out, span, forwarded if log_all else None)
         gw.traffic.add(
             {
                 "response_id": (out.body or {}).get("id"),
                 "key_id": key.id,
                 "route": req.model,
-                "model_id": served[0].model_id,
+                "model_id": answering[0].model_id,
                 "system_prompt_id": system["id"] if system else None,
                 "n": req.n,
                 "stream": req.stream,
@@ -271,7 +271,7 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
             backup = gw.deployer.fallback_for(pool) if e.code == "model_unavailable" else None
             if backup is None:
                 raise
-        served[0] = backup
+        answering[0] = backup
         request.state.model = backup.name
         observe.fell_back(pool.name, backup.name)
         headers = {
