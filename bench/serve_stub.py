@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
                     "gateway": (f"{url}/v1", key, "current"),
                 }
                 for clients in levels:
-                    n = max(args.requests, 2 * clients)
+                    n = max(8, 2 * clients)  # two requests per client: every stream starts and ends once more
                     runs: dict[str, list[dict]] = {w: [] for w in WAYS}
                     for _ in range(args.repeat):  # interleaved, so drift on this noisy VM hits every way
                         for way in WAYS:

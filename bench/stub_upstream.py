@@ -5,7 +5,8 @@ engine sharing its cores, is what the bench sees.
     python -m bench.stub_upstream --port 8100 [--rate 20]
 
 Routes: GET /health, GET /v1/models (one model, `stub`), POST /v1/chat/completions (streamed or
-whole; `max_tokens` chunks of one token each, then the usage chunk and `[DONE]`).
+whole; `max_tokens` chunks of one token each, then the usage chunk and `[DONE]`), POST /v1/completions
+(whole; what a deploy's test generation sends).
 """
 
 from __future__ import annotations
@@ -85,10 +86,24 @@ def app(rate: float) -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def completions(request: web.Request) -> web.Response:  # what a deploy's test generation asks
+        body = await request.json()
+        n = int(body.get("max_tokens") or 16)
+        return web.json_response(
+            {
+                "id": "stub",
+                "object": "text_completion",
+                "model": "stub",
+                "choices": [{"index": 0, "text": TOKEN * n, "finish_reason": "length"}],
+                "usage": usage(1, n),
+            }
+        )
+
     a = web.Application()
     a.router.add_get("/health", health)
     a.router.add_get("/v1/models", models)
     a.router.add_post("/v1/chat/completions", chat)
+    a.router.add_post("/v1/completions", completions)
     return a
 
 
