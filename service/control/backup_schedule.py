@@ -8,7 +8,7 @@ from pathlib import Path
 
 from service.core.paths import DataPaths
 from service.core.store import Store
-from service.data.backup import backup_name, make_backup, prune
+from service.data.backup import SCHEDULED, backup_name, make_backup, prune
 
 
 class BackupSchedule:
@@ -37,7 +37,7 @@ class BackupSchedule:
         log = logging.getLogger("rankloop.backup")
         while not self._stop.wait(self.every_s):
             try:
-                made = make_backup(self.store, self.paths, self.folder / backup_name())
+                made = make_backup(self.store, self.paths, self.folder / (SCHEDULED + backup_name()))
                 log.info(
                     "backup made: %s; removed: %s", made["path"], prune(self.folder, self.keep) or "none"
                 )

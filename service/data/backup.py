@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from service.core.paths import DB_FILE, DataPaths
 from service.core.store import Store
 
 MANIFEST = "manifest.json"
+SCHEDULED = "scheduled-"  # what the schedule names its backups (and prunes)
 FORMAT = 1
-ATTACHED = "rankloop_backup"
 
 
 def _sha256(path: Path) -> str:
@@ -37,17 +38,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)  # read-only is enough to sync, and works on read-only files
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _sync_tree(root: Path) -> None:
     """fsync every file and folder under `root` (a backup that is reported made survives a crash)."""
     for folder, _, files in os.walk(root):
         for name in files:
-            with open(Path(folder) / name, "rb+") as f:
-                os.fsync(f.fileno())
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            _fsync(Path(folder) / name)
+        _fsync(folder)
 
 
 def _inside(path: str, root: Path) -> Path | None:
@@ -79,24 +83,33 @@ def make_backup(store: Store, paths: DataPaths, dest: Path, models: bool = False
         cur = store.cursor()
         db_name = _one(cur.execute("SELECT current_database()").fetchone())
         quoted = str(partial / DB_FILE).replace("'", "''")
-        cur.execute(f"ATTACH '{quoted}' AS {ATTACHED}")
+        attached = (
+            f"rankloop_backup_{uuid.uuid4().hex}"  # one per backup: a scheduled and a manual one may overlap
+        )
+        cur.execute(f"ATTACH '{quoted}' AS {attached}")
         try:
             cur.execute("BEGIN TRANSACTION")  # one state: what it copies and what it lists agree
             try:
-                cur.execute(f"COPY FROM DATABASE {db_name} TO {ATTACHED}")
+                cur.execute(f"COPY FROM DATABASE {db_name} TO {attached}")
                 snapshots = cur.execute("SELECT id, path FROM snapshots").fetchall()
-                checkpoints = cur.execute("SELECT path FROM models").fetchall() if models else []
+                checkpoints = cur.execute("SELECT id, path FROM models").fetchall() if models else []
                 version = _one(cur.execute("SELECT max(version) FROM schema_version").fetchone())
             finally:
                 cur.execute("COMMIT")
         finally:
-            cur.execute(f"DETACH {ATTACHED}")
-        # A snapshot's path is its rankings file, a model's its folder: the folders are copied.
-        copied = [Path(p).parent for _, p in snapshots] + [Path(p) for (p,) in checkpoints]
-        for src in copied:
-            rel = _inside(str(src), paths.root)
-            if rel is not None and src.is_dir():
-                shutil.copytree(src, partial / rel, dirs_exist_ok=True)
+            cur.execute(f"DETACH {attached}")
+        # A snapshot's path is its rankings file, a model's its folder: the folders are copied, and where
+        # each row's path lies inside the data directory is kept, for the restore to point it there.
+        moved: dict[str, dict[str, str]] = {"snapshots": {}, "models": {}}
+        for table, rows in (("snapshots", snapshots), ("models", checkpoints)):
+            for row_id, stored in rows:
+                rel = _inside(stored, paths.root)
+                folder = Path(stored).parent if table == "snapshots" else Path(stored)
+                if rel is None or not folder.is_dir():
+                    continue
+                moved[table][str(row_id)] = str(rel)
+                dest_folder = partial / (rel.parent if table == "snapshots" else rel)
+                shutil.copytree(folder, dest_folder, dirs_exist_ok=True)
         for secret in (paths.secret_key, paths.admin_key):
             if secret.exists():
                 shutil.copy2(secret, partial / secret.name)
@@ -112,6 +125,7 @@ def make_backup(store: Store, paths: DataPaths, dest: Path, models: bool = False
             "schema_version": version,
             "snapshots": len(snapshots),
             "models": models,
+            "moved": moved,
             "files": files,
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -120,7 +134,8 @@ def make_backup(store: Store, paths: DataPaths, dest: Path, models: bool = False
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return {"path": str(dest), **{k: v for k, v in manifest.items() if k != "files"}, "files": len(files)}
+    shown = {k: v for k, v in manifest.items() if k not in ("files", "moved")}
+    return {"path": str(dest), **shown, "files": len(files)}
 
 
 def check_backup(src: Path) -> dict:
@@ -139,6 +154,8 @@ def check_backup(src: Path) -> dict:
     if manifest.get("format") != FORMAT or DB_FILE not in files:
         raise UserError(f"{src} is not a backup this rankloop reads (format {manifest.get('format')!r})")
     for rel, want in files.items():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise UserError(f"the backup's manifest names {rel!r}, outside the backup; nothing was restored")
         path = src / rel
         if not path.is_file():
             raise UserError(f"the backup is damaged: {rel} is missing; nothing was restored")
@@ -164,20 +181,15 @@ def restore_backup(src: Path, data_dir: Path) -> dict:
         for rel in manifest["files"]:
             (data_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src.resolve() / rel, data_dir / rel)
-        old = manifest["data_dir"].rstrip("/") + "/"
-        new = str(data_dir) + "/"
         with Store.open(data_dir / DB_FILE) as store:
             store.check_readable()
             with store.write() as cur:  # what was copied moves with the data directory
-                cur.execute(
-                    "UPDATE snapshots SET path = ? || substr(path, ?) WHERE starts_with(path, ?)",
-                    [new, len(old) + 1, old],
-                )
-                if manifest["models"]:
-                    cur.execute(
-                        "UPDATE models SET path = ? || substr(path, ?) WHERE starts_with(path, ?)",
-                        [new, len(old) + 1, old],
-                    )
+                for table, rows in manifest["moved"].items():
+                    for row_id, rel in rows.items():
+                        if ".." in Path(rel).parts:
+                            raise UserError(f"the backup's manifest names {rel!r}; nothing was restored")
+                        key = row_id if table == "snapshots" else int(row_id)
+                        cur.execute(f"UPDATE {table} SET path = ? WHERE id = ?", [str(data_dir / rel), key])
             counts = store.counts()
         _sync_tree(data_dir)
     except BaseException:
@@ -190,9 +202,14 @@ def restore_backup(src: Path, data_dir: Path) -> dict:
     return {"path": str(data_dir), "from": str(src), "created_at": manifest["created_at"], "counts": counts}
 
 
-def prune(folder: Path, keep: int) -> list[str]:
-    """Delete all but the newest `keep` complete backups in `folder` (names sort by time)."""
-    done = sorted(p for p in folder.iterdir() if (p / MANIFEST).is_file()) if folder.is_dir() else []
+def prune(folder: Path, keep: int, prefix: str = SCHEDULED) -> list[str]:
+    """Delete all but the newest `keep` complete backups named `prefix...` in `folder` (names sort by
+    time); backups made by hand stay."""
+    done = (
+        sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and (p / MANIFEST).is_file())
+        if folder.is_dir()
+        else []
+    )
     gone = done[: max(0, len(done) - keep)]
     for p in gone:
         shutil.rmtree(p)

@@ -6,7 +6,8 @@ What is found, and how:
 * e-mail addresses, by the shape scrubadub's detector also uses;
 * phone numbers, by Google's libphonenumber (`phonenumbers`): any number written with its country
   code, and national formats of the regions in `gateway.phone_regions`;
-* payment card numbers: 13 to 19 digits, spaced or dashed, that pass the Luhn check (python-stdnum);
+* payment card numbers as they are written (4-4-4-4 digits and longer, or 4-6-5), with a card
+  issuer's prefix, that pass the Luhn check (python-stdnum);
 * credentials in URLs (`scheme://user:password@host`).
 
 Each is replaced by a placeholder (`{{EMAIL}}`, `{{PHONE}}`, `{{CARD}}`, `{{CREDENTIALS}}`), so an
@@ -24,14 +25,33 @@ from stdnum import luhn
 
 from service.core.metrics import PII_REMOVED
 
-URL_CREDENTIALS = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/:@]+:[^\s/@]+@", re.IGNORECASE)
+# user:password@ (the user may be empty, the password may hold '@': up to the last '@' before the host)
+URL_CREDENTIALS = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/:@]*:[^\s/]+@", re.IGNORECASE)
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# Card numbers as they are written: 4-4-4-4(-3) digits, or American Express's 4-6-5, with one kind of
+# separator (or none), not inside a longer number or a decimal. An issuer's prefix and the Luhn check
+# follow, so lists of years or long figures stay.
+CARD = re.compile(
+    r"(?<![\d.,-])(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}|3[47]\d{2}([ -]?)\d{6}\2\d{5})(?!\d|[,.-]\d)"
+)
+
+
+def _issuer(d: str) -> bool:
+    """Visa, Mastercard, American Express, Discover, JCB or Diners by the number's first digits."""
+    return (
+        d[0] == "4"
+        or 51 <= int(d[:2]) <= 55
+        or 2221 <= int(d[:4]) <= 2720
+        or d[:2] in ("34", "37", "35", "36", "30", "38", "65")
+        or d[:4] == "6011"
+        or 644 <= int(d[:3]) <= 649
+    )
 
 
 def _cards(text: str, counts: Counter) -> str:
     def replace(m: re.Match) -> str:
-        if luhn.is_valid(re.sub(r"\D", "", m.group())):
+        digits = re.sub(r"\D", "", m.group())
+        if 13 <= len(digits) <= 19 and _issuer(digits) and luhn.is_valid(digits):
             counts["card"] += 1
             return "{{CARD}}"
         return m.group()
@@ -40,14 +60,15 @@ def _cards(text: str, counts: Counter) -> str:
 
 
 def _phones(text: str, regions: Iterable[str], counts: Counter) -> str:
-    for region in regions:
+    for region in list(regions) or [None]:  # no region: numbers with their country code only
         spans = [
             (m.start, m.end)
             for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
         ]
         for start, end in reversed(spans):  # from the end, so earlier offsets stay right
             text = text[:start] + "{{PHONE}}" + text[end:]
-        counts["phone"] += len(spans)
+        if spans:
+            counts["phone"] += len(spans)
     return text
 
 

@@ -53,6 +53,7 @@ class Reservation:
 
     window: list | None
     budget: Held | None
+    settled: bool = False  # settled once: a second record() of it (an error after the answer) is ignored
 
 
 @dataclass
@@ -157,6 +158,14 @@ class KeyBook(PeriodicFlush):
                 f"{n}), more than key {key.name!r} may use in a minute (tpm {key.tpm}); lower max_tokens or n",
                 param="max_tokens",
             )
+        for period, limit in key.budgets.items():
+            if limit is not None and tokens > limit:
+                raise GatewayError(
+                    400,
+                    f"this request may use {tokens} tokens, more than key {key.name!r}'s whole "
+                    f"{'daily' if period == 'day' else 'monthly'} budget ({limit}); lower max_tokens or n",
+                    param="max_tokens",
+                )
         try:
             wait, held = self.reserve(key, tokens)
         except BudgetSpent as e:
@@ -187,6 +196,10 @@ class KeyBook(PeriodicFlush):
         """A finished request's usage; it replaces its reservation (`held`) in the window and budgets."""
         used = prompt_tokens + completion_tokens
         with self._lock:
+            if held is not None:
+                if held.settled:
+                    return
+                held.settled = True
             u = self._usage.setdefault(key.id, _Usage())
             u.prompt_tokens += prompt_tokens
             u.completion_tokens += completion_tokens

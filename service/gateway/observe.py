@@ -75,7 +75,8 @@ def answered(path: str, model: str, key: str, out: Outcome, span: Span, logged: 
     }
     if logged is not None:
         extra["request"] = logged
-    LOG.info("%s %s %s %.0f ms", path, model, out.status, out.latency_ms, extra=extra)
+    with trace.use_span(span, end_on_exit=False):  # a stream ends after its handler let go of the span
+        LOG.info("%s %s %s %.0f ms", path, model, out.status, out.latency_ms, extra=extra)
 
 
 def fell_back(model: str, fallback: str) -> None:

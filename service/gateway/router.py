@@ -268,7 +268,9 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
         try:
             return await forward(gw.http(), pool, path, forwarded, headers, done, keep_chunks=log_all)
         except GatewayError as e:  # no replica of `pool` answered: its fallback, if it has one
-            backup = gw.deployer.fallback_for(pool) if e.code == "model_unavailable" else None
+            # `current` falls back; a client that named a model gets that model or the error
+            unavailable = e.code == "model_unavailable" and req.model == "current"
+            backup = gw.deployer.fallback_for(pool) if unavailable else None
             if backup is None:
                 raise
         answering[0] = backup
@@ -306,9 +308,15 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str, span: Span) 
     forwarded.setdefault("max_tokens", gw.settings.gateway.max_tokens)
     pools = [dep.primary, dep.canary]
     random.shuffle(pools)
-    outs = await asyncio.gather(*[fetch(gw.http(), p, path, forwarded) for p in pools])
+    held = gw.keys.hold(key, forwarded, 2)  # two answers: the key's tpm and budgets hold both
+    try:
+        outs = await asyncio.gather(*[fetch(gw.http(), p, path, forwarded) for p in pools])
+    except BaseException:
+        gw.keys.record(key, 0, 0, held)
+        raise
     bad = next((o for o in outs if o.status != 200), None)
     if bad is not None:
+        gw.keys.record(key, sum(o.prompt_tokens for o in outs), sum(o.completion_tokens for o in outs), held)
         observe.answered(path, ARENA, key.name, bad, span, None)
         return JSONResponse(bad.body, status_code=bad.status)
     bodies = [o.body or {} for o in outs]  # a 200 from fetch() always has its body
@@ -323,7 +331,7 @@ async def _arena(gw: Gateway, key: Key, req, body: dict, path: str, span: Span) 
         "usage": usage,
         "choices": [{**b["choices"][0], "index": i} for i, b in enumerate(bodies)],
     }
-    gw.keys.record(key, usage["prompt_tokens"], usage["completion_tokens"])
+    gw.keys.record(key, usage["prompt_tokens"], usage["completion_tokens"], held)
     whole = Outcome(
         200, answer, usage["prompt_tokens"], usage["completion_tokens"], max(o.latency_ms for o in outs)
     )

@@ -60,7 +60,7 @@ class Replicas(Collector):
 
     def pools(self) -> list[Pool]:
         dep = self.gateway.deployer
-        return [p for p in (dep.primary, dep.canary) if p is not None]
+        return [p for p in (dep.primary, dep.canary, dep.fallback) if p is not None]
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -82,13 +82,15 @@ class Replicas(Collector):
         yield from merged.values()
 
 
-def _scrape(http: httpx.Client, url: str, key: str) -> Iterable[Metric]:
-    """A replica's own metrics; nothing when it does not answer in time (it shows as up=0 soon)."""
+def _scrape(http: httpx.Client, url: str, key: str) -> list[Metric]:
+    """A replica's own metrics; nothing when it does not answer in time (it shows as up=0 soon) or
+    answers something that is not Prometheus text (an endpoint elsewhere may): one bad replica must not
+    cost the scrape everything else."""
     try:
         r = http.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"})
-    except httpx.HTTPError:
+        return list(text_string_to_metric_families(r.text)) if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
         return []
-    return text_string_to_metric_families(r.text) if r.status_code == 200 else []
 
 
 def _merge(into: dict[str, Metric], families: Iterable[Metric], labels: dict[str, str]) -> None:

@@ -170,3 +170,20 @@ def test_the_dashboard_names_only_metrics_that_exist() -> None:
         else:
             base = re.sub(r"_(total|bucket|sum|count)$", "", name)
             assert f'"{base}"' in vllm_source, f"{name}: vLLM defines no {base}"
+
+
+def test_a_replica_that_answers_no_prometheus_text_costs_the_scrape_nothing() -> None:
+    """An endpoint elsewhere may answer /metrics with a web page: its metrics are skipped, not the scrape."""
+    import httpx
+
+    from service.web.metrics import _scrape
+
+    pages = {
+        "/metrics": "<html><body>not here</body></html>",
+    }
+    html = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, text=pages[r.url.path])))
+    assert _scrape(html, "http://replica", "k") == []
+    good = httpx.Client(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, text="# TYPE vllm:x gauge\nvllm:x 1\n"))
+    )
+    assert [f.name for f in _scrape(good, "http://replica", "k")] == ["vllm:x"]

@@ -49,6 +49,28 @@ def test_what_is_found_and_what_is_left() -> None:
     assert counts["card"] == 0
 
 
+@pytest.mark.parametrize(
+    "text, left",
+    [
+        ("years 1991 1992 1993 1994 and 2017 2018 2019 2020", None),  # Luhn-valid, but no card
+        ("a ratio of 0.4111111111111111", None),
+        ("see https://example.com:8080/x@y", None),
+        ("card 4111 1111 1111 1111, amex 3782 822463 10005", "card {{CARD}}, amex {{CARD}}"),
+        (
+            "redis://:hunter2@cache:6379 and https://bob:p@ss@host/x",
+            "redis://{{CREDENTIALS}}@cache:6379 and https://{{CREDENTIALS}}@host/x",
+        ),
+    ],
+)
+def test_numbers_and_urls_that_are_not_personal_stay(text: str, left: str | None) -> None:
+    assert scrub(text, ["US"], Counter()) == (left or text)
+
+
+def test_without_regions_numbers_with_a_country_code_still_go() -> None:
+    counts: Counter = Counter()
+    assert scrub("call +44 20 7946 0958", [], counts) == "call {{PHONE}}" and counts == {"phone": 1}
+
+
 def test_prompts_from_traffic_lose_personal_data(store: Store) -> None:
     for i in range(2):
         logged(store, KEY, f"resp-{i}", ["a", "b"], messages=ASK)

@@ -252,6 +252,13 @@ def test_canary_arms_and_arena(service) -> None:
         service["url"] + "/admin/leaderboard", params={"by": "model"}, headers=admin_headers(service["data"])
     ).json()
     assert {f"blue #{service['blue']}", f"green #{service['green']}"} <= {row["arm"] for row in board}
+    # The arena's two answers count against the key's limits like any request's.
+    small = (
+        cli(service["data"], "keys", "create", "small", "--tokens-per-day", "20").split(": ")[1].split()[0]
+    )
+    sc = openai.OpenAI(base_url=service["url"] + "/v1", api_key=small, max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="whole daily budget"):
+        sc.chat.completions.create(model="arena", messages=CHAT, max_tokens=8)  # 2 x 8 + the prompt > 20
     cli(service["data"], "rollback")  # the canary goes; blue keeps everything
     assert {
         c.completions.create(model="current", prompt="Hi", max_tokens=1, user=f"u{u}").model

@@ -88,6 +88,7 @@ def test_budgets_per_day_hold_requests_in_flight_and_survive_a_restart(store: St
     book.record(key, 20, 10, first)  # used 30 of its 60
     _, second = book.reserve(key, 60)  # 30 + 60 = 90
     book.record(key, 30, 30, second)  # 90 used today
+    book.record(key, 0, 0, second)  # settled already (an error after the answer): ignored
     book.flush()
     again = KeyBook(store)  # a restarted service reads what was used
     with pytest.raises(BudgetSpent, match="day budget 100 spent"):

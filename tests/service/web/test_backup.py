@@ -97,15 +97,15 @@ def test_a_backup_under_load_restores_to_identical_tables_and_snapshots(tmp_path
         code, out = cli(data, "snapshot", "--eval-fraction", "0.2")
         assert code == 0, out
         began = time.monotonic()
-        code, out = cli(data, "backup", "--to", str(tmp_path / "b1"))
+        code, out = cli(data, "backup")  # into <data>/backups, beside the scheduled ones
         ended = time.monotonic()
         assert code == 0 and "backup written to" in out, out
+        backup = Path(out.split("backup written to ")[1].split(":")[0])
         time.sleep(4)  # the schedule (every 1.8 s) makes a few more, keeping 2
         stop.set()
         for t in threads:
             t.join()
     assert not errors, errors[0]
-    backup = tmp_path / "b1"
     before = {sid for at, sid in acked if at < began}
     during = [at for at, _ in acked if began <= at <= ended]
     in_backup = {
@@ -145,5 +145,7 @@ def test_a_backup_under_load_restores_to_identical_tables_and_snapshots(tmp_path
     code, out = cli(tmp_path / "r3", "restore", str(damaged))
     assert code == 2 and "not a rankloop backup" in out
 
-    scheduled = sorted(p.name for p in (data / "backups").iterdir())
+    kept = sorted(p.name for p in (data / "backups").iterdir())
+    scheduled = [n for n in kept if n.startswith("scheduled-")]
     assert len(scheduled) == 2 and all((data / "backups" / n / "manifest.json").exists() for n in scheduled)
+    assert backup.name in kept  # pruning keeps the scheduled ones to 2 and never touches one made by hand
