@@ -69,7 +69,7 @@ def test_a_backup_under_load_restores_to_identical_tables_and_snapshots(tmp_path
             add_annotator(store, f"sim-{i}", "simulated")
     env = {
         "RANKLOOP_ANNOTATION__GOLD_RATE": "0",
-        "RANKLOOP_BACKUP__EVERY_H": "0.0005",
+        "RANKLOOP_BACKUP__EVERY_H": "0.0002",
         "RANKLOOP_BACKUP__KEEP": "2",
     }
     acked: list[tuple[float, str]] = []
@@ -101,7 +101,7 @@ def test_a_backup_under_load_restores_to_identical_tables_and_snapshots(tmp_path
         ended = time.monotonic()
         assert code == 0 and "backup written to" in out, out
         backup = Path(out.split("backup written to ")[1].split(":")[0])
-        time.sleep(4)  # the schedule (every 1.8 s) makes a few more, keeping 2
+        time.sleep(2.5)  # the schedule (every 0.72 s) makes a few more, keeping 2
         stop.set()
         for t in threads:
             t.join()
