@@ -60,7 +60,8 @@ def _cards(text: str, counts: Counter) -> str:
 
 
 def _phones(text: str, regions: Iterable[str], counts: Counter) -> str:
-    for region in list(regions) or [None]:  # no region: numbers with their country code only
+    # No region: numbers written with their country code only (libphonenumber's unknown region, ZZ).
+    for region in list(regions) or ["ZZ"]:
         spans = [
             (m.start, m.end)
             for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
