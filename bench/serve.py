@@ -43,6 +43,7 @@ from service.engine.server import start_server
 from tests.support.servicectl import admin_headers, running_service
 
 LEVELS = (1, 8, 32)
+STUB_LEVELS = (1, 32, 128, 512)  # no engine in the way: the gateway alone, up to many streams
 QUESTION = [{"role": "user", "content": "Tell me about the weather in the mountains."}]
 
 
@@ -195,7 +196,11 @@ def main() -> None:
         "--pretrain-steps", type=int, default=60, help="pretraining steps for the model (default 60)"
     )
     ap.add_argument(
-        "--levels", type=int, nargs="+", default=list(LEVELS), help="concurrent clients per level"
+        "--levels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="concurrent clients per level (default 1 8 32; with --upstream stub 1 32 128 512)",
     )
     ap.add_argument(
         "--reserved-cores",
@@ -222,7 +227,7 @@ def main() -> None:
         choices=["vllm", "stub"],
         default="vllm",
         help="vllm: a real engine (default); stub: a server that streams prepared chunks (bench/serve_stub.py), "
-        "with nginx as a baseline, at 1, 32, 128 and 512 streams unless --levels says otherwise",
+        "with nginx as a baseline (two requests per stream and level; --requests applies to vllm only)",
     )
     ap.add_argument("--rate", type=float, default=20.0, help="--upstream stub: tokens/s per stream")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -230,6 +235,7 @@ def main() -> None:
         "--work", type=Path, default=None, help="where the model, logs and data go (removed after)"
     )
     args = ap.parse_args()
+    args.levels = args.levels or (list(STUB_LEVELS) if args.upstream == "stub" else list(LEVELS))
     if args.upstream == "stub":
         from bench.serve_stub import run
 

@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> dict:
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx_bin).exists():
         sys.exit("bench.serve --upstream stub needs nginx: apt-get install nginx-light")
-    levels = args.levels if args.levels != [1, 8, 32] else [1, 32, 128, 512]
     results = []
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         stub_port, nginx_port = free_port(), free_port()
@@ -113,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
                     "nginx": (f"http://127.0.0.1:{nginx_port}/v1", "x", "stub"),
                     "gateway": (f"{url}/v1", key, "current"),
                 }
-                for clients in levels:
+                for clients in args.levels:
                     n = max(8, 2 * clients)  # two requests per client: every stream starts and ends once more
                     runs: dict[str, list[dict]] = {w: [] for w in WAYS}
                     for _ in range(args.repeat):  # interleaved, so drift on this noisy VM hits every way

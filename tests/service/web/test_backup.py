@@ -98,7 +98,6 @@ def test_a_backup_under_load_restores_to_identical_tables_and_snapshots(tmp_path
         assert code == 0, out
         began = time.monotonic()
         code, out = cli(data, "backup")  # into <data>/backups, beside the scheduled ones
-        ended = time.monotonic()
         assert code == 0 and "backup written to" in out, out
         backup = Path(out.split("backup written to ")[1].split(":")[0])
         time.sleep(2.5)  # the schedule (every 0.72 s) makes a few more, keeping 2
@@ -107,7 +106,6 @@ def test_a_backup_under_load_restores_to_identical_tables_and_snapshots(tmp_path
             t.join()
     assert not errors, errors[0]
     before = {sid for at, sid in acked if at < began}
-    during = [at for at, _ in acked if began <= at <= ended]
     in_backup = {
         r[0]
         for r in duckdb.connect(str(backup / "rankloop.duckdb"), read_only=True)
@@ -116,7 +114,7 @@ def test_a_backup_under_load_restores_to_identical_tables_and_snapshots(tmp_path
     }
     assert before <= in_backup, "a ranking acknowledged before the backup began is missing"
     assert in_backup <= {sid for _, sid in acked}  # nothing that was never acknowledged
-    assert len(acked) > len(in_backup) or during is not None  # annotators went on during and after it
+    assert any(at >= began for at, _ in acked)  # annotators went on ranking once the backup began
 
     restored = tmp_path / "restored"
     code, out = cli(restored, "restore", str(backup))
