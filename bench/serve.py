@@ -230,6 +230,9 @@ def main() -> None:
         "with nginx as a baseline (two requests per stream and level; --requests applies to vllm only)",
     )
     ap.add_argument("--rate", type=float, default=20.0, help="--upstream stub: tokens/s per stream")
+    ap.add_argument(
+        "--replicas", type=int, default=2, help="--upstream stub: `rankloop gateway` replicas behind nginx"
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument(
         "--work", type=Path, default=None, help="where the model, logs and data go (removed after)"

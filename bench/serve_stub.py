@@ -2,11 +2,13 @@
 
 A stub OpenAI-compatible server (bench/stub_upstream.py) streams prepared chunks at a fixed rate per
 stream and computes nothing. In one run, at each level of concurrent streaming clients, the same
-requests go three ways: straight to the stub, through nginx (Debian's, `proxy_buffering off`, a C
-reverse proxy as the baseline) and through `rankloop serve`'s gateway (the stub deployed as an
-`--endpoint`). Reported per way: completion tokens/s and its ratio to direct, time to first token
-p50/p99 and what each way adds to direct's, and CPU milliseconds per 1,000 tokens of each process
-(clients, stub, nginx, gateway). Needs nginx on PATH (`apt-get install nginx-light`).
+requests go four ways: straight to the stub, through nginx (Debian's, `proxy_buffering off`, a C
+reverse proxy as the baseline), through `rankloop serve`'s gateway (the stub deployed as an
+`--endpoint`), and through N `rankloop gateway --control` replicas behind a second nginx (`replicas`).
+Reported per way: completion tokens/s and its ratio to direct, time to first token p50/p99 and what
+each way adds to direct's, and CPU milliseconds per 1,000 tokens of each process (clients, stub,
+nginx, gateway, the replicas together, the replicas' nginx). Needs nginx on PATH
+(`apt-get install nginx-light`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import psutil
 from bench.serve import combine, level, measured
 from service.core.registry import register_model
 from service.core.store import Store
-from tests.support.servicectl import admin_headers, running_service
+from tests.support.servicectl import admin_headers, running_service, start_gateway
 
 NGINX = """worker_processes 1;
 pid {tmp}/nginx.pid;
@@ -35,7 +37,7 @@ error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 8192; }}
 http {{
   access_log off;
-  upstream stub {{ server 127.0.0.1:{stub}; keepalive 1024; }}
+  upstream stub {{ {servers} keepalive 1024; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location / {{
@@ -48,7 +50,7 @@ http {{
   }}
 }}
 """
-WAYS = ("direct", "nginx", "gateway")
+WAYS = ("direct", "nginx", "gateway", "replicas")
 
 
 def free_port() -> int:
@@ -80,8 +82,11 @@ def run(args: argparse.Namespace) -> dict:
         stub = subprocess.Popen(
             [sys.executable, "-m", "bench.stub_upstream", "--port", str(stub_port), "--rate", str(args.rate)]
         )
-        (Path(tmp) / "nginx.conf").write_text(NGINX.format(tmp=tmp, stub=stub_port, port=nginx_port))
+        servers = f"server 127.0.0.1:{stub_port};"
+        (Path(tmp) / "nginx.conf").write_text(NGINX.format(tmp=tmp, servers=servers, port=nginx_port))
         nginx = subprocess.Popen([nginx_bin, "-c", f"{tmp}/nginx.conf", "-p", tmp, "-g", "daemon off;"])
+        gateways: list[subprocess.Popen] = []
+        front: subprocess.Popen | None = None
         try:
             wait_for(f"http://127.0.0.1:{stub_port}/health", stub, "the stub")
             wait_for(f"http://127.0.0.1:{nginx_port}/health", nginx, "nginx")
@@ -101,16 +106,37 @@ def run(args: argparse.Namespace) -> dict:
                 }
                 httpx.post(f"{url}/admin/deploy", headers=admin, timeout=60, json=deploy).raise_for_status()
                 gateway = psutil.Process(json.loads((data / "service.json").read_text())["pid"])
+                control = httpx.post(
+                    f"{url}/admin/keys", headers=admin, json={"name": "replicas", "scope": "admin"}
+                ).json()["key"]
+                replica_urls = []
+                for i in range(args.replicas):
+                    proc, replica_url = start_gateway(url, control, Path(tmp) / f"gw{i}")
+                    gateways.append(proc)
+                    replica_urls.append(replica_url.removeprefix("http://"))
+                front_port, front_dir = free_port(), Path(tmp) / "front"
+                front_dir.mkdir()
+                servers = " ".join(f"server {u};" for u in replica_urls)
+                (front_dir / "nginx.conf").write_text(
+                    NGINX.format(tmp=front_dir, servers="least_conn; " + servers, port=front_port)
+                )
+                front = subprocess.Popen(
+                    [nginx_bin, "-c", f"{front_dir}/nginx.conf", "-p", str(front_dir), "-g", "daemon off;"]
+                )
+                wait_for(f"http://127.0.0.1:{front_port}/health", front, "the replicas' nginx")
                 procs = {
                     "bench_clients": [psutil.Process()],
                     "stub": [psutil.Process(stub.pid)],
                     "nginx": [psutil.Process(nginx.pid), *psutil.Process(nginx.pid).children()],
                     "gateway": [gateway],
+                    "replicas": [psutil.Process(g.pid) for g in gateways],
+                    "replicas_nginx": [psutil.Process(front.pid), *psutil.Process(front.pid).children()],
                 }
                 bases = {
                     "direct": (f"http://127.0.0.1:{stub_port}/v1", "x", "stub"),
                     "nginx": (f"http://127.0.0.1:{nginx_port}/v1", "x", "stub"),
                     "gateway": (f"{url}/v1", key, "current"),
+                    "replicas": (f"http://127.0.0.1:{front_port}/v1", key, "current"),
                 }
                 for clients in args.levels:
                     n = max(8, 2 * clients)  # two requests per client: every stream starts and ends once more
@@ -122,7 +148,7 @@ def run(args: argparse.Namespace) -> dict:
                                 measured(procs, level(base, k, model, clients, n, args.tokens, 0.0, 0))
                             )
                     row: dict = {"clients": clients, **{w: combine(runs[w]) for w in WAYS}}
-                    for way in ("nginx", "gateway"):
+                    for way in ("nginx", "gateway", "replicas"):
                         row[f"{way}_ratio"] = row[way]["tokens_per_s"] / row["direct"]["tokens_per_s"]
                         for q in ("p50", "p99"):
                             row[f"{way}_ttft_{q}_added_ms"] = (
@@ -135,16 +161,24 @@ def run(args: argparse.Namespace) -> dict:
                         f"{row['nginx_ttft_p99_added_ms']:+.1f} ms, gateway {row['gateway_ttft_p50_added_ms']:+.1f}/"
                         f"{row['gateway_ttft_p99_added_ms']:+.1f} ms; CPU ms/1k tokens: nginx "
                         f"{row['nginx']['cpu_ms_per_1k_tokens']['nginx']:.0f}, gateway "
-                        f"{row['gateway']['cpu_ms_per_1k_tokens']['gateway']:.0f}",
+                        f"{row['gateway']['cpu_ms_per_1k_tokens']['gateway']:.0f}; {args.replicas} replicas "
+                        f"{row['replicas_ratio']:.3f}x, TTFT added {row['replicas_ttft_p50_added_ms']:+.1f}/"
+                        f"{row['replicas_ttft_p99_added_ms']:+.1f} ms, CPU ms/1k tokens "
+                        f"{row['replicas']['cpu_ms_per_1k_tokens']['replicas']:.0f} (+ their nginx "
+                        f"{row['replicas']['cpu_ms_per_1k_tokens']['replicas_nginx']:.0f})",
                         flush=True,
                     )
         finally:
+            for proc in [*gateways, *([front] if front else [])]:
+                proc.terminate()
+                proc.wait(15)
             nginx.terminate()
             stub.terminate()
             nginx.wait(10)
             stub.wait(10)
     return {
         "upstream": f"stub, {args.rate:g} tokens/s per stream, {args.tokens} tokens per request",
+        "replicas": args.replicas,
         "machine": f"{psutil.cpu_count()} cores",
         "levels": results,
     }

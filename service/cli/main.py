@@ -21,6 +21,7 @@
     rankloop prioritize
     rankloop keys create NAME [--scope client|admin] [--rpm N] [--tpm N] | list | revoke NAME
     rankloop deploy MODEL_ID [--canary PCT] [--replicas N] | deploy promote | rollback | routes
+    rankloop gateway --control URL [--port N] [--spool DIR]   # a stateless /v1 replica of a running service
     rankloop demo
 
 Every command takes `--data DIR` (default ./rankloop-data, env RANKLOOP_DATA) and
@@ -42,6 +43,7 @@ from service.cli.backup import add_parsers as add_backup_parsers
 from service.cli.client import connect, follow, show_table
 from service.cli.evaluate import add_parsers as add_evaluate_parsers
 from service.cli.flags import POSITIONAL, Opt, add_model_flags, flag_values
+from service.cli.gateway import add_parsers as add_gateway_parsers
 from service.cli.judge import add_parsers as add_judge_parsers
 from service.cli.loop import add_parsers as add_loop_parsers
 from service.cli.output import print_table, report_job
@@ -119,10 +121,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
     version = counts.pop("schema_version")
     counts.pop("data_dir", None)
     routes, note = counts.pop("routes", None), counts.pop("note", None)
+    gateways = counts.pop("gateways", [])
     if args.json:
         print(
             json.dumps(
                 {"data_dir": str(settings.data_dir), "schema_version": version, **counts, "routes": routes}
+                | ({"gateways": gateways} if gateways else {})
             )
         )
         return
@@ -133,6 +137,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
         f"  {'routes':15} {json.dumps(routes) if routes else 'nothing deployed'}"
         + (f" ({note})" if note else "")
     )
+    if gateways:
+        up = sum(g["up"] for g in gateways)
+        print(
+            f"  {'gateways':15} {up} of {len(gateways)} replicas syncing: "
+            + ", ".join(g["address"] for g in gateways)
+        )
 
 
 def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -268,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_judge_parsers(tree)
     add_serving_parsers(tree)
     add_backup_parsers(tree)
+    add_gateway_parsers(tree)
 
     add_loop_parsers(tree)
     return ap

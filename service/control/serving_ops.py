@@ -241,7 +241,9 @@ def _routes(ctx: Context) -> dict:
     """What serves now (the live state in a service; the record otherwise); None when nothing is deployed."""
     if ctx.gateway is not None:
         state = ctx.gateway.deployer.state()
-        return {"routes": state if state["current"] or state["error"] else None}
+        out = {"routes": state if state["current"] or state["error"] else None}
+        gateways = ctx.gateway.hub.replicas() if ctx.gateway.hub is not None else []
+        return {**out, "gateways": gateways} if gateways else out  # replicas that synced with this service
     current = current_deployment(ctx.store)
     if current is None:
         return {"routes": None}

@@ -391,6 +391,19 @@ CREATE TABLE key_usage (
 );
 """,
     ),
+    Migration(
+        16,
+        "the gateway replicas that send their traffic to the service, and the last batch of it stored",
+        # A replica numbers its traffic rows 1, 2, 3... and resends what was not acknowledged; a row is
+        # stored only if its number is above last_seq, in the transaction that moves last_seq.
+        """CREATE TABLE gateway_replicas (
+  id VARCHAR PRIMARY KEY,
+  address VARCHAR,
+  last_seq BIGINT NOT NULL DEFAULT 0,
+  seen_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+""",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

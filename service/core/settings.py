@@ -21,6 +21,8 @@ from reward.configfile import ConfigError, format_errors, read_yaml
 from service.core.paths import DataPaths
 
 ENV_PREFIX = "RANKLOOP_"
+# Variables of ours that are not settings: the settings file, and a gateway replica's control key.
+NOT_SETTINGS = ("CONFIG", "CONTROL_KEY")
 
 
 def _split(value: Any, splitter) -> Any:
@@ -226,7 +228,7 @@ def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
     """`RANKLOOP_VLLM__DTYPE=x` -> {"vllm": {"dtype": "x"}}; `RANKLOOP_DATA` -> data_dir."""
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key[len(ENV_PREFIX) :] in NOT_SETTINGS:
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         if path == ["data"]:

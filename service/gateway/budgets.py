@@ -11,6 +11,7 @@ when a budget is spent the gateway answers 429 until the next UTC day or month b
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -47,23 +48,66 @@ def labels(now: datetime) -> dict[str, tuple[str, float]]:
 
 
 class Budgets:
-    def __init__(self, store: Store):
+    """Tokens used per key and period: stored (read once from `store`; a gateway replica, which has no
+    database, is told them by the service), counted since, held by requests in flight, and held
+    `elsewhere` (by other gateway processes)."""
+
+    def __init__(self, store: Store | None):
         self.store = store
         self._lock = threading.Lock()
         self._stored: dict[tuple[int, str], int] = {}  # read once per key and period
         self._unsaved: dict[tuple[int, str], int] = {}
+        self._sending: dict[tuple[int, str], int] = {}  # a replica's counts on their way to the service
         self._held: dict[tuple[int, str], int] = {}
+        self.elsewhere: Callable[[int, str], int] = lambda kid, label: 0
 
     def _used(self, kid: int, label: str) -> int:
         k = (kid, label)
         if k not in self._stored:
-            self._stored[k] = int(
-                self.store.scalar(
-                    "SELECT coalesce(sum(tokens), 0) FROM key_usage WHERE key_id = ? AND period = ?",
-                    [kid, label],
+            self._stored[k] = (
+                int(
+                    self.store.scalar(
+                        "SELECT coalesce(sum(tokens), 0) FROM key_usage WHERE key_id = ? AND period = ?",
+                        [kid, label],
+                    )
                 )
+                if self.store is not None
+                else 0
             )
-        return self._stored[k] + self._unsaved.get(k, 0) + self._held.get(k, 0)
+        return (
+            self._stored[k]
+            + self._unsaved.get(k, 0)
+            + self._sending.get(k, 0)
+            + self._held.get(k, 0)
+            + self.elsewhere(kid, label)
+        )
+
+    def used(self, kid: int, label: str) -> int:
+        with self._lock:
+            return self._used(kid, label)
+
+    def held(self) -> dict[tuple[int, str], int]:
+        """What this process's requests in flight hold, by key and period label."""
+        with self._lock:
+            return {k: n for k, n in self._held.items() if n}
+
+    def sending(self) -> None:
+        """A replica is sending its requests (and with them the tokens counted so far) to the service."""
+        with self._lock:
+            for k, n in self._unsaved.items():
+                self._sending[k] = self._sending.get(k, 0) + n
+            self._unsaved = {}
+
+    def sent(self, used: dict[tuple[int, str], int] | None) -> None:
+        """The service answered with every process's stored use (`used`, which counts what was sent), or
+        the send failed (None: those counts wait for the next)."""
+        with self._lock:
+            if used is None:
+                for k, n in self._sending.items():
+                    self._unsaved[k] = self._unsaved.get(k, 0) + n
+            else:
+                self._stored = dict(used)
+            self._sending = {}
 
     def hold(self, kid: int, limits: dict[str, int | None], tokens: int) -> Held | None:
         """Hold `tokens` against the key's budgets (`limits`: period -> tokens or None), or raise

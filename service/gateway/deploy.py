@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-import zlib
-
-import httpx
 
 from service.core.errors import UserError
 from service.core.registry import get_model
@@ -25,32 +22,21 @@ from service.core.settings import Settings
 from service.core.store import Store
 from service.engine.server import EngineStartError, VLLMServer
 from service.gateway.deploy_records import current_deployment
-from service.gateway.upstreams import Pool, endpoint_upstream, start_replica
+from service.gateway.routes import Routes
+from service.gateway.upstreams import Pool, Upstream, endpoint_upstream, start_replica
 
 BACKOFF_S = (1, 2, 4, 8, 16, 30)
 
 
-def bucket(sticky: str) -> float:
-    """A stable position in [0, 100) for sticky canary and arm assignment."""
-    return zlib.crc32(sticky.encode()) % 10_000 / 100
-
-
-class Deployer:
+class Deployer(Routes):
     """The service's routes and the servers behind them."""
 
     def __init__(self, store: Store, settings: Settings):
+        super().__init__()
         self.store, self.settings = store, settings
-        self.primary: Pool | None = None
-        self.canary: Pool | None = None
-        self.fallback: Pool | None = None  # serves `current` when every replica of the chosen pool fails
-        self.canary_pct = 0.0
-        self.arms: dict[str, float] | None = None
-        self.error: str | None = None  # why the recorded deployment is not serving
         self._change = threading.Lock()  # one deploy, promote or rollback at a time
         self._draining: dict[int, Pool] = {}  # replaced pools finishing their requests, by id()
         self._spawned: list[VLLMServer] = []  # every server started, from its first moment: none outlives us
-        self._stop = threading.Event()
-        self._supervisor: threading.Thread | None = None
 
     # -- starting and stopping ----------------------------------------------
 
@@ -58,8 +44,7 @@ class Deployer:
         """Serve the recorded deployment (in the background: the service answers meanwhile) and
         supervise the servers."""
         threading.Thread(target=self._restore, daemon=True, name="deploy-restore").start()
-        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name="deploy-supervisor")
-        self._supervisor.start()
+        self.supervise()
 
     def _restore(self) -> None:
         row = current_deployment(self.store)
@@ -174,11 +159,6 @@ class Deployer:
                 return pool
         return self._pool(model_id, 1, None, None)
 
-    def fallback_for(self, pool: Pool) -> Pool | None:
-        """Where a request goes when no replica of `pool` answers (None: nowhere)."""
-        fallback = self.fallback
-        return fallback if fallback is not None and fallback is not pool and not fallback.retired else None
-
     def promote(self) -> dict:
         with self._change:
             if self.canary is None:
@@ -194,87 +174,25 @@ class Deployer:
             old, self.canary, self.canary_pct = self.canary, None, 0.0
             self._retire(old)
 
-    # -- serving ------------------------------------------------------------------
-
-    def choose(self, route: str, sticky: str) -> Pool | None:
-        """The pool for a request: `current` splits between primary and canary by weight, sticky per
-        user or key; a model's own name reaches that model if it is deployed."""
-        primary, canary, pct = self.primary, self.canary, self.canary_pct
-        if route == "current":
-            if canary is not None and bucket(sticky) < pct:
-                return canary
-            return primary
-        for pool in (primary, canary):
-            if pool is not None and route == pool.name:
-                return pool
-        return None
-
-    def arm(self, sticky: str) -> str | None:
-        """The system prompt a route's experiment gives this user (None: no experiment)."""
-        arms = self.arms
-        if not arms:
-            return None
-        point, total = bucket(sticky + "/arm") / 100 * sum(arms.values()), 0.0
-        for name, weight in arms.items():
-            total += weight
-            if point < total:
-                return name
-        return next(iter(arms))
-
-    def state(self) -> dict:
-        return {
-            "current": self.primary.state() if self.primary else None,
-            "canary": {**self.canary.state(), "percent": self.canary_pct} if self.canary else None,
-            "fallback": self.fallback.state() if self.fallback else None,
-            "system_prompts": self.arms,
-            "error": self.error,
-        }
-
-    def _supervise(self) -> None:
-        """Every second: a replica whose process died or whose /health fails leaves the rotation and is
-        restarted with backoff; one that answers again comes back."""
-        with httpx.Client(timeout=2.0) as http:
-            while not self._stop.wait(1.0):
-                for pool in (self.primary, self.canary, self.fallback):
-                    if pool is not None and not pool.retired:
-                        try:
-                            self._check(pool, http)
-                        except Exception as e:  # noqa: BLE001 - the supervisor must outlive any one failure
-                            self.error = f"supervising {pool.name}: {e}"
-
-    def _check(self, pool: Pool, http: httpx.Client) -> None:
-        for u in list(pool.upstreams):
-            try:
-                ok = u.alive() and http.get(f"{u.url}/health").status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            u.healthy = ok
-            if ok:
-                u.failures = 0
-                continue
-            if u.server is None or u.alive() or time.monotonic() < u.next_restart or self._stop.is_set():
-                continue
-            if pool.path is None or pool.opts is None:  # an endpoint the service did not start
-                continue
-            u.next_restart = time.monotonic() + BACKOFF_S[min(u.failures, len(BACKOFF_S) - 1)]
-            u.failures += 1
-            u.server.stop(grace_s=5)  # what is left of it (the engine's processes) goes first
-            try:
-                fresh = start_replica(
-                    pool.path, pool.name, pool.opts, self.settings.paths.logs, self._spawned.append
-                )
-            except EngineStartError as e:
-                self.error = f"restarting a replica of {pool.name} failed ({u.failures} in a row): {e}"
-                continue
-            with pool.lock:
-                if not pool.retired and not self._stop.is_set():
-                    u.url, u.key, u.server, u.healthy, u.failures = (
-                        fresh.url,
-                        fresh.key,
-                        fresh.server,
-                        True,
-                        0,
-                    )
-                    continue
-            if fresh.server is not None:
-                fresh.server.stop()  # the pool was replaced while this replica started
+    def _restart(self, pool: Pool, u: Upstream) -> None:
+        """A replica the service started whose process died: started again, with backoff."""
+        if u.server is None or u.alive() or time.monotonic() < u.next_restart or self._stop.is_set():
+            return
+        if pool.path is None or pool.opts is None:  # an endpoint the service did not start
+            return
+        u.next_restart = time.monotonic() + BACKOFF_S[min(u.failures, len(BACKOFF_S) - 1)]
+        u.failures += 1
+        u.server.stop(grace_s=5)  # what is left of it (the engine's processes) goes first
+        try:
+            fresh = start_replica(
+                pool.path, pool.name, pool.opts, self.settings.paths.logs, self._spawned.append
+            )
+        except EngineStartError as e:
+            self.error = f"restarting a replica of {pool.name} failed ({u.failures} in a row): {e}"
+            return
+        with pool.lock:
+            if not pool.retired and not self._stop.is_set():
+                u.url, u.key, u.server, u.healthy, u.failures = fresh.url, fresh.key, fresh.server, True, 0
+                return
+        if fresh.server is not None:
+            fresh.server.stop()  # the pool was replaced while this replica started

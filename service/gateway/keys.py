@@ -18,6 +18,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -80,14 +81,21 @@ class KeyBook(PeriodicFlush):
         self._lock = threading.Lock()
         self._usage: dict[int, _Usage] = {}
         self.budgets = Budgets(store)
+        # Requests and tokens of a key in the window that other gateway processes admitted (service/
+        # gateway/hub.py adds the replicas'; a replica, the service's and the other replicas').
+        self.elsewhere: Callable[[int], tuple[int, int]] = lambda kid: (0, 0)
         self._view: tuple[int, dict[str, Key]] = (
             -1,
             {},
         )  # (key_records.changes() it reflects, the active keys)
 
     def lookup(self, key: str) -> Key | None:
-        """The active key, or None (unknown or revoked). Called from the event loop and from threads:
-        the view is replaced whole, and never by one older than itself."""
+        """The active key, or None (unknown or revoked)."""
+        return self.active().get(key_hash(key))
+
+    def active(self) -> dict[str, Key]:
+        """Every active key by its hash. Called from the event loop and from threads: the view is
+        replaced whole, and never by one older than itself."""
         seen, active = self._view
         now = changes()
         if now != seen:  # read before the query: a change during it is read again next time
@@ -99,7 +107,32 @@ class KeyBook(PeriodicFlush):
             with self._lock:
                 if now >= self._view[0]:
                     self._view = (now, active)
-        return active.get(key_hash(key))
+        return active
+
+    def authenticate(self, authorization: str | None) -> Key:
+        """The active key of an `Authorization: Bearer rk-...` header, admitted under its rate limits;
+        else the error in OpenAI's shape (401 without a valid key, 429 over a limit)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise GatewayError(
+                401,
+                "send your API key: 'Authorization: Bearer rk-...' (`rankloop keys create NAME`)",
+                code="missing_api_key",
+            )
+        key = self.lookup(token.strip())
+        if key is None:
+            raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
+        wait = self.admit(key)
+        if wait > 0:
+            raise GatewayError(
+                429,
+                f"rate limit of key {key.name!r} reached ({key.rpm} requests or {key.tpm} tokens "
+                "per minute); retry later",
+                type_="rate_limit_error",
+                code="rate_limit_exceeded",
+                retry_after=wait,
+            )
+        return key
 
     def admit(self, key: Key) -> float:
         """Count a request against the key's limits: 0 when admitted, else the seconds to wait."""
@@ -110,12 +143,13 @@ class KeyBook(PeriodicFlush):
                 u.times.popleft()
             while u.tokens and now - u.tokens[0][0] >= WINDOW_S:
                 u.tokens.popleft()
-            if key.rpm is not None and len(u.times) >= key.rpm:
+            requests, tokens = self.elsewhere(key.id)
+            if key.rpm is not None and len(u.times) + requests >= key.rpm:
                 RATE_LIMITED.labels(key.name, "rpm").inc()
-                return WINDOW_S - (now - u.times[0])
-            if key.tpm is not None and sum(n for _, n in u.tokens) >= key.tpm:
+                return WINDOW_S - (now - u.times[0]) if u.times else 1.0
+            if key.tpm is not None and sum(n for _, n in u.tokens) + tokens >= key.tpm:
                 RATE_LIMITED.labels(key.name, "tpm").inc()
-                return WINDOW_S - (now - u.tokens[0][0])
+                return WINDOW_S - (now - u.tokens[0][0]) if u.tokens else 1.0
             u.times.append(now)
             u.requests += 1
             u.last_used = datetime.now(UTC)
@@ -133,7 +167,7 @@ class KeyBook(PeriodicFlush):
             u = self._usage.setdefault(key.id, _Usage())
             while u.tokens and now - u.tokens[0][0] >= WINDOW_S:
                 u.tokens.popleft()
-            if sum(n for _, n in u.tokens) + tokens > key.tpm:
+            if sum(n for _, n in u.tokens) + self.elsewhere(key.id)[1] + tokens > key.tpm:
                 RATE_LIMITED.labels(key.name, "tpm").inc()
                 wait = WINDOW_S - (now - u.tokens[0][0]) if u.tokens else 1.0
             else:
@@ -208,6 +242,32 @@ class KeyBook(PeriodicFlush):
             else:
                 u.tokens.append([time.monotonic(), used])
         self.budgets.settle(key.id, used, held.budget if held else None)
+
+    def window(self) -> dict[int, tuple[int, int]]:
+        """Each key's requests and tokens (reserved or used) in this process's window now, for the
+        other gateway processes."""
+        now = time.monotonic()
+        with self._lock:
+            out = {}
+            for kid, u in self._usage.items():
+                while u.times and now - u.times[0] >= WINDOW_S:
+                    u.times.popleft()
+                while u.tokens and now - u.tokens[0][0] >= WINDOW_S:
+                    u.tokens.popleft()
+                if u.times or u.tokens:
+                    out[kid] = (len(u.times), sum(n for _, n in u.tokens))
+            return out
+
+    def count(self, kid: int, prompt_tokens: int, completion_tokens: int, when: datetime) -> None:
+        """A request another gateway process answered: its usage counted and written with ours (its own
+        window counted there, and reported through `elsewhere`)."""
+        with self._lock:
+            u = self._usage.setdefault(kid, _Usage())
+            u.requests += 1
+            u.prompt_tokens += prompt_tokens
+            u.completion_tokens += completion_tokens
+            u.last_used = max(u.last_used or when, when)
+        self.budgets.settle(kid, prompt_tokens + completion_tokens, None)
 
     def flush(self) -> None:
         """Add the counts since the last flush to the stored ones."""

@@ -43,6 +43,7 @@ from service.data.prompts import latest_system_prompts
 from service.gateway import observe
 from service.gateway.deploy import Deployer
 from service.gateway.feedback import Feedback, record_feedback
+from service.gateway.hub import Hub
 from service.gateway.keys import Key, KeyBook
 from service.gateway.proxy import Outcome, fetch, forward
 from service.gateway.schemas import ChatRequest, CompletionRequest, GatewayError, parse
@@ -61,6 +62,7 @@ class Gateway:
     keys: KeyBook
     traffic: TrafficLog
     client: aiohttp.ClientSession | None = None
+    hub: Hub | None = None  # where gateway replicas sync (the service's; None in a replica)
     _prompts: dict[str, tuple[dict | None, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,6 +98,13 @@ class Gateway:
                 skip_auto_headers=["Accept-Encoding"],
             )  # bytes pass through as sent
         return self.client
+
+    async def record_feedback(self, key: Key, fb: Feedback, request: Request) -> Response:
+        """A client's judgment of a response, stored (a gateway replica sends it to the service)."""
+        await run_in_threadpool(self.traffic.flush)  # the response may still wait in the log's queue
+        return JSONResponse(
+            await run_in_threadpool(record_feedback, self.store, key, fb, self.settings.gateway)
+        )
 
     def system_prompt(self, name: str) -> dict | None:
         """The newest version of a stored system prompt (cached for a few seconds)."""
@@ -148,7 +157,7 @@ def build_router(gw: Gateway, authenticate: Authenticate) -> APIRouter:
         return await _counted(gw, authenticate, request, CompletionRequest, "/v1/completions")
 
     @router.post("/feedback")
-    async def feedback(request: Request) -> dict:
+    async def feedback(request: Request) -> Response:
         key = authenticate(request)
         try:
             fb = Feedback.model_validate(await _json(request))
@@ -156,8 +165,7 @@ def build_router(gw: Gateway, authenticate: Authenticate) -> APIRouter:
             err = e.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "body"
             raise GatewayError(400, f"{field}: {err['msg']}", param=field) from None
-        await run_in_threadpool(gw.traffic.flush)  # the response may still wait in the log's queue
-        return await run_in_threadpool(record_feedback, gw.store, key, fb, gw.settings.gateway)
+        return await gw.record_feedback(key, fb, request)
 
     return router
 
@@ -237,26 +245,32 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
     log_all = limits.log_traffic or key.log_traffic
 
     answering = [pool]  # the pool that answers: `pool`, or its fallback
+    row = {
+        "key_id": key.id,
+        "route": req.model,
+        "model_id": pool.model_id,
+        "system_prompt_id": system["id"] if system else None,
+        "n": req.n,
+        "stream": req.stream,
+        "request": forwarded if log_all else None,
+    }
+    begun = gw.traffic.begin(row)
 
     def done(out: Outcome) -> None:
         gw.keys.record(key, out.prompt_tokens, out.completion_tokens, held)
         observe.answered(path, answering[0].name, key.name, out, span, forwarded if log_all else None)
         gw.traffic.add(
             {
+                **row,
                 "response_id": (out.body or {}).get("id"),
-                "key_id": key.id,
-                "route": req.model,
                 "model_id": answering[0].model_id,
-                "system_prompt_id": system["id"] if system else None,
-                "n": req.n,
-                "stream": req.stream,
                 "status": out.status,
                 "prompt_tokens": out.prompt_tokens,
                 "completion_tokens": out.completion_tokens,
                 "latency_ms": out.latency_ms,
-                "request": forwarded if log_all else None,
                 "response": out.body if log_all else None,
-            }
+            },
+            begun,
         )
 
     headers = {
@@ -284,6 +298,7 @@ async def _complete(gw: Gateway, key: Key, request: Request, model: type, path: 
         return await forward(gw.http(), backup, path, forwarded, headers, done, keep_chunks=log_all)
     except BaseException:
         gw.keys.record(key, 0, 0, held)  # it never reached a model: nothing was used
+        gw.traffic.cancel(begun)
         raise
 
 

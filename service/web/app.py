@@ -33,10 +33,11 @@ from service.core.paths import DataPaths, write_private
 from service.core.settings import Settings
 from service.core.store import Store
 from service.engine.supervisor import EngineSupervisor
+from service.gateway.hub import Hub
 from service.gateway.router import Gateway, build_router
 from service.gateway.schemas import GatewayError
 from service.jobs.runner import JobRunner
-from service.web import admin, annotate_api, metrics
+from service.web import admin, annotate_api, hub_api, metrics
 from service.web.auth import Auth, ExpiringSessions, SessionSigner
 from service.web.guard import AnnotatorLogin, BodyLimit, ClientAddress, SameOrigin, headers_of
 
@@ -114,6 +115,10 @@ def create_app(settings: Settings, store: Store, *, mount_ui: bool = True) -> Fa
     app.include_router(metrics.build_router(app.state.metrics, settings.metrics.public, auth.admin))
     app.include_router(annotate_api.build_router(auth, store, settings.annotation))
     app.include_router(build_router(gateway, auth.client_key))
+    gateway.hub = Hub(
+        store, settings, gateway.deployer, gateway.keys
+    )  # stateless gateway replicas (`rankloop gateway --control URL`) sync here
+    app.include_router(hub_api.build_router(gateway.hub, auth.admin))
     app.include_router(admin.build_router(auth, ctx))
     if mount_ui:
         app = _mount_annotator(app, settings, store, auth, ctx)

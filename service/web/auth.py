@@ -32,7 +32,6 @@ from service.core.enums import Role
 from service.core.store import Store
 from service.gateway.key_records import KeyScope
 from service.gateway.keys import Key, KeyBook
-from service.gateway.schemas import GatewayError
 
 # The roles the admin key may act for on the annotation API (people log in themselves).
 ACTING_ROLES = (Role.SIMULATED, Role.JUDGE)
@@ -232,26 +231,5 @@ class Auth:
         raise HTTPException(401, "send 'Authorization: Bearer ADMIN_KEY' or an admin account's token")
 
     def client_key(self, request: Request) -> Key:
-        """The API key of a /v1 request (any scope), admitted under its rate limits; else the error in
-        OpenAI's shape (401 without a valid key, 429 over a limit)."""
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            raise GatewayError(
-                401,
-                "send your API key: 'Authorization: Bearer rk-...' (`rankloop keys create NAME`)",
-                code="missing_api_key",
-            )
-        key = self.keys.lookup(token)
-        if key is None:
-            raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
-        wait = self.keys.admit(key)
-        if wait > 0:
-            raise GatewayError(
-                429,
-                f"rate limit of key {key.name!r} reached ({key.rpm} requests or {key.tpm} tokens "
-                "per minute); retry later",
-                type_="rate_limit_error",
-                code="rate_limit_exceeded",
-                retry_after=wait,
-            )
-        return key
+        """The API key of a /v1 request (any scope), admitted under its rate limits (`KeyBook.authenticate`)."""
+        return self.keys.authenticate(request.headers.get("authorization"))

@@ -57,12 +57,12 @@ class ServiceState(Collector):
 class Replicas(Collector):
     """The deployed models' replicas: health and load from the gateway, and their own vLLM metrics."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, scrape: bool = True):
         self.gateway = gateway
+        self.scrape = scrape  # a gateway replica leaves the model servers' own metrics to the service
 
     def pools(self) -> list[Pool]:
-        dep = self.gateway.deployer
-        return [p for p in (dep.primary, dep.canary, dep.fallback) if p is not None]
+        return self.gateway.deployer.pools()
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -77,7 +77,7 @@ class Replicas(Collector):
             for i, u in enumerate(list(pool.upstreams)):
                 up.add_metric([pool.name, str(i)], float(u.healthy))
                 busy.add_metric([pool.name, str(i)], u.in_flight)
-                if u.healthy:
+                if u.healthy and self.scrape:
                     asked.append(({"model": pool.name, "replica": str(i)}, u.url, u.key))
         if asked:
             with (

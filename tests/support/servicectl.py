@@ -59,3 +59,50 @@ def running_service(
 
 def admin_headers(data_dir: Path) -> dict[str, str]:
     return {"Authorization": f"Bearer {(data_dir / 'admin.key').read_text().strip()}"}
+
+
+def start_gateway(control: str, key: str, spool: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """A `rankloop gateway` replica of the service at `control` (its log beside its spool); returns the
+    process and its base URL once /health answers 200. The caller stops it."""
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    log_path = spool.parent / f"{spool.name}.log"
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "gateway",
+                "--control",
+                control,
+                "--port",
+                "0",
+                "--spool",
+                str(spool),
+                *args,
+            ],
+            cwd=REPO,
+            env={**os.environ, "RANKLOOP_CONTROL_KEY": key},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"rankloop gateway exited ({proc.returncode}):\n{log_path.read_text()}")
+        started = [
+            line
+            for line in log_path.read_text().splitlines()[-20:]
+            if line.startswith("rankloop gateway at ")
+        ]
+        if started:
+            url = started[-1].split()[3].rstrip(",").removesuffix("/v1")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"rankloop gateway did not become healthy:\n{log_path.read_text()}")

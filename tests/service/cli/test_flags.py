@@ -33,6 +33,11 @@ HAND_WRITTEN = {
     ("train policy", "method"),  # which job kind, so which config class
     ("train policy", "evaluate"),  # then run `evaluate policy`
     ("restore", "backup"),  # the backup's folder: restore runs here, never through a service
+    # A gateway replica runs in its own process against a service, not through the command table.
+    *(
+        ("gateway", f)
+        for f in ("control", "host", "port", "spool", "control_key_file", "log_format", "metrics_public")
+    ),
 }
 # Commands that run no single command-table row (jobs started with a config, loops, processes).
 NOT_ONE_ROW = {
@@ -46,6 +51,7 @@ NOT_ONE_ROW = {
     "demo",
     "loop",
     "restore",
+    "gateway",
 }
 GLOBAL = {"help", "data", "config"}
 

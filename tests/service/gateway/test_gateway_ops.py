@@ -31,7 +31,7 @@ from service.core.store import Store
 from service.gateway.key_records import create_key
 from service.web.app import create_app
 from tests.service.gateway.conftest import CHAT, cli, client, replica_pids, usage
-from tests.support.servicectl import admin_headers
+from tests.support.servicectl import admin_headers, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -147,6 +147,114 @@ def test_metrics_traces_and_json_logs_of_real_traffic(service, tiny_model: Path,
     ours = [x for x in lines if x.get("trace_id") == trace_id]
     assert ours and ours[0]["request_id"] and ours[0]["key"] == "app" and ours[0]["status"] == 200
     assert all("messages" not in json.dumps(x) and service["key"] not in json.dumps(x) for x in lines)
+
+
+def _traffic(data: Path, tmp: Path) -> list[dict]:
+    """The traffic table as the service holds it now (through a backup: the service owns the file)."""
+    out = cli(data, "backup", "--to", str(tmp))
+    with Store.open(Path(out.split("backup written to ")[1].split(":")[0]) / "rankloop.duckdb") as store:
+        return store.query("SELECT status, request, response_id FROM traffic WHERE request IS NOT NULL")
+
+
+def test_two_gateway_replicas_share_keys_traffic_and_limits(service, tmp_path: Path) -> None:
+    """Two `rankloop gateway` processes in front of the service: both serve (whole, streamed, feedback);
+    a revoked key is refused by both within a second; a replica killed with SIGKILL mid-stream and
+    restarted (its acknowledgements lost too, so it sends everything again) leaves every request it
+    and the other served logged exactly once; rpm holds across the two."""
+    url, data = service["url"], service["data"]
+    admin = admin_headers(data)
+    control = httpx.post(f"{url}/admin/keys", headers=admin, json={"name": "gw", "scope": "admin"}).json()[
+        "key"
+    ]
+    key = httpx.post(f"{url}/admin/keys", headers=admin, json={"name": "spread", "log_traffic": True}).json()[
+        "key"
+    ]
+    gws = [start_gateway(url, control, tmp_path / f"gw{i}") for i in (1, 2)]
+    bases = [u for _, u in gws]
+    sent: list[str] = []
+
+    def ask(base: str, stream: bool = False):
+        sent.append(f"ask {len(sent)}")
+        c = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+        msgs = [{"role": "user", "content": sent[-1]}]
+        return c.chat.completions.create(model="current", messages=msgs, max_tokens=8, stream=stream)
+
+    try:
+        whole = ask(bases[0])
+        assert whole.model == "blue" and usage(whole).completion_tokens > 0
+        assert [ch for ch in ask(bases[1], stream=True)][-1].usage is not None
+        assert httpx.get(bases[1] + "/health").json() == {"ok": True}
+        assert httpx.get(bases[1] + "/metrics").status_code == 401
+        scraped = httpx.get(bases[1] + "/metrics", headers={"Authorization": f"Bearer {control}"}).text
+        assert (
+            'rankloop_gateway_requests_total{model="blue",route="/v1/chat/completions",status="200"} 1.0'
+            in scraped
+        )
+        vote = httpx.post(
+            bases[1] + "/v1/feedback",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"response_id": whole.id, "score": 1},  # served by the other replica
+        )
+        assert vote.status_code == 200, vote.text
+
+        # Requests the killed replica answered but may not have sent yet, then one cut mid-stream.
+        for _ in range(3):
+            ask(bases[0])
+        cut = ask(bases[0], stream=True)
+        next(iter(cut))
+        gws[0][0].send_signal(signal.SIGKILL)
+        gws[0][0].wait(10)
+        (tmp_path / "gw1" / "acked").unlink(missing_ok=True)  # as if every acknowledgement was lost
+        gws[0] = start_gateway(url, control, tmp_path / "gw1")
+        ask(gws[0][1])
+        ask(bases[1])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = _traffic(data, tmp_path / f"backup-{time.monotonic()}")
+            rows = [r for r in rows if json.loads(r["request"])["messages"][-1]["content"].startswith("ask ")]
+            asked = [json.loads(r["request"])["messages"][-1]["content"] for r in rows]
+            if set(sent) <= set(asked):
+                break
+            time.sleep(0.5)
+        assert sorted(asked) == sorted(sent), "each request logged exactly once"
+        statuses = {json.loads(r["request"])["messages"][-1]["content"]: r["status"] for r in rows}
+        assert statuses.pop(sent[5]) in (200, 502)  # the cut stream: ended before the kill, or logged as cut
+        assert set(statuses.values()) == {200}
+
+        # Limits across replicas: rpm 4, two requests at each replica, each seen by the other by then.
+        limited = httpx.post(f"{url}/admin/keys", headers=admin, json={"name": "rpm4", "rpm": 4}).json()[
+            "key"
+        ]
+        time.sleep(0.6)
+        codes = []
+        for base in (gws[0][1], gws[0][1], bases[1], bases[1], bases[1], gws[0][1]):
+            r = httpx.post(
+                base + "/v1/completions",
+                headers={"Authorization": f"Bearer {limited}"},
+                json={"model": "current", "prompt": "Hi", "max_tokens": 1},
+            )
+            codes.append(r.status_code)
+            time.sleep(0.6)  # longer than a sync: each replica has heard of the other's requests
+        assert codes == [200, 200, 200, 200, 429, 429], codes
+
+        # A revoked key: refused by both within a second.
+        cli(data, "keys", "revoke", "spread")
+        revoked, refused = time.monotonic(), {}
+        while len(refused) < 2 and time.monotonic() - revoked < 5:
+            for base in (gws[0][1], bases[1]):
+                if base not in refused:
+                    r = httpx.post(
+                        base + "/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "current", "messages": CHAT, "max_tokens": 1},
+                    )
+                    if r.status_code == 401:
+                        refused[base] = time.monotonic() - revoked
+        assert len(refused) == 2 and max(refused.values()) < 1.0, refused
+    finally:
+        for proc, _ in gws:
+            proc.terminate()
+            proc.wait(15)
 
 
 def test_the_fallback_answers_when_every_replica_is_down(service) -> None:
