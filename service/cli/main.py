@@ -22,6 +22,7 @@
     rankloop keys create NAME [--scope client|admin] [--rpm N] [--tpm N] | list | revoke NAME
     rankloop deploy MODEL_ID [--canary PCT] [--replicas N] | deploy promote | rollback | routes
     rankloop gateway --control URL [--port N] [--spool DIR]   # a stateless /v1 replica of a running service
+    rankloop webhooks add URL [--event E ...] | list | remove ID | deliveries   # signed, retried
     rankloop demo
 
 Every command takes `--data DIR` (default ./rankloop-data, env RANKLOOP_DATA) and
@@ -53,6 +54,7 @@ from service.cli.serving import add_parsers as add_serving_parsers
 from service.cli.serving import add_prompt_parsers
 from service.cli.tree import CommandTree, op_params
 from service.cli.vllm_flags import add_vllm_flags, job_vllm, vllm_overrides
+from service.cli.webhooks import add_parsers as add_webhook_parsers
 from service.core.errors import CommandFailed, describe, exit_code
 from service.core.settings import Settings, load_settings
 from service.core.store import Store
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serving_parsers(tree)
     add_backup_parsers(tree)
     add_gateway_parsers(tree)
+    add_webhook_parsers(tree)
 
     add_loop_parsers(tree)
     return ap

@@ -24,7 +24,7 @@ from annotator.queue import mark_gold
 from annotator.simulate_run import ensure_accounts
 from annotator.simulated import Profile
 from reward.conversation import check_messages
-from service.control import judges, serving_ops
+from service.control import judges, serving_ops, webhooks
 from service.control.context import Context
 from service.control.packaged_models import MODEL_FIELD, add_packaged
 from service.control.scoring import prioritize
@@ -368,6 +368,22 @@ COMMANDS: dict[str, Command] = {
     "deploy.promote": Command("POST", "/deploy/promote", NoParams, serving_ops.promote),
     "rollback": Command("POST", "/rollback", NoParams, serving_ops.rollback),
     "routes": Command("GET", "/routes", NoParams, serving_ops.routes),
+    "webhooks.add": Command(
+        "POST", "/webhooks", webhooks.NewWebhook, lambda ctx, p: webhooks.add_webhook(ctx.store, p)
+    ),
+    "webhooks.list": Command("GET", "/webhooks", NoParams, lambda ctx, p: webhooks.list_webhooks(ctx.store)),
+    "webhooks.remove": Command(
+        "POST",
+        "/webhooks/{webhook_id}/remove",
+        webhooks.WebhookId,
+        lambda ctx, p: webhooks.remove_webhook(ctx.store, p),
+    ),
+    "webhooks.deliveries": Command(
+        "GET",
+        "/webhook-deliveries",
+        webhooks.DeliveryFilter,
+        lambda ctx, p: webhooks.list_deliveries(ctx.store, p),
+    ),
     "prompts.from_traffic": Command(
         "POST", "/prompts/from-traffic", serving_ops.FromTraffic, serving_ops.from_traffic
     ),

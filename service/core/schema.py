@@ -404,6 +404,35 @@ CREATE TABLE key_usage (
 );
 """,
     ),
+    Migration(
+        17,
+        "webhooks, their deliveries (the outbox and its log), and how far events have been read",
+        _table(
+            "webhooks",
+            """url VARCHAR NOT NULL,
+  secret VARCHAR NOT NULL,
+  events VARCHAR[] NOT NULL,
+  active BOOLEAN NOT NULL DEFAULT true""",
+        )
+        + """CREATE TABLE webhook_deliveries (
+  id VARCHAR PRIMARY KEY,
+  webhook_id BIGINT NOT NULL,
+  event VARCHAR NOT NULL,
+  payload VARCHAR NOT NULL,
+  status VARCHAR NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+  last_status INTEGER,
+  last_error VARCHAR,
+  delivered_at TIMESTAMPTZ,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE webhook_cursors (
+  event VARCHAR PRIMARY KEY,
+  value JSON NOT NULL
+);
+""",
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

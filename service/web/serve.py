@@ -15,6 +15,7 @@ import socket
 import sys
 
 from service.control.backup_schedule import BackupSchedule
+from service.control.webhooks import Dispatcher
 from service.core.discovery import admin_key, write_service_file
 from service.core.errors import UserError
 from service.core.logs import setup_logging
@@ -52,7 +53,7 @@ def serve(settings: Settings) -> None:
             "pick another --port (0 = any free port)"
         ) from None
     url = f"http://{settings.host}:{sock.getsockname()[1]}"
-    app = scrape = schedule = None
+    app = scrape = schedule = hooks = None
     try:
         reap_stale(store)  # jobs of a service that died are marked failed, not left running
         app = create_app(settings, store)
@@ -72,6 +73,8 @@ def serve(settings: Settings) -> None:
                 settings.backup.keep,
             )
             schedule.start()
+        hooks = Dispatcher(store)  # webhooks: new events into the outbox, deliveries out, each second
+        hooks.start()
         write_service_file(settings, url)
         print(
             f"rankloop serving {settings.data_dir} at {url}\n  annotator: {url}/annotate\n"
@@ -94,6 +97,8 @@ def serve(settings: Settings) -> None:
             scrape.shutdown()
         if schedule is not None:
             schedule.stop()
+        if hooks is not None:
+            hooks.stop()
         info.unlink(missing_ok=True)
         sock.close()
         store.close()
