@@ -129,6 +129,10 @@ class Dispatcher(PeriodicFlush):
         self._http = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False)
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="webhook-send")
 
+    def start(self) -> None:
+        self.enqueue()  # before the service answers: on a first start the cursors begin here
+        super().start()
+
     def tick(self, beat: int) -> None:
         with self.flush_lock:
             self.enqueue()
