@@ -368,21 +368,13 @@ COMMANDS: dict[str, Command] = {
     "deploy.promote": Command("POST", "/deploy/promote", NoParams, serving_ops.promote),
     "rollback": Command("POST", "/rollback", NoParams, serving_ops.rollback),
     "routes": Command("GET", "/routes", NoParams, serving_ops.routes),
-    "webhooks.add": Command(
-        "POST", "/webhooks", webhooks.NewWebhook, lambda ctx, p: webhooks.add_webhook(ctx.store, p)
-    ),
-    "webhooks.list": Command("GET", "/webhooks", NoParams, lambda ctx, p: webhooks.list_webhooks(ctx.store)),
+    "webhooks.add": Command("POST", "/webhooks", webhooks.NewWebhook, webhooks.add_webhook),
+    "webhooks.list": Command("GET", "/webhooks", NoParams, webhooks.list_webhooks),
     "webhooks.remove": Command(
-        "POST",
-        "/webhooks/{webhook_id}/remove",
-        webhooks.WebhookId,
-        lambda ctx, p: webhooks.remove_webhook(ctx.store, p),
+        "POST", "/webhooks/{webhook_id}/remove", webhooks.WebhookId, webhooks.remove_webhook
     ),
     "webhooks.deliveries": Command(
-        "GET",
-        "/webhook-deliveries",
-        webhooks.DeliveryFilter,
-        lambda ctx, p: webhooks.list_deliveries(ctx.store, p),
+        "GET", "/webhook-deliveries", webhooks.DeliveryFilter, webhooks.list_deliveries
     ),
     "prompts.from_traffic": Command(
         "POST", "/prompts/from-traffic", serving_ops.FromTraffic, serving_ops.from_traffic

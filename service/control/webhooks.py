@@ -26,6 +26,7 @@ import httpx
 from pydantic import Field, field_validator
 from standardwebhooks import Webhook
 
+from service.control.context import Context
 from service.control.serving_ops import _Params
 from service.core.errors import NotFound
 from service.core.store import Store
@@ -71,7 +72,8 @@ class DeliveryFilter(_Params):
     limit: int = Field(100, ge=1, le=10_000, description="newest first, at most this many")
 
 
-def add_webhook(store: Store, p: NewWebhook) -> dict:
+def add_webhook(ctx: Context, p: NewWebhook) -> dict:
+    store = ctx.store
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     with store.write() as cur:
         hook_id = cur.execute(
@@ -87,8 +89,8 @@ def add_webhook(store: Store, p: NewWebhook) -> dict:
     }
 
 
-def list_webhooks(store: Store) -> list[dict]:
-    return store.query(
+def list_webhooks(ctx: Context, _: object = None) -> list[dict]:
+    return ctx.store.query(
         "SELECT w.id, w.url, w.events, w.active, count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered, "
         "count(d.id) FILTER (WHERE d.status = 'pending') AS pending, count(d.id) FILTER (WHERE d.status = 'failed') "
         "AS failed, w.created_at FROM webhooks w LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id "
@@ -96,9 +98,9 @@ def list_webhooks(store: Store) -> list[dict]:
     )
 
 
-def remove_webhook(store: Store, p: WebhookId) -> dict:
+def remove_webhook(ctx: Context, p: WebhookId) -> dict:
     """Stop sending to a webhook (its delivery log stays; what was pending is dropped as failed)."""
-    with store.write() as cur:
+    with ctx.store.write() as cur:
         if not cur.execute(
             "UPDATE webhooks SET active = false WHERE id = ? AND active RETURNING id", [p.webhook_id]
         ).fetchall():
@@ -111,8 +113,8 @@ def remove_webhook(store: Store, p: WebhookId) -> dict:
     return {"id": p.webhook_id, "removed": True}
 
 
-def list_deliveries(store: Store, p: DeliveryFilter) -> list[dict]:
-    return store.query(
+def list_deliveries(ctx: Context, p: DeliveryFilter) -> list[dict]:
+    return ctx.store.query(
         "SELECT id, webhook_id, event, status, attempts, last_status, last_error, next_at, delivered_at, created_at "
         "FROM webhook_deliveries WHERE (? IS NULL OR webhook_id = ?) AND (? IS NULL OR status = ?) "
         "ORDER BY created_at DESC, id LIMIT ?",
@@ -126,8 +128,8 @@ class Dispatcher(PeriodicFlush):
     def __init__(self, store: Store, every_s: float = 1.0):
         super().__init__(every_s, "webhooks")
         self.store = store
-        self._http = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False)
-        self._pool = ThreadPoolExecutor(8, thread_name_prefix="webhook-send")
+        self._http = httpx.Client(timeout=httpx.Timeout(TIMEOUT_S, connect=3.0), follow_redirects=False)
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="webhook-send")
 
     def start(self) -> None:
         self.enqueue()  # before the service answers: on a first start the cursors begin here
@@ -136,7 +138,7 @@ class Dispatcher(PeriodicFlush):
     def tick(self, beat: int) -> None:
         with self.flush_lock:
             self.enqueue()
-            self.send_due()
+        self.send_due()  # outside the lock: a slow endpoint does not hold up the outbox or a stop
 
     def flush(self) -> None:
         """At stop: what happened goes into the outbox; it is sent after the next start."""
@@ -170,7 +172,8 @@ class Dispatcher(PeriodicFlush):
     def send_due(self) -> None:
         due = self.store.query(
             "SELECT d.id, d.payload, d.attempts, w.url, w.secret FROM webhook_deliveries d JOIN webhooks w "
-            "ON w.id = d.webhook_id WHERE d.status = 'pending' AND d.next_at <= now() ORDER BY d.created_at LIMIT ?",
+            "ON w.id = d.webhook_id WHERE d.status = 'pending' AND w.active AND d.next_at <= now() "
+            "ORDER BY d.created_at LIMIT ?",
             [BATCH],
         )
         results = list(self._pool.map(self._send, due))
@@ -178,7 +181,7 @@ class Dispatcher(PeriodicFlush):
             with self.store.write() as cur:
                 cur.executemany(
                     "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = ?, "
-                    "next_at = ?, delivered_at = ? WHERE id = ?",
+                    "next_at = ?, delivered_at = ? WHERE id = ? AND status = 'pending'",  # not if removed meanwhile
                     results,
                 )
 

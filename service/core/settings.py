@@ -46,6 +46,11 @@ class VLLMOptions(BaseModel):
     max_num_batched_tokens: int | None = Field(
         4096, ge=16, description="most tokens per engine step (None: vLLM's)"
     )
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        description="tokens per KV-cache block; prefix caching reuses whole blocks (None: vLLM's, 128 on CPU)",
+    )
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU only: memory fraction")
     tensor_parallel_size: int | None = Field(
         None, ge=1, description="GPUs one server splits the model across"
@@ -106,11 +111,26 @@ class GatewayOptions(BaseModel):
         description="served traffic may become prompts (`prompts from-traffic`) and votes rankings; "
         "personal data is taken out first (false: neither, ever)",
     )
+    replica_host: str = Field(
+        "127.0.0.1",
+        description="address the service's own vLLM servers listen on and are reached at; this host's "
+        "address lets `rankloop gateway` replicas on other hosts reach them (each keeps its own key)",
+    )
     phone_regions: list[str] = Field(
         ["US"],
         description="regions whose national phone formats are found and removed from traffic "
         "(numbers with a country code are found whatever the region)",
     )
+
+    @field_validator("replica_host")
+    @classmethod
+    def _reachable(cls, v: str) -> str:
+        if v in ("0.0.0.0", "::", "") or ":" in v:
+            raise ValueError(
+                f"{v!r}: give the one IPv4 address or name other hosts reach this one at (e.g. 10.0.0.5); "
+                "the servers listen there and replicas are told it"
+            )
+        return v
 
     @field_validator("phone_regions")
     @classmethod

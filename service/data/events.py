@@ -100,7 +100,13 @@ def _rankings(cur: duckdb.DuckDBPyConnection) -> list[Event]:
 def _jobs(cur: duckdb.DuckDBPyConnection) -> list[Event]:
     top = cur.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()[0]  # type: ignore[index]
     # The jobs not yet finished when last read (their ids), and the highest id read.
-    state = _cursor(cur, "jobs", {"seen": top, "running": []})
+    unfinished = [
+        r[0]
+        for r in cur.execute(
+            "SELECT id FROM jobs WHERE status IN ('queued', 'running') ORDER BY id"
+        ).fetchall()
+    ]
+    state = _cursor(cur, "jobs", {"seen": top, "running": unfinished})  # a first read watches those running
     watched = [*state["running"], *range(state["seen"] + 1, top + 1)]
     if not watched:
         return []

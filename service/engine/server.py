@@ -183,6 +183,8 @@ def server_command(model_dir: Path, served_name: str, host: str, port: int, opts
         cmd += ["--max-num-seqs", str(opts.max_num_seqs)]
     if opts.max_num_batched_tokens:
         cmd += ["--max-num-batched-tokens", str(opts.max_num_batched_tokens)]
+    if opts.block_size:
+        cmd += ["--block-size", str(opts.block_size)]
     if opts.gpu_memory_utilization:
         cmd += ["--gpu-memory-utilization", str(opts.gpu_memory_utilization)]
     if opts.tensor_parallel_size:

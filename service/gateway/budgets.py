@@ -126,9 +126,10 @@ class Budgets:
                 self._held[(kid_, label)] = self._held.get((kid_, label), 0) + n
         return Held(parts)
 
-    def settle(self, kid: int, tokens: int, held: Held | None) -> None:
-        """A finished request: its hold is released and what it used is counted."""
-        now = labels(datetime.now(UTC))
+    def settle(self, kid: int, tokens: int, held: Held | None, when: datetime | None = None) -> None:
+        """A finished request: its hold is released and what it used is counted (in the periods of
+        `when`, default now: a replica's row that arrives after midnight counts for its own day)."""
+        now = labels(when or datetime.now(UTC))
         with self._lock:
             for kid_, label, n in held.parts if held else []:
                 self._held[(kid_, label)] -= n

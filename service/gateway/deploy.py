@@ -78,6 +78,10 @@ class Deployer(Routes):
             if server.alive():
                 server.stop(grace_s=5)
 
+    @property
+    def _host(self) -> str:
+        return self.settings.gateway.replica_host
+
     def _pool(self, model_id: int, replicas: int, endpoint: str | None, endpoint_key: str | None) -> Pool:
         model = get_model(self.store, model_id)
         name = model["name"]
@@ -88,7 +92,9 @@ class Deployer(Routes):
         try:
             for _ in range(replicas):
                 started.append(
-                    start_replica(model["path"], name, opts, self.settings.paths.logs, self._spawned.append)
+                    start_replica(
+                        model["path"], name, opts, self.settings.paths.logs, self._spawned.append, self._host
+                    )
                 )
         except BaseException:
             for u in started:
@@ -185,7 +191,7 @@ class Deployer(Routes):
         u.server.stop(grace_s=5)  # what is left of it (the engine's processes) goes first
         try:
             fresh = start_replica(
-                pool.path, pool.name, pool.opts, self.settings.paths.logs, self._spawned.append
+                pool.path, pool.name, pool.opts, self.settings.paths.logs, self._spawned.append, self._host
             )
         except EngineStartError as e:
             self.error = f"restarting a replica of {pool.name} failed ({u.failures} in a row): {e}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ from service.gateway.keys import KeyBook
 from service.gateway.traffic import table
 
 SYNC_EVERY_S = 0.25
+log = logging.getLogger("rankloop.gateway")
 FRESH_S = 3.0
 PROMPTS_TTL_S = 1.0
 
@@ -48,7 +50,8 @@ class Hub:
 
     def __init__(self, store: Store, settings: Settings, deployer: Deployer, keys: KeyBook):
         self.store, self.settings, self.deployer, self.keys = store, settings, deployer, keys
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the reports only: never held across I/O or another lock
+        self._ingest = threading.Lock()  # one ingest at a time: the cached last numbers match the table
         self._reports: dict[str, Report] = {}
         self._last: dict[str, int] = {}  # replica -> last row number stored (read from the table once)
         self._prompts: tuple[float, dict] = (-PROMPTS_TTL_S, {})
@@ -73,7 +76,15 @@ class Hub:
     def sync(
         self, replica: str, address: str, etag: str | None, rows: list[dict], window: dict, held: list
     ) -> dict:
-        stored = self._ingest(replica, address, rows)
+        # The state goes back even when the rows cannot be stored now: a revoked key must still reach
+        # the replica (which sends the rows again next time).
+        error = None
+        try:
+            stored = self._store(replica, address, rows)
+        except Exception as e:  # noqa: BLE001 - reported to the replica, which logs it
+            error = f"the service could not store this replica's traffic: {e}"
+            log.error("%s (replica %s at %s)", error, replica, address)
+            stored = self._last.get(replica, 0)
         report = Report(
             time.monotonic(),
             address,
@@ -103,17 +114,18 @@ class Hub:
         ]
         return {
             "acked": stored,
+            "error": error,
             "etag": tag,
             "state": state if tag != etag else None,
             "others": others,
             "budget_used": used,
         }
 
-    def _ingest(self, replica: str, address: str, rows: list[dict]) -> int:
+    def _store(self, replica: str, address: str, rows: list[dict]) -> int:
         """Store the rows numbered above the last stored for `replica`, and that number, in one
         transaction: a resend stores nothing twice. The new last number."""
         store = self.store
-        with self._lock:  # one ingest at a time: the cached last number must match the table
+        with self._ingest:
             last = self._last.get(replica)
             if last is None:
                 last = int(
@@ -126,7 +138,17 @@ class Hub:
                 top = int(new[-1]["seq"]) if new else last
                 with store.write() as cur:
                     if new:
-                        parsed = [{**r, "created_at": datetime.fromisoformat(r["created_at"])} for r in new]
+                        parsed = [
+                            {
+                                **r,
+                                "created_at": datetime.fromisoformat(r["created_at"]),
+                                # whatever an upstream called its answer, stored as text
+                                "response_id": None
+                                if r.get("response_id") is None
+                                else str(r["response_id"]),
+                            }
+                            for r in new
+                        ]
                         store.insert_arrow(cur, "traffic", table(parsed))
                     cur.execute(
                         "INSERT INTO gateway_replicas (id, address, last_seq, seen_at) VALUES (?, ?, ?, now()) "

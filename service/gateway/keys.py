@@ -267,7 +267,7 @@ class KeyBook(PeriodicFlush):
             u.prompt_tokens += prompt_tokens
             u.completion_tokens += completion_tokens
             u.last_used = max(u.last_used or when, when)
-        self.budgets.settle(kid, prompt_tokens + completion_tokens, None)
+        self.budgets.settle(kid, prompt_tokens + completion_tokens, None, when)
 
     def flush(self) -> None:
         """Add the counts since the last flush to the stored ones."""

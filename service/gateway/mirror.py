@@ -37,7 +37,8 @@ from service.gateway.schemas import GatewayError
 from service.gateway.spool import Spool
 from service.gateway.traffic import TrafficLog, prepare
 
-BATCH = 1000  # rows per sync; more wait for the next, sent at once
+BATCH = 1000  # rows per sync, at most BATCH_BYTES of them; more wait for the next, sent at once
+BATCH_BYTES = 8 << 20
 log = logging.getLogger("rankloop.gateway")
 
 
@@ -120,9 +121,11 @@ class MirrorGateway(Gateway):
         """One exchange with the service; True when rows are still waiting (send again at once). Raises
         ControlError when it failed (what was sent is sent again next time)."""
         with self._sync_lock:
-            rows = self.spool.pending(BATCH)
             budgets = self.keys.budgets
+            # Counts first, rows second: a request that ends in between is counted twice until the next
+            # sync, never missed.
             budgets.sending()
+            rows = self.spool.pending(BATCH, BATCH_BYTES)
             body = {
                 "replica": self.spool.replica,
                 "address": self.address,
@@ -138,7 +141,7 @@ class MirrorGateway(Gateway):
                 raise ControlError(f"the service at {self.control} does not answer: {e}") from None
             if r.status_code in (401, 403):
                 budgets.sent(None)
-                self._refused(r.text)
+                self._refused()
                 raise ControlError(
                     f"the service refused this gateway's control key ({r.status_code}): {r.text[:200]}"
                 )
@@ -146,6 +149,15 @@ class MirrorGateway(Gateway):
                 budgets.sent(None)
                 raise ControlError(f"the service answered the sync with {r.status_code}: {r.text[:300]}")
             answer = r.json()
+            if int(answer["acked"]) > self.spool.last:
+                budgets.sent(None)
+                raise ControlError(
+                    f"the service has stored rows up to {answer['acked']} from replica {self.spool.replica}, but "
+                    f"this one has numbered only {self.spool.last}: another gateway uses the same replica id "
+                    f"(a copied {self.spool.path.parent}); give each gateway a spool of its own"
+                )
+            if answer.get("error"):
+                log.warning("%s; the rows are sent again", answer["error"])
             self.spool.ack(int(answer["acked"]))
             if answer["state"] is not None:
                 self._adopt(answer["state"])
@@ -163,9 +175,10 @@ class MirrorGateway(Gateway):
             update={"gateway": GatewayOptions.model_validate(state["gateway"])}
         )
 
-    def _refused(self, why: str) -> None:
+    def _refused(self) -> None:
         """The control key is revoked: nothing is served until the service accepts one again."""
         cast(MirrorKeys, self.keys).adopt({})
+        why = "this gateway is not allowed to serve (its control key was refused)"
         self.deployer.adopt(
             {"primary": None, "canary": None, "fallback": None, "canary_pct": 0.0, "arms": None, "error": why}
         )
@@ -211,8 +224,9 @@ class MirrorGateway(Gateway):
         try:
             await run_in_threadpool(self.sync)
         except ControlError as e:
+            log.warning("feedback not sent: %s", e)
             raise GatewayError(
-                503, f"feedback cannot be recorded now: {e}", type_="server_error", retry_after=5
+                503, "feedback cannot be recorded now; retry later", type_="server_error", retry_after=5
             ) from None
         async with self.http().post(
             f"{self.control}/v1/feedback",

@@ -106,21 +106,34 @@ class Spool:
             self._append({"seq": self._seq, "begun": token, "row": row})
             self._rows.append({**row, "seq": self._seq})
 
-    def pending(self, limit: int) -> list[dict]:
-        """The oldest rows the service has not acknowledged, on disk for good first."""
+    @property
+    def last(self) -> int:
+        """The number of the newest row."""
+        return self._seq
+
+    def pending(self, limit: int, max_bytes: int) -> list[dict]:
+        """The oldest rows the service has not acknowledged (at most `limit`, and `max_bytes` of JSON but
+        at least one), on disk for good first."""
         os.fsync(self._fd)
         with self._lock:
-            return self._rows[:limit]
+            rows = self._rows[:limit]
+        size = 0
+        for i, row in enumerate(rows):
+            size += len(json.dumps(row, default=str))
+            if size > max_bytes and i:
+                return rows[:i]
+        return rows
 
     def ack(self, seq: int) -> None:
         """The service has stored every row up to `seq`."""
+        if seq <= self.acked:
+            return
+        write_atomic(self._acked_path, str(seq).encode())  # its fsync outside the lock requests take
         with self._lock:
-            if seq <= self.acked:
-                return
-            write_atomic(self._acked_path, str(seq).encode())
-            self.acked = seq
+            self.acked = max(self.acked, seq)
             self._rows = [r for r in self._rows if r["seq"] > seq]
-            if os.fstat(self._fd).st_size > COMPACT_BYTES and len(self._rows) < 1000:
+            # Rewritten only when little is still needed: the rewrite holds up requests meanwhile.
+            if os.fstat(self._fd).st_size > COMPACT_BYTES and len(self._rows) + len(self._open) <= 100:
                 self._compact()
 
     def _compact(self) -> None:

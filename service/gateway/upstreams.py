@@ -118,14 +118,14 @@ def start_replica(
     opts: VLLMOptions,
     log_dir: Path,
     on_start: Callable[[VLLMServer], None] | None = None,
+    host: str = "127.0.0.1",
 ) -> Upstream:
-    """A vLLM server for the checkpoint on loopback with its own random key, checked with one real
-    generation (a server can answer /health and still fail to generate)."""
+    """A vLLM server for the checkpoint on `host` (loopback unless `gateway.replica_host` says otherwise)
+    with its own random key, checked with one real generation (a server can answer /health and still
+    fail to generate)."""
     key = secrets.token_urlsafe(24)
-    server = start_server(
-        path, opts, log_dir, host="127.0.0.1", served_name=name, api_key=key, on_start=on_start
-    )
-    upstream = Upstream(f"http://127.0.0.1:{server.port}", key, name, server)
+    server = start_server(path, opts, log_dir, host=host, served_name=name, api_key=key, on_start=on_start)
+    upstream = Upstream(f"http://{host}:{server.port}", key, name, server)
     try:
         check_generates(upstream)
     except BaseException:

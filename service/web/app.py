@@ -202,7 +202,9 @@ def body_limit(settings: Settings):
             return settings.gateway.max_body_kib * 2**10, (
                 f"the limit of {settings.gateway.max_body_kib} KiB (setting gateway.max_body_kib)"
             )
-        if scope.get("method") == "POST" and scope.get("path") in uploads:
+        if scope.get("method") == "POST" and (
+            scope.get("path") in uploads or scope.get("path") == "/admin/gateway/sync"
+        ):
             return settings.max_upload_mib * 2**20, (
                 f"the upload limit of {settings.max_upload_mib} MiB (setting max_upload_mib)"
             )

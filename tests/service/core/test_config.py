@@ -51,6 +51,7 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ("vllm:\n  kv_cache_gib: 0\n", "vllm.kv_cache_gib"),
         ("no_such_field: 1\n", "no_such_field"),
         ("vllm:\n  enforce_eager: maybe\n", "vllm.enforce_eager"),
+        ("gateway:\n  replica_host: 0.0.0.0\n", "gateway.replica_host"),  # an address others can reach
     ],
 )
 def test_bad_values_name_the_field(tmp_path: Path, text: str, field: str) -> None:
@@ -64,6 +65,8 @@ def test_bad_values_name_the_field(tmp_path: Path, text: str, field: str) -> Non
 def test_bad_env_names_the_field() -> None:
     with pytest.raises(ConfigError, match="port"):
         load_settings(environ={"RANKLOOP_PORT": "eighty"})
+    # A gateway replica's control key is ours but not a setting.
+    assert load_settings(environ={"RANKLOOP_CONTROL_KEY": "rk-x"}).port == 8000
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ from tests.service.gateway.conftest import CHAT, cli, client, replica_pids, usag
 from tests.support.servicectl import admin_headers
 
 pytestmark = pytest.mark.slow  # every test here runs vLLM servers behind a running service
+# 32-token KV-cache blocks (vLLM's CPU default is 128), so a prompt's cacheable prefix is most of it.
+SERVICE_ENV = {"RANKLOOP_VLLM__BLOCK_SIZE": "32"}
 
 
 def test_openai_client_sync_async_streaming_and_n(service) -> None:
@@ -296,22 +298,22 @@ def test_two_replicas_lose_nothing_when_one_dies(service) -> None:
     c = client(service)
     for _ in range(4):
         c.chat.completions.create(model="current", messages=CHAT, max_tokens=4)
-    # Requests that share a long system prompt and conversation go to one replica, whose prefix cache
+    # K requests that share a long system prompt and conversation go to one replica, whose prefix cache
     # they hit (vLLM's own counters, per replica, through /metrics): 181 prompt tokens, of which the
-    # first 128 (one of the CPU backend's blocks) can be cached.
+    # first 160 (five of this module's 32-token blocks) can be cached; the first request caches them.
     before = _prefix_cache(service)
     shared: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": "You answer questions about animals. " * 10},
         *CHAT,
     ]
-    for _ in range(8):
+    for _ in range(16):
         c.chat.completions.create(model="current", messages=shared, max_tokens=2)
     after = _prefix_cache(service)
     queried = {r: after[r][0] - before.get(r, (0, 0))[0] for r in after}
     assert sorted(q > 0 for q in queried.values()) == [False, True], queried  # one replica took them all
     (home,) = [r for r, q in queried.items() if q > 0]
     hit_rate = (after[home][1] - before.get(home, (0, 0))[1]) / queried[home]
-    assert hit_rate > 0.5, hit_rate
+    assert hit_rate >= 0.8, hit_rate  # issue 21's goal: 15 x 160 / (16 x 181) = 0.83 at most
     os.killpg(os.getpgid(first), signal.SIGKILL)
     results = [
         c.chat.completions.create(model="current", messages=CHAT, max_tokens=4).model for _ in range(10)

@@ -41,6 +41,8 @@ SERVICE_ENV = {
     "OTEL_TRACES_EXPORTER": "console",
     "OTEL_BSP_SCHEDULE_DELAY": "100",
     "RANKLOOP_LOG_FORMAT": "json",
+    # The service's vLLM servers on another address than its own loopback one, as for replicas elsewhere.
+    "RANKLOOP_GATEWAY__REPLICA_HOST": "127.0.0.2",
 }
 
 
@@ -169,6 +171,8 @@ def test_two_gateway_replicas_share_keys_traffic_and_limits(service, tmp_path: P
     key = httpx.post(f"{url}/admin/keys", headers=admin, json={"name": "spread", "log_traffic": True}).json()[
         "key"
     ]
+    routes = httpx.get(f"{url}/admin/routes", headers=admin).json()["routes"]
+    assert routes["current"]["replicas"][0]["url"].startswith("http://127.0.0.2:")  # gateway.replica_host
     gws = [start_gateway(url, control, tmp_path / f"gw{i}") for i in (1, 2)]
     bases = [u for _, u in gws]
     sent: list[str] = []
@@ -251,6 +255,8 @@ def test_two_gateway_replicas_share_keys_traffic_and_limits(service, tmp_path: P
                     if r.status_code == 401:
                         refused[base] = time.monotonic() - revoked
         assert len(refused) == 2 and max(refused.values()) < 1.0, refused
+        status = cli(data, "status")
+        assert "gateways        2 of 2 replicas syncing" in status, status
     finally:
         for proc, _ in gws:
             proc.terminate()

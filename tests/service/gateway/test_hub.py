@@ -49,7 +49,8 @@ def test_the_spool_keeps_rows_until_acknowledged_and_logs_a_request_cut_by_a_cra
     gone = spool.begin(row(1, "never reached a model"))
     spool.cancel(gone)
     spool.add(row(1, "second"), None)
-    assert [r["seq"] for r in spool.pending(10)] == [1, 2]
+    assert [r["seq"] for r in spool.pending(10, 1 << 20)] == [1, 2]
+    assert [r["seq"] for r in spool.pending(10, 1)] == [1]  # a batch is capped in bytes, but never empty
     spool.ack(1)
     with pytest.raises(UserError, match="another gateway is using the spool"):
         Spool(tmp_path / "spool")  # one process per spool
@@ -59,7 +60,7 @@ def test_the_spool_keeps_rows_until_acknowledged_and_logs_a_request_cut_by_a_cra
         f.write('{"seq": 9, "row": {"trunc')
 
     again = Spool(tmp_path / "spool")
-    rows = again.pending(10)
+    rows = again.pending(10, 1 << 20)
     assert [(r["seq"], json.loads(r["request"])["marker"], r["status"]) for r in rows] == [
         (2, "second", 200),
         (3, "cut", DIED),  # begun, never ended: logged once, as cut off
@@ -69,7 +70,7 @@ def test_the_spool_keeps_rows_until_acknowledged_and_logs_a_request_cut_by_a_cra
     )  # the same replica after a restart
     again.ack(3)
     again.close()
-    assert Spool(tmp_path / "spool").pending(10) == []  # nothing left, numbering goes on from 3
+    assert Spool(tmp_path / "spool").pending(10, 1 << 20) == []  # nothing left, numbering goes on from 3
 
 
 def test_compaction_keeps_what_is_still_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +84,7 @@ def test_compaction_keeps_what_is_still_needed(tmp_path: Path, monkeypatch: pyte
     assert len(lines) == 2
     spool.add(row(1, "after"), open_one)
     spool.close()
-    assert [r["seq"] for r in Spool(tmp_path / "s").pending(10)] == [3, 4]
+    assert [r["seq"] for r in Spool(tmp_path / "s").pending(10, 1 << 20)] == [3, 4]
 
 
 @pytest.fixture

@@ -9,12 +9,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from standardwebhooks import Webhook
 
 from annotator import simulate_run
 from annotator.simulated import Profile
+from service.control.context import Context
 from service.control.webhooks import DeliveryFilter, Dispatcher, NewWebhook, add_webhook, list_deliveries
 from service.core.registry import promote, register_model
 from service.core.settings import AnnotationOptions
@@ -61,6 +64,10 @@ class Receiver:
         self.server.shutdown()
 
 
+def ctx(store: Store) -> Context:
+    return cast(Context, SimpleNamespace(store=store))  # the webhook operations use the store only
+
+
 def test_events_are_read_once_from_the_tables_without_replaying_history(store: Store) -> None:
     seed_tasks(store, n_prompts=1, k=2, styles=("brief",), required=1)  # one task, batch-0
     with store.write() as cur:
@@ -89,9 +96,9 @@ def test_events_are_read_once_from_the_tables_without_replaying_history(store: S
 
 def test_deliveries_are_signed_and_retried_until_accepted(store: Store) -> None:
     receiver = Receiver(fail=1)
-    hook = add_webhook(store, NewWebhook(url=receiver.url, events=["model.registered"]))
+    hook = add_webhook(ctx(store), NewWebhook(url=receiver.url, events=["model.registered"]))
     receiver.secret = hook["secret"]
-    other = add_webhook(store, NewWebhook(url=receiver.url + "/unused", events=["job.finished"]))
+    other = add_webhook(ctx(store), NewWebhook(url=receiver.url + "/unused", events=["job.finished"]))
     dispatcher = Dispatcher(store)
     try:
         with store.write() as cur:
@@ -99,13 +106,13 @@ def test_deliveries_are_signed_and_retried_until_accepted(store: Store) -> None:
         model = register_model(store, "policy", Path("/models/p"), name="p")
         assert dispatcher.enqueue() == 1  # one event, one endpoint that wants it
         dispatcher.send_due()  # answered 500: retried after 1 s
-        (first,) = list_deliveries(store, DeliveryFilter())
+        (first,) = list_deliveries(ctx(store), DeliveryFilter())
         assert (first["status"], first["attempts"], first["last_status"]) == ("pending", 1, 500)
         dispatcher.send_due()
-        assert list_deliveries(store, DeliveryFilter())[0]["attempts"] == 1  # not due yet
+        assert list_deliveries(ctx(store), DeliveryFilter())[0]["attempts"] == 1  # not due yet
         time.sleep(1.1)
         dispatcher.send_due()
-        (done,) = list_deliveries(store, DeliveryFilter(status="delivered"))
+        (done,) = list_deliveries(ctx(store), DeliveryFilter(status="delivered"))
         assert done["attempts"] == 2 and done["last_status"] == 200
     finally:
         receiver.close()
@@ -117,7 +124,7 @@ def test_deliveries_are_signed_and_retried_until_accepted(store: Store) -> None:
     assert (
         receiver.received[0]["id"] == receiver.received[1]["id"] == done["id"]
     )  # a retry is the same message
-    assert list_deliveries(store, DeliveryFilter(webhook_id=other["id"])) == []
+    assert list_deliveries(ctx(store), DeliveryFilter(webhook_id=other["id"])) == []
 
 
 def test_bad_webhooks_are_refused_with_what_is_valid() -> None:
