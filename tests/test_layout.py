@@ -12,6 +12,7 @@ Layers, and what each may import of ours besides itself (arrows point one way, d
                         service.core, annotator, the light reward modules, reward.score
     service.jobs     -> service.engine, service.data, service.core, annotator, the light trainer modules
                         (configs, checkpoint checks, data formats: no torch), reward.evaluate
+    service.sdk      -> service.cli.client (its way to the admin API), service.control.commands, service.core
     service.report   -> service.data, service.gateway.deploy_records, service.core, annotator
     service.gateway  -> service.engine, service.data, service.core, the light reward modules (never annotator)
     service.engine   -> service.core, the light reward modules
@@ -103,6 +104,8 @@ RULES: dict[str, tuple[str, ...]] = {
         "service.core",
         "annotator",
     ),
+    # The Python client: the CLI's own way to the admin API, and the command table it is generated from.
+    "service.sdk": ("service.sdk", "service.cli.client", "service.control.commands", "service.core"),
     "service.gateway": ("service.gateway", "service.engine", "service.data", "service.core", *REWARD_LIGHT),
     "service.engine": ("service.engine", "service.core", *REWARD_LIGHT),
     "service.data": ("service.data", "service.core", "annotator", *REWARD_LIGHT),

@@ -63,21 +63,35 @@ class LocalClient:
         return to_jsonable_python(cmd.run(self.ctx, p))  # the same JSON the service would send
 
 
+def prepare(name: str, params: dict[str, Any]) -> tuple[Command, str, dict[str, Any]]:
+    """An operation as an admin API request: its row, its URL (path parameters filled in) and the rest
+    of its parameters (the JSON body, or the query of a GET). Refused here as in-process, before
+    anything is sent."""
+    cmd, p = _validate(name, params)
+    values = p.model_dump(mode="json", exclude_unset=True)
+    fields = {f for f in p.model_fields if "{" + f + "}" in cmd.path}
+    url = "/admin" + cmd.path.format(**{f: values[f] for f in fields})
+    return cmd, url, {k: v for k, v in values.items() if k not in fields}
+
+
 class RemoteClient:
     """Sends operations to a running service's admin API."""
 
     remote = True
 
-    def __init__(self, url: str, key: str, timeout_s: float = 600.0):
+    def __init__(
+        self, url: str, key: str, timeout_s: float = 600.0, transport: httpx.BaseTransport | None = None
+    ):
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=timeout_s, headers={"Authorization": f"Bearer {key}"})
+        self.http = httpx.Client(
+            base_url=url,
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {key}"} if key else {},  # none: a person logs in
+            transport=transport,
+        )
 
     def call(self, name: str, /, **params: Any) -> Any:
-        cmd, p = _validate(name, params)  # refused here as in-process, before anything is sent
-        values = p.model_dump(mode="json", exclude_unset=True)
-        fields = {f for f in p.model_fields if "{" + f + "}" in cmd.path}
-        url = "/admin" + cmd.path.format(**{f: values[f] for f in fields})
-        body = {k: v for k, v in values.items() if k not in fields}
+        cmd, url, body = prepare(name, params)
         try:
             if cmd.upload:
                 file = Path(body[cmd.upload])

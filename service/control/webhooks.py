@@ -30,7 +30,7 @@ from service.control.context import Context
 from service.control.serving_ops import _Params
 from service.core.errors import NotFound
 from service.core.store import Store
-from service.data.events import EVENTS, read_events
+from service.data.events import EVENTS, fingerprint, read_events
 from service.gateway.flusher import PeriodicFlush
 
 RETRY_S = (1, 10, 60, 600, 3600, 6 * 3600)  # after each failed attempt; then the delivery has failed
@@ -76,6 +76,8 @@ def add_webhook(ctx: Context, p: NewWebhook) -> dict:
     store = ctx.store
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     with store.write() as cur:
+        if not cur.execute("SELECT 1 FROM webhooks WHERE active").fetchone():
+            read_events(cur)  # nobody listened: the events start now, not where the cursors were left
         hook_id = cur.execute(
             "INSERT INTO webhooks (url, secret, events) VALUES (?, ?, ?) RETURNING id",
             [p.url, secret, p.events],
@@ -130,6 +132,7 @@ class Dispatcher(PeriodicFlush):
         self.store = store
         self._http = httpx.Client(timeout=httpx.Timeout(TIMEOUT_S, connect=3.0), follow_redirects=False)
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="webhook-send")
+        self._seen: tuple | None = None  # the sources' fingerprint when last read
 
     def start(self) -> None:
         self.enqueue()  # before the service answers: on a first start the cursors begin here
@@ -146,8 +149,16 @@ class Dispatcher(PeriodicFlush):
             self.enqueue()
 
     def enqueue(self) -> int:
-        """Store a delivery per new event and subscribed endpoint, and move the cursors, at once."""
+        """Store a delivery per new event and subscribed endpoint, and move the cursors, at once. Nothing
+        is written while no webhook is active or nothing changed."""
         now = datetime.now(UTC)
+        cur = self.store.cursor()
+        if not cur.execute("SELECT 1 FROM webhooks WHERE active").fetchone():
+            return 0
+        seen = fingerprint(cur)
+        if seen == self._seen:
+            return 0
+        self._seen = seen
         with self.store.write() as cur:
             events = read_events(cur)
             hooks = cur.execute("SELECT id, events FROM webhooks WHERE active").fetchall()

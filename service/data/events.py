@@ -53,6 +53,19 @@ def _rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict]:
     return [dict(zip(names, r, strict=True)) for r in result.fetchall()]
 
 
+def fingerprint(cur: duckdb.DuckDBPyConnection) -> tuple:
+    """What moves when any source has something new (read without the write lock): the dispatcher
+    opens a write transaction only when it changed, so an idle service commits nothing (a commit makes
+    the queue's book read every task again)."""
+    return cur.execute(
+        """SELECT (SELECT coalesce(max(id), 0) FROM rankings), (SELECT coalesce(max(id), 0) FROM jobs),
+                  (SELECT count(*) FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled')),
+                  (SELECT coalesce(max(id), 0) FROM models),
+                  (SELECT list(id ORDER BY id) FROM models WHERE status = 'active'),
+                  (SELECT coalesce(max(id), 0) FROM deployments)"""
+    ).fetchone()  # type: ignore[return-value]
+
+
 def read_events(cur: duckdb.DuckDBPyConnection) -> list[Event]:
     """The events past the cursors, oldest first per source; the cursors are moved past them (in the
     caller's transaction)."""

@@ -62,6 +62,7 @@ class Receiver:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
 def ctx(store: Store) -> Context:
