@@ -45,8 +45,10 @@ class RewardTrainConfig(TrainingFields):
     base_model: Path = Field(description="Hugging Face checkpoint the reward head goes on")
     output_dir: Path = Field(description="where the reward model is written")
     mode: Literal["listwise", "pairwise"] = Field("listwise", description="Plackett-Luce lists or TRL pairs")
-    consensus: Literal["all", "aggregate"] = Field(
-        "all", description="several rankings of a task: keep all, or merge"
+    consensus: Literal["all", "aggregate", "borda", "bradley-terry", "plackett-luce", "ranked-pairs"] = Field(
+        "all",
+        description="several rankings of a task: keep all, or merge them by mean rank (aggregate, borda), "
+        "Bradley-Terry, Plackett-Luce or ranked pairs",
     )
     margin: bool = Field(False, description="pairwise: use the rank gap as Bradley-Terry margin")
     frozen_backbone: bool = Field(

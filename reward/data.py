@@ -7,8 +7,9 @@ Pure functions over plain rows of a snapshot (`reward.snapshot_format`); no data
   reads (`prompt` / `chosen` / `rejected`), optionally with a `margin` from the rank gap.
 * `listwise_groups(...)`: one group per ranking (all K responses and their ranks), for
   the Plackett-Luce loss, which scores each response once.
-* `consensus="aggregate"` first merges the rankings of one task (by several
-  annotators) into one order by mean rank; `"all"` keeps each ranking as its own data.
+* `consensus` other than `"all"` (which keeps each ranking as its own data) first merges the rankings
+  of one task (by several annotators) into one: by mean rank (`aggregate`, `borda`), Bradley-Terry,
+  Plackett-Luce or ranked pairs (reward/aggregate.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
+from reward.aggregate import METHODS, merge
 from reward.conversation import Messages, from_row, split_key
 from reward.snapshot_format import snapshot_file
 
-Consensus = Literal["all", "aggregate"]
+Consensus = Literal["all", "aggregate", "borda", "bradley-terry", "plackett-luce", "ranked-pairs"]
 
 
 def strict_pairs(ranks: list[int]) -> list[tuple[int, int, int]]:
@@ -42,19 +44,6 @@ def split_of(prompt: str, eval_fraction: float) -> str:
     return "eval" if bucket < eval_fraction else "train"
 
 
-def mean_ranks(rankings: list[list[float]]) -> list[float]:
-    """Each candidate's mean rank over several rankings of one task."""
-    if not rankings:
-        raise ValueError("mean rank of no rankings")
-    return [sum(r[c] for r in rankings) / len(rankings) for c in range(len(rankings[0]))]
-
-
-def dense_ranks(values: list[float]) -> list[int]:
-    """1 for the smallest value, equal values share a rank, no gaps."""
-    distinct = sorted(set(values))
-    return [distinct.index(v) + 1 for v in values]
-
-
 def read_snapshot(path: str | Path, split: str | None = None, held_out_at: float | None = None) -> list[dict]:
     """Rows of a snapshot (a Parquet file, or the directory holding it), optionally one split;
     `held_out_at=f` keeps only prompts that a snapshot with eval fraction f would also hold out."""
@@ -70,11 +59,15 @@ def read_snapshot(path: str | Path, split: str | None = None, held_out_at: float
 
 
 def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
-    """`all`: rows as they are. `aggregate`: one row per task, ranks = dense order of mean rank."""
+    """`all`: rows as they are. Otherwise one row per task, its ranks the merge of its rankings by
+    that method (reward/aggregate.py; `aggregate` is the mean rank, Borda)."""
     if consensus == "all":
         return rows
-    if consensus != "aggregate":
-        raise ValueError(f"consensus must be 'all' or 'aggregate', got {consensus!r}")
+    method = "borda" if consensus == "aggregate" else consensus
+    if method not in METHODS:
+        raise ValueError(
+            f"consensus must be 'all', 'aggregate' or one of {', '.join(METHODS)}; got {consensus!r}"
+        )
     by_task: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
         by_task[r["task_id"]].append(r)
@@ -83,7 +76,7 @@ def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
         merged.append(
             {
                 **task_rows[0],
-                "ranks": dense_ranks(mean_ranks([r["ranks"] for r in task_rows])),
+                "ranks": merge([r["ranks"] for r in task_rows], method),
                 "annotator": "(consensus)",
                 "n_rankings": len(task_rows),
             }

@@ -1,7 +1,8 @@
 """Ranking transforms with ties: strict pairs with margins, consensus, lists."""
 
+from reward.aggregate import dense
 from reward.conversation import conversation_key, split_key
-from reward.data import apply_consensus, dense_ranks, listwise_groups, pairwise_rows, split_of, strict_pairs
+from reward.data import apply_consensus, listwise_groups, pairwise_rows, split_of, strict_pairs
 
 
 def row(task_id: int, ranks: list[int], annotator: str = "a") -> dict:
@@ -32,7 +33,7 @@ def test_consensus_all_or_aggregate() -> None:
     task1 = next(r for r in merged if r["task_id"] == 1)
     # Mean ranks: w (1+2+1)/3 = 1.33, x (2+1+3)/3 = 2, y (3+3+2)/3 = 2.67.
     assert task1["ranks"] == [1, 2, 3] and task1["n_rankings"] == 3
-    assert dense_ranks([1.5, 1.5, 3.0]) == [1, 1, 2]
+    assert dense([-1.5, -1.5, -3.0]) == [1, 1, 2]  # scores: higher is better
     tie = apply_consensus([row(3, [1, 2], "a"), row(3, [2, 1], "b")], "aggregate")
     assert tie[0]["ranks"] == [1, 1]  # disagreement averages to a tie
     assert len(pairwise_rows(rows, consensus="all")) == 3 + 3 + 3 + 1
