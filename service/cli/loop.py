@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -17,6 +19,7 @@ from service.cli.vllm_flags import add_vllm_flags, job_vllm
 from service.control.gold import check_gold_model
 from service.core.enums import ModelKind, ModelStatus
 from service.core.errors import UserError
+from service.core.paths import atomic_file
 from service.core.settings import Settings
 
 
@@ -107,6 +110,37 @@ def cmd_rounds(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> None:
+    with connect(settings) as c:
+        d = c.call("quality.dashboard")
+    columns = [
+        "annotator",
+        "week",
+        "rankings",
+        "per_hour",
+        "median_seconds",
+        "tie_rate",
+        "first_shown_wins",
+        "first_shown_expected",
+        "position_z",
+        "agreement_with_consensus",
+        "gold_agreement",
+    ]
+    if args.csv:
+        with atomic_file(Path(args.csv)) as f:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            writer = csv.DictWriter(text, ["role", *columns, "skips", "gold_tasks"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(d["weeks"])
+            text.flush()
+            text.detach()
+        print(f"{len(d['weeks'])} annotator-weeks written to {args.csv}")
+    else:
+        print_table(d["weeks"], columns)
+    for who in d["needs_attention"]:
+        print(f"\nneeds attention: {who['annotator']}: " + "; ".join(who["reasons"]))
+
+
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         q = c.call("quality", **op_params(args, "quality"))
@@ -180,6 +214,13 @@ def add_parsers(tree: CommandTree) -> None:
         "ones flagged, and Krippendorff's alpha per batch",
         op="quality",
     )
+    p = tree.command(
+        "dashboard",
+        cmd_dashboard,
+        "per annotator and week: pace, time on task, ties, position bias, agreement; who needs attention",
+        op="quality.dashboard",
+    )
+    p.add_argument("--csv", metavar="FILE", help="write the weekly rows to FILE as CSV instead of a table")
     tree.command("rounds", cmd_rounds, "list the rounds of the loop with their steps", op="rounds.list")
     tree.command(
         "report", cmd_report, "rebuild report.html in the data directory from the database", op="report"

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from annotator import accounts, quality
+from annotator.dashboard import dashboard
 from annotator.queue import mark_gold
 from annotator.simulate_run import ensure_accounts
 from annotator.simulated import Profile
@@ -394,5 +395,6 @@ COMMANDS: dict[str, Command] = {
     "rounds.list": Command("GET", "/rounds", NoParams, lambda ctx, p: rounds.list_rounds(ctx.store)),
     "report": Command("POST", "/report", NoParams, lambda ctx, p: _report(ctx)),
     "quality": Command("GET", "/quality", QualityFilter, lambda ctx, p: _quality(ctx.store, p.batch)),
+    "quality.dashboard": Command("GET", "/quality/dashboard", NoParams, lambda ctx, p: dashboard(ctx.store)),
     "backup": Command("POST", "/backup", BackupParams, _backup),
 }

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
+from annotator.dashboard import dashboard
 from annotator.quality import annotator_report, batch_alpha, leaderboard_rows
 from service.core.paths import write_atomic
 from service.core.store import Store
@@ -242,6 +243,25 @@ def lineage_picture(store: Store) -> str:
     )
 
 
+def annotators_section(store: Store) -> str:
+    """The annotator dashboard (annotator/dashboard.py): each annotator's week, and who needs attention."""
+    d = dashboard(store)
+    if not d["weeks"]:
+        return ""
+    flagged = {n["annotator"] for n in d["needs_attention"]}
+    attention = "".join(
+        f"<li><b>{escape(n['annotator'])}</b>: {escape('; '.join(n['reasons']))}</li>"
+        for n in d["needs_attention"]
+    )
+    columns = ["annotator", "week", "rankings", "per_hour", "median_seconds", "tie_rate", "first_shown_wins"]
+    columns += ["first_shown_expected", "position_z", "agreement_with_consensus", "gold_agreement"]
+    return (
+        "<h2>Annotators by week</h2>"
+        + (f"<p>Needs attention:</p><ul>{attention}</ul>" if attention else "<p>Nobody needs attention.</p>")
+        + _table(d["weeks"], columns, flagged, "annotator")
+    )
+
+
 def build_report(store: Store) -> str:
     rounds = list_rounds(store)
     body = [
@@ -251,7 +271,12 @@ def build_report(store: Store) -> str:
     body += [round_section(store, r) for r in rounds] or [
         "<p>No round has run yet: <code>rankloop demo</code> or <code>rankloop loop</code>.</p>"
     ]
-    body += [overoptimization.section(store), leaderboards(store), lineage_picture(store)]
+    body += [
+        annotators_section(store),
+        overoptimization.section(store),
+        leaderboards(store),
+        lineage_picture(store),
+    ]
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>rankloop report</title>"
         f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"

@@ -169,6 +169,10 @@ class Operations:
         """GET /admin/quality"""
         return self.call("quality", **_given(locals()))
 
+    def quality_dashboard(self) -> Any:
+        """GET /admin/quality/dashboard"""
+        return self.call("quality.dashboard", **_given(locals()))
+
     def report(self) -> Any:
         """POST /admin/report"""
         return self.call("report", **_given(locals()))

@@ -33,6 +33,7 @@ HAND_WRITTEN = {
     ("train policy", "method"),  # which job kind, so which config class
     ("train policy", "evaluate"),  # then run `evaluate policy`
     ("restore", "backup"),  # the backup's folder: restore runs here, never through a service
+    ("dashboard", "csv"),  # output format
     # A gateway replica runs in its own process against a service, not through the command table.
     *(
         ("gateway", f)
