@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 from pydantic import ValidationError
 
-from annotator import quality, queue
+from annotator import queue
 from annotator.accounts import get_annotator
+from annotator.admin_tables import admin_tables
 from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
 from annotator.render import chat_turns, escape_html
 from annotator.services import AnnotatorServices
@@ -130,54 +130,6 @@ def _submit(services: AnnotatorServices, acct: dict, task: dict, **fields: Any) 
     return _task_outputs(services, acct, f"✅ Stored your {what} of task {result.task_id}.")
 
 
-def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    """A table for the admin tab; an empty one keeps its column names."""
-    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame({c: [] for c in columns})
-
-
-LEADERBOARD_COLUMNS = ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"]
-JUDGE_COLUMNS = ["annotator", "role", "rankings", "skips", "agreement_with_people", "pairs", "gold_agreement"]
-
-
-def _admin_tables(services: AnnotatorServices, acct: dict) -> list:
-    if acct["role"] != Role.ADMIN:
-        raise gr.Error("admins only")
-    store = services.store
-    report = quality.annotator_report(store)
-    report_cols = [
-        "annotator",
-        "role",
-        "rankings",
-        "skips",
-        "flags",
-        "per_hour",
-        "median_seconds",
-        "agreement_with_others",
-        "kendall_tau",
-        "agreement_with_consensus",
-        "overlap_tasks",
-        "gold_agreement",
-        "gold_tasks",
-    ]
-    agree = [r for r in report if r["agreement_with_consensus"] is not None]
-    lb_sp = quality.leaderboard_rows(store, "system_prompt")
-    return [
-        _frame(report, report_cols),
-        _frame(quality.batch_alpha(store), ["batch", "tasks", "overlap_tasks", "alpha_ordinal"]),
-        _frame(agree, ["annotator", "agreement_with_consensus"]),
-        _frame(report, ["annotator", "per_hour"]),
-        _frame(lb_sp, LEADERBOARD_COLUMNS),
-        _frame(lb_sp, ["arm", "score"]),
-        _frame(quality.leaderboard_rows(store, "model"), LEADERBOARD_COLUMNS),
-        _frame(
-            quality.flagged(store),
-            ["task_id", "annotator", "position", "sample_id", "reason", "text", "response"],
-        ),
-        _frame(quality.skipped(store), ["task_id", "annotator", "skip_reason", "created_at"]),
-        _frame(quality.judge_report(store), JUDGE_COLUMNS),
-    ]
-
-
 def build_ui(services: AnnotatorServices) -> gr.Blocks:
     with gr.Blocks(title="rankloop annotator") as ui:
         task_state = gr.State(None)
@@ -233,6 +185,11 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
             gr.Markdown("### Annotators: agreement, gold, throughput")
             report_df = gr.Dataframe(elem_id="annotator-report")
             alpha_df = gr.Dataframe(label="Krippendorff's alpha (ordinal) per batch")
+            gr.Markdown(
+                "### Annotators by week: pace, time on task, ties, position bias (rankloop dashboard)"
+            )
+            attention_md = gr.Markdown(elem_id="needs-attention")
+            weeks_df = gr.Dataframe(elem_id="annotator-weeks")
             with gr.Row():
                 agree_plot = gr.BarPlot(
                     x="annotator",
@@ -285,6 +242,8 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
         admin_outputs = [
             report_df,
             alpha_df,
+            attention_md,
+            weeks_df,
             agree_plot,
             speed_plot,
             lb_sp_df,
@@ -339,7 +298,7 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
             return _submit(services, acct, task, skip_reason=reason)
 
         def on_refresh(request: gr.Request):
-            return _admin_tables(services, _account(services, request))
+            return admin_tables(services, _account(services, request))
 
         def on_gold(task_id, ranks_text, request: gr.Request):
             acct = _account(services, request)

@@ -125,8 +125,9 @@ def test_annotator_ranks_with_a_tie_and_a_flag(data: Path, browser) -> None:
 
 def test_admin_tab_is_for_admins(data: Path, browser) -> None:
     with Store.open(data / "rankloop.duckdb") as store:
-        from annotator import queue
+        from annotator import queue, simulate_run
         from annotator.ranking import Submission
+        from annotator.simulated import Profile
 
         who = store.scalar("SELECT id FROM annotators WHERE name = 'alice'")
         while (t := queue.next_task(store, who, AnnotationOptions(gold_rate=0))) is not None:
@@ -135,6 +136,16 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
                 who,
                 Submission(task_id=t["task_id"], submission_id=str(t["task_id"]), ranks=[1, 2, 3, 4]),
             )
+        # Three simulated annotators then rank 24 more tasks; "lefty" is planted with a position bias.
+        seed_tasks(store, n_prompts=12, k=4, required=3, seed=1)
+        planted = {"fair-1": Profile(), "fair-2": Profile(), "lefty": Profile(position_bias=6.0)}
+        simulate_run.run(
+            simulate_run.LocalQueue(store, AnnotationOptions(gold_rate=0)),
+            simulate_run.ensure_accounts(store, planted),
+            seed=1,
+            parallel=False,
+        )
+
     with running_service(data) as url:
         page = browser.new_page(viewport={"width": 1200, "height": 2400})
         log_in(page, url, "boss", "boss-password")
@@ -144,6 +155,11 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
         board = page.locator("#leaderboard").inner_text()
         assert "detailed v1" in board and "win_rate" in board
         assert "alice" in page.locator("#annotator-report").inner_text()
+        # The dashboard shows the planted bias, and nothing of the kind for the fair ones.
+        attention = page.locator("#needs-attention").inner_text()
+        assert "lefty: position bias: the first shown is ranked best" in attention, attention
+        assert "fair-1: position bias" not in attention and "fair-2: position bias" not in attention
+        assert "lefty" in page.locator("#annotator-weeks").inner_text()
         ok = call_handler_as(url, "boss", "boss-password", "admin_refresh")
         assert ok["success"] is True
         # The serving buttons run the same operations as `rankloop deploy` / `rollback`, with their errors.
