@@ -21,6 +21,22 @@ from service.core.enums import HUMAN_ROLES, Role
 from service.core.store import Store
 
 PEOPLE = (*HUMAN_ROLES, Role.SIMULATED)
+CSV_COLUMNS = [  # a weekly row, as `rankloop dashboard --csv` and /admin/quality/dashboard.csv write it
+    "annotator",
+    "role",
+    "week",
+    "rankings",
+    "skips",
+    "per_hour",
+    "median_seconds",
+    "tie_rate",
+    "first_shown_wins",
+    "first_shown_expected",
+    "position_z",
+    "agreement_with_consensus",
+    "gold_agreement",
+    "gold_tasks",
+]
 POSITION_Z = 2.58  # |z| beyond this (1% two-sided) with at least MIN_RANKINGS rankings: biased
 MIN_RANKINGS = 20
 LOW_GOLD = 0.5  # gold agreement below this over at least 5 gold tasks

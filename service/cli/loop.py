@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from annotator.dashboard import CSV_COLUMNS
 from service.cli.client import Client, connect
 from service.cli.demo import DemoRun, run_demo
 from service.cli.flags import Opt, add_model_flags, flag_values
@@ -129,7 +130,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> None:
     if args.csv:
         with atomic_file(Path(args.csv)) as f:
             text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-            writer = csv.DictWriter(text, ["role", *columns, "skips", "gold_tasks"], extrasaction="ignore")
+            writer = csv.DictWriter(text, CSV_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(d["weeks"])
             text.flush()

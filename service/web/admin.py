@@ -16,6 +16,8 @@ Authenticated by the admin key (`Authorization: Bearer ADMIN_KEY`), an API key o
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import secrets
 import shutil
@@ -25,11 +27,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from starlette.background import BackgroundTask
 
+from annotator.dashboard import CSV_COLUMNS, dashboard
 from annotator.ranking import RankingError
 from reward.configfile import format_errors
 from service.control.commands import COMMANDS, Command
@@ -139,6 +142,15 @@ def build_router(auth: Auth, ctx: Context) -> APIRouter:
 
     def require_admin(authorization: str | None = Header(None)) -> str:
         return auth.admin(authorization)
+
+    @router.get("/quality/dashboard.csv", include_in_schema=False)
+    def dashboard_csv(_: str = Depends(require_admin)) -> Response:
+        """The annotator dashboard's weekly rows as CSV (`rankloop dashboard --csv` writes the same)."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(dashboard(ctx.store)["weeks"])
+        return Response(out.getvalue(), media_type="text/csv", headers={"Content-Disposition": "attachment"})
 
     for name, cmd in COMMANDS.items():
         router.add_api_route(cmd.path, _route(name, cmd, ctx, require_admin), methods=[cmd.method], name=name)

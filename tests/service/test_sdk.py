@@ -10,6 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reward.configfile import ConfigError
@@ -50,6 +51,11 @@ def test_the_client_against_a_real_service(tmp_path: Path) -> None:
                 {"task_id": task["task_id"], "submission_id": "s1", "ranks": [1, 2]}, acting_for="sim-1"
             )
             assert done["task_id"] == task["task_id"] and not done["duplicate"]
+            board = rl.quality_dashboard()
+            assert [w["annotator"] for w in board["weeks"]] == ["sim-1"]
+            csv_text = httpx.get(f"{url}/admin/quality/dashboard.csv", headers=admin_headers(data)).text
+            assert csv_text.startswith("annotator,role,week,") and "\nsim-1,simulated," in csv_text
+            assert httpx.get(f"{url}/admin/quality/dashboard.csv").status_code == 401
 
         alice = Rankloop(url).login("alice", "correct horse 42")
         mine = alice.next_task()
