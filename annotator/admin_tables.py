@@ -7,7 +7,7 @@ import gradio as gr
 import pandas as pd
 
 from annotator import quality
-from annotator.dashboard import dashboard
+from annotator.dashboard import WEEK_COLUMNS, dashboard
 from annotator.services import AnnotatorServices
 from service.core.enums import Role
 
@@ -18,19 +18,6 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 LEADERBOARD_COLUMNS = ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"]
-WEEK_COLUMNS = [
-    "annotator",
-    "week",
-    "rankings",
-    "per_hour",
-    "median_seconds",
-    "tie_rate",
-    "first_shown_wins",
-    "first_shown_expected",
-    "position_z",
-    "agreement_with_consensus",
-    "gold_agreement",
-]
 JUDGE_COLUMNS = ["annotator", "role", "rankings", "skips", "agreement_with_people", "pairs", "gold_agreement"]
 
 

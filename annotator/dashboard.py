@@ -21,12 +21,10 @@ from service.core.enums import HUMAN_ROLES, Role
 from service.core.store import Store
 
 PEOPLE = (*HUMAN_ROLES, Role.SIMULATED)
-CSV_COLUMNS = [  # a weekly row, as `rankloop dashboard --csv` and /admin/quality/dashboard.csv write it
+WEEK_COLUMNS = [  # a weekly row as the CLI, the Admin tab and the report show it
     "annotator",
-    "role",
     "week",
     "rankings",
-    "skips",
     "per_hour",
     "median_seconds",
     "tie_rate",
@@ -35,8 +33,9 @@ CSV_COLUMNS = [  # a weekly row, as `rankloop dashboard --csv` and /admin/qualit
     "position_z",
     "agreement_with_consensus",
     "gold_agreement",
-    "gold_tasks",
 ]
+# As `rankloop dashboard --csv` and /admin/quality/dashboard.csv write it.
+CSV_COLUMNS = ["annotator", "role", *WEEK_COLUMNS[1:], "skips", "gold_tasks"]
 POSITION_Z = 2.58  # |z| beyond this (1% two-sided) with at least MIN_RANKINGS rankings: biased
 MIN_RANKINGS = 20
 LOW_GOLD = 0.5  # gold agreement below this over at least 5 gold tasks

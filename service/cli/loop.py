@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from annotator.dashboard import CSV_COLUMNS
+from annotator.dashboard import CSV_COLUMNS, WEEK_COLUMNS
 from service.cli.client import Client, connect
 from service.cli.demo import DemoRun, run_demo
 from service.cli.flags import Opt, add_model_flags, flag_values
@@ -114,19 +114,6 @@ def cmd_rounds(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         d = c.call("quality.dashboard")
-    columns = [
-        "annotator",
-        "week",
-        "rankings",
-        "per_hour",
-        "median_seconds",
-        "tie_rate",
-        "first_shown_wins",
-        "first_shown_expected",
-        "position_z",
-        "agreement_with_consensus",
-        "gold_agreement",
-    ]
     if args.csv:
         with atomic_file(Path(args.csv)) as f:
             text = io.TextIOWrapper(f, encoding="utf-8", newline="")
@@ -137,7 +124,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> None:
             text.detach()
         print(f"{len(d['weeks'])} annotator-weeks written to {args.csv}")
     else:
-        print_table(d["weeks"], columns)
+        print_table(d["weeks"], WEEK_COLUMNS)
     for who in d["needs_attention"]:
         print(f"\nneeds attention: {who['annotator']}: " + "; ".join(who["reasons"]))
 

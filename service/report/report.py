@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
-from annotator.dashboard import dashboard
+from annotator.dashboard import WEEK_COLUMNS, dashboard
 from annotator.quality import annotator_report, batch_alpha, leaderboard_rows
 from service.core.paths import write_atomic
 from service.core.store import Store
@@ -253,12 +253,10 @@ def annotators_section(store: Store) -> str:
         f"<li><b>{escape(n['annotator'])}</b>: {escape('; '.join(n['reasons']))}</li>"
         for n in d["needs_attention"]
     )
-    columns = ["annotator", "week", "rankings", "per_hour", "median_seconds", "tie_rate", "first_shown_wins"]
-    columns += ["first_shown_expected", "position_z", "agreement_with_consensus", "gold_agreement"]
     return (
         "<h2>Annotators by week</h2>"
         + (f"<p>Needs attention:</p><ul>{attention}</ul>" if attention else "<p>Nobody needs attention.</p>")
-        + _table(d["weeks"], columns, flagged, "annotator")
+        + _table(d["weeks"], WEEK_COLUMNS, flagged, "annotator")
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import hmac
 import signal
-import socket
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,6 +31,7 @@ from service.gateway.schemas import GatewayError
 from service.gateway.spool import Spool
 from service.web import metrics
 from service.web.guard import BodyLimit
+from service.web.serve import bind
 
 
 def create_replica_app(gw: MirrorGateway, control_key: str, metrics_public: bool) -> FastAPI:
@@ -104,15 +104,11 @@ def run_gateway(
     setup_logging(log_format)
     setup_tracing()
     spool = Spool(spool_dir)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
-    except OSError as e:
+        sock = bind(host, port)
+    except UserError:
         spool.close()
-        raise UserError(
-            f"cannot listen on {host}:{port}: {e.strerror}; pick another --port (0 = any free port)"
-        ) from None
+        raise
     address = f"{host}:{sock.getsockname()[1]}"
     gw = MirrorGateway(control, control_key, spool, address)
     try:

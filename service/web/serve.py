@@ -25,6 +25,21 @@ from service.core.tracing import setup_tracing
 from service.jobs.runner import reap_stale
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound first so the address (port 0 = any free one) is known before uvicorn
+    starts; a port in use is a UserError naming it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(
+            f"cannot listen on {host}:{port}: {e.strerror}; pick another --port (0 = any free port)"
+        ) from None
+    return sock
+
+
 def serve(settings: Settings) -> None:
     """Run until interrupted; the database is held for exactly that long."""
     import uvicorn
@@ -41,17 +56,11 @@ def serve(settings: Settings) -> None:
         store.close()
         raise
     info = settings.paths.service_file
-    # Bind first, so the address (port 0 = any free one) is known before uvicorn starts.
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.host, settings.port))
-    except OSError as e:
+        sock = bind(settings.host, settings.port)
+    except UserError:
         store.close()
-        raise UserError(
-            f"cannot listen on {settings.host}:{settings.port}: {e.strerror}; "
-            "pick another --port (0 = any free port)"
-        ) from None
+        raise
     url = f"http://{settings.host}:{sock.getsockname()[1]}"
     app = scrape = schedule = hooks = None
     try:
