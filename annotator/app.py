@@ -4,8 +4,11 @@ Rank tab: the conversation so far as chat turns, then its K (2..8) candidates in
 task's recorded display order, blind to their sources unless `annotation.show_sources`
 is set, as Markdown with any HTML shown as text (`annotator.render`); a rank per
 candidate (equal ranks tie; keyboard: click a candidate or press j/k, a digit sets its
-rank, Enter submits), an optional flag per candidate, a rationale, skip with a reason. Each shown task carries a submission id, so a double click or a retry stores
-one ranking. Admin tab (admins only, checked in every handler): agreement,
+rank, Enter submits), an optional flag per candidate, a rationale, skip with a reason; optionally
+how much each rank level beats the next (strength) and ratings on the rubric's attributes. The
+current guidelines are shown above the task; a new annotator first gets the qualification quiz.
+Each shown task carries a submission id, so a double click or a retry stores
+one ranking. Review tab (reviewers and admins): contested tasks (annotator/review_tab.py). Admin tab (admins only, checked in every handler): agreement,
 throughput, flags, skips, the Bradley-Terry leaderboard, gold marking, and the serving
 buttons (deploy, promote a canary, roll back: the operations `rankloop deploy` runs).
 
@@ -28,10 +31,13 @@ from pydantic import ValidationError
 from annotator import queue
 from annotator.accounts import get_annotator
 from annotator.admin_tables import admin_tables
+from annotator.rank_form import attributes_from, guidelines_md, quiz_header, quiz_result_md, strengths_from
 from annotator.ranking import FLAG_REASONS, SKIP_REASONS, Flag, RankingError, Submission
 from annotator.render import chat_turns, escape_html
+from annotator.review_tab import build_review_tab
 from annotator.services import AnnotatorServices
-from service.core.enums import Role
+from reward.strength import RATING_MAX, STRENGTHS
+from service.core.enums import REVIEW_ROLES, Role
 from service.core.errors import UserError, describe
 
 MAX_K = 8
@@ -67,6 +73,8 @@ def _task_outputs(services: AnnotatorServices, acct: dict, status: str) -> list:
     """Everything the Rank tab shows for the annotator's next task (or an empty queue)."""
     task = queue.next_task(services.store, acct["id"], services.queue_settings)
     prog = _progress_md(queue.progress(services.store, acct["id"], services.queue_settings))
+    # Each new task clears the strengths and ratings the last one was given.
+    cleared = [gr.update(value=None)] * (MAX_K * (1 + len(services.queue_settings.rubric)))
     if task is None:
         slots: list[Any] = [gr.update(visible=False)] * MAX_K + [gr.update(value="")] * MAX_K
         slots += (
@@ -80,6 +88,8 @@ def _task_outputs(services: AnnotatorServices, acct: dict, status: str) -> list:
             "",
             prog,
             status,
+            "",
+            *cleared,
         ]
     k = len(task["candidates"])
     cands = task["candidates"]
@@ -99,6 +109,8 @@ def _task_outputs(services: AnnotatorServices, acct: dict, status: str) -> list:
     state_value = {"task_id": task["task_id"], "k": k, "submission_id": uuid.uuid4().hex}
     turns = len(task["messages"])
     header = "### Prompt" if turns == 1 else f"### Conversation so far ({turns} turns)"
+    if task.get("quiz"):
+        header = f"{quiz_header(task['quiz'])}\n\n{header}"
     return [
         header,
         gr.update(value=chat_turns(task["messages"]), visible=True),
@@ -111,6 +123,8 @@ def _task_outputs(services: AnnotatorServices, acct: dict, status: str) -> list:
         "",
         prog,
         status,
+        guidelines_md(task.get("guidelines")),
+        *cleared,
     ]
 
 
@@ -126,6 +140,8 @@ def _submit(services: AnnotatorServices, acct: dict, task: dict, **fields: Any) 
         return _task_outputs(services, acct, f"⚠️ {e}")
     except (RankingError, ValueError) as e:
         raise gr.Error(str(e)) from None
+    if result.quiz is not None:
+        return _task_outputs(services, acct, quiz_result_md(result.quiz))
     what = "skip" if fields.get("skip_reason") else "ranking"
     return _task_outputs(services, acct, f"✅ Stored your {what} of task {result.task_id}.")
 
@@ -137,6 +153,8 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
             progress_md = gr.Markdown(elem_id="progress")
             gr.Button("Log out", link="/annotate/logout", size="sm", scale=0)
         with gr.Tab("Rank", id="rank"):
+            with gr.Accordion("Guidelines", open=True):
+                guidelines_box = gr.Markdown(elem_id="guidelines")
             prompt_md = gr.Markdown(elem_id="prompt")
             chat = gr.Chatbot(
                 elem_id="conversation",
@@ -148,6 +166,9 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
                 max_height=420,
             )
             boxes, texts, ranks, flags, flag_texts = [], [], [], [], []
+            rubric = services.queue_settings.rubric
+            strengths: list[gr.Dropdown] = []
+            ratings: list[list[gr.Radio]] = []
             for i in range(MAX_K):
                 with gr.Group(visible=False, elem_id=f"card-{i}", elem_classes="rl-card") as box:
                     texts.append(gr.Markdown(elem_id=f"cand-{i}"))
@@ -171,6 +192,27 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
                             )
                         )
                         flag_texts.append(gr.Textbox(label="Flag details", elem_id=f"flagtext-{i}"))
+                        strengths.append(
+                            gr.Dropdown(
+                                list(STRENGTHS),
+                                value=None,
+                                label="Better than the next rank by (optional)",
+                                elem_id=f"strength-{i}",
+                                interactive=True,
+                            )
+                        )
+                    with gr.Accordion("Ratings (optional, 0-4)", open=False, elem_id=f"ratings-{i}"):
+                        ratings.append(
+                            [
+                                gr.Radio(
+                                    list(range(RATING_MAX + 1)),
+                                    label=name,
+                                    elem_id=f"rate-{i}-{name}",
+                                    interactive=True,
+                                )
+                                for name in rubric
+                            ]
+                        )
                 boxes.append(box)
             rationale = gr.Textbox(label="Rationale (optional)", elem_id="rationale", lines=2)
             submit_btn = gr.Button("Submit ranking", variant="primary", elem_id="submit")
@@ -180,6 +222,7 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
                 )
                 skip_btn = gr.Button("Skip this task", elem_id="skip")
             status_md = gr.Markdown(elem_id="status")
+        review_tab = build_review_tab(services, lambda request: _account(services, request))
         with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
             refresh = gr.Button("Refresh", elem_id="admin-refresh")
             gr.Markdown("### Annotators: agreement, gold, throughput")
@@ -238,6 +281,9 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
             rationale,
             progress_md,
             status_md,
+            guidelines_box,
+            *strengths,
+            *[r for row in ratings for r in row],
         ]
         admin_outputs = [
             report_df,
@@ -256,7 +302,11 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
 
         def on_load(request: gr.Request):
             acct = _account(services, request)
-            return [gr.update(visible=acct["role"] == Role.ADMIN), *_task_outputs(services, acct, "")]
+            return [
+                gr.update(visible=acct["role"] == Role.ADMIN),
+                gr.update(visible=acct["role"] in REVIEW_ROLES),
+                *_task_outputs(services, acct, ""),
+            ]
 
         def on_submit(values: dict, request: gr.Request):
             # `values` maps each input component to its value (Gradio's set-of-inputs form).
@@ -280,6 +330,11 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
                         raise gr.Error(
                             f"candidate {i + 1}: {e.errors()[0]['msg'].removeprefix('Value error, ')}"
                         ) from None
+            try:
+                chosen = strengths_from([int(v) for v in given], [values[strengths[i]] for i in range(k)])
+            except RankingError as e:
+                raise gr.Error(str(e)) from None
+            rated = attributes_from(rubric, [[values[r] for r in ratings[i]] for i in range(k)])
             return _submit(
                 services,
                 acct,
@@ -287,6 +342,8 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
                 ranks=[int(v) for v in given],
                 flags=flag_list,
                 rationale=values[rationale] or None,
+                strengths=chosen,
+                attributes=rated,
             )
 
         def on_skip(task, reason, request: gr.Request):
@@ -332,7 +389,9 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
         def on_rollback(request: gr.Request):
             return serving("rollback", request)
 
-        ui.load(on_load, outputs=[admin_tab, *task_outputs], api_name="load", api_visibility=HIDDEN)
+        ui.load(
+            on_load, outputs=[admin_tab, review_tab, *task_outputs], api_name="load", api_visibility=HIDDEN
+        )
         deploy_btn.click(
             on_deploy,
             inputs=[deploy_model, deploy_canary],
@@ -344,7 +403,15 @@ def build_ui(services: AnnotatorServices) -> gr.Blocks:
         rollback_btn.click(on_rollback, outputs=serving_md, api_name="admin_rollback", api_visibility=HIDDEN)
         submit_btn.click(
             on_submit,
-            inputs={task_state, rationale, *ranks, *flags, *flag_texts},
+            inputs={
+                task_state,
+                rationale,
+                *ranks,
+                *flags,
+                *flag_texts,
+                *strengths,
+                *[r for row in ratings for r in row],
+            },
             outputs=task_outputs,
             api_name="submit",
             api_visibility=HIDDEN,

@@ -35,7 +35,9 @@ from itertools import groupby
 
 import duckdb
 
+from annotator import quiz
 from annotator.accounts import add_annotator, get_annotator
+from annotator.guidelines import current
 from annotator.queue_book import VIEWS, Lease, Pending, QueueBook, book_for, insert_rankings
 from annotator.ranking import RankingError, Submission, normalize_ranks, ranking_row
 from reward.conversation import from_row
@@ -56,9 +58,10 @@ class NotLeased(UserError):
 
 @dataclass(frozen=True)
 class SubmitResult:
-    ranking_id: int
+    ranking_id: int | None  # None for a quiz answer (stored apart: annotator/quiz.py)
     task_id: int
     duplicate: bool  # True when this submission_id had already been stored
+    quiz: dict | None = None  # a quiz answer's progress, and the attempt's result once it is complete
 
 
 def _now() -> datetime:
@@ -74,7 +77,10 @@ def _reused(sid: str) -> RankingError:
 def next_task(
     store: Store, annotator_id: int, settings: AnnotationOptions, rng: random.Random | None = None
 ) -> dict | None:
-    """Lease the annotator's next task (or return the one they already hold); None when none is left."""
+    """Lease the annotator's next task (or return the one they already hold); None when none is left.
+    An annotator who must still pass the qualification quiz gets its next question instead."""
+    if quiz.required(store, annotator_id, settings):
+        return quiz.next_question(store, annotator_id, settings)
     now = _now()
     rng = rng or _RNG
     book = book_for(store)
@@ -110,7 +116,9 @@ def next_task(
     view = task_views(store, [task_id] if cached else [task_id, *upcoming], show).get(task_id)
     if view is None:
         raise RankingError(f"task {task_id} has no candidates to show; an admin should look at it")
-    return view | {"lease_expires_at": lease.expires.isoformat()}
+    with book.lock:
+        batch = book.tasks[task_id].batch if task_id in book.tasks else None
+    return view | {"lease_expires_at": lease.expires.isoformat(), "guidelines": current(store, batch)}
 
 
 def task_view(store: Store, task_id: int, show_sources: bool = False) -> dict:
@@ -175,15 +183,17 @@ def submit(
         SUBMIT_LATENCY.time(),
         TRACER.start_as_current_span("submit ranking", attributes={"rankloop.task_id": sub.task_id}),
     ):
+        if settings is not None and quiz.required(store, annotator_id, settings):
+            return SubmitResult(None, sub.task_id, *quiz.answer(store, annotator_id, sub, settings))
         return _submit(store, annotator_id, sub, settings)
 
 
 def _submit(
     store: Store, annotator_id: int, sub: Submission, settings: AnnotationOptions | None
 ) -> SubmitResult:
-    judges_count = settings.judges_count if settings else False
+    settings = settings or AnnotationOptions()
     book = book_for(store)
-    book.role(annotator_id)  # known to the book before the ranking is counted
+    role = book.role(annotator_id)  # known to the book before the ranking is counted
     sid = sub.submission_id
     while True:
         refused: RankingError | NotLeased | None = None
@@ -191,7 +201,7 @@ def _submit(
             waiting, prior = book.pending.get(sid), book.recent.get(sid)
             if waiting is None and prior is None:
                 try:
-                    item = _validate(book, annotator_id, sub, judges_count)
+                    item = _validate(store, book, annotator_id, sub, settings, role)
                 except (RankingError, NotLeased) as e:
                     refused = e
                 else:
@@ -222,13 +232,30 @@ def _submit(
     return SubmitResult(item.ranking_id, sub.task_id, duplicate=False)
 
 
-def _validate(book: QueueBook, annotator_id: int, sub: Submission, judges_count: bool) -> Pending:
+def _validate(
+    store: Store,
+    book: QueueBook,
+    annotator_id: int,
+    sub: Submission,
+    settings: AnnotationOptions,
+    role: str | None,
+) -> Pending:
     """Check a submission against the book (its lock held) and build its row."""
+    judges_count = settings.judges_count
     task = book.tasks.get(sub.task_id)
     if task is None:
         raise RankingError(f"there is no task {sub.task_id}")
     now = _now()
-    row = ranking_row(sub, task.k, task.gold, annotator_id, now)
+    guideline = current(store, task.batch)
+    row = ranking_row(
+        sub,
+        task.k,
+        task.gold,
+        annotator_id,
+        now,
+        rubric=settings.rubric,
+        guideline_id=guideline["id"] if guideline else None,
+    )
     if sub.task_id in book.answered.get(annotator_id, set()):
         raise NotLeased(f"you already answered task {sub.task_id}; ask for the next task")
     lease = book.leases.get(sub.task_id, {}).get(annotator_id)
@@ -245,7 +272,10 @@ def _validate(book: QueueBook, annotator_id: int, sub: Submission, judges_count:
                 "since; your ranking was not stored. Ask for the next task."
             )
     row["time_spent_s"] = (now - lease.created).total_seconds()
-    return Pending(row, sub.task_id, annotator_id)
+    overlap = None
+    if settings.overlap_tau is not None and role != Role.JUDGE:
+        overlap = (settings.overlap_tau, settings.overlap_cap)
+    return Pending(row, sub.task_id, annotator_id, overlap=overlap)
 
 
 def stored_submissions(

@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from annotator.overlap import extend
 from service.core.enums import Role
 from service.core.metrics import COMMIT_BATCH, COMMIT_LATENCY, LEASE_EXPIRIES, RANKINGS
 from service.core.store import Store, registered
@@ -41,6 +42,7 @@ class TaskState:
     required: int
     k: int
     gold: list[int] | None
+    batch: str | None = None
     done_people: int = 0  # completed (not skipped) rankings by people and simulated annotators
     done_all: int = 0  # ... and by model judges
 
@@ -61,6 +63,7 @@ class Pending:
     done: threading.Event = field(default_factory=threading.Event)
     ranking_id: int | None = None
     error: BaseException | None = None
+    overlap: tuple[float, int] | None = None  # (tau, cap) when adaptive overlap is on (annotator/overlap.py)
 
 
 class QueueBook:
@@ -100,7 +103,7 @@ class QueueBook:
                 return
             cur = store.cursor()
             new_tasks = cur.execute(
-                "SELECT id, priority, created_at, required_rankings, len(sample_ids), gold_ranks FROM tasks "
+                "SELECT id, priority, created_at, required_rankings, len(sample_ids), gold_ranks, batch FROM tasks "
                 "WHERE id > ? ORDER BY id",
                 [self.last_task],
             ).fetchall()
@@ -116,8 +119,8 @@ class QueueBook:
                 [self.last_ranking],
             ).fetchall()
             with self.lock:
-                for tid, prio, created, required, k, gold in new_tasks:
-                    self.tasks[tid] = TaskState(prio, created, required, k, gold)
+                for tid, prio, created, required, k, gold, batch in new_tasks:
+                    self.tasks[tid] = TaskState(prio, created, required, k, gold, batch)
                     self._reopen(tid)
                     self.last_task = tid
                 for tid, prio, required, gold in fields:
@@ -303,6 +306,7 @@ class QueueBook:
             in_sync, fresh = self.synced_gen == store.generation, self.fields_gen == store.generation
             with store.write() as cur:
                 stored = insert_rankings(cur, [p.row for p in batch])
+                grown = self._overlap(cur, batch)
             # Committed: from here nothing may report these rankings as not stored.
             for p in batch:
                 p.ranking_id = stored[p.row["submission_id"]]
@@ -311,8 +315,32 @@ class QueueBook:
             COMMIT_LATENCY.observe(time.perf_counter() - start)
             try:
                 self._count_batch(batch, in_sync, fresh)
+                with self.lock:
+                    for tid, required in grown.items():
+                        if required is not None:
+                            self.tasks[tid].required = required
+                            self._reopen(tid)
             except Exception:  # noqa: BLE001 - the book is unsure of its counts: it reads them all again
                 self._forget_counts()
+
+    def _overlap(self, cur: duckdb.DuckDBPyConnection, batch: list[Pending]) -> dict[int, int | None]:
+        """Adaptive overlap for the regular tasks this batch of people's rankings may complete."""
+        settings = next((p.overlap for p in batch if p.overlap is not None), None)
+        if settings is None:
+            return {}
+        arriving: dict[int, int] = {}
+        for p in batch:
+            if p.overlap is not None and not p.row["skipped"]:
+                arriving[p.task_id] = arriving.get(p.task_id, 0) + 1
+        with self.lock:
+            maybe = {
+                tid: t.required
+                for tid, n in arriving.items()
+                if (t := self.tasks.get(tid)) is not None
+                and t.gold is None
+                and t.done_people + n >= t.required
+            }
+        return extend(cur, maybe, *settings)
 
     def _count_batch(self, batch: list[Pending], in_sync: bool, fresh: bool) -> None:
         store = self.store
@@ -350,6 +378,9 @@ RANKING_COLUMNS = pa.schema(
         ("submission_id", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("gold_agreement", pa.float64()),
+        ("strengths", pa.list_(pa.string())),
+        ("attributes", pa.string()),
+        ("guideline_id", pa.int64()),
     ]
 )
 

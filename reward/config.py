@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class TrainingFields(BaseModel):
@@ -51,9 +51,28 @@ class RewardTrainConfig(TrainingFields):
         "Bradley-Terry, Plackett-Luce or ranked pairs",
     )
     margin: bool = Field(False, description="pairwise: use the rank gap as Bradley-Terry margin")
+    strength_margin: bool = Field(
+        True,
+        description="use annotators' preference strengths: as the pairwise margin, as listwise stage weights",
+    )
+    attribute_heads: list[str] = Field(
+        default_factory=list,
+        description="listwise: also predict these rubric attributes' ratings (e.g. helpfulness, "
+        "harmlessness) as extra outputs after the reward (output 0)",
+    )
+    attribute_weight: float = Field(1.0, ge=0, description="weight of the attribute heads' squared error")
     frozen_backbone: bool = Field(
         False,
         description="train only the reward head, on the frozen model's last-token states computed once "
         "(one forward pass per response: fits a CPU; reward/head.py); mode, LoRA and epochs do not apply",
     )
     batch_size: int = Field(8, ge=1, description="rankings per step (listwise) or pairs per step (pairwise)")
+
+    @model_validator(mode="after")
+    def _heads_need_listwise(self) -> RewardTrainConfig:
+        if self.attribute_heads and (self.mode != "listwise" or self.frozen_backbone):
+            raise ValueError(
+                "attribute_heads train with the listwise loss on the whole model: set mode listwise "
+                "and frozen_backbone false, or leave attribute_heads empty"
+            )
+        return self

@@ -4,9 +4,11 @@ Pure functions over plain rows of a snapshot (`reward.snapshot_format`); no data
 
 * `strict_pairs(ranks)`: every pair a ranking orders strictly (ties give none).
 * `pairwise_rows(...)`: those pairs in the conversational format TRL's `RewardTrainer`
-  reads (`prompt` / `chosen` / `rejected`), optionally with a `margin` from the rank gap.
-* `listwise_groups(...)`: one group per ranking (all K responses and their ranks), for
-  the Plackett-Luce loss, which scores each response once.
+  reads (`prompt` / `chosen` / `rejected`), with a `margin`: the rank gap if asked, plus the
+  annotator's preference strength between the two (reward/strength.py) where the ranking gives one.
+* `listwise_groups(...)`: one group per ranking (all K responses, their ranks, each stage's
+  weight from the strengths, and the attribute ratings), for the Plackett-Luce loss, which scores
+  each response once.
 * `consensus` other than `"all"` (which keeps each ranking as its own data) first merges the rankings
   of one task (by several annotators) into one: by mean rank (`aggregate`, `borda`), Bradley-Terry,
   Plackett-Luce or ranked pairs (reward/aggregate.py).
@@ -15,6 +17,7 @@ Pure functions over plain rows of a snapshot (`reward.snapshot_format`); no data
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +25,7 @@ from typing import Any, Literal
 from reward.aggregate import METHODS, merge
 from reward.conversation import Messages, from_row, split_key
 from reward.snapshot_format import snapshot_file
+from reward.strength import pair_margin, stage_weights
 
 Consensus = Literal["all", "aggregate", "borda", "bradley-terry", "plackett-luce", "ranked-pairs"]
 
@@ -79,6 +83,8 @@ def apply_consensus(rows: list[dict], consensus: Consensus) -> list[dict]:
                 "ranks": merge([r["ranks"] for r in task_rows], method),
                 "annotator": "(consensus)",
                 "n_rankings": len(task_rows),
+                "strengths": None,  # the annotators' strengths were of their own orders, not the merged one
+                "attributes": None,
             }
         )
     return merged
@@ -90,25 +96,42 @@ def conversation(row: dict) -> Messages:
     return from_row(row["prompt"], row.get("messages"))
 
 
-def pairwise_rows(rows: list[dict], margin: bool = False, consensus: Consensus = "all") -> list[dict]:
-    """Every strict pair, as TRL's conversational preference rows (plus `margin` = rank gap if asked)."""
+def pairwise_rows(
+    rows: list[dict], margin: bool = False, consensus: Consensus = "all", strength_margin: bool = True
+) -> list[dict]:
+    """Every strict pair, as TRL's conversational preference rows, with `margin` (every row or none):
+    the rank gap if `margin`, plus the strength margin between the pair if `strength_margin` and any
+    ranking gives strengths (0 for rankings without)."""
+    merged = apply_consensus(rows, consensus)
+    strengths = strength_margin and any(r.get("strengths") for r in merged)
     out = []
-    for r in apply_consensus(rows, consensus):
+    for r in merged:
         for better, worse, gap in strict_pairs(r["ranks"]):
             row: dict[str, Any] = {
                 "prompt": conversation(r),
                 "chosen": [{"role": "assistant", "content": r["texts"][better]}],
                 "rejected": [{"role": "assistant", "content": r["texts"][worse]}],
             }
-            if margin:
-                row["margin"] = float(gap)
+            if margin or strengths:
+                row["margin"] = (float(gap) if margin else 0.0) + (
+                    pair_margin(r.get("strengths"), r["ranks"][better], r["ranks"][worse])
+                    if strengths
+                    else 0.0
+                )
             out.append(row)
     return out
 
 
 def listwise_groups(rows: list[dict], consensus: Consensus = "all") -> list[dict]:
-    """One group per ranking: the prompt, its K responses in display order and their ranks."""
+    """One group per ranking: the prompt, its K responses in display order, their ranks, each
+    response's stage weight (1 without strengths) and attribute ratings (a dict per response)."""
     return [
-        {"prompt": conversation(r), "responses": list(r["texts"]), "ranks": list(r["ranks"])}
+        {
+            "prompt": conversation(r),
+            "responses": list(r["texts"]),
+            "ranks": list(r["ranks"]),
+            "weights": stage_weights(list(r["ranks"]), r.get("strengths")),
+            "attributes": json.loads(r["attributes"]) if r.get("attributes") else [{} for _ in r["ranks"]],
+        }
         for r in apply_consensus(rows, consensus)
     ]

@@ -57,7 +57,8 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 def load_reward_model(model_dir: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    # Output 0 is the reward; a model trained with attribute heads has one more output per attribute.
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     model.config.pad_token_id = ensure_pad_token(tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tokenizer
@@ -97,7 +98,7 @@ class RewardScorer:
             logits = self.model(
                 input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)
             ).logits
-            out.extend(logits.float().squeeze(-1).tolist())
+            out.extend(logits.float()[:, 0].tolist())
         return out
 
     def score(self, prompt: str | Messages, responses: list[str]) -> list[float]:

@@ -37,6 +37,13 @@ SCHEMA = pa.schema(
         ("hidden_utility", pa.list_(pa.float64())),
         ("task_agreement", pa.float64()),
         ("messages", pa.string()),  # the conversation as JSON (`reward.conversation`); `prompt` is its key
+        # How much each rank level beats the next (reward/strength.py), per-candidate attribute ratings
+        # (JSON list), the guideline version it was ranked under, and whether it is a reviewer's final
+        # ranking of a contested task rather than an annotator's.
+        ("strengths", pa.list_(pa.string())),
+        ("attributes", pa.string()),
+        ("guideline_version", pa.int32()),
+        ("adjudicated", pa.bool_()),
     ]
 )
 

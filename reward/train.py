@@ -56,13 +56,15 @@ def _build_pairwise(
     cfg: RewardTrainConfig, train_rows: list[dict], tokenizer: PreTrainedTokenizerBase, args: RewardConfig
 ) -> Trainer:
     rows = []
-    for p in pairwise_rows(train_rows, margin=cfg.margin, consensus=cfg.consensus):
+    for p in pairwise_rows(
+        train_rows, margin=cfg.margin, consensus=cfg.consensus, strength_margin=cfg.strength_margin
+    ):
         prompt = p["prompt"]  # the whole conversation
         row: dict[str, Any] = {
             "chosen_ids": encode(tokenizer, prompt, p["chosen"][0]["content"], cfg.max_length),
             "rejected_ids": encode(tokenizer, prompt, p["rejected"][0]["content"], cfg.max_length),
         }
-        if cfg.margin:
+        if "margin" in p:
             row["margin"] = p["margin"]
         rows.append(row)
     return RewardTrainer(
@@ -81,19 +83,29 @@ def _build_listwise(
         {
             "ids": [encode(tokenizer, g["prompt"], t, cfg.max_length) for t in g["responses"]],
             "ranks": g["ranks"],
+            "weights": g["weights"] if cfg.strength_margin else None,
+            "attributes": g["attributes"],
         }
         for g in listwise_groups(train_rows, cfg.consensus)
     ]
-    model = AutoModelForSequenceClassification.from_pretrained(cfg.base_model, num_labels=1)
+    heads = ["reward", *cfg.attribute_heads]  # output 0 is the reward; the rest predict ratings / 4
+    model = AutoModelForSequenceClassification.from_pretrained(
+        cfg.base_model,
+        num_labels=len(heads),
+        id2label=dict(enumerate(heads)),
+        label2id={h: i for i, h in enumerate(heads)},
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
     lora = lora_config(cfg, "SEQ_CLS")
-    return ListwiseTrainer(
+    trainer = ListwiseTrainer(
         model=get_peft_model(model, lora) if lora else model,
         args=args,
         train_dataset=Dataset.from_list(groups),
-        data_collator=ListwiseCollator(tokenizer.pad_token_id),
+        data_collator=ListwiseCollator(tokenizer.pad_token_id, cfg.attribute_heads),
         processing_class=tokenizer,
     )
+    trainer.attribute_weight = cfg.attribute_weight
+    return trainer
 
 
 def main(cfg: RewardTrainConfig) -> Path:

@@ -47,6 +47,8 @@ import pytest  # noqa: E402
 
 from service.core.store import Store  # noqa: E402
 
+pytest_plugins = ["tests.support.browser"]  # the `browser` fixture (Debian's Chromium)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def allowed_roots(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -112,7 +112,7 @@ def cmd_annotate_sim(args: argparse.Namespace, settings: Settings) -> None:
     print(f"simulated annotators stored {report.total} rankings")
 
 
-def _ranks(text: str) -> list[int]:
+def comma_ranks(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",")]
     except ValueError:
@@ -204,7 +204,7 @@ def add_parsers(tree: CommandTree) -> None:
         "mark a task as gold with its correct ranking",
         "tasks",
         op="tasks.gold",
-        opts={"task_id": POSITIONAL, "ranks": Opt(type=str, repeat=False, convert=_ranks)},
+        opts={"task_id": POSITIONAL, "ranks": Opt(type=str, repeat=False, convert=comma_ranks)},
     )
 
     tree.command(

@@ -23,6 +23,7 @@
     rankloop deploy MODEL_ID [--canary PCT] [--replicas N] | deploy promote | rollback | routes
     rankloop gateway --control URL [--port N] [--spool DIR]   # a stateless /v1 replica of a running service
     rankloop webhooks add URL [--event E ...] | list | remove ID | deliveries   # signed, retried
+    rankloop guidelines set FILE [--batch B] | list · quiz results · review contested | resolve TASK_ID
     rankloop demo
 
 Every command takes `--data DIR` (default ./rankloop-data, env RANKLOOP_DATA) and
@@ -46,6 +47,7 @@ from service.cli.evaluate import add_parsers as add_evaluate_parsers
 from service.cli.flags import POSITIONAL, Opt, add_model_flags, flag_values
 from service.cli.gateway import add_parsers as add_gateway_parsers
 from service.cli.judge import add_parsers as add_judge_parsers
+from service.cli.labelling import add_parsers as add_labelling_parsers
 from service.cli.loop import add_parsers as add_loop_parsers
 from service.cli.output import print_table, report_job
 from service.cli.policy import add_parsers as add_policy_parsers
@@ -282,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backup_parsers(tree)
     add_gateway_parsers(tree)
     add_webhook_parsers(tree)
+    add_labelling_parsers(tree)
 
     add_loop_parsers(tree)
     return ap

@@ -25,9 +25,10 @@ from annotator.queue import mark_gold
 from annotator.simulate_run import ensure_accounts
 from annotator.simulated import Profile
 from reward.conversation import check_messages
-from service.control import judges, serving_ops, webhooks
+from service.control import annotation_ops, judges, serving_ops, webhooks
 from service.control.context import Context
 from service.control.packaged_models import MODEL_FIELD, add_packaged
+from service.control.paging import paged
 from service.control.scoring import prioritize
 from service.core import registry
 from service.core.enums import JobStatus, ModelKind, Role
@@ -290,13 +291,15 @@ COMMANDS: dict[str, Command] = {
         lambda ctx, p: prompts.add_system_prompts(ctx.store, prompts.read_system_prompt_file(p.file)),
         upload="file",
     ),
-    "system_prompts.list": Command(
-        "GET",
-        "/system-prompts",
-        NoParams,
-        lambda ctx, p: ctx.store.query(
-            "SELECT name, version, text, created_at FROM system_prompts ORDER BY name, version"
-        ),
+    "system_prompts.list": paged(
+        Command(
+            "GET",
+            "/system-prompts",
+            NoParams,
+            lambda ctx, p: ctx.store.query(
+                "SELECT name, version, text, created_at FROM system_prompts ORDER BY name, version"
+            ),
+        )
     ),
     "sample": Command(
         "POST",
@@ -305,11 +308,11 @@ COMMANDS: dict[str, Command] = {
         lambda ctx, p: {"job_id": ctx.jobs.submit("sample", p.model_dump(mode="json"))},
     ),
     "jobs.start": Command("POST", "/jobs", StartJob, _start_job),
-    "jobs.list": Command("GET", "/jobs", NoParams, lambda ctx, p: runner.list_jobs(ctx.store)),
+    "jobs.list": paged(Command("GET", "/jobs", NoParams, lambda ctx, p: runner.list_jobs(ctx.store))),
     "jobs.show": Command("GET", "/jobs/{job_id}", JobId, lambda ctx, p: runner.get_job(ctx.store, p.job_id)),
     "jobs.cancel": Command("POST", "/jobs/{job_id}/cancel", JobId, lambda ctx, p: ctx.jobs.cancel(p.job_id)),
-    "models.list": Command(
-        "GET", "/models", KindFilter, lambda ctx, p: registry.list_models(ctx.store, p.kind)
+    "models.list": paged(
+        Command("GET", "/models", KindFilter, lambda ctx, p: registry.list_models(ctx.store, p.kind))
     ),
     "models.show": Command(
         "GET", "/models/{model_id}", ModelId, lambda ctx, p: lineage.describe(ctx.store, p.model_id)
@@ -330,8 +333,8 @@ COMMANDS: dict[str, Command] = {
     "prioritize": Command("POST", "/prioritize", NoParams, _prioritize),
     "rewards": Command("POST", "/rewards", Rewards, _rewards),
     "annotators.add": Command("POST", "/annotators", NewAnnotator, _annotator_add),
-    "annotators.list": Command(
-        "GET", "/annotators", NoParams, lambda ctx, p: accounts.list_annotators(ctx.store)
+    "annotators.list": paged(
+        Command("GET", "/annotators", NoParams, lambda ctx, p: accounts.list_annotators(ctx.store))
     ),
     "annotators.disable": Command("POST", "/annotators/{name}/disable", AnnotatorName, _disable),
     "annotators.logout": Command(
@@ -350,27 +353,29 @@ COMMANDS: dict[str, Command] = {
     "judge_templates.get": Command(
         "GET", "/judge-templates/{name}", TemplateName, lambda ctx, p: judges.template(ctx.store, p.name)
     ),
-    "judge_templates.list": Command(
-        "GET",
-        "/judge-templates",
-        NoParams,
-        lambda ctx, p: ctx.store.query(
-            "SELECT name, version, text, created_at FROM judge_templates ORDER BY name, version"
-        ),
+    "judge_templates.list": paged(
+        Command(
+            "GET",
+            "/judge-templates",
+            NoParams,
+            lambda ctx, p: ctx.store.query(
+                "SELECT name, version, text, created_at FROM judge_templates ORDER BY name, version"
+            ),
+        )
     ),
     "tasks.gold": Command("POST", "/tasks/{task_id}/gold", Gold, _gold),
     "leaderboard": Command(
         "GET", "/leaderboard", Board, lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by)
     ),
     "keys.create": Command("POST", "/keys", serving_ops.NewKey, serving_ops.create_key),
-    "keys.list": Command("GET", "/keys", NoParams, serving_ops.list_keys),
+    "keys.list": paged(Command("GET", "/keys", NoParams, serving_ops.list_keys)),
     "keys.revoke": Command("POST", "/keys/{name}/revoke", serving_ops.KeyName, serving_ops.revoke_key),
     "deploy": Command("POST", "/deploy", serving_ops.Deploy, serving_ops.deploy),
     "deploy.promote": Command("POST", "/deploy/promote", NoParams, serving_ops.promote),
     "rollback": Command("POST", "/rollback", NoParams, serving_ops.rollback),
     "routes": Command("GET", "/routes", NoParams, serving_ops.routes),
     "webhooks.add": Command("POST", "/webhooks", webhooks.NewWebhook, webhooks.add_webhook),
-    "webhooks.list": Command("GET", "/webhooks", NoParams, webhooks.list_webhooks),
+    "webhooks.list": paged(Command("GET", "/webhooks", NoParams, webhooks.list_webhooks)),
     "webhooks.remove": Command(
         "POST", "/webhooks/{webhook_id}/remove", webhooks.WebhookId, webhooks.remove_webhook
     ),
@@ -392,9 +397,10 @@ COMMANDS: dict[str, Command] = {
     "rounds.batch": Command(
         "GET", "/rounds/batch", rounds.BatchName, lambda ctx, p: rounds.batch_progress(ctx.store, p)
     ),
-    "rounds.list": Command("GET", "/rounds", NoParams, lambda ctx, p: rounds.list_rounds(ctx.store)),
+    "rounds.list": paged(Command("GET", "/rounds", NoParams, lambda ctx, p: rounds.list_rounds(ctx.store))),
     "report": Command("POST", "/report", NoParams, lambda ctx, p: _report(ctx)),
     "quality": Command("GET", "/quality", QualityFilter, lambda ctx, p: _quality(ctx.store, p.batch)),
     "quality.dashboard": Command("GET", "/quality/dashboard", NoParams, lambda ctx, p: dashboard(ctx.store)),
     "backup": Command("POST", "/backup", BackupParams, _backup),
+    **annotation_ops.commands(Command),
 }

@@ -31,9 +31,11 @@ class Role(StrEnum):
     SIMULATED = "simulated"
     IMPORT = "import"
     JUDGE = "judge"
+    REVIEWER = "reviewer"  # ranks like an annotator, and resolves contested tasks (annotator/review.py)
 
 
-HUMAN_ROLES = (Role.ANNOTATOR, Role.ADMIN)  # the roles that log in with a password
+HUMAN_ROLES = (Role.ANNOTATOR, Role.ADMIN, Role.REVIEWER)  # the roles that log in with a password
+REVIEW_ROLES = (Role.REVIEWER, Role.ADMIN)  # who may resolve a contested task
 
 
 class JobStatus(StrEnum):

@@ -9,43 +9,25 @@ that writes them (the service is the only writer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def _table(name: str, columns: str) -> str:
-    """Every table: a sequence-backed id, its columns, and created_at."""
-    return (
-        f"CREATE SEQUENCE IF NOT EXISTS seq_{name} START 1;\n"
-        f"CREATE TABLE {name} (\n"
-        f"  id BIGINT PRIMARY KEY DEFAULT nextval('seq_{name}'),\n"
-        f"  {columns},\n"
-        f"  created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp\n);\n"
-    )
-
+from service.core.schema_annotation import ANNOTATION_DEPTH
+from service.core.schema_types import Migration, table_sql
 
 CORE = "".join(
     [
-        _table(
+        table_sql(
             "system_prompts",
             """name VARCHAR NOT NULL,
   version INTEGER NOT NULL,
   text VARCHAR NOT NULL,
   UNIQUE (name, version)""",
         ),
-        _table(
+        table_sql(
             "prompts",
             """text VARCHAR NOT NULL UNIQUE,
   source VARCHAR NOT NULL CHECK (source IN ('seed', 'import', 'served')),
   source_ref VARCHAR""",
         ),
-        _table(
+        table_sql(
             "models",
             """kind VARCHAR NOT NULL CHECK (kind IN ('pretrained', 'sft', 'reward', 'policy', 'external')),
   name VARCHAR NOT NULL,
@@ -57,7 +39,7 @@ CORE = "".join(
   status VARCHAR NOT NULL DEFAULT 'registered',
   status_reason VARCHAR""",
         ),
-        _table(
+        table_sql(
             "samples",
             """prompt_id BIGINT NOT NULL,
   system_prompt_id BIGINT NOT NULL,
@@ -71,21 +53,21 @@ CORE = "".join(
   finish_reason VARCHAR,
   latency_ms DOUBLE""",
         ),
-        _table(
+        table_sql(
             "tasks",
             """prompt_id BIGINT NOT NULL,
   sample_ids BIGINT[] NOT NULL,
   required_rankings INTEGER NOT NULL DEFAULT 1 CHECK (required_rankings >= 1),
   priority DOUBLE NOT NULL DEFAULT 0""",
         ),
-        _table(
+        table_sql(
             "annotators",
             """name VARCHAR NOT NULL UNIQUE,
   role VARCHAR NOT NULL CHECK (role IN ('annotator', 'admin', 'simulated', 'import')),
   password_hash VARCHAR,
   disabled BOOLEAN NOT NULL DEFAULT false""",
         ),
-        _table(
+        table_sql(
             "rankings",
             """task_id BIGINT NOT NULL,
   annotator_id BIGINT NOT NULL,
@@ -106,7 +88,7 @@ CORE = "".join(
   created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
 );
 """,
-        _table(
+        table_sql(
             "jobs",
             """kind VARCHAR NOT NULL,
   config JSON,
@@ -136,7 +118,7 @@ CREATE INDEX rankings_task ON rankings (task_id);
     Migration(
         3,
         "annotation: leases, gold tasks, task batches, simulated annotator profiles",
-        _table(
+        table_sql(
             "leases",
             """task_id BIGINT NOT NULL,
   annotator_id BIGINT NOT NULL,
@@ -188,7 +170,7 @@ INSERT INTO annotators_v7 (id, name, role, password_hash, disabled, created_at, 
 DROP TABLE annotators;
 ALTER TABLE annotators_v7 RENAME TO annotators;
 """
-        + _table(
+        + table_sql(
             "judge_templates",
             """name VARCHAR NOT NULL,
   version INTEGER NOT NULL,
@@ -226,7 +208,7 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
     Migration(
         11,
         "serving: API keys (hashes only), deployments, the traffic log and feedback",
-        _table(
+        table_sql(
             "api_keys",
             """name VARCHAR NOT NULL UNIQUE,
   key_hash VARCHAR NOT NULL UNIQUE,
@@ -241,7 +223,7 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
   last_used_at TIMESTAMPTZ,
   revoked_at TIMESTAMPTZ""",
         )
-        + _table(
+        + table_sql(
             "deployments",
             """model_id BIGINT NOT NULL,
   canary_model_id BIGINT,
@@ -254,7 +236,7 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
   status VARCHAR NOT NULL CHECK (status IN ('active', 'replaced')),
   note VARCHAR""",
         )
-        + _table(
+        + table_sql(
             "traffic",
             """response_id VARCHAR,
   key_id BIGINT,
@@ -270,7 +252,7 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
   request JSON,
   response JSON""",
         )
-        + _table(
+        + table_sql(
             "feedback",
             """response_id VARCHAR NOT NULL,
   key_id BIGINT,
@@ -287,7 +269,7 @@ ALTER TABLE prompts_v8 RENAME TO prompts;
         "rounds of the loop",
         # One row per round of `rankloop demo` / `rankloop loop`: the step it finished last and what each
         # step made, so a round resumes where it stopped and the report can show every round.
-        _table(
+        table_sql(
             "rounds",
             """kind VARCHAR NOT NULL CHECK (kind IN ('demo', 'loop')),
   status VARCHAR NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
@@ -407,7 +389,7 @@ CREATE TABLE key_usage (
     Migration(
         17,
         "webhooks, their deliveries (the outbox and its log), and how far events have been read",
-        _table(
+        table_sql(
             "webhooks",
             """url VARCHAR NOT NULL,
   secret VARCHAR NOT NULL,
@@ -433,6 +415,7 @@ CREATE TABLE webhook_cursors (
 );
 """,
     ),
+    *ANNOTATION_DEPTH,
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

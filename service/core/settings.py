@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reward.configfile import ConfigError, format_errors, read_yaml
+from reward.strength import DEFAULT_RUBRIC
 from service.core.paths import DataPaths
 
 ENV_PREFIX = "RANKLOOP_"
@@ -162,6 +164,39 @@ class AnnotationOptions(BaseModel):
         description="model judges' rankings count toward a task's required rankings "
         "(else judges rank every task beside people, and people's overlap is unchanged)",
     )
+    rubric: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RUBRIC),
+        max_length=12,
+        description="attributes an annotator may rate each candidate on, 0-4 (HelpSteer2's by default)",
+    )
+    quiz_size: int = Field(
+        0,
+        ge=0,
+        description="gold tasks a new annotator must answer before real tasks (0: no qualification quiz)",
+    )
+    quiz_pass: float = Field(
+        0.8, ge=0, le=1, description="mean pairwise agreement with gold that passes the quiz"
+    )
+    overlap_tau: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="ask for one more ranking while a task's rankers' mean Kendall tau is below this "
+        "(none: every task gets its required rankings, no more)",
+    )
+    overlap_cap: int = Field(
+        5, ge=2, description="most rankings a contested task gets; past it the task goes to a reviewer"
+    )
+
+    @field_validator("rubric")
+    @classmethod
+    def _attribute_names(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", a)]
+        if bad or len(set(v)) != len(v):
+            raise ValueError(
+                f"rubric attributes must be distinct lower-case names (letters, digits, _); got {v}"
+            )
+        return v
 
 
 class BackupOptions(BaseModel):

@@ -44,9 +44,11 @@ IMPORT_MODEL = "hh-import"
 def _rankings(store: Store) -> list[dict]:
     rows = store.query(
         """SELECT r.id, r.task_id, r.ranks, r.flags, r.rationale, r.time_spent_s, r.created_at, a.name AS annotator,
-                  p.text AS prompt, p.messages::VARCHAR AS messages, t.sample_ids
+                  p.text AS prompt, p.messages::VARCHAR AS messages, t.sample_ids, r.strengths,
+                  r.attributes::VARCHAR AS attributes, g.batch AS guideline_batch, g.version AS guideline_version
            FROM rankings r JOIN annotators a ON a.id = r.annotator_id JOIN tasks t ON t.id = r.task_id
-           JOIN prompts p ON p.id = t.prompt_id WHERE NOT r.skipped ORDER BY r.task_id, a.name"""
+           JOIN prompts p ON p.id = t.prompt_id LEFT JOIN guidelines g ON g.id = r.guideline_id
+           WHERE NOT r.skipped ORDER BY r.task_id, a.name"""
     )
     ids = [s for r in rows for s in r["sample_ids"]]
     samples = {
@@ -80,8 +82,18 @@ def export(store: Store, fmt: str, out: Path) -> int:
                 "rationale": r["rationale"],
                 "time_spent_s": r["time_spent_s"],
                 "created_at": r["created_at"].isoformat(),
+                "guideline": None
+                if r["guideline_version"] is None
+                else {"batch": r["guideline_batch"] or None, "version": r["guideline_version"]},
+                "strengths": r["strengths"],
                 "candidates": [
-                    {**c, "rank": rank} for c, rank in zip(r["candidates"], r["ranks"], strict=True)
+                    {**c, "rank": rank, "attributes": rated}
+                    for c, rank, rated in zip(
+                        r["candidates"],
+                        r["ranks"],
+                        json.loads(r["attributes"]) if r["attributes"] else [None] * len(r["ranks"]),
+                        strict=True,
+                    )
                 ],
             }
             for r in rankings
@@ -95,6 +107,7 @@ def export(store: Store, fmt: str, out: Path) -> int:
                     "messages": r["messages"],
                     "texts": [c["text"] for c in r["candidates"]],
                     "ranks": r["ranks"],
+                    "strengths": r["strengths"],
                 }
                 for r in rankings
             ]

@@ -18,6 +18,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,6 +45,11 @@ class SnapshotFilters(BaseModel):
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="share of prompts held out for evaluation")
     include_judges: bool = Field(
         False, description="keep rankings by model judges (AI feedback) beside people's"
+    )
+    reviews: Literal["raw", "adjudicated", "both"] = Field(
+        "adjudicated",
+        description="contested tasks a reviewer resolved: raw (annotators' rankings only), adjudicated "
+        "(the reviewer's final ranking instead of them) or both",
     )
     include_traffic: bool = Field(
         True,
@@ -73,22 +79,28 @@ _ROWS = """
 WITH gold AS (SELECT annotator_id, avg(gold_agreement) AS gold_agreement FROM rankings
               WHERE gold_agreement IS NOT NULL GROUP BY annotator_id),
      cand AS (SELECT t.id AS task_id, u.sample_id, u.position
-              FROM tasks t, unnest(t.sample_ids) WITH ORDINALITY AS u(sample_id, position))
-SELECT r.id AS ranking_id, r.task_id, t.prompt_id, p.text AS prompt, p.source AS prompt_source,
+              FROM tasks t, unnest(t.sample_ids) WITH ORDINALITY AS u(sample_id, position)),
+     src AS (SELECT id AS ranking_id, task_id, annotator_id, ranks, coalesce(flags, '[]')::VARCHAR AS flags,
+                    strengths, attributes::VARCHAR AS attributes, guideline_id, false AS adjudicated
+             FROM rankings WHERE NOT skipped
+             UNION ALL
+             SELECT NULL, task_id, reviewer_id, ranks, '[]', strengths, NULL, guideline_id, true
+             FROM adjudications)
+SELECT r.ranking_id, r.task_id, t.prompt_id, p.text AS prompt, p.source AS prompt_source,
        p.messages::VARCHAR AS messages, a.name AS annotator, a.role AS annotator_role,
        a.profile AS annotator_profile, g.gold_agreement AS annotator_gold_agreement, r.ranks,
-       coalesce(r.flags, '[]') AS flags, t.batch,
+       r.flags, t.batch, r.strengths, r.attributes, gl.version AS guideline_version, r.adjudicated,
        list(c.sample_id ORDER BY c.position) AS sample_ids,
        list(s.text ORDER BY c.position) AS texts,
        list(sp.name || ' v' || sp.version ORDER BY c.position) AS system_prompts,
        list(sp.text ORDER BY c.position) AS system_prompt_texts,
        list(m.name || ' #' || m.id ORDER BY c.position) AS models
-FROM rankings r JOIN tasks t ON t.id = r.task_id JOIN prompts p ON p.id = t.prompt_id
+FROM src r JOIN tasks t ON t.id = r.task_id JOIN prompts p ON p.id = t.prompt_id
 JOIN annotators a ON a.id = r.annotator_id LEFT JOIN gold g ON g.annotator_id = a.id
+LEFT JOIN guidelines gl ON gl.id = r.guideline_id
 JOIN cand c ON c.task_id = t.id JOIN samples s ON s.id = c.sample_id
 JOIN system_prompts sp ON sp.id = s.system_prompt_id JOIN models m ON m.id = s.model_id
-WHERE NOT r.skipped
-GROUP BY ALL ORDER BY r.task_id, a.name
+GROUP BY ALL ORDER BY r.task_id, r.adjudicated, a.name
 """
 
 
@@ -122,23 +134,21 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
             "`rankloop annotators list` shows them"
         )
     rows = store.query(_ROWS)
-    dropped = {"flagged": 0, "gold_agreement": 0, "excluded_annotators": 0, "judges": 0, "traffic": 0}
+    dropped = {
+        "flagged": 0,
+        "gold_agreement": 0,
+        "excluded_annotators": 0,
+        "judges": 0,
+        "traffic": 0,
+        "adjudications": 0,
+        "adjudicated_raw": 0,
+    }
+    reviewed = {r["task_id"] for r in rows if r["adjudicated"]}
     kept = []
     for r in rows:
-        if r["annotator_role"] == Role.JUDGE and not filters.include_judges:
-            dropped["judges"] += 1
-        elif is_traffic_account(r["annotator"], r["annotator_role"]) and not filters.include_traffic:
-            dropped["traffic"] += 1
-        elif r["annotator"] in filters.exclude_annotators:
-            dropped["excluded_annotators"] += 1
-        elif filters.exclude_flagged and json.loads(r["flags"]):
-            dropped["flagged"] += 1
-        elif (
-            filters.min_gold_agreement is not None
-            and r["annotator_gold_agreement"] is not None
-            and r["annotator_gold_agreement"] < filters.min_gold_agreement
-        ):
-            dropped["gold_agreement"] += 1
+        reason = _dropped_by(r, filters, reviewed)
+        if reason is not None:
+            dropped[reason] += 1
         else:
             # A prompt stored for evaluation is held out whatever its hash says (e.g. human-evaluation pairs).
             r["split"] = (
@@ -149,6 +159,26 @@ def collect(store: Store, filters: SnapshotFilters) -> tuple[list[dict], dict]:
             r["hidden_utility"] = _hidden_utilities(r)
             kept.append(r)
     return kept, dropped
+
+
+def _dropped_by(r: dict, filters: SnapshotFilters, reviewed: set[int]) -> str | None:
+    """The filter that leaves this row out, or None to keep it."""
+    if r["adjudicated"]:  # a reviewer's final ranking: the filters on annotators do not apply
+        return "adjudications" if filters.reviews == "raw" else None
+    if r["task_id"] in reviewed and filters.reviews == "adjudicated":
+        return "adjudicated_raw"  # the reviewer's final ranking stands for these
+    if r["annotator_role"] == Role.JUDGE and not filters.include_judges:
+        return "judges"
+    if is_traffic_account(r["annotator"], r["annotator_role"]) and not filters.include_traffic:
+        return "traffic"
+    if r["annotator"] in filters.exclude_annotators:
+        return "excluded_annotators"
+    if filters.exclude_flagged and json.loads(r["flags"]):
+        return "flagged"
+    gold = r["annotator_gold_agreement"]
+    if filters.min_gold_agreement is not None and gold is not None and gold < filters.min_gold_agreement:
+        return "gold_agreement"
+    return None
 
 
 def _add_task_agreement(rows: list[dict]) -> None:

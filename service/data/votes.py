@@ -130,6 +130,7 @@ def store_vote(store: Store, cur: duckdb.DuckDBPyConnection, vote: Vote, annotat
     (result,) = record_rankings(
         cur, [(annotator_id, Submission(task_id=task_id, submission_id=vote.submission_id, ranks=ranks))]
     )
+    assert result.ranking_id is not None  # a ranking, never a quiz answer: imports are not quizzed
     return result.ranking_id
 
 

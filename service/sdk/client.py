@@ -12,8 +12,12 @@ generated from the command table) and the annotation API, against a running `ran
         models = await arl.models_list()
 
     me = Rankloop(url).login("alice", "password")        # an annotator: a token of their own
-    task = me.next_task()
-    me.submit({"task_id": task["task_id"], "submission_id": "s1", "ranks": [2, 1, 3, 4]})
+    task = me.next_task()                                  # with its guidelines; a quiz question first
+    me.submit({"task_id": task["task_id"], "submission_id": "s1", "ranks": [2, 1, 3, 4],
+               "strengths": ["clearly", "slightly", "significantly"]})
+
+    for job in rl.pages("jobs.list", page_size=100):       # any listing operation, a page at a time
+        ...
 
 Errors are the CLI's: `CommandFailed` with the same message and exit code (`.code`; 2: something to fix in
 the request, 1: the operation failed). A request that did not reach the service (connection refused)
@@ -26,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from service.cli.client import CHUNK, RemoteClient, prepare
+from service.control.commands import COMMANDS
 from service.core.enums import FINISHED
 from service.core.errors import CommandFailed
 from service.core.paths import atomic_file
@@ -86,6 +92,13 @@ class _AsyncRetry(httpx.AsyncHTTPTransport):
         raise AssertionError("unreachable")
 
 
+def _check_paged(name: str) -> None:
+    cmd = COMMANDS.get(name)
+    if cmd is None or "limit" not in cmd.params.model_fields:
+        listing = sorted(n for n, c in COMMANDS.items() if "offset" in c.params.model_fields)
+        raise CommandFailed(f"{name!r} is not a listing operation; these are: {', '.join(listing)}", 2)
+
+
 def _unreachable(url: str, e: httpx.HTTPError) -> CommandFailed:
     return CommandFailed(f"the service at {url} does not answer ({type(e).__name__}: {e})", 1)
 
@@ -106,6 +119,17 @@ class Rankloop(Operations):
             time.sleep(poll_s)
         return job
 
+    def pages(self, name: str, /, page_size: int = 100, **params: Any) -> Iterator[Any]:
+        """Every row of a listing operation (one that takes limit and offset), read a page at a time."""
+        _check_paged(name)
+        offset = 0
+        while True:
+            rows = self.call(name, **params, limit=page_size, offset=offset)
+            yield from rows
+            if len(rows) < page_size:
+                return
+            offset += page_size
+
     # -- the annotation API (a person's own token, or the admin key acting for a simulated account) --
 
     def login(self, name: str, password: str) -> Rankloop:
@@ -121,6 +145,22 @@ class Rankloop(Operations):
 
     def progress(self, acting_for: str | None = None) -> dict:
         return self._annotation("GET", "/progress", acting_for=acting_for)
+
+    def guidelines(self, batch: str | None = None) -> dict | None:
+        """The guideline tasks of this batch (default: the project's) are ranked under."""
+        params = {"batch": batch} if batch else {}
+        return self._annotation("GET", "/guidelines", params=params)["guidelines"]
+
+    def next_review(self) -> dict | None:
+        """A reviewer's next contested task, with its raw rankings; None when none waits."""
+        return self._annotation("GET", "/review/next")["task"]
+
+    def review(
+        self, task_id: int, ranks: list[int], rationale: str, strengths: list[str] | None = None
+    ) -> dict:
+        """Resolve a contested task with a final ranking and why."""
+        body = {"task_id": task_id, "ranks": ranks, "rationale": rationale, "strengths": strengths}
+        return self._annotation("POST", "/review", json=body)
 
     def _annotation(self, method: str, path: str, acting_for: str | None = None, **kw: Any) -> Any:
         headers = {"X-Rankloop-Annotator": acting_for} if acting_for else {}
@@ -192,6 +232,18 @@ class AsyncRankloop(Operations):
         while (job := await self.jobs_show(job_id=job_id))["status"] not in FINISHED:
             await asyncio.sleep(poll_s)
         return job
+
+    async def pages(self, name: str, /, page_size: int = 100, **params: Any) -> AsyncIterator[Any]:
+        """Every row of a listing operation, read a page at a time (`async for row in arl.pages(...)`)."""
+        _check_paged(name)
+        offset = 0
+        while True:
+            rows = await self.call(name, **params, limit=page_size, offset=offset)
+            for row in rows:
+                yield row
+            if len(rows) < page_size:
+                return
+            offset += page_size
 
     async def aclose(self) -> None:
         await self.http.aclose()

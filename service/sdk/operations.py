@@ -23,7 +23,7 @@ class Operations:
         self,
         *,
         name: str,
-        role: Literal["annotator", "admin", "simulated", "import", "judge"] | None = None,
+        role: Literal["annotator", "admin", "simulated", "import", "judge", "reviewer"] | None = None,
         password: str | None = None,
         profile: str | None = None,
     ) -> Any:
@@ -34,7 +34,7 @@ class Operations:
         """POST /admin/annotators/{name}/disable"""
         return self.call("annotators.disable", **_given(locals()))
 
-    def annotators_list(self) -> Any:
+    def annotators_list(self, *, limit: int | None = None, offset: int | None = None) -> Any:
         """GET /admin/annotators"""
         return self.call("annotators.list", **_given(locals()))
 
@@ -69,6 +69,16 @@ class Operations:
         """POST /admin/export"""
         return self.call("export", **_given(locals()))
 
+    def guidelines_list(
+        self, *, batch: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> Any:
+        """GET /admin/guidelines"""
+        return self.call("guidelines.list", **_given(locals()))
+
+    def guidelines_set(self, *, file: Path, batch: str | None = None) -> Any:
+        """POST /admin/guidelines"""
+        return self.call("guidelines.set", **_given(locals()))
+
     def import_hh(self, *, file: Path, source_ref: str | None = None, strict: bool | None = None) -> Any:
         """POST /admin/import/hh"""
         return self.call("import.hh", **_given(locals()))
@@ -77,7 +87,7 @@ class Operations:
         """POST /admin/jobs/{job_id}/cancel"""
         return self.call("jobs.cancel", **_given(locals()))
 
-    def jobs_list(self) -> Any:
+    def jobs_list(self, *, limit: int | None = None, offset: int | None = None) -> Any:
         """GET /admin/jobs"""
         return self.call("jobs.list", **_given(locals()))
 
@@ -99,7 +109,7 @@ class Operations:
         """GET /admin/judge-templates/{name}"""
         return self.call("judge_templates.get", **_given(locals()))
 
-    def judge_templates_list(self) -> Any:
+    def judge_templates_list(self, *, limit: int | None = None, offset: int | None = None) -> Any:
         """GET /admin/judge-templates"""
         return self.call("judge_templates.list", **_given(locals()))
 
@@ -121,7 +131,7 @@ class Operations:
         """POST /admin/keys"""
         return self.call("keys.create", **_given(locals()))
 
-    def keys_list(self) -> Any:
+    def keys_list(self, *, limit: int | None = None, offset: int | None = None) -> Any:
         """GET /admin/keys"""
         return self.call("keys.list", **_given(locals()))
 
@@ -138,7 +148,11 @@ class Operations:
         return self.call("models.add", **_given(locals()))
 
     def models_list(
-        self, *, kind: Literal["pretrained", "sft", "reward", "policy", "external"] | None = None
+        self,
+        *,
+        kind: Literal["pretrained", "sft", "reward", "policy", "external"] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
     ) -> Any:
         """GET /admin/models"""
         return self.call("models.list", **_given(locals()))
@@ -173,9 +187,33 @@ class Operations:
         """GET /admin/quality/dashboard"""
         return self.call("quality.dashboard", **_given(locals()))
 
+    def quiz_results(
+        self, *, name: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> Any:
+        """GET /admin/quiz/results"""
+        return self.call("quiz.results", **_given(locals()))
+
     def report(self) -> Any:
         """POST /admin/report"""
         return self.call("report", **_given(locals()))
+
+    def review_contested(
+        self, *, resolved: bool | None = None, limit: int | None = None, offset: int | None = None
+    ) -> Any:
+        """GET /admin/review/contested"""
+        return self.call("review.contested", **_given(locals()))
+
+    def review_resolve(
+        self,
+        *,
+        task_id: int,
+        reviewer: str,
+        ranks: list[int],
+        rationale: str,
+        strengths: list[str] | None = None,
+    ) -> Any:
+        """POST /admin/review/{task_id}"""
+        return self.call("review.resolve", **_given(locals()))
 
     def rewards(
         self, *, prompt: str, messages: list[dict[str, str]] | None = None, responses: list[str]
@@ -195,7 +233,7 @@ class Operations:
         """POST /admin/rounds/{round_id}/job"""
         return self.call("rounds.job", **_given(locals()))
 
-    def rounds_list(self) -> Any:
+    def rounds_list(self, *, limit: int | None = None, offset: int | None = None) -> Any:
         """GET /admin/rounds"""
         return self.call("rounds.list", **_given(locals()))
 
@@ -248,6 +286,7 @@ class Operations:
         exclude_annotators: list[str] | None = None,
         eval_fraction: float | None = None,
         include_judges: bool | None = None,
+        reviews: Literal["raw", "adjudicated", "both"] | None = None,
         include_traffic: bool | None = None,
     ) -> Any:
         """POST /admin/snapshots"""
@@ -261,7 +300,7 @@ class Operations:
         """POST /admin/system-prompts"""
         return self.call("system_prompts.add", **_given(locals()))
 
-    def system_prompts_list(self) -> Any:
+    def system_prompts_list(self, *, limit: int | None = None, offset: int | None = None) -> Any:
         """GET /admin/system-prompts"""
         return self.call("system_prompts.list", **_given(locals()))
 
@@ -283,7 +322,7 @@ class Operations:
         """GET /admin/webhook-deliveries"""
         return self.call("webhooks.deliveries", **_given(locals()))
 
-    def webhooks_list(self) -> Any:
+    def webhooks_list(self, *, limit: int | None = None, offset: int | None = None) -> Any:
         """GET /admin/webhooks"""
         return self.call("webhooks.list", **_given(locals()))
 

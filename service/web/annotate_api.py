@@ -7,21 +7,35 @@ checked in service/web/auth.py.
 
     POST /api/annotate/login     {"name", "password"} -> {"token", "name", "role"}
     GET  /api/annotate/next      -> {"task": {...} | null, "progress": {...}}
-    POST /api/annotate/submit    Submission -> {"ranking_id", "task_id", "duplicate"}
+                                    (the task carries its `guidelines`; a quiz question carries `quiz`)
+    POST /api/annotate/submit    Submission -> {"ranking_id", "task_id", "duplicate", "quiz"}
     GET  /api/annotate/progress  -> {"today", "total", "queue"}
+    GET  /api/annotate/guidelines?batch=B  -> the guideline tasks of that batch are ranked under
+    GET  /api/annotate/review/next         -> {"task": contested task with its raw rankings | null}
+    POST /api/annotate/review    {"task_id", "ranks", "rationale", "strengths"?} -> the adjudication
+                                    (reviewers and admins only)
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, HTTPException
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from annotator import queue
+from annotator import guidelines, queue, review
 from annotator.ranking import Submission
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
 from service.web.auth import Auth
+
+
+class ReviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: int = Field(ge=1, description="the contested task")
+    ranks: list[StrictInt] = Field(description="the final ranks in display order")
+    rationale: str = Field(min_length=1, max_length=5000, description="why this ranking settles it")
+    strengths: list[str] | None = Field(None, description="how much each rank level beats the next")
 
 
 class LoginBody(BaseModel):
@@ -60,10 +74,27 @@ def build_router(auth: Auth, store: Store, queue_settings: AnnotationOptions) ->
     @router.post("/submit")
     def submit_route(sub: Submission, acct: dict = Depends(current_annotator)) -> dict:
         result = queue.submit(store, acct["id"], sub, queue_settings)
-        return {"ranking_id": result.ranking_id, "task_id": result.task_id, "duplicate": result.duplicate}
+        return {
+            "ranking_id": result.ranking_id,
+            "task_id": result.task_id,
+            "duplicate": result.duplicate,
+            "quiz": result.quiz,
+        }
 
     @router.get("/progress")
     def progress_route(acct: dict = Depends(current_annotator)) -> dict:
         return queue.progress(store, acct["id"], queue_settings)
+
+    @router.get("/guidelines")
+    def guidelines_route(batch: str | None = None, acct: dict = Depends(current_annotator)) -> dict:
+        return {"guidelines": guidelines.current(store, batch)}
+
+    @router.get("/review/next")
+    def review_next_route(acct: dict = Depends(current_annotator)) -> dict:
+        return {"task": review.next_review(store, acct["id"])}
+
+    @router.post("/review")
+    def review_route(body: ReviewBody, acct: dict = Depends(current_annotator)) -> dict:
+        return review.adjudicate(store, acct["id"], body.task_id, body.ranks, body.rationale, body.strengths)
 
     return router

@@ -1,7 +1,6 @@
 """The annotator app in a real browser: Debian's Chromium driven by Playwright's Python package."""
 
 import json
-import re
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from service.core.settings import AnnotationOptions
 from service.core.store import Store
 from service.data.prompts import add_prompts, add_system_prompts, latest_system_prompts
 from service.data.tasks import build_tasks
-from tests.support.browser import ARGS, CHROMIUM
+from tests.support.browser import CHROMIUM, choose, log_in, rank
 from tests.support.seeding import seed_tasks
 from tests.support.servicectl import running_service
 
@@ -31,35 +30,6 @@ def data(tmp_path: Path) -> Path:
         add_annotator(store, "alice", "annotator", "alice-password")
         add_annotator(store, "boss", "admin", "boss-password")
     return d
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def log_in(page, url: str, name: str, password: str) -> None:
-    page.goto(f"{url}/annotate/")
-    page.get_by_label("username").fill(name)
-    page.get_by_label("password").fill(password)
-    page.get_by_role("button", name="Login").click()
-
-
-def choose(page, elem_id: str, option: str) -> None:
-    """Pick an option of a Gradio dropdown (its list is tied to the input by aria-controls)."""
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    page.locator(f"#{box.get_attribute('aria-controls')} [role=option][aria-label='{option}']").click()
-
-
-def rank(page, i: int, value: str) -> None:
-    """Pick candidate i's rank (a radio button labelled with the rank)."""
-    page.locator(f"#rank-{i} label").filter(has_text=re.compile(f"^\\s*{value}\\s*$")).click()
 
 
 def call_handler_as(url: str, name: str, password: str, api_name: str) -> dict:

@@ -47,8 +47,33 @@ def test_listwise_groups_keep_display_order_and_ties() -> None:
             "prompt": [{"role": "user", "content": "Q?"}],
             "responses": ["w", "x", "y", "z"],
             "ranks": [2, 1, 1, 3],
+            "weights": [1.0, 1.0, 1.0, 1.0],
+            "attributes": [{}, {}, {}, {}],
         }
     ]
+
+
+def test_strengths_become_margins_and_weights_and_ratings_travel() -> None:
+    r = row(1, [2, 1, 1, 3]) | {
+        "strengths": ["significantly", "slightly"],
+        "attributes": '[{"helpfulness": 3}, {}, {}, {"harmlessness": 0}]',
+    }
+    pairs = {
+        (p["chosen"][0]["content"], p["rejected"][0]["content"]): p["margin"] for p in pairwise_rows([r])
+    }
+    # x, y (level 1) beat w (level 2) by "significantly" = 1, and z (level 3) by 1 + 1/3; w beats z by 1/3.
+    assert pairs[("x", "w")] == 1.0 and pairs[("y", "z")] == 4 / 3 and pairs[("w", "z")] == 1 / 3
+    # With the rank gap too, the two add; rows without strengths get 0 beside rows that have them.
+    both = pairwise_rows([r, row(2, [1, 2])], margin=True)
+    assert {p["margin"] for p in both if p["chosen"][0]["content"] == "x"} == {2.0, 2 + 4 / 3}
+    assert [p["margin"] for p in pairwise_rows([row(2, [1, 2]), r])][:1] == [0.0]
+    assert "margin" not in pairwise_rows([r], strength_margin=False)[0]
+    (group,) = listwise_groups([r])
+    assert group["weights"] == [1 + 1 / 3, 2.0, 2.0, 1.0]
+    assert group["attributes"][0] == {"helpfulness": 3} and group["attributes"][3] == {"harmlessness": 0}
+    # Merged rankings drop the strengths of the rankings they merge.
+    merged = apply_consensus([r, row(1, [1, 2, 3, 4], "b")], "borda")
+    assert merged[0]["strengths"] is None
 
 
 def test_near_duplicates_and_one_opening_land_on_one_side() -> None:
