@@ -212,3 +212,58 @@ def test_a_head_on_the_frozen_backbone_changes_the_head_alone(
     hidden = metrics["eval"]["hidden"]
     print(f"frozen head: held-out accuracy {metrics['eval']['pairwise_accuracy']}, vs hidden {hidden}")
     assert hidden["model_vs_hidden"] >= 0.75, hidden  # chance is 0.5; full training reaches 0.8-0.85
+
+
+def test_strengths_and_an_attribute_head(snapshot: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """Rankings with strengths and a rated attribute (here: helpfulness = a candidate's length in
+    tens of characters, capped at 4, so it is learnable) train a reward plus a helpfulness head; the
+    model loads back through the scoring path, and its helpfulness output follows the ratings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from scipy.stats import spearmanr
+
+    from reward.snapshot_format import MANIFEST_FILE, SCHEMA, SNAPSHOT_FILE
+
+    def rating(text: str) -> int:
+        return min(len(text) // 10, 4)
+
+    rows = pq.read_table(snapshot / SNAPSHOT_FILE).to_pylist()
+    for r in rows:
+        r["strengths"] = ["clearly"] * (len(set(r["ranks"])) - 1)
+        r["attributes"] = json.dumps([{"helpfulness": rating(t)} for t in r["texts"]])
+    rated = tmp_path / "rated"
+    rated.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), rated / SNAPSHOT_FILE)
+    (rated / MANIFEST_FILE).write_text((snapshot / MANIFEST_FILE).read_text())
+    cfg = RewardTrainConfig(
+        snapshot=rated,
+        base_model=tiny_model,
+        output_dir=tmp_path / "heads",
+        attribute_heads=["helpfulness"],
+        epochs=2,
+        logging_steps=5,
+    )
+    out = main(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    check_trained(out, metrics)
+    scorer = RewardScorer(out)
+    assert scorer.model.config.id2label == {0: "reward", 1: "helpfulness"}
+    texts = [t for r in rows[:40] for t in r["texts"]]
+    with torch.inference_mode():
+        from reward.score import encode, pad_batch
+
+        ids, mask = pad_batch(
+            [encode(scorer.tokenizer, "Q", t, 64) for t in texts], scorer.tokenizer.pad_token_id
+        )
+        predicted = scorer.model(input_ids=ids, attention_mask=mask).logits[:, 1].tolist()
+    rho = spearmanr(predicted, [rating(t) for t in texts]).statistic
+    assert rho > 0.5, f"the helpfulness head does not follow the ratings: Spearman {rho:.2f}"
+    with pytest.raises(ValueError, match="attribute_heads train with the listwise loss"):
+        RewardTrainConfig(
+            snapshot=rated,
+            base_model=tiny_model,
+            output_dir=tmp_path / "x",
+            mode="pairwise",
+            attribute_heads=["a"],
+        )

@@ -56,12 +56,47 @@ def test_the_client_against_a_real_service(tmp_path: Path) -> None:
             csv_text = httpx.get(f"{url}/admin/quality/dashboard.csv", headers=admin_headers(data)).text
             assert csv_text.startswith("annotator,role,week,") and "\nsim-1,simulated," in csv_text
             assert httpx.get(f"{url}/admin/quality/dashboard.csv").status_code == 401
+            # Listing operations come a page at a time.
+            for i in range(5):
+                rl.annotators_add(name=f"page-{i}", role="simulated")
+            assert len(rl.annotators_list(limit=2, offset=1)) == 2
+            names = [a["name"] for a in rl.pages("annotators.list", page_size=2)]
+            assert names == [a["name"] for a in rl.annotators_list()] and len(names) == 7
+            with pytest.raises(CommandFailed, match="not a listing operation"):
+                next(rl.pages("keys.create"))
+            guideline = tmp_path / "guide.md"
+            guideline.write_text("Prefer correct answers.")
+            assert rl.guidelines_set(file=guideline)["version"] == 1  # an upload
+            rl.annotators_add(name="rita", role="reviewer", password="correct horse 43")
+            with pytest.raises(CommandFailed, match="no account 'nobody'"):
+                rl.review_resolve(task_id=1, reviewer="nobody", ranks=[1, 2], rationale="x")
 
         alice = Rankloop(url).login("alice", "correct horse 42")
         mine = alice.next_task()
         assert mine is not None and mine["task_id"] != task["task_id"]  # sim-1's task needed one ranking
-        alice.submit({"task_id": mine["task_id"], "submission_id": "a1", "ranks": [2, 1]})
+        assert mine["guidelines"]["text"] == "Prefer correct answers." == alice.guidelines()["text"]
+        with pytest.raises(CommandFailed, match="takes 1 strength"):
+            alice.submit(
+                {"task_id": mine["task_id"], "submission_id": "a0", "ranks": [2, 1], "strengths": []}
+            )
+        alice.submit(
+            {
+                "task_id": mine["task_id"],
+                "submission_id": "a1",
+                "ranks": [2, 1],
+                "strengths": ["clearly"],
+                "attributes": [{"helpfulness": 1}, {"helpfulness": 3}],
+            }
+        )
         assert alice.progress()["total"] == 1
+        with pytest.raises(CommandFailed, match="needs role reviewer or admin"):
+            alice.next_review()
+        rita = Rankloop(url).login("rita", "correct horse 43")
+        assert rita.next_review() is None  # nothing is contested
+        with pytest.raises(CommandFailed, match="needs a rationale"):
+            rita.review(mine["task_id"], [1, 2], " ")
+        assert rita.review(mine["task_id"], [1, 2], "the first is correct")["ranks"] == [1, 2]
+        rita.close()
         with pytest.raises(CommandFailed, match="admin"):
             alice.keys_list()  # a person's token opens the annotation API, not /admin
         alice.close()
