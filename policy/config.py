@@ -53,6 +53,14 @@ class RLTrainConfig(PolicyTrainConfig):
     algorithm: Literal["grpo", "rloo"] = Field("grpo", description="GRPO or RLOO")
     snapshot: Path = Field(description="snapshot whose training prompts are the prompt pool")
     reward_model: Path = Field(description="reward model directory (rankloop's active one by default)")
+    safety_reward_model: Path | None = Field(
+        None,
+        description="a harmlessness reward model: where its score is below safety_threshold it is the "
+        "reward instead of reward_model's (Llama 2's combination)",
+    )
+    safety_threshold: float = Field(
+        0.0, description="the harmlessness score below which safety takes over the reward"
+    )
     num_generations: int = Field(4, ge=2, description="completions per prompt (the group)")
     max_completion_length: int = Field(48, ge=1, description="most tokens per completion")
     beta: float = Field(0.04, ge=0, description="KL coefficient to the reference")
@@ -82,6 +90,9 @@ class EvalConfig(BaseModel):
     )
     gold_model: Path | None = Field(
         None, description="a gold reward model (trained on labels the loop never saw): the judge 'gold'"
+    )
+    safety_model: Path | None = Field(
+        None, description="a harmlessness reward model: the judge 'safety' (the two-objective gate)"
     )
     candidate_model: Path | None = Field(None, description="the candidate checkpoint, for the KL estimate")
     reference_model: Path | None = Field(None, description="the reference checkpoint, for the KL estimate")

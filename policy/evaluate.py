@@ -210,17 +210,21 @@ def pick_examples(rows: list[dict], seed: int, n: int = EXAMPLES) -> list[dict]:
     return [{k: row[k] for k in keep if row.get(k) is not None} for row in picked]
 
 
+def _model_judges(cfg: EvalConfig) -> tuple[tuple[str, Path | None], ...]:
+    return (("reward", cfg.reward_model), ("gold", cfg.gold_model), ("safety", cfg.safety_model))
+
+
 def main(cfg: EvalConfig) -> Path:
     rows = read_comparisons(
         cfg.comparisons,
-        tuple(n for n, m in (("reward", cfg.reward_model), ("gold", cfg.gold_model)) if m is not None),
+        tuple(n for n, m in _model_judges(cfg) if m is not None),
     )
     scores: dict[str, list[list[float]]] = {}
     for r in rows:
         for judge, pair in (r.get("scores") or {}).items():
             scores.setdefault(judge, []).append(pair)
     _progress(cfg, 0, 3)
-    for name, model in (("reward", cfg.reward_model), ("gold", cfg.gold_model)):
+    for name, model in _model_judges(cfg):
         if model is not None:
             scores[name] = model_scores(model, rows, cfg.max_length)
     _progress(cfg, 1, 3)

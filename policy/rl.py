@@ -43,15 +43,25 @@ GENERATION: dict[str, dict[str, Any]] = {
 }
 
 
-def reward_function(model_dir: Path) -> Callable[..., list[float]]:
+def combine(helpful: list[float], safety: list[float], threshold: float) -> list[float]:
+    """Llama 2's two-objective reward (Touvron et al. 2023, section 3.2.2): the harmlessness score where
+    it is below the threshold (an unsafe answer is judged by its harm alone), else the helpfulness one."""
+    return [s if s < threshold else h for h, s in zip(helpful, safety, strict=True)]
+
+
+def reward_function(
+    model_dir: Path, safety_dir: Path | None = None, threshold: float = 0.0
+) -> Callable[..., list[float]]:
     scorer = RewardScorer(model_dir)
+    safety = RewardScorer(safety_dir) if safety_dir is not None else None
 
     def reward_model(prompts: list, completions: list, **_: Any) -> list[float]:
         items = [
             (p, c[-1]["content"] if isinstance(c, list) else c)
             for p, c in zip(prompts, completions, strict=True)
         ]
-        return scorer.score_pairs(items)
+        helpful = scorer.score_pairs(items)
+        return helpful if safety is None else combine(helpful, safety.score_pairs(items), threshold)
 
     return reward_model
 
@@ -116,7 +126,7 @@ def main(cfg: RLTrainConfig) -> Path:
         )
         trainer = trainer_class(
             model=model,
-            reward_funcs=reward_function(cfg.reward_model),
+            reward_funcs=reward_function(cfg.reward_model, cfg.safety_reward_model, cfg.safety_threshold),
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
@@ -134,6 +144,7 @@ def main(cfg: RLTrainConfig) -> Path:
             "prompts": len(rows),
             "snapshot": snapshot_id(cfg.snapshot),
             "reward_model": str(cfg.reward_model),
+            "safety_reward_model": str(cfg.safety_reward_model) if cfg.safety_reward_model else None,
             "reward_tokenizer": note,
             "generation": cfg.generation,
         },

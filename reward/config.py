@@ -61,6 +61,14 @@ class RewardTrainConfig(TrainingFields):
         "harmlessness) as extra outputs after the reward (output 0)",
     )
     attribute_weight: float = Field(1.0, ge=0, description="weight of the attribute heads' squared error")
+    objective: Literal["overall", "helpfulness", "harmlessness"] = Field(
+        "overall",
+        description="what the model scores: every ranking, helpfulness (all but the harmlessness "
+        "batches) or harmlessness (those batches, unsafe flags, harmlessness ratings)",
+    )
+    harmless_batches: list[str] = Field(
+        default_factory=lambda: ["hh-harmless"], description="batches whose rankings are about harm only"
+    )
     frozen_backbone: bool = Field(
         False,
         description="train only the reward head, on the frozen model's last-token states computed once "

@@ -20,11 +20,13 @@ import argparse
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 from reward.data import read_snapshot, strict_pairs
+from reward.objectives import HARMLESS_BATCHES, Objective, objective_rows
 
 BINS = 10
 
@@ -117,12 +119,15 @@ def evaluate(
     split: str = "eval",
     held_out_at: float | None = None,
     max_length: int | None = None,
+    objective: Objective = "overall",
+    harmless_batches: Sequence[str] = HARMLESS_BATCHES,
 ) -> dict:
     """Metrics of a model on a snapshot split (`held_out_at`: only prompts held out at that fraction too),
-    reading inputs cut as in training (`max_length`, else the model's own)."""
+    reading inputs cut as in training (`max_length`, else the model's own), on the rankings of one
+    objective (reward/objectives.py)."""
     from reward.score import RewardScorer
 
-    rows = read_snapshot(snapshot, split, held_out_at)
+    rows = objective_rows(read_snapshot(snapshot, split, held_out_at), objective, tuple(harmless_batches))
     if not rows:
         raise ValueError(
             f"the snapshot's {split!r} split is empty; take a snapshot with more prompts "

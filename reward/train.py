@@ -36,6 +36,7 @@ from reward.data import listwise_groups, pairwise_rows, read_snapshot
 from reward.evaluate import evaluate
 from reward.head import fit_head
 from reward.listwise import ListwiseCollator, ListwiseTrainer
+from reward.objectives import objective_rows
 from reward.scaffold import fit, lora_config, model_card, training_kind, trl_args, write_outputs
 from reward.score import encode, ensure_pad_token
 from reward.snapshot_format import snapshot_id
@@ -110,9 +111,17 @@ def _build_listwise(
 
 def main(cfg: RewardTrainConfig) -> Path:
     """Train, save, evaluate on the snapshot's eval split, and write metrics.json and the model card."""
-    train_rows = read_snapshot(cfg.snapshot, "train")
+    train_rows = objective_rows(read_snapshot(cfg.snapshot, "train"), cfg.objective, cfg.harmless_batches)
     if not train_rows:
-        raise ValueError(f"the snapshot {cfg.snapshot} has no training rankings")
+        raise ValueError(
+            f"the snapshot {cfg.snapshot} has no training rankings"
+            + (
+                f" for the objective {cfg.objective} (harmlessness reads the batches "
+                f"{', '.join(cfg.harmless_batches)}, unsafe flags and harmlessness ratings)"
+                if cfg.objective != "overall"
+                else ""
+            )
+        )
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
     ensure_pad_token(tokenizer)
     out = Path(cfg.output_dir)
@@ -130,6 +139,7 @@ def main(cfg: RewardTrainConfig) -> Path:
     metrics = {
         "kind": "reward",
         "mode": "head on a frozen backbone" if cfg.frozen_backbone else cfg.mode,
+        "objective": cfg.objective,
         "base_model": str(cfg.base_model),
         "snapshot": snapshot_id(cfg.snapshot),
         "loss_curve": done.loss_curve,
@@ -140,7 +150,14 @@ def main(cfg: RewardTrainConfig) -> Path:
             "rankings_per_s": len(train_rows) * epochs_run / done.seconds if done.seconds else None,
             **({"head": done.history[-1]} if cfg.frozen_backbone else {}),  # the L2 chosen, accuracies
         },
-        "eval": evaluate(out, cfg.snapshot, "eval", max_length=cfg.max_length),  # read as it learned
+        "eval": evaluate(  # read as it learned, on the held-out rankings of its objective
+            out,
+            cfg.snapshot,
+            "eval",
+            max_length=cfg.max_length,
+            objective=cfg.objective,
+            harmless_batches=cfg.harmless_batches,
+        ),
         "config": cfg.model_dump(mode="json"),
     }
     return write_outputs(out, metrics, reward_card(cfg, metrics))
@@ -151,6 +168,7 @@ def reward_card(cfg: RewardTrainConfig, metrics: dict) -> str:
     hidden = ev.get("hidden", {})
     facts = [
         f"base checkpoint: `{cfg.base_model}`",
+        f"objective: {cfg.objective}",
         f"snapshot: `{metrics['snapshot']}` ({cfg.snapshot})",
         f"training: {metrics['train']['rankings']} rankings, {metrics['train']['steps']} steps, "
         f"{'the head alone, on a frozen backbone' if cfg.frozen_backbone else training_kind(cfg)}, "

@@ -86,6 +86,12 @@ class HHFileParams(FileParams):
     strict: bool = Field(
         False, description="reject the whole file if any line is unreadable (default: skip it, say why)"
     )
+    batch: str = Field(
+        "import",
+        min_length=1,
+        description="the tasks' batch; HH's harmless pairs go to hh-harmless, where a harmlessness "
+        "reward model reads them (reward config objective)",
+    )
 
 
 class PromptFile(FileParams):
@@ -216,7 +222,9 @@ def _snapshot(ctx: Context, p: SnapshotFilters) -> dict:
 
 
 def _import_hh(ctx: Context, p: HHFileParams) -> dict:
-    return exchange.import_hh(ctx.store, p.file, source_ref=p.source_ref or p.file.name, strict=p.strict)
+    return exchange.import_hh(
+        ctx.store, p.file, source_ref=p.source_ref or p.file.name, strict=p.strict, batch=p.batch
+    )
 
 
 def _prioritize(ctx: Context, _: NoParams) -> dict:

@@ -137,7 +137,12 @@ class ImportedRanking:
 
 
 def import_hh(
-    store: Store, path: Path, seed: int = 0, source_ref: str | None = None, strict: bool = False
+    store: Store,
+    path: Path,
+    seed: int = 0,
+    source_ref: str | None = None,
+    strict: bool = False,
+    batch: str = "import",
 ) -> dict:
     """Import an HH file's readable rows (service/data/hh.py), each a two-candidate task (chosen ranked
     first) and its ranking: how many were added and already there, the lines skipped, the rows repaired."""
@@ -146,7 +151,9 @@ def import_hh(
         ImportedRanking(r["messages"], [r["chosen"], r["rejected"]], [1, 2], r["id"], r["line"])
         for r in found.rows
     ]
-    added, already = import_rankings(store, rows, path, seed=seed, source_ref=source_ref, prefix="hh")
+    added, already = import_rankings(
+        store, rows, path, seed=seed, source_ref=source_ref, prefix="hh", batch=batch
+    )
     return {"added": added, "already": already, "skipped": found.skipped, "repaired": found.repaired}
 
 
@@ -158,6 +165,7 @@ def import_rankings(
     seed: int = 0,
     source_ref: str | None = None,
     prefix: str = "import",
+    batch: str = "import",
 ) -> tuple[int, int]:
     """Store imported rankings by the paths everything else takes: prompts by `insert_prompts`,
     candidates as samples of the external model `hh-import`, tasks (display order shuffled, as for
@@ -221,7 +229,7 @@ def import_rankings(
             )
             rankings.append((sid, [r.ranks[i] for i in order]))
             at += len(r.texts)
-        task_ids = insert_tasks(store, cur, tasks, 1, "import")
+        task_ids = insert_tasks(store, cur, tasks, 1, batch)
         record_rankings(
             cur,
             [

@@ -43,6 +43,18 @@ class EvalJobConfig(BaseModel):
         "hidden preference, or the gold reward model the gold simulated annotators rank by",
     )
     reward_model: int | None = Field(None, description="reward model id (default: the active one)")
+    safety_reward_model: int | None = Field(
+        None,
+        description="a harmlessness reward model id: the gate becomes two-objective (win on the judge, "
+        "and be non-inferior on harmlessness by harm_margin)",
+    )
+    harm_margin: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="non-inferiority margin on harmlessness: the win-rate interval under the "
+        "harmlessness model must lie above 0.5 minus this",
+    )
     gate: bool = Field(
         True, description="approve the candidate when it wins (95% t-interval over prompts above 0.5)"
     )

@@ -99,7 +99,16 @@ def prepare(store: Store, settings: Settings, values: dict, source: str) -> Eval
             "judge 'reward' needs a reward model: train one (`rankloop train reward`), name one with "
             "reward_model, or judge by the simulated annotators' hidden preference (--judge hidden)"
         )
-    cfg = cfg.model_copy(update={"baseline": baseline, "reward_model": reward})
+    if cfg.safety_reward_model is not None:
+        safety = get_model(store, cfg.safety_reward_model)  # a UserError naming the id when there is none
+        if safety["kind"] != ModelKind.REWARD:
+            raise UserError(f"safety_reward_model {cfg.safety_reward_model} is not a reward model")
+        if (safety.get("metrics") or {}).get("objective") not in (None, "harmlessness"):
+            raise UserError(
+                f"safety_reward_model {cfg.safety_reward_model} was trained for "
+                f"{safety['metrics']['objective']}; train one with objective harmlessness"
+            )
+        cfg = cfg.model_copy(update={"baseline": baseline, "reward_model": reward})
     snap = snapshot_for(store, cfg, candidate)
     rows = eval_rows(store, cfg, snap)
     if cfg.judge == "hidden" and not rule_profiles(profiles(rows)):
@@ -232,7 +241,29 @@ JUDGE_NAMES = {  # every figure names its judge
     "reward": "the reward model",
     "hidden": "the rule-based simulated preference",
     "gold": "the gold reward model the simulated annotators rank by",
+    "safety": "the harmlessness reward model",
 }
+
+
+def harm_verdict(cfg: EvalJobConfig, report: dict, level: float) -> tuple[bool, str] | None:
+    """The second objective: non-inferior on harmlessness (the interval's low end above 0.5 - margin);
+    None without a harmlessness model."""
+    figures = report["judges"].get("safety")
+    if figures is None:
+        return None
+    spread = figures["t_interval"]
+    lo, hi = t_bounds(spread["mean"], spread["se"], spread["df"], level)
+    floor = 0.5 - cfg.harm_margin
+    ok = lo > floor
+    return ok, (
+        f"harmlessness win rate {figures['win_rate']:.3f} ({level:.1%} CI {lo:.3f}-{hi:.3f}) under "
+        f"{JUDGE_NAMES['safety']}"
+        + (
+            ""
+            if ok
+            else f"; loses on harmlessness: the interval must lie above {floor:.2f} (0.5 - harm_margin)"
+        )
+    )
 
 
 def gate_verdict(
@@ -260,6 +291,10 @@ def gate_verdict(
         + f") against #{baseline['id']} {baseline['name']} under {judge} on {figures['n']} comparisons "
         f"({prompts} held-out prompts){'' if wins else '; the interval must lie above 0.5'}"
     )
+    harm = harm_verdict(cfg, report, level)
+    if harm is not None:
+        wins = wins and harm[0]
+        reason += f"; {harm[1]}"
     if cfg.judge == "reward" and trained_against(candidate, reward):
         assert reward is not None
         return None, reason + (
@@ -298,6 +333,7 @@ def run(job: RunningJob) -> dict:
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reference = get_model(store, candidate["parent_id"]) if candidate["parent_id"] else None
     reward = get_model(store, cfg.reward_model) if cfg.reward_model else None
+    safety = get_model(store, cfg.safety_reward_model) if cfg.safety_reward_model else None
     report = job.run_trainer(
         "policy.evaluate",
         EvalConfig(
@@ -305,6 +341,7 @@ def run(job: RunningJob) -> dict:
             output_dir=job.dir / "evaluation",
             reward_model=reward["path"] if reward else None,
             gold_model=gold[0] if len(gold) == 1 else None,
+            safety_model=safety["path"] if safety else None,
             candidate_model=candidate["path"],
             reference_model=reference["path"] if reference else None,
             temperature=cfg.params.temperature,
@@ -322,6 +359,8 @@ def run(job: RunningJob) -> dict:
         "baseline": baseline["id"],
         "baseline_name": baseline["name"],
         "reward_model": reward["id"] if reward else None,
+        "safety_reward_model": safety["id"] if safety else None,
+        "harm_margin": cfg.harm_margin if safety else None,
         "snapshot": cfg.snapshot,
         "judge": cfg.judge,
         **({"gold_model": gold[0]} if len(gold) == 1 else {}),

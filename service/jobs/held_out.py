@@ -57,11 +57,12 @@ def rule_profiles(profiles: list[Profile]) -> list[Profile]:
 
 
 def held_out_fraction(store: Store, cfg: EvalJobConfig, snapshot_id: str) -> float:
-    """The smallest eval fraction among the snapshots the candidate, its ancestors and the reward model
+    """The smallest eval fraction among the snapshots the candidate, its ancestors and the reward models
     learned from: a prompt held out at it was held out from all of them."""
     ids = {m["snapshot_id"] for m in lineage(store, cfg.candidate) if m["snapshot_id"]} | {snapshot_id}
-    if cfg.reward_model is not None:
-        ids.add(get_model(store, cfg.reward_model)["snapshot_id"])
+    for judge in (cfg.reward_model, cfg.safety_reward_model):
+        if judge is not None:
+            ids.add(get_model(store, judge)["snapshot_id"])
     rows = store.query("SELECT filters FROM snapshots WHERE list_contains(?, id)", [[i for i in ids if i]])
     return min(json.loads(r["filters"]).get("eval_fraction", 0.2) for r in rows)
 

@@ -12,6 +12,7 @@ Charts are inline SVG (service/report/charts.py), so the file opens offline.
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import UTC, datetime
 from html import escape
@@ -162,6 +163,7 @@ def round_section(store: Store, rnd: dict) -> str:
             for name, j in ev["judges"].items():
                 if j.get("trained_against"):  # the policy's own reward model: no verdict to chart
                     continue
+                name = "harmlessness" if name == "safety" else name  # the two-objective gate's second judge
                 rows.append((f"{name}: raw", j["win_rate"], *j["ci"]))
                 if j.get("lc_win_rate") is not None:
                     lc_ci = j.get("lc_ci") or [j["lc_win_rate"]] * 2
@@ -186,6 +188,13 @@ def round_section(store: Store, rnd: dict) -> str:
                 )
             )
     out.append(f'<div class="grid">{"".join(grid)}</div>')
+    last = (policy.get("evaluations") or [{}])[-1]
+    if last.get("safety_reward_model"):
+        out.append(
+            f"<p>Two-objective gate: the policy must win under {html.escape(str(last.get('judge')))} and "
+            f"be non-inferior on harmlessness (reward model #{last['safety_reward_model']}): its "
+            f"harmlessness interval must lie above {0.5 - last['harm_margin']:.2f}.</p>"
+        )
     if policy.get("evaluations"):  # what the numbers above are about: the same prompts answered by both
         ev = policy["evaluations"][-1]
         out.append(

@@ -112,9 +112,19 @@ def test_the_real_hh_file_imports_as_it_ships(tmp_path: Path, capsys) -> None:
     """Anthropic's harmless-base test split (1,816 lines, ../shared/data): everything but the two pairs
     whose preferred answer is empty; the eight rows with a message cut in two are joined."""
     data = tmp_path / "data"
-    assert main(["--data", str(data), "import", "hh", str(REAL)]) == 0
+    assert main(["--data", str(data), "import", "hh", str(REAL), "--batch", "hh-harmless"]) == 0
     out = capsys.readouterr().out
     assert "imported 1814 preference pairs" in out and "8 of them had turns" in out
     assert "skipped 2 lines" in out and "line 69:" in out and "line 882:" in out
     c = counts(data)
     assert (c["rankings"], c["samples"]) == (1814, 3628)
+    # In the harmlessness batch, they are what a harmlessness reward model learns from, and only that.
+    from reward.data import read_snapshot
+    from reward.objectives import objective_rows
+    from service.core.store import Store
+    from service.data.snapshots import SnapshotFilters, create_snapshot
+
+    with Store.open(data / "rankloop.duckdb") as store:
+        rows = read_snapshot(create_snapshot(store, data, SnapshotFilters()).path)
+    assert {r["batch"] for r in rows} == {"hh-harmless"}
+    assert len(objective_rows(rows, "harmlessness")) == 1814 and objective_rows(rows, "helpfulness") == []
