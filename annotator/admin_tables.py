@@ -18,6 +18,7 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 LEADERBOARD_COLUMNS = ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"]
+STYLE_COLUMNS = ["arm", "score", "style_score", "style_ci_low", "style_ci_high", "style_coefficients"]
 JUDGE_COLUMNS = ["annotator", "role", "rankings", "skips", "agreement_with_people", "pairs", "gold_agreement"]
 
 
@@ -55,6 +56,9 @@ def admin_tables(services: AnnotatorServices, acct: dict) -> list:
         _frame(agree, ["annotator", "agreement_with_consensus"]),
         _frame(report, ["annotator", "per_hour"]),
         _frame(lb_sp, LEADERBOARD_COLUMNS),
+        _frame(
+            quality.leaderboard_rows(store, "system_prompt", n_boot=50, style_control=True), STYLE_COLUMNS
+        ),
         _frame(lb_sp, ["arm", "score"]),
         _frame(quality.leaderboard_rows(store, "model"), LEADERBOARD_COLUMNS),
         _frame(

@@ -21,6 +21,7 @@ from annotator.agreement import (
     ranking_units,
 )
 from annotator.leaderboard import RankedTask, leaderboard
+from annotator.style_control import StyledTask, style_leaderboard
 from service.core.enums import HUMAN_ROLES, Role
 from service.core.store import Store
 
@@ -210,24 +211,56 @@ def judge_report(store: Store) -> list[dict]:
 
 def ranked_tasks(store: Store, by: str) -> list[RankedTask]:
     """Every ranking with each candidate's arm: its system prompt (name vN) or its model."""
+    return [RankedTask(t.arms, t.ranks) for t in styled_tasks(store, by)]
+
+
+def styled_tasks(store: Store, by: str) -> list[StyledTask]:
+    """Every ranking with each candidate's arm (its system prompt, name vN, or its model) and text."""
     if by not in ("system_prompt", "model"):
         raise ValueError(f"leaderboard by {by!r}: valid are system_prompt, model")
     arm_sql = "sp.name || ' v' || sp.version" if by == "system_prompt" else "m.name || ' #' || m.id"
     arms = {
-        r["id"]: r["arm"]
+        r["id"]: (r["arm"], r["text"])
         for r in store.query(
-            f"""SELECT s.id, {arm_sql} AS arm FROM samples s JOIN system_prompts sp ON sp.id = s.system_prompt_id
-                JOIN models m ON m.id = s.model_id"""
+            f"""SELECT s.id, {arm_sql} AS arm, s.text FROM samples s
+                JOIN system_prompts sp ON sp.id = s.system_prompt_id JOIN models m ON m.id = s.model_id"""
         )
     }
     rows = store.query(
         "SELECT t.sample_ids, r.ranks FROM rankings r JOIN tasks t ON t.id = r.task_id WHERE NOT r.skipped "
         "ORDER BY r.task_id, r.annotator_id"
     )  # by content, not arrival: the bootstrap resamples by index
-    return [RankedTask([arms[s] for s in r["sample_ids"]], r["ranks"]) for r in rows]
+    return [
+        StyledTask([arms[s][0] for s in r["sample_ids"]], r["ranks"], [arms[s][1] for s in r["sample_ids"]])
+        for r in rows
+    ]
 
 
-def leaderboard_rows(store: Store, by: str = "system_prompt", n_boot: int = 200) -> list[dict]:
+def leaderboard_rows(
+    store: Store, by: str = "system_prompt", n_boot: int = 200, style_control: bool = False
+) -> list[dict]:
+    """The Bradley-Terry leaderboard; with `style_control`, beside each arm its style-controlled score
+    and interval (annotator/style_control.py) and the style coefficients the fit found."""
+    raw = _raw_rows(store, by, n_boot)
+    if not style_control:
+        return raw
+    styled = style_leaderboard(styled_tasks(store, by), n_boot=max(n_boot // 2, 20))
+    by_arm = {r["arm"]: r for r in styled["arms"]}
+    coefficients = ", ".join(f"{f} {g:+.2f}" for f, g in styled["style"].items())
+    return [
+        r
+        | {
+            "style_score": by_arm[r["arm"]]["score"],
+            "style_ci_low": by_arm[r["arm"]]["ci_low"],
+            "style_ci_high": by_arm[r["arm"]]["ci_high"],
+            "style_coefficients": coefficients,
+        }
+        for r in raw
+        if r["arm"] in by_arm
+    ]
+
+
+def _raw_rows(store: Store, by: str, n_boot: int) -> list[dict]:
     return [
         {
             "arm": s.arm,

@@ -128,9 +128,14 @@ def cmd_tasks_gold(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_leaderboard(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
-        print_table(
-            c.call("leaderboard", **op_params(args, "leaderboard")),
-            ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"],
+        rows = c.call("leaderboard", **op_params(args, "leaderboard"))
+    columns = ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"]
+    if args.style_control:
+        columns += ["style_score", "style_ci_low", "style_ci_high"]
+    print_table(rows, columns)
+    if args.style_control and rows:
+        print(
+            f"style coefficients (log-odds per SD of the normalized difference): {rows[0]['style_coefficients']}"
         )
 
 

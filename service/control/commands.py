@@ -171,6 +171,11 @@ class Board(Params):
     by: Literal["system_prompt", "model"] = Field(
         "system_prompt", description="rank system prompts, or model versions"
     )
+    style_control: bool = Field(
+        False,
+        description="also the style-controlled score beside each (length and markdown as covariates, "
+        "as Chatbot Arena does)",
+    )
 
 
 class Rewards(Params):
@@ -373,7 +378,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "tasks.gold": Command("POST", "/tasks/{task_id}/gold", Gold, _gold),
     "leaderboard": Command(
-        "GET", "/leaderboard", Board, lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by)
+        "GET",
+        "/leaderboard",
+        Board,
+        lambda ctx, p: quality.leaderboard_rows(ctx.store, p.by, style_control=p.style_control),
     ),
     "keys.create": Command("POST", "/keys", serving_ops.NewKey, serving_ops.create_key),
     "keys.list": paged(Command("GET", "/keys", NoParams, serving_ops.list_keys)),

@@ -124,6 +124,8 @@ def test_admin_tab_is_for_admins(data: Path, browser) -> None:
         page.wait_for_function("document.querySelector('#leaderboard').innerText.includes('brief v1')")
         board = page.locator("#leaderboard").inner_text()
         assert "detailed v1" in board and "win_rate" in board
+        styled = page.locator("#leaderboard-style").inner_text()  # beside the raw one
+        assert "style_score" in styled and "brief v1" in styled and "length" in styled
         assert "alice" in page.locator("#annotator-report").inner_text()
         # The dashboard shows the planted bias, and nothing of the kind for the fair ones.
         attention = page.locator("#needs-attention").inner_text()

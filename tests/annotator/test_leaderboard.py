@@ -6,6 +6,7 @@ import random
 import pytest
 
 from annotator.leaderboard import ELO, RankedTask, comparisons, fit, leaderboard
+from annotator.style_control import StyledTask, style, style_leaderboard
 
 
 def test_comparisons_from_rankings_with_ties() -> None:
@@ -60,3 +61,33 @@ def test_an_arm_never_compared_has_no_win_rate() -> None:
     board = leaderboard([RankedTask(["a", "a"], [1, 2]), RankedTask(["b", "b"], [2, 1])], n_boot=5)
     assert {s.arm: s.win_rate for s in board} == {"a": None, "b": None}
     assert all(s.comparisons == 0 and math.isfinite(s.score) for s in board)
+
+
+def test_style_control_takes_length_out_of_the_standings() -> None:
+    """A made-up world: annotators prefer the longer of two answers (and nothing else). Arm "verbose"
+    writes longer answers than "terse": the raw leaderboard puts it far ahead; with length as a
+    covariate the two are even (the interval covers 0) and the length coefficient carries the
+    preference. An arm that wins at equal length keeps its lead."""
+    rng = random.Random(0)
+    tasks = []
+    for _ in range(300):
+        a = " ".join(["word"] * rng.randint(10, 40))
+        b = " ".join(["word"] * rng.randint(5, 25))
+        p_a = 1 / (1 + math.exp(-(len(a) - len(b)) / 40))
+        ranks = [1, 2] if rng.random() < p_a else [2, 1]
+        tasks.append(StyledTask(["verbose", "terse"], ranks, [a, b]))
+    raw = {s.arm: s for s in leaderboard([RankedTask(t.arms, t.ranks) for t in tasks], n_boot=50)}
+    assert raw["verbose"].ci_low > 0 > raw["terse"].ci_high
+    board = style_leaderboard(tasks, n_boot=50)
+    arms = {r["arm"]: r for r in board["arms"]}
+    assert arms["verbose"]["ci_low"] < 0 < arms["verbose"]["ci_high"], arms
+    assert abs(arms["verbose"]["score"]) < 0.3 * raw["verbose"].score
+    assert board["style"]["length"] > 0.5 and abs(board["style"]["bold"]) < 1e-6  # no bold anywhere
+    # Equal lengths, one arm truly better: style control leaves its lead.
+    even = [
+        StyledTask(["good", "bad"], [1, 2] if rng.random() < 0.75 else [2, 1], ["word " * 20, "word " * 20])
+        for _ in range(200)
+    ]
+    arms = {r["arm"]: r for r in style_leaderboard(even, n_boot=50)["arms"]}
+    assert arms["good"]["ci_low"] > 0
+    assert style("## Title\n\n- one\n- **two**\n1. three") == [5.0, 1.0, 3.0, 1.0]
