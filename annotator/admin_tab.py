@@ -46,6 +46,9 @@ def build_admin_tab(services: AnnotatorServices, account: Callable[[gr.Request],
         lb_m_df = gr.Dataframe(label="Models")
         gr.Markdown("### Model judges against people (the first row: people with each other)")
         judges_df = gr.Dataframe(elem_id="judges")
+        gr.Markdown("### Qualification quiz attempts, and contested tasks (rankers kept disagreeing)")
+        quiz_df = gr.Dataframe(elem_id="quiz-results")
+        contested_df = gr.Dataframe(elem_id="contested")
         gr.Markdown("### Flagged candidates and skipped tasks")
         flagged_df = gr.Dataframe(label="Flagged candidates", elem_id="flagged")
         skipped_df = gr.Dataframe(label="Skipped tasks")
@@ -82,6 +85,8 @@ def build_admin_tab(services: AnnotatorServices, account: Callable[[gr.Request],
         flagged_df,
         skipped_df,
         judges_df,
+        quiz_df,
+        contested_df,
     ]
 
     def on_refresh(request: gr.Request):

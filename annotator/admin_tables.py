@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from annotator import quality
+from annotator import quality, quiz, review
 from annotator.dashboard import WEEK_COLUMNS, dashboard
 from annotator.services import AnnotatorServices
 from service.core.enums import Role
@@ -18,6 +18,8 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 LEADERBOARD_COLUMNS = ["arm", "score", "ci_low", "ci_high", "comparisons", "win_rate"]
+QUIZ_COLUMNS = ["name", "attempt", "answered", "score", "passed", "disagreed_tasks", "last_answer_at"]
+CONTESTED_COLUMNS = ["task_id", "batch", "rankings", "reviewer", "final_ranks", "rationale", "resolved_at"]
 STYLE_COLUMNS = ["arm", "score", "style_score", "style_ci_low", "style_ci_high", "style_coefficients"]
 JUDGE_COLUMNS = ["annotator", "role", "rankings", "skips", "agreement_with_people", "pairs", "gold_agreement"]
 
@@ -67,4 +69,6 @@ def admin_tables(services: AnnotatorServices, acct: dict) -> list:
         ),
         _frame(quality.skipped(store), ["task_id", "annotator", "skip_reason", "created_at"]),
         _frame(quality.judge_report(store), JUDGE_COLUMNS),
+        _frame(quiz.results(store, services.queue_settings), QUIZ_COLUMNS),
+        _frame(review.contested(store, resolved=True), CONTESTED_COLUMNS),
     ]

@@ -21,15 +21,14 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from annotator.overlap import extend
+from annotator.ranking_store import insert_rankings
 from service.core.enums import Role
 from service.core.metrics import COMMIT_BATCH, COMMIT_LATENCY, LEASE_EXPIRIES, RANKINGS
-from service.core.store import Store, registered
+from service.core.store import Store
 
 RECENT = 20_000  # committed submission ids remembered, so a retry racing its own commit is a duplicate
 VIEWS = 4_096  # task views cached (a task's candidates never change)
@@ -361,50 +360,6 @@ class QueueBook:
             self.synced_gen = store.generation
             if fresh:  # and it changed no task
                 self.fields_gen = store.generation
-
-
-ARROW_ROWS = 64  # from this many rows on, an insert goes through Arrow: binding every value costs more
-
-RANKING_COLUMNS = pa.schema(
-    [
-        ("task_id", pa.int64()),
-        ("annotator_id", pa.int64()),
-        ("ranks", pa.list_(pa.int32())),
-        ("skipped", pa.bool_()),
-        ("skip_reason", pa.string()),
-        ("flags", pa.string()),
-        ("rationale", pa.string()),
-        ("time_spent_s", pa.float64()),
-        ("submission_id", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("gold_agreement", pa.float64()),
-        ("strengths", pa.list_(pa.string())),
-        ("attributes", pa.string()),
-        ("guideline_id", pa.int64()),
-    ]
-)
-
-
-def insert_rankings(cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """The one INSERT of rankings, in the caller's transaction: rows as `annotator.ranking.ranking_row`
-    makes them. Returns submission id -> ranking id. A submission id stored before breaks the unique
-    key (duckdb.ConstraintException)."""
-    if not rows:
-        return {}
-    cols = RANKING_COLUMNS.names
-    if len(rows) < ARROW_ROWS:  # one statement for the batch: a statement costs more than a row
-        values = ", ".join(f"({', '.join('?' for _ in cols)})" for _ in rows)
-        found = cur.execute(
-            f"INSERT INTO rankings ({', '.join(cols)}) VALUES {values} RETURNING submission_id, id",
-            [r[c] for r in rows for c in cols],
-        ).fetchall()
-        return dict(found)
-    with registered(cur, "_rankloop_rankings", pa.Table.from_pylist(rows, schema=RANKING_COLUMNS)):
-        found = cur.execute(
-            f"INSERT INTO rankings ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _rankloop_rankings "
-            "RETURNING submission_id, id"
-        ).fetchall()
-    return dict(found)
 
 
 _BOOKS_LOCK = threading.Lock()

@@ -15,7 +15,9 @@ import threading
 from datetime import UTC, datetime
 
 from annotator.agreement import pairwise_agreement
+from annotator.guidelines import current
 from annotator.ranking import RankingError, Submission, normalize_ranks
+from annotator.task_views import task_view
 from service.core.enums import Role
 from service.core.errors import UserError
 from service.core.settings import AnnotationOptions
@@ -85,14 +87,11 @@ def _attempt(answers: list[tuple], n: int) -> tuple[int, set[int]]:
 
 def next_question(store: Store, annotator_id: int, settings: AnnotationOptions) -> dict:
     """The next unanswered question of the attempt in progress, as a task view with `quiz` added."""
-    from annotator.queue import task_view
 
     qs = questions(store, settings)
     attempt, done = _attempt(_answers(store, annotator_id), len(qs))
     number, (task_id, _) = next((i, q) for i, q in enumerate(qs) if q[0] not in done)
     view = task_view(store, task_id)
-    from annotator.guidelines import current
-
     batch = store.scalar("SELECT batch FROM tasks WHERE id = ?", [task_id])
     return view | {
         "quiz": {"attempt": attempt, "question": number + 1, "of": len(qs), "pass_mark": settings.quiz_pass},
@@ -177,7 +176,8 @@ def _progress(store: Store, annotator_id: int, attempt: int, n: int, settings: A
 def results(store: Store, settings: AnnotationOptions, name: str | None = None) -> list[dict]:
     """Every completed or begun attempt, per account: score, whether it passed, and the questions
     answered differently from gold (for admins)."""
-    n = len(questions(store, settings)) if settings.quiz_size else 0
+    golds = store.scalar("SELECT count(*) FROM tasks WHERE gold_ranks IS NOT NULL")
+    n = min(settings.quiz_size, golds or 0)
     rows = store.query(
         """SELECT a.name, q.attempt, count(*) AS answered, round(avg(q.agreement), 4) AS score,
                   any_value(a.qualified_at) AS qualified_at, max(q.created_at) AS last_answer_at,

@@ -14,8 +14,8 @@ import json
 import duckdb
 
 from annotator.guidelines import current
-from annotator.queue import task_view
 from annotator.ranking import RankingError, check_strengths, normalize_ranks
+from annotator.task_views import task_view
 from service.core.enums import REVIEW_ROLES
 from service.core.errors import UserError
 from service.core.store import Store

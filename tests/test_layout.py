@@ -17,8 +17,9 @@ Layers, and what each may import of ours besides itself (arrows point one way, d
     service.gateway  -> service.engine, service.data, service.core, the light reward modules (never annotator)
     service.engine   -> service.core, the light reward modules
     service.data     -> service.core, annotator, the light reward modules
-    annotator        -> service.core, reward.conversation (the conversation format)
-    service.core     -> reward.configfile (the YAML/flags helper the trainers share)
+    annotator        -> service.core, reward.conversation (the conversation format), reward.strength
+                        (preference strengths and the rubric)
+    service.core     -> reward.configfile (the YAML/flags helper the trainers share), reward.strength
     policy           -> reward
     reward           -> nothing of ours
 
@@ -42,6 +43,8 @@ REWARD_LIGHT = (
     "reward.conversation",
     "reward.data",
     "reward.snapshot_format",
+    "reward.strength",
+    "reward.objectives",
 )
 POLICY_LIGHT = ("policy.config", "policy.data", "policy.corpus", "policy.stats", "policy.packaged")
 RULES: dict[str, tuple[str, ...]] = {
@@ -109,8 +112,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "service.gateway": ("service.gateway", "service.engine", "service.data", "service.core", *REWARD_LIGHT),
     "service.engine": ("service.engine", "service.core", *REWARD_LIGHT),
     "service.data": ("service.data", "service.core", "annotator", *REWARD_LIGHT),
-    "service.core": ("service.core", "reward.configfile"),
-    "annotator": ("annotator", "service.core", "reward.conversation"),
+    "service.core": ("service.core", "reward.configfile", "reward.strength"),
+    "annotator": ("annotator", "service.core", "reward.conversation", "reward.strength"),
     "policy": ("policy", "reward"),
     "reward": ("reward",),
     "service": (),  # the package's own __init__

@@ -1,21 +1,69 @@
 """The command table's rows for annotation as labelling teams run it: guidelines, the qualification
-quiz's results, and contested tasks with their adjudication (merged into service/control/commands.py)."""
+quiz's results, and contested tasks with their adjudication (merged into service/control/commands.py);
+and the parameters of the table's account, gold and leaderboard rows."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from annotator import guidelines, quiz, review
 from annotator.accounts import get_annotator
+from annotator.simulated import Profile
 from service.control.context import Context
 from service.control.paging import paged
+from service.core.enums import Role
 from service.core.errors import UserError
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class NewAnnotator(_Params):
+    name: str = Field(description="login name")
+    role: Role = Field(
+        Role.ANNOTATOR,
+        description="annotator (ranks) or admin (also manages); simulated, import and judge accounts "
+        "are made by rankloop",
+    )
+    password: str | None = Field(None, description="a person's password (annotator and admin accounts)")
+    profile: str | None = Field(None, description="simulated annotators: their profile as JSON")
+
+
+class AnnotatorName(_Params):
+    name: str = Field(description="the account's login name")
+
+
+class Simulated(_Params):
+    profiles: dict[str, Profile] = Field(description="simulated annotators by name, with their profiles")
+
+
+class Gold(_Params):
+    task_id: int = Field(description="the task's id")
+    ranks: list[int] = Field(description="ranks in display order, e.g. 1,2,2,3")
+
+
+class JudgeAccount(_Params):
+    name: str = Field(description="the judge's account name")
+    profile: dict[str, Any] = Field(description="what judges: its kind, model and template")
+
+
+class TemplateName(_Params):
+    name: str = Field(description="the judge template's name")
+
+
+class Board(_Params):
+    by: Literal["system_prompt", "model"] = Field(
+        "system_prompt", description="rank system prompts, or model versions"
+    )
+    style_control: bool = Field(
+        False,
+        description="also the style-controlled score beside each (length and markdown as covariates, "
+        "as Chatbot Arena does)",
+    )
 
 
 class GuidelineFile(_Params):

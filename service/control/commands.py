@@ -23,15 +23,23 @@ from annotator import accounts, quality
 from annotator.dashboard import dashboard
 from annotator.queue import mark_gold
 from annotator.simulate_run import ensure_accounts
-from annotator.simulated import Profile
 from reward.conversation import check_messages
 from service.control import annotation_ops, judges, serving_ops, webhooks
+from service.control.annotation_ops import (
+    AnnotatorName,
+    Board,
+    Gold,
+    JudgeAccount,
+    NewAnnotator,
+    Simulated,
+    TemplateName,
+)
 from service.control.context import Context
 from service.control.packaged_models import MODEL_FIELD, add_packaged
 from service.control.paging import paged
 from service.control.scoring import prioritize
 from service.core import registry
-from service.core.enums import JobStatus, ModelKind, Role
+from service.core.enums import JobStatus, ModelKind
 from service.core.errors import UserError
 from service.core.store import Store
 from service.data import exchange, lineage, prompts, rounds
@@ -132,50 +140,6 @@ class Export(Params):
         description="trl (prompt/chosen/rejected pairs), hh (chosen/rejected transcripts) or jsonl rankings"
     )
     out: Path = Field(description="the file to write")
-
-
-class NewAnnotator(Params):
-    name: str = Field(description="login name")
-    role: Role = Field(
-        Role.ANNOTATOR,
-        description="annotator (ranks) or admin (also manages); simulated, import and judge accounts "
-        "are made by rankloop",
-    )
-    password: str | None = Field(None, description="a person's password (annotator and admin accounts)")
-    profile: str | None = Field(None, description="simulated annotators: their profile as JSON")
-
-
-class AnnotatorName(Params):
-    name: str = Field(description="the account's login name")
-
-
-class Simulated(Params):
-    profiles: dict[str, Profile] = Field(description="simulated annotators by name, with their profiles")
-
-
-class Gold(Params):
-    task_id: int = Field(description="the task's id")
-    ranks: list[int] = Field(description="ranks in display order, e.g. 1,2,2,3")
-
-
-class JudgeAccount(Params):
-    name: str = Field(description="the judge's account name")
-    profile: dict[str, Any] = Field(description="what judges: its kind, model and template")
-
-
-class TemplateName(Params):
-    name: str = Field(description="the judge template's name")
-
-
-class Board(Params):
-    by: Literal["system_prompt", "model"] = Field(
-        "system_prompt", description="rank system prompts, or model versions"
-    )
-    style_control: bool = Field(
-        False,
-        description="also the style-controlled score beside each (length and markdown as covariates, "
-        "as Chatbot Arena does)",
-    )
 
 
 class Rewards(Params):

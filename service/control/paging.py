@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
+from service.control.context import Context
+
 MAX_PAGE = 10_000
 
 
@@ -22,7 +24,7 @@ def paged(command: Any) -> Any:
     )
     run = command.run
 
-    def page(ctx: Any, p: Any) -> list:
+    def page(ctx: Context, p: Any) -> list:
         rows = list(run(ctx, p))
         end = None if p.limit is None else p.offset + p.limit
         return rows[p.offset : end]

@@ -79,7 +79,14 @@ class Operations:
         """POST /admin/guidelines"""
         return self.call("guidelines.set", **_given(locals()))
 
-    def import_hh(self, *, file: Path, source_ref: str | None = None, strict: bool | None = None) -> Any:
+    def import_hh(
+        self,
+        *,
+        file: Path,
+        source_ref: str | None = None,
+        strict: bool | None = None,
+        batch: str | None = None,
+    ) -> Any:
         """POST /admin/import/hh"""
         return self.call("import.hh", **_given(locals()))
 
@@ -139,7 +146,9 @@ class Operations:
         """POST /admin/keys/{name}/revoke"""
         return self.call("keys.revoke", **_given(locals()))
 
-    def leaderboard(self, *, by: Literal["system_prompt", "model"] | None = None) -> Any:
+    def leaderboard(
+        self, *, by: Literal["system_prompt", "model"] | None = None, style_control: bool | None = None
+    ) -> Any:
         """GET /admin/leaderboard"""
         return self.call("leaderboard", **_given(locals()))
 

@@ -45,6 +45,7 @@ def test_guidelines_quiz_strengths_ratings_and_review(tmp_path: Path, browser) -
         add_guideline(store, "Prefer the answer that is *correct*; length comes second.")
         add_annotator(store, "alice", "annotator", "alice-password")
         add_annotator(store, "rita", "reviewer", "rita-password")
+        add_annotator(store, "boss", "admin", "boss-password")
         # Two simulated rankers split on one task, at an overlap cap of 2: it is contested.
         with store.write() as cur:
             cur.execute("UPDATE tasks SET required_rankings = 2, priority = 9 WHERE id = ?", [ids[2]])
@@ -106,6 +107,16 @@ def test_guidelines_quiz_strengths_ratings_and_review(tmp_path: Path, browser) -
         reviewer.locator("#review-resolve").click()
         status_says(reviewer, "resolved with final ranks [1, 2, 3]", "review-status")
         assert "No contested task is waiting" in reviewer.locator("#review-task").inner_text()
+
+        # Admins see the quiz attempts and the contested task's outcome.
+        admin = browser.new_page(viewport={"width": 1200, "height": 3000})
+        log_in(admin, url, "boss", "boss-password")
+        admin.wait_for_selector("#prompt")
+        admin.get_by_role("tab", name="Admin").click()
+        admin.wait_for_function("document.querySelector('#quiz-results').innerText.includes('alice')")
+        attempts = admin.locator("#quiz-results").inner_text()
+        assert "false" in attempts.lower() and "true" in attempts.lower()
+        assert "Candidate 1 is the only correct one." in admin.locator("#contested").inner_text()
 
     with Store.open(data / "rankloop.duckdb") as store:
         (row,) = store.query(

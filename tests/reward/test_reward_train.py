@@ -241,8 +241,10 @@ def test_strengths_and_an_attribute_head(snapshot: Path, tiny_model: Path, tmp_p
         base_model=tiny_model,
         output_dir=tmp_path / "heads",
         attribute_heads=["helpfulness"],
-        epochs=2,
-        logging_steps=5,
+        epochs=3,
+        batch_size=16,
+        max_length=64,
+        logging_steps=2,
     )
     out = main(cfg)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -182,7 +182,7 @@ def test_the_reward_model_a_policy_was_trained_against_is_no_verdict(tmp_path: P
     """An online-RL policy against its own reward model: the gate does not decide by it, and the figures
     print as the proxy's, with no win rate to quote; another reward model judges normally."""
     from service.cli.evaluate import print_evaluation
-    from service.jobs.evaluate_job import gate_verdict, trained_against
+    from service.jobs.gate import gate_verdict, trained_against
 
     rm, other = tmp_path / "rm", tmp_path / "other-rm"
     candidate = {"id": 5, "config": {"reward_model": str(rm)}}
@@ -227,7 +227,7 @@ def test_the_gate_decides_on_a_t_interval_over_prompts_and_counts_re_evaluations
     """At the boundary: a lower bound just above 0.5 passes, one at 0.5 does not; a second evaluation of
     the same candidate widens the interval (Bonferroni), so the same figures no longer pass."""
     from policy.stats import t_bounds
-    from service.jobs.evaluate_job import gate_verdict
+    from service.jobs.gate import gate_verdict
 
     cfg = EvalJobConfig(candidate=5, baseline=1, judge="hidden", min_prompts=20)
     baseline, candidate = {"id": 1, "name": "sft"}, {"id": 5, "config": {}}
