@@ -15,6 +15,7 @@ from service.core.errors import UserError
 from service.core.store import Store
 
 MAX_CHARS = 50_000
+MAX_CACHED = 1024
 _LOCK = threading.Lock()
 _CACHE = "guidelines"  # store.caches key: batch ('' = project) -> newest row or None; cleared on a write
 
@@ -49,6 +50,8 @@ def current(store: Store, batch: str | None) -> dict | None:
     """The guideline a task of this batch is ranked under: the batch's newest, else the project's."""
     with _LOCK:
         cache = store.caches.setdefault(_CACHE, {})
+        if len(cache) > MAX_CACHED:  # batch names come from requests too: keep the cache bounded
+            cache.clear()
         for scope in (batch or "", ""):
             if scope not in cache:
                 row = (

@@ -41,16 +41,16 @@ def extend(
     ).fetchall()
     changed: dict[int, int | None] = {}
     for task_id, ranks in rows:
-        need = required[task_id]
-        if len(ranks) < max(need, 2):
+        have = len(ranks)  # may exceed what was required (a late submit on an expired lease)
+        if have < max(required[task_id], 2):
             continue
         agreement = mean_tau(ranks)
         if agreement is None or agreement >= tau:
             continue
-        if need < cap:
-            cur.execute("UPDATE tasks SET required_rankings = ? WHERE id = ?", [need + 1, task_id])
-            changed[task_id] = need + 1
-        elif len(ranks) >= cap:
+        if have < cap:
+            cur.execute("UPDATE tasks SET required_rankings = ? WHERE id = ?", [have + 1, task_id])
+            changed[task_id] = have + 1
+        else:
             cur.execute("UPDATE tasks SET contested = true WHERE id = ? AND NOT contested", [task_id])
             changed[task_id] = None
     return changed

@@ -85,6 +85,8 @@ def next_task(
     rng = rng or _RNG
     book = book_for(store)
     role = book.role(annotator_id)
+    # Gold tasks met in the quiz are not quality checks for this account any more.
+    quizzed = quiz.answered_tasks(store, annotator_id) if settings.quiz_size and settings.gold_rate else set()
     upcoming: list[int] = []
     with book.lock:
         held = book.held(annotator_id, now)
@@ -94,7 +96,11 @@ def next_task(
             mine = book.answered.get(annotator_id, set())
             gold_id = None
             if settings.gold_rate > 0 and rng.random() < settings.gold_rate:
-                gold = [tid for tid, t in book.tasks.items() if t.gold is not None and tid not in mine]
+                gold = [
+                    tid
+                    for tid, t in book.tasks.items()
+                    if t.gold is not None and tid not in mine and tid not in quizzed
+                ]
                 gold_id = rng.choice(gold) if gold else None
             if gold_id is not None:
                 task_id = gold_id
@@ -130,8 +136,12 @@ def submit(
         SUBMIT_LATENCY.time(),
         TRACER.start_as_current_span("submit ranking", attributes={"rankloop.task_id": sub.task_id}),
     ):
-        if settings is not None and quiz.required(store, annotator_id, settings):
-            return SubmitResult(None, sub.task_id, *quiz.answer(store, annotator_id, sub, settings))
+        if settings is not None and settings.quiz_size > 0:
+            if quiz.required(store, annotator_id, settings):
+                return SubmitResult(None, sub.task_id, *quiz.answer(store, annotator_id, sub, settings))
+            earlier = quiz.earlier_answer(store, annotator_id, sub, settings)  # a retry of the passing answer
+            if earlier is not None:
+                return SubmitResult(None, sub.task_id, *earlier)
         return _submit(store, annotator_id, sub, settings)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
+import duckdb
+
 from annotator.agreement import pairwise_agreement
 from annotator.guidelines import current
 from annotator.ranking import RankingError, Submission, normalize_ranks
@@ -46,22 +48,24 @@ def required(store: Store, annotator_id: int, settings: AnnotationOptions) -> bo
     return True
 
 
-def questions(store: Store, settings: AnnotationOptions) -> list[tuple[int, list[int]]]:
-    """(task id, gold ranks) of the quiz: the oldest gold tasks, at most quiz_size."""
+def questions(store: Store, settings: AnnotationOptions, attempt: int = 1) -> list[tuple[int, list[int]]]:
+    """(task id, gold ranks) of an attempt's questions: quiz_size gold tasks, oldest first, and each
+    retake the next quiz_size after them (round the gold set), so a retake is on other questions
+    wherever there are enough gold tasks."""
     rows = (
         store.cursor()
-        .execute(
-            "SELECT id, gold_ranks FROM tasks WHERE gold_ranks IS NOT NULL ORDER BY id LIMIT ?",
-            [settings.quiz_size],
-        )
+        .execute("SELECT id, gold_ranks FROM tasks WHERE gold_ranks IS NOT NULL ORDER BY id")
         .fetchall()
     )
     if not rows:
         raise UserError(
             "you must pass the qualification quiz first, and it has no questions yet: an admin marks "
-            "gold tasks (`rankloop gold TASK RANKS`) or sets annotation.quiz_size to 0"
+            "gold tasks (`rankloop tasks gold TASK_ID --ranks ...`) or sets annotation.quiz_size to 0"
         )
-    return [(tid, list(gold)) for tid, gold in rows]
+    n = min(settings.quiz_size, len(rows))
+    start = ((attempt - 1) * n) % len(rows)
+    turn = rows[start:] + rows[:start]
+    return [(tid, list(gold)) for tid, gold in turn[:n]]
 
 
 def _answers(store: Store, annotator_id: int) -> list[tuple]:
@@ -85,11 +89,15 @@ def _attempt(answers: list[tuple], n: int) -> tuple[int, set[int]]:
     return (last + 1, set()) if len(done) >= n else (last, done)
 
 
+def _size(store: Store, settings: AnnotationOptions) -> int:
+    golds = store.scalar("SELECT count(*) FROM tasks WHERE gold_ranks IS NOT NULL") or 0
+    return min(settings.quiz_size, golds)
+
+
 def next_question(store: Store, annotator_id: int, settings: AnnotationOptions) -> dict:
     """The next unanswered question of the attempt in progress, as a task view with `quiz` added."""
-
-    qs = questions(store, settings)
-    attempt, done = _attempt(_answers(store, annotator_id), len(qs))
+    attempt, done = _attempt(_answers(store, annotator_id), max(_size(store, settings), 1))
+    qs = questions(store, settings, attempt)
     number, (task_id, _) = next((i, q) for i, q in enumerate(qs) if q[0] not in done)
     view = task_view(store, task_id)
     batch = store.scalar("SELECT batch FROM tasks WHERE id = ?", [task_id])
@@ -99,6 +107,29 @@ def next_question(store: Store, annotator_id: int, settings: AnnotationOptions) 
     }
 
 
+def earlier_answer(
+    store: Store, annotator_id: int, sub: Submission, settings: AnnotationOptions
+) -> tuple[bool, dict] | None:
+    """A quiz answer stored before under this submission id: (True, its attempt's progress) when it
+    was this annotator's answer to this task; RankingError when the id was used for another; None
+    when it is new. A retry of the answer that passed lands here after the account qualified."""
+    row = (
+        store.cursor()
+        .execute(
+            "SELECT annotator_id, attempt, task_id FROM quiz_answers WHERE submission_id = ?",
+            [sub.submission_id],
+        )
+        .fetchone()
+    )
+    if row is None:
+        return None
+    if (row[0], row[2]) != (annotator_id, sub.task_id):
+        raise RankingError(
+            f"submission id {sub.submission_id!r} was already used for another task; make a new id for each task"
+        )
+    return True, _progress(store, annotator_id, row[1], settings)
+
+
 def answer(
     store: Store, annotator_id: int, sub: Submission, settings: AnnotationOptions
 ) -> tuple[bool, dict]:
@@ -106,55 +137,69 @@ def answer(
     result). A repeated submission id answers as the first time and stores nothing."""
     if sub.ranks is None:
         raise RankingError("quiz questions cannot be skipped; rank the candidates as the guidelines say")
-    qs = questions(store, settings)
-    gold = dict(qs)
-    if sub.task_id not in gold:
-        raise RankingError(
-            f"task {sub.task_id} is not a quiz question; you must pass the qualification quiz before "
-            "ranking other tasks (ask for your next task to get the next question)"
-        )
     with _LOCK:
-        answers = _answers(store, annotator_id)
-        earlier = next((a for a in answers if a[4] == sub.submission_id), None)
+        earlier = earlier_answer(store, annotator_id, sub, settings)
         if earlier is not None:
-            if earlier[1] != sub.task_id:
-                raise RankingError(f"submission id {sub.submission_id!r} was already used for another task")
-            return True, _progress(store, annotator_id, earlier[0], len(qs), settings)
-        attempt, done = _attempt(answers, len(qs))
+            return earlier
+        attempt, done = _attempt(_answers(store, annotator_id), max(_size(store, settings), 1))
+        gold = dict(questions(store, settings, attempt))
+        if sub.task_id not in gold:
+            raise RankingError(
+                f"task {sub.task_id} is not a question of your quiz attempt; you must pass the qualification "
+                "quiz before ranking other tasks (ask for your next task to get the next question)"
+            )
         if sub.task_id in done:
             raise RankingError(
                 f"you already answered quiz question {sub.task_id} in this attempt; ask for the next one"
             )
         ranks = normalize_ranks(sub.ranks, len(gold[sub.task_id]))
         agreement = pairwise_agreement(ranks, gold[sub.task_id])
-        with store.write() as cur:
-            cur.execute(
-                "INSERT INTO quiz_answers (annotator_id, attempt, task_id, ranks, agreement, submission_id) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [annotator_id, attempt, sub.task_id, ranks, agreement, sub.submission_id],
-            )
-            if len(done) + 1 == len(qs):
-                score = _score(
-                    cur.execute(
-                        "SELECT agreement FROM quiz_answers WHERE annotator_id = ? AND attempt = ?",
-                        [annotator_id, attempt],
-                    ).fetchall()
+        try:
+            with store.write() as cur:
+                _store_answer(
+                    cur, annotator_id, attempt, sub, ranks, agreement, len(done) + 1 == len(gold), settings
                 )
-                if score >= settings.quiz_pass:
-                    cur.execute(
-                        "UPDATE annotators SET qualified_at = ? WHERE id = ?",
-                        [datetime.now(UTC), annotator_id],
-                    )
-    return False, _progress(store, annotator_id, attempt, len(qs), settings)
+        except duckdb.ConstraintException:  # the id was stored meanwhile by another path
+            raise RankingError(
+                f"submission id {sub.submission_id!r} was already used; make a new id for each task"
+            ) from None
+    return False, _progress(store, annotator_id, attempt, settings)
 
 
-def _score(agreements: list[tuple]) -> float:
-    return sum(a for (a,) in agreements) / len(agreements)
+def _store_answer(
+    cur: duckdb.DuckDBPyConnection,
+    annotator_id: int,
+    attempt: int,
+    sub: Submission,
+    ranks: list[int],
+    agreement: float,
+    last: bool,
+    settings: AnnotationOptions,
+) -> None:
+    """The answer and, when it completes a passing attempt, the account's qualification, together."""
+    cur.execute(
+        "INSERT INTO quiz_answers (annotator_id, attempt, task_id, ranks, agreement, submission_id) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [annotator_id, attempt, sub.task_id, ranks, agreement, sub.submission_id],
+    )
+    if last:
+        (score,) = cur.execute(
+            "SELECT avg(agreement) FROM quiz_answers WHERE annotator_id = ? AND attempt = ?",
+            [annotator_id, attempt],
+        ).fetchone()
+        if score >= settings.quiz_pass:
+            cur.execute(
+                "UPDATE annotators SET qualified_at = ? WHERE id = ?", [datetime.now(UTC), annotator_id]
+            )
 
 
-def _progress(store: Store, annotator_id: int, attempt: int, n: int, settings: AnnotationOptions) -> dict:
+def _progress(store: Store, annotator_id: int, attempt: int, settings: AnnotationOptions) -> dict:
+    """An attempt's progress; once complete, its score, whether it passed, and the questions answered
+    differently from the reference. The reference rankings themselves are not shown, so that a retake
+    cannot copy them (admins see the questions each attempt missed in `rankloop quiz results`)."""
+    n = _size(store, settings)
     rows = store.query(
-        """SELECT q.task_id, q.ranks AS your_ranks, t.gold_ranks, q.agreement, p.text AS prompt
+        """SELECT q.task_id, q.ranks AS your_ranks, q.agreement, p.text AS prompt
            FROM quiz_answers q JOIN tasks t ON t.id = q.task_id JOIN prompts p ON p.id = t.prompt_id
            WHERE q.annotator_id = ? AND q.attempt = ? ORDER BY q.id""",
         [annotator_id, attempt],
@@ -173,19 +218,29 @@ def _progress(store: Store, annotator_id: int, attempt: int, n: int, settings: A
     return out
 
 
+def answered_tasks(store: Store, annotator_id: int) -> set[int]:
+    """Gold tasks this account met in the quiz: not handed to it again as quality checks."""
+    rows = (
+        store.cursor()
+        .execute("SELECT DISTINCT task_id FROM quiz_answers WHERE annotator_id = ?", [annotator_id])
+        .fetchall()
+    )
+    return {tid for (tid,) in rows}
+
+
 def results(store: Store, settings: AnnotationOptions, name: str | None = None) -> list[dict]:
     """Every completed or begun attempt, per account: score, whether it passed, and the questions
     answered differently from gold (for admins)."""
-    golds = store.scalar("SELECT count(*) FROM tasks WHERE gold_ranks IS NOT NULL")
-    n = min(settings.quiz_size, golds or 0)
+    n = _size(store, settings)
     rows = store.query(
         """SELECT a.name, q.attempt, count(*) AS answered, round(avg(q.agreement), 4) AS score,
+                  avg(q.agreement) >= ? AS reached_pass_mark,
                   any_value(a.qualified_at) AS qualified_at, max(q.created_at) AS last_answer_at,
                   list(q.task_id ORDER BY q.id) FILTER (WHERE q.agreement < 1) AS disagreed_tasks
            FROM quiz_answers q JOIN annotators a ON a.id = q.annotator_id
            WHERE ? IS NULL OR a.name = ? GROUP BY a.name, q.attempt ORDER BY a.name, q.attempt""",
-        [name, name],
+        [settings.quiz_pass, name, name],
     )
     for r in rows:
-        r["passed"] = r["answered"] >= n > 0 and r["score"] >= settings.quiz_pass
+        r["passed"] = r["answered"] >= n > 0 and bool(r.pop("reached_pass_mark"))
     return rows

@@ -71,7 +71,8 @@ def quiz_result_md(quiz: dict) -> str:
         f"{quiz['pass_mark']:.2f}. Read the guidelines again and retake it."
     )
     lines = [
-        f"- *{escape_html(d['prompt'][:80])}*: yours {d['your_ranks']}, reference {d['gold_ranks']}"
+        f"- *{escape_html(d['prompt'][:80])}*: your ranking {d['your_ranks']} agrees with the reference on "
+        f"{d['agreement']:.0%} of the pairs"
         for d in quiz["disagreements"]
     ]
     return head + ("\n\nWhere you differed from the reference:\n" + "\n".join(lines) if lines else "")

@@ -48,7 +48,7 @@ def build_review_tab(services: AnnotatorServices, account: Callable[[gr.Request]
         return acct
 
     def show(acct: dict, status: str) -> list:
-        task = review.next_review(services.store, acct["id"])
+        task = review.next_review(services.store, acct["id"], services.queue_settings)
         if task is None:
             return [None, "### No contested task is waiting.", pd.DataFrame(columns=RANKING_COLUMNS), status]
         rows = [{c: str(r[c]) if r[c] is not None else "" for c in RANKING_COLUMNS} for r in task["rankings"]]
@@ -63,7 +63,9 @@ def build_review_tab(services: AnnotatorServices, account: Callable[[gr.Request]
             raise gr.Error("there is no contested task on screen; press Next contested task")
         try:
             ranks = [int(x) for x in str(ranks_text).replace(" ", "").split(",") if x]
-            done = review.adjudicate(services.store, acct["id"], int(task_id), ranks, why)
+            done = review.adjudicate(
+                services.store, acct["id"], int(task_id), ranks, why, settings=services.queue_settings
+            )
         except UserError as e:  # before ValueError: a RankingError is both
             raise gr.Error(str(e)) from None
         except ValueError:

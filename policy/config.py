@@ -59,7 +59,10 @@ class RLTrainConfig(PolicyTrainConfig):
         "reward instead of reward_model's (Llama 2's combination)",
     )
     safety_threshold: float = Field(
-        0.0, description="the harmlessness score below which safety takes over the reward"
+        0.0,
+        description="the harmlessness score below which safety takes over the reward, in the harmlessness "
+        "model's own units: a Bradley-Terry score has no fixed zero, so choose it from that model's "
+        "scores of answers known to be safe and unsafe",
     )
     num_generations: int = Field(4, ge=2, description="completions per prompt (the group)")
     max_completion_length: int = Field(48, ge=1, description="most tokens per completion")

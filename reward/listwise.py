@@ -39,10 +39,13 @@ class ListwiseCollator:
         batch["stage_weights"] = weights
         if self.attributes:  # one row per response, in the flattened order
             rated = [a or {} for g in groups for a in g["attributes"]]
+            # A rating not given is absent, or None once `datasets` gave every row the same keys.
             batch["ratings"] = torch.tensor(
-                [[r.get(name, 0) / RATING_MAX for name in self.attributes] for r in rated]
+                [[(r.get(name) or 0) / RATING_MAX for name in self.attributes] for r in rated]
             )
-            batch["rated"] = torch.tensor([[name in r for name in self.attributes] for r in rated])
+            batch["rated"] = torch.tensor(
+                [[r.get(name) is not None for name in self.attributes] for r in rated]
+            )
         return batch
 
 

@@ -11,6 +11,7 @@ scores text: a policy with another tokenizer is fine, the text is re-tokenized h
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -57,8 +58,12 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 def load_reward_model(model_dir: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # Output 0 is the reward; a model trained with attribute heads has one more output per attribute.
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    # Output 0 is the reward; a model rankloop trained with attribute heads has one more output per
+    # attribute and names its outputs (reward, helpfulness, ...). Any other checkpoint is read with one.
+    config_file = Path(model_dir) / "config.json"
+    labels = json.loads(config_file.read_text()).get("id2label") or {} if config_file.exists() else {}
+    heads = {} if labels.get("0") == "reward" else {"num_labels": 1}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **heads)
     model.config.pad_token_id = ensure_pad_token(tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tokenizer

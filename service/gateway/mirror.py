@@ -14,6 +14,7 @@ service refuses its control key (revoked), it serves nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -37,6 +38,7 @@ from service.gateway.schemas import GatewayError
 from service.gateway.spool import Spool
 from service.gateway.traffic import TrafficLog, prepare
 
+FEEDBACK_WAIT_S = 3.0  # how long feedback waits for another replica's traffic to reach the service
 BATCH = 1000  # rows per sync, at most BATCH_BYTES of them; more wait for the next, sent at once
 BATCH_BYTES = 8 << 20
 log = logging.getLogger("rankloop.gateway")
@@ -228,12 +230,17 @@ class MirrorGateway(Gateway):
             raise GatewayError(
                 503, "feedback cannot be recorded now; retry later", type_="server_error", retry_after=5
             ) from None
-        async with self.http().post(
-            f"{self.control}/v1/feedback",
-            data=await request.body(),  # as the client sent it (read once already: Starlette keeps it)
-            headers={
-                "Authorization": request.headers.get("authorization", ""),
-                "Content-Type": "application/json",
-            },
-        ) as r:
-            return Response(await r.read(), status_code=r.status, media_type="application/json")
+        body = await request.body()  # as the client sent it (read once already: Starlette keeps it)
+        headers = {
+            "Authorization": request.headers.get("authorization", ""),
+            "Content-Type": "application/json",
+        }
+        # A response another replica served reaches the service with that replica's next sync (every
+        # SYNC_EVERY_S): a 404 is asked again for a few syncs before it is the client's answer.
+        deadline = time.monotonic() + FEEDBACK_WAIT_S
+        while True:
+            async with self.http().post(f"{self.control}/v1/feedback", data=body, headers=headers) as r:
+                answer = await r.read()
+                if r.status != 404 or time.monotonic() >= deadline:
+                    return Response(answer, status_code=r.status, media_type="application/json")
+            await asyncio.sleep(SYNC_EVERY_S)

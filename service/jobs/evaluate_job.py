@@ -273,6 +273,8 @@ def run(job: RunningJob) -> dict:
     )
     if "reward" in report["judges"] and trained_against(candidate, reward):
         report["judges"]["reward"]["trained_against"] = True  # kept as the proxy's figure, never as a win
+    if "safety" in report["judges"] and trained_against(candidate, safety, "safety_reward_model"):
+        report["judges"]["safety"]["trained_against"] = True
         for example in report.get("examples", []):  # nor as a score beside the answers people read
             example.get("scores", {}).pop("reward", None)
     evaluation = {
@@ -294,7 +296,7 @@ def run(job: RunningJob) -> dict:
         "params": cfg.params.model_dump(),
     }
     earlier = len((candidate.get("metrics") or {}).get("evaluations") or [])
-    wins, reason = gate_verdict(cfg, report, baseline, candidate, reward, len(prompts), earlier)
+    wins, reason = gate_verdict(cfg, report, baseline, candidate, reward, len(prompts), earlier, safety)
     metrics = read_metrics(candidate["path"])
     if metrics is not None:  # the checkpoint carries its evaluations too (a copy; the registry decides)
         metrics["evaluations"] = [*metrics.get("evaluations", []), evaluation]

@@ -10,10 +10,11 @@ from policy.stats import t_bounds
 from service.jobs.evaluate_config import EvalJobConfig
 
 
-def trained_against(candidate: dict, reward: dict | None) -> bool:
-    """Whether the candidate was trained against this reward model (online RL): it may have learned the
-    model's mistakes, so that model's verdict on it is no evidence (Gao et al. 2022)."""
-    against = (candidate.get("config") or {}).get("reward_model")
+def trained_against(candidate: dict, reward: dict | None, field: str = "reward_model") -> bool:
+    """Whether the candidate was trained against this reward model (online RL; `field` names the
+    harmlessness one too): it may have learned the model's mistakes, so that model's verdict on it is
+    no evidence (Gao et al. 2022)."""
+    against = (candidate.get("config") or {}).get(field)
     return bool(reward and against and Path(against).resolve() == Path(reward["path"]).resolve())
 
 
@@ -54,6 +55,7 @@ def gate_verdict(
     reward: dict | None,
     prompts: int,
     earlier: int = 0,
+    safety: dict | None = None,
 ) -> tuple[bool | None, str]:
     """(wins, reason); wins None when the gate cannot decide on this evaluation. It decides on the
     t-interval over prompts of the win rate, widened for the candidate's `earlier` evaluations
@@ -80,6 +82,11 @@ def gate_verdict(
         return None, reason + (
             f"; not gated: it was trained against this reward model (#{reward['id']}); judge "
             "with another reward model, --judge hidden, or --human N"
+        )
+    if safety is not None and trained_against(candidate, safety, "safety_reward_model"):
+        return None, reason + (
+            f"; not gated: it was trained against this harmlessness model (#{safety['id']}); judge harm "
+            "with another"
         )
     if prompts < cfg.min_prompts:
         return None, reason + (

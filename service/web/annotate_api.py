@@ -91,10 +91,12 @@ def build_router(auth: Auth, store: Store, queue_settings: AnnotationOptions) ->
 
     @router.get("/review/next")
     def review_next_route(acct: dict = Depends(current_annotator)) -> dict:
-        return {"task": review.next_review(store, acct["id"])}
+        return {"task": review.next_review(store, acct["id"], queue_settings)}
 
     @router.post("/review")
     def review_route(body: ReviewBody, acct: dict = Depends(current_annotator)) -> dict:
-        return review.adjudicate(store, acct["id"], body.task_id, body.ranks, body.rationale, body.strengths)
+        return review.adjudicate(
+            store, acct["id"], body.task_id, body.ranks, body.rationale, body.strengths, queue_settings
+        )
 
     return router

@@ -45,6 +45,8 @@ def test_guidelines_quiz_strengths_ratings_and_review(tmp_path: Path, browser) -
         add_guideline(store, "Prefer the answer that is *correct*; length comes second.")
         add_annotator(store, "alice", "annotator", "alice-password")
         add_annotator(store, "rita", "reviewer", "rita-password")
+        with store.write() as cur:  # she passed the quiz before
+            cur.execute("UPDATE annotators SET qualified_at = now() WHERE name = 'rita'")
         add_annotator(store, "boss", "admin", "boss-password")
         # Two simulated rankers split on one task, at an overlap cap of 2: it is contested.
         with store.write() as cur:
@@ -95,7 +97,7 @@ def test_guidelines_quiz_strengths_ratings_and_review(tmp_path: Path, browser) -
 
         reviewer = browser.new_page(viewport={"width": 1200, "height": 2000})
         log_in(reviewer, url, "rita", "rita-password")
-        reviewer.wait_for_selector("#cand-0")
+        reviewer.wait_for_selector("#prompt")
         reviewer.get_by_role("tab", name="Review").click()
         status_says(reviewer, "Contested task", "review-task")
         shown = reviewer.locator("#review-rankings").inner_text()

@@ -17,6 +17,7 @@ from annotator.accounts import (
     verify_password,
 )
 from annotator.ranking import Flag, RankingError, Submission
+from annotator.task_views import task_view
 from service.core.errors import UserError
 from service.core.settings import AnnotationOptions
 from service.core.store import Store
@@ -189,7 +190,7 @@ def test_blind_by_default(store: Store) -> None:
     person = add_annotator(store, "alice", "annotator", "correct horse")
     t = queue.next_task(store, person, NO_GOLD)
     assert set(t["candidates"][0]) == {"position", "text"}
-    shown = queue.task_view(store, t["task_id"], show_sources=True)
+    shown = task_view(store, t["task_id"], show_sources=True)
     assert shown["candidates"][0]["system_prompt"] == "brief"
 
 

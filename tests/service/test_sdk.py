@@ -95,7 +95,8 @@ def test_the_client_against_a_real_service(tmp_path: Path) -> None:
         assert rita.next_review() is None  # nothing is contested
         with pytest.raises(CommandFailed, match="needs a rationale"):
             rita.review(mine["task_id"], [1, 2], " ")
-        assert rita.review(mine["task_id"], [1, 2], "the first is correct")["ranks"] == [1, 2]
+        with pytest.raises(CommandFailed, match="is not contested"):
+            rita.review(mine["task_id"], [1, 2], "the first is correct")
         rita.close()
         with pytest.raises(CommandFailed, match="admin"):
             alice.keys_list()  # a person's token opens the annotation API, not /admin
@@ -104,6 +105,8 @@ def test_the_client_against_a_real_service(tmp_path: Path) -> None:
         async def async_part() -> tuple[list, dict]:
             async with AsyncRankloop(url, key=key) as arl:
                 keys = await arl.keys_list()
+                paged = [a["name"] async for a in arl.pages("annotators.list", page_size=3)]
+                assert paged == [a["name"] for a in await arl.annotators_list()]
                 written = await arl.export(format="jsonl", out=tmp_path / "rankings.jsonl")  # a download
                 with pytest.raises(CommandFailed, match="no job"):
                     await arl.jobs_show(job_id=99)

@@ -147,7 +147,16 @@ def test_the_report_shows_answers_side_by_side_escaped_with_their_scores(store, 
         "candidate": "",
         "scores": {"hidden": [0.25, -1.5]},
     }
-    evaluation = {"baseline": 1, "baseline_name": "sft-1", "judges": {}, "examples": [example]}
+    judged = {"win_rate": 0.3, "ci": [0.2, 0.4]}
+    evaluation = {
+        "baseline": 1,
+        "baseline_name": "sft-1",
+        "judges": {"reward": {"win_rate": 0.9, "ci": [0.8, 1.0]}, "safety": judged},
+        "examples": [example],
+        "judge": "reward",
+        "safety_reward_model": 7,
+        "harm_margin": 0.05,
+    }
     policy = register_model(store, "policy", tmp_path / "dpo", metrics={"evaluations": [evaluation]})
     row = open_round(store, RoundStart(kind="demo"))
     for step, values in (("sample", {"batch": "b"}), ("rank", {}), ("snapshot", {}), ("reward", {})):
@@ -166,6 +175,9 @@ def test_the_report_shows_answers_side_by_side_escaped_with_their_scores(store, 
     )
     assert "<i>(empty)</i>" in html  # an empty answer is shown as one, not as a blank cell
     assert "hidden -1.50" in html and "hidden 0.25" in html  # each side's score under the judge
+    # The two-objective gate: both objectives charted, and the rule stated.
+    assert "harmlessness: raw" in html and "reward: raw" in html
+    assert "non-inferior on harmlessness (reward model #7)" in html and "above 0.45" in html
 
 
 def test_bad_loop_flags_are_refused_before_a_round_is_opened(tmp_path: Path, capsys) -> None:
