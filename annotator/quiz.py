@@ -183,11 +183,12 @@ def _store_answer(
         [annotator_id, attempt, sub.task_id, ranks, agreement, sub.submission_id],
     )
     if last:
-        (score,) = cur.execute(
+        row = cur.execute(
             "SELECT avg(agreement) FROM quiz_answers WHERE annotator_id = ? AND attempt = ?",
             [annotator_id, attempt],
         ).fetchone()
-        if score >= settings.quiz_pass:
+        assert row is not None  # an aggregate always has its row; the answer above is in it
+        if row[0] >= settings.quiz_pass:
             cur.execute(
                 "UPDATE annotators SET qualified_at = ? WHERE id = ?", [datetime.now(UTC), annotator_id]
             )
