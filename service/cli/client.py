@@ -186,13 +186,20 @@ def annotation_queue(client: Client, settings: Settings) -> QueueClient:
     return LocalQueue(client.ctx.store, settings.annotation)
 
 
-def follow(client: Client, job_id: int, desc: str) -> dict[str, Any]:
-    """Show a job's progress until it ends. Ctrl-C: a job in the service keeps running (and this
-    says how to follow it again); a job in this process is cancelled, keeping what it stored."""
+def follow(client: Client, job_id: int, desc: str, log: bool = False) -> dict[str, Any]:
+    """Show a job's progress until it ends (with `log`, the lines its trainer prints too, wherever it
+    runs). Ctrl-C: a job in the service keeps running (and this says how to follow it again); a job
+    in this process is cancelled, keeping what it stored."""
     bar = tqdm(total=100, desc=desc, unit="%")
+    offset = 0
     try:
         while True:
             job = client.call("jobs.show", job_id=job_id)
+            if log:
+                part = client.call("jobs.log", job_id=job_id, offset=offset)
+                offset = part["offset"]
+                for line in part["text"].splitlines():
+                    bar.write(line)
             bar.update(round(job["progress"] * 100) - bar.n)
             if job["status"] in FINISHED:
                 return job

@@ -160,7 +160,7 @@ def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_jobs_follow(args: argparse.Namespace, settings: Settings) -> None:
     with connect(settings) as c:
         job = c.call("jobs.show", job_id=args.job_id)
-        report_job(follow(c, args.job_id, job["kind"]))
+        report_job(follow(c, args.job_id, job["kind"], log=args.log))
 
 
 def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> None:
@@ -268,9 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     tree.group("jobs", "long work: sampling and training")
     tree.command("list", cmd_jobs_list, "list jobs with their status", "jobs", op="jobs.list")
     opts = {"job_id": JOB_ID}
-    tree.command(
+    p = tree.command(
         "follow", cmd_jobs_follow, "show a job's progress until it ends", "jobs", op="jobs.show", opts=opts
     )
+    p.add_argument("--log", action="store_true", help="also print what the trainer prints, wherever it runs")
     tree.command(
         "cancel", cmd_jobs_cancel, "stop a job; what it stored stays", "jobs", op="jobs.cancel", opts=opts
     )

@@ -13,7 +13,7 @@ from service.cli.tree import CommandTree
 from service.cli.vllm_flags import add_vllm_flags, job_vllm
 from service.core.enums import JobStatus
 from service.core.errors import CommandFailed, UserError
-from service.core.settings import Settings
+from service.core.settings import LaunchOptions, Settings
 from service.jobs.policy_job import CONFIGS
 
 
@@ -22,7 +22,9 @@ def cmd_train_policy(args: argparse.Namespace, settings: Settings) -> None:
         raise UserError("--samples and --min-prompts are for the evaluation after training: add --evaluate")
     config = read_yaml(args.job_config) if args.job_config else {}
     with connect(settings) as c:
-        job_id = c.call("jobs.start", kind=args.method, config=config)["job_id"]
+        job_id = c.call(
+            "jobs.start", kind=args.method, config=config, launch=flag_values(args, LaunchOptions)
+        )["job_id"]
         cfg = c.call("jobs.show", job_id=job_id)["config"]
         data = cfg.get("snapshot") or cfg.get("data")
         print(
@@ -69,4 +71,5 @@ def add_parsers(tree: CommandTree) -> None:
         help="then evaluate it against the active policy (else its parent) and apply the gate",
     )
     add_model_flags(p, EVALUATE, only=["samples", "min_prompts"], overrides=True)
+    add_model_flags(p, LaunchOptions)  # where the trainer runs (over the jobs settings)
     add_vllm_flags(p)

@@ -14,7 +14,7 @@ from service.cli.flags import Opt, add_model_flags, flag_values
 from service.cli.tree import CommandTree, op_params
 from service.core.enums import JobStatus
 from service.core.errors import CommandFailed
-from service.core.settings import Settings
+from service.core.settings import LaunchOptions, Settings
 from service.jobs.runner import KINDS
 
 # The reward job's config and options, whatever classes the job kind uses: their flags follow them.
@@ -64,8 +64,9 @@ def cmd_train_reward(args: argparse.Namespace, settings: Settings) -> None:
         **flag_values(args, REWARD.config),
     }
     options = flag_values(args, REWARD.options)
+    launch = flag_values(args, LaunchOptions)
     with connect(settings) as c:
-        job_id = c.call("jobs.start", kind="reward", config=config, options=options)["job_id"]
+        job_id = c.call("jobs.start", kind="reward", config=config, options=options, launch=launch)["job_id"]
         job = c.call("jobs.show", job_id=job_id)
         cfg = job["config"]
         print(
@@ -120,6 +121,7 @@ def add_parsers(tree: CommandTree) -> None:
     )
     add_model_flags(p, REWARD.config, only=("mode", "frozen_backbone"), overrides=True)
     add_model_flags(p, REWARD.options)
+    add_model_flags(p, LaunchOptions)  # where the trainer runs (over the jobs settings)
 
     tree.command(
         "promote",

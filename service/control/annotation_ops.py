@@ -7,22 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from annotator import guidelines, quiz, review
 from annotator.accounts import get_annotator
 from annotator.simulated import Profile
 from service.control.context import Context
 from service.control.paging import paged
+from service.control.params import Params
 from service.core.enums import Role
 from service.core.errors import UserError
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NewAnnotator(_Params):
+class NewAnnotator(Params):
     name: str = Field(description="login name")
     role: Role = Field(
         Role.ANNOTATOR,
@@ -33,29 +30,29 @@ class NewAnnotator(_Params):
     profile: str | None = Field(None, description="simulated annotators: their profile as JSON")
 
 
-class AnnotatorName(_Params):
+class AnnotatorName(Params):
     name: str = Field(description="the account's login name")
 
 
-class Simulated(_Params):
+class Simulated(Params):
     profiles: dict[str, Profile] = Field(description="simulated annotators by name, with their profiles")
 
 
-class Gold(_Params):
+class Gold(Params):
     task_id: int = Field(description="the task's id")
     ranks: list[int] = Field(description="ranks in display order, e.g. 1,2,2,3")
 
 
-class JudgeAccount(_Params):
+class JudgeAccount(Params):
     name: str = Field(description="the judge's account name")
     profile: dict[str, Any] = Field(description="what judges: its kind, model and template")
 
 
-class TemplateName(_Params):
+class TemplateName(Params):
     name: str = Field(description="the judge template's name")
 
 
-class Board(_Params):
+class Board(Params):
     by: Literal["system_prompt", "model"] = Field(
         "system_prompt", description="rank system prompts, or model versions"
     )
@@ -66,24 +63,24 @@ class Board(_Params):
     )
 
 
-class GuidelineFile(_Params):
+class GuidelineFile(Params):
     file: Path = Field(description="the guideline as a Markdown file")
     batch: str | None = Field(None, description="a batch's own guideline (default: the whole project's)")
 
 
-class BatchFilter(_Params):
+class BatchFilter(Params):
     batch: str | None = Field(None, description="only this batch's versions")
 
 
-class QuizFilter(_Params):
+class QuizFilter(Params):
     name: str | None = Field(None, description="only this account's attempts")
 
 
-class ContestedFilter(_Params):
+class ContestedFilter(Params):
     resolved: bool = Field(False, description="also list contested tasks a reviewer resolved")
 
 
-class Resolve(_Params):
+class Resolve(Params):
     task_id: int = Field(description="the contested task")
     reviewer: str = Field(description="the reviewer (or admin) account the final ranking is recorded for")
     ranks: list[int] = Field(description="the final ranks in display order, e.g. 1,3,2")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from annotator import accounts, quality
 from annotator.dashboard import dashboard
@@ -35,8 +35,10 @@ from service.control.annotation_ops import (
     TemplateName,
 )
 from service.control.context import Context
+from service.control.jobs_ops import JobId, JobLog, StartJob, job_log, start_job
 from service.control.packaged_models import MODEL_FIELD, add_packaged
 from service.control.paging import paged
+from service.control.params import Params
 from service.control.scoring import prioritize
 from service.core import registry
 from service.core.enums import JobStatus, ModelKind
@@ -47,10 +49,6 @@ from service.data.backup import backup_name, make_backup
 from service.data.snapshots import SnapshotFilters, create_snapshot
 from service.jobs import runner
 from service.jobs.sample_job import SampleJobConfig
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -121,18 +119,6 @@ class PackagedModel(Params):
 
 class Promote(ModelId):
     reason: str = Field(min_length=1, description="why (recorded in the registry)")
-
-
-class JobId(Params):
-    job_id: int = Field(description="job id")
-
-
-class StartJob(Params):
-    kind: str = Field(description="the job kind: sample, reward, sft, dpo, grpo, rloo or evaluate")
-    config: dict[str, Any] = Field(default_factory=dict, description="the fields of the kind's config")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="how the job is judged, not what it trains (reward: min_accuracy)"
-    )
 
 
 class Export(Params):
@@ -228,12 +214,6 @@ def _templates_add(ctx: Context, p: FileParams) -> list[dict]:
     return judges.add_templates(ctx.store, prompts.read_system_prompt_file(p.file))
 
 
-def _start_job(ctx: Context, p: StartJob) -> dict:
-    if p.kind not in runner.KINDS:
-        raise UserError(f"unknown job kind {p.kind!r}; valid: {', '.join(runner.KINDS)}")
-    return {"job_id": ctx.jobs.submit(p.kind, p.config, p.options, source=f"the {p.kind} job's config")}
-
-
 class QualityFilter(Params):
     batch: str | None = Field(
         None, max_length=200, description="annotators' figures over this batch of tasks only"
@@ -284,9 +264,10 @@ COMMANDS: dict[str, Command] = {
         SampleJobConfig,
         lambda ctx, p: {"job_id": ctx.jobs.submit("sample", p.model_dump(mode="json"))},
     ),
-    "jobs.start": Command("POST", "/jobs", StartJob, _start_job),
+    "jobs.start": Command("POST", "/jobs", StartJob, start_job),
     "jobs.list": paged(Command("GET", "/jobs", NoParams, lambda ctx, p: runner.list_jobs(ctx.store))),
     "jobs.show": Command("GET", "/jobs/{job_id}", JobId, lambda ctx, p: runner.get_job(ctx.store, p.job_id)),
+    "jobs.log": Command("GET", "/jobs/{job_id}/log", JobLog, job_log),
     "jobs.cancel": Command("POST", "/jobs/{job_id}/cancel", JobId, lambda ctx, p: ctx.jobs.cancel(p.job_id)),
     "models.list": paged(
         Command("GET", "/models", KindFilter, lambda ctx, p: registry.list_models(ctx.store, p.kind))

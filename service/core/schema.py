@@ -10,6 +10,7 @@ that writes them (the service is the only writer).
 from __future__ import annotations
 
 from service.core.schema_annotation import ANNOTATION_DEPTH
+from service.core.schema_cluster import CLUSTER_JOBS
 from service.core.schema_serving import SERVING_LIMITS_AND_EVENTS
 from service.core.schema_types import Migration, table_sql
 
@@ -361,6 +362,7 @@ ALTER TABLE jobs_v13 RENAME TO jobs;
     ),
     *SERVING_LIMITS_AND_EVENTS,
     *ANNOTATION_DEPTH,
+    *CLUSTER_JOBS,
 ]
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

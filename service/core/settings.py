@@ -199,6 +199,37 @@ class AnnotationOptions(BaseModel):
         return v
 
 
+class LaunchOptions(BaseModel):
+    """Where a training job's trainer runs (the `jobs` settings; a job may override them): in this
+    process's machine (`local`), as N processes under `accelerate launch` (`accelerate`), or as a job
+    on a Ray cluster (`ray`, Ray's Jobs API) that reads its inputs from and writes its checkpoint to
+    storage both sides see."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    launcher: Literal["local", "accelerate", "ray"] = Field(
+        "local", description="local, accelerate (N processes here) or ray (a job on a Ray cluster)"
+    )
+    num_processes: int = Field(2, ge=1, le=64, description="accelerate: processes (one per GPU)")
+    accelerate_config: Path | None = Field(None, description="accelerate: its config file (default: none)")
+    ray_address: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(:[0-9]{1,5})?/?$",
+        description="ray: the cluster's dashboard address, e.g. http://head:8265",
+    )
+    gpus: float = Field(0, ge=0, description="ray: GPUs the trainer asks for")
+    cpus: float = Field(1, ge=0, description="ray: CPUs the trainer asks for")
+    memory_gib: float | None = Field(None, gt=0, description="ray: memory the trainer asks for, GiB")
+    storage_root: Path | None = Field(
+        None,
+        description="ray: a directory both the service and the workers see at this path; a job's snapshot, "
+        "base checkpoint, output and exchange files must lie in it (default: the data directory)",
+    )
+    python: str | None = Field(
+        None, description="ray: the Python that runs the trainer on a worker (default: this one's path)"
+    )
+
+
 class BackupOptions(BaseModel):
     """Scheduled backups while the service runs (`rankloop backup` makes one at any time)."""
 
@@ -257,6 +288,7 @@ class Settings(BaseModel):
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
     metrics: MetricsOptions = Field(default_factory=MetricsOptions)
     backup: BackupOptions = Field(default_factory=BackupOptions)
+    jobs: LaunchOptions = Field(default_factory=LaunchOptions)
     log_format: Literal["text", "json"] = Field(
         "text", description="the service's logs on stderr: text, or JSON lines with request and trace ids"
     )

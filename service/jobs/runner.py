@@ -32,12 +32,13 @@ from service.core.enums import FINISHED, JobStatus
 from service.core.errors import NotFound, UserError
 from service.core.metrics import JOB_DURATION
 from service.core.procs import pid_alive, signal_group
-from service.core.settings import Settings
+from service.core.settings import LaunchOptions, Settings
 from service.core.store import Store
 from service.core.tracing import TRACER
 from service.engine.supervisor import EngineSupervisor
 from service.jobs import evaluate_job, policy_job, reward_job, sample_job
-from service.jobs.running import JobCancelled, RunningJob
+from service.jobs.launch_check import check_launch
+from service.jobs.running import JobCancelled, JobDetached, RunningJob
 
 
 class NoOptions(BaseModel):
@@ -78,7 +79,7 @@ KINDS: dict[str, JobKind] = {
 
 
 def _row(r: dict) -> dict:
-    for key in ("config", "options", "result"):
+    for key in ("config", "options", "result", "launch"):
         if isinstance(r.get(key), str):
             r[key] = json.loads(r[key])
     return r
@@ -118,11 +119,15 @@ def _finish(
 
 
 def reap_stale(store: Store) -> None:
-    """Mark jobs whose owning process is gone as failed, and stop a trainer they left behind."""
+    """Mark jobs whose owning process is gone as failed, and stop a trainer they left behind. A job
+    whose trainer runs on a Ray cluster is left running: the next service follows it again
+    (`JobRunner.resume`)."""
     unfinished = [JobStatus.QUEUED, JobStatus.RUNNING]
     for job in store.query(
-        "SELECT id, pid, worker_pid FROM jobs WHERE list_contains(?, status)", [unfinished]
+        "SELECT id, pid, worker_pid, launch_ref FROM jobs WHERE list_contains(?, status)", [unfinished]
     ):
+        if (job["launch_ref"] or "").startswith("ray:"):
+            continue
         if not pid_alive(job["pid"]):
             if job["worker_pid"]:
                 signal_group(job["worker_pid"], 9)
@@ -149,21 +154,31 @@ class JobRunner:
         values: dict[str, Any],
         options: dict[str, Any] | None = None,
         source: str = "the request",
+        launch: dict[str, Any] | None = None,
     ) -> int:
-        """Validate, record the job (one transaction) and start it; errors leave nothing behind."""
+        """Validate, record the job (one transaction) and start it; errors leave nothing behind.
+        `launch` overrides the `jobs` settings (where the trainer runs) for this job."""
         spec = KINDS.get(kind)
         if spec is None:
             raise UserError(f"unknown job kind {kind!r}; valid: {', '.join(KINDS)}")
         cfg = spec.prepare(self.store, self.settings, values, source)
         opts = validate(spec.options, options or {}, f"{source} (options)")
+        where = check_launch(
+            kind,
+            cfg,
+            validate(
+                LaunchOptions, {**self.settings.jobs.model_dump(), **(launch or {})}, f"{source} (launch)"
+            ),
+            self.settings,
+        )
         with self.store.write() as cur:
             row = cur.execute(
-                "INSERT INTO jobs (kind, config, options, pid) VALUES (?, ?, ?, ?) RETURNING id",
-                [kind, cfg.model_dump_json(), opts.model_dump_json(), os.getpid()],
+                "INSERT INTO jobs (kind, config, options, pid, launch) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                [kind, cfg.model_dump_json(), opts.model_dump_json(), os.getpid(), where.model_dump_json()],
             ).fetchone()
             assert row is not None  # RETURNING gives the row just inserted
             job_id: int = row[0]
-            run = RunningJob(self.store, self.settings, self.engines, job_id, cfg, opts.model_dump())
+            run = RunningJob(self.store, self.settings, self.engines, job_id, cfg, opts.model_dump(), where)
             cur.execute("UPDATE jobs SET log_path = ? WHERE id = ?", [str(run.log_path), job_id])
         thread = threading.Thread(target=self._run, args=(kind, spec, run), daemon=True, name=f"job-{job_id}")
         with self._lock:
@@ -189,6 +204,8 @@ class JobRunner:
         except JobCancelled as e:
             _finish(self.store, run.job_id, JobStatus.CANCELLED, str(e))
             state = JobStatus.CANCELLED
+        except JobDetached:  # this process stops; the trainer goes on on the cluster, followed again later
+            state = JobStatus.RUNNING
         except Exception as e:  # the job's own failure: recorded, never raised into the service
             _finish(
                 self.store,
@@ -225,12 +242,50 @@ class JobRunner:
         entry[0].cancel_event.set()
         return self.wait(job_id, timeout_s)
 
+    def resume(self) -> list[int]:
+        """Follow again the jobs whose trainers run on a Ray cluster and whose process is gone (a
+        service restarted): each job runs its kind's function again, which attaches to the trainer it
+        started instead of starting another, and registers the result as if nothing had happened."""
+        resumed = []
+        for job in self.store.query(
+            "SELECT id, kind, config, options, launch, launch_ref, pid FROM jobs "
+            "WHERE status = ? AND launch_ref LIKE 'ray:%'",
+            [JobStatus.RUNNING],
+        ):
+            if pid_alive(job["pid"]) or job["kind"] not in KINDS:
+                continue
+            spec = KINDS[job["kind"]]
+            run = RunningJob(
+                self.store,
+                self.settings,
+                self.engines,
+                job["id"],
+                spec.config.model_validate_json(job["config"]),
+                json.loads(job["options"] or "{}"),
+                LaunchOptions.model_validate_json(job["launch"]),
+                job["launch_ref"],
+            )
+            with self.store.write() as cur:
+                cur.execute("UPDATE jobs SET pid = ? WHERE id = ?", [os.getpid(), run.job_id])
+            thread = threading.Thread(
+                target=self._run, args=(job["kind"], spec, run), daemon=True, name=f"job-{run.job_id}"
+            )
+            with self._lock:
+                self._runs[run.job_id] = (run, thread)
+            thread.start()
+            resumed.append(run.job_id)
+        return resumed
+
     def stop_all(self) -> None:
-        """Cancel every job of this process and wait for their threads (the process is stopping)."""
+        """Cancel every job of this process and wait for their threads (the process is stopping). A
+        trainer on a Ray cluster is left running there: the next service follows it again."""
         with self._lock:
             entries = list(self._runs.values())
         for run, _ in entries:
-            run.cancel_event.set()
+            if (run.launch_ref or "").startswith("ray:"):
+                run.detach_event.set()
+            else:
+                run.cancel_event.set()
         for _, thread in entries:
             thread.join(60)  # a job may still be writing its last row after its status says it ended
         reap_stale(self.store)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,11 +23,12 @@ from reward.checkpoint import read_metrics, require_model_dir
 from reward.config import TrainingFields
 from service.core.enums import JobStatus, ModelKind
 from service.core.errors import UserError
-from service.core.procs import log_tail, signal_group, start_group
-from service.core.settings import Settings
+from service.core.procs import log_tail
+from service.core.settings import LaunchOptions, Settings
 from service.core.store import Store
 from service.data.snapshots import latest_snapshot
 from service.engine.supervisor import EngineSupervisor
+from service.jobs import launchers
 
 
 def next_dir(name: str) -> str:
@@ -111,6 +111,10 @@ class JobCancelled(Exception):
     """The job stopped because it was asked to; what it stored stays."""
 
 
+class JobDetached(Exception):
+    """This process stops following the job; its trainer runs on, on the cluster (a service restart)."""
+
+
 @dataclass
 class RunningJob:
     store: Store
@@ -119,7 +123,10 @@ class RunningJob:
     job_id: int
     config: BaseModel
     options: dict[str, Any]
+    launch: LaunchOptions = field(default_factory=LaunchOptions)
+    launch_ref: str | None = None  # the trainer's handle where it runs (a Ray job's, to follow it again)
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    detach_event: threading.Event = field(default_factory=threading.Event)
     _last_progress: float = 0.0
 
     @property
@@ -165,45 +172,66 @@ class RunningJob:
         with self.store.write() as cur:
             cur.execute("UPDATE jobs SET progress = ? WHERE id = ?", [done / max(total, 1), self.job_id])
 
+    @property
+    def exchange_dir(self) -> Path:
+        """Where the trainer's config and progress files go: the job's directory, or under the storage
+        root that a Ray cluster's workers see."""
+        root = self.launch.storage_root if self.launch.launcher == "ray" else None
+        return root / "rankloop-jobs" / str(self.job_id) if root else self.dir
+
     def run_trainer(self, module: str, config: TrainingFields | EvalConfig) -> dict[str, Any]:
-        """`python -m MODULE --config <job dir>/config.yaml` in its own process group, its progress
-        mirrored into the row; returns the metrics.json it wrote. Cancelling kills it."""
-        progress_file = self.dir / "progress.json"
-        cfg_file = self.dir / "config.yaml"
-        cfg_file.write_text(
-            yaml.safe_dump({**config.model_dump(mode="json"), "progress_file": str(progress_file)})
-        )
-        proc = start_group(
-            [sys.executable, "-m", module, "--config", str(cfg_file)],
-            self.log_path,
-            {**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        with self.store.write() as cur:  # its process group, so that it can be stopped from anywhere
-            cur.execute("UPDATE jobs SET worker_pid = ? WHERE id = ?", [proc.pid, self.job_id])
+        """`python -m MODULE --config FILE` where the job's launcher says (service/jobs/launchers.py),
+        its progress mirrored into the row and its output into the job's log; returns the metrics.json
+        it wrote. Cancelling stops it wherever it runs. A job that already has a trainer on a Ray
+        cluster (the service restarted) follows that one instead of starting another."""
+        exchange = self.exchange_dir
+        exchange.mkdir(parents=True, exist_ok=True)
+        progress_file = exchange / "progress.json"
+        cfg_file = exchange / "config.yaml"
+        if self.launch_ref:
+            handle = launchers.attach(self.launch_ref, self.log_path)
+        else:
+            cfg_file.write_text(
+                yaml.safe_dump({**config.model_dump(mode="json"), "progress_file": str(progress_file)})
+            )
+            handle = launchers.start(
+                self.launch,
+                module,
+                cfg_file,
+                self.log_path,
+                {**os.environ, "HF_HUB_OFFLINE": "1"},
+                self.job_id,
+            )
+            self.launch_ref = handle.ref
+            with self.store.write() as cur:  # so that it can be stopped, or followed again, from anywhere
+                cur.execute(
+                    "UPDATE jobs SET worker_pid = ?, launch_ref = ? WHERE id = ?",
+                    [getattr(handle, "pid", None), handle.ref, self.job_id],
+                )
         try:
-            while proc.poll() is None:
+            while (code := handle.poll()) is None:
                 if self.cancelled():
                     raise JobCancelled(f"cancelled while {module} was training; nothing was registered")
+                if self.detach_event.is_set():
+                    raise JobDetached(self.launch_ref)
                 self._mirror(progress_file)
+                handle.sync_log()
                 time.sleep(0.5)
-        except BaseException:
-            signal_group(proc.pid, 9)  # the trainer must not outlive its job
-            proc.wait()
+        except JobDetached:
             raise
+        except BaseException:
+            handle.stop()
+            raise
+        handle.sync_log()
         self._mirror(progress_file)
-        metrics = read_metrics(config.output_dir) if proc.returncode == 0 else None
+        metrics = read_metrics(config.output_dir) if code == 0 else None
         if metrics is None:
-            why = (
-                f"killed by signal {-proc.returncode}"
-                if proc.returncode < 0
-                else f"exit code {proc.returncode}"
-                if proc.returncode
-                else "no metrics.json was written"
-            )
-            raise RuntimeError(
-                f"{why}; nothing was registered. Last lines of {self.log_path}:\n"
-                f"{log_tail(self.log_path, 15)}"
-            )
+            if code == 0:
+                raise RuntimeError(
+                    f"no metrics.json was written; nothing was registered. Last lines of {self.log_path}:\n"
+                    f"{log_tail(self.log_path, 15)}"
+                )
+            raise RuntimeError(launchers.failure(handle, self.log_path))
         return metrics
 
     def _mirror(self, progress_file: Path) -> None:

@@ -98,12 +98,21 @@ class Operations:
         """GET /admin/jobs"""
         return self.call("jobs.list", **_given(locals()))
 
+    def jobs_log(self, *, job_id: int, offset: int | None = None) -> Any:
+        """GET /admin/jobs/{job_id}/log"""
+        return self.call("jobs.log", **_given(locals()))
+
     def jobs_show(self, *, job_id: int) -> Any:
         """GET /admin/jobs/{job_id}"""
         return self.call("jobs.show", **_given(locals()))
 
     def jobs_start(
-        self, *, kind: str, config: dict[str, Any] | None = None, options: dict[str, Any] | None = None
+        self,
+        *,
+        kind: str,
+        config: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        launch: dict[str, Any] | None = None,
     ) -> Any:
         """POST /admin/jobs"""
         return self.call("jobs.start", **_given(locals()))

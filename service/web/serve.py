@@ -66,6 +66,9 @@ def serve(settings: Settings) -> None:
     try:
         reap_stale(store)  # jobs of a service that died are marked failed, not left running
         app = create_app(settings, store)
+        resumed = app.state.ctx.jobs.resume()  # trainers still running on a Ray cluster, followed again
+        if resumed:
+            print(f"following again jobs {resumed}: their trainers run on a Ray cluster", flush=True)
         app.state.gateway.start()  # the recorded deployment starts serving in the background
         # The app holds ~280k objects after start (Gradio, FastAPI, pydantic): a full garbage collection
         # over them took 75-95 ms, a stall of every stream the gateway relays. Frozen, the collector

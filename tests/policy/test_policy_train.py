@@ -160,54 +160,32 @@ def test_online_rl_against_the_reward_model(
     assert ("re-tokenized" in m["train"]["reward_tokenizer"]) != same, m["train"]["reward_tokenizer"]
 
 
-def test_dpo_in_two_processes_under_accelerate_launch(
-    snapshot: Path, tiny_model: Path, tmp_path: Path
-) -> None:
-    import os
-    import subprocess
-    import sys
-
+def test_dpo_in_two_processes_under_accelerate_launch(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    """Through the job table with `--launcher accelerate`: two processes, registered as any job."""
     import yaml
 
+    from service.cli.main import main
+
+    data = tmp_path / "data"  # a data directory of its own: the lineage test counts its jobs
+    with Store.open(data / "rankloop.duckdb") as store:
+        seed_rankings(store, n_prompts=30, annotators=2)
+        create_snapshot(store, data, SnapshotFilters())
     config = tmp_path / "dpo.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "snapshot": str(snapshot),
-                "base_model": str(tiny_model),
-                "output_dir": str(tmp_path / "ddp"),
-                **FAST,
-            }
-        )
-    )
-    accelerate = Path(sys.executable).parent / "accelerate"
-    done = subprocess.run(
-        [
-            str(accelerate),
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "policy.dpo",
-            "--config",
-            str(config),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    m = check_policy(tmp_path / "ddp")
+    config.write_text(yaml.safe_dump({"base_model": str(tiny_model), **FAST}))
+    run = ["--data", str(data), "train", "policy", "--method", "dpo", "--config", str(config)]
+    assert main([*run, "--launcher", "accelerate", "--num-processes", "2"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    policy_id = int(out.split("policy model #")[1].split()[0])
+    with Store.open(data / "rankloop.duckdb") as store:
+        (model,) = store.query("SELECT path, parent_id FROM models WHERE id = ?", [policy_id])
+        (job,) = store.query("SELECT launch, launch_ref FROM jobs WHERE result_model_id = ?", [policy_id])
+    m = check_policy(Path(model["path"]))
     assert m["train"]["processes"] == 2 and m["train"]["steps"] == FAST["max_steps"]
+    assert '"launcher":"accelerate"' in job["launch"].replace(" ", "") and job["launch_ref"].startswith(
+        "pid:"
+    )
+    assert main([*run, "--launcher", "ray"]) == 2  # no cluster named: refused before any job
+    assert "--ray-address" in capsys.readouterr().err
 
 
 def test_bad_configs_stop_before_training(snapshot: Path, tiny_model: Path, tmp_path: Path) -> None:

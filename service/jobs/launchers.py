@@ -1,0 +1,167 @@
+"""Where a job's trainer runs: a child process here (`local`), N processes under `accelerate launch`
+(`accelerate`), or a job on a Ray cluster submitted with Ray's Jobs API (`ray`).
+
+Each start gives a handle the job follows the same way: `poll()` is None while the trainer runs and its
+exit status after (0 succeeded), `stop()` ends it wherever it runs, `sync_log()` copies what it printed
+into the job's log, `reason()` says why it failed. `ref` names it so that a service that restarts can
+`attach()` to a Ray job still running instead of losing it. The trainer is the same command in every
+case, `python -m MODULE --config FILE`: it reads an immutable snapshot and a checkpoint and writes a
+checkpoint and metrics.json, so it never needs the database, wherever it runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from service.core.errors import UserError
+from service.core.procs import log_tail, signal_group, start_group
+from service.core.settings import LaunchOptions
+
+STOPPED = -15  # the exit status a stopped job reports, as a process killed by SIGTERM would
+
+
+class Handle(Protocol):
+    ref: str
+
+    def poll(self) -> int | None: ...
+
+    def stop(self) -> None: ...
+
+    def sync_log(self) -> None: ...
+
+    def reason(self) -> str: ...
+
+
+class ProcessHandle:
+    """A trainer (or `accelerate launch` and its processes) in a process group of its own here."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str]):
+        self.proc = start_group(argv, log_path, env)
+        self.log_path = log_path
+        self.ref = f"pid:{self.proc.pid}"
+        self.pid = self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self) -> None:
+        signal_group(self.proc.pid, 9)  # the trainer must not outlive its job
+        self.proc.wait()
+
+    def sync_log(self) -> None:
+        pass  # it writes the log itself
+
+    def reason(self) -> str:
+        code = self.proc.returncode
+        return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+
+
+class RayHandle:
+    """A trainer submitted to a Ray cluster as a job; followed through the cluster's Jobs API."""
+
+    def __init__(self, address: str, submission_id: str, log_path: Path):
+        from ray.job_submission import JobSubmissionClient
+
+        self.address, self.submission_id, self.log_path = address, submission_id, log_path
+        self.ref = f"ray:{address}#{submission_id}"
+        try:
+            self.client = JobSubmissionClient(address)
+        except Exception as e:  # noqa: BLE001 - Ray raises several kinds; all mean the same to the user
+            raise UserError(
+                f"cannot reach the Ray cluster at {address}: {e}; start one (`ray start --head`) or give "
+                "another --ray-address"
+            ) from None
+        self._logged = 0
+
+    def submit(self, argv: list[str], env: dict[str, str], opts: LaunchOptions) -> None:
+        self.client.submit_job(
+            entrypoint=shlex.join(argv),
+            submission_id=self.submission_id,
+            runtime_env={"env_vars": env},
+            entrypoint_num_cpus=opts.cpus,
+            entrypoint_num_gpus=opts.gpus,
+            entrypoint_memory=int(opts.memory_gib * 2**30) if opts.memory_gib else None,
+            metadata={"rankloop": "trainer"},
+        )
+
+    def poll(self) -> int | None:
+        from ray.job_submission import JobStatus
+
+        status = self.client.get_job_status(self.submission_id)
+        if status == JobStatus.SUCCEEDED:
+            return 0
+        if status == JobStatus.FAILED:
+            return 1
+        if status == JobStatus.STOPPED:
+            return STOPPED
+        return None
+
+    def stop(self) -> None:
+        try:
+            self.client.stop_job(self.submission_id)
+        except Exception:  # noqa: BLE001 - already gone: nothing left to stop
+            pass
+
+    def sync_log(self) -> None:
+        """The trainer's output so far, appended to the job's log (what is new since the last call)."""
+        try:
+            text = self.client.get_job_logs(self.submission_id)
+        except Exception:  # noqa: BLE001 - the cluster is busy or gone: the next poll says which
+            return
+        if len(text) > self._logged:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(text[self._logged :])
+            self._logged = len(text)
+
+    def reason(self) -> str:
+        info = self.client.get_job_info(self.submission_id)
+        return f"the Ray job {self.submission_id} {str(info.status).lower()}: {info.message or 'no reason given'}"
+
+
+def trainer_argv(module: str, cfg_file: Path, python: str | None = None) -> list[str]:
+    return [python or sys.executable, "-m", module, "--config", str(cfg_file)]
+
+
+def accelerate_argv(module: str, cfg_file: Path, opts: LaunchOptions) -> list[str]:
+    """`accelerate launch` of the trainer: N processes (torchrun underneath; over gloo on a CPU)."""
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(opts.num_processes)]
+    if opts.num_processes > 1:
+        argv.append("--multi_gpu")  # what starts N processes, GPUs or not
+    if opts.accelerate_config:
+        argv += ["--config_file", str(opts.accelerate_config)]
+    else:  # what accelerate would otherwise guess and warn about; the trainer's config sets bf16 itself
+        argv += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return [*argv, "-m", module, "--config", str(cfg_file)]
+
+
+def start(
+    opts: LaunchOptions, module: str, cfg_file: Path, log_path: Path, env: dict[str, str], job_id: int
+) -> Handle:
+    """Start the trainer where `opts` says."""
+    if opts.launcher == "local":
+        return ProcessHandle(trainer_argv(module, cfg_file), log_path, env)
+    if opts.launcher == "accelerate":
+        return ProcessHandle(accelerate_argv(module, cfg_file, opts), log_path, env)
+    assert opts.ray_address is not None  # checked when the job was submitted
+    handle = RayHandle(opts.ray_address, f"rankloop-{job_id}-{uuid.uuid4().hex[:8]}", log_path)
+    handle.submit(trainer_argv(module, cfg_file, opts.python), env, opts)
+    return handle
+
+
+def attach(ref: str, log_path: Path) -> Handle:
+    """The handle of a Ray job started before this process (a service restart)."""
+    kind, _, rest = ref.partition(":")
+    if kind != "ray":
+        raise ValueError(f"only a Ray job can be followed again; {ref!r} is not one")
+    address, _, submission_id = rest.partition("#")
+    handle = RayHandle(address, submission_id, log_path)
+    handle._logged = log_path.stat().st_size if log_path.exists() else 0  # noqa: SLF001 - its own log so far
+    return handle
+
+
+def failure(handle: Handle, log_path: Path) -> str:
+    return f"{handle.reason()}; nothing was registered. Last lines of {log_path}:\n{log_tail(log_path, 15)}"
