@@ -20,7 +20,7 @@ from service.cli.tree import CommandTree, op_params
 from service.cli.vllm_flags import add_vllm_flags, job_vllm
 from service.core.enums import JobStatus
 from service.core.errors import CommandFailed
-from service.core.settings import Settings
+from service.core.settings import LaunchOptions, Settings
 from service.jobs.runner import KINDS
 
 EVALUATE = KINDS["evaluate"].config  # the evaluate job's config: its flags follow it
@@ -126,9 +126,9 @@ def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
             print_evaluation(ev)
 
 
-def evaluate(c: Client, config: dict[str, Any]) -> None:
+def evaluate(c: Client, config: dict[str, Any], launch: dict[str, Any] | None = None) -> None:
     """Start an evaluate job, follow it, print its figures and the gate's decision."""
-    job_id = c.call("jobs.start", kind="evaluate", config=config)["job_id"]
+    job_id = c.call("jobs.start", kind="evaluate", config=config, launch=launch or {})["job_id"]
     cfg = c.call("jobs.show", job_id=job_id)["config"]
     print(
         f"job {job_id}: model #{cfg['candidate']} against #{cfg['baseline']} on held-out prompts"
@@ -158,7 +158,7 @@ def cmd_evaluate_policy(args: argparse.Namespace, settings: Settings) -> None:
     config = read_yaml(args.job_config) if args.job_config else {}
     config.update({**flag_values(args, EVALUATE), **job_vllm(args, settings)})
     with connect(settings) as c:
-        evaluate(c, config)
+        evaluate(c, config, flag_values(args, LaunchOptions))
 
 
 def _resolved(path: Path) -> str:
@@ -208,3 +208,4 @@ def add_parsers(tree: CommandTree) -> None:
     )
     p.add_argument("--config", dest="job_config", metavar="FILE", help="YAML with the evaluate job's fields")
     add_vllm_flags(p)
+    add_model_flags(p.add_argument_group("where its vLLM servers and scoring run"), LaunchOptions, record=p)

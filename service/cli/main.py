@@ -58,7 +58,7 @@ from service.cli.tree import CommandTree, op_params
 from service.cli.vllm_flags import add_vllm_flags, job_vllm, vllm_overrides
 from service.cli.webhooks import add_parsers as add_webhook_parsers
 from service.core.errors import CommandFailed, describe, exit_code
-from service.core.settings import Settings, load_settings
+from service.core.settings import LaunchOptions, Settings, load_settings
 from service.core.store import Store
 from service.engine.sampler import SamplingParams
 
@@ -95,9 +95,17 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> None:
         "params": flag_values(args, SamplingParams),
         **job_vllm(args, settings),
     }
+    launch = flag_values(args, LaunchOptions)
     with connect(settings) as c:
-        job_id = c.call("sample", **config)["job_id"]
-        where = "in the service" if c.remote else "here"
+        # Where its vLLM servers run travels beside the config, as for a training job.
+        job_id = c.call("jobs.start", kind="sample", config=config, launch=launch)["job_id"]
+        where = (
+            "on the Ray cluster"
+            if launch.get("launcher") == "ray"
+            else "in the service"
+            if c.remote
+            else "here"
+        )
         print(f"job {job_id}: sampling {', '.join(map(str, args.models))} ({where})")
         report_job(follow(c, job_id, "sampling"))
 
@@ -250,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         record=p,
     )
     add_vllm_flags(p)
+    add_model_flags(p.add_argument_group("where its vLLM servers run"), LaunchOptions, record=p)
 
     tree.group("models", "the model registry")
     add_reward_parsers(tree)

@@ -200,10 +200,10 @@ class AnnotationOptions(BaseModel):
 
 
 class LaunchOptions(BaseModel):
-    """Where a training job's trainer runs (the `jobs` settings; a job may override them): in this
-    process's machine (`local`), as N processes under `accelerate launch` (`accelerate`), or as a job
-    on a Ray cluster (`ray`, Ray's Jobs API) that reads its inputs from and writes its checkpoint to
-    storage both sides see."""
+    """Where a job's work runs (the `jobs` settings; a job may override them): on this machine
+    (`local`), a trainer as N processes under `accelerate launch` (`accelerate`), or a trainer or a
+    sampling job's vLLM server as a job on a Ray cluster (`ray`, Ray's Jobs API), reading its inputs
+    from and writing its outputs to storage both sides see."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -217,16 +217,16 @@ class LaunchOptions(BaseModel):
         pattern=r"^https?://[^\s/]+(:[0-9]{1,5})?/?$",
         description="ray: the cluster's dashboard address, e.g. http://head:8265",
     )
-    gpus: float = Field(0, ge=0, description="ray: GPUs the trainer asks for")
-    cpus: float = Field(1, ge=0, description="ray: CPUs the trainer asks for")
-    memory_gib: float | None = Field(None, gt=0, description="ray: memory the trainer asks for, GiB")
+    gpus: float = Field(0, ge=0, description="ray: GPUs the job's process (trainer or vLLM server) asks for")
+    cpus: float = Field(1, ge=0, description="ray: CPUs the job's process asks for")
+    memory_gib: float | None = Field(None, gt=0, description="ray: memory the job's process asks for, GiB")
     storage_root: Path | None = Field(
         None,
         description="ray: a directory both the service and the workers see at this path; a job's snapshot, "
         "base checkpoint, output and exchange files must lie in it (default: the data directory)",
     )
     python: str | None = Field(
-        None, description="ray: the Python that runs the trainer on a worker (default: this one's path)"
+        None, description="ray: the Python that runs the job's process on a worker (default: this one's path)"
     )
 
 

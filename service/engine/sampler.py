@@ -58,6 +58,7 @@ class Endpoint:
     model_id: int
     served_name: str
     base_url: str
+    api_key: str = "rankloop"  # a server on another machine requires its own key; a local one takes any
 
 
 class SamplingError(RuntimeError):
@@ -179,7 +180,7 @@ async def _run(
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(
-        base_url=endpoint.base_url, api_key="rankloop", max_retries=0, timeout=request_timeout_s
+        base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0, timeout=request_timeout_s
     )
     sem = asyncio.Semaphore(concurrency)
     buffer: list[dict] = []

@@ -144,11 +144,13 @@ def _sample(
     """Fill in this model's answers; its vLLM server starts only when some are missing."""
     if not missing_samples(job.store, prompts, sps, model["id"], cfg.samples, cfg.params):
         return
-    with job.engines.use(Path(model["path"]), cfg.vllm) as server:
+    with job.vllm_server(Path(model["path"]), cfg.vllm) as server:
         try:
             sample(
                 job.store,
-                Endpoint(model["id"], server.served_name, server.base_url),
+                Endpoint(
+                    model["id"], server.served_name, server.base_url, getattr(server, "api_key", "rankloop")
+                ),
                 prompts,
                 sps,
                 cfg.samples,
@@ -245,13 +247,13 @@ def run(job: RunningJob) -> dict:
     # The model whose server already runs answers first (the baseline, right after a round sampled it):
     # one vLLM start fewer, since the supervisor keeps one checkpoint in memory at a time.
     sides = [(candidate, 0), (baseline, 1)]
-    if job.engines.is_live(Path(baseline["path"]), cfg.vllm):
+    if job.launch.launcher == "local" and job.engines.is_live(Path(baseline["path"]), cfg.vllm):
         sides.reverse()
     for model, stage in sides:
         _sample(job, model, prompts, sps, cfg, stage)
     rows = comparisons(store, cfg, prompts, sps, rule_profiles(held.profiles))
     gold = gold_models(held.profiles)
-    data = job.dir / "comparisons.jsonl"
+    data = job.exchange_dir / "comparisons.jsonl"  # where the scoring process reads it, wherever it runs
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reference = get_model(store, candidate["parent_id"]) if candidate["parent_id"] else None
     reward = get_model(store, cfg.reward_model) if cfg.reward_model else None
@@ -260,7 +262,7 @@ def run(job: RunningJob) -> dict:
         "policy.evaluate",
         EvalConfig(
             comparisons=data,
-            output_dir=job.dir / "evaluation",
+            output_dir=job.exchange_dir / "evaluation",
             reward_model=reward["path"] if reward else None,
             gold_model=gold[0] if len(gold) == 1 else None,
             safety_model=safety["path"] if safety else None,
@@ -323,5 +325,5 @@ def run(job: RunningJob) -> dict:
             "prompts_left_out_of_file": held.left_out_of_file,
             "prompts_left_out_as_trained_on": held.left_out_as_trained_on,
         }
-        job.finish(cur, candidate["id"], job.dir / "evaluation", result)
+        job.finish(cur, candidate["id"], job.exchange_dir / "evaluation", result)
     return result

@@ -25,9 +25,12 @@ def check_launch(kind: str, cfg: BaseModel, opts: LaunchOptions, settings: Setti
     """The launch options for a job of `kind`, or UserError saying what cannot run that way and why."""
     if opts.launcher == "local":
         return opts
-    if kind not in TRAINERS:
+    # Sampling and evaluation start their vLLM servers (and the evaluation its scoring) on a cluster;
+    # they have no trainer to run as N processes here.
+    on_cluster = kind in ("sample", "evaluate") and opts.launcher == "ray"
+    if kind not in TRAINERS and not on_cluster:
         raise UserError(
-            f"a {kind} job runs in the service (it drives the vLLM servers the service supervises); "
+            f"a {kind} job drives vLLM servers, here or on a Ray cluster (--launcher ray); "
             f"--launcher {opts.launcher} is for the trainers ({', '.join(TRAINERS)})"
         )
     if opts.launcher == "accelerate":
@@ -42,10 +45,10 @@ def check_launch(kind: str, cfg: BaseModel, opts: LaunchOptions, settings: Setti
     if root is not None:
         if not root.is_dir():
             raise UserError(f"jobs.storage_root {root} is not a directory; mount the shared storage there")
+        paths = [(name, getattr(cfg, name, None)) for name in ("snapshot", "base_model", "output_dir")]
+        paths += [("model", m) for m in getattr(cfg, "models", None) or []]  # a sampling job's checkpoints
         outside = [
-            f"{name} {value}"
-            for name in ("snapshot", "base_model", "output_dir")
-            if (value := getattr(cfg, name, None)) is not None and not _inside(Path(value), root)
+            f"{name} {value}" for name, value in paths if value is not None and not _inside(Path(value), root)
         ]
         if outside:
             raise UserError(

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,9 +25,10 @@ from reward.config import TrainingFields
 from service.core.enums import JobStatus, ModelKind
 from service.core.errors import UserError
 from service.core.procs import log_tail
-from service.core.settings import LaunchOptions, Settings
+from service.core.settings import LaunchOptions, Settings, VLLMOptions
 from service.core.store import Store
 from service.data.snapshots import latest_snapshot
+from service.engine.remote import ray_server
 from service.engine.supervisor import EngineSupervisor
 from service.jobs import launchers
 
@@ -178,6 +180,14 @@ class RunningJob:
         root that a Ray cluster's workers see."""
         root = self.launch.storage_root if self.launch.launcher == "ray" else None
         return root / "rankloop-jobs" / str(self.job_id) if root else self.dir
+
+    def vllm_server(self, model_dir: Path, vllm: VLLMOptions | None) -> AbstractContextManager:
+        """A model's vLLM server for this job: the service's own (kept for later jobs), or one started
+        on the Ray cluster the job was sent to and stopped when the block ends."""
+        if self.launch.launcher == "ray":
+            opts = vllm or self.settings.vllm
+            return ray_server(model_dir, opts, self.launch, self.exchange_dir, self.log_path, self.job_id)
+        return self.engines.use(model_dir, vllm)
 
     def run_trainer(self, module: str, config: TrainingFields | EvalConfig) -> dict[str, Any]:
         """`python -m MODULE --config FILE` where the job's launcher says (service/jobs/launchers.py),

@@ -116,14 +116,16 @@ def run(job: RunningJob) -> dict:
     per_model, model_ids = {}, []
     n_models = len(cfg.models)
     for i, model_dir in enumerate(cfg.models):
-        with job.engines.use(model_dir, cfg.vllm) as server:
+        with job.vllm_server(model_dir, cfg.vllm) as server:
             # Registered only once vLLM has loaded it: a directory that does not load leaves no row.
             model_id = find_or_register(store, model_dir)
             model_ids.append(model_id)
             try:
                 report = sample(
                     store,
-                    Endpoint(model_id, server.served_name, server.base_url),
+                    Endpoint(
+                        model_id, server.served_name, server.base_url, getattr(server, "api_key", "rankloop")
+                    ),
                     prompts,
                     system_prompts,
                     cfg.k,

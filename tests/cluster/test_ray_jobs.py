@@ -83,39 +83,22 @@ def test_reward_and_dpo_train_on_the_cluster(
     reward_cfg.write_text(yaml.safe_dump({"base_model": str(tiny_model), **QUICK}))
     dpo_cfg = tmp_path / "dpo.yaml"
     dpo_cfg.write_text(yaml.safe_dump({"base_model": str(tiny_model), "max_steps": 6, "batch_size": 8}))
+    on_ray = ["--launcher", "ray", "--ray-address", ray_head_address]
     with running_service(data) as url:
-        trained = rankloop(
-            data,
-            "train",
-            "reward",
-            "--config",
-            str(reward_cfg),
-            "--launcher",
-            "ray",
-            "--ray-address",
-            ray_head_address,
-        )
+        trained = rankloop(data, *f"train reward --config {reward_cfg}".split(), *on_ray)
         assert trained.returncode == 0, trained.stderr + trained.stdout
         assert "(in the service)" in trained.stdout and "reward model #" in trained.stdout
-        dpo = rankloop(
-            data,
-            "train",
-            "policy",
-            "--method",
-            "dpo",
-            "--config",
-            str(dpo_cfg),
-            "--launcher",
-            "ray",
-            "--ray-address",
-            ray_head_address,
-            "--cpus",
-            "1",
-        )
+        dpo = rankloop(data, *f"train policy --method dpo --config {dpo_cfg} --cpus 1".split(), *on_ray)
         assert dpo.returncode == 0, dpo.stderr + dpo.stdout
         policy_id = int(dpo.stdout.split("policy model #")[1].split()[0])
         shown = rankloop(data, "models", "show", str(policy_id))
         assert str(tiny_model) in shown.stdout  # lineage: policy -> its parent
+        # The evaluation: both models' vLLM servers and the scoring on the cluster, the gate in the service.
+        reward_id = trained.stdout.split("reward model #")[1].split()[0]
+        flags = f"--reward-model {reward_id} --samples 1 --max-prompts 6 --min-prompts 5 --max-model-len 512"
+        evaluated = rankloop(data, "evaluate", "policy", str(policy_id), *flags.split(), *on_ray)
+        assert evaluated.returncode == 0, evaluated.stderr + evaluated.stdout
+        assert "win rate" in evaluated.stdout and "under the reward model" in evaluated.stdout
         jobs = httpx.get(f"{url}/admin/jobs", headers=admin_headers(data), timeout=30).json()
         for job in jobs:
             row = job_row(data, url, job["id"])
@@ -124,9 +107,19 @@ def test_reward_and_dpo_train_on_the_cluster(
             assert Path(row["log_path"]).read_text().strip()  # the trainer's output, copied from Ray
         followed = rankloop(data, "jobs", "follow", str(jobs[0]["id"]), "--log")
         assert followed.returncode == 0 and "train_runtime" in followed.stdout + followed.stderr
-        # The sampling job runs in the service: refused for the cluster before any job exists.
-        refused = rankloop(data, "sample", "--k", "2", "--launcher", "ray")
-        assert refused.returncode == 2
+        # Sampling: the vLLM server runs on the cluster, the service stores what it answers.
+        before = samples(data, url)
+        flags = f"--model {tiny_model} --k 2 --max-tokens 8 --max-model-len 512"
+        sampled = rankloop(data, "sample", *flags.split(), *on_ray)
+        assert sampled.returncode == 0, sampled.stderr + sampled.stdout
+        assert "on the Ray cluster" in sampled.stdout and samples(data, url) > before
+        assert (
+            rankloop(data, "sample", "--model", str(tiny_model), "--launcher", "accelerate").returncode == 2
+        )
+
+
+def samples(data: Path, url: str) -> int:
+    return httpx.get(f"{url}/admin/status", headers=admin_headers(data), timeout=30).json()["samples"]
 
 
 def start_serve(data: Path) -> tuple[subprocess.Popen, str]:

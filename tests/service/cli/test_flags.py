@@ -34,6 +34,7 @@ HAND_WRITTEN = {
     ("train policy", "evaluate"),  # then run `evaluate policy`
     ("restore", "backup"),  # the backup's folder: restore runs here, never through a service
     ("dashboard", "csv"),  # output format
+    ("jobs follow", "log"),  # also print the trainer's log while following
     # A gateway replica runs in its own process against a service, not through the command table.
     *(
         ("gateway", f)

@@ -11,6 +11,10 @@ from service.jobs.launch_check import check_launch
 from service.jobs.launchers import accelerate_argv
 
 
+class Sampling(BaseModel):
+    models: list[Path]
+
+
 class Cfg(BaseModel):
     snapshot: Path
     base_model: Path
@@ -25,9 +29,15 @@ def test_launchers_refuse_what_they_cannot_run(tmp_path: Path) -> None:
     ray = LaunchOptions(launcher="ray", ray_address="http://head:8265", storage_root=shared)
     assert check_launch("reward", inside, ray, settings) is ray
     assert check_launch("sample", inside, LaunchOptions(), settings).launcher == "local"
-    for kind in ("sample", "evaluate"):
-        with pytest.raises(UserError, match=f"a {kind} job runs in the service"):
-            check_launch(kind, inside, ray, settings)
+    with pytest.raises(UserError, match="a evaluate job runs in the service"):
+        check_launch("evaluate", inside, ray, settings)
+    # Sampling runs its vLLM servers on the cluster; it has no trainer to launch N times.
+    sampling = Sampling(models=[shared / "m"])
+    assert check_launch("sample", sampling, ray, settings) is ray
+    with pytest.raises(UserError, match="a sample job runs in the service"):
+        check_launch("sample", sampling, LaunchOptions(launcher="accelerate"), settings)
+    with pytest.raises(UserError, match="model .* lie outside it"):
+        check_launch("sample", Sampling(models=[tmp_path / "m"]), ray, settings)
     with pytest.raises(UserError, match="needs the cluster's address"):
         check_launch("dpo", inside, LaunchOptions(launcher="ray"), settings)
     outside = inside.model_copy(update={"base_model": tmp_path / "elsewhere"})
