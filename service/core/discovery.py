@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from service.core.paths import read_secret, write_private
+from service.core.paths import read_secret, write_atomic, write_private
 from service.core.procs import pid_alive
 from service.core.settings import Settings
 
@@ -60,4 +60,5 @@ def running_service(settings: Settings) -> str | None:
 
 
 def write_service_file(settings: Settings, url: str) -> None:
-    settings.paths.service_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    # Whole or not at all: a command (or a test) reading it meanwhile never sees it half written.
+    write_atomic(settings.paths.service_file, json.dumps({"url": url, "pid": os.getpid()}).encode())

@@ -29,13 +29,13 @@ def test_launchers_refuse_what_they_cannot_run(tmp_path: Path) -> None:
     ray = LaunchOptions(launcher="ray", ray_address="http://head:8265", storage_root=shared)
     assert check_launch("reward", inside, ray, settings) is ray
     assert check_launch("sample", inside, LaunchOptions(), settings).launcher == "local"
-    with pytest.raises(UserError, match="a evaluate job runs in the service"):
-        check_launch("evaluate", inside, ray, settings)
-    # Sampling runs its vLLM servers on the cluster; it has no trainer to launch N times.
+    # Sampling and evaluation run their vLLM servers on the cluster; they have no trainer to run N times.
     sampling = Sampling(models=[shared / "m"])
     assert check_launch("sample", sampling, ray, settings) is ray
-    with pytest.raises(UserError, match="a sample job runs in the service"):
-        check_launch("sample", sampling, LaunchOptions(launcher="accelerate"), settings)
+    assert check_launch("evaluate", inside, ray, settings) is ray
+    for kind in ("sample", "evaluate"):
+        with pytest.raises(UserError, match=f"a {kind} job drives vLLM servers"):
+            check_launch(kind, sampling, LaunchOptions(launcher="accelerate"), settings)
     with pytest.raises(UserError, match="model .* lie outside it"):
         check_launch("sample", Sampling(models=[tmp_path / "m"]), ray, settings)
     with pytest.raises(UserError, match="needs the cluster's address"):
