@@ -15,7 +15,8 @@ STOPPED = -15  # the exit status a stopped job reports, as a process killed by S
 class RayHandle:
     """A trainer submitted to a Ray cluster as a job; followed through the cluster's Jobs API."""
 
-    def __init__(self, address: str, submission_id: str, log_path: Path):
+    def __init__(self, address: str, submission_id: str, log_path: Path, logged: int = 0):
+        """`logged`: characters of the job's output already copied into `log_path` (when following again)."""
         from ray.job_submission import JobSubmissionClient
 
         self.address, self.submission_id, self.log_path = address, submission_id, log_path
@@ -27,7 +28,7 @@ class RayHandle:
                 f"cannot reach the Ray cluster at {address}: {e}; start one (`ray start --head`) or give "
                 "another --ray-address"
             ) from None
-        self._logged = 0
+        self._logged = logged
 
     def submit(
         self, argv: list[str], env: dict[str, str], opts: LaunchOptions, what: str = "trainer"

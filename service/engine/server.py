@@ -108,6 +108,9 @@ class VLLMServer:
     port: int
     log_path: Path
     process: subprocess.Popen | LaunchedProcess = field(repr=False)  # the group's leader
+    api_key: str = field(
+        default="rankloop", repr=False
+    )  # what its /v1 routes require (any, without VLLM_API_KEY)
 
     @property
     def base_url(self) -> str:
@@ -283,7 +286,7 @@ def _start(
         proc: subprocess.Popen | LaunchedProcess = leashed(LaunchedProcess(pid, log_path))
     else:
         proc = start_group(cmd, log_path, env)
-    server = VLLMServer(model_dir, served_name, host, port, log_path, proc)
+    server = VLLMServer(model_dir, served_name, host, port, log_path, proc, api_key or "rankloop")
     if on_start is not None:
         on_start(server)
     try:

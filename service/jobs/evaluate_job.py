@@ -148,9 +148,7 @@ def _sample(
         try:
             sample(
                 job.store,
-                Endpoint(
-                    model["id"], server.served_name, server.base_url, getattr(server, "api_key", "rankloop")
-                ),
+                Endpoint(model["id"], server.served_name, server.base_url, server.api_key),
                 prompts,
                 sps,
                 cfg.samples,

@@ -30,7 +30,7 @@ def check_launch(kind: str, cfg: BaseModel, opts: LaunchOptions, settings: Setti
     on_cluster = kind in ("sample", "evaluate") and opts.launcher == "ray"
     if kind not in TRAINERS and not on_cluster:
         raise UserError(
-            f"a {kind} job drives vLLM servers, here or on a Ray cluster (--launcher ray); "
+            f"the {kind} job drives vLLM servers, here or on a Ray cluster (--launcher ray); "
             f"--launcher {opts.launcher} is for the trainers ({', '.join(TRAINERS)})"
         )
     if opts.launcher == "accelerate":

@@ -93,9 +93,9 @@ def attach(ref: str, log_path: Path) -> Handle:
     if kind != "ray":
         raise ValueError(f"only a Ray job can be followed again; {ref!r} is not one")
     address, _, submission_id = rest.partition("#")
-    handle = RayHandle(address, submission_id, log_path)
-    handle._logged = log_path.stat().st_size if log_path.exists() else 0  # noqa: SLF001 - its own log so far
-    return handle
+    # A trainer's job log holds only what was copied from Ray: its length in characters is where to go on.
+    copied = len(log_path.read_text(encoding="utf-8", errors="replace")) if log_path.exists() else 0
+    return RayHandle(address, submission_id, log_path, copied)
 
 
 def failure(handle: Handle, log_path: Path) -> str:

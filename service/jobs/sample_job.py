@@ -123,9 +123,7 @@ def run(job: RunningJob) -> dict:
             try:
                 report = sample(
                     store,
-                    Endpoint(
-                        model_id, server.served_name, server.base_url, getattr(server, "api_key", "rankloop")
-                    ),
+                    Endpoint(model_id, server.served_name, server.base_url, server.api_key),
                     prompts,
                     system_prompts,
                     cfg.k,

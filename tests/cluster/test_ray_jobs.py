@@ -6,7 +6,6 @@ costs the 12-minute `make test` too much."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,9 +24,10 @@ from service.sdk import Rankloop
 from tests.support import REPO
 from tests.support.ray_head import ray_head
 from tests.support.seeding import seed_rankings
-from tests.support.servicectl import admin_headers, running_service
+from tests.support.servicectl import admin_headers, running_service, start_service
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+HF_OFFLINE = {"HF_HUB_OFFLINE": "1"}
 QUICK = {"epochs": 1, "batch_size": 16, "max_length": 64, "logging_steps": 2}
 
 
@@ -122,39 +122,12 @@ def samples(data: Path, url: str) -> int:
     return httpx.get(f"{url}/admin/status", headers=admin_headers(data), timeout=30).json()["samples"]
 
 
-def start_serve(data: Path) -> tuple[subprocess.Popen, str]:
-    log = open(data.parent / "serve-killed.log", "a")  # noqa: SIM115 - kept open for the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--data", str(data), "serve", "--port", "0"],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    info = data / "service.json"
-
-    def up() -> bool:
-        if not info.exists():
-            return False
-        try:
-            url = json.loads(info.read_text())["url"]
-            return (
-                json.loads(info.read_text()).get("pid") == proc.pid
-                and httpx.get(f"{url}/healthz").status_code == 200
-            )
-        except (httpx.HTTPError, ValueError, KeyError):
-            return False
-
-    wait_for(up, "rankloop serve", 90)
-    return proc, json.loads(info.read_text())["url"]
-
-
 def test_cancel_worker_death_and_a_service_restart(
     ray_head_address: str, data: Path, tiny_model: Path
 ) -> None:
     long = {"base_model": str(tiny_model), **QUICK, "epochs": 60}
     launch = {"launcher": "ray", "ray_address": ray_head_address}
-    proc, url = start_serve(data)
+    proc, url = start_service(data, HF_OFFLINE)
     try:
         rl = Rankloop(url, key=admin_headers(data)["Authorization"].split()[1])
 
@@ -185,7 +158,7 @@ def test_cancel_worker_death_and_a_service_restart(
         wait_for(lambda: running_on_ray(goes_on), "the trainer to run on Ray")
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        proc, url = start_serve(data)
+        proc, url = start_service(data, HF_OFFLINE, append=True)
         wait_for(
             lambda: job_row(data, url, goes_on)["status"] in ("succeeded", "failed"), "the job to end", 300
         )

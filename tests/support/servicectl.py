@@ -16,15 +16,15 @@ import httpx
 from tests.support import REPO
 
 
-@contextmanager
-def running_service(
-    data_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 90
-) -> Iterator[str]:
-    """Yields the service's base URL; stops it (and checks it exited) afterwards."""
-    # Output goes to a file, never an unread pipe that could fill up and block the service.
+def start_service(
+    data_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 90, append: bool = False
+) -> tuple[subprocess.Popen, str]:
+    """`rankloop serve` on `data_dir`, once it answers /healthz: its process and base URL. The caller
+    stops it (a test may kill it). Its output goes to `serve-<dir>.log` beside the data directory
+    (`append`: after an earlier service's), never to an unread pipe that could fill up and block it."""
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"serve-{data_dir.name}.log"
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if append else "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "--data", str(data_dir), "serve", "--port", "0"],
             cwd=REPO,
@@ -35,26 +35,38 @@ def running_service(
         )
     info = data_dir / "service.json"
     deadline = time.monotonic() + timeout_s
-    url = None
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"rankloop serve exited ({proc.returncode}):\n{log_path.read_text()}")
             if info.exists():
-                url = json.loads(info.read_text())["url"]
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
+                found = json.loads(info.read_text())
+                if found.get("pid") == proc.pid:  # not a file left by a service that was killed
+                    try:
+                        if httpx.get(f"{found['url']}/healthz", timeout=2).status_code == 200:
+                            return proc, found["url"]
+                    except httpx.HTTPError:
+                        pass
             time.sleep(0.2)
-        else:
-            raise RuntimeError("rankloop serve did not become healthy")
+        raise RuntimeError("rankloop serve did not become healthy")
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
+
+
+@contextmanager
+def running_service(
+    data_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 90
+) -> Iterator[str]:
+    """Yields the service's base URL; stops it (and checks it exited) afterwards."""
+    proc, url = start_service(data_dir, env, timeout_s)
+    try:
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert not info.exists(), "serve should remove service.json when it stops"
+    assert not (data_dir / "service.json").exists(), "serve should remove service.json when it stops"
 
 
 def admin_headers(data_dir: Path) -> dict[str, str]:

@@ -38,49 +38,21 @@ def test_the_labelling_commands(tmp_path: Path, capsys) -> None:
     assert "Prefer the correct answer." in capsys.readouterr().out
     assert main([*run, "review", "contested"]) == 0
     assert f"{task_id}" in capsys.readouterr().out
-    assert (
-        main(
-            [
-                *run,
-                "review",
-                "resolve",
-                str(task_id),
-                "--reviewer",
-                "s1",
-                "--ranks",
-                "1,2,3",
-                "--rationale",
-                "x",
-            ]
-        )
-        == 2
-    )
+    resolve = [*run, "review", "resolve", str(task_id)]
+    assert main([*resolve, *"--reviewer s1 --ranks 1,2,3 --rationale x".split()]) == 2
     assert "needs role reviewer or admin" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        main([*run, "review", "resolve", str(task_id), "--reviewer", "rita", "--ranks", "1,2"])
+        main([*resolve, "--reviewer", "rita", "--ranks", "1,2"])
     assert e.value.code == 2 and "--rationale" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                *run,
-                "review",
-                "resolve",
-                str(task_id),
-                "--reviewer",
-                "rita",
-                "--ranks",
-                "1,2",
-                "--rationale",
-                "x",
-            ]
-        )
-        == 2
-    )
+    assert main([*resolve, *"--reviewer rita --ranks 1,2 --rationale x".split()]) == 2
     assert "the task has 3 candidates but 2 ranks were given" in capsys.readouterr().err
+    with Store.open(data / "rankloop.duckdb") as store:  # the refusals stored nothing
+        assert store.scalar("SELECT count(*) FROM adjudications") == 0
+        assert store.scalar("SELECT count(*) FROM guidelines") == 1
     assert (
         main(
-            [*run, "review", "resolve", str(task_id), "--reviewer", "rita", "--ranks", "1,3,2"]
-            + ["--rationale", "1 is right", "--strength", "clearly", "--strength", "slightly"]
+            [*resolve, "--reviewer", "rita", "--ranks", "1,3,2", "--rationale", "1 is right"]
+            + ["--strength", "clearly", "--strength", "slightly"]
         )
         == 0
     )

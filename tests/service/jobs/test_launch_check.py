@@ -34,7 +34,7 @@ def test_launchers_refuse_what_they_cannot_run(tmp_path: Path) -> None:
     assert check_launch("sample", sampling, ray, settings) is ray
     assert check_launch("evaluate", inside, ray, settings) is ray
     for kind in ("sample", "evaluate"):
-        with pytest.raises(UserError, match=f"a {kind} job drives vLLM servers"):
+        with pytest.raises(UserError, match=f"the {kind} job drives vLLM servers"):
             check_launch(kind, sampling, LaunchOptions(launcher="accelerate"), settings)
     with pytest.raises(UserError, match="model .* lie outside it"):
         check_launch("sample", Sampling(models=[tmp_path / "m"]), ray, settings)
