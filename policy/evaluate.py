@@ -88,27 +88,47 @@ def _completion_ids(
     return prompt, full[len(prompt) :]
 
 
+LOGPROB_BATCH = 16
+
+
 def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> list[tuple[float, int]]:
     """(sum of log p(response | conversation), response tokens) under one checkpoint, per row: the token
     ids the policy sampled (`candidate_token_ids`, stop token included) where the row has them, else
-    the response re-tokenized."""
+    the response re-tokenized. Rows of similar length go together, left-padded (positions counted from
+    each row's first real token), and the vocabulary projection runs only where responses are."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    out = []
+    seqs = []
+    for r in rows:
+        prompt, completion = _completion_ids(
+            tokenizer,
+            r["messages"],
+            r["candidate"],
+            r.get("candidate_finish", "stop") != "length",
+            r.get("candidate_token_ids"),
+        )
+        full = (prompt + completion)[-max_length:]
+        seqs.append((full, min(len(completion), len(full) - 1)))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
     with torch.inference_mode():
-        for r in rows:
-            prompt, completion = _completion_ids(
-                tokenizer,
-                r["messages"],
-                r["candidate"],
-                r.get("candidate_finish", "stop") != "length",
-                r.get("candidate_token_ids"),
-            )
-            ids = (prompt + completion)[-max_length:]
-            n = min(len(completion), len(ids) - 1)
-            logits = model(input_ids=torch.tensor([ids])).logits[0, -n - 1 : -1].float()
-            target = torch.tensor(ids[-n:])
-            out.append((float(logits.log_softmax(-1).gather(1, target[:, None]).sum()), n))
+        for at in range(0, len(order), LOGPROB_BATCH):
+            idx = order[at : at + LOGPROB_BATCH]
+            width, keep = max(len(seqs[i][0]) for i in idx), max(seqs[i][1] for i in idx) + 1
+            batch = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros_like(batch)
+            for row, i in enumerate(idx):
+                batch[row, width - len(seqs[i][0]) :] = torch.tensor(seqs[i][0])
+                mask[row, width - len(seqs[i][0]) :] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(
+                input_ids=batch, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+            ).logits.float()
+            for row, i in enumerate(idx):
+                n = seqs[i][1]  # the last n tokens, predicted by the n positions before each
+                logp = logits[row, keep - n - 1 : keep - 1].log_softmax(-1)
+                target = batch[row, width - n :]
+                out[i] = (float(logp.gather(1, target[:, None]).sum()), n)
     return out
 
 

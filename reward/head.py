@@ -25,7 +25,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 from reward.config import RewardTrainConfig
 from reward.data import pairwise_rows
 from reward.scaffold import Fit
-from reward.score import encode, pad_batch
+from reward.score import distinct, encode, pad_batch
 
 # The penalty on |w|^2, relative to the mean loss over pairs; the validation split picks one. Where
 # pairs are few against the hidden size (1,341 HH pairs, 576 features) only the strong end holds.
@@ -35,7 +35,9 @@ VALIDATION_FRACTION = 0.2
 
 @torch.inference_mode()
 def last_token_states(model: Any, sequences: list[list[int]], pad_id: int, batch_size: int) -> torch.Tensor:
-    """The backbone's final hidden state at each sequence's last token, in the order given."""
+    """The backbone's final hidden state at each sequence's last token, in the order given. A sequence
+    that recurs (an answer in several pairs: a ranking of K gives K(K-1)/2) is read once."""
+    sequences, where = distinct(sequences)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # little padding per batch
     out = torch.empty(len(sequences), model.config.hidden_size)
     backbone = model.base_model
@@ -46,7 +48,7 @@ def last_token_states(model: Any, sequences: list[list[int]], pad_id: int, batch
         # The token the classification head reads: the last one that is not padding (as transformers finds it).
         last = ((ids != pad_id).long() * torch.arange(ids.shape[1])).argmax(-1)
         out[idx] = hidden[torch.arange(len(idx)), last].float()
-    return out
+    return out[where]
 
 
 def bradley_terry(diffs: torch.Tensor, l2: float, history: list[dict] | None = None) -> torch.Tensor:

@@ -36,6 +36,13 @@ def encode(tokenizer, prompt: str | Messages, response: str, max_length: int) ->
     return ids[-max_length:]
 
 
+def distinct(sequences: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """(each distinct sequence once, in first-seen order; for each input, the index of its sequence)."""
+    index: dict[tuple[int, ...], int] = {}
+    where = [index.setdefault(tuple(s), len(index)) for s in sequences]
+    return [list(s) for s in index], where
+
+
 def ensure_pad_token(tokenizer) -> int:
     """Many base checkpoints have no pad token; like TRL, pad with end-of-text then."""
     if tokenizer.pad_token_id is None:
@@ -95,16 +102,20 @@ class RewardScorer:
 
     @torch.inference_mode()
     def score_pairs(self, items: list[tuple[str | Messages, str]]) -> list[float]:
-        """Scores of (prompt or conversation, response) items, in order."""
-        encoded = [encode(self.tokenizer, p, r, self.max_length) for p, r in items]
-        out: list[float] = []
-        for i in range(0, len(encoded), self.batch_size):
-            ids, mask = pad_batch(encoded[i : i + self.batch_size], self.tokenizer.pad_token_id)
+        """Scores of (prompt or conversation, response) items, in order. An item that recurs (one answer
+        in several pairs or rankings) is read once, and inputs of similar length go together."""
+        unique, where = distinct([encode(self.tokenizer, p, r, self.max_length) for p, r in items])
+        order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
+        scores = [0.0] * len(unique)
+        for at in range(0, len(order), self.batch_size):
+            idx = order[at : at + self.batch_size]
+            ids, mask = pad_batch([unique[i] for i in idx], self.tokenizer.pad_token_id)
             logits = self.model(
                 input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)
             ).logits
-            out.extend(logits.float()[:, 0].tolist())
-        return out
+            for i, score in zip(idx, logits.float()[:, 0].tolist(), strict=True):
+                scores[i] = score
+        return [scores[i] for i in where]
 
     def score(self, prompt: str | Messages, responses: list[str]) -> list[float]:
         return self.score_pairs([(prompt, r) for r in responses])

@@ -113,6 +113,10 @@ def test_evaluate_writes_figures_for_every_judge(tiny_model: Path, tmp_path: Pat
     # KL by hand: log p(reply | chat) summed over the reply's tokens (and its end of turn), per model.
     expected = np.mean([reply_logprob(tiny_model, r) - reply_logprob(reference, r) for r in rows])
     assert report["kl"]["estimate"] == pytest.approx(expected, abs=1e-3) and abs(expected) > 0.01
+    # Batched by length and left-padded, each row's log-probability is the one it has alone.
+    alone = [reply_logprob(tiny_model, r) for r in rows]
+    batched = [lp for lp, _ in sequence_logprobs(tiny_model, rows, 1024)]
+    assert batched == pytest.approx(alone, abs=1e-3) and len(set(np.round(alone, 2))) > 2
     judged = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(judged) == 20 and set(judged[0]["scores"]) == {"hidden", "reward"}
     # Answers kept for people to read, side by side, with every judge's score of each.
