@@ -25,10 +25,15 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from policy.config import EvalConfig
@@ -36,10 +41,32 @@ from policy.length_control import length_controlled, similar_length
 from policy.stats import cluster_mean_interval, judgments, win_rate
 from reward.checkpoint import write_metrics
 from reward.configfile import parse_cli
-from reward.score import RewardScorer, trained_max_length
+from reward.score import RewardScorer, local_device, trained_max_length
 
 _WORD = re.compile(r"\S+")
 EXAMPLES = 6  # comparisons an evaluation keeps for people to read: enough to see a pattern
+T = TypeVar("T")
+
+
+def processes() -> PartialState:
+    """The processes `accelerate launch` started (one when run alone); over gloo on a machine without
+    CUDA, where accelerate would otherwise see N unrelated processes."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def sharded(score: Callable[[list[dict]], list[T]], rows: list[dict]) -> list[T]:
+    """`score` over every row, in row order. Under `accelerate launch` (N processes: a job's
+    `--launcher accelerate`) each process scores every Nth row from its rank and every process gets
+    all of them back; alone, it scores them all."""
+    state = processes()
+    n = state.num_processes
+    if n == 1:
+        return score(rows)
+    parts = gather_object([score(rows[state.process_index :: n])])
+    out: list[T] = [None] * len(rows)  # type: ignore[list-item]  # every slot is filled below
+    for rank, part in enumerate(parts):
+        out[rank::n] = part
+    return out
 
 
 def words(text: str) -> int:
@@ -97,7 +124,8 @@ def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> lis
     the response re-tokenized. Rows of similar length go together, left-padded (positions counted from
     each row's first real token), and the vocabulary projection runs only where responses are."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    device = local_device()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, device_map=device).eval()
     seqs = []
     for r in rows:
         prompt, completion = _completion_ids(
@@ -121,9 +149,16 @@ def sequence_logprobs(model_dir: Path, rows: list[dict], max_length: int) -> lis
                 batch[row, width - len(seqs[i][0]) :] = torch.tensor(seqs[i][0])
                 mask[row, width - len(seqs[i][0]) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(
-                input_ids=batch, attention_mask=mask, position_ids=positions, logits_to_keep=keep
-            ).logits.float()
+            logits = (
+                model(
+                    input_ids=batch.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    logits_to_keep=keep,
+                )
+                .logits.float()
+                .cpu()
+            )
             for row, i in enumerate(idx):
                 n = seqs[i][1]  # the last n tokens, predicted by the n positions before each
                 logp = logits[row, keep - n - 1 : keep - 1].log_softmax(-1)
@@ -141,8 +176,8 @@ def kl_estimate(cfg: EvalConfig, rows: list[dict]) -> dict:
         return {
             "skipped": "the candidate and reference tokenizers differ, so their log-probabilities do not compare"
         }
-    cand = sequence_logprobs(cfg.candidate_model, rows, cfg.max_length)
-    ref = sequence_logprobs(cfg.reference_model, rows, cfg.max_length)
+    cand = sharded(partial(sequence_logprobs, cfg.candidate_model, max_length=cfg.max_length), rows)
+    ref = sharded(partial(sequence_logprobs, cfg.reference_model, max_length=cfg.max_length), rows)
     with_ids = sum(bool(r.get("candidate_token_ids")) for r in rows)
     return {
         **kl_figures(cand, ref, [str(r["group"]) for r in rows]),
@@ -189,7 +224,7 @@ def model_scores(model_dir: Path, rows: list[dict], max_length: int) -> list[lis
 
 
 def _progress(cfg: EvalConfig, step: int, total: int) -> None:
-    if cfg.progress_file:
+    if cfg.progress_file and processes().is_main_process:
         cfg.progress_file.write_text(json.dumps({"step": step, "total": total}))
 
 
@@ -246,7 +281,7 @@ def main(cfg: EvalConfig) -> Path:
     _progress(cfg, 0, 3)
     for name, model in _model_judges(cfg):
         if model is not None:
-            scores[name] = model_scores(model, rows, cfg.max_length)
+            scores[name] = sharded(partial(model_scores, model, max_length=cfg.max_length), rows)
     _progress(cfg, 1, 3)
     group = [str(r["group"]) for r in rows]
     cand_words = np.array([words(r["candidate"]) for r in rows], float)
@@ -271,12 +306,15 @@ def main(cfg: EvalConfig) -> Path:
             "baseline_words": float(base_words.mean()),
         },
         "reward_model": str(cfg.reward_model) if cfg.reward_model else None,
+        "processes": processes().num_processes,  # that scored it, each a share of the comparisons
     }
     judged = [{**r, "scores": {k: v[i] for k, v in scores.items()}} for i, r in enumerate(rows)]
     report["examples"] = pick_examples(judged, cfg.seed)
     _progress(cfg, 2, 3)
     report["kl"] = kl_estimate(cfg, rows)
     out = Path(cfg.output_dir)
+    if not processes().is_main_process:  # the others scored their shares; one process writes
+        return out
     out.mkdir(parents=True, exist_ok=True)
     with (out / "judgments.jsonl").open("w") as f:
         f.writelines(json.dumps(r) + "\n" for r in judged)

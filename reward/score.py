@@ -12,6 +12,7 @@ scores text: a policy with another tokenizer is fine, the text is re-tokenized h
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -72,8 +73,14 @@ def load_reward_model(model_dir: str | Path):
     heads = {} if labels.get("0") == "reward" else {"num_labels": 1}
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, **heads)
     model.config.pad_token_id = ensure_pad_token(tokenizer)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval(), tokenizer
+    return model.to(local_device()).eval(), tokenizer
+
+
+def local_device() -> torch.device:
+    """This process's GPU (its LOCAL_RANK's, when `accelerate launch` started N of them), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 DEFAULT_MAX_LENGTH = 1024

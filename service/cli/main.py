@@ -102,6 +102,8 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> None:
         where = (
             "on the Ray cluster"
             if launch.get("launcher") == "ray"
+            else "on data-parallel vLLM servers, one per device"
+            if launch.get("launcher") == "accelerate"
             else "in the service"
             if c.remote
             else "here"

@@ -27,9 +27,15 @@ def report_job(job: dict[str, Any]) -> None:
         raise CommandFailed(f"job {job['id']} failed: {job['error']}", 1)
     result = job["result"] or {}
     for name, r in result.get("per_model", {}).items():
+        servers = r.get("requests_per_server") or []
         print(
             f"{name}: {r['generated']} new samples ({r['already_stored']} of {r['requested']} were already "
             f"stored), {r['completion_tokens']} tokens in {r['seconds']:.1f} s ({r['tokens_per_s']:.0f} tok/s)"
+            + (
+                f" from {len(servers)} servers ({', '.join(map(str, servers))} requests)"
+                if len(servers) > 1
+                else ""
+            )
         )
     if "tasks" in result:
         print(f"built {result['tasks']} ranking tasks")

@@ -77,6 +77,7 @@ class SampleReport:
     completion_tokens: int = 0
     seconds: float = 0.0
     sample_ids: list[int] = field(default_factory=list)
+    requests_per_server: list[int] = field(default_factory=list)  # one count per replica, in order
 
     @property
     def tokens_per_s(self) -> float:
@@ -167,7 +168,7 @@ async def _ask(client, endpoint: Endpoint, job: _Job, params: SamplingParams, he
 
 async def _run(
     jobs: list[_Job],
-    endpoint: Endpoint,
+    endpoints: list[Endpoint],
     params: SamplingParams,
     concurrency: int,
     store: Store,
@@ -179,9 +180,11 @@ async def _run(
 ) -> None:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(
-        base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0, timeout=request_timeout_s
-    )
+    endpoint = endpoints[0]  # replicas serve one model under one name; they differ in where they are
+    clients = [
+        AsyncOpenAI(base_url=e.base_url, api_key=e.api_key, max_retries=0, timeout=request_timeout_s)
+        for e in endpoints
+    ]
     sem = asyncio.Semaphore(concurrency)
     buffer: list[dict] = []
     total = sum(len(j.indices) for j in jobs)
@@ -191,7 +194,10 @@ async def _run(
         report.sample_ids += _store_batch(store, buffer, endpoint.model_id, params)
         buffer.clear()
 
-    async def one(job: _Job) -> None:
+    report.requests_per_server = [0] * len(clients)
+
+    async def one(job: _Job, server: int) -> None:
+        client = clients[server]
         async with sem:
             t0 = time.perf_counter()
             with TRACER.start_as_current_span(
@@ -207,6 +213,7 @@ async def _run(
                 inject(headers)  # vLLM receives the traceparent (nothing when tracing is off)
                 resp = await _ask(client, endpoint, job, params, headers)
             latency_ms = (time.perf_counter() - t0) * 1000
+        report.requests_per_server[server] += 1
         prompt_tokens = resp.usage.prompt_tokens if resp.usage else None
         for index, choice in zip(job.indices, sorted(resp.choices, key=lambda c: c.index), strict=True):
             token_ids = getattr(choice, "token_ids", None)  # vLLM's per-choice ids, its stop token included
@@ -238,7 +245,9 @@ async def _run(
             await asyncio.sleep(0.2)
         raise SamplingCancelled("cancelled")
 
-    tasks = [asyncio.create_task(one(j)) for j in jobs]
+    # Requests dealt in turn among the replicas: one request is one prompt under one system prompt, so
+    # each costs about the same.
+    tasks = [asyncio.create_task(one(j, i % len(clients))) for i, j in enumerate(jobs)]
     watcher = asyncio.create_task(watch()) if should_stop and tasks else None
     try:
         for fut in asyncio.as_completed(tasks + ([watcher] if watcher else [])):
@@ -255,8 +264,9 @@ async def _run(
                 f"sampling from {endpoint.served_name} was cancelled after {report.generated} of {total} samples; "
                 "they are stored, and running the same sampling again generates only the missing ones."
             ) from None
+        where = ", ".join(e.base_url for e in endpoints)
         raise SamplingError(
-            f"sampling from {endpoint.served_name} at {endpoint.base_url} failed after {report.generated} of "
+            f"sampling from {endpoint.served_name} at {where} failed after {report.generated} of "
             f"{sum(len(j.indices) for j in jobs)} samples ({type(e).__name__}: {e}). The {report.generated} finished samples are stored; "
             "run the same command again to generate only the missing ones."
         ) from e
@@ -264,13 +274,14 @@ async def _run(
         if watcher:
             watcher.cancel()
         bar.close()
-        await client.close()
+        for client in clients:
+            await client.close()
     flush()
 
 
 def sample(
     store: Store,
-    endpoint: Endpoint,
+    endpoint: Endpoint | list[Endpoint],
     prompts: list[dict],
     system_prompts: list[dict],
     k: int,
@@ -282,9 +293,12 @@ def sample(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> SampleReport:
-    """Fill in the k samples of every prompt x system prompt for one served model."""
+    """Fill in the k samples of every prompt x system prompt for one served model (on one server, or
+    dealt among the data-parallel replicas of a list)."""
     if not 1 <= k <= 16:
         raise ValueError(f"k must be between 1 and 16, got {k}")
+    endpoints = endpoint if isinstance(endpoint, list) else [endpoint]
+    endpoint = endpoints[0]
     jobs, existing = _missing_jobs(store, prompts, system_prompts, endpoint.model_id, k, params.key())
     report = SampleReport(requested=sum(len(j.indices) for j in jobs) + existing, already_stored=existing)
     t0 = time.perf_counter()
@@ -296,7 +310,7 @@ def sample(
         asyncio.run(
             _run(
                 jobs,
-                endpoint,
+                endpoints,
                 params,
                 concurrency,
                 store,

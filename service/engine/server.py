@@ -227,9 +227,11 @@ def start_server(
     served_name: str | None = None,
     api_key: str | None = None,
     on_start: Callable[[VLLMServer], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> VLLMServer:
     """Start a vLLM server for `model_dir` and return once /health answers. With `api_key` its /v1
     routes need that key (given through the environment, not the command line others can read).
+    `env` goes into its environment over ours (the devices or cores of one data-parallel replica).
     `on_start` gets the server as soon as its process exists, so an owner can stop it even while
     it is still starting."""
     model_dir = Path(model_dir).resolve()
@@ -251,6 +253,7 @@ def start_server(
                 served_name or model_dir.name,
                 api_key,
                 on_start,
+                env,
             )
         except EngineStartError as e:
             if attempt == attempts or "already in use" not in str(e):
@@ -267,10 +270,11 @@ def _start(
     served_name: str,
     api_key: str | None = None,
     on_start: Callable[[VLLMServer], None] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> VLLMServer:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"vllm-{served_name}-{port}.log"
-    env = engine_env(opts)
+    env = {**engine_env(opts), **(extra_env or {})}
     env.pop("VLLM_SERVER_DEV_MODE", None)  # never the development routes (/collective_rpc, /sleep, weights)
     if api_key:
         env["VLLM_API_KEY"] = api_key

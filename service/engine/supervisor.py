@@ -49,6 +49,15 @@ class EngineSupervisor:
             with self._lock:
                 self._users[key] -= 1
 
+    def stop_idle(self) -> None:
+        """Stop the servers no job is using: what data-parallel replicas do before they start, since an
+        idle server still holds its GPU memory (and on a CPU, its cores' share of the KV cache)."""
+        with self._lock:
+            idle = [k for k in self._servers if not self._users.get(k)]
+            servers = [self._servers.pop(k) for k in idle]
+        for s in servers:
+            s.stop()
+
     def is_live(self, model_dir: Path, opts: VLLMOptions | None = None) -> bool:
         """Whether `use` would find this model's server already running (no start)."""
         key = (Path(model_dir).resolve(), (opts or self.settings.vllm).model_dump_json())

@@ -18,6 +18,7 @@ import sys
 
 START_FLAG = "--engine-start="
 START_METHODS = ("fork", "spawn")
+CORES_ENV = "RANKLOOP_CPU_CORES"  # set by service/engine/data_parallel.py for each replica
 
 
 def start_method(argv: list[str]) -> tuple[str, list[str]]:
@@ -54,7 +55,22 @@ def preload() -> None:
     import vllm.platforms.cpu  # noqa: F401
 
 
+def pin_cores() -> None:
+    """A data-parallel replica's share of the cores: this process and those it starts run only there.
+    vLLM's one-worker CPU engine takes its cores from this affinity (VLLM_CPU_OMP_THREADS_BIND is read
+    only where it starts workers of its own), so two replicas do not spin on the same cores."""
+    cores = os.environ.get(CORES_ENV)
+    if not cores:
+        return
+    os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
+    torch = sys.modules.get("torch")  # loaded by the warm launcher before the fork; no work run yet
+    if torch is not None:
+        torch.set_num_threads(len(cores.split(",")))
+    print(f"rankloop: this server runs on cores {sorted(os.sched_getaffinity(0))}", flush=True)
+
+
 def main() -> None:
+    pin_cores()
     method, sys.argv[1:] = start_method(sys.argv[1:])
     os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = method
     keep_start_method(method)

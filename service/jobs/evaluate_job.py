@@ -144,11 +144,11 @@ def _sample(
     """Fill in this model's answers; its vLLM server starts only when some are missing."""
     if not missing_samples(job.store, prompts, sps, model["id"], cfg.samples, cfg.params):
         return
-    with job.vllm_server(Path(model["path"]), cfg.vllm) as server:
+    with job.vllm_servers(Path(model["path"]), cfg.vllm) as servers:
         try:
             sample(
                 job.store,
-                Endpoint(model["id"], server.served_name, server.base_url, server.api_key),
+                [Endpoint(model["id"], s.served_name, s.base_url, s.api_key) for s in servers],
                 prompts,
                 sps,
                 cfg.samples,

@@ -9,6 +9,8 @@ from pydantic import BaseModel
 
 from service.core.errors import UserError
 from service.core.settings import LaunchOptions, Settings
+from service.engine.data_parallel import replica_count, replica_envs
+from service.engine.server import is_cpu_build
 
 TRAINERS = ("reward", "sft", "dpo", "grpo", "rloo")  # kinds whose work is one trainer process
 
@@ -25,15 +27,10 @@ def check_launch(kind: str, cfg: BaseModel, opts: LaunchOptions, settings: Setti
     """The launch options for a job of `kind`, or UserError saying what cannot run that way and why."""
     if opts.launcher == "local":
         return opts
-    # Sampling and evaluation start their vLLM servers (and the evaluation its scoring) on a cluster;
-    # they have no trainer to run as N processes here.
-    on_cluster = kind in ("sample", "evaluate") and opts.launcher == "ray"
-    if kind not in TRAINERS and not on_cluster:
-        raise UserError(
-            f"the {kind} job drives vLLM servers, here or on a Ray cluster (--launcher ray); "
-            f"--launcher {opts.launcher} is for the trainers ({', '.join(TRAINERS)})"
-        )
     if opts.launcher == "accelerate":
+        if kind not in TRAINERS:  # sampling and evaluation: N data-parallel vLLM servers here
+            vllm = getattr(cfg, "vllm", None) or settings.vllm
+            replica_envs(replica_count(vllm, opts), vllm.tensor_parallel_size or 1, is_cpu_build())
         return opts
     if not opts.ray_address:
         raise UserError(

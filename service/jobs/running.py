@@ -11,7 +11,8 @@ import json
 import os
 import threading
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +29,9 @@ from service.core.procs import log_tail
 from service.core.settings import LaunchOptions, Settings, VLLMOptions
 from service.core.store import Store
 from service.data.snapshots import latest_snapshot
-from service.engine.remote import ray_server
+from service.engine.data_parallel import local_replicas
+from service.engine.remote import RemoteServer, ray_server
+from service.engine.server import VLLMServer
 from service.engine.supervisor import EngineSupervisor
 from service.jobs import launchers
 
@@ -181,13 +184,24 @@ class RunningJob:
         root = self.launch.storage_root if self.launch.launcher == "ray" else None
         return root / "rankloop-jobs" / str(self.job_id) if root else self.dir
 
-    def vllm_server(self, model_dir: Path, vllm: VLLMOptions | None) -> AbstractContextManager:
-        """A model's vLLM server for this job: the service's own (kept for later jobs), or one started
-        on the Ray cluster the job was sent to and stopped when the block ends."""
+    @contextmanager
+    def vllm_servers(
+        self, model_dir: Path, vllm: VLLMOptions | None
+    ) -> Iterator[list[VLLMServer] | list[RemoteServer]]:
+        """A model's vLLM servers for this job: the service's own (kept for later jobs); data-parallel
+        replicas here, one per `num_processes` devices (`accelerate`); or one started on the Ray cluster
+        the job was sent to. All but the service's own stop when the block ends."""
+        opts = vllm or self.settings.vllm
         if self.launch.launcher == "ray":
-            opts = vllm or self.settings.vllm
-            return ray_server(model_dir, opts, self.launch, self.exchange_dir, self.log_path, self.job_id)
-        return self.engines.use(model_dir, vllm)
+            with ray_server(model_dir, opts, self.launch, self.exchange_dir, self.log_path, self.job_id) as s:
+                yield [s]
+        elif self.launch.launcher == "accelerate":
+            self.engines.stop_idle()  # the devices the replicas need
+            with local_replicas(model_dir, opts, self.launch, self.settings.paths.logs) as servers:
+                yield servers
+        else:
+            with self.engines.use(model_dir, vllm) as s:
+                yield [s]
 
     def run_trainer(self, module: str, config: TrainingFields | EvalConfig) -> dict[str, Any]:
         """`python -m MODULE --config FILE` where the job's launcher says (service/jobs/launchers.py),

@@ -116,14 +116,14 @@ def run(job: RunningJob) -> dict:
     per_model, model_ids = {}, []
     n_models = len(cfg.models)
     for i, model_dir in enumerate(cfg.models):
-        with job.vllm_server(model_dir, cfg.vllm) as server:
+        with job.vllm_servers(model_dir, cfg.vllm) as servers:
             # Registered only once vLLM has loaded it: a directory that does not load leaves no row.
             model_id = find_or_register(store, model_dir)
             model_ids.append(model_id)
             try:
                 report = sample(
                     store,
-                    Endpoint(model_id, server.served_name, server.base_url, server.api_key),
+                    [Endpoint(model_id, s.served_name, s.base_url, s.api_key) for s in servers],
                     prompts,
                     system_prompts,
                     cfg.k,
@@ -135,7 +135,8 @@ def run(job: RunningJob) -> dict:
                 )
             except SamplingCancelled as e:
                 raise JobCancelled(str(e)) from None
-        per_model[server.served_name] = {
+        per_model[servers[0].served_name] = {
+            "requests_per_server": report.requests_per_server,
             "requested": report.requested,
             "already_stored": report.already_stored,
             "generated": report.generated,
