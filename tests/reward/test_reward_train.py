@@ -200,7 +200,18 @@ def test_a_head_on_the_frozen_backbone_changes_the_head_alone(
     changed = {k for k in trained if k not in base or not (trained[k] == base[k]).all()}
     assert changed == {"score.weight"}, changed
     head = metrics["train"]["head"]
-    assert str(head["l2"]) in head["validation_accuracy"]  # chosen on the validation split
+    # Depth and penalty chosen by cross-validation over the training prompts; the checkpoint keeps the
+    # layers up to that depth, so its last hidden state is the one the head was fit on.
+    val = head["validation_accuracy"]
+    assert len(val) > 1 and val[str(head["layer"])][str(head["l2"])] == max(
+        a for by_l2 in val.values() for a in by_l2.values()
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert (
+        config["num_hidden_layers"]
+        == head["layer"]
+        <= json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    )
     # The saved model reproduces the fit: its scores order the training pairs as the head did.
     pairs = pairwise_rows(read_snapshot(snapshot, "train"))
     scorer = RewardScorer(out)  # reads inputs cut as it was trained, from its metrics.json
