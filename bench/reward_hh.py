@@ -1,7 +1,8 @@
 """A reward model on real human labels: Anthropic HH harmless pairs (../shared/data), split by the
 conversation's opening (no opening on both sides), a head on frozen SmolLM2-135M-Instruct
-(`frozen_backbone`, reward/head.py, the 2-core recipe) against baselines measured in the same run:
-chance, the shorter answer, a bag-of-words logistic regression. Accuracy on the held-out pairs with a
+(`frozen_backbone`, reward/head.py, the 2-core recipe: the depth it reads and its L2 cross-validated)
+against baselines measured in the same run: chance, the shorter answer, a bag-of-words logistic
+regression. Accuracy on the held-out pairs with a
 95% Wilson interval; judged by the people who labelled HH.
 
     python -m bench.reward_hh [--max-length 192] [--json bench/reward_hh.json]
@@ -179,8 +180,9 @@ def main() -> None:
                 train, test, base, Path(tmp), args
             )
     result["reward_model"] = {
-        "recipe": f"linear head on frozen SmolLM2-135M-Instruct, last token, responses cut to their last "
-        f"{args.max_length} tokens (reward/head.py)",
+        "recipe": "linear head on frozen SmolLM2-135M-Instruct, on the last token's state at the depth "
+        f"(layer {done.history[-1]['layer']}) and with the L2 that 5-fold cross-validation over the training "
+        f"prompts picked, responses cut to their last {args.max_length} tokens (reward/head.py)",
         **interval([c > r for c, r in zip(chosen, rejected, strict=True)]),
         "head": done.history[-1],
     }
