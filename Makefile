@@ -46,8 +46,9 @@ test: install browser
 test-real: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m real
 
-# Jobs on a Ray cluster: a local Ray head, a running service, reward and DPO jobs, cancel, a killed
-# worker, a service restart (~3 min): its own tier for the same reason; CI runs it.
+# Jobs where the devices are: a local Ray head, a running service, reward and DPO jobs, cancel, a killed
+# worker, a service restart; sampling and an evaluation on two data-parallel vLLM servers under
+# `--launcher accelerate` (~4.5 min): its own tier for the same reason; CI runs it.
 test-cluster: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m cluster
 

@@ -58,9 +58,13 @@ def gold_on_held_out(data: Path, hh: Path) -> dict:
     return {
         "data": f"{hh.name}: {len(train)} gold-part pairs to fit, {len(held)} loop-part pairs held out (no shared opening)",
         "judge": "the people who labelled Anthropic HH (harmless-base)",
-        "reward model (gold: head on frozen SmolLM2-135M-Instruct)": interval(
-            [c > r for c, r in zip(chosen, rejected, strict=True)]
-        ),
+        "reward model (gold: head on frozen SmolLM2-135M-Instruct)": {
+            **interval([c > r for c, r in zip(chosen, rejected, strict=True)]),
+            # the depth its head reads (cross-validated; the layers above it are dropped)
+            "layers": json.loads((data / "world" / "gold-reward" / "config.json").read_text())[
+                "num_hidden_layers"
+            ],
+        },
         "baselines": {
             "chance": {"accuracy": 0.5},
             "shorter answer wins": interval([len(r["chosen"]) < len(r["rejected"]) for r in held]),
