@@ -5,7 +5,7 @@ of its last token. With the backbone frozen, the states are computed once per di
 forward pass, no backward, sequences batched by length), and the head is a Bradley-Terry logistic
 regression on the differences chosen - rejected, fit by L-BFGS with an L2 penalty. The state it reads
 need not be the top layer's: a middle-to-late layer often separates preferences better (on HH harmless
-pairs with SmolLM2, layer 21 of 30 did in cross-validation, bench/reward_hh.py), so the forward pass
+pairs with SmolLM2, cross-validation picked layer 18 of 30: bench/reward_hh.json), so the forward pass
 keeps the last-token state at a few depths (normed as the model's final norm would), and the depth and
 the penalty are both chosen by cross-validation over the training prompts (never on held-out data).
 The checkpoint keeps the layers up to the chosen depth and puts the head's weights into its `score`
