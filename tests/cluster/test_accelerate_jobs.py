@@ -7,6 +7,7 @@ four vLLM starts cost the 12-minute `make test` too much."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -22,7 +23,11 @@ from tests.cluster.test_ray_jobs import QUICK, job_row, rankloop, samples
 from tests.support.seeding import seed_rankings
 from tests.support.servicectl import admin_headers, running_service
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two servers need a core each"),
+]
 TWO = ["--launcher", "accelerate", "--num-processes", "2"]
 
 
