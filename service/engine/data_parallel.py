@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from service.core.errors import UserError
 from service.core.settings import LaunchOptions, VLLMOptions
 from service.engine.server import VLLMServer, is_cpu_build, start_server
@@ -36,13 +38,7 @@ def replica_count(opts: VLLMOptions, launch: LaunchOptions) -> int:
 
 def _chunks(items: list[str], n: int) -> list[list[str]]:
     """`items` in n contiguous parts as equal as can be (the first ones one longer)."""
-    size, extra = divmod(len(items), n)
-    out, at = [], 0
-    for i in range(n):
-        take = size + (1 if i < extra else 0)
-        out.append(items[at : at + take])
-        at += take
-    return out
+    return [part.tolist() for part in np.array_split(items, n)]
 
 
 def replica_envs(n: int, per_server: int, cpu_build: bool) -> list[dict[str, str]]:
