@@ -2,8 +2,8 @@
 (SmolLM2-135M-Instruct, Anthropic HH harmless-base, the gold-judge world of service/cli/demo_world.py)
 timed first and cached, then its figures, each with its judge:
 
-* the reward model trained on HH labels (the world's gold model: a head on frozen SmolLM2 fitted to the
-  gold part's pairs) on every held-out pair of the loop part, with a 95% Wilson interval, beside
+* the reward model trained on HH labels (the world's gold model fitted to the gold part's pairs: a head
+  on frozen SmolLM2 without a GPU, every weight with one) on every held-out pair of the loop part, with a 95% Wilson interval, beside
   baselines measured on the same pairs: chance, the shorter answer, a bag-of-words logistic regression
   trained on the same pairs. Judged by the people who labelled HH.
 * the DPO policy against SmolLM2 under the gold reward model (the simulated annotators' truth, trained on
@@ -55,10 +55,13 @@ def gold_on_held_out(data: Path, hh: Path) -> dict:
     scorer = RewardScorer(data / "world" / "gold-reward", batch_size=16, max_length=size.max_length)
     chosen = scorer.score_pairs([(r["messages"], r["chosen"]) for r in held])
     rejected = scorer.score_pairs([(r["messages"], r["rejected"]) for r in held])
+    # frozen_backbone: auto trains the head alone without a GPU, every weight with one
+    mode = json.loads((data / "world" / "gold-reward" / "metrics.json").read_text())["mode"]
+    recipe = "head on frozen" if mode == "head on a frozen backbone" else f"{mode}, every weight of"
     return {
         "data": f"{hh.name}: {len(train)} gold-part pairs to fit, {len(held)} loop-part pairs held out (no shared opening)",
         "judge": "the people who labelled Anthropic HH (harmless-base)",
-        "reward model (gold: head on frozen SmolLM2-135M-Instruct)": {
+        f"reward model (gold: {recipe} SmolLM2-135M-Instruct)": {
             **interval([c > r for c, r in zip(chosen, rejected, strict=True)]),
             # the depth its head reads (cross-validated; the layers above it are dropped)
             "layers": json.loads((data / "world" / "gold-reward" / "config.json").read_text())[

@@ -159,7 +159,7 @@ def main() -> None:
             snapshot=Path(tmp) / "unused",
             base_model=base,
             output_dir=Path(tmp) / "reward",
-            frozen_backbone=True,
+            frozen_backbone="yes",
             max_length=args.max_length,
             batch_size=16,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class TrainingFields(BaseModel):
@@ -69,18 +69,26 @@ class RewardTrainConfig(TrainingFields):
     harmless_batches: list[str] = Field(
         default_factory=lambda: ["hh-harmless"], description="batches whose rankings are about harm only"
     )
-    frozen_backbone: bool = Field(
-        False,
-        description="train only the reward head, on the frozen model's last-token states computed once "
-        "(one forward pass per response: fits a CPU; reward/head.py); mode, LoRA and epochs do not apply",
+    frozen_backbone: Literal["no", "yes", "auto"] = Field(
+        "no",
+        description="yes: train only the reward head, on the frozen model's states computed once (one "
+        "forward pass per response: fits a CPU; reward/head.py; mode, LoRA and epochs do not apply); "
+        "auto: that where the trainer sees no GPU, the whole model where it does",
     )
+
+    @field_validator("frozen_backbone", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        """`frozen_backbone: true` (YAML's boolean, the field's earlier type) still means yes."""
+        return {True: "yes", False: "no"}.get(value, value) if isinstance(value, bool) else value
+
     batch_size: int = Field(8, ge=1, description="rankings per step (listwise) or pairs per step (pairwise)")
 
     @model_validator(mode="after")
     def _heads_need_listwise(self) -> RewardTrainConfig:
-        if self.attribute_heads and (self.mode != "listwise" or self.frozen_backbone):
+        if self.attribute_heads and (self.mode != "listwise" or self.frozen_backbone != "no"):
             raise ValueError(
                 "attribute_heads train with the listwise loss on the whole model: set mode listwise "
-                "and frozen_backbone false, or leave attribute_heads empty"
+                "and frozen_backbone no, or leave attribute_heads empty"
             )
         return self

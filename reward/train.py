@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import Dataset
 from peft import get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase, Trainer
@@ -109,8 +110,18 @@ def _build_listwise(
     return trainer
 
 
+def resolve_backbone(cfg: RewardTrainConfig) -> RewardTrainConfig:
+    """`frozen_backbone: auto` made yes or no where the training runs: the head alone where no GPU is
+    seen (the recipe that fits a CPU), the whole model where one is. What ran is what metrics.json records."""
+    if cfg.frozen_backbone != "auto":
+        return cfg
+    return cfg.model_copy(update={"frozen_backbone": "no" if torch.cuda.is_available() else "yes"})
+
+
 def main(cfg: RewardTrainConfig) -> Path:
     """Train, save, evaluate on the snapshot's eval split, and write metrics.json and the model card."""
+    cfg = resolve_backbone(cfg)
+    head_only = cfg.frozen_backbone == "yes"
     train_rows = objective_rows(read_snapshot(cfg.snapshot, "train"), cfg.objective, cfg.harmless_batches)
     if not train_rows:
         raise ValueError(
@@ -128,7 +139,7 @@ def main(cfg: RewardTrainConfig) -> Path:
     build = _build_pairwise if cfg.mode == "pairwise" else _build_listwise
     done = (
         fit_head(cfg, train_rows, tokenizer, out)
-        if cfg.frozen_backbone
+        if head_only
         else fit(
             cfg, lambda workdir: build(cfg, train_rows, tokenizer, reward_args(cfg, workdir)), tokenizer, out
         )
@@ -138,7 +149,7 @@ def main(cfg: RewardTrainConfig) -> Path:
     epochs_run = done.epochs or cfg.epochs
     metrics = {
         "kind": "reward",
-        "mode": "head on a frozen backbone" if cfg.frozen_backbone else cfg.mode,
+        "mode": "head on a frozen backbone" if head_only else cfg.mode,
         "objective": cfg.objective,
         "base_model": str(cfg.base_model),
         "snapshot": snapshot_id(cfg.snapshot),
@@ -148,7 +159,7 @@ def main(cfg: RewardTrainConfig) -> Path:
             **done.train_metrics(),
             "epochs": epochs_run,
             "rankings_per_s": len(train_rows) * epochs_run / done.seconds if done.seconds else None,
-            **({"head": done.history[-1]} if cfg.frozen_backbone else {}),  # the L2 chosen, accuracies
+            **({"head": done.history[-1]} if head_only else {}),  # the L2 chosen, accuracies
         },
         "eval": evaluate(  # read as it learned, on the held-out rankings of its objective
             out,
@@ -171,7 +182,7 @@ def reward_card(cfg: RewardTrainConfig, metrics: dict) -> str:
         f"objective: {cfg.objective}",
         f"snapshot: `{metrics['snapshot']}` ({cfg.snapshot})",
         f"training: {metrics['train']['rankings']} rankings, {metrics['train']['steps']} steps, "
-        f"{'the head alone, on a frozen backbone' if cfg.frozen_backbone else training_kind(cfg)}, "
+        f"{'the head alone, on a frozen backbone' if cfg.frozen_backbone == 'yes' else training_kind(cfg)}, "
         f"consensus `{cfg.consensus}`",
         f"held-out pairwise accuracy: {ev['pairwise_accuracy']} on {ev['pairs']} pairs; ECE {ev['ece']}",
     ]

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.client import Client, follow
-from service.cli.demo_world import DEFAULT_HH, WorldSize, build_gold, read_world, write_prompts
+from service.cli.demo_world import (
+    DEFAULT_HH,
+    WHOLE_MODEL_ON_GPU,
+    WorldSize,
+    build_gold,
+    read_world,
+    write_prompts,
+)
 from service.cli.round_steps import RoundPlan, run_round
 from service.core.enums import JobStatus
 from service.core.errors import CommandFailed
@@ -33,7 +40,7 @@ REAL_SIZES: dict[bool, dict[str, Any]] = {
             k=4,
             max_tokens=64,
             noise=0.2,  # a gold annotator agrees with the gold model on ~0.88 of pairs (measured)
-            reward={"frozen_backbone": True, "max_length": 256, "batch_size": 16},
+            reward={**WHOLE_MODEL_ON_GPU, "frozen_backbone": "auto", "max_length": 256, "batch_size": 16},
             policy={"lora": True, "learning_rate": 5e-4, "max_steps": 24, "batch_size": 4, "max_length": 192},
             eval_fraction=0.4,
             eval_samples=2,
@@ -50,7 +57,7 @@ REAL_SIZES: dict[bool, dict[str, Any]] = {
             reliable=2,
             unreliable=0,
             noise=0.2,  # a gold annotator agrees with the gold model on ~0.88 of pairs (measured)
-            reward={"frozen_backbone": True, "max_length": 128, "batch_size": 16},
+            reward={**WHOLE_MODEL_ON_GPU, "frozen_backbone": "auto", "max_length": 128, "batch_size": 16},
             policy={"lora": True, "learning_rate": 5e-4, "max_steps": 2, "batch_size": 2, "max_length": 128},
             eval_fraction=0.4,
             eval_samples=1,

@@ -1,8 +1,9 @@
 """The gold-judge world of `rankloop demo --real` (Gao et al. 2022; AlpacaFarm): Anthropic HH pairs
 split by conversation opening into two parts that share no opening.
 
-* the **gold** part trains the gold reward model: a head on frozen SmolLM2-135M-Instruct fitted to the
-  HH labels (reward/head.py), the simulated annotators' truth and the evaluation's judge;
+* the **gold** part trains the gold reward model on SmolLM2-135M-Instruct's backbone, fitted to the HH
+  labels (a head on the frozen model without a GPU, reward/head.py; every weight with one), the
+  simulated annotators' truth and the evaluation's judge;
 * the **loop** part gives the loop its prompts (the openings) and, as HH pairs the gold model never
   saw, measures the gold model against the people who labelled them.
 
@@ -28,6 +29,10 @@ HH_FILE = "hh-harmless-base-dev.jsonl.gz"
 # Beside a checkout, the workplace's shared data holds Anthropic's harmless-base test split (MIT).
 DEFAULT_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / HH_FILE
 SYSTEM_PROMPT = {"assistant": "You are a helpful, honest and harmless assistant."}
+# The reward models' recipe where the trainer sees a GPU (`frozen_backbone: auto`): every weight, TRL's
+# pairwise RewardTrainer at a fine-tuning rate (bench/reward_hh.py's TRL baseline). The head on the
+# frozen model, which runs without a GPU, reads none of these.
+WHOLE_MODEL_ON_GPU = {"mode": "pairwise", "learning_rate": 1e-5, "epochs": 2}
 
 
 def world_part(opening: str) -> str:
@@ -103,7 +108,8 @@ def build_gold(parts: dict[str, list[dict]], base: Path, out: Path, size: WorldS
     rows = snapshot_rows(gold, "train") + snapshot_rows(held, "eval")
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), snap / "rankings.parquet")
     print(
-        f"training the gold reward model: a head on frozen {base.name} fitted to {len(gold)} HH pairs "
+        f"training the gold reward model on {base.name} (a head on the frozen model without a GPU, the "
+        f"whole model with one) fitted to {len(gold)} HH pairs "
         f"(the gold part), measured on {len(held)} held-out pairs of the loop part"
     )
     t0 = time.monotonic()
@@ -112,7 +118,8 @@ def build_gold(parts: dict[str, list[dict]], base: Path, out: Path, size: WorldS
             snapshot=snap,
             base_model=base,
             output_dir=model,
-            frozen_backbone=True,
+            frozen_backbone="auto",
+            **WHOLE_MODEL_ON_GPU,
             max_length=size.max_length,
             batch_size=16,
         )
@@ -120,7 +127,8 @@ def build_gold(parts: dict[str, list[dict]], base: Path, out: Path, size: WorldS
     metrics = read_metrics(model) or {}
     print(
         f"gold reward model: held-out accuracy against the HH labellers "
-        f"{metrics.get('eval', {}).get('pairwise_accuracy')} on {len(held)} pairs ({time.monotonic() - t0:.0f} s)"
+        f"{metrics.get('eval', {}).get('pairwise_accuracy')} on {len(held)} pairs ({metrics.get('mode')}; "
+        f"{time.monotonic() - t0:.0f} s)"
     )
     return metrics
 

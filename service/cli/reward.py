@@ -69,9 +69,13 @@ def cmd_train_reward(args: argparse.Namespace, settings: Settings) -> None:
         job_id = c.call("jobs.start", kind="reward", config=config, options=options, launch=launch)["job_id"]
         job = c.call("jobs.show", job_id=job_id)
         cfg = job["config"]
+        what = {
+            "yes": "a reward head on the frozen",
+            "auto": f"a reward head on the frozen (no GPU) or a {cfg['mode']} reward model on (GPU)",
+        }.get(cfg.get("frozen_backbone"), f"{cfg['mode']} reward model on")
         print(
-            f"job {job_id}: {'a reward head on the frozen' if cfg.get('frozen_backbone') else cfg['mode'] + ' reward model on'} "
-            f"{cfg['base_model']}, snapshot {cfg['snapshot']}" + (" (in the service)" if c.remote else "")
+            f"job {job_id}: {what} {cfg['base_model']}, snapshot {cfg['snapshot']}"
+            + (" (in the service)" if c.remote else "")
         )
         job = follow(c, job_id, "training")
         model = c.call("models.show", model_id=job["result_model_id"]) if job["result_model_id"] else None

@@ -189,7 +189,7 @@ def test_a_head_on_the_frozen_backbone_changes_the_head_alone(
         snapshot=snapshot,
         base_model=tiny_model,
         output_dir=tmp_path / "head",
-        frozen_backbone=True,
+        frozen_backbone="yes",
         max_length=96,
     )
     out = main(cfg)
