@@ -92,30 +92,39 @@ async def level(
     tokens: int,
     think_s: float = 0.0,
     limit: int = 64,
+    ramp_s: float = 0.0,
 ) -> dict:
-    """`clients` streaming clients send `requests` in all; `limit`: connections at most (0: one each)."""
+    """`clients` streaming clients send `requests` in all; `limit`: connections at most (0: one each).
+
+    `ramp_s` > 0: spread arrivals. Client j sends its first request at j * ramp_s / clients and each
+    next one when its last ends, so with ramp_s one request's length the streams' starts stay spread
+    evenly, as independent users' are; time to first token is then read only from requests sent once
+    every client is streaming (from ramp_s on). 0: every client starts at once, a burst each round."""
     http = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=600), connector=aiohttp.TCPConnector(limit=limit)
     )
     queue = list(range(requests))
     ttfts, slow, total = [], [], 0
 
-    async def worker() -> None:
+    async def worker(j: int) -> None:
         nonlocal total
+        if ramp_s:
+            await asyncio.sleep(j * ramp_s / clients)
         while queue:
             queue.pop()
             if think_s:  # a client's pause before its next request, random so clients drift apart
                 await asyncio.sleep(random.uniform(0, 2 * think_s))
             sent = time.perf_counter() - t0
             ttft, n = await one(http, base_url, key, model, tokens)
-            ttfts.append(ttft)
+            if sent >= ramp_s:
+                ttfts.append(ttft)
             if ttft > 1.0:  # when in the run the outliers were sent, to tell a stall from a slow start
                 slow.append([round(sent, 3), round(ttft * 1000, 1)])
             total += n
 
     await one(http, base_url, key, model, 4)  # warm the connection
     t0 = time.perf_counter()
-    await asyncio.gather(*[worker() for _ in range(clients)])
+    await asyncio.gather(*[worker(j) for j in range(clients)])
     wall = time.perf_counter() - t0
     await http.close()
     return {
@@ -230,6 +239,12 @@ def main() -> None:
         "with nginx as a baseline (two requests per stream and level; --requests applies to vllm only)",
     )
     ap.add_argument("--rate", type=float, default=20.0, help="--upstream stub: tokens/s per stream")
+    ap.add_argument(
+        "--arrivals",
+        choices=["burst", "spread", "both"],
+        default="both",
+        help="--upstream stub: every client at once, arrivals spread over one request's length, or both",
+    )
     ap.add_argument(
         "--replicas", type=int, default=2, help="--upstream stub: `rankloop gateway` replicas behind nginx"
     )

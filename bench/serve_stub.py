@@ -7,7 +7,10 @@ reverse proxy as the baseline), through `rankloop serve`'s gateway (the stub dep
 `--endpoint`), and through N `rankloop gateway --control` replicas behind a second nginx (`replicas`).
 Reported per way: completion tokens/s and its ratio to direct, time to first token p50/p99 and what
 each way adds to direct's, and CPU milliseconds per 1,000 tokens of each process (clients, stub,
-nginx, gateway, the replicas together, the replicas' nginx). Needs nginx on PATH
+nginx, gateway, the replicas together, the replicas' nginx). Every level twice (`--arrivals`): with
+every client starting at once (a burst of arrivals each round: the worst case, where a Python
+process's ~1 ms per request queues up) and with arrivals spread evenly over one request's length (as
+independent users arrive; the same number of streams open at once). Needs nginx on PATH
 (`apt-get install nginx-light`).
 """
 
@@ -51,6 +54,44 @@ http {{
 }}
 """
 WAYS = ("direct", "nginx", "gateway", "replicas")
+# burst: every client starts at once, 2 requests each (each round a burst of arrivals, the worst case);
+# spread: client j starts at j/clients of one request's length, 4 requests each (arrivals spread
+# evenly, as independent users' are; time to first token from the 3 sent once all stream)
+ARRIVALS = {"burst": ("burst",), "spread": ("spread",), "both": ("burst", "spread")}
+
+
+def compare(procs: dict, bases: dict, clients: int, arrivals: str, args: argparse.Namespace) -> dict:
+    """One level: every way measured `args.repeat` times, interleaved (so drift on this noisy VM hits
+    every way), with each way's ratio to direct and the time to first token it adds."""
+    spread = arrivals == "spread"
+    n = 4 * clients if spread else max(8, 2 * clients)  # every stream starts and ends more than once
+    ramp_s = args.tokens / args.rate if spread else 0.0
+    runs: dict[str, list[dict]] = {w: [] for w in WAYS}
+    for _ in range(args.repeat):
+        for way in WAYS:
+            base, k, model = bases[way]
+            runs[way].append(
+                measured(procs, level(base, k, model, clients, n, args.tokens, 0.0, 0, ramp_s=ramp_s))
+            )
+    row: dict = {"clients": clients, **{w: combine(runs[w]) for w in WAYS}}
+    for way in ("nginx", "gateway", "replicas"):
+        row[f"{way}_ratio"] = row[way]["tokens_per_s"] / row["direct"]["tokens_per_s"]
+        for q in ("p50", "p99"):
+            row[f"{way}_ttft_{q}_added_ms"] = row[way][f"ttft_{q}_ms"] - row["direct"][f"ttft_{q}_ms"]
+    return row
+
+
+def summary(row: dict, arrivals: str, replicas: int) -> str:
+    cpu = {w: row[w]["cpu_ms_per_1k_tokens"] for w in WAYS}
+    return (
+        f"{row['clients']:4d} streams ({arrivals}): nginx {row['nginx_ratio']:.3f}x, gateway "
+        f"{row['gateway_ratio']:.3f}x direct; TTFT added p50/p99: nginx {row['nginx_ttft_p50_added_ms']:+.1f}/"
+        f"{row['nginx_ttft_p99_added_ms']:+.1f} ms, gateway {row['gateway_ttft_p50_added_ms']:+.1f}/"
+        f"{row['gateway_ttft_p99_added_ms']:+.1f} ms; CPU ms/1k tokens: nginx {cpu['nginx']['nginx']:.0f}, "
+        f"gateway {cpu['gateway']['gateway']:.0f}; {replicas} replicas {row['replicas_ratio']:.3f}x, TTFT "
+        f"added {row['replicas_ttft_p50_added_ms']:+.1f}/{row['replicas_ttft_p99_added_ms']:+.1f} ms, CPU "
+        f"ms/1k tokens {cpu['replicas']['replicas']:.0f} (+ their nginx {cpu['replicas']['replicas_nginx']:.0f})"
+    )
 
 
 def free_port() -> int:
@@ -76,7 +117,7 @@ def run(args: argparse.Namespace) -> dict:
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx_bin).exists():
         sys.exit("bench.serve --upstream stub needs nginx: apt-get install nginx-light")
-    results = []
+    results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         stub_port, nginx_port = free_port(), free_port()
         stub = subprocess.Popen(
@@ -138,36 +179,11 @@ def run(args: argparse.Namespace) -> dict:
                     "gateway": (f"{url}/v1", key, "current"),
                     "replicas": (f"http://127.0.0.1:{front_port}/v1", key, "current"),
                 }
-                for clients in args.levels:
-                    n = max(8, 2 * clients)  # two requests per client: every stream starts and ends once more
-                    runs: dict[str, list[dict]] = {w: [] for w in WAYS}
-                    for _ in range(args.repeat):  # interleaved, so drift on this noisy VM hits every way
-                        for way in WAYS:
-                            base, k, model = bases[way]
-                            runs[way].append(
-                                measured(procs, level(base, k, model, clients, n, args.tokens, 0.0, 0))
-                            )
-                    row: dict = {"clients": clients, **{w: combine(runs[w]) for w in WAYS}}
-                    for way in ("nginx", "gateway", "replicas"):
-                        row[f"{way}_ratio"] = row[way]["tokens_per_s"] / row["direct"]["tokens_per_s"]
-                        for q in ("p50", "p99"):
-                            row[f"{way}_ttft_{q}_added_ms"] = (
-                                row[way][f"ttft_{q}_ms"] - row["direct"][f"ttft_{q}_ms"]
-                            )
-                    results.append(row)
-                    print(
-                        f"{clients:4d} streams: nginx {row['nginx_ratio']:.3f}x, gateway {row['gateway_ratio']:.3f}x "
-                        f"direct; TTFT added p50/p99: nginx {row['nginx_ttft_p50_added_ms']:+.1f}/"
-                        f"{row['nginx_ttft_p99_added_ms']:+.1f} ms, gateway {row['gateway_ttft_p50_added_ms']:+.1f}/"
-                        f"{row['gateway_ttft_p99_added_ms']:+.1f} ms; CPU ms/1k tokens: nginx "
-                        f"{row['nginx']['cpu_ms_per_1k_tokens']['nginx']:.0f}, gateway "
-                        f"{row['gateway']['cpu_ms_per_1k_tokens']['gateway']:.0f}; {args.replicas} replicas "
-                        f"{row['replicas_ratio']:.3f}x, TTFT added {row['replicas_ttft_p50_added_ms']:+.1f}/"
-                        f"{row['replicas_ttft_p99_added_ms']:+.1f} ms, CPU ms/1k tokens "
-                        f"{row['replicas']['cpu_ms_per_1k_tokens']['replicas']:.0f} (+ their nginx "
-                        f"{row['replicas']['cpu_ms_per_1k_tokens']['replicas_nginx']:.0f})",
-                        flush=True,
-                    )
+                for arrivals in ARRIVALS[args.arrivals]:
+                    for clients in args.levels:
+                        row = compare(procs, bases, clients, arrivals, args)
+                        results.setdefault(arrivals, []).append(row)
+                        print(summary(row, arrivals, args.replicas), flush=True)
         finally:
             for proc in [*gateways, *([front] if front else [])]:
                 proc.terminate()
@@ -180,5 +196,7 @@ def run(args: argparse.Namespace) -> dict:
         "upstream": f"stub, {args.rate:g} tokens/s per stream, {args.tokens} tokens per request",
         "replicas": args.replicas,
         "machine": f"{psutil.cpu_count()} cores",
-        "levels": results,
+        "levels": results.get("burst", []),
+        # the same levels with arrivals spread over one request's length (bench.serve.level's ramp_s)
+        "spread_levels": results.get("spread", []),
     }
