@@ -63,7 +63,7 @@ def gold_on_held_out(data: Path, hh: Path) -> dict:
         "judge": "the people who labelled Anthropic HH (harmless-base)",
         f"reward model (gold: {recipe} SmolLM2-135M-Instruct)": {
             **interval([c > r for c, r in zip(chosen, rejected, strict=True)]),
-            # the depth its head reads (cross-validated; the layers above it are dropped)
+            # the depth it reads (the head's, cross-validated, the layers above dropped; with a GPU all of them)
             "layers": json.loads((data / "world" / "gold-reward" / "config.json").read_text())[
                 "num_hidden_layers"
             ],

@@ -1,4 +1,5 @@
-"""A reward head on a frozen backbone: the recipe that fits a CPU (`frozen_backbone: true`).
+"""A reward head on a frozen backbone: the recipe that fits a CPU (`frozen_backbone: yes`, or `auto`
+without a GPU).
 
 The sequence-classification model scores a response by a linear head on the final (normed) hidden state
 of its last token. With the backbone frozen, the states are computed once per distinct response (one

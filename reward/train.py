@@ -22,6 +22,7 @@ with torchrun, which on a machine without GPUs trains over gloo on the CPU.)
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,10 @@ def main(cfg: RewardTrainConfig) -> Path:
     """Train, save, evaluate on the snapshot's eval split, and write metrics.json and the model card."""
     cfg = resolve_backbone(cfg)
     head_only = cfg.frozen_backbone == "yes"
+    if head_only and int(os.environ.get("RANK", "0")) != 0:
+        # Under `accelerate launch` with several processes the head is fit once, by the main process
+        # (a few forward passes and an L-BFGS fit): the others would write the same files beside it.
+        return Path(cfg.output_dir)
     train_rows = objective_rows(read_snapshot(cfg.snapshot, "train"), cfg.objective, cfg.harmless_batches)
     if not train_rows:
         raise ValueError(
@@ -191,7 +196,8 @@ def reward_card(cfg: RewardTrainConfig, metrics: dict) -> str:
             f"agreement with the simulated annotators' hidden preference: {hidden.get('model_vs_hidden')} "
             f"(the labels themselves: {hidden.get('labels_vs_hidden')})"
         )
-    return model_card(f"rankloop reward model ({cfg.mode})", facts, cfg)
+    kind = "head on a frozen backbone" if cfg.frozen_backbone == "yes" else cfg.mode
+    return model_card(f"rankloop reward model ({kind})", facts, cfg)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from service.cli.demo_world import SYSTEM_PROMPT
 from service.core.store import Store
@@ -126,7 +127,8 @@ def test_the_loop_runs_on_smollm2_toward_the_gold_judge(real: dict) -> None:
     assert set(profiles) == {"gold-1", "gold-2"} and all(p["gold_model"] == gold for p in profiles.values())
     assert models[rnd["sampled_model_id"]]["name"] == "SmolLM2-135M-Instruct"
     reward = models[rnd["reward_model_id"]]["metrics"]
-    assert reward["mode"] == "head on a frozen backbone"
+    # frozen_backbone: auto, the head alone without a GPU and every weight (pairwise) with one
+    assert reward["mode"] == ("pairwise" if torch.cuda.is_available() else "head on a frozen backbone")
     policies = [m for m in models.values() if m["kind"] == "policy"]
     assert len(policies) == 1 and policies[0]["metrics"]["config"]["lora"]  # --small: no earlier checkpoint
     for policy in policies:

@@ -30,9 +30,22 @@ def test_auto_is_the_head_without_a_gpu_and_every_weight_with_one(monkeypatch: p
     from reward.train import resolve_backbone
 
     auto = RewardTrainConfig(**BASE, frozen_backbone="auto")
-    assert not torch.cuda.is_available()  # this machine: what CI runs on
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this machine, CI's
     assert resolve_backbone(auto).frozen_backbone == "yes"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU machine's answer
     assert resolve_backbone(auto).frozen_backbone == "no"
     for given in ("yes", "no"):  # said outright: kept on either machine
         assert resolve_backbone(RewardTrainConfig(**BASE, frozen_backbone=given)).frozen_backbone == given
+
+
+def test_only_the_main_process_fits_a_head(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Under `accelerate launch` with N processes the head is fit by rank 0 alone; another rank returns
+    before reading anything (the snapshot here does not even exist) and writes nothing."""
+    from reward.train import main
+
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "head"
+    cfg = RewardTrainConfig(
+        snapshot=tmp_path / "none", base_model=tmp_path, output_dir=out, frozen_backbone="yes"
+    )
+    assert main(cfg) == out and not out.exists()
