@@ -56,8 +56,8 @@ def gold_on_held_out(data: Path, hh: Path) -> dict:
     chosen = scorer.score_pairs([(r["messages"], r["chosen"]) for r in held])
     rejected = scorer.score_pairs([(r["messages"], r["rejected"]) for r in held])
     # frozen_backbone: auto trains the head alone without a GPU, every weight with one
-    mode = json.loads((data / "world" / "gold-reward" / "metrics.json").read_text())["mode"]
-    recipe = "head on frozen" if mode == "head on a frozen backbone" else f"{mode}, every weight of"
+    ran = json.loads((data / "world" / "gold-reward" / "metrics.json").read_text())["config"]
+    recipe = "head on frozen" if ran["frozen_backbone"] == "yes" else f"{ran['mode']}, every weight of"
     return {
         "data": f"{hh.name}: {len(train)} gold-part pairs to fit, {len(held)} loop-part pairs held out (no shared opening)",
         "judge": "the people who labelled Anthropic HH (harmless-base)",

@@ -71,7 +71,8 @@ def cmd_train_reward(args: argparse.Namespace, settings: Settings) -> None:
         cfg = job["config"]
         what = {
             "yes": "a reward head on the frozen",
-            "auto": f"a reward head on the frozen (no GPU) or a {cfg['mode']} reward model on (GPU)",
+            "auto": f"a reward model (a head on the frozen backbone without a GPU, every weight, {cfg['mode']}, "
+            "with one) on",
         }.get(cfg.get("frozen_backbone"), f"{cfg['mode']} reward model on")
         print(
             f"job {job_id}: {what} {cfg['base_model']}, snapshot {cfg['snapshot']}"
